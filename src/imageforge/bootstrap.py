@@ -1,0 +1,39 @@
+"""The composition root: the only place that wires components together."""
+
+from __future__ import annotations
+
+from imageforge.config import Settings
+from imageforge.engine.backends.diffusers import DiffusersBackend
+from imageforge.engine.catalog import build_catalog
+from imageforge.engine.pool import ModelPool
+from imageforge.inputs import ImageLimits, InputPaths
+from imageforge.prompting.assist import PromptAssistant
+from imageforge.service import ImageService, ServiceLimits
+from imageforge.storage.cache import ArtifactCache
+from imageforge.storage.outputs import OutputStore
+
+
+def build_service(settings: Settings) -> ImageService:
+    """An `ImageService` for `settings`. Cheap: no model loads and torch is not imported until needed."""
+    guards = [name for name, on in (("ALLOW_FLUX", settings.allow_flux), ("ALLOW_KLEIN", settings.allow_klein)) if on]
+    catalog = build_catalog(
+        lora_portrait=settings.lora_portrait,
+        models_file=settings.resolve(settings.models_file),
+        allowed_guards=guards,
+    )
+    backend = DiffusersBackend(device=settings.device, models_path=settings.models_path)
+    return ImageService(
+        catalog=catalog,
+        backend=backend,
+        pool=ModelPool(backend),
+        outputs=OutputStore(settings.output_path),
+        cache=ArtifactCache(settings.cache_path),
+        assistant=PromptAssistant(settings.ollama_url, settings.ollama_model),
+        paths=InputPaths(settings.root_dir, settings.input_roots),
+        default_model=settings.default_model,
+        limits=ServiceLimits(
+            max_res=settings.max_res,
+            max_steps=settings.max_steps,
+            images=ImageLimits(max_bytes=int(settings.max_body_mb * 1024 * 1024)),
+        ),
+    )

@@ -1,0 +1,99 @@
+"""Settings: every option, read from the environment and `.env`.
+
+Each option accepts its `IMAGEFORGE_`-prefixed name and, where the original design had one, its bare
+name (`PORT`, `DEVICE`, `MAX_RES`, …); the prefixed name wins when both are set. Nothing here is read at
+import time: `Settings()` reads the environment when it is constructed, in the composition root.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DeviceSetting = Literal["auto", "cuda", "mps", "cpu"]
+
+
+def _env(name: str, *, bare: bool = True) -> AliasChoices:
+    """Accept `IMAGEFORGE_<NAME>` first, then the bare `<NAME>` of the original design."""
+    names = [f"IMAGEFORGE_{name}"]
+    if bare:
+        names.append(name)
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """The service's configuration; components receive the fields they need, never this whole object."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        protected_namespaces=(),
+    )
+
+    default_model: str = Field("sd-turbo", validation_alias=AliasChoices("IMAGEFORGE_MODEL"))
+    device: DeviceSetting = Field("auto", validation_alias=_env("DEVICE"))
+    host: str = Field("127.0.0.1", validation_alias=_env("HOST"))
+    port: int = Field(8765, ge=1, le=65535, validation_alias=_env("PORT"))
+    ollama_url: str = Field("http://127.0.0.1:11434", validation_alias=_env("OLLAMA_URL"))
+    ollama_model: str = Field("gemma4:latest", validation_alias=_env("OLLAMA_MODEL"))
+    output_dir: Path = Field(Path("outputs"), validation_alias=_env("OUTPUT_DIR"))
+    cache_dir: Path = Field(Path("cache"), validation_alias=_env("CACHE_DIR"))
+    data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR", bare=False))
+    max_res: int = Field(1024, ge=64, validation_alias=_env("MAX_RES"))
+    allow_flux: bool = Field(False, validation_alias=_env("ALLOW_FLUX"))
+    allow_klein: bool = Field(False, validation_alias=_env("ALLOW_KLEIN"))
+    warmup: bool = Field(False, validation_alias=_env("WARMUP"))
+    lora_portrait: str | None = Field(None, validation_alias=_env("LORA_PORTRAIT", bare=False))
+    models_file: Path = Field(Path("models.toml"), validation_alias=_env("MODELS_FILE", bare=False))
+    input_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("INPUT_DIRS", bare=False)
+    )
+    max_body_mb: float = Field(32.0, gt=0, validation_alias=_env("MAX_BODY_MB", bare=False))
+    max_steps: int = Field(100, ge=1, validation_alias=_env("MAX_STEPS", bare=False))
+    root_dir: Path = Field(default_factory=Path.cwd, validation_alias=_env("ROOT", bare=False))
+
+    @field_validator("input_dirs", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        """`IMAGEFORGE_INPUT_DIRS` is a path list separated by commas or the OS path separator."""
+        if isinstance(value, str):
+            parts = value.replace(os.pathsep, ",").split(",")
+            return [Path(part.strip()) for part in parts if part.strip()]
+        return value
+
+    @field_validator("lora_portrait", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    def resolve(self, path: Path) -> Path:
+        """A configured path, made absolute against the project root when relative."""
+        return (path if path.is_absolute() else self.root_dir / path).resolve()
+
+    @property
+    def output_path(self) -> Path:
+        return self.resolve(self.output_dir)
+
+    @property
+    def cache_path(self) -> Path:
+        return self.resolve(self.cache_dir)
+
+    @property
+    def data_path(self) -> Path:
+        return self.resolve(self.data_dir)
+
+    @property
+    def models_path(self) -> Path:
+        """Where models built or converted by imageforge itself live (the `tiny` build)."""
+        return self.data_path / "models"
+
+    @property
+    def input_roots(self) -> list[Path]:
+        """Folders whose files may be read as input images: the outputs plus `IMAGEFORGE_INPUT_DIRS`."""
+        return [self.output_path, *(self.resolve(p) for p in self.input_dirs)]

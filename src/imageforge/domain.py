@@ -1,0 +1,152 @@
+"""Pure types shared by every layer: what a generation asks for, what it returns, what a model is."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+
+class Task(enum.StrEnum):
+    """The operations a model can support."""
+
+    #: prompt → image
+    TEXT2IMG = "text2img"
+    #: prompt + init image → image (`strength` says how far from the input)
+    IMG2IMG = "img2img"
+    #: prompt + init image + mask → image, repainting the white part of the mask
+    INPAINT = "inpaint"
+
+
+class Family(enum.StrEnum):
+    """Pipeline families the diffusers backend knows how to load."""
+
+    SD = "sd"
+    SDXL = "sdxl"
+    FLUX = "flux"
+    FLUX2_KLEIN = "flux2-klein"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One catalog entry: where the weights are, how to run them, and what to tell users about them."""
+
+    key: str
+    #: a Hub repo id, a local diffusers folder, or a local single-file `.safetensors` checkpoint
+    source: str
+    family: Family
+    description: str
+    default_steps: int
+    default_guidance: float
+    default_size: int
+    tasks: tuple[Task, ...] = (Task.TEXT2IMG, Task.IMG2IMG, Task.INPAINT)
+    est_memory_gb: float = 4.0
+    #: the setting name that must be true before the model may load (`ALLOW_FLUX`), if any
+    guard: str | None = None
+    quality_note: str = ""
+    #: a scheduler class name to swap in after loading (`LCMScheduler`), if any
+    scheduler: str | None = None
+    #: LoRA weights (repo id or `.safetensors` file) fused in after loading
+    lora: str | None = None
+    #: a single `.safetensors`/`.gguf` file whose transformer replaces the source's (quantised FLUX)
+    transformer_file: str | None = None
+    revision: str | None = None
+    #: why the entry behaves differently than its name suggests, shown to users (`sdxl-portrait` without its LoRA)
+    notice: str = ""
+    #: built in code by imageforge (the `tiny` model) rather than downloaded
+    builtin: bool = False
+
+    def supports(self, task: Task) -> bool:
+        return task in self.tasks
+
+    @property
+    def size_multiple(self) -> int:
+        """Width and height must be multiples of this (FLUX packs 2x2 latent patches)."""
+        return 16 if self.family in (Family.FLUX, Family.FLUX2_KLEIN) else 8
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """An input image as a client sent it: base64 data or a path (exactly one)."""
+
+    base64: str | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """What a client asked for, before validation; `None` means "the model's default"."""
+
+    task: Task
+    prompt: str
+    negative_prompt: str = ""
+    model: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    width: int | None = None
+    height: int | None = None
+    seed: int | None = None
+    strength: float | None = None
+    init_image: ImageSource | None = None
+    mask_image: ImageSource | None = None
+    assist_prompt: bool = False
+    use_cache: bool = True
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A validated request, with defaults filled in from the model and inputs decoded."""
+
+    task: Task
+    model: str
+    prompt: str
+    negative_prompt: str
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    seed: int
+    strength: float = 0.6
+    init_image: Image.Image | None = field(default=None, compare=False)
+    mask_image: Image.Image | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One denoising step done."""
+
+    step: int
+    total: int
+
+
+#: Called once per denoising step.
+ProgressCallback = Callable[[Progress], None]
+#: Polled between steps; returning True stops the generation.
+CancelCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """A finished generation: the parameters that made it and where the image lies."""
+
+    task: Task
+    model: str
+    seed: int
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    strength: float | None
+    prompt: str
+    negative_prompt: str
+    original_prompt: str
+    assisted: bool
+    cached: bool
+    elapsed_s: float
+    output_path: str
+    png: bytes = field(repr=False)
+    mime: str = "image/png"
+    extra: dict[str, Any] = field(default_factory=dict)

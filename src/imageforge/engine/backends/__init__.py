@@ -1,0 +1,1 @@
+"""Backends implementing `ImageBackend`; only these modules import torch or diffusers."""

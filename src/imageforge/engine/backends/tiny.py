@@ -1,0 +1,247 @@
+"""Offline random-weight pipelines in the real diffusers layouts.
+
+`tiny` is a real Stable Diffusion pipeline (UNet2DConditionModel, AutoencoderKL, CLIP text encoder and
+tokenizer) whose weights are small and random. It is built deterministically on first use, saved with
+`save_pretrained` and loaded back through the same `from_pretrained` path as any downloaded model, so
+tests, `selftest` and CI exercise the real loading and generation code without a network.
+
+The SDXL and FLUX builders exist so that every pipeline family in the catalog can be loaded and run by a
+test; they are not catalog entries themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+#: Bumped whenever the built layout changes, so an old build is replaced instead of half-reused.
+TINY_VERSION = "2"
+
+_SEED = 0
+_MARKER = "imageforge_tiny.json"
+
+
+def _seed() -> None:
+    import torch
+
+    torch.manual_seed(_SEED)
+
+
+def _tokenizer() -> Any:
+    """A byte-level CLIP tokenizer built in code: any text tokenizes, ids stay small."""
+    from transformers import CLIPTokenizer
+
+    symbols = [chr(c) for c in range(33, 127)]
+    vocab: dict[str, int] = {}
+    for sym in symbols:
+        vocab[sym] = len(vocab)
+    for sym in symbols:
+        vocab[sym + "</w>"] = len(vocab)
+    merges = [("t", "h"), ("th", "e</w>"), ("a", "n"), ("i", "n")]
+    for left, right in merges:
+        vocab[left + right] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def _clip_text_encoder(vocab_size: int, *, projection: bool = False) -> Any:
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=32,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+    )
+    return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
+
+
+def _vae(*, latent_channels: int = 4, **config: Any) -> Any:
+    """Four blocks, like the real VAEs, so latents are 1/8 of the image side and cost what they should."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=latent_channels,
+        norm_num_groups=8,
+        sample_size=64,
+        **config,
+    )
+
+
+def _scheduler() -> Any:
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="trailing"
+    )
+
+
+def _save(components: dict[str, Any], pipeline_class: Any, target: Path, family: str) -> Path:
+    """Save atomically: build in a sibling folder, then rename, so a crash never leaves half a model."""
+    staging = target.with_name(target.name + ".building")
+    shutil.rmtree(staging, ignore_errors=True)
+    pipeline = pipeline_class(**components)
+    pipeline.save_pretrained(staging, safe_serialization=True)
+    (staging / _MARKER).write_text(json.dumps({"version": TINY_VERSION, "family": family}))
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def is_built(target: Path) -> bool:
+    """Whether a current tiny build already lies at `target`."""
+    marker = target / _MARKER
+    if not marker.is_file():
+        return False
+    try:
+        return bool(json.loads(marker.read_text()).get("version") == TINY_VERSION)
+    except (OSError, ValueError):
+        return False
+
+
+def build_tiny_sd(target: Path) -> Path:
+    """Build the `tiny` Stable Diffusion pipeline into `target` (idempotent)."""
+    if is_built(target):
+        return target
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    _seed()
+    tokenizer = _tokenizer()
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+    components = {
+        "unet": unet,
+        "vae": _vae(),
+        "text_encoder": _clip_text_encoder(len(tokenizer)),
+        "tokenizer": tokenizer,
+        "scheduler": _scheduler(),
+        "safety_checker": None,
+        "feature_extractor": None,
+        "requires_safety_checker": False,
+    }
+    return _save(components, StableDiffusionPipeline, target, "sd")
+
+
+def build_tiny_sdxl(target: Path) -> Path:
+    """Build a tiny SDXL pipeline (two CLIP encoders, added time conditioning) into `target`."""
+    if is_built(target):
+        return target
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+
+    _seed()
+    tokenizer = _tokenizer()
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=80,  # 6 * 8 time ids + 32 pooled text
+        cross_attention_dim=64,  # both encoders' hidden states, concatenated
+        norm_num_groups=32,
+    )
+    components = {
+        "unet": unet,
+        "vae": _vae(),
+        "text_encoder": _clip_text_encoder(len(tokenizer)),
+        "tokenizer": tokenizer,
+        "text_encoder_2": _clip_text_encoder(len(tokenizer), projection=True),
+        "tokenizer_2": _tokenizer(),
+        "scheduler": _scheduler(),
+        "image_encoder": None,
+        "feature_extractor": None,
+    }
+    return _save(components, StableDiffusionXLPipeline, target, "sdxl")
+
+
+def build_tiny_sdxl_lora(base: Path, target: Path) -> Path:
+    """Save a random LoRA for the tiny SDXL UNet as `pytorch_lora_weights.safetensors` in `target`."""
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    import torch
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    _seed()
+    unet = UNet2DConditionModel.from_pretrained(base / "unet")
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    layers = get_peft_model_state_dict(unet)
+    # A fresh LoRA's up-projections are zero; give them values so the adapter changes the output.
+    layers = {name: torch.randn_like(weight) * 0.1 for name, weight in layers.items()}
+    StableDiffusionXLPipeline.save_lora_weights(target, unet_lora_layers=layers, safe_serialization=True)
+    return target / "pytorch_lora_weights.safetensors"
+
+
+def build_tiny_flux(target: Path) -> Path:
+    """Build a tiny FLUX.1 pipeline (CLIP + T5 encoders, flow-matching transformer) into `target`."""
+    if is_built(target):
+        return target
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+    )
+    from transformers import T5Config, T5EncoderModel
+
+    _seed()
+    tokenizer = _tokenizer()
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4,  # latent_channels * 2 * 2: FLUX packs 2x2 latent patches
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=(4, 4, 8),
+    )
+    vae = _vae(
+        latent_channels=1, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035
+    )
+    t5 = T5EncoderModel(
+        T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4)
+    )
+    components = {
+        "transformer": transformer,
+        "vae": vae,
+        "text_encoder": _clip_text_encoder(len(tokenizer)),
+        "tokenizer": tokenizer,
+        # Any tokenizer with small ids stands in for T5's sentencepiece one; the encoder is a real T5.
+        "text_encoder_2": t5,
+        "tokenizer_2": _tokenizer(),
+        "scheduler": FlowMatchEulerDiscreteScheduler(),
+        "image_encoder": None,
+        "feature_extractor": None,
+    }
+    return _save(components, FluxPipeline, target, "flux")

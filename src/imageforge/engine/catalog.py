@@ -1,0 +1,253 @@
+"""The model catalog: the built-in entries and the user's own models file.
+
+Users add models in a TOML file without touching code::
+
+    [models.my-sdxl]
+    source = "/srv/models/my-sdxl"   # a Hub repo id, a diffusers folder, or a single .safetensors file
+    family = "sdxl"                   # sd | sdxl | flux | flux2-klein
+    steps = 25
+    guidance = 6.0
+    size = 1024
+    tasks = ["text2img", "img2img"]   # default: all three
+    scheduler = "LCMScheduler"        # optional
+    lora = "/srv/loras/style.safetensors"  # optional
+
+Weights load from safetensors only: a source ending in `.ckpt`, `.pt`, `.pth` or `.bin` is refused, because
+those are pickles that can run code when loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from imageforge.domain import Family, ModelSpec, Task
+from imageforge.errors import ModelGuarded, ModelNotFound
+
+log = logging.getLogger(__name__)
+
+TINY = "tiny"
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
+
+BUILTIN_MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        key="sd-turbo",
+        source="stabilityai/sd-turbo",
+        family=Family.SD,
+        description="SD 2.1 distilled for 1-4 steps; the fastest real model, good on CPU and Apple silicon.",
+        default_steps=1,
+        default_guidance=0.0,
+        default_size=512,
+        est_memory_gb=3.5,
+        quality_note="512x512 native; soft detail; guidance must stay 0, so negative prompts have no effect.",
+    ),
+    ModelSpec(
+        key="sdxl-turbo",
+        source="stabilityai/sdxl-turbo",
+        family=Family.SDXL,
+        description="SDXL distilled for 1-4 steps: better composition than sd-turbo at a few times the cost.",
+        default_steps=1,
+        default_guidance=0.0,
+        default_size=512,
+        est_memory_gb=8.0,
+        quality_note="512x512 native; guidance must stay 0.",
+    ),
+    ModelSpec(
+        key="sdxl",
+        source=SDXL_BASE,
+        family=Family.SDXL,
+        description="SDXL 1.0 base: the quality reference, slow (25-40 steps).",
+        default_steps=30,
+        default_guidance=6.0,
+        default_size=1024,
+        est_memory_gb=10.0,
+        quality_note="1024x1024 native; honours negative prompts.",
+    ),
+    ModelSpec(
+        key="sdxl-lcm",
+        source=SDXL_BASE,
+        family=Family.SDXL,
+        description="SDXL base with the LCM LoRA and scheduler: SDXL quality in 4-8 steps.",
+        default_steps=4,
+        default_guidance=1.0,
+        default_size=1024,
+        est_memory_gb=10.0,
+        quality_note="1024x1024 native; guidance 1-2; negative prompts have no effect at guidance 1.",
+        scheduler="LCMScheduler",
+        lora="latent-consistency/lcm-lora-sdxl",
+    ),
+    ModelSpec(
+        key="sdxl-portrait",
+        source=SDXL_BASE,
+        family=Family.SDXL,
+        description="SDXL base with a portrait LoRA from IMAGEFORGE_LORA_PORTRAIT.",
+        default_steps=30,
+        default_guidance=6.0,
+        default_size=1024,
+        est_memory_gb=10.5,
+        quality_note="1024x1024 native; the LoRA decides the look.",
+    ),
+    ModelSpec(
+        key="flux-q4",
+        source="black-forest-labs/FLUX.1-schnell",
+        family=Family.FLUX,
+        description="FLUX.1-schnell with a 4-bit GGUF transformer: the best prompt following here, heavy.",
+        default_steps=4,
+        default_guidance=0.0,
+        default_size=1024,
+        est_memory_gb=16.0,
+        guard="ALLOW_FLUX",
+        quality_note="Renders short text well; needs the `gguf` package and a large download (~17 GB).",
+        transformer_file="https://huggingface.co/city96/FLUX.1-schnell-gguf/blob/main/flux1-schnell-Q4_K_S.gguf",
+    ),
+    ModelSpec(
+        key="flux2-klein",
+        source="black-forest-labs/FLUX.2-klein-4B",
+        family=Family.FLUX2_KLEIN,
+        description="FLUX.2 [klein] 4B: FLUX.2 quality in 4 steps; needs a diffusers with Flux2KleinPipeline.",
+        default_steps=4,
+        default_guidance=1.0,
+        default_size=1024,
+        tasks=(Task.TEXT2IMG,),
+        est_memory_gb=16.0,
+        guard="ALLOW_KLEIN",
+        quality_note="Text-to-image only here.",
+    ),
+    ModelSpec(
+        key=TINY,
+        source=TINY,
+        family=Family.SD,
+        description="Smoke-test model: a real SD pipeline with tiny random weights. It draws noise, fast.",
+        default_steps=2,
+        default_guidance=0.0,
+        default_size=256,
+        est_memory_gb=0.1,
+        quality_note="Smoke test only: random weights, the output is noise.",
+        builtin=True,
+    ),
+)
+
+GUARD_REASONS = {
+    "ALLOW_FLUX": "FLUX needs about 16 GB of memory and a ~17 GB download, which stalls or crashes small machines.",
+    "ALLOW_KLEIN": "FLUX.2 klein needs about 16 GB of memory, a ~13 GB download and a recent diffusers.",
+}
+
+
+class Catalog:
+    """The models this service knows, by key."""
+
+    def __init__(self, specs: Iterable[ModelSpec], *, allowed_guards: Iterable[str] = ()) -> None:
+        self._specs = {spec.key: spec for spec in specs}
+        self._allowed_guards = frozenset(allowed_guards)
+
+    def __iter__(self) -> Any:
+        return iter(self._specs.values())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._specs
+
+    def get(self, key: str) -> ModelSpec:
+        """The entry for `key`, or `ModelNotFound` naming the keys that exist."""
+        try:
+            return self._specs[key]
+        except KeyError:
+            raise ModelNotFound(
+                f"Unknown model '{key}'.", hint=f"Use one of: {', '.join(self._specs)} (see GET /models)."
+            ) from None
+
+    def is_allowed(self, spec: ModelSpec) -> bool:
+        return spec.guard is None or spec.guard in self._allowed_guards
+
+    def require(self, key: str) -> ModelSpec:
+        """The entry for `key`, refused with `ModelGuarded` while its guard is closed."""
+        spec = self.get(key)
+        if not self.is_allowed(spec):
+            assert spec.guard is not None
+            raise ModelGuarded(
+                f"Model '{key}' is disabled on this server. {GUARD_REASONS.get(spec.guard, '')}".strip(),
+                hint=f"Set {spec.guard}=1 in the environment or .env and restart, if this machine can hold it.",
+            )
+        return spec
+
+
+def build_catalog(
+    *, lora_portrait: str | None, models_file: Path | None, allowed_guards: Iterable[str]
+) -> Catalog:
+    """The built-in entries, adjusted by settings, plus the user's models file when it exists."""
+    specs = [_with_portrait_lora(spec, lora_portrait) for spec in BUILTIN_MODELS]
+    if models_file is not None and models_file.is_file():
+        specs.extend(load_models_file(models_file))
+    return Catalog(specs, allowed_guards=allowed_guards)
+
+
+def _with_portrait_lora(spec: ModelSpec, lora: str | None) -> ModelSpec:
+    if spec.key != "sdxl-portrait":
+        return spec
+    if lora:
+        return replace(spec, lora=lora)
+    return replace(
+        spec,
+        notice="IMAGEFORGE_LORA_PORTRAIT is not set, so sdxl-portrait runs as plain sdxl.",
+        quality_note="Plain SDXL until IMAGEFORGE_LORA_PORTRAIT names a LoRA.",
+    )
+
+
+def load_models_file(path: Path) -> list[ModelSpec]:
+    """Parse the user's models file; an invalid entry is skipped with a logged reason, never fatal."""
+    with path.open("rb") as handle:
+        document = tomllib.load(handle)
+    entries = document.get("models", {})
+    specs: list[ModelSpec] = []
+    for key, entry in entries.items():
+        try:
+            specs.append(_parse_entry(key, entry, base=path.parent))
+        except (TypeError, ValueError, KeyError) as exc:
+            log.warning("models file %s: skipping [models.%s]: %s", path, key, exc)
+    return specs
+
+
+def _parse_entry(key: str, entry: Mapping[str, Any], *, base: Path) -> ModelSpec:
+    if not isinstance(entry, Mapping):
+        raise TypeError("an entry must be a table")
+    source = _source(str(entry["source"]), base)
+    lora = _source(str(entry["lora"]), base) if entry.get("lora") else None
+    family = Family(entry.get("family", "sd"))
+    size = int(entry.get("size", 1024 if family is not Family.SD else 512))
+    tasks = tuple(Task(t) for t in entry.get("tasks", [t.value for t in Task]))
+    if not tasks:
+        raise ValueError("tasks must name at least one of text2img, img2img, inpaint")
+    return ModelSpec(
+        key=key,
+        source=source,
+        family=family,
+        description=str(entry.get("description", f"User model from {source}")),
+        default_steps=int(entry.get("steps", 25)),
+        default_guidance=float(entry.get("guidance", 5.0)),
+        default_size=size,
+        tasks=tasks,
+        est_memory_gb=float(entry.get("memory_gb", 8.0)),
+        quality_note=str(entry.get("quality_note", "")),
+        scheduler=entry.get("scheduler"),
+        lora=lora,
+        revision=entry.get("revision"),
+    )
+
+
+def _source(raw: str, base: Path) -> str:
+    """A Hub repo id stays as it is; a path is made absolute against the models file's folder."""
+    if raw.lower().endswith(PICKLE_SUFFIXES):
+        raise ValueError(f"{raw!r} is a pickle checkpoint; only .safetensors files and diffusers folders load")
+    candidate = Path(raw).expanduser()
+    if not candidate.is_absolute():
+        candidate = base / candidate
+    if candidate.exists() or not _HUB_ID.match(raw):
+        return str(candidate.resolve())
+    return raw

@@ -1,0 +1,1 @@
+"""Prompting: prompt assist through a local LLM (Ollama), with a transparent passthrough fallback."""

@@ -1,0 +1,416 @@
+"""ImageService: the one façade every transport calls.
+
+It validates a request against the catalog and limits, applies prompt assist, looks up the cache, runs the
+model through the pool, and stores the result. Transports parse their wire format, call one method here
+and format what comes back; they never call each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import secrets
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from imageforge import __version__
+from imageforge.domain import (
+    CancelCheck,
+    GenerationParams,
+    GenerationRequest,
+    ImageResult,
+    ImageSource,
+    ModelSpec,
+    Progress,
+    ProgressCallback,
+    Task,
+)
+from imageforge.engine.catalog import GUARD_REASONS, Catalog
+from imageforge.engine.pool import ModelPool
+from imageforge.engine.protocol import ImageBackend
+from imageforge.errors import GenerationFailed, ImageforgeError, InvalidRequest, UnsupportedOperation
+from imageforge.inputs import ImageLimits, InputPaths, decode_base64, decode_image, read_file
+from imageforge.prompting.assist import AssistResult, PromptAssistant
+from imageforge.storage.cache import ArtifactCache, cache_key
+from imageforge.storage.outputs import OutputStore, encode_png
+
+log = logging.getLogger(__name__)
+
+MAX_SEED = 2**32 - 1
+MAX_GUIDANCE = 30.0
+MAX_PROMPT_CHARS = 4000
+MIN_SIZE = 64
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """Request bounds enforced before any work is queued."""
+
+    max_res: int = 1024
+    max_steps: int = 100
+    images: ImageLimits = ImageLimits()
+
+
+def _never_cancel() -> bool:
+    return False
+
+
+def _ignore_progress(progress: Progress) -> None:
+    return None
+
+
+class ImageService:
+    """Generate, edit and inpaint images; list models; report health."""
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        backend: ImageBackend,
+        pool: ModelPool,
+        outputs: OutputStore,
+        cache: ArtifactCache,
+        assistant: PromptAssistant,
+        paths: InputPaths,
+        default_model: str,
+        limits: ServiceLimits,
+    ) -> None:
+        self.catalog = catalog
+        self._backend = backend
+        self._pool = pool
+        self._outputs = outputs
+        self._cache = cache
+        self._assistant = assistant
+        self._paths = paths
+        self.default_model = default_model
+        self.limits = limits
+        # One generation at a time per device: the backend's memory is sized for one.
+        self._device_lock = threading.Lock()
+
+    # -- generation ---------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        params: GenerationParams,
+        *,
+        on_progress: ProgressCallback = _ignore_progress,
+        should_cancel: CancelCheck = _never_cancel,
+    ) -> ImageResult:
+        """Run one text2img, img2img or inpaint request to completion and store the result."""
+        started = time.perf_counter()
+        spec = self.catalog.require(params.model or self.default_model)
+        request = self.validate(params, spec)
+        assist = self._assistant.expand(request.prompt) if params.assist_prompt else None
+        if assist is not None:
+            request = _with_prompt(request, assist.prompt)
+        record = self._record(request, spec, assist)
+
+        key = None
+        if params.use_cache and params.seed is not None:
+            key = cache_key(self._cache_parameters(request, spec))
+            hit = self._cache.get(key)
+            if hit is not None:
+                return self._from_cache(hit, record, started)
+
+        image = self._run(spec, request, on_progress, should_cancel)
+        record["elapsed_s"] = round(time.perf_counter() - started, 3)
+        png = encode_png(image, record)
+        path = self._outputs.save(png, record)
+        record["output_path"] = str(path)
+        if key is not None:
+            self._cache.put(key, png, record)
+        return _result(record, png, cached=False)
+
+    def _run(
+        self, spec: ModelSpec, request: GenerationRequest, on_progress: ProgressCallback, should_cancel: CancelCheck
+    ) -> Image.Image:
+        with self._device_lock:
+            model, _load_s = self._pool.get(spec)
+            try:
+                return model.generate(request, on_progress, should_cancel)
+            except ImageforgeError:
+                raise
+            except Exception as exc:
+                log.exception("generation failed for %s", spec.key)
+                raise GenerationFailed(
+                    f"The model failed on this request: {type(exc).__name__}: {exc}",
+                    hint="Try a smaller size or other parameters; the server keeps running.",
+                ) from exc
+
+    def _from_cache(self, hit: tuple[bytes, dict[str, Any]], record: dict[str, Any], started: float) -> ImageResult:
+        png, stored = hit
+        output = stored.get("output_path")
+        if not output or not Path(output).is_file():
+            output = str(self._outputs.save(png, stored))
+        record.update(output_path=output, elapsed_s=round(time.perf_counter() - started, 3))
+        return _result(record, png, cached=True)
+
+    def _cache_parameters(self, request: GenerationRequest, spec: ModelSpec) -> dict[str, Any]:
+        """Everything that changes the pixels: the model and its revision, the prompts after assist, the
+        numbers, the input images, and the engine (library versions, device, dtype)."""
+        return {
+            "model": spec.key,
+            "source": spec.source,
+            "revision": spec.revision,
+            "lora": spec.lora,
+            "scheduler": spec.scheduler,
+            "task": request.task.value,
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt,
+            "seed": request.seed,
+            "steps": request.steps,
+            "guidance": request.guidance,
+            "width": request.width,
+            "height": request.height,
+            "strength": request.strength if request.task is not Task.TEXT2IMG else None,
+            "init_image": _image_digest(request.init_image),
+            "mask_image": _image_digest(request.mask_image),
+            "engine": self._backend.fingerprint(),
+        }
+
+    def _record(self, request: GenerationRequest, spec: ModelSpec, assist: AssistResult | None) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "task": request.task.value,
+            "model": spec.key,
+            "model_source": spec.source,
+            "seed": request.seed,
+            "steps": request.steps,
+            "guidance": request.guidance,
+            "width": request.width,
+            "height": request.height,
+            "strength": request.strength if request.task is not Task.TEXT2IMG else None,
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt,
+            "original_prompt": assist.original_prompt if assist else request.prompt,
+            "assisted": bool(assist and assist.assisted),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "imageforge_version": __version__,
+            "engine": self._backend.fingerprint(),
+        }
+        if assist is not None:
+            record["assist"] = {"source": assist.source, "reason": assist.reason, "tags": assist.tags}
+        if spec.notice:
+            record["notice"] = spec.notice
+        return record
+
+    # -- validation ---------------------------------------------------------------------------------
+
+    def validate(self, params: GenerationParams, spec: ModelSpec) -> GenerationRequest:
+        """Check every field against the model and the limits; fill defaults; decode input images."""
+        if not spec.supports(params.task):
+            raise UnsupportedOperation(
+                f"Model '{spec.key}' does not support {params.task.value}.",
+                hint=f"It supports: {', '.join(t.value for t in spec.tasks)}. Pick another model (GET /models).",
+            )
+        prompt = params.prompt.strip()
+        if not prompt:
+            raise InvalidRequest("prompt is empty.", hint="Describe the image you want.")
+        if len(prompt) > MAX_PROMPT_CHARS or len(params.negative_prompt) > MAX_PROMPT_CHARS:
+            raise InvalidRequest(f"A prompt is longer than {MAX_PROMPT_CHARS} characters.", hint="Shorten it.")
+
+        init_image = mask_image = None
+        if params.task is not Task.TEXT2IMG:
+            init_image = self._load_image(params.init_image, "init_image", "RGB")
+        if params.task is Task.INPAINT:
+            mask_image = self._load_image(params.mask_image, "mask_image", "L")
+            assert init_image is not None
+            if mask_image.size != init_image.size:
+                raise InvalidRequest(
+                    f"mask_image is {mask_image.width}x{mask_image.height} but init_image is "
+                    f"{init_image.width}x{init_image.height}.",
+                    hint="Send a mask of exactly the init image's size (white = repaint, black = keep).",
+                )
+
+        width, height = self._size(params, spec, init_image)
+        strength = 0.6 if params.strength is None else params.strength
+        if params.task is not Task.TEXT2IMG and not 0.0 < strength <= 1.0:
+            raise InvalidRequest(f"strength {strength} is out of range.", hint="Use a value in (0, 1].")
+        steps = self._steps(params, spec, strength)
+        guidance = spec.default_guidance if params.guidance is None else params.guidance
+        if not 0.0 <= guidance <= MAX_GUIDANCE:
+            raise InvalidRequest(f"guidance {guidance} is out of range.", hint=f"Use 0 to {MAX_GUIDANCE:g}.")
+        seed = secrets.randbelow(MAX_SEED + 1) if params.seed is None else params.seed
+        if not 0 <= seed <= MAX_SEED:
+            raise InvalidRequest(f"seed {seed} is out of range.", hint=f"Use 0 to {MAX_SEED}, or omit it.")
+
+        if init_image is not None:
+            init_image = init_image.resize((width, height), Image.Resampling.LANCZOS)
+        if mask_image is not None:
+            mask_image = mask_image.resize((width, height), Image.Resampling.NEAREST)
+        return GenerationRequest(
+            task=params.task,
+            model=spec.key,
+            prompt=prompt,
+            negative_prompt=params.negative_prompt.strip(),
+            steps=steps,
+            guidance=guidance,
+            width=width,
+            height=height,
+            seed=seed,
+            strength=strength,
+            init_image=init_image,
+            mask_image=mask_image,
+        )
+
+    def _size(self, params: GenerationParams, spec: ModelSpec, init_image: Image.Image | None) -> tuple[int, int]:
+        """Requested size, else the init image's (scaled to fit MAX_RES), else the model's default."""
+        multiple = spec.size_multiple
+        default_w = default_h = min(spec.default_size, self.limits.max_res)
+        if init_image is not None:
+            scale = min(1.0, self.limits.max_res / max(init_image.size))
+            default_w, default_h = (max(MIN_SIZE, int(side * scale) // multiple * multiple) for side in init_image.size)
+        width = default_w if params.width is None else params.width
+        height = default_h if params.height is None else params.height
+        for name, value in (("width", width), ("height", height)):
+            if value % multiple:
+                raise InvalidRequest(
+                    f"{name} {value} is not a multiple of {multiple}.",
+                    hint=f"Use a multiple of {multiple}, e.g. {max(multiple, value // multiple * multiple)}.",
+                )
+            if not MIN_SIZE <= value <= self.limits.max_res:
+                raise InvalidRequest(
+                    f"{name} {value} is outside {MIN_SIZE}..{self.limits.max_res}.",
+                    hint=f"Use {MIN_SIZE} to {self.limits.max_res} (MAX_RES); {spec.key} works best at "
+                    f"{spec.default_size}.",
+                )
+        return width, height
+
+    def _steps(self, params: GenerationParams, spec: ModelSpec, strength: float) -> int:
+        """img2img and inpaint run `steps * strength` steps, so the default rises until that is at least one."""
+        if params.steps is None:
+            steps = spec.default_steps
+            if params.task is not Task.TEXT2IMG:
+                steps = max(steps, math.ceil(1 / strength))
+            return steps
+        if not 1 <= params.steps <= self.limits.max_steps:
+            raise InvalidRequest(
+                f"steps {params.steps} is out of range.", hint=f"Use 1 to {self.limits.max_steps}."
+            )
+        if params.task is not Task.TEXT2IMG and int(params.steps * strength) < 1:
+            raise InvalidRequest(
+                f"steps {params.steps} at strength {strength} leaves no denoising step.",
+                hint=f"Use at least {math.ceil(1 / strength)} steps, or a higher strength.",
+            )
+        return params.steps
+
+    def _load_image(self, source: ImageSource | None, field: str, mode: str) -> Image.Image:
+        limits = self.limits.images
+        if source is None or (source.base64 is None) == (source.path is None):
+            raise InvalidRequest(
+                f"Send exactly one of {field} (base64) or {field}_path.",
+                hint=f"{field} is required for this operation.",
+            )
+        if source.base64 is not None:
+            data = decode_base64(source.base64, field=field, limits=limits)
+        else:
+            assert source.path is not None
+            data = read_file(self._paths.resolve(source.path, field=f"{field}_path"), field=field, limits=limits)
+        return decode_image(data, field=field, limits=limits, mode=mode)
+
+    # -- catalog and health -------------------------------------------------------------------------
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """Every catalog entry with its capabilities, defaults, guard and local availability."""
+        resident = set(self._pool.resident())
+        return [self._describe(spec, resident) for spec in self.catalog]
+
+    def _describe(self, spec: ModelSpec, resident: set[str]) -> dict[str, Any]:
+        allowed = self.catalog.is_allowed(spec)
+        return {
+            "key": spec.key,
+            "description": spec.description,
+            "family": spec.family.value,
+            "source": spec.source,
+            "tasks": [task.value for task in spec.tasks],
+            "defaults": {
+                "steps": spec.default_steps,
+                "guidance": spec.default_guidance,
+                "width": spec.default_size,
+                "height": spec.default_size,
+            },
+            "size_multiple": spec.size_multiple,
+            "est_memory_gb": spec.est_memory_gb,
+            "guard": None
+            if spec.guard is None
+            else {"setting": spec.guard, "allowed": allowed, "reason": GUARD_REASONS.get(spec.guard, "")},
+            "available": allowed,
+            "quality_note": spec.quality_note,
+            "notice": spec.notice or None,
+            "smoke_test": spec.builtin,
+            "weights_present": self._backend.weights_present(spec),
+            "resident": spec.key in resident,
+            "default": spec.key == self.default_model,
+        }
+
+    def health(self) -> dict[str, Any]:
+        """Service status: device, resident models, default model, version, Ollama reachability."""
+        info = self._backend.device_info()
+        return {
+            "ok": True,
+            "status": "ok",
+            "version": __version__,
+            "device": info.device,
+            "dtype": info.dtype,
+            "cuda": info.cuda_available,
+            "mps": info.mps_available,
+            "engine_constructed": True,
+            "resident_models": self._pool.resident(),
+            "default_model": self.default_model,
+            "versions": info.versions,
+            "ollama": self._assistant.status(),
+        }
+
+    def load_model(self, key: str) -> float:
+        """Make a model resident now; returns the seconds spent loading (0 when it already was)."""
+        spec = self.catalog.require(key)
+        with self._device_lock:
+            _model, load_s = self._pool.get(spec)
+        return load_s
+
+    def pull(self, key: str) -> str:
+        """Download a model's weights ahead of time; returns where they are."""
+        return self._backend.pull(self.catalog.get(key))
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _with_prompt(request: GenerationRequest, prompt: str) -> GenerationRequest:
+    return replace(request, prompt=prompt)
+
+
+def _image_digest(image: Image.Image | None) -> str | None:
+    if image is None:
+        return None
+    digest = hashlib.sha256(image.tobytes())
+    digest.update(f"{image.mode}{image.size}".encode())
+    return digest.hexdigest()
+
+
+def _result(record: dict[str, Any], png: bytes, *, cached: bool) -> ImageResult:
+    return ImageResult(
+        task=Task(record["task"]),
+        model=record["model"],
+        seed=record["seed"],
+        steps=record["steps"],
+        guidance=record["guidance"],
+        width=record["width"],
+        height=record["height"],
+        strength=record["strength"],
+        prompt=record["prompt"],
+        negative_prompt=record["negative_prompt"],
+        original_prompt=record["original_prompt"],
+        assisted=record["assisted"],
+        cached=cached,
+        elapsed_s=record["elapsed_s"],
+        output_path=record["output_path"],
+        png=png,
+        extra={key: record[key] for key in ("assist", "notice") if key in record},
+    )

@@ -1,0 +1,1 @@
+"""Where images go: the output store (every result) and the content-addressed cache (seeded results)."""

@@ -1,0 +1,40 @@
+"""ArtifactCache: seeded results addressed by the hash of everything that changes their pixels."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from imageforge.storage.files import write_atomic
+
+
+def cache_key(parameters: dict[str, Any]) -> str:
+    """A stable hash of `parameters` (JSON-serialisable, order-independent)."""
+    canonical = json.dumps(parameters, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ArtifactCache:
+    """PNG bytes plus their JSON record, stored as `<root>/<2 hex>/<key>.png|.json`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.png"
+
+    def get(self, key: str) -> tuple[bytes, dict[str, Any]] | None:
+        png_path = self._path(key)
+        try:
+            record = json.loads(png_path.with_suffix(".json").read_text())
+            return png_path.read_bytes(), record
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: str, png: bytes, record: dict[str, Any]) -> None:
+        """Store a result; the record is written last, so a reader never finds a record without its image."""
+        png_path = self._path(key)
+        write_atomic(png_path, png)
+        write_atomic(png_path.with_suffix(".json"), json.dumps(record, sort_keys=True).encode())

@@ -1,0 +1,77 @@
+"""OutputStore: every result as a PNG with its parameters embedded, plus a JSON sidecar.
+
+The PNG carries two text chunks: `parameters`, in the plain-text form that common image tools and other
+Stable Diffusion front ends read, and `imageforge`, the full JSON record. Either is enough to reproduce the
+image from the file alone.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, PngImagePlugin
+
+from imageforge.storage.files import write_atomic
+
+PNG_RECORD_KEY = "imageforge"
+PNG_PARAMETERS_KEY = "parameters"
+
+
+def parameters_text(record: dict[str, Any]) -> str:
+    """The record in the `parameters` text layout that PNG-info readers understand."""
+    lines = [str(record.get("prompt", ""))]
+    if record.get("negative_prompt"):
+        lines.append(f"Negative prompt: {record['negative_prompt']}")
+    fields = [
+        ("Steps", record.get("steps")),
+        ("CFG scale", record.get("guidance")),
+        ("Seed", record.get("seed")),
+        ("Size", f"{record.get('width')}x{record.get('height')}"),
+        ("Model", record.get("model")),
+        ("Denoising strength", record.get("strength")),
+        ("Task", record.get("task")),
+    ]
+    lines.append(", ".join(f"{name}: {value}" for name, value in fields if value is not None))
+    return "\n".join(lines)
+
+
+def encode_png(image: Image.Image, record: dict[str, Any]) -> bytes:
+    """Encode `image` as PNG with `record` embedded as text chunks."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PNG_PARAMETERS_KEY, parameters_text(record))
+    info.add_text(PNG_RECORD_KEY, json.dumps(record, sort_keys=True))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def read_record(png: bytes) -> dict[str, Any]:
+    """The JSON record embedded by `encode_png` (empty when absent)."""
+    with Image.open(io.BytesIO(png)) as image:
+        text = image.info.get(PNG_RECORD_KEY)
+    return json.loads(text) if isinstance(text, str) else {}
+
+
+class OutputStore:
+    """Writes results as `YYYYMMDD_HHMMSS_<6 hex>.png` plus a `.json` sidecar under one folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def new_path(self) -> Path:
+        """A fresh output path; names never derive from user input."""
+        stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+        return self.root / f"{stamp}_{secrets.token_hex(3)}.png"
+
+    def save(self, png: bytes, record: dict[str, Any]) -> Path:
+        """Write an encoded PNG and its sidecar; returns the PNG's path."""
+        path = self.new_path()
+        write_atomic(path, png)
+        sidecar = {**record, "output_path": str(path)}
+        write_atomic(path.with_suffix(".json"), json.dumps(sidecar, indent=2, sort_keys=True).encode())
+        return path

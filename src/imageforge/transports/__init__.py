@@ -1,0 +1,1 @@
+"""Transports: each parses its wire format, calls `ImageService`, and formats the result."""

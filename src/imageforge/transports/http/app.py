@@ -1,0 +1,51 @@
+"""create_app(service): the FastAPI application, its routers, error map and lifespan."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from imageforge import __version__
+from imageforge.service import ImageService
+from imageforge.transports.http.errors import install_error_handlers
+from imageforge.transports.http.limits import BodySizeLimit
+from imageforge.transports.http.routes import health, images, models
+
+log = logging.getLogger(__name__)
+
+
+def create_app(service: ImageService, *, max_body_bytes: int = 32 * 1024 * 1024, warmup: bool = False) -> FastAPI:
+    """The HTTP API on `service`. `warmup` loads the default model at startup instead of on first use."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Detecting the device imports torch (seconds); do it beside startup so /health answers at once later.
+        threading.Thread(target=_prepare, args=(service, warmup), name="imageforge-warmup", daemon=True).start()
+        yield
+        service.close()
+
+    app = FastAPI(
+        title="imageforge",
+        version=__version__,
+        summary="Local-first image generation: one engine for HTTP, MCP, web and CLI clients.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    for router in (health.router, models.router, images.router):
+        app.include_router(router)
+    return app
+
+
+def _prepare(service: ImageService, warmup: bool) -> None:
+    try:
+        service.health()
+        if warmup:
+            service.load_model(service.default_model)
+    except Exception:
+        log.exception("warmup failed; models will load on first use")

@@ -1,0 +1,62 @@
+"""POST /generate, /edit and /inpaint: synchronous generation."""
+
+from __future__ import annotations
+
+import base64
+
+from fastapi import APIRouter
+
+from imageforge.domain import ImageResult
+from imageforge.transports.http.deps import Service
+from imageforge.transports.http.schemas import (
+    EditBody,
+    ErrorResponse,
+    GenerateBody,
+    ImageResponse,
+    InpaintBody,
+    ReturnMode,
+)
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorResponse} for status in (400, 403, 404, 409, 413, 500, 501, 503)
+}
+router = APIRouter(tags=["images"], responses=_ERRORS)
+
+
+def to_response(result: ImageResult, return_mode: ReturnMode) -> ImageResponse:
+    return ImageResponse(
+        task=result.task.value,
+        model=result.model,
+        seed=result.seed,
+        steps=result.steps,
+        guidance=result.guidance,
+        width=result.width,
+        height=result.height,
+        strength=result.strength,
+        elapsed_s=result.elapsed_s,
+        prompt=result.prompt,
+        original_prompt=result.original_prompt,
+        negative_prompt=result.negative_prompt,
+        assisted=result.assisted,
+        cached=result.cached,
+        output_path=result.output_path if return_mode in ("path", "both") else None,
+        image_base64=base64.b64encode(result.png).decode() if return_mode in ("base64", "both") else None,
+        mime=result.mime,
+        notice=result.extra.get("notice"),
+        assist=result.extra.get("assist"),
+    )
+
+
+@router.post("/generate", summary="Text to image")
+def generate(body: GenerateBody, service: Service) -> ImageResponse:
+    return to_response(service.generate(body.to_params()), body.return_mode)
+
+
+@router.post("/edit", summary="Image to image (strength 0.6 by default)")
+def edit(body: EditBody, service: Service) -> ImageResponse:
+    return to_response(service.generate(body.to_edit_params()), body.return_mode)
+
+
+@router.post("/inpaint", summary="Repaint the white part of a mask")
+def inpaint(body: InpaintBody, service: Service) -> ImageResponse:
+    return to_response(service.generate(body.to_inpaint_params()), body.return_mode)

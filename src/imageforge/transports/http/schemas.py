@@ -1,0 +1,118 @@
+"""Wire schemas of the HTTP API ("schema" = wire type; "model" = ML model)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from imageforge.domain import GenerationParams, ImageSource, Task
+
+ReturnMode = Literal["base64", "path", "both"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class GenerateBody(_Body):
+    """POST /generate: text to image."""
+
+    prompt: str = Field(..., min_length=1, description="What to draw.", examples=["a red fox in the snow"])
+    negative_prompt: str = Field("", description="What to avoid (no effect at guidance <= 1).")
+    model: str | None = Field(None, description="Catalog key; the server's default when absent.")
+    steps: int | None = Field(None, description="Denoising steps; the model's default when absent.")
+    guidance: float | None = Field(None, description="Classifier-free guidance scale; the model's default.")
+    width: int | None = Field(None, description="Multiple of 8 (16 for FLUX), at most MAX_RES.")
+    height: int | None = Field(None, description="Multiple of 8 (16 for FLUX), at most MAX_RES.")
+    seed: int | None = Field(None, description="Random when absent; always returned.")
+    assist_prompt: bool = Field(False, description="Expand the prompt through the local LLM first.")
+    use_cache: bool = Field(True, description="Return a stored result for an identical seeded request.")
+    return_mode: ReturnMode = Field("base64", description="base64, path, or both.")
+
+    def to_params(
+        self,
+        task: Task = Task.TEXT2IMG,
+        *,
+        init_image: ImageSource | None = None,
+        mask_image: ImageSource | None = None,
+        strength: float | None = None,
+    ) -> GenerationParams:
+        return GenerationParams(
+            task=task,
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            model=self.model,
+            steps=self.steps,
+            guidance=self.guidance,
+            width=self.width,
+            height=self.height,
+            seed=self.seed,
+            assist_prompt=self.assist_prompt,
+            use_cache=self.use_cache,
+            init_image=init_image,
+            mask_image=mask_image,
+            strength=strength,
+        )
+
+
+class EditBody(GenerateBody):
+    """POST /edit: image to image."""
+
+    init_image: str | None = Field(None, description="The input image, base64 (a data: URL prefix is fine).")
+    init_image_path: str | None = Field(None, description="Or a path under an allowed folder.")
+    strength: float = Field(0.6, description="How far to move from the input: 0 keeps it, 1 ignores it.")
+
+    def _init(self) -> ImageSource:
+        return ImageSource(base64=self.init_image, path=self.init_image_path)
+
+    def to_edit_params(self) -> GenerationParams:
+        return self.to_params(Task.IMG2IMG, init_image=self._init(), strength=self.strength)
+
+
+class InpaintBody(EditBody):
+    """POST /inpaint: repaint the white part of a mask."""
+
+    mask_image: str | None = Field(None, description="Mask, base64: white = repaint, black = keep.")
+    mask_image_path: str | None = Field(None, description="Or a path under an allowed folder.")
+    strength: float = Field(1.0, description="How far to move from the input inside the mask.")
+
+    def to_inpaint_params(self) -> GenerationParams:
+        mask = ImageSource(base64=self.mask_image, path=self.mask_image_path)
+        return self.to_params(Task.INPAINT, init_image=self._init(), mask_image=mask, strength=self.strength)
+
+
+class ImageResponse(BaseModel):
+    """The result of /generate, /edit and /inpaint."""
+
+    ok: Literal[True] = True
+    task: str
+    model: str
+    seed: int
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    strength: float | None
+    elapsed_s: float
+    prompt: str
+    original_prompt: str
+    negative_prompt: str
+    assisted: bool
+    cached: bool
+    output_path: str | None
+    image_base64: str | None
+    mime: str
+    notice: str | None = None
+    assist: dict[str, Any] | None = None
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(..., description="Stable machine-readable code, e.g. invalid_request.")
+    message: str
+    hint: str = ""
+
+
+class ErrorResponse(BaseModel):
+    ok: Literal[False] = False
+    error: ErrorDetail
