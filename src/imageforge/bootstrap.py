@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fastapi import FastAPI
+
 from imageforge.config import Settings
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.engine.catalog import build_catalog
@@ -11,6 +13,7 @@ from imageforge.prompting.assist import PromptAssistant
 from imageforge.service import ImageService, ServiceLimits
 from imageforge.storage.cache import ArtifactCache
 from imageforge.storage.outputs import OutputStore
+from imageforge.transports.http.app import create_app
 
 
 def build_service(settings: Settings) -> ImageService:
@@ -36,4 +39,14 @@ def build_service(settings: Settings) -> ImageService:
             max_steps=settings.max_steps,
             images=ImageLimits(max_bytes=int(settings.max_body_mb * 1024 * 1024)),
         ),
+    )
+
+
+def http_app_from_env() -> FastAPI:
+    """The HTTP application for the settings in the environment and `.env` (uvicorn's factory)."""
+    settings = Settings()
+    return create_app(
+        build_service(settings),
+        max_body_bytes=int(settings.max_body_mb * 1024 * 1024),
+        warmup=settings.warmup,
     )

@@ -1,17 +1,17 @@
 """The error tree. Every error carries a stable `code`; each transport maps codes in exactly one place.
 
-    ImageforgeError
-    ├── InvalidRequest          invalid_request    the request itself is malformed or out of range
-    │   ├── InvalidImage        invalid_image      an input image that cannot be decoded or used
-    │   └── PayloadTooLarge     payload_too_large  a body or image over the configured size
-    ├── UnsupportedOperation    unsupported_operation  the model cannot do this task
-    ├── ModelNotFound           model_not_found
-    ├── ModelGuarded            model_guarded      the model needs an explicit opt-in
-    ├── WeightsUnavailable      weights_unavailable  not on disk and cannot be downloaded
-    ├── ModelUnsupported        model_unsupported  this installation cannot run the model (library too old)
-    ├── PathForbidden           path_forbidden     a path outside the allowed roots
-    ├── GenerationFailed        generation_failed  the backend failed on a valid request
-    └── Cancelled               cancelled          the generation was stopped on request
+ImageforgeError
+├── InvalidRequest          invalid_request    the request itself is malformed or out of range
+│   ├── InvalidImage        invalid_image      an input image that cannot be decoded or used
+│   └── PayloadTooLarge     payload_too_large  a body or image over the configured size
+├── UnsupportedOperation    unsupported_operation  the model cannot do this task
+├── ModelNotFound           model_not_found
+├── ModelGuarded            model_guarded      the model needs an explicit opt-in
+├── WeightsUnavailable      weights_unavailable  not on disk and cannot be downloaded
+├── ModelUnsupported        model_unsupported  this installation cannot run the model (library too old)
+├── PathForbidden           path_forbidden     a path outside the allowed roots
+├── GenerationFailed        generation_failed  the backend failed on a valid request
+└── Cancelled               cancelled          the generation was stopped on request
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import math
 import secrets
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ class ServiceLimits:
 
     max_res: int = 1024
     max_steps: int = 100
-    images: ImageLimits = ImageLimits()
+    images: ImageLimits = field(default_factory=ImageLimits)
 
 
 def _never_cancel() -> bool:
@@ -290,9 +290,7 @@ class ImageService:
                 steps = max(steps, math.ceil(1 / strength))
             return steps
         if not 1 <= params.steps <= self.limits.max_steps:
-            raise InvalidRequest(
-                f"steps {params.steps} is out of range.", hint=f"Use 1 to {self.limits.max_steps}."
-            )
+            raise InvalidRequest(f"steps {params.steps} is out of range.", hint=f"Use 1 to {self.limits.max_steps}.")
         if params.task is not Task.TEXT2IMG and int(params.steps * strength) < 1:
             raise InvalidRequest(
                 f"steps {params.steps} at strength {strength} leaves no denoising step.",

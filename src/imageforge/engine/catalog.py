@@ -178,9 +178,7 @@ class Catalog:
         return spec
 
 
-def build_catalog(
-    *, lora_portrait: str | None, models_file: Path | None, allowed_guards: Iterable[str]
-) -> Catalog:
+def build_catalog(*, lora_portrait: str | None, models_file: Path | None, allowed_guards: Iterable[str]) -> Catalog:
     """The built-in entries, adjusted by settings, plus the user's models file when it exists."""
     specs = [_with_portrait_lora(spec, lora_portrait) for spec in BUILTIN_MODELS]
     if models_file is not None and models_file.is_file():

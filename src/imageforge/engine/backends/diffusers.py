@@ -95,6 +95,10 @@ class DiffusersBackend:
                 import diffusers
                 import transformers
 
+                # A service logs; per-component loading bars from the libraries would only clutter it.
+                diffusers.utils.logging.disable_progress_bar()
+                transformers.utils.logging.disable_progress_bar()
+                transformers.utils.logging.set_verbosity_error()
                 torch = _torch()
                 device = _resolve_device(self._device_setting)
                 dtype = "float16" if device in ("cuda", "mps") else "float32"

@@ -44,7 +44,8 @@ def _tokenizer() -> Any:
         vocab[left + right] = len(vocab)
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    # transformers 5 annotates merges as strings, but only (left, right) tuples build a working tokenizer.
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)  # type: ignore[arg-type]
 
 
 def _clip_text_encoder(vocab_size: int, *, projection: bool = False) -> Any:
@@ -188,8 +189,8 @@ def build_tiny_sdxl(target: Path) -> Path:
 
 def build_tiny_sdxl_lora(base: Path, target: Path) -> Path:
     """Save a random LoRA for the tiny SDXL UNet as `pytorch_lora_weights.safetensors` in `target`."""
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
     import torch
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
     from peft import LoraConfig, get_peft_model_state_dict
 
     _seed()
@@ -229,9 +230,7 @@ def build_tiny_flux(target: Path) -> Path:
     vae = _vae(
         latent_channels=1, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035
     )
-    t5 = T5EncoderModel(
-        T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4)
-    )
+    t5 = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4))
     components = {
         "transformer": transformer,
         "vae": vae,

@@ -1,0 +1,61 @@
+"""Shared fixtures: real components on small data, isolated from the developer's environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from imageforge.bootstrap import build_service
+from imageforge.config import Settings
+from imageforge.service import ImageService
+from imageforge.transports.http.app import create_app
+
+_BARE_NAMES = {
+    "DEVICE", "HOST", "PORT", "OLLAMA_URL", "OLLAMA_MODEL", "OUTPUT_DIR", "CACHE_DIR", "MAX_RES",
+    "ALLOW_FLUX", "ALLOW_KLEIN", "WARMUP",
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No setting of the machine running the tests leaks into them."""
+    for name in list(os.environ):
+        if name.startswith("IMAGEFORGE_") or name in _BARE_NAMES:
+            monkeypatch.delenv(name)
+    # Nothing in the tests may reach the Hub; the loading code still runs its real offline path.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data folder per test session, so the `tiny` model is built once."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, data_dir: Path) -> Settings:
+    return Settings(
+        _env_file=None,
+        default_model="tiny",
+        root_dir=tmp_path,
+        data_dir=data_dir,
+        ollama_url="http://127.0.0.1:9",  # nothing listens on the discard port
+    )
+
+
+@pytest.fixture
+def service(settings: Settings) -> Iterator[ImageService]:
+    service = build_service(settings)
+    yield service
+    service.close()
+
+
+@pytest.fixture
+def client(service: ImageService, settings: Settings) -> Iterator[TestClient]:
+    app = create_app(service, max_body_bytes=int(settings.max_body_mb * 1024 * 1024))
+    with TestClient(app) as client:
+        yield client
