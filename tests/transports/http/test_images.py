@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -74,7 +76,7 @@ def test_return_mode_path_writes_png_with_metadata_and_sidecar(client: TestClien
 def test_return_mode_both_gives_path_and_base64(client: TestClient) -> None:
     body = client.post("/generate", json={"prompt": "x", "width": 64, "height": 64, "return_mode": "both"}).json()
 
-    assert Path(body["output_path"]).read_bytes() == __import__("base64").b64decode(body["image_base64"])
+    assert Path(body["output_path"]).read_bytes() == base64.b64decode(body["image_base64"])
 
 
 def test_second_identical_seeded_request_is_cached(client: TestClient) -> None:
@@ -149,3 +151,28 @@ def test_edit_input_is_part_of_the_cache_key(client: TestClient) -> None:
     assert client.post("/edit", json=body).json()["cached"] is False
     assert client.post("/edit", json=body).json()["cached"] is True
     assert client.post("/edit", json={**body, "init_image": png_base64(color=(3, 2, 1))}).json()["cached"] is False
+
+
+def test_assist_with_ollama_unreachable_falls_back_to_the_original_prompt(client: TestClient) -> None:
+    body = client.post(
+        "/generate", json={"prompt": "a red fox", "assist_prompt": True, "width": 64, "height": 64}
+    ).json()
+
+    assert body["ok"] is True, body
+    assert body["assisted"] is False
+    assert body["prompt"] == body["original_prompt"] == "a red fox"
+    assert body["assist"]["source"] == "passthrough"
+    assert "unreachable" in body["assist"]["reason"]
+
+
+def test_concurrent_requests_all_finish_with_their_own_seeds(client: TestClient) -> None:
+    def run(seed: int) -> dict[str, object]:
+        response = client.post("/generate", json={"prompt": "p", "seed": seed, "width": 64, "height": 64})
+        result: dict[str, object] = response.json()
+        return result
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(run, range(100, 104)))
+
+    assert [result["seed"] for result in results] == [100, 101, 102, 103]
+    assert all(result["ok"] is True for result in results)
