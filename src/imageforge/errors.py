@@ -70,3 +70,31 @@ class GenerationFailed(ImageforgeError):
 
 class Cancelled(ImageforgeError):
     code = "cancelled"
+
+
+class OutOfMemory(ImageforgeError):
+    code = "out_of_memory"
+
+
+class QueueFull(ImageforgeError):
+    code = "queue_full"
+
+    def __init__(self, message: str, *, hint: str = "", retry_after_s: int = 5) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after_s = retry_after_s
+
+
+class JobNotFound(ImageforgeError):
+    code = "job_not_found"
+
+
+class JobExpired(ImageforgeError):
+    code = "expired"
+
+
+class JobFinished(ImageforgeError):
+    code = "job_finished"
+
+
+class IdempotencyConflict(ImageforgeError):
+    code = "idempotency_conflict"

@@ -1,0 +1,71 @@
+"""The job record, its status and its events: plain data, serialisable as JSON, knowing nothing of images."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its life; the last three are terminal."""
+
+    #: accepted and waiting for the worker
+    QUEUED = "queued"
+    #: the worker is running it
+    RUNNING = "running"
+    #: finished with a result
+    SUCCEEDED = "succeeded"
+    #: finished with an error (code and message)
+    FAILED = "failed"
+    #: stopped on request before it finished
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass
+class Job:
+    """One unit of queued work and everything a client may ask about it."""
+
+    id: str
+    #: the registered function that runs it
+    kind: str
+    payload: dict[str, Any]
+    status: JobStatus = JobStatus.QUEUED
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    expires_at: float | None = None
+    step: int = 0
+    total: int = 0
+    result: dict[str, Any] | None = None
+    #: {"code", "message", "hint"} when failed or cancelled
+    error: dict[str, str] | None = None
+    #: queue_ms, run_ms and whatever the job function reports (load_ms)
+    timings: dict[str, float] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    #: a hash of the submitted payload, to tell a repeated Idempotency-Key with another body
+    request_hash: str = ""
+    #: jobs with the same key that are in flight together run once (seeded image requests)
+    dedupe_key: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """Something that happened to a job: `state` (status change), `progress` (one step) or `preview`."""
+
+    type: str
+    job_id: str
+    data: dict[str, Any]
+    #: position in the job's event log, so that a reader can resume after the last event it saw
+    index: int = 0
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.type == "state" and JobStatus(self.data["status"]).is_terminal

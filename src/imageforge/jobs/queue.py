@@ -1,0 +1,480 @@
+"""The job queue: one interface, and an embedded implementation (an in-process worker over a SQLite store).
+
+The queue runs job functions that the service registers by kind and knows nothing else about them: a
+payload goes in, a result comes out, both plain JSON-serialisable data. A distributed queue (API nodes
+enqueue, GPU workers consume) implements the same `JobQueue` protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from imageforge.errors import (
+    Cancelled,
+    IdempotencyConflict,
+    ImageforgeError,
+    JobExpired,
+    JobFinished,
+    JobNotFound,
+    QueueFull,
+)
+from imageforge.jobs.job import Job, JobEvent, JobStatus
+from imageforge.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+class JobContext(Protocol):
+    """What a running job function may do besides computing."""
+
+    job_id: str
+
+    def progress(self, step: int, total: int) -> None:
+        """Report one step done."""
+        ...
+
+    def preview(self, data: dict[str, Any]) -> None:
+        """Publish a live preview (not stored)."""
+        ...
+
+    def timing(self, name: str, ms: float) -> None:
+        """Record a timing (`load_ms`) in the job's timings."""
+        ...
+
+    def should_stop(self) -> bool:
+        """True once the job is cancelled or past its deadline: stop at the next step boundary."""
+        ...
+
+
+#: Runs one job: payload in, result out; raises an `ImageforgeError` to fail with its code.
+JobFunction = Callable[[dict[str, Any], JobContext], dict[str, Any]]
+#: Called when a finished job's result expires, to remove what it points to (served files).
+ExpireHook = Callable[[Job], None]
+
+
+class JobQueue(Protocol):
+    """Submit, observe and cancel jobs."""
+
+    def register(self, kind: str, run: JobFunction, *, on_expire: ExpireHook | None = None) -> None: ...
+
+    def submit(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        dedupe_key: str | None = None,
+    ) -> Job: ...
+
+    def get(self, job_id: str) -> Job: ...
+
+    def recent(self, statuses: Iterable[JobStatus] = (), *, limit: int = 100) -> list[Job]: ...
+
+    def position(self, job_id: str) -> int | None: ...
+
+    def cancel(self, job_id: str) -> Job: ...
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job: ...
+
+    def events(self, job_id: str, after: int = -1, timeout: float = 15.0) -> list[JobEvent]: ...
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def request_hash(kind: str, payload: dict[str, Any]) -> str:
+    canonical = json.dumps({"kind": kind, "payload": payload}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class _Live:
+    """The in-memory side of a job the worker may still touch: its event log and stop flags."""
+
+    job: Job
+    events: list[JobEvent] = field(default_factory=list)
+    cancel_requested: bool = False
+    deadline: float | None = None
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """How many jobs may wait, how long one may run, and how long results stay readable."""
+
+    max_queued: int = 32
+    job_timeout_s: float | None = None
+    result_ttl_s: float = 3600.0
+    sweep_interval_s: float = 60.0
+
+
+class EmbeddedJobQueue:
+    """One worker thread running jobs FIFO, records in a `JobStore`, events kept in memory."""
+
+    def __init__(
+        self, store: JobStore, limits: QueueLimits = QueueLimits(), *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._store = store
+        #: wall-clock seconds for timestamps and expiry (tests pass their own)
+        self._clock = clock
+        self._limits = limits
+        self._functions: dict[str, JobFunction] = {}
+        self._expire_hooks: dict[str, ExpireHook] = {}
+        self._pending: deque[str] = deque()
+        self._live: dict[str, _Live] = {}
+        self._inflight_by_dedupe: dict[str, str] = {}
+        self._changed = threading.Condition()
+        self._closing = False
+        self._threads: list[threading.Thread] = []
+        self._recent_run_s: deque[float] = deque(maxlen=8)
+
+    # -- setup --------------------------------------------------------------------------------------
+
+    def register(self, kind: str, run: JobFunction, *, on_expire: ExpireHook | None = None) -> None:
+        self._functions[kind] = run
+        if on_expire is not None:
+            self._expire_hooks[kind] = on_expire
+
+    def start(self) -> None:
+        """Recover from the last run, then start the worker and the sweeper.
+
+        A job that was running when the process stopped ends `failed` with code `interrupted`: it may be what
+        brought the process down, so it is not run again. Queued jobs run in the order they were accepted.
+        """
+        for job in self._store.in_status(JobStatus.RUNNING):
+            self._finish(
+                _Live(job),
+                JobStatus.FAILED,
+                error=_error("interrupted", "The server stopped while this job was running.", "Submit it again."),
+            )
+        with self._changed:
+            for job in self._store.in_status(JobStatus.QUEUED):
+                self._live[job.id] = _Live(job, events=[_state_event(job, 0)])
+                self._pending.append(job.id)
+                if job.dedupe_key:
+                    self._inflight_by_dedupe[job.dedupe_key] = job.id
+        for target, name in ((self._work, "imageforge-worker"), (self._sweep, "imageforge-sweeper")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def close(self) -> None:
+        """Stop the worker after the job in hand; queued jobs stay queued in the store for the next start."""
+        with self._changed:
+            self._closing = True
+            for live in self._live.values():
+                if live.job.status is JobStatus.RUNNING:
+                    live.cancel_requested = True
+            self._changed.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self._threads.clear()
+
+    # -- submit and observe -------------------------------------------------------------------------
+
+    def submit(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        dedupe_key: str | None = None,
+    ) -> Job:
+        """Accept a job, or return the job already accepted for the same idempotency key or in-flight duplicate."""
+        if kind not in self._functions:
+            raise ValueError(f"no job function registered for {kind!r}")
+        digest = request_hash(kind, payload)
+        with self._changed:
+            if idempotency_key is not None:
+                earlier = self._store.by_idempotency_key(idempotency_key)
+                if earlier is not None:
+                    if earlier.request_hash != digest:
+                        raise IdempotencyConflict(
+                            "This Idempotency-Key was used before with a different request body.",
+                            hint="Use a new key for a new request, or resend exactly the same body.",
+                        )
+                    return self._current(earlier.id)
+            if dedupe_key is not None and dedupe_key in self._inflight_by_dedupe:
+                return self._current(self._inflight_by_dedupe[dedupe_key])
+            if len(self._pending) >= self._limits.max_queued:
+                raise QueueFull(
+                    f"The queue is full ({self._limits.max_queued} jobs waiting).",
+                    hint="Retry after the time in the Retry-After header.",
+                    retry_after_s=self._retry_after_s(),
+                )
+            job = Job(
+                id=secrets.token_hex(8),
+                kind=kind,
+                payload=payload,
+                created_at=self._clock(),
+                idempotency_key=idempotency_key,
+                request_hash=digest,
+                dedupe_key=dedupe_key,
+            )
+            self._store.save(job)
+            self._live[job.id] = _Live(job, events=[_state_event(job, 0)])
+            self._pending.append(job.id)
+            if dedupe_key is not None:
+                self._inflight_by_dedupe[dedupe_key] = job.id
+            self._changed.notify_all()
+            return _copy(job)
+
+    def get(self, job_id: str) -> Job:
+        """The job as it is now; `JobNotFound` when unknown, `JobExpired` once its result has expired."""
+        with self._changed:
+            if job_id in self._live:
+                return _copy(self._live[job_id].job)
+        job = self._store.get(job_id)
+        if job is None:
+            raise JobNotFound(f"No job '{job_id}'.", hint="Check the id; GET /jobs lists recent jobs.")
+        if _expired(job, self._clock()):
+            raise JobExpired(
+                f"Job '{job_id}' finished and its result expired.",
+                hint="Results are kept for IMAGEFORGE_RESULT_TTL_S seconds; submit the job again.",
+            )
+        return job
+
+    def recent(self, statuses: Iterable[JobStatus] = (), *, limit: int = 100) -> list[Job]:
+        now = self._clock()
+        return [job for job in self._store.recent(statuses, limit=limit) if not _expired(job, now)]
+
+    def position(self, job_id: str) -> int | None:
+        """1 for the next job to run, 2 after it…; 0 while running; None once finished."""
+        with self._changed:
+            live = self._live.get(job_id)
+            if live is None or live.job.status.is_terminal:
+                return None
+            if live.job.status is JobStatus.RUNNING:
+                return 0
+            return self._pending.index(job_id) + 1
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued job at once, a running one at its next step; a finished job is `JobFinished`."""
+        with self._changed:
+            live = self._live.get(job_id)
+            if live is not None and live.job.status is JobStatus.QUEUED:
+                self._pending.remove(job_id)
+                self._finish(live, JobStatus.CANCELLED, error=_cancelled_error())
+                return _copy(live.job)
+            if live is not None and live.job.status is JobStatus.RUNNING:
+                live.cancel_requested = True
+                return _copy(live.job)
+        job = self.get(job_id)
+        raise JobFinished(
+            f"Job '{job_id}' already ended ({job.status.value}); there is nothing to cancel.",
+            hint="Only queued and running jobs can be cancelled.",
+        )
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Block until the job ends (or `timeout` passes) and return it as it is then."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while True:
+                live = self._live.get(job_id)
+                if live is None or live.job.status.is_terminal:
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+        return self.get(job_id)
+
+    def events(self, job_id: str, after: int = -1, timeout: float = 15.0) -> list[JobEvent]:
+        """The job's events with an index above `after`, waiting up to `timeout` for one to come.
+
+        A job that is no longer in memory (finished before a restart) yields one event: its current state.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                live = self._live.get(job_id)
+                if live is None:
+                    break
+                fresh = [event for event in live.events if event.index > after]
+                remaining = deadline - time.monotonic()
+                if fresh or remaining <= 0 or self._closing:
+                    return fresh
+                self._changed.wait(remaining)
+        job = self.get(job_id)
+        return [_state_event(job, 0)] if after < 0 else []
+
+    # -- the worker ---------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._changed:
+                while not self._pending and not self._closing:
+                    self._changed.wait()
+                if self._closing:
+                    return
+                live = self._live[self._pending.popleft()]
+                job = live.job
+                job.status = JobStatus.RUNNING
+                job.started_at = self._clock()
+                job.timings["queue_ms"] = round((job.started_at - job.created_at) * 1000, 1)
+                if self._limits.job_timeout_s:
+                    live.deadline = self._clock() + self._limits.job_timeout_s
+                self._store.save(job)
+                self._publish(live, "state", _state_data(job))
+            self._run(live)
+
+    def _run(self, live: _Live) -> None:
+        job = live.job
+        context = _Context(self, live)
+        started = time.perf_counter()
+        try:
+            result = self._functions[job.kind](job.payload, context)
+        except Cancelled:
+            with self._changed:
+                if live.cancel_requested:
+                    self._finish(live, JobStatus.CANCELLED, error=_cancelled_error())
+                else:
+                    self._finish(live, JobStatus.FAILED, error=self._timeout_error())
+            return
+        except ImageforgeError as exc:
+            with self._changed:
+                self._finish(live, JobStatus.FAILED, error=_error(exc.code, exc.message, exc.hint))
+            return
+        except Exception as exc:
+            log.exception("job %s (%s) failed", job.id, job.kind)
+            with self._changed:
+                self._finish(
+                    live,
+                    JobStatus.FAILED,
+                    error=_error("internal_error", f"{type(exc).__name__}: {exc}", "The server keeps running."),
+                )
+            return
+        run_s = time.perf_counter() - started
+        self._recent_run_s.append(run_s)
+        with self._changed:
+            job.timings["run_ms"] = round(run_s * 1000, 1)
+            self._finish(live, JobStatus.SUCCEEDED, result=result)
+
+    def _finish(
+        self,
+        live: _Live,
+        status: JobStatus,
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, str] | None = None,
+    ) -> None:
+        """Record the end of a job (caller holds the lock, except at start-up) and wake everyone waiting."""
+        job = live.job
+        job.status = status
+        job.result = result
+        job.error = error
+        job.finished_at = self._clock()
+        job.expires_at = job.finished_at + self._limits.result_ttl_s
+        self._store.save(job)
+        if job.dedupe_key and self._inflight_by_dedupe.get(job.dedupe_key) == job.id:
+            del self._inflight_by_dedupe[job.dedupe_key]
+        if job.id in self._live:
+            self._publish(live, "state", _state_data(job))
+
+    def _publish(self, live: _Live, kind: str, data: dict[str, Any]) -> None:
+        live.events.append(JobEvent(type=kind, job_id=live.job.id, data=data, index=len(live.events)))
+        self._changed.notify_all()
+
+    def _timeout_error(self) -> dict[str, str]:
+        return _error(
+            "timeout",
+            f"The job ran past its {self._limits.job_timeout_s:g} s deadline (IMAGEFORGE_JOB_TIMEOUT_S).",
+            "Ask for fewer steps or a smaller size, or raise IMAGEFORGE_JOB_TIMEOUT_S.",
+        )
+
+    def _retry_after_s(self) -> int:
+        typical = sum(self._recent_run_s) / len(self._recent_run_s) if self._recent_run_s else 5.0
+        return max(1, round(typical * max(1, len(self._pending) // 2)))
+
+    def _current(self, job_id: str) -> Job:
+        live = self._live.get(job_id)
+        return _copy(live.job) if live is not None else self.get(job_id)
+
+    # -- expiry -------------------------------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        while True:
+            with self._changed:
+                if self._closing:
+                    return
+                self._changed.wait(self._limits.sweep_interval_s)
+                if self._closing:
+                    return
+            self.sweep()
+
+    def sweep(self, now: float | None = None) -> list[str]:
+        """Drop expired results: call each kind's expire hook, forget the events, and keep the record as a
+        tombstone without payload or result, so that the job answers `expired` rather than unknown."""
+        now = self._clock() if now is None else now
+        swept = []
+        for job in self._store.expired(now):
+            hook = self._expire_hooks.get(job.kind)
+            try:
+                if hook is not None:
+                    hook(job)
+            except Exception:
+                log.exception("expiring job %s failed", job.id)
+            job.result = None
+            job.payload = {}
+            self._store.save(job)
+            with self._changed:
+                self._live.pop(job.id, None)
+            swept.append(job.id)
+        return swept
+
+
+class _Context:
+    def __init__(self, queue: EmbeddedJobQueue, live: _Live) -> None:
+        self._queue = queue
+        self._live = live
+        self.job_id = live.job.id
+
+    def progress(self, step: int, total: int) -> None:
+        with self._queue._changed:
+            self._live.job.step, self._live.job.total = step, total
+            self._queue._publish(self._live, "progress", {"step": step, "total": total})
+
+    def preview(self, data: dict[str, Any]) -> None:
+        with self._queue._changed:
+            self._queue._publish(self._live, "preview", data)
+
+    def timing(self, name: str, ms: float) -> None:
+        with self._queue._changed:
+            self._live.job.timings[name] = round(ms, 1)
+
+    def should_stop(self) -> bool:
+        live = self._live
+        return live.cancel_requested or (live.deadline is not None and self._queue._clock() > live.deadline)
+
+
+def _copy(job: Job) -> Job:
+    return Job(**{**job.__dict__, "timings": dict(job.timings)})
+
+
+def _expired(job: Job, now: float) -> bool:
+    return job.expires_at is not None and job.expires_at <= now
+
+
+def _error(code: str, message: str, hint: str = "") -> dict[str, str]:
+    return {"code": code, "message": message, "hint": hint}
+
+
+def _cancelled_error() -> dict[str, str]:
+    return _error("cancelled", "The job was cancelled.")
+
+
+def _state_data(job: Job) -> dict[str, Any]:
+    return {"status": job.status.value, "step": job.step, "total": job.total, "error": job.error}
+
+
+def _state_event(job: Job, index: int) -> JobEvent:
+    return JobEvent(type="state", job_id=job.id, data=_state_data(job), index=index)

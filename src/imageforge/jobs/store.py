@@ -1,0 +1,107 @@
+"""JobStore: job records in one SQLite file, so that jobs and results survive a restart."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from imageforge.jobs.job import Job, JobStatus
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    idempotency_key TEXT UNIQUE,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
+CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at);
+"""
+
+
+class JobStore:
+    """Write-through storage of `Job` records; the columns are what queries filter on, the body is the JSON."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def save(self, job: Job) -> None:
+        """Insert or replace the record of `job`."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO jobs (id, kind, status, created_at, expires_at, idempotency_key, body)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET status = excluded.status, expires_at = excluded.expires_at,"
+                " body = excluded.body",
+                (
+                    job.id,
+                    job.kind,
+                    job.status.value,
+                    job.created_at,
+                    job.expires_at,
+                    job.idempotency_key,
+                    json.dumps(job.as_dict()),
+                ),
+            )
+
+    def get(self, job_id: str) -> Job | None:
+        return self._one("SELECT body FROM jobs WHERE id = ?", (job_id,))
+
+    def by_idempotency_key(self, key: str) -> Job | None:
+        return self._one("SELECT body FROM jobs WHERE idempotency_key = ?", (key,))
+
+    def recent(self, statuses: Iterable[JobStatus] = (), *, limit: int = 100) -> list[Job]:
+        """The newest jobs first, optionally only those in `statuses`."""
+        wanted = [status.value for status in statuses]
+        query = "SELECT body FROM jobs"
+        if wanted:
+            query += f" WHERE status IN ({', '.join('?' * len(wanted))})"
+        return self._many(query + " ORDER BY seq DESC LIMIT ?", (*wanted, limit))
+
+    def in_status(self, status: JobStatus) -> list[Job]:
+        """Every job in `status`, oldest first (the order they were accepted)."""
+        return self._many("SELECT body FROM jobs WHERE status = ? ORDER BY seq", (status.value,))
+
+    def expired(self, now: float) -> list[Job]:
+        """Jobs whose result expired by `now` and still hold a payload or result (not yet swept)."""
+        return self._many(
+            "SELECT body FROM jobs WHERE expires_at IS NOT NULL AND expires_at <= ?"
+            " AND (json_extract(body, '$.result') IS NOT NULL OR json_extract(body, '$.payload') != '{}')",
+            (now,),
+        )
+
+    def delete(self, job_ids: Iterable[str]) -> None:
+        with self._lock:
+            self._db.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id in job_ids])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _one(self, query: str, parameters: tuple[Any, ...]) -> Job | None:
+        found = self._many(query, parameters)
+        return found[0] if found else None
+
+    def _many(self, query: str, parameters: tuple[Any, ...]) -> list[Job]:
+        with self._lock:
+            rows = self._db.execute(query, parameters).fetchall()
+        return [_job(json.loads(body)) for (body,) in rows]
+
+
+def _job(data: dict[str, Any]) -> Job:
+    data["status"] = JobStatus(data["status"])
+    return Job(**data)
