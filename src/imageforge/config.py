@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 DeviceSetting = Literal["auto", "cuda", "mps", "cpu"]
 
@@ -23,6 +24,27 @@ def _env(name: str, *, bare: bool = True) -> AliasChoices:
     if bare:
         names.append(name)
     return AliasChoices(*names)
+
+
+class _DeclaredNamesOnly(PydanticBaseSettingsSource):
+    """An environment or `.env` source that reads each option under its declared names only.
+
+    `populate_by_name` lets code write `Settings(data_dir=...)`, but pydantic-settings then also reads the
+    field name itself from the environment: a stray `DATA_DIR`, `ROOT_DIR` or `MAX_BODY_MB` set for another
+    program would configure imageforge. The wrapped source reports a match by field name under that name
+    (and a match by alias under the alias), so dropping field-name keys keeps exactly the declared names.
+    """
+
+    def __init__(self, source: PydanticBaseSettingsSource) -> None:
+        super().__init__(source.settings_cls)
+        self._source = source
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        aliased = {name for name, info in self.settings_cls.model_fields.items() if info.validation_alias}
+        return {key: value for key, value in self._source().items() if key not in aliased}
 
 
 class Settings(BaseSettings):
@@ -57,6 +79,18 @@ class Settings(BaseSettings):
     max_body_mb: float = Field(32.0, gt=0, validation_alias=_env("MAX_BODY_MB", bare=False))
     max_steps: int = Field(100, ge=1, validation_alias=_env("MAX_STEPS", bare=False))
     root_dir: Path = Field(default_factory=Path.cwd, validation_alias=_env("ROOT", bare=False))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = (env_settings, dotenv_settings, file_secret_settings)
+        return init_settings, *(_DeclaredNamesOnly(source) for source in sources)
 
     @field_validator("input_dirs", mode="before")
     @classmethod

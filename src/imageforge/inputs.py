@@ -10,9 +10,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from imageforge.errors import InvalidImage, InvalidRequest, PathForbidden, PayloadTooLarge
+from imageforge.errors import ImageforgeError, InvalidImage, InvalidRequest, PathForbidden, PayloadTooLarge
+
+#: The formats an input image may have. Pillow can open dozens more, some through external programs
+#: (EPS runs Ghostscript); a server decoding what strangers send keeps the parsers it exposes few.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
+_FORMAT_HINT = "Send a PNG, JPEG or WebP file."
+_WHITESPACE = str.maketrans("", "", " \t\r\n")
 
 
 @dataclass(frozen=True)
@@ -33,29 +39,41 @@ class InputPaths:
 
     def resolve(self, raw: str, *, field: str) -> Path:
         """The real path of `raw`, following symlinks, or `PathForbidden` when it lies outside every root."""
-        candidate = Path(raw).expanduser()
-        if not candidate.is_absolute():
-            candidate = self._root / candidate
-        real = candidate.resolve()
+        try:
+            candidate = Path(raw).expanduser()
+            if not candidate.is_absolute():
+                candidate = self._root / candidate
+            real = candidate.resolve()
+        except (OSError, RuntimeError, ValueError):
+            # A NUL byte, an unknown `~user`, a name over the OS limit: not a path this server could read.
+            raise InvalidRequest(
+                f"{field} is not a usable path.", hint="Send a plain file path, or the image as base64."
+            ) from None
         if not any(real.is_relative_to(root) for root in self._allowed):
             raise PathForbidden(
                 f"{field} '{raw}' is outside the folders this server may read.",
                 hint="Use a file under the output folder or a folder listed in IMAGEFORGE_INPUT_DIRS, "
                 "or send the image as base64.",
             )
-        if not real.is_file():
+        try:
+            exists, is_file = real.exists(), real.is_file()
+        except OSError:
+            exists = is_file = False
+        if not exists:
             raise InvalidRequest(f"{field} '{raw}' does not exist.", hint="Check the path; it must name a file.")
+        if not is_file:
+            raise InvalidRequest(f"{field} '{raw}' is not a file.", hint="Name an image file, not a folder.")
         return real
 
 
 def decode_base64(data: str, *, field: str, limits: ImageLimits) -> bytes:
-    """The bytes of a base64 image, with or without a `data:image/...;base64,` prefix."""
+    """The bytes of a base64 image, with or without a `data:image/...;base64,` prefix or line breaks."""
     if data.startswith("data:"):
         data = data.partition(",")[2]
+    # `base64` and many encoders wrap their output at 76 columns.
+    data = data.translate(_WHITESPACE)
     if len(data) * 3 // 4 > limits.max_bytes:
-        raise PayloadTooLarge(
-            f"{field} is larger than {limits.max_bytes // (1024 * 1024)} MiB.", hint="Send a smaller image."
-        )
+        raise PayloadTooLarge(f"{field} is larger than {_mib(limits.max_bytes)}.", hint="Send a smaller image.")
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
@@ -65,17 +83,29 @@ def decode_base64(data: str, *, field: str, limits: ImageLimits) -> bytes:
 
 
 def read_file(path: Path, *, field: str, limits: ImageLimits) -> bytes:
-    if path.stat().st_size > limits.max_bytes:
-        raise PayloadTooLarge(f"{field} is larger than {limits.max_bytes // (1024 * 1024)} MiB.")
-    return path.read_bytes()
+    """The bytes of an input file already confined by `InputPaths`, refused past `limits.max_bytes`."""
+    try:
+        with path.open("rb") as handle:
+            # Read one byte past the limit rather than trusting a size taken before the read.
+            data = handle.read(limits.max_bytes + 1)
+    except OSError as exc:
+        raise InvalidRequest(
+            f"{field} could not be read ({exc.strerror or type(exc).__name__}).",
+            hint="Check that the file is readable by the server, or send the image as base64.",
+        ) from None
+    if len(data) > limits.max_bytes:
+        raise PayloadTooLarge(f"{field} is larger than {_mib(limits.max_bytes)}.", hint="Send a smaller image.")
+    return data
 
 
 def decode_image(data: bytes, *, field: str, limits: ImageLimits, mode: str = "RGB") -> Image.Image:
     """Decode an encoded image fully, refusing undecodable data and decompression bombs."""
+    too_many_pixels = f"{field} claims more pixels than the limit of {limits.max_pixels}."
     try:
         with warnings.catch_warnings():
+            # Pillow warns, then refuses, past its own pixel limit; both mean a bomb here.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
             width, height = image.size
             if width * height > limits.max_pixels:
                 raise PayloadTooLarge(
@@ -83,11 +113,18 @@ def decode_image(data: bytes, *, field: str, limits: ImageLimits, mode: str = "R
                     hint="Downscale the image before sending it.",
                 )
             image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            return image.convert(mode)
+    except ImageforgeError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise PayloadTooLarge(too_many_pixels, hint="Downscale the image before sending it.") from None
+    except Exception as exc:
+        # Pillow's decoders raise many types on hostile input (OSError, SyntaxError, struct.error, IndexError…);
+        # each is the client's bad file, never a server fault.
         raise InvalidImage(
-            f"{field} could not be decoded as an image ({type(exc).__name__}).",
-            hint="Send a PNG, JPEG or WebP file.",
+            f"{field} could not be decoded as an image ({type(exc).__name__}).", hint=_FORMAT_HINT
         ) from None
-    except Image.DecompressionBombWarning:
-        raise PayloadTooLarge(f"{field} decodes to too many pixels.", hint="Downscale the image.") from None
-    return image.convert(mode)
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MiB"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,16 +30,62 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.WeightsUnavailable.code: 503,
 }
 
+#: Codes for the errors the framework raises itself (routing, body parsing, the body-size limit).
+CODE_BY_HTTP_STATUS: dict[int, str] = {
+    400: errors.InvalidRequest.code,
+    404: "not_found",
+    405: "method_not_allowed",
+    413: errors.PayloadTooLarge.code,
+}
 
-def error_response(status: int, code: str, message: str, hint: str = "") -> JSONResponse:
+BODY_TOO_LARGE_HINT = "Send a smaller image, or raise IMAGEFORGE_MAX_BODY_MB on the server."
+SCHEMA_HINT = "Send a JSON body matching the schema at /docs."
+
+
+def error_response(
+    status: int, code: str, message: str, hint: str = "", headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(
-        status_code=status, content={"ok": False, "error": {"code": code, "message": message, "hint": hint}}
+        status_code=status,
+        content={"ok": False, "error": {"code": code, "message": message, "hint": hint}},
+        headers=headers,
     )
 
 
 def _field(location: tuple[object, ...]) -> str:
     parts = [str(part) for part in location if part != "body"]
     return ".".join(parts) or "body"
+
+
+def _problem(item: Mapping[str, Any]) -> str:
+    if item.get("type") == "json_invalid":
+        # The location of a JSON syntax error is a character offset, not a field.
+        location = tuple(item.get("loc", ()))
+        offset = location[-1] if len(location) > 1 else 0
+        reason = item.get("ctx", {}).get("error", "malformed JSON")
+        return f"The request body is not valid JSON: {reason} at character {offset}"
+    return f"{_field(tuple(item.get('loc', ())))}: {item.get('msg', 'invalid')}"
+
+
+def _http_error_text(request: Request, exc: HTTPException) -> tuple[str, str]:
+    """The message and hint for a framework error; its default detail ("Not Found") names nothing useful."""
+    try:
+        default = exc.detail == HTTPStatus(exc.status_code).phrase
+    except ValueError:  # a status code outside the standard list
+        default = False
+    if exc.status_code == 404 and default:
+        return f"There is no route {request.method} {request.url.path}.", "See /docs for the routes of this API."
+    if exc.status_code == 405 and default:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return (
+            f"{request.url.path} does not accept {request.method}.",
+            f"Use {allowed}." if allowed else "See /docs for the methods of each route.",
+        )
+    if exc.status_code == 413:
+        return str(exc.detail), BODY_TOO_LARGE_HINT
+    if exc.status_code == 400:
+        return str(exc.detail), SCHEMA_HINT
+    return str(exc.detail), ""
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -48,20 +97,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [f"{_field(tuple(item.get('loc', ())))}: {item.get('msg', 'invalid')}" for item in exc.errors()]
+        problems = [_problem(item) for item in exc.errors()]
         return error_response(
-            400,
-            errors.InvalidRequest.code,
-            "; ".join(problems) or "The request body is invalid.",
-            "Send a JSON body matching the schema at /docs.",
+            400, errors.InvalidRequest.code, "; ".join(problems) or "The request body is invalid.", SCHEMA_HINT
         )
 
     @app.exception_handler(HTTPException)
     async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
-            exc.status_code, "http_error"
-        )
-        return error_response(exc.status_code, code, str(exc.detail))
+        message, hint = _http_error_text(request, exc)
+        code = CODE_BY_HTTP_STATUS.get(exc.status_code, "http_error")
+        # Keep the framework's headers: a 405 must say which methods are allowed.
+        return error_response(exc.status_code, code, message, hint, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imageforge.transports.http.errors import error_response
+from imageforge.errors import PayloadTooLarge
+from imageforge.transports.http.errors import BODY_TOO_LARGE_HINT, error_response
 
 
 def too_large_message(max_bytes: int) -> str:
@@ -25,7 +26,7 @@ class BodySizeLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            response = error_response(413, "payload_too_large", too_large_message(self.max_bytes), HINT)
+            response = error_response(413, PayloadTooLarge.code, too_large_message(self.max_bytes), BODY_TOO_LARGE_HINT)
             await response(scope, receive, send)
             return
         received = 0
@@ -41,6 +42,3 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, counting_receive, send)
-
-
-HINT = "Send a smaller image, or raise IMAGEFORGE_MAX_BODY_MB on the server."
