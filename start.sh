@@ -12,8 +12,13 @@
 # torch==2.13.0) the torch build, e.g. "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128".
 set -euo pipefail
 
+# A relative IMAGEFORGE_VENV is relative to the caller's folder, resolved before moving into the repository.
+case "${IMAGEFORGE_VENV:-}" in
+  "") VENV="$(cd "$(dirname "$0")" && pwd)/.venv" ;;
+  /*) VENV="$IMAGEFORGE_VENV" ;;
+  *) VENV="$PWD/$IMAGEFORGE_VENV" ;;
+esac
 cd "$(dirname "$0")"
-VENV="${IMAGEFORGE_VENV:-.venv}"
 TORCH_SPEC="${IMAGEFORGE_TORCH_SPEC:-torch==2.13.0}"
 PYTHON="${PYTHON:-python3}"
 mode="${1:-api}"
@@ -21,16 +26,35 @@ mode="${1:-api}"
 
 say() { printf '[start] %s\n' "$*" >&2; }
 
+# Succeeds when the interpreter $1 exists and is Python 3.11 or newer (the check itself runs on Python 2 too).
+recent_python() {
+  "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1
+}
+
 bootstrap() {
   local extras="$1"
-  if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-    say "Python 3.11 or newer is needed ($PYTHON is $("$PYTHON" -V 2>&1)); set PYTHON=/path/to/python3.11"
+  if [ -x "$VENV/bin/python" ] && ! recent_python "$VENV/bin/python"; then
+    say "$VENV was made with $("$VENV/bin/python" -V 2>&1), but imageforge needs Python 3.11 or newer;"
+    say "remove $VENV (or set IMAGEFORGE_VENV to another folder) and run ./start.sh again"
     exit 1
   fi
   if [ ! -x "$VENV/bin/python" ]; then
-    say "creating virtual environment in $VENV"
-    "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    if ! command -v "$PYTHON" >/dev/null 2>&1; then
+      say "no '$PYTHON' on PATH: install Python 3.11 or newer, or set PYTHON=/path/to/python3.11"
+      exit 1
+    fi
+    if ! recent_python "$PYTHON"; then
+      say "Python 3.11 or newer is needed, but $PYTHON is $("$PYTHON" -V 2>&1); set PYTHON=/path/to/python3.11"
+      exit 1
+    fi
+    say "creating virtual environment in $VENV with $("$PYTHON" -V 2>&1)"
+    if ! "$PYTHON" -m venv "$VENV"; then
+      # A failed `venv` leaves a folder with a python but no pip, which the next run would take as ready.
+      rm -rf "$VENV"
+      say "could not create $VENV; on Debian or Ubuntu install the python3-venv package first"
+      exit 1
+    fi
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip || say "could not upgrade pip; going on with $("$VENV/bin/python" -m pip -V)"
   fi
   local pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
   # torch first, from the spec, so that the project's own "torch>=..." never pulls a different build.
@@ -40,43 +64,55 @@ bootstrap() {
     "${pip[@]}" $TORCH_SPEC
     echo "$TORCH_SPEC" > "$VENV/.imageforge-torch"
   fi
-  local stamp
-  stamp="$(cat pyproject.toml | sha256sum | cut -c1-16)-$extras"
-  if [ "$(cat "$VENV/.imageforge-project" 2>/dev/null)" != "$stamp" ]; then
+  # Reinstall when pyproject.toml changes, or when extras are asked for that are not installed yet
+  # (the dev tools of `test` serve `api` just as well, so going back and forth installs nothing).
+  local project installed
+  project="$(sha256sum < pyproject.toml | cut -c1-16)"
+  installed="$(cat "$VENV/.imageforge-project" 2>/dev/null || true)"
+  if [ "$installed" != "$project-$extras" ] && { [ -n "$extras" ] || [ "${installed%-*}" != "$project" ]; }; then
     say "installing imageforge${extras:+[$extras]}"
     "${pip[@]}" -e ".${extras:+[$extras]}"
-    echo "$stamp" > "$VENV/.imageforge-project"
+    echo "$project-$extras" > "$VENV/.imageforge-project"
   fi
-  if [ ! -f .env ] && [ -f .env.example ]; then
-    cp .env.example .env
-    say "created .env from .env.example (edit it to configure imageforge)"
-  fi
-  if "$VENV/bin/python" -c 'import torch, diffusers' 2>/dev/null; then
-    say "heavy stack: $("$VENV/bin/python" -c 'import torch, diffusers; print(f"torch {torch.__version__} (cuda={torch.cuda.is_available()}, mps={torch.backends.mps.is_available()}), diffusers {diffusers.__version__}")' 2>/dev/null)"
+  local stack
+  if stack="$("$VENV/bin/python" -c 'import torch, diffusers; print(f"torch {torch.__version__} (cuda={torch.cuda.is_available()}, mps={torch.backends.mps.is_available()}), diffusers {diffusers.__version__}")' 2>/dev/null)"; then
+    say "heavy stack: $stack"
   else
     say "heavy stack: torch/diffusers NOT importable; generation will fail until it is fixed (./start.sh check)"
   fi
 }
 
+# The settings file of the server this script starts, which runs in this folder.
+seed_env() {
+  if [ ! -f .env ] && [ -f .env.example ]; then
+    cp .env.example .env
+    say "created $PWD/.env from .env.example (edit it to configure imageforge)"
+  fi
+}
+
 case "$mode" in
   api|serve)
-    bootstrap ""
+    bootstrap "" >&2
+    seed_env
     exec "$VENV/bin/imageforge" serve "$@"
     ;;
   mcp)
-    bootstrap ""
+    bootstrap "" >&2  # stdout stays clean (the MCP server speaks on it)
+    seed_env
     exec "$VENV/bin/imageforge" mcp "$@"
     ;;
   selftest)
-    bootstrap ""
+    bootstrap "" >&2
+    seed_env
     exec "$VENV/bin/imageforge" selftest "$@"
     ;;
   check)
-    bootstrap ""
+    bootstrap "" >&2
+    seed_env
     exec "$VENV/bin/imageforge" check "$@"
     ;;
   test)
-    bootstrap "dev"
+    bootstrap "dev" >&2
     bin="$VENV/bin"
     say "ruff check";        "$bin/ruff" check .
     say "ruff format";       "$bin/ruff" format --check .

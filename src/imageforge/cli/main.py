@@ -6,9 +6,10 @@ when it runs.
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Never
 
 import typer
 
@@ -28,9 +29,29 @@ app.add_typer(models_app, name="models")
 
 
 def _settings(**overrides: Any) -> Settings:
+    """The settings from the environment and `.env`; an invalid value is reported, not a traceback."""
+    from pydantic import AliasChoices, ValidationError
+
     from imageforge.config import Settings
 
-    return Settings(**{key: value for key, value in overrides.items() if value is not None})
+    try:
+        return Settings(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        # pydantic names a setting by its first alias; a user may have set the bare one (PORT), so name both.
+        names = {
+            str(field.validation_alias.choices[0]): " or ".join(map(str, field.validation_alias.choices))
+            for field in Settings.model_fields.values()
+            if isinstance(field.validation_alias, AliasChoices)
+        }
+        for error in exc.errors(include_url=False):
+            name = ".".join(str(part) for part in error["loc"])
+            typer.secho(
+                f"error [invalid_settings]: {names.get(name, name)} = {error.get('input')!r}: {error['msg']}",
+                err=True,
+                fg="red",
+            )
+        typer.echo(f"hint: fix it in the environment or in {Path.cwd() / '.env'}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _service(settings: Settings) -> ImageService:
@@ -58,16 +79,37 @@ def serve(
     """Run the HTTP API (and, as they land, MCP over HTTP and the web UI) on one port."""
     import uvicorn
 
+    import imageforge
+
     settings = _settings(host=host, port=port)
     typer.echo(f"imageforge on http://{settings.host}:{settings.port}  (docs: /docs)", err=True)
+    # The factory reads Settings() from the environment again in the server process (and in each reloaded one).
     uvicorn.run(
         "imageforge.bootstrap:http_app_from_env",
         factory=True,
         host=settings.host,
         port=settings.port,
-        reload=reload,
         log_level="info",
+        log_config=_server_logging(),
+        reload=reload,
+        # Watch imageforge's own code only: the default, the working folder, may hold a virtual environment
+        # and the outputs, which are no reason to restart.
+        reload_dirs=[str(Path(imageforge.__file__).parent)] if reload else None,
     )
+
+
+def _server_logging() -> dict[str, Any]:
+    """uvicorn's logging, with every log (access lines and imageforge's own) on stderr.
+
+    uvicorn writes access lines to stdout by default; a server's stdout stays free for what a caller may
+    capture, and one stream keeps the log in order.
+    """
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    config["loggers"]["imageforge"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
 
 
 @app.command()
@@ -102,16 +144,30 @@ def generate(
         assist_prompt=assist,
     )
     service = _service(_settings())
-    with tqdm(desc="generating", unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+    bar: tqdm[Never] | None = None
 
-        def on_progress(progress: Progress) -> None:
-            bar.total = progress.total
-            bar.update(progress.step - bar.n)
+    def on_progress(progress: Progress) -> None:
+        nonlocal bar
+        # Opened on the first step, so that a refused request prints its error alone.
+        current = bar
+        if current is None:
+            current = bar = tqdm(
+                desc="generating", total=progress.total, unit="step", file=sys.stderr, dynamic_ncols=True
+            )
+        current.total = progress.total
+        current.update(progress.step - current.n)
 
-        try:
-            result = service.generate(params, on_progress=on_progress)
-        except ImageforgeError as exc:
-            raise _fail(exc) from None
+    failure: ImageforgeError | None = None
+    try:
+        result = service.generate(params, on_progress=on_progress)
+    except ImageforgeError as exc:
+        failure = exc
+    finally:
+        if bar is not None:
+            bar.close()
+        service.close()
+    if failure is not None:
+        raise _fail(failure)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_bytes(result.png)
@@ -130,7 +186,9 @@ def models_list(ctx: typer.Context) -> None:
         return
     service = _service(_settings())
     rows = service.list_models()
-    typer.echo(f"{'model':<14} {'tasks':<24} {'steps':>5} {'size':>5}  {'weights':<8} note")
+    # Keys from a models file may be longer than the built-in ones; the column fits the longest.
+    width = max([len("model"), *(len(row["key"]) + 1 for row in rows)])
+    typer.echo(f"{'model':<{width}} {'tasks':<24} {'steps':>5} {'size':>5}  {'weights':<8} note")
     for row in rows:
         mark = "*" if row["default"] else " "
         weights = "on disk" if row["weights_present"] else "missing"
@@ -139,7 +197,7 @@ def models_list(ctx: typer.Context) -> None:
         )
         note = note or row["quality_note"]
         typer.echo(
-            f"{row['key'] + mark:<14} {','.join(row['tasks']):<24} {row['defaults']['steps']:>5} "
+            f"{row['key'] + mark:<{width}} {','.join(row['tasks']):<24} {row['defaults']['steps']:>5} "
             f"{row['defaults']['width']:>5}  {weights:<8} {note}"
         )
     typer.echo("* default model (IMAGEFORGE_MODEL)")

@@ -8,9 +8,13 @@ Users add models in a TOML file without touching code::
     steps = 25
     guidance = 6.0
     size = 1024
-    tasks = ["text2img", "img2img"]   # default: all three
+    tasks = ["text2img", "img2img"]   # default: all three (flux2-klein: text2img)
     scheduler = "LCMScheduler"        # optional
-    lora = "/srv/loras/style.safetensors"  # optional
+    lora = "/srv/loras/style.safetensors"  # optional: a .safetensors file, a folder or a Hub repo id
+    transformer_file = "q4.gguf"      # optional, flux only: a GGUF transformer (a path, owner/repo/file.gguf
+                                      # or a huggingface.co file URL) replacing the source's
+
+Relative paths are resolved against the models file's folder.
 
 Weights load from safetensors only: a source ending in `.ckpt`, `.pt`, `.pth` or `.bin` is refused, because
 those are pickles that can run code when loaded.
@@ -21,7 +25,7 @@ from __future__ import annotations
 import logging
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,10 @@ log = logging.getLogger(__name__)
 TINY = "tiny"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_HUB_FILE = re.compile(r"^[\w.-]+/[\w.-]+/.+")
+_HUB_URL = re.compile(r"^https://huggingface\.co/[\w.-]+/[\w.-]+/(blob|resolve)/[^/]+/.+")
+#: What a user entry supports when it names no `tasks`: what diffusers' auto pipelines make of the family.
+_DEFAULT_TASKS = {Family.FLUX2_KLEIN: (Task.TEXT2IMG,)}
 
 SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
 
@@ -148,7 +156,7 @@ class Catalog:
         self._specs = {spec.key: spec for spec in specs}
         self._allowed_guards = frozenset(allowed_guards)
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self._specs.values())
 
     def __contains__(self, key: object) -> bool:
@@ -182,7 +190,12 @@ def build_catalog(*, lora_portrait: str | None, models_file: Path | None, allowe
     """The built-in entries, adjusted by settings, plus the user's models file when it exists."""
     specs = [_with_portrait_lora(spec, lora_portrait) for spec in BUILTIN_MODELS]
     if models_file is not None and models_file.is_file():
-        specs.extend(load_models_file(models_file))
+        for spec in load_models_file(models_file):
+            if any(builtin.key == spec.key for builtin in BUILTIN_MODELS):
+                log.warning(
+                    "models file %s: [models.%s] replaces the built-in entry of that name", models_file, spec.key
+                )
+            specs.append(spec)
     return Catalog(specs, allowed_guards=allowed_guards)
 
 
@@ -199,10 +212,17 @@ def _with_portrait_lora(spec: ModelSpec, lora: str | None) -> ModelSpec:
 
 
 def load_models_file(path: Path) -> list[ModelSpec]:
-    """Parse the user's models file; an invalid entry is skipped with a logged reason, never fatal."""
-    with path.open("rb") as handle:
-        document = tomllib.load(handle)
+    """Parse the user's models file; an invalid entry (or file) is skipped with a logged reason, never fatal."""
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        log.error("models file %s is unreadable, so none of its models are available: %s", path, exc)
+        return []
     entries = document.get("models", {})
+    if not isinstance(entries, Mapping):
+        log.error("models file %s: `models` must be a table of [models.<key>] entries; ignoring it", path)
+        return []
     specs: list[ModelSpec] = []
     for key, entry in entries.items():
         try:
@@ -217,12 +237,15 @@ def _parse_entry(key: str, entry: Mapping[str, Any], *, base: Path) -> ModelSpec
         raise TypeError("an entry must be a table")
     source = _source(str(entry["source"]), base)
     lora = _source(str(entry["lora"]), base) if entry.get("lora") else None
+    if lora is not None and Path(lora).is_file() and not lora.lower().endswith(".safetensors"):
+        raise ValueError(f"the LoRA {lora!r} is not a .safetensors file")
     family = Family(entry.get("family", "sd"))
     size = int(entry.get("size", 1024 if family is not Family.SD else 512))
-    tasks = tuple(Task(t) for t in entry.get("tasks", [t.value for t in Task]))
+    default_tasks = _DEFAULT_TASKS.get(family, tuple(Task))
+    tasks = tuple(Task(t) for t in _strings(entry.get("tasks", [t.value for t in default_tasks]), "tasks"))
     if not tasks:
         raise ValueError("tasks must name at least one of text2img, img2img, inpaint")
-    return ModelSpec(
+    spec = ModelSpec(
         key=key,
         source=source,
         family=family,
@@ -233,10 +256,49 @@ def _parse_entry(key: str, entry: Mapping[str, Any], *, base: Path) -> ModelSpec
         tasks=tasks,
         est_memory_gb=float(entry.get("memory_gb", 8.0)),
         quality_note=str(entry.get("quality_note", "")),
-        scheduler=entry.get("scheduler"),
+        scheduler=_optional_string(entry, "scheduler"),
         lora=lora,
-        revision=entry.get("revision"),
+        revision=_optional_string(entry, "revision"),
+        transformer_file=_transformer_file(entry, family, base),
     )
+    if spec.default_steps < 1:
+        raise ValueError(f"steps must be at least 1, not {spec.default_steps}")
+    if size <= 0 or size % spec.size_multiple:
+        raise ValueError(f"size must be a positive multiple of {spec.size_multiple} for {family.value}, not {size}")
+    return spec
+
+
+def _strings(value: Any, name: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise TypeError(f"{name} must be a list of strings")
+    return value
+
+
+def _optional_string(entry: Mapping[str, Any], name: str) -> str | None:
+    value = entry.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"{name} must be a string")
+
+
+def _transformer_file(entry: Mapping[str, Any], family: Family, base: Path) -> str | None:
+    raw = _optional_string(entry, "transformer_file")
+    if raw is None:
+        return None
+    if family is not Family.FLUX:
+        raise ValueError("transformer_file is supported for family flux only")
+    if not raw.lower().endswith(".gguf"):
+        raise ValueError(f"transformer_file {raw!r} is not a .gguf file")
+    if raw.startswith("https://"):
+        if not _HUB_URL.match(raw):
+            raise ValueError(f"transformer_file {raw!r} is not a huggingface.co/<owner>/<repo>/blob/<revision>/ URL")
+        return raw
+    candidate = Path(raw).expanduser()
+    if not candidate.is_absolute():
+        candidate = base / candidate
+    if candidate.exists() or not _HUB_FILE.match(raw):
+        return str(candidate.resolve())
+    return raw
 
 
 def _source(raw: str, base: Path) -> str:
@@ -246,6 +308,7 @@ def _source(raw: str, base: Path) -> str:
     candidate = Path(raw).expanduser()
     if not candidate.is_absolute():
         candidate = base / candidate
-    if candidate.exists() or not _HUB_ID.match(raw):
+    # `owner/repo` is a Hub repo id unless it is on disk; a name ending in .safetensors is always a file.
+    if candidate.exists() or not _HUB_ID.match(raw) or raw.lower().endswith(".safetensors"):
         return str(candidate.resolve())
     return raw

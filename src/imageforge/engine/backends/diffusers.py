@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from safetensors import SafetensorError
 
 from imageforge.domain import (
     CancelCheck,
@@ -70,14 +71,51 @@ def _resolve_device(setting: str) -> str:
     return "cpu"
 
 
-def _hub_file(reference: str) -> tuple[str, str]:
-    """Split `owner/repo/path/in/repo` into the repo id and the file name."""
-    owner, repo, filename = reference.split("/", 2)
-    return f"{owner}/{repo}", filename
+_HUB_URL = "https://huggingface.co/"
+
+
+def _hub_file(reference: str) -> tuple[str, str, str | None]:
+    """The repo id, file name and revision of `owner/repo/path/in/repo` or of a Hub file URL.
+
+    A URL is `https://huggingface.co/owner/repo/blob/<revision>/path` (or `/resolve/`), as the Hub's pages show it.
+    """
+    if reference.startswith(_HUB_URL):
+        parts = reference.removeprefix(_HUB_URL).split("/")
+        if len(parts) < 5 or parts[2] not in ("blob", "resolve"):
+            raise ValueError(f"{reference} is not a Hugging Face Hub file URL (…/owner/repo/blob/revision/file)")
+        return f"{parts[0]}/{parts[1]}", "/".join(parts[4:]), parts[3]
+    parts = reference.split("/", 2)
+    if len(parts) < 3:
+        raise ValueError(f"{reference} names no file: expected owner/repo/path/in/repo")
+    return f"{parts[0]}/{parts[1]}", parts[2], None
 
 
 def _is_local(source: str) -> bool:
     return Path(source).is_absolute()
+
+
+def _load_lora(pipe: Any, reference: str) -> None:
+    """Load LoRA weights (a local `.safetensors` file or folder, or a Hub repo id) and fuse them into the pipeline.
+
+    `use_safetensors=True` also turns off diffusers' fallback to pickled `.bin` LoRA weights, and a local
+    file must be `.safetensors`: diffusers would unpickle a file of any other name it is given.
+    """
+    if _is_local(reference):
+        path = Path(reference)
+        if not path.exists():
+            raise FileNotFoundError(reference)
+        if path.is_file():
+            if path.suffix.lower() != ".safetensors":
+                raise WeightsUnavailable(
+                    f"The LoRA file {reference} is not a .safetensors file.",
+                    hint="imageforge loads safetensors weights only; pickled LoRA files can run code when loaded.",
+                )
+            pipe.load_lora_weights(str(path.parent), weight_name=path.name, use_safetensors=True)
+        else:
+            pipe.load_lora_weights(str(path), use_safetensors=True)
+    else:
+        pipe.load_lora_weights(reference, use_safetensors=True)
+    pipe.fuse_lora()
 
 
 class DiffusersBackend:
@@ -144,8 +182,8 @@ class DiffusersBackend:
             return Path(reference).is_file()
         from huggingface_hub import try_to_load_from_cache
 
-        repo_id, filename = _hub_file(reference)
-        return isinstance(try_to_load_from_cache(repo_id, filename), str)
+        repo_id, filename, revision = _hub_file(reference)
+        return isinstance(try_to_load_from_cache(repo_id, filename, revision=revision), str)
 
     def pull(self, spec: ModelSpec) -> str:
         if spec.builtin:
@@ -166,10 +204,11 @@ class DiffusersBackend:
             if spec.lora and not _is_local(spec.lora):
                 snapshot_download(spec.lora, allow_patterns=["*.safetensors"])
             if spec.transformer_file and not _is_local(spec.transformer_file):
-                hf_hub_download(*_hub_file(spec.transformer_file))
+                repo_id, filename, revision = _hub_file(spec.transformer_file)
+                hf_hub_download(repo_id, filename, revision=revision)
             return where
         except OSError as exc:
-            raise self._unavailable(spec, exc) from exc
+            raise self._unavailable(spec, exc, pulling=True) from exc
 
     def load(self, spec: ModelSpec) -> DiffusersModel:
         info = self.device_info()
@@ -192,6 +231,11 @@ class DiffusersBackend:
             ) from exc
         except OSError as exc:
             raise self._unavailable(spec, exc) from exc
+        except SafetensorError as exc:
+            raise WeightsUnavailable(
+                f"A weights file of '{spec.key}' is not a readable safetensors file: {exc}",
+                hint="Fetch the file again; imageforge loads safetensors only, never pickled weights under any name.",
+            ) from exc
         pipe.set_progress_bar_config(disable=True)
         return DiffusersModel(spec, pipe.to(info.device), info.device)
 
@@ -199,7 +243,9 @@ class DiffusersBackend:
         source = str(tiny.build_tiny_sd(self._models_path / spec.key)) if spec.builtin else spec.source
         extra: dict[str, Any] = {}
         if spec.transformer_file:
-            extra["transformer"] = self._load_quantized_transformer(spec.transformer_file, dtype)
+            extra["transformer"] = self._load_quantized_transformer(
+                spec.transformer_file, dtype, config=source, revision=spec.revision
+            )
         if source.endswith(".safetensors"):
             if not Path(source).is_file():
                 raise FileNotFoundError(source)
@@ -216,33 +262,57 @@ class DiffusersBackend:
                 raise ModelUnsupported(f"Unknown scheduler '{spec.scheduler}' for model '{spec.key}'.")
             pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
         if spec.lora:
-            lora = Path(spec.lora)
-            if _is_local(spec.lora):
-                pipe.load_lora_weights(str(lora.parent), weight_name=lora.name)
-            else:
-                pipe.load_lora_weights(spec.lora)
-            pipe.fuse_lora()
+            _load_lora(pipe, spec.lora)
         return pipe
 
     @staticmethod
-    def _load_quantized_transformer(reference: str, dtype: Any) -> Any:
+    def _load_quantized_transformer(reference: str, dtype: Any, *, config: str, revision: str | None) -> Any:
+        """The FLUX transformer from one `.gguf` file, configured from the `transformer` folder of `config`.
+
+        Naming the config source keeps the load offline once the source is on disk; without it diffusers
+        guesses a Hub repo from the checkpoint's keys and fetches that repo's config.
+        """
         from diffusers import FluxTransformer2DModel, GGUFQuantizationConfig
 
+        if not reference.lower().endswith(".gguf"):
+            raise ModelUnsupported(f"The transformer file {reference} is not a .gguf file; only GGUF files load here.")
         path = reference
         if not _is_local(reference):
             from huggingface_hub import hf_hub_download
 
-            path = hf_hub_download(*_hub_file(reference))
+            repo_id, filename, file_revision = _hub_file(reference)
+            path = hf_hub_download(repo_id, filename, revision=file_revision)
+        elif not Path(reference).is_file():
+            raise FileNotFoundError(reference)
         return FluxTransformer2DModel.from_single_file(
-            path, quantization_config=GGUFQuantizationConfig(compute_dtype=dtype), dtype=dtype
+            path,
+            quantization_config=GGUFQuantizationConfig(compute_dtype=dtype),
+            dtype=dtype,
+            config=config,
+            subfolder="transformer",
+            config_revision=revision,
         )
 
     @staticmethod
-    def _unavailable(spec: ModelSpec, exc: BaseException) -> WeightsUnavailable:
+    def _unavailable(spec: ModelSpec, exc: BaseException, *, pulling: bool = False) -> WeightsUnavailable:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if ".safetensors" in reason and "no file named" in reason.lower():
+            return WeightsUnavailable(
+                f"The weights of '{spec.key}' could not be loaded: {reason}",
+                hint=(
+                    "imageforge loads safetensors weights only, never pickled .bin/.ckpt/.pt files (loading those "
+                    "can run code). Convert the model with save_pretrained(..., safe_serialization=True) or use a "
+                    "safetensors release of it."
+                ),
+            )
         where = spec.source if _is_local(spec.source) else f"the Hugging Face Hub repo {spec.source}"
+        if pulling:
+            return WeightsUnavailable(
+                f"Could not download the weights of '{spec.key}' from {where}: {reason}",
+                hint="Check the network connection, unset HF_HUB_OFFLINE, and set HF_TOKEN for gated repos.",
+            )
         return WeightsUnavailable(
-            f"The weights of '{spec.key}' are not on this machine and could not be fetched from {where}: "
-            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            f"The weights of '{spec.key}' are not on this machine and could not be fetched from {where}: {reason}",
             hint=(
                 f"On a machine with internet access run `imageforge models pull {spec.key}` (it fills the Hugging "
                 "Face cache, HF_HOME), or put a diffusers folder on disk and add it to your models file."
@@ -257,6 +327,11 @@ class DiffusersModel:
         self.spec = spec
         self._device = device
         self._pipelines: dict[Task, Any] = {Task.TEXT2IMG: pipe}
+
+    @property
+    def pipeline(self) -> Any:
+        """The text2img diffusers pipeline (its scheduler and weights are shared with the other tasks')."""
+        return self._pipelines[Task.TEXT2IMG]
 
     def _pipeline(self, task: Task) -> Any:
         if task not in self._pipelines:

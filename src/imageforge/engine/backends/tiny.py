@@ -5,8 +5,8 @@ tokenizer) whose weights are small and random. It is built deterministically on 
 `save_pretrained` and loaded back through the same `from_pretrained` path as any downloaded model, so
 tests, `selftest` and CI exercise the real loading and generation code without a network.
 
-The SDXL and FLUX builders exist so that every pipeline family in the catalog can be loaded and run by a
-test; they are not catalog entries themselves.
+The SDXL, FLUX.1 and FLUX.2 klein builders (and the GGUF writer) exist so that every pipeline family in the
+catalog can be loaded and run by a test; they are not catalog entries themselves.
 """
 
 from __future__ import annotations
@@ -244,3 +244,113 @@ def build_tiny_flux(target: Path) -> Path:
         "feature_extractor": None,
     }
     return _save(components, FluxPipeline, target, "flux")
+
+
+def _byte_level_tokenizer() -> Any:
+    """A Qwen2 byte-level BPE tokenizer built in code (256 byte tokens, no merges) with a chat template."""
+    from transformers import Qwen2Tokenizer
+
+    # GPT-2's byte-to-unicode table: printable bytes stand for themselves, the rest move above 255.
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted = iter(range(256, 512))
+    symbols = [chr(byte) if byte in printable else chr(next(shifted)) for byte in range(256)]
+    vocab = {symbol: index for index, symbol in enumerate(symbols)}
+    vocab["<|endoftext|>"] = len(vocab)
+    template = (
+        "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    return Qwen2Tokenizer(vocab=vocab, merges=[], chat_template=template)
+
+
+def build_tiny_flux2_klein(target: Path) -> Path:
+    """Build a tiny FLUX.2 [klein] pipeline (Qwen3 text encoder, FLUX.2 transformer and VAE) into `target`."""
+    if is_built(target):
+        return target
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2KleinPipeline,
+        Flux2Transformer2DModel,
+    )
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    _seed()
+    tokenizer = _byte_level_tokenizer()
+    hidden = 16
+    # The pipeline stacks the hidden states of layers 9, 18 and 27 as the prompt embedding, so the encoder
+    # needs 27 layers (cheap at this width) and the transformer's text input is three hidden states wide.
+    text_encoder = Qwen3ForCausalLM(
+        Qwen3Config(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=16,
+            num_hidden_layers=27,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=512,
+            tie_word_embeddings=True,
+        )
+    )
+    transformer = Flux2Transformer2DModel(
+        patch_size=1,
+        in_channels=4,  # latent_channels * 2 * 2: FLUX.2 packs 2x2 latent patches too
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=3 * hidden,
+        timestep_guidance_channels=32,
+        axes_dims_rope=(4, 4, 4, 4),
+        guidance_embeds=False,
+    )
+    vae = AutoencoderKLFlux2(
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=1,
+        norm_num_groups=8,
+        sample_size=64,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+    components = {
+        "transformer": transformer,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "scheduler": FlowMatchEulerDiscreteScheduler(),
+        "is_distilled": True,
+    }
+    return _save(components, Flux2KleinPipeline, target, "flux2-klein")
+
+
+def write_tiny_flux_gguf(base: Path, target: Path) -> Path:
+    """Write the transformer of the tiny FLUX.1 pipeline at `base` as a Q8_0 GGUF file at `target`.
+
+    The tensors keep diffusers' names: diffusers converts the original BFL layout (what city96's files use)
+    with FLUX.1's full widths written into the conversion, so a tiny model in that layout cannot load.
+    Matrices whose rows split into 32-value blocks are quantised; norms, biases and the rest stay float32.
+    """
+    import gguf
+    from diffusers import FluxTransformer2DModel
+
+    transformer = FluxTransformer2DModel.from_pretrained(base / "transformer", use_safetensors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(target), arch="flux")
+    for name, tensor in transformer.state_dict().items():
+        values = tensor.float().numpy()
+        if values.ndim == 2 and values.shape[-1] % 32 == 0:
+            quantised = gguf.quants.quantize(values, gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(name, quantised, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            writer.add_tensor(name, values)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return target
