@@ -50,6 +50,7 @@ def settings(tmp_path: Path, data_dir: Path) -> Settings:
 @pytest.fixture
 def service(settings: Settings) -> Iterator[ImageService]:
     service = build_service(settings)
+    service.start()
     yield service
     service.close()
 

@@ -9,6 +9,8 @@ from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.engine.catalog import build_catalog
 from imageforge.engine.pool import ModelPool
 from imageforge.inputs import ImageLimits, InputPaths
+from imageforge.jobs.queue import EmbeddedJobQueue, QueueLimits
+from imageforge.jobs.store import JobStore
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.service import ImageService, ServiceLimits
 from imageforge.storage.cache import ArtifactCache
@@ -33,6 +35,14 @@ def build_service(settings: Settings) -> ImageService:
         cache=ArtifactCache(settings.cache_path),
         assistant=PromptAssistant(settings.ollama_url, settings.ollama_model),
         paths=InputPaths(settings.root_dir, settings.input_roots),
+        queue=EmbeddedJobQueue(
+            JobStore(settings.jobs_path),
+            QueueLimits(
+                max_queued=settings.max_queue,
+                job_timeout_s=settings.job_timeout_s,
+                result_ttl_s=settings.result_ttl_s,
+            ),
+        ),
         default_model=settings.default_model,
         limits=ServiceLimits(
             max_res=settings.max_res,

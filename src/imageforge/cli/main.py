@@ -102,6 +102,7 @@ def generate(
         assist_prompt=assist,
     )
     service = _service(_settings())
+    service.start()
     with tqdm(desc="generating", unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
 
         def on_progress(progress: Progress) -> None:

@@ -150,6 +150,8 @@ class EmbeddedJobQueue:
         A job that was running when the process stopped ends `failed` with code `interrupted`: it may be what
         brought the process down, so it is not run again. Queued jobs run in the order they were accepted.
         """
+        if self._threads:
+            return  # already started
         for job in self._store.in_status(JobStatus.RUNNING):
             self._finish(
                 _Live(job),

@@ -23,6 +23,7 @@ def create_app(service: ImageService, *, max_body_bytes: int = 32 * 1024 * 1024,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.start()
         # Detecting the device imports torch (seconds); do it beside startup so /health answers at once later.
         threading.Thread(target=_prepare, args=(service, warmup), name="imageforge-warmup", daemon=True).start()
         yield
