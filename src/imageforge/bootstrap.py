@@ -8,6 +8,7 @@ from imageforge.config import Settings
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.engine.catalog import build_catalog
 from imageforge.engine.pool import ModelPool
+from imageforge.engine.protocol import ImageBackend
 from imageforge.inputs import ImageLimits, InputPaths
 from imageforge.jobs.queue import EmbeddedJobQueue, QueueLimits
 from imageforge.jobs.store import JobStore
@@ -18,15 +19,19 @@ from imageforge.storage.outputs import OutputStore
 from imageforge.transports.http.app import create_app
 
 
-def build_service(settings: Settings) -> ImageService:
-    """An `ImageService` for `settings`. Cheap: no model loads and torch is not imported until needed."""
+def build_service(settings: Settings, *, backend: ImageBackend | None = None) -> ImageService:
+    """An `ImageService` for `settings`. Cheap: no model loads and torch is not imported until needed.
+
+    `backend` replaces the diffusers backend (tests wrap the real one to hold a job at a step).
+    """
     guards = [name for name, on in (("ALLOW_FLUX", settings.allow_flux), ("ALLOW_KLEIN", settings.allow_klein)) if on]
     catalog = build_catalog(
         lora_portrait=settings.lora_portrait,
         models_file=settings.resolve(settings.models_file),
         allowed_guards=guards,
     )
-    backend = DiffusersBackend(device=settings.device, models_path=settings.models_path)
+    if backend is None:
+        backend = DiffusersBackend(device=settings.device, models_path=settings.models_path)
     return ImageService(
         catalog=catalog,
         backend=backend,

@@ -114,10 +114,10 @@ class ImageService:
     def submit(self, params: GenerationParams, *, idempotency_key: str | None = None) -> Job:
         """Validate a request and queue it as a job; bad input is refused here, before anything is queued."""
         spec = self.catalog.require(params.model or self.default_model)
-        request = self.validate(params, spec)
-        # The seed is fixed now, so the job (and its record) says which seed it will use before it runs.
-        payload = replace(params, model=spec.key, seed=request.seed).to_payload()
-        payload["cacheable"] = params.use_cache and params.seed is not None
+        self.validate(params, spec)
+        # The payload is what the client asked for (an Idempotency-Key compares it), with the model resolved;
+        # an absent seed is drawn when the job runs, and the result reports it.
+        payload = replace(params, model=spec.key).to_payload()
         # Seeded requests with the same parameters make the same pixels: in flight together, they run once.
         dedupe_key = cache_key(payload) if params.seed is not None else None
         return self._queue.submit(IMAGE_JOB, payload, idempotency_key=idempotency_key, dedupe_key=dedupe_key)
@@ -190,7 +190,7 @@ class ImageService:
             request = replace(request, prompt=assist.prompt)
         record = self._record(request, spec, assist)
 
-        key = cache_key(self._cache_parameters(request, spec)) if payload.get("cacheable") else None
+        key = cache_key(self._cache_parameters(request, spec)) if params.use_cache and params.seed is not None else None
         hit = self._cache.get(key) if key is not None else None
         if hit is not None:
             return self._from_cache(hit, record)

@@ -233,9 +233,10 @@ class EmbeddedJobQueue:
     def get(self, job_id: str) -> Job:
         """The job as it is now; `JobNotFound` when unknown, `JobExpired` once its result has expired."""
         with self._changed:
-            if job_id in self._live:
-                return _copy(self._live[job_id].job)
-        job = self._store.get(job_id)
+            live = self._live.get(job_id)
+            job = _copy(live.job) if live is not None else None
+        if job is None:
+            job = self._store.get(job_id)
         if job is None:
             raise JobNotFound(f"No job '{job_id}'.", hint="Check the id; GET /jobs lists recent jobs.")
         if _expired(job, self._clock()):
