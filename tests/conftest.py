@@ -38,11 +38,16 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path, data_dir: Path) -> Settings:
+    """Settings for one test: its own folders and job database, sharing the session's built models."""
+    own_data = tmp_path / "data"
+    own_data.mkdir()
+    (data_dir / "models").mkdir(exist_ok=True)
+    (own_data / "models").symlink_to(data_dir / "models", target_is_directory=True)
     return Settings(
         _env_file=None,
         default_model="tiny",
         root_dir=tmp_path,
-        data_dir=data_dir,
+        data_dir=own_data,
         ollama_url="http://127.0.0.1:9",  # nothing listens on the discard port
     )
 
@@ -50,6 +55,7 @@ def settings(tmp_path: Path, data_dir: Path) -> Settings:
 @pytest.fixture
 def service(settings: Settings) -> Iterator[ImageService]:
     service = build_service(settings)
+    service.start()
     yield service
     service.close()
 

@@ -8,7 +8,10 @@ from imageforge.config import Settings
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.engine.catalog import build_catalog
 from imageforge.engine.pool import ModelPool
+from imageforge.engine.protocol import ImageBackend
 from imageforge.inputs import ImageLimits, InputPaths
+from imageforge.jobs.queue import EmbeddedJobQueue, QueueLimits
+from imageforge.jobs.store import JobStore
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.service import ImageService, ServiceLimits
 from imageforge.storage.cache import ArtifactCache
@@ -16,15 +19,19 @@ from imageforge.storage.outputs import OutputStore
 from imageforge.transports.http.app import create_app
 
 
-def build_service(settings: Settings) -> ImageService:
-    """An `ImageService` for `settings`. Cheap: no model loads and torch is not imported until needed."""
+def build_service(settings: Settings, *, backend: ImageBackend | None = None) -> ImageService:
+    """An `ImageService` for `settings`. Cheap: no model loads and torch is not imported until needed.
+
+    `backend` replaces the diffusers backend (tests wrap the real one to hold a job at a step).
+    """
     guards = [name for name, on in (("ALLOW_FLUX", settings.allow_flux), ("ALLOW_KLEIN", settings.allow_klein)) if on]
     catalog = build_catalog(
         lora_portrait=settings.lora_portrait,
         models_file=settings.resolve(settings.models_file),
         allowed_guards=guards,
     )
-    backend = DiffusersBackend(device=settings.device, models_path=settings.models_path)
+    if backend is None:
+        backend = DiffusersBackend(device=settings.device, models_path=settings.models_path)
     return ImageService(
         catalog=catalog,
         backend=backend,
@@ -33,6 +40,14 @@ def build_service(settings: Settings) -> ImageService:
         cache=ArtifactCache(settings.cache_path),
         assistant=PromptAssistant(settings.ollama_url, settings.ollama_model),
         paths=InputPaths(settings.root_dir, settings.input_roots),
+        queue=EmbeddedJobQueue(
+            JobStore(settings.jobs_path),
+            QueueLimits(
+                max_queued=settings.max_queue,
+                job_timeout_s=settings.job_timeout_s,
+                result_ttl_s=settings.result_ttl_s,
+            ),
+        ),
         default_model=settings.default_model,
         limits=ServiceLimits(
             max_res=settings.max_res,

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     )
     max_body_mb: float = Field(32.0, gt=0, validation_alias=_env("MAX_BODY_MB", bare=False))
     max_steps: int = Field(100, ge=1, validation_alias=_env("MAX_STEPS", bare=False))
+    max_queue: int = Field(32, ge=1, validation_alias=_env("MAX_QUEUE", bare=False))
+    job_timeout_s: float | None = Field(None, gt=0, validation_alias=_env("JOB_TIMEOUT_S", bare=False))
+    result_ttl_s: float = Field(3600.0, gt=0, validation_alias=_env("RESULT_TTL_S", bare=False))
     root_dir: Path = Field(default_factory=Path.cwd, validation_alias=_env("ROOT", bare=False))
 
     @classmethod
@@ -101,7 +104,7 @@ class Settings(BaseSettings):
             return [Path(part.strip()) for part in parts if part.strip()]
         return value
 
-    @field_validator("lora_portrait", mode="before")
+    @field_validator("lora_portrait", "job_timeout_s", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -121,6 +124,11 @@ class Settings(BaseSettings):
     @property
     def data_path(self) -> Path:
         return self.resolve(self.data_dir)
+
+    @property
+    def jobs_path(self) -> Path:
+        """The SQLite file of job records."""
+        return self.data_path / "jobs.sqlite"
 
     @property
     def models_path(self) -> Path:

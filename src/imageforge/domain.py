@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from PIL import Image
@@ -94,6 +94,20 @@ class GenerationParams:
     mask_image: ImageSource | None = None
     assist_prompt: bool = False
     use_cache: bool = True
+
+    def to_payload(self) -> dict[str, Any]:
+        """These parameters as plain JSON data (a job's payload)."""
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> GenerationParams:
+        """The parameters `to_payload` wrote; unknown keys are ignored."""
+        known = {name: payload[name] for name in cls.__dataclass_fields__ if name in payload}
+        known["task"] = Task(known["task"])
+        for name in ("init_image", "mask_image"):
+            if known.get(name) is not None:
+                known[name] = ImageSource(**known[name])
+        return cls(**known)
 
 
 @dataclass(frozen=True)

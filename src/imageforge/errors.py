@@ -96,5 +96,30 @@ class JobFinished(ImageforgeError):
     code = "job_finished"
 
 
+class ImageNotFound(ImageforgeError):
+    code = "image_not_found"
+
+
 class IdempotencyConflict(ImageforgeError):
     code = "idempotency_conflict"
+
+
+class Timeout(ImageforgeError):
+    code = "timeout"
+
+
+class Interrupted(ImageforgeError):
+    code = "interrupted"
+
+
+def from_code(code: str, message: str, hint: str = "") -> ImageforgeError:
+    """The error of class `code` (as a finished job stores it), or a base error that carries the code."""
+    pending: list[type[ImageforgeError]] = [ImageforgeError]
+    while pending:
+        cls = pending.pop()
+        if cls.code == code:
+            return cls(message, hint=hint)
+        pending.extend(cls.__subclasses__())
+    error = ImageforgeError(message, hint=hint)
+    error.code = code
+    return error

@@ -7,12 +7,13 @@ and format what comes back; they never call each other.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import secrets
-import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,15 +35,28 @@ from imageforge.domain import (
 )
 from imageforge.engine.catalog import GUARD_REASONS, Catalog
 from imageforge.engine.pool import ModelPool
-from imageforge.engine.protocol import ImageBackend
-from imageforge.errors import GenerationFailed, ImageforgeError, InvalidRequest, UnsupportedOperation
+from imageforge.engine.protocol import ImageBackend, LoadedModel
+from imageforge.errors import (
+    GenerationFailed,
+    ImageforgeError,
+    InvalidRequest,
+    JobExpired,
+    JobFinished,
+    JobNotFound,
+    UnsupportedOperation,
+    from_code,
+)
 from imageforge.inputs import ImageLimits, InputPaths, decode_base64, decode_image, read_file
+from imageforge.jobs.job import Job, JobEvent, JobStatus
+from imageforge.jobs.queue import JobContext, JobQueue
 from imageforge.prompting.assist import AssistResult, PromptAssistant
 from imageforge.storage.cache import ArtifactCache, cache_key
 from imageforge.storage.outputs import OutputStore, encode_png
 
 log = logging.getLogger(__name__)
 
+#: The kind under which image jobs are registered with the queue.
+IMAGE_JOB = "image"
 MAX_SEED = 2**32 - 1
 MAX_GUIDANCE = 30.0
 MAX_PROMPT_CHARS = 4000
@@ -79,6 +93,7 @@ class ImageService:
         cache: ArtifactCache,
         assistant: PromptAssistant,
         paths: InputPaths,
+        queue: JobQueue,
         default_model: str,
         limits: ServiceLimits,
     ) -> None:
@@ -89,12 +104,23 @@ class ImageService:
         self._cache = cache
         self._assistant = assistant
         self._paths = paths
+        self._queue = queue
         self.default_model = default_model
         self.limits = limits
-        # One generation at a time per device: the backend's memory is sized for one.
-        self._device_lock = threading.Lock()
+        queue.register(IMAGE_JOB, self._run_job, on_expire=self._expire_job)
 
-    # -- generation ---------------------------------------------------------------------------------
+    # -- jobs ---------------------------------------------------------------------------------------
+
+    def submit(self, params: GenerationParams, *, idempotency_key: str | None = None) -> Job:
+        """Validate a request and queue it as a job; bad input is refused here, before anything is queued."""
+        spec = self.catalog.require(params.model or self.default_model)
+        self.validate(params, spec)
+        # The payload is what the client asked for (an Idempotency-Key compares it), with the model resolved;
+        # an absent seed is drawn when the job runs, and the result reports it.
+        payload = replace(params, model=spec.key).to_payload()
+        # Seeded requests with the same parameters make the same pixels: in flight together, they run once.
+        dedupe_key = cache_key(payload) if params.seed is not None else None
+        return self._queue.submit(IMAGE_JOB, payload, idempotency_key=idempotency_key, dedupe_key=dedupe_key)
 
     def generate(
         self,
@@ -103,54 +129,109 @@ class ImageService:
         on_progress: ProgressCallback = _ignore_progress,
         should_cancel: CancelCheck = _never_cancel,
     ) -> ImageResult:
-        """Run one text2img, img2img or inpaint request to completion and store the result."""
-        started = time.perf_counter()
+        """Submit a job and wait for its image: the synchronous form of `submit`.
+
+        The job belongs to the queue, not to the caller: a caller that goes away leaves it to finish, and its
+        result stays readable (and cached when seeded). `should_cancel` turning true cancels the job.
+        """
+        job = self.submit(params)
+        after = -1
+        while True:
+            for event in self._queue.events(job.id, after, timeout=0.5):
+                after = event.index
+                if event.type == "progress":
+                    on_progress(Progress(step=event.data["step"], total=event.data["total"]))
+            current = self._queue.get(job.id)
+            if current.status.is_terminal:
+                return self.image_result(current)
+            if should_cancel():
+                with contextlib.suppress(JobFinished):
+                    self._queue.cancel(job.id)
+
+    def get_job(self, job_id: str) -> Job:
+        return self._queue.get(job_id)
+
+    def list_jobs(self, statuses: Iterable[JobStatus] = (), *, limit: int = 100) -> list[Job]:
+        return self._queue.recent(statuses, limit=limit)
+
+    def queue_position(self, job_id: str) -> int | None:
+        return self._queue.position(job_id)
+
+    def cancel_job(self, job_id: str) -> Job:
+        return self._queue.cancel(job_id)
+
+    def job_events(self, job_id: str, after: int = -1, timeout: float = 15.0) -> list[JobEvent]:
+        return self._queue.events(job_id, after, timeout)
+
+    def image_result(self, job: Job) -> ImageResult:
+        """The image of a finished job; the job's error when it failed or was cancelled."""
+        if job.error is not None:
+            raise from_code(job.error["code"], job.error["message"], job.error.get("hint", ""))
+        if job.result is None:
+            raise JobNotFound(f"Job '{job.id}' has no result yet ({job.status.value}).", hint="Wait for it to end.")
+        path = Path(job.result["output_path"])
+        try:
+            png = path.read_bytes()
+        except OSError:
+            raise JobExpired(f"The image of job '{job.id}' is no longer on disk.", hint="Submit it again.") from None
+        return _result(job.result, png, cached=bool(job.result.get("cached")))
+
+    def image_path(self, name: str) -> Path:
+        """A result image in the output store, by file name; `ImageNotFound` for anything else."""
+        return self._outputs.find(name)
+
+    def _run_job(self, payload: dict[str, Any], context: JobContext) -> dict[str, Any]:
+        """The image job function the queue runs: assist, cache, load, generate, store."""
+        params = GenerationParams.from_payload(payload)
         spec = self.catalog.require(params.model or self.default_model)
         request = self.validate(params, spec)
         assist = self._assistant.expand(request.prompt) if params.assist_prompt else None
         if assist is not None:
-            request = _with_prompt(request, assist.prompt)
+            request = replace(request, prompt=assist.prompt)
         record = self._record(request, spec, assist)
 
-        key = None
-        if params.use_cache and params.seed is not None:
-            key = cache_key(self._cache_parameters(request, spec))
-            hit = self._cache.get(key)
-            if hit is not None:
-                return self._from_cache(hit, record, started)
+        key = cache_key(self._cache_parameters(request, spec)) if params.use_cache and params.seed is not None else None
+        hit = self._cache.get(key) if key is not None else None
+        if hit is not None:
+            return self._from_cache(hit, record)
 
-        image = self._run(spec, request, on_progress, should_cancel)
+        started = time.perf_counter()
+        model, load_s = self._pool.get(spec)
+        context.timing("load_ms", load_s * 1000)
+        image = self._run(model, spec, request, context)
         record["elapsed_s"] = round(time.perf_counter() - started, 3)
         png = encode_png(image, record)
-        path = self._outputs.save(png, record)
-        record["output_path"] = str(path)
+        record["output_path"] = str(self._outputs.save(png, record))
         if key is not None:
             self._cache.put(key, png, record)
-        return _result(record, png, cached=False)
+        return {**record, "cached": False}
 
-    def _run(
-        self, spec: ModelSpec, request: GenerationRequest, on_progress: ProgressCallback, should_cancel: CancelCheck
-    ) -> Image.Image:
-        with self._device_lock:
-            model, _load_s = self._pool.get(spec)
-            try:
-                return model.generate(request, on_progress, should_cancel)
-            except ImageforgeError:
-                raise
-            except Exception as exc:
-                log.exception("generation failed for %s", spec.key)
-                raise GenerationFailed(
-                    f"The model failed on this request: {type(exc).__name__}: {exc}",
-                    hint="Try a smaller size or other parameters; the server keeps running.",
-                ) from exc
+    def _run(self, model: LoadedModel, spec: ModelSpec, request: GenerationRequest, context: JobContext) -> Image.Image:
+        def on_progress(progress: Progress) -> None:
+            context.progress(progress.step, progress.total)
 
-    def _from_cache(self, hit: tuple[bytes, dict[str, Any]], record: dict[str, Any], started: float) -> ImageResult:
+        try:
+            return model.generate(request, on_progress, context.should_stop)
+        except ImageforgeError:
+            raise
+        except Exception as exc:
+            log.exception("generation failed for %s", spec.key)
+            raise GenerationFailed(
+                f"The model failed on this request: {type(exc).__name__}: {exc}",
+                hint="Try a smaller size or other parameters; the server keeps running.",
+            ) from exc
+
+    def _expire_job(self, job: Job) -> None:
+        """A job's result expired: remove its image from the output store (the cache keeps its own copy)."""
+        if job.result and job.result.get("output_path") and not job.result.get("cached"):
+            self._outputs.delete(Path(job.result["output_path"]))
+
+    def _from_cache(self, hit: tuple[bytes, dict[str, Any]], record: dict[str, Any]) -> dict[str, Any]:
         png, stored = hit
         output = stored.get("output_path")
         if not output or not Path(output).is_file():
             output = str(self._outputs.save(png, stored))
-        record.update(output_path=output, elapsed_s=round(time.perf_counter() - started, 3))
-        return _result(record, png, cached=True)
+        return {**record, "output_path": output, "elapsed_s": 0.0, "cached": True}
 
     def _cache_parameters(self, request: GenerationRequest, spec: ModelSpec) -> dict[str, Any]:
         """Everything that changes the pixels: the model and its revision, the prompts after assist, the
@@ -262,17 +343,20 @@ class ImageService:
     def _size(self, params: GenerationParams, spec: ModelSpec, init_image: Image.Image | None) -> tuple[int, int]:
         """Requested size, else the init image's (scaled to fit MAX_RES), else the model's default."""
         multiple = spec.size_multiple
-        default_w = default_h = min(spec.default_size, self.limits.max_res)
+        largest = self.limits.max_res // multiple * multiple
+        default_w = default_h = min(spec.default_size, largest)
         if init_image is not None:
             scale = min(1.0, self.limits.max_res / max(init_image.size))
             default_w, default_h = (max(MIN_SIZE, int(side * scale) // multiple * multiple) for side in init_image.size)
+            default_w, default_h = min(default_w, largest), min(default_h, largest)
         width = default_w if params.width is None else params.width
         height = default_h if params.height is None else params.height
         for name, value in (("width", width), ("height", height)):
             if value % multiple:
                 raise InvalidRequest(
                     f"{name} {value} is not a multiple of {multiple}.",
-                    hint=f"Use a multiple of {multiple}, e.g. {max(multiple, value // multiple * multiple)}.",
+                    hint=f"Use a multiple of {multiple}, e.g. "
+                    f"{min(largest, max(MIN_SIZE, value // multiple * multiple))}.",
                 )
             if not MIN_SIZE <= value <= self.limits.max_res:
                 raise InvalidRequest(
@@ -288,6 +372,12 @@ class ImageService:
             steps = spec.default_steps
             if params.task is not Task.TEXT2IMG:
                 steps = max(steps, math.ceil(1 / strength))
+            if steps > self.limits.max_steps:
+                raise InvalidRequest(
+                    f"strength {strength} needs {steps} steps to make one denoising step, over the limit of "
+                    f"{self.limits.max_steps}.",
+                    hint=f"Use a strength of at least {1 / self.limits.max_steps:.3g}.",
+                )
             return steps
         if not 1 <= params.steps <= self.limits.max_steps:
             raise InvalidRequest(f"steps {params.steps} is out of range.", hint=f"Use 1 to {self.limits.max_steps}.")
@@ -367,21 +457,20 @@ class ImageService:
 
     def load_model(self, key: str) -> float:
         """Make a model resident now; returns the seconds spent loading (0 when it already was)."""
-        spec = self.catalog.require(key)
-        with self._device_lock:
-            _model, load_s = self._pool.get(spec)
+        _model, load_s = self._pool.get(self.catalog.require(key))
         return load_s
 
     def pull(self, key: str) -> str:
         """Download a model's weights ahead of time; returns where they are."""
         return self._backend.pull(self.catalog.get(key))
 
+    def start(self) -> None:
+        """Start running jobs (and recover those a previous run left)."""
+        self._queue.start()
+
     def close(self) -> None:
+        self._queue.close()
         self._pool.close()
-
-
-def _with_prompt(request: GenerationRequest, prompt: str) -> GenerationRequest:
-    return replace(request, prompt=prompt)
 
 
 def _image_digest(image: Image.Image | None) -> str | None:
@@ -407,7 +496,7 @@ def _result(record: dict[str, Any], png: bytes, *, cached: bool) -> ImageResult:
         original_prompt=record["original_prompt"],
         assisted=record["assisted"],
         cached=cached,
-        elapsed_s=record["elapsed_s"],
+        elapsed_s=record.get("elapsed_s", 0.0),
         output_path=record["output_path"],
         png=png,
         extra={key: record[key] for key in ("assist", "notice") if key in record},

@@ -144,6 +144,7 @@ def generate(
         assist_prompt=assist,
     )
     service = _service(_settings())
+    service.start()
     bar: tqdm[Never] | None = None
 
     def on_progress(progress: Progress) -> None:
@@ -163,6 +164,7 @@ def generate(
     except ImageforgeError as exc:
         failure = exc
     finally:
+        # Also on Ctrl-C: closing the service cancels the running job at its next step.
         if bar is not None:
             bar.close()
         service.close()

@@ -150,6 +150,8 @@ class EmbeddedJobQueue:
         A job that was running when the process stopped ends `failed` with code `interrupted`: it may be what
         brought the process down, so it is not run again. Queued jobs run in the order they were accepted.
         """
+        if self._threads:
+            return  # already started
         for job in self._store.in_status(JobStatus.RUNNING):
             self._finish(
                 _Live(job),
@@ -231,9 +233,10 @@ class EmbeddedJobQueue:
     def get(self, job_id: str) -> Job:
         """The job as it is now; `JobNotFound` when unknown, `JobExpired` once its result has expired."""
         with self._changed:
-            if job_id in self._live:
-                return _copy(self._live[job_id].job)
-        job = self._store.get(job_id)
+            live = self._live.get(job_id)
+            job = _copy(live.job) if live is not None else None
+        if job is None:
+            job = self._store.get(job_id)
         if job is None:
             raise JobNotFound(f"No job '{job_id}'.", hint="Check the id; GET /jobs lists recent jobs.")
         if _expired(job, self._clock()):

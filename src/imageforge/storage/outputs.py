@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import secrets
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
+from imageforge.errors import ImageNotFound
 from imageforge.storage.files import write_atomic
 
 PNG_RECORD_KEY = "imageforge"
@@ -57,11 +59,29 @@ def read_record(png: bytes) -> dict[str, Any]:
     return json.loads(text) if isinstance(text, str) else {}
 
 
+#: The only names the store writes, and so the only names it serves.
+OUTPUT_NAME = re.compile(r"^\d{8}_\d{6}_[0-9a-f]{6}\.png$")
+
+
 class OutputStore:
     """Writes results as `YYYYMMDD_HHMMSS_<6 hex>.png` plus a `.json` sidecar under one folder."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    def find(self, name: str) -> Path:
+        """The stored image called `name`; `ImageNotFound` for any other name, so no path can escape the store."""
+        path = self.root / name
+        if not OUTPUT_NAME.match(name) or not path.is_file():
+            raise ImageNotFound(f"No image '{name}'.", hint="Use the image link of a finished job.")
+        return path
+
+    def delete(self, path: Path) -> None:
+        """Remove a stored image and its sidecar; paths outside the store are left alone."""
+        if path.parent.resolve() != self.root.resolve() or not OUTPUT_NAME.match(path.name):
+            return
+        path.unlink(missing_ok=True)
+        path.with_suffix(".json").unlink(missing_ok=True)
 
     def new_path(self) -> Path:
         """A fresh output path; names never derive from user input."""

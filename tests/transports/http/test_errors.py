@@ -133,11 +133,6 @@ def test_zero_or_negative_width_is_refused_with_invalid_request(client: TestClie
     assert f"width {width}" in error["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service._size suggests value // multiple * multiple even below MIN_SIZE: width 63 gets 'e.g. 56', "
-    "which is refused in turn",
-)
 def test_hint_for_a_misaligned_width_suggests_a_width_that_is_accepted(client: TestClient) -> None:
     error = error_of(client.post("/generate", json={"prompt": "x", "width": 63, "height": 64}), 400, "invalid_request")
     suggestion = re.search(r"e\.g\. (\d+)", error["hint"])
@@ -147,11 +142,6 @@ def test_hint_for_a_misaligned_width_suggests_a_width_that_is_accepted(client: T
     assert retry.status_code == 200, retry.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service._size defaults to min(default_size, max_res) without rounding to the size multiple, so "
-    "MAX_RES=100 refuses every request that names no size ('width 100 is not a multiple of 8')",
-)
 def test_max_res_not_a_multiple_of_8_still_serves_requests_without_a_size(settings: Settings) -> None:
     with serving(settings.model_copy(update={"max_res": 100})) as client:
         response = client.post("/generate", json={"prompt": "x"})
@@ -437,11 +427,6 @@ def test_seed_out_of_range_is_refused_with_invalid_request(client: TestClient, s
     assert f"0 to {MAX_SEED}" in error["hint"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service._steps raises the default steps to ceil(1/strength) without checking max_steps: strength 1e-6 "
-    "queues a million denoising steps",
-)
 def test_tiny_strength_without_steps_is_refused_instead_of_running_unbounded_steps(service: ImageService) -> None:
     params = GenerationParams(task=Task.IMG2IMG, prompt="x", strength=1e-6, init_image=ImageSource(base64=png_base64()))
     try:

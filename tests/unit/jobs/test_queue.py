@@ -296,3 +296,13 @@ def test_expired_results_answer_expired_and_the_hook_cleans_up(tmp_path: Path, s
             queue.get("never-existed")
     finally:
         queue.close()
+
+
+def test_starting_twice_keeps_one_worker(queue: EmbeddedJobQueue) -> None:
+    def workers() -> int:
+        return sum(thread.name == "imageforge-worker" for thread in threading.enumerate())
+
+    before = workers()
+    queue.start()
+
+    assert workers() == before

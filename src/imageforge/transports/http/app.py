@@ -13,7 +13,7 @@ from imageforge import __version__
 from imageforge.service import ImageService
 from imageforge.transports.http.errors import install_error_handlers
 from imageforge.transports.http.limits import BodySizeLimit
-from imageforge.transports.http.routes import health, images, models
+from imageforge.transports.http.routes import health, images, jobs, models
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ def create_app(service: ImageService, *, max_body_bytes: int = 32 * 1024 * 1024,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.start()
         # Detecting the device imports torch (seconds); do it beside startup so /health answers at once later.
         threading.Thread(target=_prepare, args=(service, warmup), name="imageforge-warmup", daemon=True).start()
         yield
@@ -37,7 +38,7 @@ def create_app(service: ImageService, *, max_body_bytes: int = 32 * 1024 * 1024,
     app.state.service = service
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
-    for router in (health.router, models.router, images.router):
+    for router in (health.router, models.router, images.router, jobs.router):
         app.include_router(router)
     return app
 

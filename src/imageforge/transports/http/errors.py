@@ -28,6 +28,15 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.GenerationFailed.code: 500,
     errors.ModelUnsupported.code: 501,
     errors.WeightsUnavailable.code: 503,
+    errors.OutOfMemory.code: 503,
+    errors.Interrupted.code: 503,
+    errors.Timeout.code: 504,
+    errors.QueueFull.code: 429,
+    errors.JobNotFound.code: 404,
+    errors.ImageNotFound.code: 404,
+    errors.JobExpired.code: 410,
+    errors.JobFinished.code: 409,
+    errors.IdempotencyConflict.code: 409,
 }
 
 #: Codes for the errors the framework raises itself (routing, body parsing, the body-size limit).
@@ -93,7 +102,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(errors.ImageforgeError)
     async def on_imageforge_error(request: Request, exc: errors.ImageforgeError) -> JSONResponse:
-        return error_response(STATUS_BY_CODE.get(exc.code, 500), exc.code, exc.message, exc.hint)
+        response = error_response(STATUS_BY_CODE.get(exc.code, 500), exc.code, exc.message, exc.hint)
+        if isinstance(exc, errors.QueueFull):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

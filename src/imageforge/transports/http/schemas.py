@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from imageforge.domain import GenerationParams, ImageSource, Task
+from imageforge.errors import InvalidRequest
 
 ReturnMode = Literal["base64", "path", "both"]
 
@@ -82,6 +83,30 @@ class InpaintBody(EditBody):
         return self.to_params(Task.INPAINT, init_image=self._init(), mask_image=mask, strength=self.strength)
 
 
+class JobBody(InpaintBody):
+    """POST /jobs: the body of /generate, /edit or /inpaint plus the `task` that says which."""
+
+    task: Task = Field(Task.TEXT2IMG, description="text2img, img2img or inpaint.")
+    strength: float | None = Field(  # type: ignore[assignment]  # the default depends on the task
+        None, description="How far to move from the input: 0.6 for img2img and 1.0 for inpaint by default."
+    )
+
+    def to_job_params(self) -> GenerationParams:
+        if self.task is Task.TEXT2IMG:
+            if any((self.init_image, self.init_image_path, self.mask_image, self.mask_image_path)):
+                raise InvalidRequest(
+                    "text2img takes no input image.", hint='Set "task" to "img2img" or "inpaint" to use one.'
+                )
+            return self.to_params()
+        strength = self.strength if self.strength is not None else DEFAULT_STRENGTH[self.task]
+        mask = ImageSource(self.mask_image, self.mask_image_path) if self.task is Task.INPAINT else None
+        return self.to_params(self.task, init_image=self._init(), mask_image=mask, strength=strength)
+
+
+#: What `strength` is when a request leaves it out.
+DEFAULT_STRENGTH = {Task.IMG2IMG: 0.6, Task.INPAINT: 1.0}
+
+
 class ImageResponse(BaseModel):
     """The result of /generate, /edit and /inpaint."""
 
@@ -116,3 +141,40 @@ class ErrorDetail(BaseModel):
 class ErrorResponse(BaseModel):
     ok: Literal[False] = False
     error: ErrorDetail
+
+
+class JobLinks(BaseModel):
+    self: str
+    events: str
+    cancel: str
+    image: str | None = Field(None, description="The full image, once the job succeeded.")
+
+
+class JobProgress(BaseModel):
+    step: int
+    total: int
+
+
+class JobResponse(BaseModel):
+    """A job as GET /jobs/{id} shows it."""
+
+    ok: Literal[True] = True
+    job_id: str
+    status: str = Field(..., description="queued, running, succeeded, failed or cancelled.")
+    task: str | None
+    model: str | None
+    queue_position: int | None = Field(None, description="1 = next to run; 0 = running; null once ended.")
+    progress: JobProgress
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    expires_at: str | None = Field(None, description="After this the result answers 410 expired.")
+    timings: dict[str, float] = Field(..., description="queue_ms, load_ms, run_ms.")
+    result: ImageResponse | None = None
+    error: ErrorDetail | None = None
+    links: JobLinks
+
+
+class JobListResponse(BaseModel):
+    ok: Literal[True] = True
+    jobs: list[JobResponse]

@@ -1,10 +1,11 @@
-"""POST /generate, /edit and /inpaint: synchronous generation."""
+"""POST /generate, /edit and /inpaint (synchronous generation) and GET /images/{name} (stored results)."""
 
 from __future__ import annotations
 
 import base64
 
 from fastapi import APIRouter
+from fastapi.responses import FileResponse
 
 from imageforge.domain import ImageResult
 from imageforge.transports.http.deps import Service
@@ -60,3 +61,13 @@ def edit(body: EditBody, service: Service) -> ImageResponse:
 @router.post("/inpaint", summary="Repaint the white part of a mask")
 def inpaint(body: InpaintBody, service: Service) -> ImageResponse:
     return to_response(service.generate(body.to_inpaint_params()), body.return_mode)
+
+
+@router.get(
+    "/images/{name}",
+    summary="A result's full image, by the name in its output_path or job link",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def get_image(name: str, service: Service) -> FileResponse:
+    return FileResponse(service.image_path(name), media_type="image/png")
