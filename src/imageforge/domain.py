@@ -21,6 +21,10 @@ class Task(enum.StrEnum):
     INPAINT = "inpaint"
 
 
+#: How far img2img and inpaint move from the input when a request leaves `strength` out.
+DEFAULT_STRENGTH: dict[Task, float] = {Task.IMG2IMG: 0.6, Task.INPAINT: 1.0}
+
+
 class Family(enum.StrEnum):
     """Pipeline families the diffusers backend knows how to load."""
 

@@ -23,6 +23,7 @@ from PIL import Image
 
 from imageforge import __version__
 from imageforge.domain import (
+    DEFAULT_STRENGTH,
     CancelCheck,
     GenerationParams,
     GenerationRequest,
@@ -310,7 +311,7 @@ class ImageService:
                 )
 
         width, height = self._size(params, spec, init_image)
-        strength = 0.6 if params.strength is None else params.strength
+        strength = DEFAULT_STRENGTH.get(params.task, 1.0) if params.strength is None else params.strength
         if params.task is not Task.TEXT2IMG and not 0.0 < strength <= 1.0:
             raise InvalidRequest(f"strength {strength} is out of range.", hint="Use a value in (0, 1].")
         steps = self._steps(params, spec, strength)

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from imageforge.domain import GenerationParams, ImageSource, Task
+from imageforge.domain import DEFAULT_STRENGTH, GenerationParams, ImageSource, Task
 from imageforge.errors import InvalidRequest
 
 ReturnMode = Literal["base64", "path", "both"]
@@ -62,7 +62,9 @@ class EditBody(GenerateBody):
 
     init_image: str | None = Field(None, description="The input image, base64 (a data: URL prefix is fine).")
     init_image_path: str | None = Field(None, description="Or a path under an allowed folder.")
-    strength: float = Field(0.6, description="How far to move from the input: 0 keeps it, 1 ignores it.")
+    strength: float = Field(
+        DEFAULT_STRENGTH[Task.IMG2IMG], description="How far to move from the input: 0 keeps it, 1 ignores it."
+    )
 
     def _init(self) -> ImageSource:
         return ImageSource(base64=self.init_image, path=self.init_image_path)
@@ -76,7 +78,9 @@ class InpaintBody(EditBody):
 
     mask_image: str | None = Field(None, description="Mask, base64: white = repaint, black = keep.")
     mask_image_path: str | None = Field(None, description="Or a path under an allowed folder.")
-    strength: float = Field(1.0, description="How far to move from the input inside the mask.")
+    strength: float = Field(
+        DEFAULT_STRENGTH[Task.INPAINT], description="How far to move from the input inside the mask."
+    )
 
     def to_inpaint_params(self) -> GenerationParams:
         mask = ImageSource(base64=self.mask_image, path=self.mask_image_path)
@@ -101,10 +105,6 @@ class JobBody(InpaintBody):
         strength = self.strength if self.strength is not None else DEFAULT_STRENGTH[self.task]
         mask = ImageSource(self.mask_image, self.mask_image_path) if self.task is Task.INPAINT else None
         return self.to_params(self.task, init_image=self._init(), mask_image=mask, strength=strength)
-
-
-#: What `strength` is when a request leaves it out.
-DEFAULT_STRENGTH = {Task.IMG2IMG: 0.6, Task.INPAINT: 1.0}
 
 
 class ImageResponse(BaseModel):
