@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from fastapi import FastAPI
 
 from imageforge.config import Settings
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.engine.catalog import build_catalog
-from imageforge.engine.pool import ModelPool
+from imageforge.engine.pool import ModelPool, PoolPolicy
 from imageforge.engine.protocol import ImageBackend
 from imageforge.inputs import ImageLimits, InputPaths
 from imageforge.jobs.queue import EmbeddedJobQueue, QueueLimits
@@ -19,10 +22,13 @@ from imageforge.storage.outputs import OutputStore
 from imageforge.transports.http.app import create_app
 
 
-def build_service(settings: Settings, *, backend: ImageBackend | None = None) -> ImageService:
+def build_service(
+    settings: Settings, *, backend: ImageBackend | None = None, clock: Callable[[], float] = time.time
+) -> ImageService:
     """An `ImageService` for `settings`. Cheap: no model loads and torch is not imported until needed.
 
-    `backend` replaces the diffusers backend (tests wrap the real one to hold a job at a step).
+    `backend` replaces the diffusers backend (tests wrap the real one to hold a job at a step); `clock` is the
+    jobs' wall clock (tests move it to expire results).
     """
     guards = [name for name, on in (("ALLOW_FLUX", settings.allow_flux), ("ALLOW_KLEIN", settings.allow_klein)) if on]
     catalog = build_catalog(
@@ -35,7 +41,9 @@ def build_service(settings: Settings, *, backend: ImageBackend | None = None) ->
     return ImageService(
         catalog=catalog,
         backend=backend,
-        pool=ModelPool(backend),
+        pool=ModelPool(
+            backend, PoolPolicy(memory_budget_gb=settings.memory_budget_gb, idle_unload_s=settings.idle_unload_s)
+        ),
         outputs=OutputStore(settings.output_path),
         cache=ArtifactCache(settings.cache_path),
         assistant=PromptAssistant(settings.ollama_url, settings.ollama_model),
@@ -47,6 +55,7 @@ def build_service(settings: Settings, *, backend: ImageBackend | None = None) ->
                 job_timeout_s=settings.job_timeout_s,
                 result_ttl_s=settings.result_ttl_s,
             ),
+            clock=clock,
         ),
         default_model=settings.default_model,
         limits=ServiceLimits(

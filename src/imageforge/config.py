@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     max_queue: int = Field(32, ge=1, validation_alias=_env("MAX_QUEUE", bare=False))
     job_timeout_s: float | None = Field(None, gt=0, validation_alias=_env("JOB_TIMEOUT_S", bare=False))
     result_ttl_s: float = Field(3600.0, gt=0, validation_alias=_env("RESULT_TTL_S", bare=False))
+    memory_budget: float | Literal["auto"] = Field("auto", validation_alias=_env("MEMORY_BUDGET", bare=False))
+    idle_unload_s: float = Field(120.0, ge=0, validation_alias=_env("IDLE_UNLOAD_S", bare=False))
     root_dir: Path = Field(default_factory=Path.cwd, validation_alias=_env("ROOT", bare=False))
 
     @classmethod
@@ -103,6 +105,18 @@ class Settings(BaseSettings):
             parts = value.replace(os.pathsep, ",").split(",")
             return [Path(part.strip()) for part in parts if part.strip()]
         return value
+
+    @field_validator("memory_budget", mode="after")
+    @classmethod
+    def _budget_not_negative(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and value < 0:
+            raise ValueError("use a size in GB, 0 for no limit, or auto")
+        return value
+
+    @property
+    def memory_budget_gb(self) -> float | Literal["auto"] | None:
+        """The model pool's budget: GB, "auto" (a share of the device's memory) or None (0: no limit)."""
+        return None if self.memory_budget == 0 else self.memory_budget
 
     @field_validator("lora_portrait", "job_timeout_s", mode="before")
     @classmethod

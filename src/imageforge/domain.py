@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -134,10 +134,13 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class Progress:
-    """One denoising step done."""
+    """One denoising step done, and a way to see the image so far when the backend has one."""
 
     step: int
     total: int
+    #: a low-resolution approximation of the image after this step; call it during the callback (the
+    #: latents it reads change at the next step), and only when someone watches: it costs a little compute
+    preview: Callable[[], Image.Image] | None = field(default=None, compare=False, repr=False)
 
 
 #: Called once per denoising step.
@@ -168,3 +171,27 @@ class ImageResult:
     png: bytes = field(repr=False)
     mime: str = "image/png"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], png: bytes) -> ImageResult:
+        """The result described by `record` (a job's stored result, or the JSON of `/generate`) with its PNG."""
+        return cls(
+            task=Task(record["task"]),
+            model=record["model"],
+            seed=record["seed"],
+            steps=record["steps"],
+            guidance=record["guidance"],
+            width=record["width"],
+            height=record["height"],
+            strength=record.get("strength"),
+            prompt=record["prompt"],
+            negative_prompt=record.get("negative_prompt", ""),
+            original_prompt=record.get("original_prompt", record["prompt"]),
+            assisted=bool(record.get("assisted")),
+            cached=bool(record.get("cached")),
+            elapsed_s=record.get("elapsed_s", 0.0),
+            output_path=record.get("output_path") or "",
+            png=png,
+            mime=record.get("mime") or "image/png",
+            extra={key: record[key] for key in ("assist", "notice") if record.get(key) is not None},
+        )

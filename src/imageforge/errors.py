@@ -9,9 +9,11 @@ ImageforgeError
 ├── ModelGuarded            model_guarded      the model needs an explicit opt-in
 ├── WeightsUnavailable      weights_unavailable  not on disk and cannot be downloaded
 ├── ModelUnsupported        model_unsupported  this installation cannot run the model (library too old)
+├── ModelBusy               model_busy         the model is in use and cannot be unloaded now
 ├── PathForbidden           path_forbidden     a path outside the allowed roots
 ├── GenerationFailed        generation_failed  the backend failed on a valid request
-└── Cancelled               cancelled          the generation was stopped on request
+├── Cancelled               cancelled          the generation was stopped on request
+└── ServerUnavailable       server_unavailable  (Python client) no server answered at the URL in time
 """
 
 from __future__ import annotations
@@ -110,6 +112,18 @@ class Timeout(ImageforgeError):
 
 class Interrupted(ImageforgeError):
     code = "interrupted"
+
+
+class ModelBusy(ImageforgeError):
+    """A model cannot be unloaded while a job is using it."""
+
+    code = "model_busy"
+
+
+class ServerUnavailable(ImageforgeError):
+    """The client reached no imageforge server: the connection was refused or failed, or no answer came in time."""
+
+    code = "server_unavailable"
 
 
 def from_code(code: str, message: str, hint: str = "") -> ImageforgeError:

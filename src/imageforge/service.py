@@ -7,8 +7,10 @@ and format what comes back; they never call each other.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
+import io
 import logging
 import math
 import secrets
@@ -161,8 +163,11 @@ class ImageService:
     def cancel_job(self, job_id: str) -> Job:
         return self._queue.cancel(job_id)
 
-    def job_events(self, job_id: str, after: int = -1, timeout: float = 15.0) -> list[JobEvent]:
-        return self._queue.events(job_id, after, timeout)
+    def job_events(
+        self, job_id: str, after: int = -1, timeout: float = 15.0, *, previews: bool = False
+    ) -> list[JobEvent]:
+        """The job's events after `after`; `previews` also asks for (and includes) live previews."""
+        return self._queue.events(job_id, after, timeout, previews=previews)
 
     def image_result(self, job: Job) -> ImageResult:
         """The image of a finished job; the job's error when it failed or was cancelled."""
@@ -175,11 +180,15 @@ class ImageService:
             png = path.read_bytes()
         except OSError:
             raise JobExpired(f"The image of job '{job.id}' is no longer on disk.", hint="Submit it again.") from None
-        return _result(job.result, png, cached=bool(job.result.get("cached")))
+        return ImageResult.from_record(job.result, png)
 
     def image_path(self, name: str) -> Path:
         """A result image in the output store, by file name; `ImageNotFound` for anything else."""
         return self._outputs.find(name)
+
+    def sweep_expired(self) -> list[str]:
+        """Remove expired results now rather than at the sweeper's next round; returns the swept job ids."""
+        return self._queue.sweep()
 
     def _run_job(self, payload: dict[str, Any], context: JobContext) -> dict[str, Any]:
         """The image job function the queue runs: assist, cache, load, generate, store."""
@@ -197,9 +206,9 @@ class ImageService:
             return self._from_cache(hit, record)
 
         started = time.perf_counter()
-        model, load_s = self._pool.get(spec)
-        context.timing("load_ms", load_s * 1000)
-        image = self._run(model, spec, request, context)
+        with self._pool.use(spec) as (model, load_s):
+            context.timing("load_ms", load_s * 1000)
+            image = self._run(model, spec, request, context)
         record["elapsed_s"] = round(time.perf_counter() - started, 3)
         png = encode_png(image, record)
         record["output_path"] = str(self._outputs.save(png, record))
@@ -210,6 +219,8 @@ class ImageService:
     def _run(self, model: LoadedModel, spec: ModelSpec, request: GenerationRequest, context: JobContext) -> Image.Image:
         def on_progress(progress: Progress) -> None:
             context.progress(progress.step, progress.total)
+            if progress.preview is not None and context.wants_preview():
+                context.preview({"step": progress.step, "total": progress.total, **_preview_data(progress.preview())})
 
         try:
             return model.generate(request, on_progress, context.should_stop)
@@ -223,9 +234,14 @@ class ImageService:
             ) from exc
 
     def _expire_job(self, job: Job) -> None:
-        """A job's result expired: remove its image from the output store (the cache keeps its own copy)."""
-        if job.result and job.result.get("output_path") and not job.result.get("cached"):
-            self._outputs.delete(Path(job.result["output_path"]))
+        """A job's result expired: remove its image from the output store (the cache keeps its own copy).
+
+        A cache hit answers with the image already stored, so the image goes with the last readable job that
+        shares it, cache hit or not.
+        """
+        output = job.result.get("output_path") if job.result else None
+        if output and not any(other.id != job.id for other in self._queue.results_with("output_path", output)):
+            self._outputs.delete(Path(output))
 
     def _from_cache(self, hit: tuple[bytes, dict[str, Any]], record: dict[str, Any]) -> dict[str, Any]:
         png, stored = hit
@@ -407,7 +423,7 @@ class ImageService:
 
     def list_models(self) -> list[dict[str, Any]]:
         """Every catalog entry with its capabilities, defaults, guard and local availability."""
-        resident = set(self._pool.resident())
+        resident = set(self.resident_models())
         return [self._describe(spec, resident) for spec in self.catalog]
 
     def _describe(self, spec: ModelSpec, resident: set[str]) -> dict[str, Any]:
@@ -450,7 +466,8 @@ class ImageService:
             "cuda": info.cuda_available,
             "mps": info.mps_available,
             "engine_constructed": True,
-            "resident_models": self._pool.resident(),
+            "resident_models": self.resident_models(),
+            "model_memory": self._pool.status(),
             "default_model": self.default_model,
             "versions": info.versions,
             "ollama": self._assistant.status(),
@@ -458,20 +475,42 @@ class ImageService:
 
     def load_model(self, key: str) -> float:
         """Make a model resident now; returns the seconds spent loading (0 when it already was)."""
-        _model, load_s = self._pool.get(self.catalog.require(key))
-        return load_s
+        return self._pool.load(self.catalog.require(key))
+
+    def resident_models(self) -> list[str]:
+        """The keys of the resident models, least recently used first."""
+        return self._pool.resident()
+
+    def unload_model(self, key: str) -> bool:
+        """Unload a resident model; returns whether it was resident. `ModelBusy` while a job uses it."""
+        return self._pool.unload(self.catalog.get(key).key)
 
     def pull(self, key: str) -> str:
         """Download a model's weights ahead of time; returns where they are."""
         return self._backend.pull(self.catalog.get(key))
 
     def start(self) -> None:
-        """Start running jobs (and recover those a previous run left)."""
+        """Start running jobs (and recover those a previous run left) and the idle-unload timer."""
         self._queue.start()
+        self._pool.start()
 
     def close(self) -> None:
         self._queue.close()
         self._pool.close()
+
+
+#: Longest side of a live preview: enough to see the composition, small enough to send every step.
+PREVIEW_PX = 256
+
+
+def _preview_data(image: Image.Image) -> dict[str, Any]:
+    """A preview image as event data: a PNG data URL of at most PREVIEW_PX on its longest side."""
+    image = image.copy()
+    image.thumbnail((PREVIEW_PX, PREVIEW_PX))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return {"width": image.width, "height": image.height, "image": f"data:image/png;base64,{encoded}"}
 
 
 def _image_digest(image: Image.Image | None) -> str | None:
@@ -480,25 +519,3 @@ def _image_digest(image: Image.Image | None) -> str | None:
     digest = hashlib.sha256(image.tobytes())
     digest.update(f"{image.mode}{image.size}".encode())
     return digest.hexdigest()
-
-
-def _result(record: dict[str, Any], png: bytes, *, cached: bool) -> ImageResult:
-    return ImageResult(
-        task=Task(record["task"]),
-        model=record["model"],
-        seed=record["seed"],
-        steps=record["steps"],
-        guidance=record["guidance"],
-        width=record["width"],
-        height=record["height"],
-        strength=record["strength"],
-        prompt=record["prompt"],
-        negative_prompt=record["negative_prompt"],
-        original_prompt=record["original_prompt"],
-        assisted=record["assisted"],
-        cached=cached,
-        elapsed_s=record.get("elapsed_s", 0.0),
-        output_path=record["output_path"],
-        png=png,
-        extra={key: record[key] for key in ("assist", "notice") if key in record},
-    )

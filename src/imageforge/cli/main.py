@@ -14,7 +14,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Never
 import typer
 
 if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from imageforge.client import GenerationOptions
     from imageforge.config import Settings
+    from imageforge.domain import ImageResult, Progress
     from imageforge.service import ImageService
 
 app = typer.Typer(
@@ -24,6 +28,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+#: The exit status of a command stopped by Ctrl-C (128 + SIGINT), as a shell reports it.
+INTERRUPTED = 130
+#: How long `generate` waits for a server on HOST:PORT before running in its own process.
+PROBE_TIMEOUT_S = 0.5
+
 models_app = typer.Typer(help="List the model catalog, or pull a model's weights ahead of time.")
 app.add_typer(models_app, name="models")
 
@@ -124,16 +133,24 @@ def generate(
     height: Annotated[int | None, typer.Option(help="Height, a multiple of 8.")] = None,
     negative: Annotated[str, typer.Option(help="Negative prompt.")] = "",
     assist: Annotated[bool, typer.Option(help="Expand the prompt through the local LLM first.")] = False,
+    server: Annotated[
+        str | None, typer.Option(help="Run the job on the imageforge server at this URL (http://HOST:PORT).")
+    ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Run in this process even when a server answers on HOST:PORT.")
+    ] = False,
 ) -> None:
-    """Generate one image in this process, with a progress bar; prints the saved path."""
-    from tqdm import tqdm
+    """Generate one image, with a progress bar; prints the saved path.
 
-    from imageforge.domain import GenerationParams, Progress, Task
+    The job runs on the server given by --server, else on the one answering on HOST:PORT, else (or with
+    --local) in this process.
+    """
+    from imageforge.client import GenerationOptions
     from imageforge.errors import ImageforgeError
 
-    params = GenerationParams(
-        task=Task.TEXT2IMG,
-        prompt=prompt,
+    if server is not None and local:
+        raise typer.BadParameter("--server and --local exclude each other.", param_hint="--local")
+    options = GenerationOptions(
         negative_prompt=negative,
         model=model,
         steps=steps,
@@ -143,33 +160,21 @@ def generate(
         seed=seed,
         assist_prompt=assist,
     )
-    service = _service(_settings())
-    service.start()
-    bar: tqdm[Never] | None = None
-
-    def on_progress(progress: Progress) -> None:
-        nonlocal bar
-        # Opened on the first step, so that a refused request prints its error alone.
-        current = bar
-        if current is None:
-            current = bar = tqdm(
-                desc="generating", total=progress.total, unit="step", file=sys.stderr, dynamic_ncols=True
-            )
-        current.total = progress.total
-        current.update(progress.step - current.n)
-
-    failure: ImageforgeError | None = None
+    settings = _settings()
+    if server is None and not local:
+        server = _running_server(settings)
+        if server is not None:
+            typer.echo(f"using the server at {server}", err=True)
+    bar = _StepBar()
     try:
-        result = service.generate(params, on_progress=on_progress)
+        if server is not None:
+            result = _generate_on_server(server, prompt, options, bar)
+        else:
+            result = _generate_here(settings, prompt, options, bar)
     except ImageforgeError as exc:
-        failure = exc
+        raise _fail(exc) from None
     finally:
-        # Also on Ctrl-C: closing the service cancels the running job at its next step.
-        if bar is not None:
-            bar.close()
-        service.close()
-    if failure is not None:
-        raise _fail(failure)
+        bar.close()
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_bytes(result.png)
@@ -181,13 +186,107 @@ def generate(
     typer.echo(str(output or result.output_path))
 
 
+class _StepBar:
+    """The progress bar of one generation on stderr, opened on its first step so that a refused request
+    prints its error alone."""
+
+    def __init__(self) -> None:
+        self._bar: tqdm[Never] | None = None
+
+    def __call__(self, progress: Progress) -> None:
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(desc="generating", total=progress.total, unit="step", file=sys.stderr, dynamic_ncols=True)
+        self._bar.total = progress.total
+        self._bar.update(progress.step - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _generate_here(settings: Settings, prompt: str, options: GenerationOptions, bar: _StepBar) -> ImageResult:
+    """Run the job in this process, through the same job path as the server."""
+    from imageforge.domain import GenerationParams, Task
+
+    params = GenerationParams(task=Task.TEXT2IMG, prompt=prompt, **options)
+    service = _service(settings)
+    service.start()
+    try:
+        try:
+            return service.generate(params, on_progress=bar)
+        finally:
+            # Also on Ctrl-C: closing the service cancels the running job at its next step.
+            service.close()
+    except KeyboardInterrupt:
+        bar.close()
+        typer.echo("interrupted: the job was cancelled", err=True)
+        raise typer.Exit(INTERRUPTED) from None
+
+
+def _generate_on_server(url: str, prompt: str, options: GenerationOptions, bar: _StepBar) -> ImageResult:
+    """Submit the job to the server at `url` and follow its events; Ctrl-C cancels it there."""
+    from imageforge.client import Client
+    from imageforge.errors import ImageforgeError
+
+    with Client(url) as client:
+        try:
+            job = client.submit(prompt, **options)
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted before {url} answered: the job may still run there", err=True)
+            raise typer.Exit(INTERRUPTED) from None
+        try:
+            return client.wait(job.job_id, on_progress=bar)
+        except KeyboardInterrupt:
+            bar.close()
+            try:
+                client.cancel(job.job_id)
+            except ImageforgeError as exc:
+                # The job may have ended meanwhile (job_finished), or the server gone; either way nothing runs.
+                typer.echo(f"interrupted: could not cancel job {job.job_id}: {exc.message}", err=True)
+            else:
+                typer.echo(f"interrupted: job {job.job_id} cancelled on {url}", err=True)
+            raise typer.Exit(INTERRUPTED) from None
+
+
+def _running_server(settings: Settings) -> str | None:
+    """The URL of an imageforge server answering on the configured HOST:PORT, if one answers at once."""
+    from imageforge.client import Client
+    from imageforge.errors import ImageforgeError
+
+    # A server bound to every interface is reached on loopback.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
+    url = f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
+    try:
+        with Client(url, timeout=PROBE_TIMEOUT_S) as client:
+            health = client.health()
+    except ImageforgeError:
+        return None
+    return url if health.get("ok") is True and "version" in health else None
+
+
 @models_app.callback(invoke_without_command=True)
-def models_list(ctx: typer.Context) -> None:
+def models_list(
+    ctx: typer.Context,
+    server: Annotated[str | None, typer.Option(help="List the catalog of the server at this URL instead.")] = None,
+) -> None:
     """List the catalog: key, tasks, defaults, whether the weights are on disk."""
     if ctx.invoked_subcommand is not None:
+        if server is not None:
+            raise typer.BadParameter("only the listing reads a server; `models pull` runs here.", param_hint="--server")
         return
-    service = _service(_settings())
-    rows = service.list_models()
+    if server is None:
+        rows = _service(_settings()).list_models()
+    else:
+        from imageforge.client import Client
+        from imageforge.errors import ImageforgeError
+
+        try:
+            with Client(server) as client:
+                rows = client.models()["models"]
+        except ImageforgeError as exc:
+            raise _fail(exc) from None
     # Keys from a models file may be longer than the built-in ones; the column fits the longest.
     width = max([len("model"), *(len(row["key"]) + 1 for row in rows)])
     typer.echo(f"{'model':<{width}} {'tasks':<24} {'steps':>5} {'size':>5}  {'weights':<8} note")
@@ -202,7 +301,7 @@ def models_list(ctx: typer.Context) -> None:
             f"{row['key'] + mark:<{width}} {','.join(row['tasks']):<24} {row['defaults']['steps']:>5} "
             f"{row['defaults']['width']:>5}  {weights:<8} {note}"
         )
-    typer.echo("* default model (IMAGEFORGE_MODEL)")
+    typer.echo("* default model (IMAGEFORGE_MODEL)" if server is None else f"* default model of {server}")
 
 
 @models_app.command("pull")

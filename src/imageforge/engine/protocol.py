@@ -19,6 +19,8 @@ class DeviceInfo:
     cuda_available: bool
     mps_available: bool
     versions: dict[str, str]
+    #: the device's memory in GB (GPU memory on CUDA, the machine's RAM on CPU and MPS); None when unknown
+    memory_gb: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -27,6 +29,7 @@ class DeviceInfo:
             "cuda_available": self.cuda_available,
             "mps_available": self.mps_available,
             "versions": self.versions,
+            "memory_gb": self.memory_gb,
         }
 
 

@@ -42,8 +42,12 @@ class JobContext(Protocol):
         """Report one step done."""
         ...
 
+    def wants_preview(self) -> bool:
+        """Whether someone follows this job's events with previews: only then is one worth computing."""
+        ...
+
     def preview(self, data: dict[str, Any]) -> None:
-        """Publish a live preview (not stored)."""
+        """Publish a live preview (kept in memory with the events, never stored)."""
         ...
 
     def timing(self, name: str, ms: float) -> None:
@@ -85,7 +89,13 @@ class JobQueue(Protocol):
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job: ...
 
-    def events(self, job_id: str, after: int = -1, timeout: float = 15.0) -> list[JobEvent]: ...
+    def events(
+        self, job_id: str, after: int = -1, timeout: float = 15.0, *, previews: bool = False
+    ) -> list[JobEvent]: ...
+
+    def sweep(self, now: float | None = None) -> list[str]: ...
+
+    def results_with(self, key: str, value: str) -> list[Job]: ...
 
     def start(self) -> None: ...
 
@@ -105,6 +115,7 @@ class _Live:
     events: list[JobEvent] = field(default_factory=list)
     cancel_requested: bool = False
     deadline: float | None = None
+    previews_wanted: bool = False
 
 
 @dataclass(frozen=True)
@@ -291,9 +302,10 @@ class EmbeddedJobQueue:
                 self._changed.wait(remaining)
         return self.get(job_id)
 
-    def events(self, job_id: str, after: int = -1, timeout: float = 15.0) -> list[JobEvent]:
+    def events(self, job_id: str, after: int = -1, timeout: float = 15.0, *, previews: bool = False) -> list[JobEvent]:
         """The job's events with an index above `after`, waiting up to `timeout` for one to come.
 
+        `previews` asks the running job to publish previews and includes them; without it they are left out.
         A job that is no longer in memory (finished before a restart) yields one event: its current state.
         """
         deadline = time.monotonic() + timeout
@@ -302,7 +314,10 @@ class EmbeddedJobQueue:
                 live = self._live.get(job_id)
                 if live is None:
                     break
-                fresh = [event for event in live.events if event.index > after]
+                live.previews_wanted |= previews
+                fresh = [
+                    event for event in live.events if event.index > after and (previews or event.type != "preview")
+                ]
                 remaining = deadline - time.monotonic()
                 if fresh or remaining <= 0 or self._closing:
                     return fresh
@@ -406,10 +421,11 @@ class EmbeddedJobQueue:
 
     def _sweep(self) -> None:
         while True:
+            # The condition is notified on every event; only closing cuts the interval short.
+            deadline = time.monotonic() + self._limits.sweep_interval_s
             with self._changed:
-                if self._closing:
-                    return
-                self._changed.wait(self._limits.sweep_interval_s)
+                while not self._closing and (remaining := deadline - time.monotonic()) > 0:
+                    self._changed.wait(remaining)
                 if self._closing:
                     return
             self.sweep()
@@ -434,6 +450,11 @@ class EmbeddedJobQueue:
             swept.append(job.id)
         return swept
 
+    def results_with(self, key: str, value: str) -> list[Job]:
+        """Jobs whose result is still readable and has `value` under `key`: an expire hook asks before it removes
+        something that several results share."""
+        return self._store.results_with(key, value, self._clock())
+
 
 class _Context:
     def __init__(self, queue: EmbeddedJobQueue, live: _Live) -> None:
@@ -445,6 +466,9 @@ class _Context:
         with self._queue._changed:
             self._live.job.step, self._live.job.total = step, total
             self._queue._publish(self._live, "progress", {"step": step, "total": total})
+
+    def wants_preview(self) -> bool:
+        return self._live.previews_wanted
 
     def preview(self, data: dict[str, Any]) -> None:
         with self._queue._changed:

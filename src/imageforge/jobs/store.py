@@ -84,6 +84,14 @@ class JobStore:
             (now,),
         )
 
+    def results_with(self, key: str, value: str, now: float) -> list[Job]:
+        """Jobs whose result is still readable at `now` and has `value` under `key`."""
+        return self._many(
+            "SELECT body FROM jobs WHERE (expires_at IS NULL OR expires_at > ?)"
+            " AND json_extract(body, '$.result.' || ?) = ?",
+            (now, key, value),
+        )
+
     def delete(self, job_ids: Iterable[str]) -> None:
         with self._lock:
             self._db.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id in job_ids])

@@ -8,7 +8,6 @@ temporary folder with no `.env`, the per-session data folder (so `tiny` is built
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,16 +21,6 @@ from imageforge.engine.catalog import BUILTIN_MODELS
 
 COMMANDS = ("serve", "generate", "models", "check", "selftest", "mcp")
 IMAGEFORGE = Path(sys.executable).parent / "imageforge"
-
-
-@pytest.fixture
-def user_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data_dir: Path) -> dict[str, str]:
-    """The environment of a user in an empty folder with `tiny` as the default model and no Ollama."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("IMAGEFORGE_MODEL", "tiny")
-    monkeypatch.setenv("IMAGEFORGE_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("OLLAMA_URL", "http://127.0.0.1:9")  # the discard port: nothing answers
-    return dict(os.environ)
 
 
 def invoke(*args: str) -> Result:

@@ -15,7 +15,7 @@ from imageforge.config import Settings
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.transports.http.app import create_app
 from tests.gated import GatedBackend
-from tests.helpers import png_base64
+from tests.helpers import decode_png, png_base64
 
 SMALL = {"width": 64, "height": 64}
 
@@ -221,3 +221,25 @@ def test_expired_result_answers_410(settings: Settings) -> None:
 
     assert response.status_code == 410
     assert response.json()["error"]["code"] == "expired"
+
+
+def test_events_with_preview_carry_a_low_resolution_image_per_step(gated: tuple[TestClient, GatedBackend]) -> None:
+    client, backend = gated
+    job = client.post("/jobs", json={"prompt": "a fox", "steps": 3, **SMALL}).json()
+    backend.wait_for_step()
+
+    previews = []
+    with client.stream("GET", job["links"]["events"] + "?preview=1") as response:
+        backend.release(3)  # the stream is open: the job knows a viewer wants previews from step 2 on
+        kind = ""
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: ") and kind == "preview":
+                previews.append(json.loads(line.removeprefix("data: ")))
+
+    assert [preview["step"] for preview in previews] == [2, 3]
+    header, encoded = previews[-1]["image"].split(",", 1)
+    assert header == "data:image/png;base64"
+    image = decode_png(encoded)
+    assert image.size == (8, 8) == (previews[-1]["width"], previews[-1]["height"])  # the latents' size

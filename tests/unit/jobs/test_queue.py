@@ -53,6 +53,8 @@ class Steps:
                 raise Cancelled("stopped")
             self.steps_run[context.job_id] = step
             context.progress(step, total)
+            if context.wants_preview():
+                context.preview({"step": step})
         if payload.get("fail"):
             raise InvalidRequest("bad payload", hint="fix it")
         if payload.get("crash"):
@@ -113,6 +115,24 @@ def test_events_come_in_order_state_progress_terminal(queue: EmbeddedJobQueue) -
     assert [e.index for e in events] == list(range(6))
     assert events[-1].is_terminal
     assert queue.events(job.id, after=events[-1].index, timeout=0) == []
+
+
+def test_previews_are_made_only_once_asked_for_and_sent_only_to_who_asked(
+    queue: EmbeddedJobQueue, steps: Steps
+) -> None:
+    watched = queue.submit("steps", {"name": "watched", "steps": 2})
+    queue.events(watched.id, previews=True, timeout=0)  # a viewer with previews subscribes before it runs
+    unwatched = queue.submit("steps", {"name": "unwatched", "steps": 2})
+    steps.gate.release(4)
+    queue.wait(unwatched.id, timeout=WAIT)
+
+    with_previews = [event.type for event in queue.events(watched.id, previews=True, timeout=0)]
+    without = [event.type for event in queue.events(watched.id, timeout=0)]
+    unwatched_events = [event.type for event in queue.events(unwatched.id, previews=True, timeout=0)]
+
+    assert with_previews == ["state", "state", "progress", "preview", "progress", "preview", "state"]
+    assert without == ["state", "state", "progress", "progress", "state"]
+    assert "preview" not in unwatched_events
 
 
 def test_jobs_run_one_at_a_time_in_order_with_queue_positions(queue: EmbeddedJobQueue, steps: Steps) -> None:

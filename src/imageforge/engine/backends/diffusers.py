@@ -10,7 +10,9 @@ from __future__ import annotations
 import gc
 import inspect
 import logging
+import os
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from imageforge.domain import (
 )
 from imageforge.engine.backends import tiny
 from imageforge.engine.protocol import DeviceInfo
-from imageforge.errors import Cancelled, ModelUnsupported, WeightsUnavailable
+from imageforge.errors import Cancelled, ModelUnsupported, OutOfMemory, WeightsUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,25 @@ _PIPELINES = {
 #: What `models pull` fetches: configs, tokenizers and safetensors weights, never pickles or other variants.
 _PULL_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
 _PULL_IGNORE = ["*.fp16.safetensors", "*.ckpt", "*.bin", "*.pt", "*.onnx", "*.msgpack", "*.gguf"]
+
+
+#: How each latent channel of the Stable Diffusion VAEs (SD 1.x/2.x; close enough for SDXL's) tints the
+#: image: a linear map from 4 latent channels to RGB that approximates the decoder at 1/8 resolution for a
+#: preview, at no cost. Coefficients published by Birchlabs on the Hugging Face forum ("Decoding latents to
+#: RGB without upscaling"). FLUX latents have 16 packed channels and no preview until the tiny autoencoder.
+_LATENT_RGB = {
+    Family.SD: ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473)),
+    Family.SDXL: ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473)),
+}
+
+
+def _latent_preview(latents: Any, factors: tuple[tuple[float, ...], ...]) -> Image.Image:
+    """The RGB approximation of the first image's latents, at latent resolution."""
+    torch = _torch()
+    weights = torch.tensor(factors, dtype=torch.float32)
+    rgb = torch.einsum("chw,cr->hwr", latents[0].detach().float().cpu(), weights)
+    pixels = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
+    return Image.fromarray(pixels, "RGB")
 
 
 class _Interrupted(Exception):
@@ -58,6 +79,47 @@ def _diffusers_attr(name: str) -> Any:
     import diffusers
 
     return getattr(diffusers, name, None)
+
+
+def _memory_gb(device: str) -> float | None:
+    """The memory models on `device` live in: the GPU's on CUDA, the machine's RAM on CPU and MPS (unified)."""
+    torch = _torch()
+    if device.startswith("cuda"):
+        return float(torch.cuda.get_device_properties(torch.device(device)).total_memory) / 2**30
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) / 2**30
+    except (ValueError, OSError, AttributeError):  # not a POSIX system
+        return None
+
+
+#: How allocators word running out of memory: CUDA, MPS ("MPS backend out of memory") and the CPU allocator.
+_OUT_OF_MEMORY_MARKERS = ("out of memory", "can't allocate memory", "not enough memory")
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, (MemoryError, _torch().OutOfMemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(marker in str(exc).lower() for marker in _OUT_OF_MEMORY_MARKERS)
+
+
+def _release_memory(device: str) -> None:
+    """Give freed tensors back to the device: after unloading a model and after running out of memory."""
+    gc.collect()
+    torch = _torch()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    elif device == "mps":
+        torch.mps.empty_cache()
+
+
+def _out_of_memory(device: str, doing: str, reason: str) -> OutOfMemory:
+    return OutOfMemory(
+        f"The {device} ran out of memory while {doing}: {reason}",
+        hint=(
+            "Try a smaller size or a lighter model (sd-turbo), unload other models (POST /models/{key}/unload) "
+            "or lower IMAGEFORGE_MEMORY_BUDGET; the server keeps running."
+        ),
+    )
 
 
 def _resolve_device(setting: str) -> str:
@@ -150,6 +212,7 @@ class DiffusersBackend:
                         "diffusers": diffusers.__version__,
                         "transformers": transformers.__version__,
                     },
+                    memory_gb=_memory_gb(device),
                 )
             return self._info
 
@@ -222,22 +285,39 @@ class DiffusersBackend:
                 f"Model '{spec.key}' needs diffusers' {pipeline_name}, which diffusers {diffusers.__version__} lacks.",
                 hint="Upgrade diffusers (pip install -U diffusers) and restart.",
             )
+        failure = None
         try:
             pipe = self._load_pipeline(spec, pipeline_class, dtype)
-        except ImportError as exc:
-            raise ModelUnsupported(
+            pipe.set_progress_bar_config(disable=True)
+            pipe = pipe.to(info.device)
+        except Exception as exc:
+            if not _is_out_of_memory(exc):
+                error = self._load_error(spec, exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            failure = str(exc).splitlines()[0]
+        if failure is not None:
+            # Outside the handler, so that the traceback no longer holds the half-loaded weights.
+            _release_memory(info.device)
+            raise _out_of_memory(info.device, f"loading '{spec.key}'", failure)
+        return DiffusersModel(spec, pipe, info.device)
+
+    def _load_error(self, spec: ModelSpec, exc: Exception) -> Exception:
+        """What a failed load tells the client: missing weights, a missing package, an unreadable file."""
+        if isinstance(exc, ImportError):
+            return ModelUnsupported(
                 f"Model '{spec.key}' needs a package that is not installed: {exc}",
                 hint="Install the package the message names into imageforge's environment and restart.",
-            ) from exc
-        except OSError as exc:
-            raise self._unavailable(spec, exc) from exc
-        except SafetensorError as exc:
-            raise WeightsUnavailable(
+            )
+        if isinstance(exc, OSError):
+            return self._unavailable(spec, exc)
+        if isinstance(exc, SafetensorError):
+            return WeightsUnavailable(
                 f"A weights file of '{spec.key}' is not a readable safetensors file: {exc}",
                 hint="Fetch the file again; imageforge loads safetensors only, never pickled weights under any name.",
-            ) from exc
-        pipe.set_progress_bar_config(disable=True)
-        return DiffusersModel(spec, pipe.to(info.device), info.device)
+            )
+        return exc
 
     def _load_pipeline(self, spec: ModelSpec, pipeline_class: Any, dtype: Any) -> Any:
         source = str(tiny.build_tiny_sd(self._models_path / spec.key)) if spec.builtin else spec.source
@@ -349,8 +429,14 @@ class DiffusersModel:
         torch = _torch()
         pipe = self._pipeline(request.task)
 
+        factors = _LATENT_RGB.get(self.spec.family)
+
         def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            on_progress(Progress(step=step + 1, total=int(pipeline.num_timesteps)))
+            latents = tensors.get("latents")
+            preview = None
+            if factors is not None and latents is not None and latents.ndim == 4 and latents.shape[1] == 4:
+                preview = partial(_latent_preview, latents, factors)
+            on_progress(Progress(step=step + 1, total=int(pipeline.num_timesteps), preview=preview))
             if should_cancel():
                 raise _Interrupted
             return tensors
@@ -372,19 +458,25 @@ class DiffusersModel:
             arguments["mask_image"] = request.mask_image
         accepted = inspect.signature(pipe.__call__).parameters
         arguments = {name: value for name, value in arguments.items() if name in accepted}
+        failure = None
         try:
             with torch.inference_mode():
                 images = pipe(**arguments).images
         except _Interrupted:
             raise Cancelled("The generation was cancelled.") from None
+        except Exception as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            failure = str(exc).splitlines()[0]
+        if failure is not None:
+            # Outside the handler, so that the traceback no longer holds the step's activations.
+            _release_memory(self._device)
+            raise _out_of_memory(
+                self._device, f"generating {request.width}x{request.height} with '{self.spec.key}'", failure
+            )
         image: Image.Image = images[0]
         return image
 
     def close(self) -> None:
         self._pipelines.clear()
-        gc.collect()
-        torch = _torch()
-        if self._device == "cuda":
-            torch.cuda.empty_cache()
-        elif self._device == "mps":
-            torch.mps.empty_cache()
+        _release_memory(self._device)

@@ -178,3 +178,14 @@ class JobResponse(BaseModel):
 class JobListResponse(BaseModel):
     ok: Literal[True] = True
     jobs: list[JobResponse]
+
+
+class ModelStateResponse(BaseModel):
+    """The answer to POST /models/{key}/load and /unload."""
+
+    ok: Literal[True] = True
+    key: str
+    resident: bool = Field(..., description="Whether the model is resident now.")
+    changed: bool = Field(..., description="False when it already was (or was not) resident.")
+    load_s: float | None = Field(None, description="Seconds spent loading, for /load.")
+    resident_models: list[str] = Field(..., description="Every resident model, least recently used first.")

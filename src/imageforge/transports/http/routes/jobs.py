@@ -90,7 +90,7 @@ async def job_events(
     preview: Annotated[bool, Query(description="Also send low-resolution live previews.")] = False,
 ) -> StreamingResponse:
     # Unknown or expired jobs are an error response before any streaming starts.
-    seen = await run_in_threadpool(service.job_events, job_id, -1, 0.0)
+    seen = await run_in_threadpool(service.job_events, job_id, -1, 0.0, previews=preview)
     current = await run_in_threadpool(service.get_job, job_id)
     after = seen[-1].index if seen else 0
 
@@ -100,14 +100,12 @@ async def job_events(
         if current.status.is_terminal:
             return
         while True:
-            events = await run_in_threadpool(service.job_events, job_id, after, KEEPALIVE_S)
+            events = await run_in_threadpool(service.job_events, job_id, after, KEEPALIVE_S, previews=preview)
             if not events:
                 yield ": keep-alive\n\n"
                 continue
             for event in events:
                 after = event.index
-                if event.type == "preview" and not preview:
-                    continue
                 yield _sse(event.type, event.index, _event_data(event))
                 if event.is_terminal:
                     return

@@ -1,4 +1,4 @@
-"""GET /models."""
+"""GET /models; POST /models/{key}/load and /unload for explicit control of what is resident."""
 
 from __future__ import annotations
 
@@ -7,10 +7,30 @@ from typing import Any
 from fastapi import APIRouter
 
 from imageforge.transports.http.deps import Service
+from imageforge.transports.http.schemas import ErrorResponse, ModelStateResponse
 
-router = APIRouter(tags=["models"])
+_ERRORS: dict[int | str, dict[str, object]] = {status: {"model": ErrorResponse} for status in (403, 404, 409, 501, 503)}
+router = APIRouter(tags=["models"], responses=_ERRORS)
 
 
 @router.get("/models", summary="The model catalog with capabilities, defaults, guards and local availability")
 def list_models(service: Service) -> dict[str, Any]:
     return {"ok": True, "default": service.default_model, "models": service.list_models()}
+
+
+@router.post("/models/{key}/load", summary="Load a model now, so that the next job does not wait for it")
+def load_model(key: str, service: Service) -> ModelStateResponse:
+    load_s = service.load_model(key)
+    return ModelStateResponse(
+        key=key,
+        resident=True,
+        changed=load_s > 0,
+        load_s=round(load_s, 3),
+        resident_models=service.resident_models(),
+    )
+
+
+@router.post("/models/{key}/unload", summary="Unload a resident model and free its memory (409 while in use)")
+def unload_model(key: str, service: Service) -> ModelStateResponse:
+    unloaded = service.unload_model(key)
+    return ModelStateResponse(key=key, resident=False, changed=unloaded, resident_models=service.resident_models())

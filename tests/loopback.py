@@ -1,0 +1,39 @@
+"""A real uvicorn server on loopback, in a thread of the test process: the HTTP API as a remote client meets it,
+with the service still at hand for the test (a gated backend, the job list)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+STOP_TIMEOUT_S = 20.0
+
+
+@contextmanager
+def serving_app(app: FastAPI) -> Iterator[str]:
+    """Serve `app` on a free loopback port until the block ends; yields the base URL.
+
+    The socket listens before the server thread starts, so a request sent at once waits in the backlog
+    instead of being refused: no polling for readiness.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port: int = listener.getsockname()[1]
+    # log_config=None leaves the test process's logging as it is; ws="none" loads no websocket library.
+    config = uvicorn.Config(app, log_config=None, log_level="warning", ws="none", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="loopback-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=STOP_TIMEOUT_S)
+        listener.close()
+        assert not thread.is_alive(), "the loopback server did not stop"
