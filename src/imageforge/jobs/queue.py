@@ -258,8 +258,7 @@ class EmbeddedJobQueue:
         return job
 
     def recent(self, statuses: Iterable[JobStatus] = (), *, limit: int = 100) -> list[Job]:
-        now = self._clock()
-        return [job for job in self._store.recent(statuses, limit=limit) if not _expired(job, now)]
+        return self._store.recent(statuses, now=self._clock(), limit=limit)
 
     def position(self, job_id: str) -> int | None:
         """1 for the next job to run, 2 after it…; 0 while running; None once finished."""

@@ -64,13 +64,13 @@ class JobStore:
     def by_idempotency_key(self, key: str) -> Job | None:
         return self._one("SELECT body FROM jobs WHERE idempotency_key = ?", (key,))
 
-    def recent(self, statuses: Iterable[JobStatus] = (), *, limit: int = 100) -> list[Job]:
-        """The newest jobs first, optionally only those in `statuses`."""
+    def recent(self, statuses: Iterable[JobStatus] = (), *, now: float, limit: int = 100) -> list[Job]:
+        """The newest jobs not expired by `now` first, optionally only those in `statuses`."""
         wanted = [status.value for status in statuses]
-        query = "SELECT body FROM jobs"
+        query = "SELECT body FROM jobs WHERE (expires_at IS NULL OR expires_at > ?)"
         if wanted:
-            query += f" WHERE status IN ({', '.join('?' * len(wanted))})"
-        return self._many(query + " ORDER BY seq DESC LIMIT ?", (*wanted, limit))
+            query += f" AND status IN ({', '.join('?' * len(wanted))})"
+        return self._many(query + " ORDER BY seq DESC LIMIT ?", (now, *wanted, limit))
 
     def in_status(self, status: JobStatus) -> list[Job]:
         """Every job in `status`, oldest first (the order they were accepted)."""

@@ -34,3 +34,18 @@ def test_results_with_finds_only_readable_results_holding_the_value(tmp_path: Pa
         assert store.results_with("missing", "a.png", now=0) == []
     finally:
         store.close()
+
+
+def test_recent_fills_its_page_with_readable_jobs_past_expired_ones(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.sqlite")
+    try:
+        store.save(_finished("old-1", {"file": "1.png"}, expires_at=200))
+        store.save(_finished("old-2", {"file": "2.png"}, expires_at=200))
+        store.save(_finished("new-expired-1", {"file": "3.png"}, expires_at=100))
+        store.save(_finished("new-expired-2", {"file": "4.png"}, expires_at=100))
+        store.save(Job(id="queued", kind="k", payload={}))
+
+        assert [job.id for job in store.recent(now=150, limit=3)] == ["queued", "old-2", "old-1"]
+        assert [job.id for job in store.recent([JobStatus.SUCCEEDED], now=150, limit=1)] == ["old-2"]
+    finally:
+        store.close()
