@@ -3,7 +3,7 @@
 #
 #   ./start.sh                 set up (first run) and serve the HTTP API on HOST:PORT (default 127.0.0.1:8765)
 #   ./start.sh api [--reload]  the same, explicitly; --reload restarts on code changes
-#   ./start.sh mcp             the MCP server on stdio
+#   ./start.sh mcp             the MCP server on stdio (--selftest [--gen] checks it through an MCP client)
 #   ./start.sh selftest        end-to-end check on the offline `tiny` model
 #   ./start.sh check           set up, print settings and the dependency report, exit
 #   ./start.sh test            install the dev tools and run everything CI runs

@@ -52,6 +52,9 @@ class _HookedModel:
 
         return self.inner.generate(request, hooked, should_cancel)
 
+    def count_tokens(self, prompt: str) -> tuple[int, int] | None:
+        return self.inner.count_tokens(prompt)
+
     def close(self) -> None:
         self.inner.close()
 

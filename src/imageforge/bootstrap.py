@@ -16,10 +16,12 @@ from imageforge.inputs import ImageLimits, InputPaths
 from imageforge.jobs.queue import EmbeddedJobQueue, QueueLimits
 from imageforge.jobs.store import JobStore
 from imageforge.prompting.assist import PromptAssistant
+from imageforge.prompting.policy import load_policy
 from imageforge.service import ImageService, ServiceLimits
 from imageforge.storage.cache import ArtifactCache
 from imageforge.storage.outputs import OutputStore
 from imageforge.transports.http.app import create_app
+from imageforge.transports.mcp.server import McpOptions
 
 
 def build_service(
@@ -47,6 +49,7 @@ def build_service(
         outputs=OutputStore(settings.output_path),
         cache=ArtifactCache(settings.cache_path),
         assistant=PromptAssistant(settings.ollama_url, settings.ollama_model),
+        policy=load_policy(settings.resolve(settings.policy_file)),
         paths=InputPaths(settings.root_dir, settings.input_roots),
         queue=EmbeddedJobQueue(
             JobStore(settings.jobs_path),
@@ -73,4 +76,6 @@ def http_app_from_env() -> FastAPI:
         build_service(settings),
         max_body_bytes=int(settings.max_body_mb * 1024 * 1024),
         warmup=settings.warmup,
+        mcp_options=McpOptions(preview_px=settings.mcp_preview_px),
+        host=settings.host,
     )

@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     warmup: bool = Field(False, validation_alias=_env("WARMUP"))
     lora_portrait: str | None = Field(None, validation_alias=_env("LORA_PORTRAIT", bare=False))
     models_file: Path = Field(Path("models.toml"), validation_alias=_env("MODELS_FILE", bare=False))
+    policy_file: Path = Field(Path("policy.toml"), validation_alias=_env("POLICY_FILE", bare=False))
     input_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, validation_alias=_env("INPUT_DIRS", bare=False)
     )
@@ -81,6 +82,7 @@ class Settings(BaseSettings):
     max_queue: int = Field(32, ge=1, validation_alias=_env("MAX_QUEUE", bare=False))
     job_timeout_s: float | None = Field(None, gt=0, validation_alias=_env("JOB_TIMEOUT_S", bare=False))
     result_ttl_s: float = Field(3600.0, gt=0, validation_alias=_env("RESULT_TTL_S", bare=False))
+    mcp_preview_px: int = Field(512, ge=64, le=2048, validation_alias=_env("MCP_PREVIEW_PX", bare=False))
     memory_budget: float | Literal["auto"] = Field("auto", validation_alias=_env("MEMORY_BUDGET", bare=False))
     idle_unload_s: float = Field(120.0, ge=0, validation_alias=_env("IDLE_UNLOAD_S", bare=False))
     root_dir: Path = Field(default_factory=Path.cwd, validation_alias=_env("ROOT", bare=False))

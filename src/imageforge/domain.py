@@ -66,6 +66,14 @@ class ModelSpec:
     def supports(self, task: Task) -> bool:
         return task in self.tasks
 
+    def why_negative_prompt_ignored(self, guidance: float) -> str | None:
+        """None when a negative prompt changes this model's output at `guidance`; otherwise the reason."""
+        if self.family in (Family.FLUX, Family.FLUX2_KLEIN):
+            return f"{self.family.value} pipelines take no negative prompt"
+        if guidance <= 1:
+            return f"at guidance {guidance:g} (1 or less) the model runs without a negative prompt"
+        return None
+
     @property
     def size_multiple(self) -> int:
         """Width and height must be multiples of this (FLUX packs 2x2 latent patches)."""
@@ -193,5 +201,5 @@ class ImageResult:
             output_path=record.get("output_path") or "",
             png=png,
             mime=record.get("mime") or "image/png",
-            extra={key: record[key] for key in ("assist", "notice") if record.get(key) is not None},
+            extra={key: record[key] for key in ("assist", "notice", "policy_applied") if record.get(key) is not None},
         )

@@ -98,6 +98,18 @@ class JobFinished(ImageforgeError):
     code = "job_finished"
 
 
+class DataFolderInUse(ImageforgeError):
+    """Another process runs the jobs of this data folder."""
+
+    code = "data_dir_in_use"
+
+
+class JobNotReady(ImageforgeError):
+    """A job's result was asked for before the job ended."""
+
+    code = "job_not_ready"
+
+
 class ImageNotFound(ImageforgeError):
     code = "image_not_found"
 

@@ -53,6 +53,7 @@ from imageforge.inputs import ImageLimits, InputPaths, decode_base64, decode_ima
 from imageforge.jobs.job import Job, JobEvent, JobStatus
 from imageforge.jobs.queue import JobContext, JobQueue
 from imageforge.prompting.assist import AssistResult, PromptAssistant
+from imageforge.prompting.policy import AppliedPolicy, Policy, apply_policy
 from imageforge.storage.cache import ArtifactCache, cache_key
 from imageforge.storage.outputs import OutputStore, encode_png
 
@@ -95,6 +96,7 @@ class ImageService:
         outputs: OutputStore,
         cache: ArtifactCache,
         assistant: PromptAssistant,
+        policy: Policy,
         paths: InputPaths,
         queue: JobQueue,
         default_model: str,
@@ -106,6 +108,7 @@ class ImageService:
         self._outputs = outputs
         self._cache = cache
         self._assistant = assistant
+        self.policy = policy
         self._paths = paths
         self._queue = queue
         self.default_model = default_model
@@ -150,6 +153,10 @@ class ImageService:
             if should_cancel():
                 with contextlib.suppress(JobFinished):
                     self._queue.cancel(job.id)
+
+    def wait_job(self, job_id: str, timeout: float | None = None) -> Job:
+        """Block until the job ends (or `timeout` passes) and return it as it is then."""
+        return self._queue.wait(job_id, timeout)
 
     def get_job(self, job_id: str) -> Job:
         return self._queue.get(job_id)
@@ -208,7 +215,10 @@ class ImageService:
         started = time.perf_counter()
         with self._pool.use(spec) as (model, load_s):
             context.timing("load_ms", load_s * 1000)
-            image = self._run(model, spec, request, context)
+            applied = self._apply_policy(model, spec, request)
+            record["policy_applied"] = applied.report
+            model_request = replace(request, prompt=applied.prompt, negative_prompt=applied.negative_prompt)
+            image = self._run(model, spec, model_request, context)
         record["elapsed_s"] = round(time.perf_counter() - started, 3)
         png = encode_png(image, record)
         record["output_path"] = str(self._outputs.save(png, record))
@@ -233,6 +243,17 @@ class ImageService:
                 hint="Try a smaller size or other parameters; the server keeps running.",
             ) from exc
 
+    def _apply_policy(self, model: LoadedModel, spec: ModelSpec, request: GenerationRequest) -> AppliedPolicy:
+        why_not = spec.why_negative_prompt_ignored(request.guidance)
+        return apply_policy(
+            self.policy,
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            negative_works=why_not is None,
+            why_no_negative=why_not or "",
+            count_tokens=model.count_tokens,
+        )
+
     def _expire_job(self, job: Job) -> None:
         """A job's result expired: remove its image from the output store (the cache keeps its own copy).
 
@@ -248,7 +269,9 @@ class ImageService:
         output = stored.get("output_path")
         if not output or not Path(output).is_file():
             output = str(self._outputs.save(png, stored))
-        return {**record, "output_path": output, "elapsed_s": 0.0, "cached": True}
+        # What the policy added is what made the stored image: report that, not a re-application.
+        applied = {"policy_applied": stored["policy_applied"]} if "policy_applied" in stored else {}
+        return {**record, **applied, "output_path": output, "elapsed_s": 0.0, "cached": True}
 
     def _cache_parameters(self, request: GenerationRequest, spec: ModelSpec) -> dict[str, Any]:
         """Everything that changes the pixels: the model and its revision, the prompts after assist, the
@@ -271,6 +294,7 @@ class ImageService:
             "init_image": _image_digest(request.init_image),
             "mask_image": _image_digest(request.mask_image),
             "engine": self._backend.fingerprint(),
+            "policy": self.policy.version,
         }
 
     def _record(self, request: GenerationRequest, spec: ModelSpec, assist: AssistResult | None) -> dict[str, Any]:
@@ -418,6 +442,12 @@ class ImageService:
             assert source.path is not None
             data = read_file(self._paths.resolve(source.path, field=f"{field}_path"), field=field, limits=limits)
         return decode_image(data, field=field, limits=limits, mode=mode)
+
+    def assist(self, prompt: str, style: str | None = None) -> AssistResult:
+        """Expand a prompt through the local LLM (optionally in a style); passes it through when unavailable."""
+        if not prompt.strip():
+            raise InvalidRequest("prompt is empty.", hint="Describe the image you want.")
+        return self._assistant.expand(prompt.strip(), style=style.strip() if style else None)
 
     # -- catalog and health -------------------------------------------------------------------------
 

@@ -111,12 +111,25 @@ def stop(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM)
     return process.returncode
 
 
+def private_data(root: Path, shared: Path) -> Path:
+    """A data folder of one server's own under `root` (one process owns a job database at a time), sharing
+    the session's built models from `shared`."""
+    own = root / "data"
+    own.mkdir()
+    (shared / "models").mkdir(exist_ok=True)
+    (own / "models").symlink_to(shared / "models", target_is_directory=True)
+    return own
+
+
 @contextmanager
-def serving(root: Path, data_dir: Path, *args: str) -> Iterator[Server]:
-    """`imageforge serve --port <free> *args` in `root/cwd`, healthy on entry and always stopped on exit."""
+def serving(root: Path, data_dir: Path, *args: str, port: int | None = None) -> Iterator[Server]:
+    """`imageforge serve --port <port> *args` in `root/cwd`, healthy on entry and always stopped on exit.
+
+    `port` defaults to a free one; a test that restarts a server passes the first one's again.
+    """
     cwd = root / "cwd"
     cwd.mkdir()
-    port = free_port()
+    port = port or free_port()
     host = args[args.index("--host") + 1] if "--host" in args else "127.0.0.1"
     env = user_environment(data_dir)
     stdout, stderr = root / "stdout.log", root / "stderr.log"
@@ -135,5 +148,6 @@ def serving(root: Path, data_dir: Path, *args: str) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Server]:
     """One server with the default host, shared by a module's tests."""
-    with serving(tmp_path_factory.mktemp("server"), data_dir) as running:
+    root = tmp_path_factory.mktemp("server")
+    with serving(root, private_data(root, data_dir)) as running:
         yield running

@@ -18,7 +18,15 @@ from typing import IO, Any
 import httpx
 import pytest
 
-from tests.contract.conftest import IMAGEFORGE, Server, free_port, stop, user_environment, wait_until_healthy
+from tests.contract.conftest import (
+    IMAGEFORGE,
+    Server,
+    free_port,
+    private_data,
+    stop,
+    user_environment,
+    wait_until_healthy,
+)
 from tests.events import wait_for_end, wait_for_step
 
 pytestmark = pytest.mark.slow
@@ -69,11 +77,7 @@ def at(timestamp: str | None) -> datetime:
 @pytest.fixture
 def data(tmp_path: Path, data_dir: Path) -> Path:
     """A data folder of this test's own (so its jobs.sqlite starts empty), sharing the session's built models."""
-    own = tmp_path / "data"
-    own.mkdir()
-    (data_dir / "models").mkdir(exist_ok=True)
-    (own / "models").symlink_to(data_dir / "models", target_is_directory=True)
-    return own
+    return private_data(tmp_path, data_dir)
 
 
 def test_after_a_crash_the_running_job_is_interrupted_the_queued_run_in_order_and_results_remain(

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from imageforge.engine.catalog import BUILTIN_MODELS
-from tests.contract.conftest import Server, serving, stop
+from tests.contract.conftest import Server, private_data, serving, stop
 
 pytestmark = pytest.mark.slow
 
@@ -179,7 +179,7 @@ def test_serve_by_default_is_not_reachable_on_other_addresses(server: Server) ->
 
 @only_linux
 def test_serve_host_and_port_options_reach_the_server(tmp_path: Path, data_dir: Path) -> None:
-    with serving(tmp_path, data_dir, "--host", "127.0.0.2") as server:
+    with serving(tmp_path, private_data(tmp_path, data_dir), "--host", "127.0.0.2") as server:
         assert httpx.get(f"http://127.0.0.2:{server.port}/health", timeout=5.0).json()["ok"] is True
         with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", server.port), 5.0):
             pass
@@ -190,7 +190,7 @@ def test_serve_host_and_port_options_reach_the_server(tmp_path: Path, data_dir: 
 def test_signal_stops_the_server_cleanly_with_every_log_on_stderr(
     sig: signal.Signals, tmp_path: Path, data_dir: Path
 ) -> None:
-    with serving(tmp_path, data_dir) as server:
+    with serving(tmp_path, private_data(tmp_path, data_dir)) as server:
         assert httpx.get(f"{server.url}/models", timeout=5.0).status_code == 200
         returncode = stop(server.process, sig)
         stdout, stderr = server.logs()

@@ -7,6 +7,8 @@ when it runs.
 from __future__ import annotations
 
 import copy
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Never
@@ -334,10 +336,63 @@ def selftest() -> None:
 
 
 @app.command()
-def mcp() -> None:
-    """Serve MCP over stdio (not yet available)."""
-    typer.echo("imageforge mcp: the MCP server is not yet available in this version.", err=True)
-    raise typer.Exit(2)
+def mcp(
+    remote: Annotated[
+        str | None,
+        typer.Option(help="Relay to the imageforge server at this URL (http://HOST:PORT) instead of running here."),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="IMAGEFORGE_API_KEY", help="The API key of the --remote server (or IMAGEFORGE_API_KEY)."),
+    ] = None,
+    insecure_tls: Annotated[
+        bool, typer.Option("--insecure-tls", help="Accept any TLS certificate from the --remote server.")
+    ] = False,
+    selftest: Annotated[
+        bool, typer.Option("--selftest", help="Check the MCP server through an MCP client, print the result, exit.")
+    ] = False,
+    gen: Annotated[bool, typer.Option("--gen", help="With --selftest: also generate an image.")] = False,
+) -> None:
+    """Serve the MCP tools over stdio, for an agent to launch (stdout carries only the protocol; logs go to stderr).
+
+    With --remote, relay them to an imageforge server elsewhere (a GPU box) instead of generating here.
+    """
+    # An --api-key may come from IMAGEFORGE_API_KEY in the environment, so only --insecure-tls is refused alone.
+    if remote is None and insecure_tls:
+        raise typer.BadParameter("only --remote uses it.", param_hint="--insecure-tls")
+    if gen and not selftest:
+        raise typer.BadParameter("it is an option of --selftest.", param_hint="--gen")
+    if remote is not None:
+        if selftest:
+            raise typer.BadParameter("the self-test checks this machine's server.", param_hint="--remote")
+        # Imported here: the proxy needs none of the engine, and the CLI imports what a command needs only.
+        from imageforge.transports.mcp.proxy import run_proxy
+
+        try:
+            run_proxy(remote, api_key=api_key, verify_tls=not insecure_tls)
+        except KeyboardInterrupt:
+            raise typer.Exit(INTERRUPTED) from None
+        return
+    settings = _settings()
+    if selftest:
+        from imageforge.cli.mcp_selftest import run_mcp_selftest
+
+        raise typer.Exit(run_mcp_selftest(settings, generate=gen))
+
+    from imageforge.errors import ImageforgeError
+    from imageforge.transports.mcp.server import McpOptions
+    from imageforge.transports.mcp.stdio import serve_stdio
+
+    try:
+        serve_stdio(_service(settings), McpOptions(preview_px=settings.mcp_preview_px))
+    except ImageforgeError as exc:  # the data folder is another process's, for one
+        raise _fail(exc) from None
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM; the service is closed by now. The SDK reads stdin in a worker thread that only a
+        # line or EOF wakes, and a normal exit waits for that thread (for ever on a terminal): leave at once.
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(INTERRUPTED)
 
 
 def main() -> None:

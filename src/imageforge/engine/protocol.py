@@ -44,6 +44,10 @@ class LoadedModel(Protocol):
         """Run one generation; raises `Cancelled` when `should_cancel` turned true between steps."""
         ...
 
+    def count_tokens(self, prompt: str) -> tuple[int, int] | None:
+        """The prompt's length in its text encoder's tokens and the encoder's window; None when unbounded."""
+        ...
+
     def close(self) -> None:
         """Release the weights and any device memory they hold."""
         ...

@@ -28,6 +28,7 @@ from imageforge.errors import (
     QueueFull,
 )
 from imageforge.jobs.job import Job, JobEvent, JobStatus
+from imageforge.jobs.owner import OwnerLock
 from imageforge.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class EmbeddedJobQueue:
         self, store: JobStore, limits: QueueLimits = QueueLimits(), *, clock: Callable[[], float] = time.time
     ) -> None:
         self._store = store
+        self._owner = OwnerLock(store.path.with_name(store.path.name + ".lock"))
         #: wall-clock seconds for timestamps and expiry (tests pass their own)
         self._clock = clock
         self._limits = limits
@@ -163,6 +165,7 @@ class EmbeddedJobQueue:
         """
         if self._threads:
             return  # already started
+        self._owner.acquire()
         for job in self._store.in_status(JobStatus.RUNNING):
             self._finish(
                 _Live(job),
@@ -191,6 +194,7 @@ class EmbeddedJobQueue:
         for thread in self._threads:
             thread.join(timeout=30)
         self._threads.clear()
+        self._owner.release()
 
     # -- submit and observe -------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ _INSTRUCTION = (
     "style, lighting, composition. Keep every element the user asked for. Answer with JSON only: "
     '{{"prompt": "...", "tags": ["...", "..."]}}.\nRequest: {prompt}'
 )
+_STYLE = "\nRender it in this style: {style}"
 
 
 @dataclass(frozen=True)
@@ -56,14 +57,15 @@ class PromptAssistant:
         report["model_available"] = self.model in names or f"{self.model}:latest" in names
         return report
 
-    def expand(self, prompt: str) -> AssistResult:
-        """The expanded prompt, or the original with the reason assist was not used."""
+    def expand(self, prompt: str, style: str | None = None) -> AssistResult:
+        """The expanded prompt (in `style` when given), or the original with the reason assist was not used."""
+        instruction = _INSTRUCTION.format(prompt=prompt) + (_STYLE.format(style=style) if style else "")
         try:
             response = httpx.post(
                 f"{self.url}/api/generate",
                 json={
                     "model": self.model,
-                    "prompt": _INSTRUCTION.format(prompt=prompt),
+                    "prompt": instruction,
                     "stream": False,
                     "format": "json",
                 },

@@ -156,13 +156,6 @@ def test_selftest_passes_on_the_tiny_model(user_env: dict[str, str]) -> None:
     assert result.stdout.splitlines()[-1] == "[selftest] ALL PASS"
 
 
-def test_mcp_says_it_is_not_yet_available_and_exits_nonzero(user_env: dict[str, str]) -> None:
-    result = invoke("mcp")
-
-    assert result.exit_code != 0
-    assert "not yet available" in result.stderr
-
-
 def test_an_invalid_setting_is_reported_by_name_without_a_traceback(
     user_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -191,10 +191,8 @@ def test_model_without_local_weights_is_refused_with_weights_unavailable_and_ser
     assert "sd-turbo" not in client.get("/health").json()["resident_models"]
 
 
-def test_operation_the_model_does_not_support_is_refused_with_unsupported_operation(
-    service: ImageService, settings: Settings
-) -> None:
-    tiny_folder = service.pull("tiny")
+def test_operation_the_model_does_not_support_is_refused_with_unsupported_operation(settings: Settings) -> None:
+    tiny_folder = build_service(settings).pull("tiny")  # pulling needs no running service
     (settings.root_dir / "models.toml").write_text(
         f'[models.tiny-t2i]\nsource = "{tiny_folder}"\nfamily = "sd"\nsteps = 1\nsize = 64\ntasks = ["text2img"]\n'
     )

@@ -36,6 +36,9 @@ class RecordingModel:
     ) -> Image.Image:
         return Image.new("RGB", (request.width, request.height))
 
+    def count_tokens(self, prompt: str) -> tuple[int, int] | None:
+        return None
+
     def close(self) -> None:
         self.closed = True
 

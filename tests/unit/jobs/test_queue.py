@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from imageforge.errors import (
     Cancelled,
+    DataFolderInUse,
     IdempotencyConflict,
     InvalidRequest,
     JobExpired,
@@ -326,3 +328,22 @@ def test_starting_twice_keeps_one_worker(queue: EmbeddedJobQueue) -> None:
     queue.start()
 
     assert workers() == before
+
+
+def test_a_second_queue_on_the_same_database_is_refused_until_the_first_closes(tmp_path: Path, steps: Steps) -> None:
+    first = _queue(tmp_path / "jobs.sqlite", steps)
+    running = first.submit("steps", {"name": "running", "steps": 1})
+    steps.started.wait(WAIT)
+
+    second = EmbeddedJobQueue(JobStore(tmp_path / "jobs.sqlite"), clock=Clock())
+    second.register("steps", steps)
+    with pytest.raises(DataFolderInUse) as refused:
+        second.start()
+    assert str(os.getpid()) in refused.value.message
+    assert first.get(running.id).status is JobStatus.RUNNING, "the refused queue recovered nothing"
+
+    steps.gate.release()
+    first.wait(running.id, timeout=WAIT)
+    first.close()
+    second.start()
+    second.close()

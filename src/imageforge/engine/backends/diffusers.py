@@ -477,6 +477,19 @@ class DiffusersModel:
         image: Image.Image = images[0]
         return image
 
+    def count_tokens(self, prompt: str) -> tuple[int, int] | None:
+        """Tokens of the encoder that reads the prompt's words: CLIP's 77 for SD and SDXL (both encoders share
+        the window), T5's `max_sequence_length` for FLUX.1."""
+        pipe = self.pipeline
+        if self.spec.family in (Family.SD, Family.SDXL):
+            tokenizer, window = pipe.tokenizer, int(pipe.tokenizer.model_max_length)
+        elif self.spec.family is Family.FLUX and getattr(pipe, "tokenizer_2", None) is not None:
+            tokenizer, window = pipe.tokenizer_2, 512
+        else:
+            return None
+        # BOS and EOS count: they take two of CLIP's 77 places.
+        return len(tokenizer(prompt, truncation=False).input_ids), window
+
     def close(self) -> None:
         self._pipelines.clear()
         _release_memory(self._device)

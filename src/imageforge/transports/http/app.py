@@ -13,20 +13,35 @@ from imageforge import __version__
 from imageforge.service import ImageService
 from imageforge.transports.http.errors import install_error_handlers
 from imageforge.transports.http.limits import BodySizeLimit
-from imageforge.transports.http.routes import health, images, jobs, models
+from imageforge.transports.http.routes import health, images, jobs, models, prompting
+from imageforge.transports.mcp.server import McpOptions, build_mcp_server
 
 log = logging.getLogger(__name__)
 
 
-def create_app(service: ImageService, *, max_body_bytes: int = 32 * 1024 * 1024, warmup: bool = False) -> FastAPI:
-    """The HTTP API on `service`. `warmup` loads the default model at startup instead of on first use."""
+def create_app(
+    service: ImageService,
+    *,
+    max_body_bytes: int = 32 * 1024 * 1024,
+    warmup: bool = False,
+    mcp_options: McpOptions | None = None,
+    host: str = "127.0.0.1",
+) -> FastAPI:
+    """The HTTP API on `service`, with MCP over Streamable HTTP at `/mcp` in the same process.
+
+    `warmup` loads the default model at startup instead of on first use; `host` is the address served, which
+    decides the MCP transport's DNS-rebinding protection (on for loopback).
+    """
+    mcp = build_mcp_server(service, mcp_options or McpOptions())
+    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.start()
         # Detecting the device imports torch (seconds); do it beside startup so /health answers at once later.
         threading.Thread(target=_prepare, args=(service, warmup), name="imageforge-warmup", daemon=True).start()
-        yield
+        async with mcp.session_manager.run():
+            yield
         service.close()
 
     app = FastAPI(
@@ -38,8 +53,10 @@ def create_app(service: ImageService, *, max_body_bytes: int = 32 * 1024 * 1024,
     app.state.service = service
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
-    for router in (health.router, models.router, images.router, jobs.router):
+    for router in (health.router, models.router, images.router, jobs.router, prompting.router):
         app.include_router(router)
+    # The MCP endpoint joins the app's own routes (a mount would answer /mcp with a redirect to /mcp/).
+    app.router.routes.extend(mcp_app.routes)
     return app
 
 

@@ -36,6 +36,8 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.ImageNotFound.code: 404,
     errors.JobExpired.code: 410,
     errors.JobFinished.code: 409,
+    errors.JobNotReady.code: 409,
+    errors.DataFolderInUse.code: 409,
     errors.ModelBusy.code: 409,
     errors.IdempotencyConflict.code: 409,
 }

@@ -130,6 +130,9 @@ class ImageResponse(BaseModel):
     mime: str
     notice: str | None = None
     assist: dict[str, Any] | None = None
+    policy_applied: dict[str, Any] | None = Field(
+        None, description="What the policy added (baseline negative prompt, directive), by version, and why not."
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -45,6 +45,7 @@ def to_response(result: ImageResult, return_mode: ReturnMode) -> ImageResponse:
         mime=result.mime,
         notice=result.extra.get("notice"),
         assist=result.extra.get("assist"),
+        policy_applied=result.extra.get("policy_applied"),
     )
 
 

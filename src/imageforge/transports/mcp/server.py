@@ -1,0 +1,472 @@
+"""build_mcp_server(service): the MCP tools. stdio and Streamable HTTP serve the same server on the same service.
+
+Each tool parses its arguments, calls `ImageService`, and formats what comes back; a failure is a tool result
+with `isError` and the same `{"error": {"code", "message", "hint"}}` body the HTTP API answers. Generations
+run as jobs: progress goes out as MCP progress notifications, and a client that cancels the request cancels
+the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+from anyio import to_thread
+from mcp.server.mcpserver import Context, MCPServer
+from mcp_types import CallToolResult, ContentBlock, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from imageforge import __version__
+from imageforge.domain import GenerationParams, ImageResult, ImageSource, Task
+from imageforge.errors import ImageforgeError, InvalidRequest, JobNotReady
+from imageforge.jobs.job import Job, JobStatus
+from imageforge.service import ImageService
+from imageforge.transports.mcp.content import image_link, metadata_content, preview_content
+
+#: How often an agent should poll a job; said in the async tools' descriptions.
+POLL_INTERVAL_S = 5
+
+INSTRUCTIONS = """imageforge draws images on this machine (no cloud, no API key) with local diffusion models.
+Use generate_image for a picture from words, edit_image to change an existing image, inpaint_image to repaint a
+masked region. Results come back as a small inline preview plus metadata with the saved file path; some
+clients hide the preview, so always tell the user the output_path (and the url when there is one). For slow
+models or big sizes use submit_async_job and poll get_job_status every 5 seconds."""
+
+_RESULT_NOTE = (
+    " Returns an inline preview (at most IMAGEFORGE_MCP_PREVIEW_PX px; some clients do not show it, so tell the "
+    "user the saved output_path, and the url when given), the metadata (seed, model, steps, size, elapsed_s, "
+    "output_path, url) and, over HTTP, a link to the full-resolution image. A seed makes the image reproducible."
+)
+
+Prompt = Annotated[str, Field(description="What to draw, in plain words.")]
+Model = Annotated[str | None, Field(description="Model key from list_models; default: the server's default.")]
+Steps = Annotated[int | None, Field(description="Denoising steps; default: the model's (1 for sd-turbo).")]
+Guidance = Annotated[float | None, Field(description="Guidance scale; default: the model's (0 for turbo models).")]
+Width = Annotated[int | None, Field(description="Width in px, a multiple of 8; default: the model's size.")]
+Height = Annotated[int | None, Field(description="Height in px, a multiple of 8; default: the model's size.")]
+Seed = Annotated[int | None, Field(description="Seed for a reproducible image; random when absent.")]
+Negative = Annotated[str, Field(description="What to keep out of the image (ignored by turbo models).")]
+Assist = Annotated[bool, Field(description="Expand the prompt through the local LLM first (falls back to it).")]
+Strength = Annotated[float | None, Field(description="How far to move from the input, 0-1; default 0.6 (edit).")]
+ImagePath = Annotated[
+    str, Field(description="The input image: an absolute path or one relative to the project, in an allowed folder.")
+]
+MaskPath = Annotated[str, Field(description="The mask, same size as the image: white = repaint, black = keep.")]
+JobId = Annotated[str, Field(description="The job_id submit_async_job returned.")]
+
+
+class ImageOutput(BaseModel):
+    """The structured result of the image tools."""
+
+    job_id: str
+    task: str
+    model: str
+    seed: int
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    strength: float | None
+    prompt: str
+    original_prompt: str
+    negative_prompt: str
+    assisted: bool
+    cached: bool
+    elapsed_s: float
+    output_path: str = Field(
+        description="Where the full image is saved: on the server's machine, or this machine's copy through the "
+        "remote proxy."
+    )
+    remote_output_path: str | None = Field(None, description="Through the remote proxy: the server's own path.")
+    url: str | None = Field(None, description="The full image over HTTP, when the server is reached over HTTP.")
+    notice: str | None = None
+    policy_applied: dict[str, Any] | None = Field(
+        None, description="What the server's policy added to the prompts (GET /policy shows it), and why not."
+    )
+
+
+class JobOutput(BaseModel):
+    """A job's state, as the async tools report it."""
+
+    job_id: str
+    status: str = Field(description="queued, running, succeeded, failed or cancelled.")
+    queue_position: int | None = Field(None, description="1 = next to run; 0 = running; null once ended.")
+    step: int
+    total: int
+    error: dict[str, str] | None = None
+    expires_at: float | None = Field(None, description="Unix time after which the result is gone.")
+    next: str = Field(description="What to do next.")
+
+
+class AssistOutput(BaseModel):
+    """The assist_prompt tool's result."""
+
+    prompt: str
+    original_prompt: str
+    tags: list[str]
+    source: str = Field(description='"ollama", or "passthrough" when the local LLM was not used.')
+    assisted: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class McpOptions:
+    """How the MCP surface presents results."""
+
+    #: longest side of the inline preview
+    preview_px: int = 512
+
+
+def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) -> MCPServer:
+    """The imageforge MCP server on `service`; the caller starts and closes the service."""
+    # The SDK configures the root logger at this level; imageforge's own logging is set up by its entry points.
+    mcp = MCPServer(name="imageforge", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+    tools = _Tools(service, options)
+    restricted_use = service.policy.restricted_use
+    restricted = f" Restricted use: {restricted_use}" if restricted_use else ""
+    drawing = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
+    reading = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+
+    @mcp.tool(
+        description="Draw an image from a text prompt on the local engine and wait for it. Best for "
+        "illustrations, concept art, icons and photos of ideas; fast with the default model (seconds)."
+        + _RESULT_NOTE
+        + restricted,
+        annotations=drawing,
+    )
+    async def generate_image(
+        ctx: Context,
+        prompt: Prompt,
+        model: Model = None,
+        steps: Steps = None,
+        guidance: Guidance = None,
+        width: Width = None,
+        height: Height = None,
+        seed: Seed = None,
+        negative_prompt: Negative = "",
+        assist: Assist = False,
+    ) -> Annotated[CallToolResult, ImageOutput]:
+        params = GenerationParams(
+            task=Task.TEXT2IMG,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            model=model,
+            steps=steps,
+            guidance=guidance,
+            width=width,
+            height=height,
+            seed=seed,
+            assist_prompt=assist,
+        )
+        return await tools.generate(ctx, params)
+
+    @mcp.tool(
+        description="Change an existing image following a prompt (image to image), keeping its composition; "
+        "strength 0.3 stays close to it, 0.8 changes a lot. The size follows the input unless given."
+        + _RESULT_NOTE
+        + restricted,
+        annotations=drawing,
+    )
+    async def edit_image(
+        ctx: Context,
+        prompt: Prompt,
+        image_path: ImagePath,
+        strength: Strength = None,
+        model: Model = None,
+        steps: Steps = None,
+        guidance: Guidance = None,
+        seed: Seed = None,
+        negative_prompt: Negative = "",
+        assist: Assist = False,
+    ) -> Annotated[CallToolResult, ImageOutput]:
+        params = GenerationParams(
+            task=Task.IMG2IMG,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            model=model,
+            steps=steps,
+            guidance=guidance,
+            seed=seed,
+            strength=strength,
+            init_image=ImageSource(path=image_path),
+            assist_prompt=assist,
+        )
+        return await tools.generate(ctx, params)
+
+    @mcp.tool(
+        description="Repaint only the white region of a mask in an image following a prompt (inpainting); the "
+        "black region is kept. Best for replacing or removing an object." + _RESULT_NOTE + restricted,
+        annotations=drawing,
+    )
+    async def inpaint_image(
+        ctx: Context,
+        prompt: Prompt,
+        image_path: ImagePath,
+        mask_path: MaskPath,
+        strength: Annotated[float | None, Field(description="How much to repaint, 0-1; default 1.0.")] = None,
+        model: Model = None,
+        steps: Steps = None,
+        guidance: Guidance = None,
+        seed: Seed = None,
+        negative_prompt: Negative = "",
+        assist: Assist = False,
+    ) -> Annotated[CallToolResult, ImageOutput]:
+        params = GenerationParams(
+            task=Task.INPAINT,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            model=model,
+            steps=steps,
+            guidance=guidance,
+            seed=seed,
+            strength=strength,
+            init_image=ImageSource(path=image_path),
+            mask_image=ImageSource(path=mask_path),
+            assist_prompt=assist,
+        )
+        return await tools.generate(ctx, params)
+
+    @mcp.tool(
+        description="Expand a short image request into a detailed diffusion prompt with tags, through the local "
+        "LLM (Ollama). When it is unavailable the prompt comes back unchanged with source 'passthrough' and "
+        "the reason. Use it to show the user a better prompt before drawing.",
+        annotations=reading,
+    )
+    async def assist_prompt(
+        prompt: Prompt,
+        style: Annotated[str | None, Field(description="A style to write it in, e.g. 'pencil sketch'.")] = None,
+    ) -> Annotated[CallToolResult, AssistOutput]:
+        return await tools.answer(lambda: tools.assist(prompt, style))
+
+    @mcp.tool(
+        description="List the models this server can run: key, what each is good at, operations, default steps "
+        "and size, memory, whether its weights are on disk and whether it is loaded.",
+        annotations=reading,
+    )
+    async def list_models() -> dict[str, Any]:
+        models = await to_thread.run_sync(service.list_models)
+        return {"default": service.default_model, "models": models}
+
+    @mcp.tool(
+        description="Queue an image job and return its job_id at once, for slow models or big sizes. task is "
+        "text2img (default), img2img (needs image_path) or inpaint (needs image_path and mask_path). Then "
+        f"poll get_job_status every {POLL_INTERVAL_S} seconds (not faster) and call get_job_result once it "
+        "has succeeded." + restricted,
+        annotations=drawing,
+    )
+    async def submit_async_job(
+        prompt: Prompt,
+        task: Annotated[str, Field(description="text2img, img2img or inpaint.")] = "text2img",
+        image_path: Annotated[str | None, Field(description="The input image for img2img and inpaint.")] = None,
+        mask_path: Annotated[str | None, Field(description="The mask for inpaint (white = repaint).")] = None,
+        strength: Strength = None,
+        model: Model = None,
+        steps: Steps = None,
+        guidance: Guidance = None,
+        width: Width = None,
+        height: Height = None,
+        seed: Seed = None,
+        negative_prompt: Negative = "",
+        assist: Assist = False,
+    ) -> Annotated[CallToolResult, JobOutput]:
+        def submit() -> BaseModel:
+            try:
+                kind = Task(task)
+            except ValueError:
+                raise InvalidRequest(
+                    f"task {task!r} is not one of text2img, img2img, inpaint.", hint="Use one of those three."
+                ) from None
+            params = GenerationParams(
+                task=kind,
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                model=model,
+                steps=steps,
+                guidance=guidance,
+                width=width,
+                height=height,
+                seed=seed,
+                strength=strength,
+                init_image=ImageSource(path=image_path) if image_path else None,
+                mask_image=ImageSource(path=mask_path) if mask_path else None,
+                assist_prompt=assist,
+            )
+            return tools.job_output(service.submit(params))
+
+        return await tools.answer(submit)
+
+    @mcp.tool(
+        description=f"The state of a job: status, queue position, progress (step of total). Poll every "
+        f"{POLL_INTERVAL_S} seconds, not faster; once it has succeeded, call get_job_result.",
+        annotations=reading,
+    )
+    async def get_job_status(job_id: JobId) -> Annotated[CallToolResult, JobOutput]:
+        return await tools.answer(lambda: tools.job_output(service.get_job(job_id)))
+
+    @mcp.tool(
+        description="The image of a finished job, as generate_image returns it; it can be read again until the "
+        "job expires. A job not finished yet, failed, cancelled, expired or unknown answers an error saying "
+        "which." + _RESULT_NOTE,
+        annotations=reading,
+    )
+    async def get_job_result(ctx: Context, job_id: JobId) -> Annotated[CallToolResult, ImageOutput]:
+        return await tools.result(ctx, job_id)
+
+    @mcp.tool(
+        description="Cancel a job: a queued one at once, a running one at its next step. Other jobs are not affected.",
+        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, open_world_hint=False),
+    )
+    async def cancel_job(job_id: JobId) -> Annotated[CallToolResult, JobOutput]:
+        return await tools.answer(lambda: tools.job_output(service.cancel_job(job_id)))
+
+    return mcp
+
+
+class _Tools:
+    """What the tools share: running a job with progress and cancellation, and shaping results."""
+
+    def __init__(self, service: ImageService, options: McpOptions) -> None:
+        self._service = service
+        self._options = options
+
+    async def generate(self, ctx: Context, params: GenerationParams) -> CallToolResult:
+        """Submit a job, report its steps as progress, and return its image; cancelling the call cancels it."""
+        try:
+            job = await to_thread.run_sync(self._service.submit, params)
+            result = await self._follow(ctx, job.id)
+            return await to_thread.run_sync(self._image_result, job.id, result, _base_url(ctx))
+        except ImageforgeError as exc:
+            return error_result(exc)
+
+    async def result(self, ctx: Context, job_id: str) -> CallToolResult:
+        def read() -> CallToolResult:
+            job = self._service.get_job(job_id)
+            if not job.status.is_terminal:
+                raise JobNotReady(
+                    f"Job '{job_id}' has not finished: it is {job.status.value}"
+                    + (f" at step {job.step} of {job.total}." if job.total else "."),
+                    hint=f"Poll get_job_status every {POLL_INTERVAL_S} seconds and ask again once it has succeeded.",
+                )
+            return self._image_result(job_id, self._service.image_result(job), _base_url(ctx))
+
+        try:
+            return await to_thread.run_sync(read)
+        except ImageforgeError as exc:
+            return error_result(exc)
+
+    async def _follow(self, ctx: Context, job_id: str) -> ImageResult:
+        after = -1
+        try:
+            while True:
+                events = await to_thread.run_sync(self._service.job_events, job_id, after, 1.0)
+                for event in events:
+                    after = event.index
+                    if event.type == "progress":
+                        step, total = event.data["step"], event.data["total"]
+                        await ctx.report_progress(step, total, f"step {step}/{total}")
+                job = await to_thread.run_sync(self._service.get_job, job_id)
+                if job.status.is_terminal:
+                    return await to_thread.run_sync(self._service.image_result, job)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await to_thread.run_sync(self._cancel_quietly, job_id)
+            raise
+
+    def _cancel_quietly(self, job_id: str) -> None:
+        with contextlib.suppress(ImageforgeError):  # it ended meanwhile
+            self._service.cancel_job(job_id)
+
+    def _image_result(self, job_id: str, result: ImageResult, base_url: str | None) -> CallToolResult:
+        name = Path(result.output_path).name
+        url = f"{base_url}/images/{name}" if base_url else None
+        output = ImageOutput(
+            job_id=job_id,
+            task=result.task.value,
+            model=result.model,
+            seed=result.seed,
+            steps=result.steps,
+            guidance=result.guidance,
+            width=result.width,
+            height=result.height,
+            strength=result.strength,
+            prompt=result.prompt,
+            original_prompt=result.original_prompt,
+            negative_prompt=result.negative_prompt,
+            assisted=result.assisted,
+            cached=result.cached,
+            elapsed_s=result.elapsed_s,
+            output_path=result.output_path,
+            url=url,
+            notice=result.extra.get("notice"),
+            policy_applied=result.extra.get("policy_applied"),
+        )
+        structured = output.model_dump(mode="json")
+        content: list[ContentBlock] = [
+            preview_content(result.png, self._options.preview_px),
+            metadata_content(structured),
+        ]
+        if url is not None:
+            content.append(image_link(url, name, len(result.png)))
+        return CallToolResult(content=content, structured_content=structured)
+
+    def job_output(self, job: Job) -> JobOutput:
+        position = self._service.queue_position(job.id)
+        advice = {
+            JobStatus.QUEUED: f"Wait; poll get_job_status in {POLL_INTERVAL_S} seconds.",
+            JobStatus.RUNNING: f"Wait; poll get_job_status in {POLL_INTERVAL_S} seconds.",
+            JobStatus.SUCCEEDED: "Call get_job_result to get the image.",
+            JobStatus.FAILED: "It failed; see error. Fix the request and submit again.",
+            JobStatus.CANCELLED: "It was cancelled; submit again if it is still wanted.",
+        }
+        return JobOutput(
+            job_id=job.id,
+            status=job.status.value,
+            queue_position=position,
+            step=job.step,
+            total=job.total,
+            error=job.error,
+            expires_at=job.expires_at,
+            next=advice[job.status],
+        )
+
+    def assist(self, prompt: str, style: str | None) -> AssistOutput:
+        expanded = self._service.assist(prompt, style)
+        return AssistOutput(
+            prompt=expanded.prompt,
+            original_prompt=expanded.original_prompt,
+            tags=expanded.tags,
+            source=expanded.source,
+            assisted=expanded.assisted,
+            reason=expanded.reason,
+        )
+
+    @staticmethod
+    async def answer(produce: Callable[[], BaseModel]) -> CallToolResult:
+        """Run a blocking service call and answer its model as structured content, or its error."""
+        try:
+            output: BaseModel = await to_thread.run_sync(produce)
+        except ImageforgeError as exc:
+            return error_result(exc)
+        structured = output.model_dump(mode="json")
+        return CallToolResult(content=[metadata_content(structured)], structured_content=structured)
+
+
+def error_result(exc: ImageforgeError) -> CallToolResult:
+    """A failed tool call: the HTTP API's error body, as text an agent reads."""
+    body = {"error": {"code": exc.code, "message": exc.message, "hint": exc.hint}}
+    return CallToolResult(content=[TextContent(text=json.dumps(body))], is_error=True)
+
+
+def _base_url(ctx: Context) -> str | None:
+    """The HTTP origin the client reached this server at; None over stdio."""
+    request = ctx.request_context.request
+    headers = getattr(request, "headers", None)
+    url = getattr(request, "url", None)
+    if headers is None or url is None or "host" not in headers:
+        return None
+    return f"{url.scheme}://{headers['host']}"

@@ -1,0 +1,71 @@
+"""MCP over Streamable HTTP at /mcp, on a real server on loopback, beside the HTTP API in the same process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from mcp.client.client import Client
+from mcp_types import ResourceLink
+
+from imageforge.config import Settings
+from imageforge.service import ImageService
+from imageforge.transports.http.app import create_app
+from tests.loopback import serving_app
+
+pytestmark = pytest.mark.anyio
+
+SMALL = {"width": 64, "height": 64, "steps": 2}
+
+
+@pytest.fixture
+def server_url(service: ImageService, settings: Settings) -> Iterator[str]:
+    with serving_app(create_app(service)) as url:
+        yield url
+
+
+async def test_tools_answer_over_http_with_a_link_to_the_full_image(server_url: str) -> None:
+    reported: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        reported.append(progress)
+
+    async with Client(f"{server_url}/mcp") as mcp:
+        names = {tool.name for tool in (await mcp.list_tools()).tools}
+        result = await mcp.call_tool("generate_image", {"prompt": "a fox", "seed": 1, **SMALL}, None, on_progress)
+
+    assert {"generate_image", "submit_async_job", "get_job_result"} <= names
+    assert not result.is_error
+    assert reported == [1, 2]
+    structured = result.structured_content
+    assert structured is not None
+    [link] = [block for block in result.content if isinstance(block, ResourceLink)]
+    assert link.uri == structured["url"]
+    assert link.uri.startswith(f"{server_url}/images/")
+    image = httpx.get(link.uri)
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/png"
+    assert link.size == len(image.content)
+
+
+async def test_mcp_and_http_share_one_queue(server_url: str) -> None:
+    async with Client(f"{server_url}/mcp") as mcp:
+        submitted = await mcp.call_tool("submit_async_job", {"prompt": "a fox", **SMALL})
+    assert submitted.structured_content is not None
+    job_id = submitted.structured_content["job_id"]
+
+    job = httpx.get(f"{server_url}/jobs/{job_id}")
+
+    assert job.status_code == 200
+    assert job.json()["job_id"] == job_id
+
+
+def test_a_foreign_host_header_is_refused_on_a_loopback_server(server_url: str) -> None:
+    response = httpx.post(
+        f"{server_url}/mcp",
+        headers={"Host": "evil.example", "Accept": "application/json, text/event-stream"},
+        json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+    )
+
+    assert response.status_code in (403, 421)
