@@ -15,7 +15,7 @@ from PIL import Image
 from imageforge.bootstrap import build_service
 from imageforge.client import Client
 from imageforge.config import Settings
-from imageforge.domain import ImageResult, Progress, Task
+from imageforge.domain import AssistResult, ImageResult, Progress, Task
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.errors import (
     Cancelled,
@@ -78,6 +78,18 @@ def test_health_and_models_describe_the_server(remote: Client) -> None:
     assert (health["ok"], health["default_model"]) == (True, "tiny")
     assert models["default"] == "tiny"
     assert "tiny" in [model["key"] for model in models["models"]]
+
+
+def test_assist_returns_the_servers_answer_as_an_assist_result(remote: Client) -> None:
+    # The server's Ollama is down (the discard port): a passthrough, which is an answer, not an error.
+    result = remote.assist("a red fox", style="pencil sketch")
+
+    assert isinstance(result, AssistResult)
+    assert (result.prompt, result.original_prompt, result.tags) == ("a red fox", "a red fox", [])
+    assert (result.source, result.assisted) == ("passthrough", False)
+    assert "unreachable" in result.reason
+    with pytest.raises(InvalidRequest):
+        remote.assist("  ")
 
 
 def test_load_and_unload_model_change_what_is_resident(remote: Client) -> None:

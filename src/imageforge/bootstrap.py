@@ -17,6 +17,7 @@ from imageforge.jobs.queue import EmbeddedJobQueue, QueueLimits
 from imageforge.jobs.store import JobStore
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import load_policy
+from imageforge.prompting.templates import load_templates
 from imageforge.service import ImageService, ServiceLimits
 from imageforge.storage.cache import ArtifactCache
 from imageforge.storage.outputs import OutputStore
@@ -48,8 +49,9 @@ def build_service(
         ),
         outputs=OutputStore(settings.output_path),
         cache=ArtifactCache(settings.cache_path),
-        assistant=PromptAssistant(settings.ollama_url, settings.ollama_model),
+        assistant=PromptAssistant(settings.ollama_url, settings.ollama_model, timeout_s=settings.assist_timeout_s),
         policy=load_policy(settings.resolve(settings.policy_file)),
+        templates=load_templates(settings.resolve(settings.templates_file)),
         paths=InputPaths(settings.root_dir, settings.input_roots),
         queue=EmbeddedJobQueue(
             JobStore(settings.jobs_path),

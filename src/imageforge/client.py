@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 import httpx
 
-from imageforge.domain import ImageResult, Progress, ProgressCallback, Task
+from imageforge.domain import AssistResult, ImageResult, Progress, ProgressCallback, Task
 from imageforge.errors import ImageforgeError, QueueFull, ServerUnavailable, from_code
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -151,6 +151,22 @@ class Client:
     def unload_model(self, key: str) -> dict[str, Any]:
         """`POST /models/{key}/unload`: free a model's memory; `ModelBusy` while a job uses it."""
         return _answer(self._request("POST", f"/models/{quote(key, safe='')}/unload"))
+
+    def templates(self) -> list[dict[str, Any]]:
+        """`GET /templates`: the style templates, each with its key, title, description, body and size."""
+        templates: list[dict[str, Any]] = _answer(self._request("GET", "/templates"))["templates"]
+        return templates
+
+    def template(self, key: str, subject: str) -> dict[str, Any]:
+        """`GET /templates/{key}?subject=`: the template filled with `subject`: `prompt`, `negative_prompt`,
+        `width` and `height` to start a request from. `TemplateNotFound` for an unknown key."""
+        return _answer(self._request("GET", f"/templates/{quote(key, safe='')}", params={"subject": subject}))
+
+    def assist(self, prompt: str, style: str | None = None) -> AssistResult:
+        """`POST /assist`: the prompt expanded by the server's local LLM, optionally in `style`; when that is
+        unavailable, the prompt unchanged with `source` "passthrough" and the `reason`."""
+        body = {"prompt": prompt} if style is None else {"prompt": prompt, "style": style}
+        return AssistResult.from_record(_answer(self._request("POST", "/assist", json=body)))
 
     # -- synchronous generation ---------------------------------------------------------------------
 
@@ -424,6 +440,7 @@ def _with_strength(body: dict[str, Any], strength: float | None) -> dict[str, An
 __all__ = [
     "DEFAULT_TIMEOUT",
     "DEFAULT_URL",
+    "AssistResult",
     "Client",
     "GenerationOptions",
     "ImageInput",

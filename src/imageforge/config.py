@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     port: int = Field(8765, ge=1, le=65535, validation_alias=_env("PORT"))
     ollama_url: str = Field("http://127.0.0.1:11434", validation_alias=_env("OLLAMA_URL"))
     ollama_model: str = Field("gemma4:latest", validation_alias=_env("OLLAMA_MODEL"))
+    assist_timeout_s: float = Field(20.0, gt=0, validation_alias=_env("ASSIST_TIMEOUT_S", bare=False))
     output_dir: Path = Field(Path("outputs"), validation_alias=_env("OUTPUT_DIR"))
     cache_dir: Path = Field(Path("cache"), validation_alias=_env("CACHE_DIR"))
     data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR", bare=False))
@@ -74,6 +75,7 @@ class Settings(BaseSettings):
     lora_portrait: str | None = Field(None, validation_alias=_env("LORA_PORTRAIT", bare=False))
     models_file: Path = Field(Path("models.toml"), validation_alias=_env("MODELS_FILE", bare=False))
     policy_file: Path = Field(Path("policy.toml"), validation_alias=_env("POLICY_FILE", bare=False))
+    templates_file: Path = Field(Path("templates.toml"), validation_alias=_env("TEMPLATES_FILE", bare=False))
     input_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, validation_alias=_env("INPUT_DIRS", bare=False)
     )

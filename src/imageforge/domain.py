@@ -203,3 +203,38 @@ class ImageResult:
             mime=record.get("mime") or "image/png",
             extra={key: record[key] for key in ("assist", "notice", "policy_applied") if record.get(key) is not None},
         )
+
+
+#: `AssistResult.source` when the local LLM wrote the prompt.
+ASSIST_SOURCE_OLLAMA = "ollama"
+#: `AssistResult.source` when the original prompt is used unchanged (the result's `reason` says why).
+ASSIST_SOURCE_PASSTHROUGH = "passthrough"
+
+
+@dataclass(frozen=True)
+class AssistResult:
+    """A prompt after prompt assist: the prompt to use, the one asked for, and where the first came from."""
+
+    prompt: str
+    original_prompt: str
+    #: "ollama" or "passthrough"
+    source: str
+    tags: list[str] = field(default_factory=list)
+    #: why the prompt was passed through; empty when the local LLM wrote it
+    reason: str = ""
+
+    @property
+    def assisted(self) -> bool:
+        """Whether the local LLM wrote `prompt` (False: it is the original, unchanged)."""
+        return self.source != ASSIST_SOURCE_PASSTHROUGH
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> AssistResult:
+        """The result described by `record` (the JSON of `POST /assist` or of the `assist_prompt` tool)."""
+        return cls(
+            prompt=record["prompt"],
+            original_prompt=record.get("original_prompt", record["prompt"]),
+            source=record["source"],
+            tags=[str(tag) for tag in record.get("tags") or []],
+            reason=record.get("reason") or "",
+        )

@@ -11,6 +11,7 @@ ImageforgeError
 ├── ModelUnsupported        model_unsupported  this installation cannot run the model (library too old)
 ├── ModelBusy               model_busy         the model is in use and cannot be unloaded now
 ├── PathForbidden           path_forbidden     a path outside the allowed roots
+├── TemplateNotFound        template_not_found  no style template has that key
 ├── GenerationFailed        generation_failed  the backend failed on a valid request
 ├── Cancelled               cancelled          the generation was stopped on request
 └── ServerUnavailable       server_unavailable  (Python client) no server answered at the URL in time
@@ -130,6 +131,12 @@ class ModelBusy(ImageforgeError):
     """A model cannot be unloaded while a job is using it."""
 
     code = "model_busy"
+
+
+class TemplateNotFound(ImageforgeError):
+    """No style template has the requested key."""
+
+    code = "template_not_found"
 
 
 class ServerUnavailable(ImageforgeError):

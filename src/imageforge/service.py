@@ -26,6 +26,7 @@ from PIL import Image
 from imageforge import __version__
 from imageforge.domain import (
     DEFAULT_STRENGTH,
+    AssistResult,
     CancelCheck,
     GenerationParams,
     GenerationRequest,
@@ -52,8 +53,9 @@ from imageforge.errors import (
 from imageforge.inputs import ImageLimits, InputPaths, decode_base64, decode_image, read_file
 from imageforge.jobs.job import Job, JobEvent, JobStatus
 from imageforge.jobs.queue import JobContext, JobQueue
-from imageforge.prompting.assist import AssistResult, PromptAssistant
+from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import AppliedPolicy, Policy, apply_policy
+from imageforge.prompting.templates import RenderedTemplate, StyleTemplate, TemplateCatalog
 from imageforge.storage.cache import ArtifactCache, cache_key
 from imageforge.storage.outputs import OutputStore, encode_png
 
@@ -97,6 +99,7 @@ class ImageService:
         cache: ArtifactCache,
         assistant: PromptAssistant,
         policy: Policy,
+        templates: TemplateCatalog,
         paths: InputPaths,
         queue: JobQueue,
         default_model: str,
@@ -109,6 +112,7 @@ class ImageService:
         self._cache = cache
         self._assistant = assistant
         self.policy = policy
+        self._templates = templates
         self._paths = paths
         self._queue = queue
         self.default_model = default_model
@@ -447,7 +451,21 @@ class ImageService:
         """Expand a prompt through the local LLM (optionally in a style); passes it through when unavailable."""
         if not prompt.strip():
             raise InvalidRequest("prompt is empty.", hint="Describe the image you want.")
-        return self._assistant.expand(prompt.strip(), style=style.strip() if style else None)
+        if len(prompt) > MAX_PROMPT_CHARS or len(style or "") > MAX_PROMPT_CHARS:
+            raise InvalidRequest(f"A prompt or style is longer than {MAX_PROMPT_CHARS} characters.", hint="Shorten it.")
+        style = (style or "").strip()
+        return self._assistant.expand(prompt.strip(), style=style or None)
+
+    # -- style templates ----------------------------------------------------------------------------
+
+    def list_templates(self) -> list[StyleTemplate]:
+        """The style templates: built-ins plus the user's templates file."""
+        return list(self._templates)
+
+    def render_template(self, key: str, subject: str) -> RenderedTemplate:
+        """A template filled with `subject`, sized to fit MAX_RES: a starting point the caller edits and sends
+        as a request; nothing is generated here. `TemplateNotFound` for an unknown key."""
+        return self._templates.get(key).start(subject, max_side=self.limits.max_res)
 
     # -- catalog and health -------------------------------------------------------------------------
 

@@ -31,8 +31,10 @@ PREFIXED_ONLY_OPTIONS: list[tuple[str, str, str, object]] = [
     ("IMAGEFORGE_DATA_DIR", "data_dir", "/srv/data", Path("/srv/data")),
     ("IMAGEFORGE_LORA_PORTRAIT", "lora_portrait", "me/portrait", "me/portrait"),
     ("IMAGEFORGE_MODELS_FILE", "models_file", "/etc/imageforge/models.toml", Path("/etc/imageforge/models.toml")),
+    ("IMAGEFORGE_TEMPLATES_FILE", "templates_file", "/etc/imageforge/t.toml", Path("/etc/imageforge/t.toml")),
     ("IMAGEFORGE_MAX_BODY_MB", "max_body_mb", "8", 8.0),
     ("IMAGEFORGE_MAX_STEPS", "max_steps", "50", 50),
+    ("IMAGEFORGE_ASSIST_TIMEOUT_S", "assist_timeout_s", "5", 5.0),
     ("IMAGEFORGE_ROOT", "root_dir", "/srv/imageforge", Path("/srv/imageforge")),
 ]
 

@@ -1,4 +1,4 @@
-"""The `imageforge` command: serve | generate | models | check | selftest | mcp.
+"""The `imageforge` command: serve | generate | assist | templates | models | check | selftest | mcp.
 
 Importing this module, and `imageforge --help`, never import torch: every command imports what it needs
 when it runs.
@@ -135,6 +135,10 @@ def generate(
     height: Annotated[int | None, typer.Option(help="Height, a multiple of 8.")] = None,
     negative: Annotated[str, typer.Option(help="Negative prompt.")] = "",
     assist: Annotated[bool, typer.Option(help="Expand the prompt through the local LLM first.")] = False,
+    style: Annotated[
+        str | None,
+        typer.Option(help="Start from this style template (imageforge templates); the prompt is its subject."),
+    ] = None,
     server: Annotated[
         str | None, typer.Option(help="Run the job on the imageforge server at this URL (http://HOST:PORT).")
     ] = None,
@@ -143,6 +147,10 @@ def generate(
     ] = False,
 ) -> None:
     """Generate one image, with a progress bar; prints the saved path.
+
+    With --style KEY the prompt is the template's body with PROMPT as its subject, at the template's size and
+    with its suggested negative prompt unless --width, --height or --negative say otherwise; the prompt used is
+    printed on stderr.
 
     The job runs on the server given by --server, else on the one answering on HOST:PORT, else (or with
     --local) in this process.
@@ -167,6 +175,19 @@ def generate(
         server = _running_server(settings)
         if server is not None:
             typer.echo(f"using the server at {server}", err=True)
+    if style is not None:
+        try:
+            start = _style_start(style, prompt, settings, server)
+        except ImageforgeError as exc:
+            raise _fail(exc) from None
+        prompt = start["prompt"]
+        options["width"] = start["width"] if width is None else width
+        options["height"] = start["height"] if height is None else height
+        options["negative_prompt"] = negative or start["negative_prompt"]
+        # A template is a starting point, never applied unseen: say what is sent.
+        typer.echo(f"style {style}, {options['width']}x{options['height']}: {prompt}", err=True)
+        if not negative and start["negative_prompt"]:
+            typer.echo(f"negative prompt (the style's): {start['negative_prompt']}", err=True)
     bar = _StepBar()
     try:
         if server is not None:
@@ -185,7 +206,18 @@ def generate(
         f"{result.elapsed_s:.2f}s{' (cached)' if result.cached else ''}",
         err=True,
     )
+    if assist:
+        _report_assist(result)
     typer.echo(str(output or result.output_path))
+
+
+def _report_assist(result: ImageResult) -> None:
+    """Say on stderr which prompt was drawn: the local LLM's expansion, or the original and why."""
+    if result.assisted:
+        typer.echo(f"prompt (assisted by ollama): {result.prompt}", err=True)
+    else:
+        reason = (result.extra.get("assist") or {}).get("reason", "")
+        typer.echo(f"prompt (passthrough: {reason}): {result.prompt}", err=True)
 
 
 class _StepBar:
@@ -206,6 +238,17 @@ class _StepBar:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def _style_start(style: str, subject: str, settings: Settings, server: str | None) -> dict[str, Any]:
+    """The style template filled with `subject`, from the server that will run the job when there is one (its
+    templates file and MAX_RES are the ones that count), else from this process's settings."""
+    if server is not None:
+        from imageforge.client import Client
+
+        with Client(server) as client:
+            return client.template(style, subject)
+    return _service(settings).render_template(style, subject).describe()
 
 
 def _generate_here(settings: Settings, prompt: str, options: GenerationOptions, bar: _StepBar) -> ImageResult:
@@ -268,6 +311,44 @@ def _running_server(settings: Settings) -> str | None:
     return url if health.get("ok") is True and "version" in health else None
 
 
+@app.command()
+def assist(
+    prompt: Annotated[str, typer.Argument(help="The image request to expand.")],
+    style: Annotated[str | None, typer.Option(help="A style to write it in, e.g. 'pencil sketch'.")] = None,
+    server: Annotated[
+        str | None, typer.Option(help="Ask the imageforge server at this URL (and its Ollama) instead.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every field as one JSON object instead.")] = False,
+) -> None:
+    """Expand a prompt through the local LLM (Ollama: OLLAMA_URL, OLLAMA_MODEL); prints the prompt to use.
+
+    Without Ollama the prompt comes back unchanged and stderr says why: assist never fails a request.
+    """
+    import dataclasses
+    import json
+
+    from imageforge.client import Client
+    from imageforge.errors import ImageforgeError
+
+    try:
+        if server is None:
+            result = _service(_settings()).assist(prompt, style)
+        else:
+            with Client(server) as client:
+                result = client.assist(prompt, style)
+    except ImageforgeError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps({**dataclasses.asdict(result), "assisted": result.assisted}))
+        return
+    if result.assisted:
+        typer.echo(f"source: {result.source}", err=True)
+        typer.echo(f"tags: {', '.join(result.tags)}", err=True)
+    else:
+        typer.echo(f"source: {result.source} ({result.reason})", err=True)
+    typer.echo(result.prompt)
+
+
 @models_app.callback(invoke_without_command=True)
 def models_list(
     ctx: typer.Context,
@@ -304,6 +385,32 @@ def models_list(
             f"{row['defaults']['width']:>5}  {weights:<8} {note}"
         )
     typer.echo("* default model (IMAGEFORGE_MODEL)" if server is None else f"* default model of {server}")
+
+
+@app.command()
+def templates(
+    server: Annotated[str | None, typer.Option(help="List the templates of the server at this URL instead.")] = None,
+) -> None:
+    """List the style templates for `generate --style KEY`: key, size, title, description and body."""
+    if server is None:
+        rows = [template.describe() for template in _service(_settings()).list_templates()]
+    else:
+        from imageforge.client import Client
+        from imageforge.errors import ImageforgeError
+
+        try:
+            with Client(server) as client:
+                rows = client.templates()
+        except ImageforgeError as exc:
+            raise _fail(exc) from None
+    # Keys from a templates file may be longer than the built-in ones; the column fits the longest.
+    width = max([len("template"), *(len(row["key"]) for row in rows)])
+    typer.echo(f"{'template':<{width}} {'size':<9} title")
+    for row in rows:
+        typer.echo(f"{row['key']:<{width}} {str(row['width']) + 'x' + str(row['height']):<9} {row['title']}")
+        if row["description"]:
+            typer.echo(f"    {row['description']}")
+        typer.echo(f"    body: {row['body']}")
 
 
 @models_app.command("pull")

@@ -238,3 +238,39 @@ async def test_cancelling_the_tool_call_cancels_its_job(gated: tuple[ImageServic
 
     assert ended.status is JobStatus.CANCELLED
     assert ended.step < 20
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_results_of_failed_and_expired_jobs_say_so_with_their_codes(settings: Settings) -> None:
+    clock = Clock()
+    service = build_service(settings.model_copy(update={"result_ttl_s": 60}), clock=clock)
+    service.start()
+    try:
+        async with Client(build_mcp_server(service)) as mcp:
+            # sd-turbo's weights are not on this machine and the Hub is off: the job itself fails.
+            failing = await mcp.call_tool("submit_async_job", {"prompt": "a fox", "model": "sd-turbo"})
+            done = await mcp.call_tool("submit_async_job", {"prompt": "a fox", **SMALL})
+            assert failing.structured_content is not None
+            assert done.structured_content is not None
+            failed_id, done_id = failing.structured_content["job_id"], done.structured_content["job_id"]
+            await anyio.to_thread.run_sync(lambda: service.wait_job(done_id, WAIT_S))
+
+            failed = await mcp.call_tool("get_job_result", {"job_id": failed_id})
+            status = await mcp.call_tool("get_job_status", {"job_id": failed_id})
+            clock.now += 61
+            expired = await mcp.call_tool("get_job_result", {"job_id": done_id})
+    finally:
+        service.close()
+
+    assert _error(failed)["code"] == "weights_unavailable"
+    assert status.structured_content is not None
+    assert status.structured_content["status"] == "failed"
+    assert "see error" in status.structured_content["next"]
+    assert _error(expired)["code"] == "expired"

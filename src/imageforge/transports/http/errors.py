@@ -24,6 +24,7 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.PathForbidden.code: 403,
     errors.ModelGuarded.code: 403,
     errors.ModelNotFound.code: 404,
+    errors.TemplateNotFound.code: 404,
     errors.Cancelled.code: 409,
     errors.GenerationFailed.code: 500,
     errors.ModelUnsupported.code: 501,

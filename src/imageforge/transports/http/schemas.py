@@ -135,6 +135,27 @@ class ImageResponse(BaseModel):
     )
 
 
+class AssistBody(_Body):
+    """POST /assist: expand a prompt through the local LLM."""
+
+    prompt: str = Field(..., min_length=1, description="The image request to expand.", examples=["a red fox"])
+    style: str | None = Field(None, description="A style to write it in.", examples=["pencil sketch"])
+
+
+class AssistResponse(BaseModel):
+    """The result of POST /assist (the same fields as the MCP tool `assist_prompt`)."""
+
+    ok: Literal[True] = True
+    prompt: str = Field(..., description="The prompt to use: the expansion, or the original on passthrough.")
+    original_prompt: str = Field(..., description="The prompt as sent.")
+    tags: list[str] = Field(..., description="Keywords the local LLM gave; empty on passthrough.")
+    source: str = Field(
+        ..., description='"ollama" when the local LLM wrote `prompt`, "passthrough" when it is the original.'
+    )
+    assisted: bool = Field(..., description='Whether `source` is "ollama".')
+    reason: str = Field("", description="Why the prompt was passed through; empty when assisted.")
+
+
 class ErrorDetail(BaseModel):
     code: str = Field(..., description="Stable machine-readable code, e.g. invalid_request.")
     message: str

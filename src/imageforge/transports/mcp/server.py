@@ -17,14 +17,16 @@ from typing import Annotated, Any
 
 import anyio
 from anyio import to_thread
-from mcp.server.mcpserver import Context, MCPServer
-from mcp_types import CallToolResult, ContentBlock, TextContent, ToolAnnotations
+from mcp.server.mcpserver import Context, MCPServer, UserMessage
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, CallToolResult, ContentBlock, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from imageforge import __version__
 from imageforge.domain import GenerationParams, ImageResult, ImageSource, Task
 from imageforge.errors import ImageforgeError, InvalidRequest, JobNotReady
 from imageforge.jobs.job import Job, JobStatus
+from imageforge.prompting.templates import StyleTemplate
 from imageforge.service import ImageService
 from imageforge.transports.mcp.content import image_link, metadata_content, preview_content
 
@@ -35,7 +37,9 @@ INSTRUCTIONS = """imageforge draws images on this machine (no cloud, no API key)
 Use generate_image for a picture from words, edit_image to change an existing image, inpaint_image to repaint a
 masked region. Results come back as a small inline preview plus metadata with the saved file path; some
 clients hide the preview, so always tell the user the output_path (and the url when there is one). For slow
-models or big sizes use submit_async_job and poll get_job_status every 5 seconds."""
+models or big sizes use submit_async_job and poll get_job_status every 5 seconds. For a common look (whiteboard
+diagram, icon, photo, sketch, poster, ...) the prompts style_<key> and resources imageforge://templates/<key>
+give a starting prompt and size to edit."""
 
 _RESULT_NOTE = (
     " Returns an inline preview (at most IMAGEFORGE_MCP_PREVIEW_PX px; some clients do not show it, so tell the "
@@ -85,6 +89,10 @@ class ImageOutput(BaseModel):
     remote_output_path: str | None = Field(None, description="Through the remote proxy: the server's own path.")
     url: str | None = Field(None, description="The full image over HTTP, when the server is reached over HTTP.")
     notice: str | None = None
+    assist: dict[str, Any] | None = Field(
+        None,
+        description='With assist: {"source": "ollama" or "passthrough", "reason": why it passed through, "tags"}.',
+    )
     policy_applied: dict[str, Any] | None = Field(
         None, description="What the server's policy added to the prompts (GET /policy shows it), and why not."
     )
@@ -324,7 +332,52 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
     async def cancel_job(job_id: JobId) -> Annotated[CallToolResult, JobOutput]:
         return await tools.answer(lambda: tools.job_output(service.cancel_job(job_id)))
 
+    for template in service.list_templates():
+        _add_template(mcp, service, template)
     return mcp
+
+
+def _add_template(mcp: MCPServer, service: ImageService, template: StyleTemplate) -> None:
+    """Register one style template as a resource and as a prompt (`style_<key>`).
+
+    A function of its own, so that each handler closes over its own template rather than the loop's last one.
+    """
+    key = template.key
+
+    @mcp.resource(
+        f"imageforge://templates/{key}",
+        name=f"template_{key}",
+        title=template.title,
+        description=f"Style template '{key}': {template.description}",
+        mime_type="application/json",
+    )
+    async def read_template() -> str:
+        return json.dumps(template.describe())
+
+    @mcp.prompt(
+        name=f"style_{key}",
+        title=template.title,
+        description=f"Draw a subject as a {template.title.lower()}: a starting prompt and size for generate_image, "
+        "which you may edit.",
+    )
+    async def style_prompt(
+        subject: Annotated[str, Field(description="What to draw, in plain words.")],
+    ) -> UserMessage:
+        try:
+            start = service.render_template(key, subject)
+        except ImageforgeError as exc:
+            raise MCPError(INVALID_PARAMS, exc.message, data={"code": exc.code, "hint": exc.hint}) from exc
+        arguments = {"prompt": start.prompt, "width": start.width, "height": start.height}
+        if start.negative_prompt:
+            arguments["negative_prompt"] = start.negative_prompt
+        return UserMessage(
+            f"Make an image of: {start.subject}\n"
+            f"Use the imageforge style template '{key}' ({template.title}): {template.description}\n"
+            "Call generate_image with these arguments. They are a starting point: edit the prompt (or the size) "
+            "where the request needs it.\n"
+            f"{json.dumps(arguments)}\n"
+            "Then tell the user the output_path and the prompt you used."
+        )
 
 
 class _Tools:
@@ -403,6 +456,7 @@ class _Tools:
             output_path=result.output_path,
             url=url,
             notice=result.extra.get("notice"),
+            assist=result.extra.get("assist"),
             policy_applied=result.extra.get("policy_applied"),
         )
         structured = output.model_dump(mode="json")

@@ -1,12 +1,18 @@
-"""GET /policy: what the server adds to every prompt, so people and agents can see what is filtered."""
+"""GET /policy: what the server adds to every prompt, so people and agents can see what is filtered.
+
+POST /assist: a prompt expanded through the local LLM (Ollama), or passed through with the reason.
+
+GET /templates and GET /templates/{key}?subject=: style templates, starting points a caller edits and sends.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from imageforge.transports.http.deps import Service
+from imageforge.transports.http.schemas import AssistBody, AssistResponse, ErrorResponse
 
 router = APIRouter(tags=["prompting"])
 
@@ -14,3 +20,42 @@ router = APIRouter(tags=["prompting"])
 @router.get("/policy", summary="The active policy: baseline negative prompt, directive, restricted-use text")
 def policy(service: Service) -> dict[str, Any]:
     return {"ok": True, **service.policy.describe()}
+
+
+_TEMPLATE_ERRORS: dict[int | str, dict[str, object]] = {status: {"model": ErrorResponse} for status in (400, 404)}
+
+
+@router.get("/templates", summary="The style templates: a prompt body to start from and a recommended size")
+def list_templates(service: Service) -> dict[str, Any]:
+    return {"ok": True, "templates": [template.describe() for template in service.list_templates()]}
+
+
+@router.get(
+    "/templates/{key}",
+    summary="A style template filled with a subject: the prompt and size to start a request from",
+    responses=_TEMPLATE_ERRORS,
+)
+def render_template(
+    key: str,
+    service: Service,
+    subject: Annotated[str, Query(description="What to draw; it replaces {subject} in the template's body.")] = "",
+) -> dict[str, Any]:
+    # An absent subject reaches the service, which refuses it with the same error every transport gives.
+    return {"ok": True, **service.render_template(key, subject).describe()}
+
+
+@router.post(
+    "/assist",
+    summary="Expand a prompt through the local LLM (Ollama); passed through unchanged, with the reason, without it",
+    responses={400: {"model": ErrorResponse}},
+)
+def assist(body: AssistBody, service: Service) -> AssistResponse:
+    result = service.assist(body.prompt, body.style)
+    return AssistResponse(
+        prompt=result.prompt,
+        original_prompt=result.original_prompt,
+        tags=result.tags,
+        source=result.source,
+        assisted=result.assisted,
+        reason=result.reason,
+    )
