@@ -87,12 +87,19 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (PORT).")] = None,
     reload: Annotated[bool, typer.Option(help="Restart when the code changes (development).")] = False,
 ) -> None:
-    """Run the HTTP API (and, as they land, MCP over HTTP and the web UI) on one port."""
+    """Run the HTTP API and MCP over Streamable HTTP (/mcp) on one port."""
     import uvicorn
 
     import imageforge
+    from imageforge.errors import ImageforgeError
+    from imageforge.jobs.owner import OwnerLock
 
     settings = _settings(host=host, port=port)
+    try:
+        # Said here in one line; the server would otherwise fail its start-up with a traceback.
+        OwnerLock.of_database(settings.jobs_path).check_free()
+    except ImageforgeError as exc:
+        raise _fail(exc) from None
     typer.echo(f"imageforge on http://{settings.host}:{settings.port}  (docs: /docs)", err=True)
     # The factory reads Settings() from the environment again in the server process (and in each reloaded one).
     uvicorn.run(

@@ -27,10 +27,21 @@ class OwnerLock:
         self.path = path
         self._file: IO[str] | None = None
 
+    @classmethod
+    def of_database(cls, database: Path) -> OwnerLock:
+        """The lock that guards the job database at `database` (a file beside it)."""
+        return cls(database.with_name(database.name + ".lock"))
+
+    def check_free(self) -> None:
+        """Raise `DataFolderInUse` when another process holds the lock; hold nothing afterwards."""
+        self.acquire()
+        self.release()
+
     def acquire(self) -> None:
         """Take the lock, or raise `DataFolderInUse` naming the process that holds it."""
         if fcntl is None or self._file is not None:
             return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = self.path.open("a+", encoding="utf-8")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

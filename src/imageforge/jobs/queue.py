@@ -136,7 +136,7 @@ class EmbeddedJobQueue:
         self, store: JobStore, limits: QueueLimits = QueueLimits(), *, clock: Callable[[], float] = time.time
     ) -> None:
         self._store = store
-        self._owner = OwnerLock(store.path.with_name(store.path.name + ".lock"))
+        self._owner = OwnerLock.of_database(store.path)
         #: wall-clock seconds for timestamps and expiry (tests pass their own)
         self._clock = clock
         self._limits = limits
