@@ -13,7 +13,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 DeviceSetting = Literal["auto", "cuda", "mps", "cpu"]
 
@@ -98,6 +104,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        root = os.environ.get("IMAGEFORGE_ROOT")
+        if root and isinstance(dotenv_settings, DotEnvSettingsSource) and dotenv_settings.env_file == ".env":
+            # An agent may start imageforge in any folder: with IMAGEFORGE_ROOT set, `.env` is that folder's.
+            env_file = Path(root) / ".env"
+            dotenv_settings = DotEnvSettingsSource(settings_cls, env_file=env_file, env_file_encoding="utf-8")
         sources = (env_settings, dotenv_settings, file_secret_settings)
         return init_settings, *(_DeclaredNamesOnly(source) for source in sources)
 

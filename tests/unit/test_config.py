@@ -230,3 +230,29 @@ def test_init_arguments_by_field_name_win_over_the_environment(monkeypatch: pyte
     monkeypatch.setenv("IMAGEFORGE_PORT", "9300")
 
     assert Settings(_env_file=None, port=9400).port == 9400
+
+
+def test_with_imageforge_root_set_the_env_file_is_read_from_that_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    root, elsewhere = tmp_path / "imageforge", tmp_path / "where-the-agent-started-it"
+    root.mkdir()
+    elsewhere.mkdir()
+    (root / ".env").write_text("IMAGEFORGE_MODEL=sdxl-turbo\nOUTPUT_DIR=pictures\n")
+    (elsewhere / ".env").write_text("IMAGEFORGE_MODEL=tiny\n")
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("IMAGEFORGE_ROOT", str(root))
+
+    settings = Settings()
+
+    assert settings.default_model == "sdxl-turbo"
+    assert settings.output_path == (root / "pictures").resolve()
+
+
+def test_without_imageforge_root_the_env_file_of_the_working_folder_is_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("IMAGEFORGE_MODEL=tiny\n")
+    monkeypatch.chdir(tmp_path)
+
+    assert Settings().default_model == "tiny"
