@@ -16,10 +16,11 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from imageforge.bootstrap import build_service
 from imageforge.config import Settings
+from imageforge.domain import Progress
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
-from tests.gated import GatedBackend
+from tests.gated import GatedBackend, StepHookBackend
 from tests.loopback import serving_app
 
 CHROMIUM = "/usr/bin/chromium"
@@ -107,6 +108,7 @@ def test_generate_shows_step_progress_then_the_image_with_its_metadata(
     _generate(page, seed=7)
     backend.wait_for_step()
     expect(page.locator("#progress-text")).to_have_text(re.compile(r"step 1 of \d+"))
+    expect(page.get_by_role("img", name="Live preview")).to_have_attribute("src", re.compile(r"^data:image/png"))
     backend.release(1000)
 
     expect(page.locator("#result-meta")).to_contain_text("seed 7")
@@ -116,6 +118,10 @@ def test_generate_shows_step_progress_then_the_image_with_its_metadata(
     loaded = page.locator("#result-image").evaluate("img => img.complete && img.naturalWidth > 0")
     assert loaded
     expect(page.locator("#history img")).to_have_count(1)
+    page.get_by_role("button", name="Random").click()
+    expect(page.get_by_label("Seed")).to_have_value("")
+    page.get_by_role("button", name="Reuse last").click()
+    expect(page.get_by_label("Seed")).to_have_value("7")
     page.close()
 
 
@@ -247,3 +253,23 @@ def test_ctrl_enter_in_the_prompt_submits(browser: Browser, served: str) -> None
 
     expect(page.locator("#result-meta")).to_contain_text("seed 21")
     page.close()
+
+
+def _fail_step(progress: Progress) -> None:
+    raise RuntimeError("the device fell over")
+
+
+def test_failed_job_shows_its_error_in_place_and_frees_the_form(browser: Browser, settings: Settings) -> None:
+    backend = StepHookBackend(DiffusersBackend(device="cpu", models_path=settings.models_path), _fail_step)
+    with serving_app(create_app(build_service(settings, backend=backend))) as base_url:
+        page = _open(browser, base_url)
+
+        _generate(page)
+
+        alert = page.get_by_role("alert")
+        expect(alert).to_contain_text("RuntimeError: the device fell over")
+        expect(alert).to_contain_text("the server keeps running")
+        expect(page.locator("#progress-box")).to_be_hidden()
+        expect(page.get_by_role("button", name="Generate")).to_be_enabled()
+        expect(page.locator("#result")).to_be_hidden()
+        page.close()

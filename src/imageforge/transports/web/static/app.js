@@ -95,6 +95,10 @@ function describeModel() {
   for (const radio of document.querySelectorAll("input[name=task]")) {
     radio.disabled = !model.tasks.includes(radio.value);
   }
+  if (document.querySelector("input[name=task]:checked").disabled) {
+    document.querySelector("input[name=task][value=text2img]").checked = true;
+    onTaskChange();
+  }
   fillSizes();
 }
 
@@ -322,12 +326,13 @@ function restore(job) {
 
 function setInput(dataUrl) {
   state.inputImage = dataUrl;
-  $("input-image").src = dataUrl;
+  // The mask canvas takes the image's own pixel size: the server wants a mask exactly as large as the input.
   $("input-image").onload = () => {
     const canvas = $("mask");
     canvas.width = $("input-image").naturalWidth;
     canvas.height = $("input-image").naturalHeight;
   };
+  $("input-image").src = dataUrl;
   $("input-box").hidden = false;
 }
 
