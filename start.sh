@@ -90,6 +90,27 @@ seed_env() {
   fi
 }
 
+# The web UI tests drive the system's Chromium through Playwright (whose own browser download is not used).
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] && return 0
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      sudo="sudo -n"
+    else
+      say "no /usr/bin/chromium: the web UI tests will be skipped; install it with: sudo apt-get install -y chromium"
+      return 0
+    fi
+  fi
+  if command -v apt-get >/dev/null 2>&1; then
+    say "installing chromium for the web UI tests"
+    $sudo apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null \
+      || say "could not install chromium; the web UI tests will be skipped (apt-get install -y chromium)"
+  else
+    say "no /usr/bin/chromium and no apt-get: install Chromium at /usr/bin/chromium to run the web UI tests"
+  fi
+}
+
 case "$mode" in
   api|serve)
     bootstrap "" >&2
@@ -113,6 +134,7 @@ case "$mode" in
     ;;
   test)
     bootstrap "dev" >&2
+    ensure_chromium
     bin="$VENV/bin"
     say "ruff check";        "$bin/ruff" check .
     say "ruff format";       "$bin/ruff" format --check .

@@ -213,3 +213,7 @@ def test_openapi_lists_the_image_routes_with_their_error_shape(client: TestClien
         }
     assert {"/health", "/models"} <= set(schema["paths"])
     assert schema["info"]["version"] == __version__
+
+
+def test_models_reports_the_largest_size_the_server_accepts(client: TestClient, settings: Settings) -> None:
+    assert client.get("/models").json()["max_res"] == settings.max_res

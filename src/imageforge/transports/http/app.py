@@ -15,6 +15,7 @@ from imageforge.transports.http.errors import install_error_handlers
 from imageforge.transports.http.limits import BodySizeLimit
 from imageforge.transports.http.routes import health, images, jobs, models, prompting
 from imageforge.transports.mcp.server import McpOptions, build_mcp_server
+from imageforge.transports.web import mount_web_ui
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     for router in (health.router, models.router, images.router, jobs.router, prompting.router):
         app.include_router(router)
+    mount_web_ui(app)
     # The MCP endpoint joins the app's own routes (a mount would answer /mcp with a redirect to /mcp/).
     app.router.routes.extend(mcp_app.routes)
     return app

@@ -15,7 +15,13 @@ router = APIRouter(tags=["models"], responses=_ERRORS)
 
 @router.get("/models", summary="The model catalog with capabilities, defaults, guards and local availability")
 def list_models(service: Service) -> dict[str, Any]:
-    return {"ok": True, "default": service.default_model, "models": service.list_models()}
+    # max_res lets a client (the web UI) offer only sizes the server accepts.
+    return {
+        "ok": True,
+        "default": service.default_model,
+        "max_res": service.limits.max_res,
+        "models": service.list_models(),
+    }
 
 
 @router.post("/models/{key}/load", summary="Load a model now, so that the next job does not wait for it")

@@ -1,0 +1,435 @@
+// The imageforge web UI: a client of the public HTTP API (/models, /templates, /policy, /jobs, /images), nothing more.
+
+const $ = (id) => document.getElementById(id);
+const PRESETS = [[512, 512], [768, 768], [1024, 1024], [768, 512], [512, 768], [1024, 768], [768, 1024]];
+const state = { models: [], maxRes: 1024, job: null, events: null, lastSeed: null, lastResult: null, inputImage: null };
+
+// Every API error body is {"ok": false, "error": {code, message, hint}}; anything else becomes one of those.
+class ApiError extends Error {
+  constructor(error) {
+    super(error.message);
+    this.code = error.code;
+    this.hint = error.hint;
+  }
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, options);
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    throw new ApiError({ code: "bad_response", message: `${path} answered ${response.status}`, hint: "" });
+  }
+  if (!response.ok || body.ok === false) {
+    throw new ApiError(body.error || { code: String(response.status), message: JSON.stringify(body), hint: "" });
+  }
+  return body;
+}
+
+function showError(error) {
+  const box = $("error");
+  box.replaceChildren();
+  const message = document.createElement("strong");
+  message.textContent = error.message;
+  box.append(message);
+  if (error.hint) {
+    const hint = document.createElement("p");
+    hint.className = "hint";
+    hint.textContent = error.hint;
+    box.append(hint);
+  }
+  box.hidden = false;
+}
+
+function clearError() {
+  $("error").hidden = true;
+}
+
+function selectedModel() {
+  return state.models.find((m) => m.key === $("model").value);
+}
+
+// Sizes offered: the model's own default, then presets that fit MAX_RES and the model's size multiple.
+function fillSizes(keep) {
+  const model = selectedModel();
+  const select = $("size");
+  const previous = keep || select.value;
+  select.replaceChildren();
+  const sizes = [];
+  if (model) sizes.push([model.defaults.width, model.defaults.height]);
+  const multiple = model ? model.size_multiple : 8;
+  for (const [w, h] of PRESETS) {
+    if (w <= state.maxRes && h <= state.maxRes && w % multiple === 0 && h % multiple === 0) sizes.push([w, h]);
+  }
+  const seen = new Set();
+  for (const [w, h] of sizes) {
+    const value = `${w}x${h}`;
+    if (seen.has(value)) continue;
+    seen.add(value);
+    select.add(new Option(model && seen.size === 1 ? `${value} (model default)` : value, value));
+  }
+  select.add(new Option("Custom…", "custom"));
+  if (previous && [...select.options].some((o) => o.value === previous)) select.value = previous;
+  $("custom-size").hidden = select.value !== "custom";
+  $("width").max = $("height").max = state.maxRes;
+}
+
+function setSize(width, height) {
+  const value = `${width}x${height}`;
+  if (![...$("size").options].some((o) => o.value === value)) {
+    $("size").add(new Option(value, value), $("size").options.length - 1);
+  }
+  $("size").value = value;
+  $("custom-size").hidden = true;
+}
+
+function describeModel() {
+  const model = selectedModel();
+  if (!model) return;
+  const d = model.defaults;
+  $("model-info").textContent =
+    `${model.description} Tasks: ${model.tasks.join(", ")}. Default ${d.width}×${d.height}, ${d.steps} steps, guidance ${d.guidance}.`;
+  $("steps").placeholder = d.steps;
+  $("guidance").placeholder = d.guidance;
+  for (const radio of document.querySelectorAll("input[name=task]")) {
+    radio.disabled = !model.tasks.includes(radio.value);
+  }
+  if (document.querySelector("input[name=task]:checked").disabled) {
+    document.querySelector("input[name=task][value=text2img]").checked = true;
+    onTaskChange();
+  }
+  fillSizes();
+}
+
+async function loadModels() {
+  const body = await api("/models");
+  state.models = body.models;
+  state.maxRes = body.max_res || 1024;
+  const select = $("model");
+  for (const model of body.models) {
+    const option = new Option(`${model.key} — ${model.tasks.join(", ")}`, model.key);
+    option.disabled = !model.available;
+    select.add(option);
+  }
+  select.value = body.default;
+  describeModel();
+}
+
+async function loadTemplates() {
+  const body = await api("/templates");
+  for (const t of body.templates) $("template").add(new Option(`${t.title} (${t.width}×${t.height})`, t.key));
+}
+
+async function loadPolicy() {
+  const body = await api("/policy");
+  const parts = [];
+  if (body.negative_prompt) parts.push(`Always avoided: ${body.negative_prompt}`);
+  if (body.directive) parts.push(`Added to the prompt: ${body.directive}`);
+  $("policy").value = parts.join("\n") || "(no policy additions)";
+}
+
+// A template fills the prompt for editing (never applied behind the user's back) and sets its size.
+async function applyTemplate() {
+  const key = $("template").value;
+  if (!key) return;
+  const subject = $("prompt").value.trim() || "your subject";
+  clearError();
+  try {
+    const t = await api(`/templates/${encodeURIComponent(key)}?subject=${encodeURIComponent(subject)}`);
+    $("prompt").value = t.prompt;
+    if (t.negative_prompt) $("negative").value = t.negative_prompt;
+    setSize(t.width, t.height);
+  } catch (error) {
+    showError(error);
+  }
+}
+
+function currentTask() {
+  return document.querySelector("input[name=task]:checked").value;
+}
+
+function requestBody() {
+  const task = currentTask();
+  const body = { task, prompt: $("prompt").value, model: $("model").value };
+  const negative = $("negative").value.trim();
+  if (negative) body.negative_prompt = negative;
+  if ($("size").value === "custom") {
+    body.width = Number($("width").value);
+    body.height = Number($("height").value);
+  } else if (task === "text2img") {
+    // Edits keep the input image's size (the server's default) unless a custom size is asked for.
+    const [w, h] = $("size").value.split("x").map(Number);
+    body.width = w;
+    body.height = h;
+  }
+  const seed = $("seed").value.trim();
+  if (seed) body.seed = Number(seed);
+  if ($("steps").value) body.steps = Number($("steps").value);
+  if ($("guidance").value) body.guidance = Number($("guidance").value);
+  if (task !== "text2img") {
+    if (!state.inputImage) throw new ApiError({ code: "no_input", message: "Choose an input image first.", hint: "Upload a file, or use a result as input." });
+    body.init_image = state.inputImage;
+    body.strength = Number($("strength").value);
+  }
+  if (task === "inpaint") body.mask_image = maskDataUrl();
+  return body;
+}
+
+function setRunning(running) {
+  $("generate").disabled = running;
+  $("progress-box").hidden = !running && !state.job;
+  $("cancel").hidden = !running;
+}
+
+async function submit() {
+  if (state.job) return;
+  clearError();
+  let body;
+  try {
+    body = requestBody();
+  } catch (error) {
+    showError(error);
+    return;
+  }
+  setRunning(true);
+  $("progress").value = 0;
+  $("progress").removeAttribute("max");
+  $("progress-text").textContent = "submitting…";
+  try {
+    const job = await api("/jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    state.job = job.job_id;
+    $("progress-text").textContent = job.queue_position > 1 ? `queued (position ${job.queue_position})` : "queued";
+    follow(job.job_id);
+  } catch (error) {
+    state.job = null;
+    setRunning(false);
+    $("progress-box").hidden = true;
+    showError(error);
+  }
+}
+
+// Follows the job's SSE stream; whatever ends it (terminal state, a dropped stream) ends in finish().
+function follow(jobId) {
+  const events = new EventSource(`/jobs/${encodeURIComponent(jobId)}/events?preview=1`);
+  state.events = events;
+  const progress = (data) => {
+    if (!data.total) return;
+    $("progress").max = data.total;
+    $("progress").value = data.step;
+    $("progress-text").textContent = `step ${data.step} of ${data.total}`;
+  };
+  events.addEventListener("progress", (e) => progress(JSON.parse(e.data)));
+  events.addEventListener("preview", (e) => {
+    const data = JSON.parse(e.data);
+    $("preview").src = data.image;
+    $("preview").hidden = false;
+    progress(data);
+  });
+  events.addEventListener("state", (e) => {
+    const data = JSON.parse(e.data);
+    if (data.status === "running") $("progress-text").textContent = data.total ? `step ${data.step} of ${data.total}` : "running (loading the model…)";
+    if (["succeeded", "failed", "cancelled"].includes(data.status)) finish(jobId);
+  });
+  // EventSource would reconnect forever on a dropped stream; ask the job itself instead.
+  events.onerror = () => finish(jobId);
+}
+
+async function finish(jobId) {
+  if (state.events) state.events.close();
+  state.events = null;
+  if (state.job !== jobId) return;
+  try {
+    const job = await api(`/jobs/${encodeURIComponent(jobId)}`);
+    if (job.status === "succeeded") {
+      showResult(job);
+      loadHistory();
+    } else if (job.error) {
+      showError(job.error);
+    } else if (!["failed", "cancelled"].includes(job.status)) {
+      showError({ message: `The job is ${job.status} but its event stream ended.`, hint: "Reload the page to follow it." });
+    }
+  } catch (error) {
+    showError(error);
+  } finally {
+    state.job = null;
+    $("preview").hidden = true;
+    setRunning(false);
+    $("progress-box").hidden = true;
+  }
+}
+
+function showResult(job) {
+  const r = job.result;
+  state.lastResult = job;
+  state.lastSeed = r.seed;
+  $("seed-last").disabled = false;
+  $("result-image").src = job.links.image;
+  $("result-image").alt = `Generated: ${r.prompt}`;
+  $("download").href = job.links.image;
+  $("result-meta").textContent = `seed ${r.seed} · ${r.model} · ${r.width}×${r.height} · ${r.elapsed_s.toFixed(2)} s`;
+  $("result").hidden = false;
+}
+
+async function cancel() {
+  if (!state.job) return;
+  try {
+    await api(`/jobs/${encodeURIComponent(state.job)}`, { method: "DELETE" });
+    $("progress-text").textContent = "cancelling…";
+  } catch (error) {
+    // job_finished: it ended before the cancel arrived; the stream reports how.
+    if (error.code !== "job_finished") showError(error);
+  }
+}
+
+async function loadHistory() {
+  try {
+    const body = await api("/jobs?status=succeeded");
+    const list = $("history");
+    list.replaceChildren();
+    for (const job of body.jobs.slice(0, 20)) {
+      if (!job.result || !job.links.image) continue;
+      const item = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "history-item";
+      button.title = job.result.original_prompt || job.result.prompt;
+      const img = document.createElement("img");
+      img.src = job.links.image;
+      img.alt = `Restore: ${button.title}`;
+      button.append(img);
+      button.addEventListener("click", () => restore(job));
+      item.append(button);
+      list.append(item);
+    }
+  } catch {
+    // The history is a convenience; the page works without it.
+  }
+}
+
+function restore(job) {
+  const r = job.result;
+  $("prompt").value = r.original_prompt || r.prompt;
+  $("negative").value = r.negative_prompt || "";
+  if ([...$("model").options].some((o) => o.value === r.model)) {
+    $("model").value = r.model;
+    describeModel();
+  }
+  setSize(r.width, r.height);
+  $("seed").value = r.seed;
+  $("steps").value = r.steps;
+  $("guidance").value = r.guidance;
+  showResult(job);
+}
+
+// --- input image and mask ---
+
+function setInput(dataUrl) {
+  state.inputImage = dataUrl;
+  // The mask canvas takes the image's own pixel size: the server wants a mask exactly as large as the input.
+  $("input-image").onload = () => {
+    const canvas = $("mask");
+    canvas.width = $("input-image").naturalWidth;
+    canvas.height = $("input-image").naturalHeight;
+  };
+  $("input-image").src = dataUrl;
+  $("input-box").hidden = false;
+}
+
+async function useResultAsInput() {
+  if (!state.lastResult) return;
+  const blob = await (await fetch(state.lastResult.links.image)).blob();
+  setInput(await blobToDataUrl(blob));
+  const task = currentTask() === "text2img" ? "img2img" : currentTask();
+  document.querySelector(`input[name=task][value=${task}]`).checked = true;
+  onTaskChange();
+}
+
+function blobToDataUrl(blob) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(blob);
+  });
+}
+
+function onTaskChange() {
+  const task = currentTask();
+  $("input-box").hidden = task === "text2img";
+  $("mask").hidden = $("mask-tools").hidden = task !== "inpaint";
+  // The server's defaults: 0.6 to edit, 1.0 to inpaint.
+  $("strength").value = task === "inpaint" ? 1 : 0.6;
+  $("strength-value").textContent = $("strength").value;
+}
+
+function paintMask() {
+  const canvas = $("mask");
+  const ctx = canvas.getContext("2d");
+  let drawing = false;
+  const dot = (e) => {
+    const box = canvas.getBoundingClientRect();
+    const x = ((e.clientX - box.left) * canvas.width) / box.width;
+    const y = ((e.clientY - box.top) * canvas.height) / box.height;
+    const radius = (Number($("brush").value) * canvas.width) / box.width / 2;
+    ctx.fillStyle = "#fff";
+    ctx.beginPath();
+    ctx.arc(x, y, radius, 0, 2 * Math.PI);
+    ctx.fill();
+  };
+  canvas.addEventListener("pointerdown", (e) => { drawing = true; canvas.setPointerCapture(e.pointerId); dot(e); });
+  canvas.addEventListener("pointermove", (e) => { if (drawing) dot(e); });
+  canvas.addEventListener("pointerup", () => { drawing = false; });
+  $("clear-mask").addEventListener("click", () => ctx.clearRect(0, 0, canvas.width, canvas.height));
+}
+
+// White where painted (repaint), black elsewhere (keep), at the input image's size.
+function maskDataUrl() {
+  const painted = $("mask");
+  const out = document.createElement("canvas");
+  out.width = painted.width;
+  out.height = painted.height;
+  const ctx = out.getContext("2d");
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, out.width, out.height);
+  ctx.drawImage(painted, 0, 0);
+  return out.toDataURL("image/png");
+}
+
+function wire() {
+  $("form").addEventListener("submit", (e) => { e.preventDefault(); submit(); });
+  $("prompt").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); submit(); }
+  });
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && e.target !== $("prompt")) { e.preventDefault(); submit(); }
+  });
+  $("model").addEventListener("change", describeModel);
+  $("template").addEventListener("change", applyTemplate);
+  $("size").addEventListener("change", () => { $("custom-size").hidden = $("size").value !== "custom"; });
+  $("seed-random").addEventListener("click", () => { $("seed").value = ""; });
+  $("seed-last").addEventListener("click", () => { if (state.lastSeed !== null) $("seed").value = state.lastSeed; });
+  $("cancel").addEventListener("click", cancel);
+  $("use-input").addEventListener("click", useResultAsInput);
+  $("upload").addEventListener("change", async () => {
+    const file = $("upload").files[0];
+    if (file) setInput(await blobToDataUrl(file));
+  });
+  for (const radio of document.querySelectorAll("input[name=task]")) radio.addEventListener("change", onTaskChange);
+  $("strength").addEventListener("input", () => { $("strength-value").textContent = $("strength").value; });
+  paintMask();
+}
+
+async function start() {
+  wire();
+  onTaskChange();
+  try {
+    await Promise.all([loadModels(), loadTemplates(), loadPolicy()]);
+    document.body.dataset.ready = "true";
+  } catch (error) {
+    showError(error);
+  }
+  loadHistory();
+}
+
+start();

@@ -1,0 +1,275 @@
+"""The web UI in a real headless Chromium against a real server on loopback, on the offline `tiny` model."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import shutil
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from PIL import Image
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from imageforge.bootstrap import build_service
+from imageforge.config import Settings
+from imageforge.domain import Progress
+from imageforge.engine.backends.diffusers import DiffusersBackend
+from imageforge.service import ImageService
+from imageforge.transports.http.app import create_app
+from tests.gated import GatedBackend, StepHookBackend
+from tests.loopback import serving_app
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium per module: the system's own, since no browser download works here."""
+    if shutil.which(CHROMIUM) is None:
+        reason = f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (./start.sh test does)"
+        # CI installs it, so there a missing browser is a broken setup, not a reason to skip.
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+def _open(browser: Browser, base_url: str) -> Page:
+    page = browser.new_page()
+    page.goto(base_url + "/")
+    # The page marks itself ready once /models, /templates and /policy have filled its controls.
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    return page
+
+
+@pytest.fixture
+def served(service: ImageService) -> Iterator[str]:
+    with serving_app(create_app(service)) as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def gated(settings: Settings) -> Iterator[tuple[str, GatedBackend]]:
+    """A server whose generations hold at every step until the test releases them."""
+    backend = GatedBackend(DiffusersBackend(device="cpu", models_path=settings.models_path))
+    service = build_service(settings, backend=backend)
+    with serving_app(create_app(service)) as base_url:
+        try:
+            yield base_url, backend
+        finally:
+            backend.release(1000)
+
+
+def _generate(page: Page, prompt: str = "a red fox", seed: int = 7) -> None:
+    page.get_by_label("Prompt", exact=True).fill(prompt)
+    page.get_by_label("Seed").fill(str(seed))
+    page.get_by_role("button", name="Generate").click()
+
+
+def _latest_job(base_url: str) -> dict[str, object]:
+    jobs: list[dict[str, object]] = httpx.get(f"{base_url}/jobs?status=succeeded").json()["jobs"]
+    return jobs[0]
+
+
+def test_page_is_served_at_root_with_its_assets(served: str) -> None:
+    page = httpx.get(served + "/")
+    script = httpx.get(served + "/ui/app.js")
+
+    assert page.status_code == 200
+    assert 'src="/ui/app.js"' in page.text
+    assert script.status_code == 200
+    assert "javascript" in script.headers["content-type"]
+
+
+def test_page_fills_models_policy_and_sizes_from_the_api(browser: Browser, served: str) -> None:
+    page = _open(browser, served)
+
+    expect(page.get_by_label("Model")).to_have_value("tiny")
+    expect(page.locator("#model-info")).to_contain_text("Tasks:")
+    expect(page.get_by_label("Excluded by policy")).to_have_value(re.compile("watermark"))
+    expect(page.get_by_label("Size", exact=True)).to_contain_text("(model default)")
+    page.close()
+
+
+def test_generate_shows_step_progress_then_the_image_with_its_metadata(
+    browser: Browser, gated: tuple[str, GatedBackend]
+) -> None:
+    base_url, backend = gated
+    page = _open(browser, base_url)
+
+    _generate(page, seed=7)
+    backend.wait_for_step()
+    expect(page.locator("#progress-text")).to_have_text(re.compile(r"step 1 of \d+"))
+    expect(page.get_by_role("img", name="Live preview")).to_have_attribute("src", re.compile(r"^data:image/png"))
+    backend.release(1000)
+
+    expect(page.locator("#result-meta")).to_contain_text("seed 7")
+    expect(page.locator("#result-meta")).to_contain_text("tiny")
+    expect(page.get_by_role("link", name="Download")).to_have_attribute("href", re.compile(r"/images/.+\.png$"))
+    expect(page.locator("#progress-box")).to_be_hidden()
+    loaded = page.locator("#result-image").evaluate("img => img.complete && img.naturalWidth > 0")
+    assert loaded
+    expect(page.locator("#history img")).to_have_count(1)
+    page.get_by_role("button", name="Random").click()
+    expect(page.get_by_label("Seed")).to_have_value("")
+    page.get_by_role("button", name="Reuse last").click()
+    expect(page.get_by_label("Seed")).to_have_value("7")
+    page.close()
+
+
+def test_template_fills_the_prompt_with_the_subject_and_sets_its_size(browser: Browser, served: str) -> None:
+    page = _open(browser, served)
+
+    page.get_by_label("Prompt", exact=True).fill("a paper plane")
+    page.get_by_label("Style").select_option("icon")
+
+    expect(page.get_by_label("Prompt", exact=True)).to_have_value(re.compile(r"icon of a paper plane"))
+    expect(page.get_by_label("Size", exact=True)).to_have_value("512x512")
+    page.close()
+
+
+def test_cancel_during_a_running_job_shows_cancelled_and_frees_the_form(
+    browser: Browser, gated: tuple[str, GatedBackend]
+) -> None:
+    base_url, backend = gated
+    page = _open(browser, base_url)
+
+    _generate(page)
+    backend.wait_for_step()
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#progress-text")).to_have_text("cancelling…")
+    # The job notices the cancel at its next step boundary.
+    backend.release(1000)
+
+    expect(page.get_by_role("alert")).to_contain_text("The job was cancelled.")
+    expect(page.get_by_role("button", name="Generate")).to_be_enabled()
+    page.close()
+
+
+def test_invalid_custom_size_shows_the_server_message_and_hint_in_place(browser: Browser, served: str) -> None:
+    page = _open(browser, served)
+
+    page.get_by_label("Size", exact=True).select_option("custom")
+    page.get_by_label("Width").fill("100")
+    _generate(page)
+
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("width 100 is not a multiple of 8.")
+    expect(alert).to_contain_text("Use a multiple of 8")
+    expect(page.get_by_role("button", name="Generate")).to_be_enabled()
+    page.close()
+
+
+def test_use_as_input_edits_the_previous_result(browser: Browser, served: str) -> None:
+    page = _open(browser, served)
+    _generate(page, seed=3)
+    expect(page.locator("#result-meta")).to_contain_text("seed 3")
+
+    page.get_by_role("button", name="Use as input").click()
+    expect(page.get_by_label("Edit (image to image)")).to_be_checked()
+    _generate(page, prompt="the same fox at night", seed=4)
+
+    expect(page.locator("#result-meta")).to_contain_text("seed 4")
+    assert _latest_job(served)["task"] == "img2img"
+    page.close()
+
+
+def test_painted_mask_is_sent_white_where_painted_for_inpainting(browser: Browser, served: str) -> None:
+    page = _open(browser, served)
+    _generate(page, seed=5)
+    expect(page.locator("#result-meta")).to_contain_text("seed 5")
+    page.get_by_role("button", name="Use as input").click()
+    page.get_by_label("Inpaint").check()
+
+    canvas = page.get_by_label("Mask: paint the area to repaint")
+    expect(canvas).to_be_visible()
+    box = canvas.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] / 2)
+    page.mouse.up()
+    with page.expect_request(lambda r: r.url.endswith("/jobs") and r.method == "POST") as submitted:
+        _generate(page, prompt="a snowy owl", seed=6)
+
+    body = submitted.value.post_data_json
+    assert body is not None
+    assert body["task"] == "inpaint"
+    mask = Image.open(io.BytesIO(base64.b64decode(body["mask_image"].split(",", 1)[1]))).convert("L")
+    init = Image.open(io.BytesIO(base64.b64decode(body["init_image"].split(",", 1)[1])))
+    assert mask.size == init.size
+    assert mask.getpixel((mask.width // 2, mask.height // 2)) == 255
+    assert mask.getpixel((0, 0)) == 0
+    expect(page.locator("#result-meta")).to_contain_text("seed 6")
+    assert _latest_job(served)["task"] == "inpaint"
+    page.close()
+
+
+def test_narrow_screen_stacks_the_panels(browser: Browser, served: str) -> None:
+    page = browser.new_page(viewport={"width": 400, "height": 800})
+    page.goto(served + "/")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+
+    form = page.get_by_role("form", name="Generation parameters").bounding_box()
+    result = page.get_by_role("region", name="Result").bounding_box()
+    assert form is not None
+    assert result is not None
+    assert result["y"] >= form["y"] + form["height"]
+    page.close()
+
+
+def test_history_item_restores_its_parameters_and_image(browser: Browser, served: str) -> None:
+    page = _open(browser, served)
+    _generate(page, prompt="a first fox", seed=11)
+    expect(page.locator("#result-meta")).to_contain_text("seed 11")
+    _generate(page, prompt="a second fox", seed=12)
+    expect(page.locator("#result-meta")).to_contain_text("seed 12")
+    expect(page.locator("#history img")).to_have_count(2)
+
+    # Newest first: the second item is the first generation.
+    page.get_by_role("button", name="Restore: a first fox").click()
+
+    expect(page.get_by_label("Prompt", exact=True)).to_have_value("a first fox")
+    expect(page.get_by_label("Seed")).to_have_value("11")
+    expect(page.locator("#result-meta")).to_contain_text("seed 11")
+    page.close()
+
+
+def test_ctrl_enter_in_the_prompt_submits(browser: Browser, served: str) -> None:
+    page = _open(browser, served)
+    page.get_by_label("Seed").fill("21")
+    prompt = page.get_by_label("Prompt", exact=True)
+    prompt.fill("a fox by keyboard")
+
+    prompt.press("Control+Enter")
+
+    expect(page.locator("#result-meta")).to_contain_text("seed 21")
+    page.close()
+
+
+def _fail_step(progress: Progress) -> None:
+    raise RuntimeError("the device fell over")
+
+
+def test_failed_job_shows_its_error_in_place_and_frees_the_form(browser: Browser, settings: Settings) -> None:
+    backend = StepHookBackend(DiffusersBackend(device="cpu", models_path=settings.models_path), _fail_step)
+    with serving_app(create_app(build_service(settings, backend=backend))) as base_url:
+        page = _open(browser, base_url)
+
+        _generate(page)
+
+        alert = page.get_by_role("alert")
+        expect(alert).to_contain_text("RuntimeError: the device fell over")
+        expect(alert).to_contain_text("the server keeps running")
+        expect(page.locator("#progress-box")).to_be_hidden()
+        expect(page.get_by_role("button", name="Generate")).to_be_enabled()
+        expect(page.locator("#result")).to_be_hidden()
+        page.close()
