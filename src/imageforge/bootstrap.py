@@ -22,6 +22,7 @@ from imageforge.service import ImageService, ServiceLimits
 from imageforge.storage.cache import ArtifactCache
 from imageforge.storage.outputs import OutputStore
 from imageforge.transports.http.app import create_app
+from imageforge.transports.http.auth import ApiKeys
 from imageforge.transports.mcp.server import McpOptions
 
 
@@ -80,4 +81,5 @@ def http_app_from_env() -> FastAPI:
         warmup=settings.warmup,
         mcp_options=McpOptions(preview_px=settings.mcp_preview_px),
         host=settings.host,
+        api_keys=ApiKeys(tuple(settings.api_keys)),
     )

@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     mcp_preview_px: int = Field(512, ge=64, le=2048, validation_alias=_env("MCP_PREVIEW_PX", bare=False))
     memory_budget: float | Literal["auto"] = Field("auto", validation_alias=_env("MEMORY_BUDGET", bare=False))
     idle_unload_s: float = Field(120.0, ge=0, validation_alias=_env("IDLE_UNLOAD_S", bare=False))
+    api_keys: Annotated[list[tuple[str, str]], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("API_KEYS", bare=False)
+    )
+    insecure_no_auth: bool = Field(False, validation_alias=_env("INSECURE_NO_AUTH", bare=False))
     root_dir: Path = Field(default_factory=Path.cwd, validation_alias=_env("ROOT", bare=False))
 
     @classmethod
@@ -120,6 +124,22 @@ class Settings(BaseSettings):
             parts = value.replace(os.pathsep, ",").split(",")
             return [Path(part.strip()) for part in parts if part.strip()]
         return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: object) -> object:
+        """`IMAGEFORGE_API_KEYS` is `name:key,name2:key2`; keys are at least 16 characters."""
+        if not isinstance(value, str):
+            return value
+        keys = []
+        for entry in (part.strip() for part in value.split(",")):
+            if not entry:
+                continue
+            name, _, key = (text.strip() for text in entry.partition(":"))
+            if not name or len(key) < 16:
+                raise ValueError(f"entry {name or '?'!r}: use name:key with a key of 16 or more characters")
+            keys.append((name, key))
+        return keys
 
     @field_validator("memory_budget", mode="after")
     @classmethod

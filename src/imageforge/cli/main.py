@@ -56,8 +56,9 @@ def _settings(**overrides: Any) -> Settings:
         }
         for error in exc.errors(include_url=False):
             name = ".".join(str(part) for part in error["loc"])
+            shown = "<hidden>" if "key" in name.lower() else repr(error.get("input"))  # never print a secret
             typer.secho(
-                f"error [invalid_settings]: {names.get(name, name)} = {error.get('input')!r}: {error['msg']}",
+                f"error [invalid_settings]: {names.get(name, name)} = {shown}: {error['msg']}",
                 err=True,
                 fg="red",
             )
@@ -93,6 +94,7 @@ def serve(
     import imageforge
     from imageforge.errors import ImageforgeError
     from imageforge.jobs.owner import OwnerLock
+    from imageforge.transports.http.auth import is_loopback
 
     settings = _settings(host=host, port=port)
     try:
@@ -100,6 +102,26 @@ def serve(
         OwnerLock.of_database(settings.jobs_path).check_free()
     except ImageforgeError as exc:
         raise _fail(exc) from None
+    if not is_loopback(settings.host) and not settings.api_keys:
+        if not settings.insecure_no_auth:
+            typer.secho(
+                f"error [insecure_bind]: {settings.host} is reachable from other machines and no API key is set.",
+                err=True,
+                fg="red",
+            )
+            typer.echo(
+                "hint: set IMAGEFORGE_API_KEYS=name:key (16+ characters), or bind 127.0.0.1; to serve without "
+                "authentication anyway, set IMAGEFORGE_INSECURE_NO_AUTH=1.",
+                err=True,
+            )
+            raise typer.Exit(1)
+        typer.secho(
+            f"WARNING: serving on {settings.host} WITHOUT AUTHENTICATION (IMAGEFORGE_INSECURE_NO_AUTH): anyone who "
+            "can reach this port can generate images and read every result.",
+            err=True,
+            fg="yellow",
+            bold=True,
+        )
     typer.echo(f"imageforge on http://{settings.host}:{settings.port}  (docs: /docs)", err=True)
     # The factory reads Settings() from the environment again in the server process (and in each reloaded one).
     uvicorn.run(

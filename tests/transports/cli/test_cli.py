@@ -165,3 +165,25 @@ def test_an_invalid_setting_is_reported_by_name_without_a_traceback(
 
     assert_refused(result, "invalid_settings")
     assert "IMAGEFORGE_PORT or PORT = 'eighty'" in result.stderr
+
+
+def test_serve_on_a_network_address_without_api_keys_refuses_to_start(user_env: dict[str, str]) -> None:
+    result = invoke("serve", "--host", "0.0.0.0")
+
+    assert result.exit_code == 1
+    assert "error [insecure_bind]" in result.stderr
+    assert "IMAGEFORGE_API_KEYS" in result.stderr
+    assert "IMAGEFORGE_INSECURE_NO_AUTH" in result.stderr
+
+
+def test_a_malformed_api_key_setting_is_reported_without_printing_the_key(
+    user_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMAGEFORGE_API_KEYS", "alice:tooshort-secret")
+
+    result = invoke("check")
+
+    assert result.exit_code == 1
+    assert "IMAGEFORGE_API_KEYS" in result.stderr
+    assert "16 or more characters" in result.stderr
+    assert "tooshort-secret" not in result.stderr

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from imageforge import __version__
 from imageforge.service import ImageService
+from imageforge.transports.http.auth import ApiKeys, RequireApiKey, is_loopback
 from imageforge.transports.http.errors import install_error_handlers
 from imageforge.transports.http.limits import BodySizeLimit
 from imageforge.transports.http.routes import health, images, jobs, models, prompting
@@ -27,6 +28,7 @@ def create_app(
     warmup: bool = False,
     mcp_options: McpOptions | None = None,
     host: str = "127.0.0.1",
+    api_keys: ApiKeys | None = None,
 ) -> FastAPI:
     """The HTTP API on `service`, with MCP over Streamable HTTP at `/mcp` in the same process.
 
@@ -54,6 +56,17 @@ def create_app(
     app.state.service = service
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    # Added last, so it runs first: an unauthenticated request is refused before its body is read.
+    keys = api_keys or ApiKeys()
+    app.state.auth_required = bool(keys)
+    app.state.auth_mode = (
+        "api_key"
+        if keys
+        else "off (loopback only)"
+        if is_loopback(host)
+        else "OFF: no authentication on a network address (IMAGEFORGE_INSECURE_NO_AUTH)"
+    )
+    app.add_middleware(RequireApiKey, keys=keys)
     for router in (health.router, models.router, images.router, jobs.router, prompting.router):
         app.include_router(router)
     mount_web_ui(app)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from imageforge.transports.http.deps import Service
@@ -13,5 +13,8 @@ router = APIRouter(tags=["service"])
 
 
 @router.get("/health", summary="Service status, device, resident models and Ollama reachability")
-async def health(service: Service) -> dict[str, Any]:
-    return await run_in_threadpool(service.health)
+async def health(service: Service, request: Request) -> dict[str, Any]:
+    if request.app.state.auth_required and "api_key_name" not in request.scope.get("state", {}):
+        # Liveness only: the device, models and versions are for callers holding a key.
+        return {"ok": True, "status": "ok", "auth": "required"}
+    return {**await run_in_threadpool(service.health), "auth": request.app.state.auth_mode}

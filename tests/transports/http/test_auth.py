@@ -1,0 +1,107 @@
+"""API keys on the whole port: every route but liveness and the page's static files needs one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import httpx2
+import pytest
+from fastapi.testclient import TestClient
+from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from imageforge.config import Settings
+from imageforge.service import ImageService
+from imageforge.transports.http.app import create_app
+from imageforge.transports.http.auth import ApiKeys
+from tests.loopback import serving_app
+
+ALICE = "alice-key-0123456789"
+BOB = "bob-key-9876543210ab"
+SMALL = {"width": 64, "height": 64, "steps": 1}
+
+
+@pytest.fixture
+def keyed(service: ImageService) -> Iterator[TestClient]:
+    app = create_app(service, api_keys=ApiKeys((("alice", ALICE), ("bob", BOB))))
+    with TestClient(app) as client:
+        yield client
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/models"),
+        ("POST", "/generate"),
+        ("POST", "/jobs"),
+        ("GET", "/jobs"),
+        ("GET", "/jobs/someid/events"),
+        ("GET", "/images/20260101_000000_abcdef.png"),
+        ("GET", "/policy"),
+        ("POST", "/mcp"),
+    ],
+)
+def test_every_surface_refuses_a_request_without_a_key(keyed: TestClient, method: str, path: str) -> None:
+    response = keyed.request(method, path, json={"prompt": "a fox"})
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthorized"
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert "Authorization: Bearer" in response.json()["error"]["hint"]
+
+
+def test_a_wrong_key_or_scheme_is_refused(keyed: TestClient) -> None:
+    wrong = keyed.get("/models", headers=_bearer("not-a-key-at-all-000"))
+    basic = keyed.get("/models", headers={"Authorization": f"Basic {ALICE}"})
+
+    assert (wrong.status_code, wrong.json()["error"]["message"]) == (401, "The API key is not valid here.")
+    assert basic.status_code == 401
+
+
+def test_each_named_key_is_let_through(keyed: TestClient) -> None:
+    for key in (ALICE, BOB):
+        assert keyed.get("/models", headers=_bearer(key)).status_code == 200
+    generated = keyed.post("/generate", json={"prompt": "a fox", **SMALL}, headers=_bearer(ALICE))
+    assert generated.status_code == 200
+
+
+def test_health_without_a_key_says_only_that_the_server_lives(keyed: TestClient) -> None:
+    anonymous = keyed.get("/health").json()
+    known = keyed.get("/health", headers=_bearer(ALICE)).json()
+
+    assert anonymous == {"ok": True, "status": "ok", "auth": "required"}
+    assert known["auth"] == "api_key"
+    assert "device" in known
+
+
+def test_the_page_loads_without_a_key(keyed: TestClient) -> None:
+    assert keyed.get("/").status_code == 200
+
+
+def test_without_keys_on_loopback_health_says_auth_is_off(client: TestClient) -> None:
+    assert client.get("/health").json()["auth"] == "off (loopback only)"
+    assert client.get("/models").status_code == 200
+
+
+@pytest.mark.anyio
+async def test_mcp_over_http_takes_the_key_as_a_bearer_token(service: ImageService, settings: Settings) -> None:
+    app = create_app(service, api_keys=ApiKeys((("alice", ALICE),)))
+    with serving_app(app) as url:
+        async with httpx2.AsyncClient(headers=_bearer(ALICE)) as http:
+            transport = streamable_http_client(f"{url}/mcp", http_client=http)
+            async with Client(transport) as mcp:
+                tools = await mcp.list_tools()
+        refused = httpx.post(f"{url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+
+    assert "generate_image" in {tool.name for tool in tools.tools}
+    assert refused.status_code == 401
+
+
+def test_a_network_address_without_keys_says_so_loudly_in_health(service: ImageService) -> None:
+    with TestClient(create_app(service, host="0.0.0.0")) as client:
+        assert client.get("/health").json()["auth"].startswith("OFF: no authentication")
