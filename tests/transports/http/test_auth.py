@@ -153,3 +153,18 @@ def test_a_key_file_only_server_turns_auth_on_and_a_broken_file_keeps_the_last_k
         keys_file.path.write_text("[keys\nbroken")
         assert client.get("/models", headers=_bearer(key)).status_code == 200
         assert client.get("/models").status_code == 401
+
+
+def test_a_key_added_to_an_empty_keys_file_turns_auth_on_without_a_restart(
+    service: ImageService, tmp_path: Path
+) -> None:
+    keys_file = KeyFile(tmp_path / "keys.toml")
+    with TestClient(create_app(service, api_keys=ApiKeys(file=keys_file.path))) as client:
+        before = client.get("/models")
+        key = keys_file.add("first")
+        anonymous = client.get("/models")
+        known = client.get("/models", headers=_bearer(key))
+
+    assert before.status_code == 200
+    assert anonymous.status_code == 401
+    assert known.status_code == 200

@@ -43,7 +43,8 @@ def create_app(
     decides the MCP transport's DNS-rebinding protection (on for loopback). While `api_keys` has any key, image
     links in results are signed by `image_urls` (by default with a secret of this process's own).
     """
-    keys = api_keys or ApiKeys()
+    # Not `api_keys or`: an ApiKeys whose file holds no key yet is false, and must stay to see keys added later.
+    keys = api_keys if api_keys is not None else ApiKeys()
     signer = image_urls or ImageUrlSigner(secrets.token_bytes(SECRET_BYTES), DEFAULT_LINK_LIFETIME_S)
 
     def image_query(name: str) -> str:
