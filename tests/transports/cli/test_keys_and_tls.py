@@ -176,3 +176,12 @@ def test_serve_on_a_network_address_counts_file_keys_and_warns_of_clear_text(
     assert "insecure_bind" not in result.stderr
     assert "travel in clear text" in result.stderr
     assert passed["ssl_certfile"] is None
+
+
+def test_check_shows_key_names_but_never_a_key(own_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEFORGE_API_KEYS", "ci:ci-key-0123456789abc")
+
+    result = invoke("check")
+
+    assert "['ci']" in result.stdout
+    assert "ci-key-0123456789abc" not in result.output
