@@ -23,6 +23,7 @@ from imageforge.storage.cache import ArtifactCache
 from imageforge.storage.outputs import OutputStore
 from imageforge.transports.http.app import create_app
 from imageforge.transports.http.auth import ApiKeys
+from imageforge.transports.http.signed_urls import ImageUrlSigner
 from imageforge.transports.mcp.server import McpOptions
 
 
@@ -81,5 +82,8 @@ def http_app_from_env() -> FastAPI:
         warmup=settings.warmup,
         mcp_options=McpOptions(preview_px=settings.mcp_preview_px),
         host=settings.host,
-        api_keys=ApiKeys(tuple(settings.api_keys)),
+        api_keys=ApiKeys(settings.api_keys, file=settings.keys_path),
+        image_urls=ImageUrlSigner.with_secret_file(
+            settings.data_path / "image-url.secret", settings.image_url_ttl_s or settings.result_ttl_s
+        ),
     )

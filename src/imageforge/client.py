@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -109,18 +110,28 @@ class Client:
     """The imageforge HTTP API at `base_url` (`host:port` alone means http). Use it as a context manager, or
     call `close()`.
 
-    `transport` replaces httpx's network transport (an `httpx.MockTransport` in tests, for instance).
+    `api_key` goes out as `Authorization: Bearer KEY` on every request. `verify` checks an https server's
+    certificate: True against the system's CAs, a path to trust the certificate in that PEM file (a self-signed
+    server's `cert.pem`), an `ssl.SSLContext`, or False to accept any. `transport` replaces httpx's network
+    transport (an `httpx.MockTransport` in tests, for instance).
     """
 
     def __init__(
         self,
         base_url: str = DEFAULT_URL,
         *,
+        api_key: str | None = None,
+        verify: bool | str | Path | ssl.SSLContext = True,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = (base_url if "://" in base_url else f"http://{base_url}").rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        if isinstance(verify, str | Path):
+            verify = ssl.create_default_context(cafile=str(verify))
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, verify=verify, timeout=timeout, transport=transport
+        )
 
     def __enter__(self) -> Self:
         return self

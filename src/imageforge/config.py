@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     )
     insecure_no_auth: bool = Field(False, validation_alias=_env("INSECURE_NO_AUTH", bare=False))
     root_dir: Path = Field(default_factory=Path.cwd, validation_alias=_env("ROOT", bare=False))
+    # Keys in a file, HTTPS and signed image links (issue 7): after root_dir, which their validators read.
+    keys_file: Path | None = Field(None, validation_alias=_env("KEYS_FILE", bare=False))
+    tls_cert: Path | None = Field(None, validation_alias=_env("TLS_CERT", bare=False))
+    tls_key: Path | None = Field(None, validate_default=True, validation_alias=_env("TLS_KEY", bare=False))
+    image_url_ttl_s: float | None = Field(None, gt=0, validation_alias=_env("IMAGE_URL_TTL_S", bare=False))
 
     @classmethod
     def settings_customise_sources(
@@ -141,6 +146,25 @@ class Settings(BaseSettings):
             keys.append((name, key))
         return keys
 
+    @field_validator("tls_key", mode="after")
+    @classmethod
+    def _tls_pair_readable(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """The certificate and its key come together, and uvicorn must be able to read both at start."""
+        cert = info.data.get("tls_cert")
+        if (cert is None) != (value is None):
+            raise ValueError(
+                "set both IMAGEFORGE_TLS_CERT and IMAGEFORGE_TLS_KEY, or neither "
+                "(`imageforge tls selfsigned` makes a pair and prints the two lines)"
+            )
+        root = info.data.get("root_dir", Path.cwd())
+        for path in (cert, value):
+            if path is not None:
+                try:
+                    (root / path).read_bytes()
+                except OSError as exc:
+                    raise ValueError(f"cannot read {root / path}: {exc.strerror or exc}") from None
+        return value
+
     @field_validator("memory_budget", mode="after")
     @classmethod
     def _budget_not_negative(cls, value: float | str) -> float | str:
@@ -153,7 +177,9 @@ class Settings(BaseSettings):
         """The model pool's budget: GB, "auto" (a share of the device's memory) or None (0: no limit)."""
         return None if self.memory_budget == 0 else self.memory_budget
 
-    @field_validator("lora_portrait", "job_timeout_s", mode="before")
+    @field_validator(
+        "lora_portrait", "job_timeout_s", "keys_file", "tls_cert", "tls_key", "image_url_ttl_s", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -183,6 +209,18 @@ class Settings(BaseSettings):
     def models_path(self) -> Path:
         """Where models built or converted by imageforge itself live (the `tiny` build)."""
         return self.data_path / "models"
+
+    @property
+    def keys_path(self) -> Path:
+        """The file of hashed API keys that `imageforge keys` manages."""
+        return self.data_path / "keys.toml" if self.keys_file is None else self.resolve(self.keys_file)
+
+    @property
+    def tls(self) -> tuple[Path, Path] | None:
+        """The certificate and key files to serve HTTPS with, or None for plain HTTP."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        return self.resolve(self.tls_cert), self.resolve(self.tls_key)
 
     @property
     def input_roots(self) -> list[Path]:

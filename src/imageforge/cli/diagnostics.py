@@ -21,6 +21,8 @@ def print_check(settings: Settings) -> int:
     """Print the effective settings, installed versions and the device; 0 when the heavy stack imports."""
     typer.echo("imageforge check\n\nsettings (environment and .env):")
     for name, value in settings.model_dump().items():
+        if name == "api_keys":
+            value = [key_name for key_name, _ in value]  # the names only: never print a key
         typer.echo(f"  {name:<16} {value}")
     typer.echo("\npackages:")
     for package in _PACKAGES:

@@ -1,4 +1,4 @@
-"""The `imageforge` command: serve | generate | assist | templates | models | check | selftest | mcp.
+"""The `imageforge` command: serve | generate | assist | templates | models | check | selftest | mcp | keys | tls.
 
 Importing this module, and `imageforge --help`, never import torch: every command imports what it needs
 when it runs.
@@ -37,6 +37,10 @@ PROBE_TIMEOUT_S = 0.5
 
 models_app = typer.Typer(help="List the model catalog, or pull a model's weights ahead of time.")
 app.add_typer(models_app, name="models")
+keys_app = typer.Typer(help="API keys stored hashed in the data folder: add (prints the key once), list, remove.")
+app.add_typer(keys_app, name="keys")
+tls_app = typer.Typer(help="Certificates for serving HTTPS (IMAGEFORGE_TLS_CERT, IMAGEFORGE_TLS_KEY).")
+app.add_typer(tls_app, name="tls")
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -95,6 +99,7 @@ def serve(
     from imageforge.errors import ImageforgeError
     from imageforge.jobs.owner import OwnerLock
     from imageforge.transports.http.auth import is_loopback
+    from imageforge.transports.http.keyfile import KeyFile
 
     settings = _settings(host=host, port=port)
     try:
@@ -102,7 +107,11 @@ def serve(
         OwnerLock.of_database(settings.jobs_path).check_free()
     except ImageforgeError as exc:
         raise _fail(exc) from None
-    if not is_loopback(settings.host) and not settings.api_keys:
+    try:
+        has_keys = bool(settings.api_keys) or bool(KeyFile(settings.keys_path).read())
+    except ImageforgeError as exc:
+        raise _fail(exc) from None
+    if not is_loopback(settings.host) and not has_keys:
         if not settings.insecure_no_auth:
             typer.secho(
                 f"error [insecure_bind]: {settings.host} is reachable from other machines and no API key is set.",
@@ -110,8 +119,8 @@ def serve(
                 fg="red",
             )
             typer.echo(
-                "hint: set IMAGEFORGE_API_KEYS=name:key (16+ characters), or bind 127.0.0.1; to serve without "
-                "authentication anyway, set IMAGEFORGE_INSECURE_NO_AUTH=1.",
+                "hint: add one with `imageforge keys add NAME` or set IMAGEFORGE_API_KEYS=name:key (16+ characters), "
+                "or bind 127.0.0.1; to serve without authentication anyway, set IMAGEFORGE_INSECURE_NO_AUTH=1.",
                 err=True,
             )
             raise typer.Exit(1)
@@ -122,7 +131,17 @@ def serve(
             fg="yellow",
             bold=True,
         )
-    typer.echo(f"imageforge on http://{settings.host}:{settings.port}  (docs: /docs)", err=True)
+    tls = settings.tls
+    if tls is None and not is_loopback(settings.host):
+        typer.secho(
+            f"WARNING: serving plain HTTP on {settings.host}: API keys and images travel in clear text. Set "
+            "IMAGEFORGE_TLS_CERT and IMAGEFORGE_TLS_KEY (`imageforge tls selfsigned` makes a pair), or put a TLS "
+            "proxy in front.",
+            err=True,
+            fg="yellow",
+        )
+    scheme, state = ("http", "off") if tls is None else ("https", "on")
+    typer.echo(f"imageforge on {scheme}://{settings.host}:{settings.port}  (docs: /docs, TLS {state})", err=True)
     # The factory reads Settings() from the environment again in the server process (and in each reloaded one).
     uvicorn.run(
         "imageforge.bootstrap:http_app_from_env",
@@ -135,6 +154,8 @@ def serve(
         # Watch imageforge's own code only: the default, the working folder, may hold a virtual environment
         # and the outputs, which are no reason to restart.
         reload_dirs=[str(Path(imageforge.__file__).parent)] if reload else None,
+        ssl_certfile=None if tls is None else str(tls[0]),
+        ssl_keyfile=None if tls is None else str(tls[1]),
     )
 
 
@@ -481,6 +502,15 @@ def mcp(
         str | None,
         typer.Option(envvar="IMAGEFORGE_API_KEY", help="The API key of the --remote server (or IMAGEFORGE_API_KEY)."),
     ] = None,
+    ca_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-cert",
+            exists=True,
+            dir_okay=False,
+            help="Trust this certificate (PEM) for an https --remote, e.g. the server's data/tls/cert.pem.",
+        ),
+    ] = None,
     insecure_tls: Annotated[
         bool, typer.Option("--insecure-tls", help="Accept any TLS certificate from the --remote server.")
     ] = False,
@@ -493,19 +523,33 @@ def mcp(
 
     With --remote, relay them to an imageforge server elsewhere (a GPU box) instead of generating here.
     """
-    # An --api-key may come from IMAGEFORGE_API_KEY in the environment, so only --insecure-tls is refused alone.
-    if remote is None and insecure_tls:
-        raise typer.BadParameter("only --remote uses it.", param_hint="--insecure-tls")
+    # An --api-key may come from IMAGEFORGE_API_KEY in the environment, so only the TLS options are refused alone.
+    if remote is None and (insecure_tls or ca_cert is not None):
+        raise typer.BadParameter("only --remote uses it.", param_hint="--ca-cert" if ca_cert else "--insecure-tls")
+    if insecure_tls and ca_cert is not None:
+        raise typer.BadParameter(
+            "--ca-cert trusts one certificate, --insecure-tls any: pick one.", param_hint="--ca-cert"
+        )
     if gen and not selftest:
         raise typer.BadParameter("it is an option of --selftest.", param_hint="--gen")
     if remote is not None:
         if selftest:
             raise typer.BadParameter("the self-test checks this machine's server.", param_hint="--remote")
         # Imported here: the proxy needs none of the engine, and the CLI imports what a command needs only.
+        import ssl
+
         from imageforge.transports.mcp.proxy import run_proxy
 
+        verify: bool | ssl.SSLContext = not insecure_tls
+        if ca_cert is not None:
+            try:
+                verify = ssl.create_default_context(cafile=str(ca_cert))
+            except ssl.SSLError as exc:
+                raise typer.BadParameter(
+                    f"{ca_cert} holds no PEM certificate ({exc}).", param_hint="--ca-cert"
+                ) from None
         try:
-            run_proxy(remote, api_key=api_key, verify_tls=not insecure_tls)
+            run_proxy(remote, api_key=api_key, verify_tls=verify)
         except KeyboardInterrupt:
             raise typer.Exit(INTERRUPTED) from None
         return
@@ -529,6 +573,95 @@ def mcp(
         logging.shutdown()
         sys.stderr.flush()
         os._exit(INTERRUPTED)
+
+
+@keys_app.command("add")
+def keys_add(
+    name: Annotated[str, typer.Argument(help="Who or what uses the key, e.g. laptop or claude-desktop.")],
+) -> None:
+    """Make a new API key, print it once, and store only its hash (with NAME and the time) in the keys file.
+
+    A running server accepts it at once. The key goes to stdout alone, so `KEY=$(imageforge keys add NAME)` works.
+    """
+    from imageforge.errors import ImageforgeError
+    from imageforge.transports.http.keyfile import KeyFile
+
+    settings = _settings()
+    try:
+        key = KeyFile(settings.keys_path).add(name, taken=frozenset(env_name for env_name, _ in settings.api_keys))
+    except ImageforgeError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"key '{name}' added to {settings.keys_path}; it is shown only now, so store it:", err=True)
+    typer.echo(key)
+    typer.echo("send it as 'Authorization: Bearer <key>' (the web page asks for it once)", err=True)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List the keys by name and creation time, with where each comes from; never a key or a hash."""
+    from imageforge.errors import ImageforgeError
+    from imageforge.transports.http.keyfile import KeyFile
+
+    settings = _settings()
+    try:
+        stored = KeyFile(settings.keys_path).read()
+    except ImageforgeError as exc:
+        raise _fail(exc) from None
+    rows = [(key.name, key.created, "keys file") for key in stored]
+    rows += [(name, "", "IMAGEFORGE_API_KEYS") for name, _ in settings.api_keys]
+    if not rows:
+        typer.echo(f"no API keys (keys file: {settings.keys_path}); add one with `imageforge keys add NAME`", err=True)
+        return
+    width = max(len("name"), *(len(name) for name, _, _ in rows))
+    typer.echo(f"{'name':<{width}} {'created':<25} source")
+    for name, created, source in rows:
+        typer.echo(f"{name:<{width}} {created:<25} {source}")
+
+
+@keys_app.command("remove")
+def keys_remove(name: Annotated[str, typer.Argument(help="The name given to `keys add`.")]) -> None:
+    """Remove a key from the keys file; a running server refuses it from its next request on."""
+    from imageforge.errors import ImageforgeError
+    from imageforge.transports.http.keyfile import KeyFile
+
+    settings = _settings()
+    try:
+        KeyFile(settings.keys_path).remove(name)
+    except ImageforgeError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"key '{name}' removed from {settings.keys_path}", err=True)
+
+
+@tls_app.command("selfsigned")
+def tls_selfsigned(
+    hosts: Annotated[
+        list[str] | None,
+        typer.Option("--host", help="Another name or IP clients use (a tailnet name, a LAN address); repeatable."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing pair.")] = False,
+) -> None:
+    """Make a self-signed certificate and key in DATA_DIR/tls/ and print the settings that serve HTTPS with them.
+
+    The certificate covers localhost, 127.0.0.1, ::1, this machine's hostname and each --host. Clients trust it
+    by its file (Client(verify=...), `imageforge mcp --ca-cert`) or by the printed SHA-256 fingerprint.
+    """
+    from imageforge.cli.tls import is_host_name, make_selfsigned
+
+    for host in hosts or []:
+        if not is_host_name(host):
+            raise typer.BadParameter(f"{host!r} is neither a DNS name nor an IP address.", param_hint="--host")
+    folder = _settings().data_path / "tls"
+    existing = [path for path in (folder / "cert.pem", folder / "key.pem") if path.exists()]
+    if existing and not force:
+        typer.secho(f"error [tls_exists]: {existing[0]} already exists.", err=True, fg="red")
+        typer.echo("hint: pass --force to replace the pair (clients that trust the old certificate stop).", err=True)
+        raise typer.Exit(1)
+    pair = make_selfsigned(folder, hosts or [])
+    typer.echo(f"certificate for {', '.join(pair.names)}", err=True)
+    typer.echo(f"SHA-256 fingerprint: {pair.fingerprint}", err=True)
+    typer.echo("set these (in .env or the environment) and restart `imageforge serve`:", err=True)
+    typer.echo(f"IMAGEFORGE_TLS_CERT={pair.cert}")
+    typer.echo(f"IMAGEFORGE_TLS_KEY={pair.key}")
 
 
 def main() -> None:

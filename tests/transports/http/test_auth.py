@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import httpx2
@@ -15,6 +16,7 @@ from imageforge.config import Settings
 from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
 from imageforge.transports.http.auth import ApiKeys
+from imageforge.transports.http.keyfile import KeyFile
 from tests.loopback import serving_app
 
 ALICE = "alice-key-0123456789"
@@ -105,3 +107,64 @@ async def test_mcp_over_http_takes_the_key_as_a_bearer_token(service: ImageServi
 def test_a_network_address_without_keys_says_so_loudly_in_health(service: ImageService) -> None:
     with TestClient(create_app(service, host="0.0.0.0")) as client:
         assert client.get("/health").json()["auth"].startswith("OFF: no authentication")
+
+
+def test_keys_from_the_keys_file_work_and_stop_without_a_restart(service: ImageService, tmp_path: Path) -> None:
+    keys_file = KeyFile(tmp_path / "keys.toml")
+    app = create_app(service, api_keys=ApiKeys([("alice", ALICE)], file=keys_file.path))
+    with TestClient(app) as client:
+        before = client.get("/models", headers=_bearer("x" * 43))
+        carol = keys_file.add("carol")
+        added = client.get("/models", headers=_bearer(carol))
+        health = client.get("/health", headers=_bearer(carol)).json()
+        keys_file.remove("carol")
+        removed = client.get("/models", headers=_bearer(carol))
+        alice = client.get("/models", headers=_bearer(ALICE))
+
+    assert before.status_code == 401
+    assert added.status_code == 200
+    assert health["auth"] == "api_key"
+    assert removed.status_code == 401
+    assert alice.status_code == 200
+
+
+def test_the_keys_file_holds_only_hashes_and_only_its_owner_reads_it(tmp_path: Path) -> None:
+    keys_file = KeyFile(tmp_path / "data" / "keys.toml")
+
+    key = keys_file.add("laptop")
+
+    assert len(key) >= 40
+    text = keys_file.path.read_text()
+    assert key not in text
+    assert "laptop" in text
+    assert keys_file.path.stat().st_mode & 0o777 == 0o600
+    [stored] = keys_file.read()
+    assert (stored.name, stored.created[:2]) == ("laptop", "20")
+
+
+def test_a_key_file_only_server_turns_auth_on_and_a_broken_file_keeps_the_last_keys(
+    service: ImageService, tmp_path: Path
+) -> None:
+    keys_file = KeyFile(tmp_path / "keys.toml")
+    key = keys_file.add("phone")
+    with TestClient(create_app(service, api_keys=ApiKeys(file=keys_file.path))) as client:
+        assert client.get("/models").status_code == 401
+        assert client.get("/models", headers=_bearer(key)).status_code == 200
+        keys_file.path.write_text("[keys\nbroken")
+        assert client.get("/models", headers=_bearer(key)).status_code == 200
+        assert client.get("/models").status_code == 401
+
+
+def test_a_key_added_to_an_empty_keys_file_turns_auth_on_without_a_restart(
+    service: ImageService, tmp_path: Path
+) -> None:
+    keys_file = KeyFile(tmp_path / "keys.toml")
+    with TestClient(create_app(service, api_keys=ApiKeys(file=keys_file.path))) as client:
+        before = client.get("/models")
+        key = keys_file.add("first")
+        anonymous = client.get("/models")
+        known = client.get("/models", headers=_bearer(key))
+
+    assert before.status_code == 200
+    assert anonymous.status_code == 401
+    assert known.status_code == 200

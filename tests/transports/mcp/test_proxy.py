@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -68,7 +69,8 @@ class Proxy:
         parameters = StdioServerParameters(
             command=str(IMAGEFORGE),
             args=["mcp", "--remote", remote_url, *args],
-            env={"TMPDIR": temp, "TEMP": temp, "TMP": temp},
+            # PYTHONPATH too: the proxy runs the code under test (a worktree's src) as the tests do.
+            env={"TMPDIR": temp, "TEMP": temp, "TMP": temp, "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
             cwd=self.root,
         )
         with self.stderr.open("a") as errlog:

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from imageforge.domain import Progress
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
+from imageforge.transports.http.auth import ApiKeys
 from tests.gated import GatedBackend, StepHookBackend
 from tests.loopback import serving_app
 
@@ -56,22 +58,38 @@ def served(service: ImageService) -> Iterator[str]:
         yield base_url
 
 
-@pytest.fixture
-def gated(settings: Settings) -> Iterator[tuple[str, GatedBackend]]:
+@contextmanager
+def _gated_server(settings: Settings, api_keys: ApiKeys | None = None) -> Iterator[tuple[str, GatedBackend]]:
     """A server whose generations hold at every step until the test releases them."""
     backend = GatedBackend(DiffusersBackend(device="cpu", models_path=settings.models_path))
     service = build_service(settings, backend=backend)
-    with serving_app(create_app(service)) as base_url:
+    with serving_app(create_app(service, api_keys=api_keys)) as base_url:
         try:
             yield base_url, backend
         finally:
             backend.release(1000)
 
 
+@pytest.fixture
+def gated(settings: Settings) -> Iterator[tuple[str, GatedBackend]]:
+    with _gated_server(settings) as served:
+        yield served
+
+
 def _generate(page: Page, prompt: str = "a red fox", seed: int = 7) -> None:
     page.get_by_label("Prompt", exact=True).fill(prompt)
     page.get_by_label("Seed").fill(str(seed))
     page.get_by_role("button", name="Generate").click()
+
+
+def _generate_with_progress(page: Page, backend: GatedBackend, seed: int) -> None:
+    """Generate, see the first step and its preview while the job holds, then let it finish."""
+    _generate(page, seed=seed)
+    backend.wait_for_step()
+    expect(page.locator("#progress-text")).to_have_text(re.compile(r"step 1 of \d+"))
+    expect(page.get_by_role("img", name="Live preview")).to_have_attribute("src", re.compile(r"^data:image/png"))
+    backend.release(1000)
+    expect(page.locator("#result-meta")).to_contain_text(f"seed {seed}")
 
 
 def _latest_job(base_url: str) -> dict[str, object]:
@@ -105,13 +123,7 @@ def test_generate_shows_step_progress_then_the_image_with_its_metadata(
     base_url, backend = gated
     page = _open(browser, base_url)
 
-    _generate(page, seed=7)
-    backend.wait_for_step()
-    expect(page.locator("#progress-text")).to_have_text(re.compile(r"step 1 of \d+"))
-    expect(page.get_by_role("img", name="Live preview")).to_have_attribute("src", re.compile(r"^data:image/png"))
-    backend.release(1000)
-
-    expect(page.locator("#result-meta")).to_contain_text("seed 7")
+    _generate_with_progress(page, backend, seed=7)
     expect(page.locator("#result-meta")).to_contain_text("tiny")
     expect(page.get_by_role("link", name="Download")).to_have_attribute("href", re.compile(r"/images/.+\.png$"))
     expect(page.locator("#progress-box")).to_be_hidden()
@@ -273,3 +285,65 @@ def test_failed_job_shows_its_error_in_place_and_frees_the_form(browser: Browser
         expect(page.get_by_role("button", name="Generate")).to_be_enabled()
         expect(page.locator("#result")).to_be_hidden()
         page.close()
+
+
+KEY = "alice-key-0123456789"
+
+
+@pytest.fixture
+def keyed_gated(settings: Settings) -> Iterator[tuple[str, GatedBackend]]:
+    with _gated_server(settings, ApiKeys([("alice", KEY)])) as served:
+        yield served
+
+
+def _log_in(page: Page, key: str) -> None:
+    page.get_by_label("API key", exact=True).fill(key)
+    page.get_by_role("button", name="Use key").click()
+
+
+def test_with_keys_the_page_asks_for_one_and_generates_with_progress_once_given(
+    browser: Browser, keyed_gated: tuple[str, GatedBackend]
+) -> None:
+    base_url, backend = keyed_gated
+    page = browser.new_page()
+    page.goto(base_url + "/")
+    key_field = page.get_by_label("API key", exact=True)
+    expect(key_field).to_be_visible()
+    expect(page.locator("body")).not_to_have_attribute("data-ready", "true")
+
+    _log_in(page, "wrong-key-0000000000")
+    expect(page.locator("#login-error")).to_have_text("The API key is not valid here.")
+
+    _log_in(page, KEY)
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(key_field).to_be_hidden()
+    expect(page.get_by_label("Model")).to_have_value("tiny")
+
+    _generate_with_progress(page, backend, seed=11)
+    expect(page.get_by_role("link", name="Download")).to_have_attribute("href", re.compile(r"/images/.+\.png\?exp="))
+    expect(page.locator("#history img")).to_have_count(1)
+    assert page.locator("#result-image").evaluate("img => img.complete && img.naturalWidth > 0")
+
+    page.reload()  # the key is kept in the browser
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    page.get_by_role("button", name="Forget key").click()
+    expect(key_field).to_be_visible()
+    page.close()
+
+
+def test_with_keys_cancel_still_stops_a_running_job(browser: Browser, keyed_gated: tuple[str, GatedBackend]) -> None:
+    base_url, backend = keyed_gated
+    page = browser.new_page()
+    page.goto(base_url + "/")
+    _log_in(page, KEY)
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+
+    _generate(page)
+    backend.wait_for_step()
+    page.get_by_role("button", name="Cancel").click()
+    backend.release(1000)
+
+    expect(page.locator("#progress-box")).to_be_hidden()
+    expect(page.get_by_role("button", name="Generate")).to_be_enabled()
+    expect(page.locator("#result")).to_be_hidden()
+    page.close()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 from fastapi import FastAPI
 
@@ -15,10 +17,14 @@ from imageforge.transports.http.auth import ApiKeys, RequireApiKey, is_loopback
 from imageforge.transports.http.errors import install_error_handlers
 from imageforge.transports.http.limits import BodySizeLimit
 from imageforge.transports.http.routes import health, images, jobs, models, prompting
+from imageforge.transports.http.signed_urls import SECRET_BYTES, ImageUrlSigner
 from imageforge.transports.mcp.server import McpOptions, build_mcp_server
 from imageforge.transports.web import mount_web_ui
 
 log = logging.getLogger(__name__)
+
+#: How long a signed image link opens its image when the caller gives no lifetime (the result TTL's default).
+DEFAULT_LINK_LIFETIME_S = 3600.0
 
 
 def create_app(
@@ -29,13 +35,22 @@ def create_app(
     mcp_options: McpOptions | None = None,
     host: str = "127.0.0.1",
     api_keys: ApiKeys | None = None,
+    image_urls: ImageUrlSigner | None = None,
 ) -> FastAPI:
     """The HTTP API on `service`, with MCP over Streamable HTTP at `/mcp` in the same process.
 
     `warmup` loads the default model at startup instead of on first use; `host` is the address served, which
-    decides the MCP transport's DNS-rebinding protection (on for loopback).
+    decides the MCP transport's DNS-rebinding protection (on for loopback). While `api_keys` has any key, image
+    links in results are signed by `image_urls` (by default with a secret of this process's own).
     """
-    mcp = build_mcp_server(service, mcp_options or McpOptions())
+    # Not `api_keys or`: an ApiKeys whose file holds no key yet is false, and must stay to see keys added later.
+    keys = api_keys if api_keys is not None else ApiKeys()
+    signer = image_urls or ImageUrlSigner(secrets.token_bytes(SECRET_BYTES), DEFAULT_LINK_LIFETIME_S)
+
+    def image_query(name: str) -> str:
+        return signer.query(name) if keys else ""
+
+    mcp = build_mcp_server(service, replace(mcp_options or McpOptions(), image_query=image_query))
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host)
 
     @asynccontextmanager
@@ -57,16 +72,14 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     # Added last, so it runs first: an unauthenticated request is refused before its body is read.
-    keys = api_keys or ApiKeys()
-    app.state.auth_required = bool(keys)
-    app.state.auth_mode = (
-        "api_key"
-        if keys
-        else "off (loopback only)"
+    app.state.api_keys = keys
+    app.state.image_query = image_query
+    app.state.auth_off = (
+        "off (loopback only)"
         if is_loopback(host)
         else "OFF: no authentication on a network address (IMAGEFORGE_INSECURE_NO_AUTH)"
     )
-    app.add_middleware(RequireApiKey, keys=keys)
+    app.add_middleware(RequireApiKey, keys=keys, signer=signer)
     for router in (health.router, models.router, images.router, jobs.router, prompting.router):
         app.include_router(router)
     mount_web_ui(app)

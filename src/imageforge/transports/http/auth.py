@@ -1,50 +1,91 @@
 """API keys: `Authorization: Bearer KEY` on every route of the port (HTTP API, job events, images, MCP).
 
-With no key configured the server answers everyone, which `imageforge serve` allows on a loopback address only.
-Open without a key: `GET /health` (reduced to liveness) and the web page's static files, which hold no data.
+Keys come from IMAGEFORGE_API_KEYS and from the keys file of `imageforge keys` (hashes only), which is read
+again whenever it changes, so that a key added or removed while the server runs counts at once. With no key
+at all the server answers everyone, which `imageforge serve` allows on a loopback address only.
+Open without a key: `GET /health` (reduced to liveness), the web page's static files, which hold no data, and
+`GET /images/{name}` with a valid signature (signed_urls.py), so that `<img src>` and curl need no header.
 """
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from urllib.parse import parse_qs
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imageforge.transports.http.errors import error_response
+from imageforge.transports.http.keyfile import KeyFile, KeyFileError, digest
+from imageforge.transports.http.signed_urls import IMAGES_PREFIX, ImageUrlSigner
+
+log = logging.getLogger(__name__)
 
 #: Paths anyone may read: liveness, and the web page (its data comes from the API, behind the key).
 OPEN_PATHS = frozenset({"/health", "/", "/favicon.ico"})
 OPEN_PREFIXES = ("/ui/",)
 
 
-@dataclass(frozen=True)
 class ApiKeys:
-    """Named API keys; `name_of` compares in constant time against every key."""
+    """Named API keys, from the environment (`keys`) and the keys file (`file`); false when there are none.
 
-    keys: tuple[tuple[str, str], ...] = ()
+    `name_of` hashes the presented key and compares it in constant time against every stored hash.
+    """
+
+    def __init__(self, keys: Iterable[tuple[str, str]] = (), *, file: Path | None = None) -> None:
+        self._env = tuple((name, digest(key)) for name, key in keys)
+        self._file = KeyFile(file) if file is not None else None
+        self._stamp: tuple[int, int, int] | None = None
+        self._stored: tuple[tuple[str, bytes], ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.keys)
+        return bool(self._entries())
 
     def name_of(self, presented: str) -> str | None:
         """The name of the key `presented`, or None; every key is compared, so timing tells nothing."""
+        presented_digest = digest(presented)
         found = None
-        for name, key in self.keys:
-            if hmac.compare_digest(presented.encode(), key.encode()):
+        for name, stored in self._entries():
+            if hmac.compare_digest(presented_digest, stored):
                 found = name
         return found
 
+    def _entries(self) -> tuple[tuple[str, bytes], ...]:
+        if self._file is not None:
+            self._refresh(self._file)
+        return self._env + self._stored
+
+    def _refresh(self, file: KeyFile) -> None:
+        """Read the keys file again when it changed (a rename gives a new inode even within one mtime tick)."""
+        try:
+            info = file.path.stat()
+            stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self._stored = tuple((key.name, bytes.fromhex(key.sha256)) for key in file.read())
+        except (KeyFileError, ValueError) as exc:
+            # Keep the keys read last: a half-edited file must not lock everyone out, nor let anyone in.
+            log.error("API keys file not reloaded, the previous keys stay in force: %s", exc)
+
 
 class RequireApiKey:
-    """ASGI middleware answering 401 `unauthorized` unless the request carries one of `keys`.
+    """ASGI middleware answering 401 `unauthorized` unless the request carries one of `keys` (or opens an image
+    with a valid signature of `signer`).
 
     The caller's key name goes into the scope's state (`api_key_name`) for later use (audit, per-key limits).
     """
 
-    def __init__(self, app: ASGIApp, *, keys: ApiKeys) -> None:
+    def __init__(self, app: ASGIApp, *, keys: ApiKeys, signer: ImageUrlSigner) -> None:
         self.app = app
         self.keys = keys
+        self.signer = signer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.keys:
@@ -56,21 +97,57 @@ class RequireApiKey:
         if name is not None:
             scope.setdefault("state", {})["api_key_name"] = name
         elif not _is_open(scope):
-            response = error_response(
-                401,
-                "unauthorized",
-                "This server needs an API key." if not token else "The API key is not valid here.",
-                "Send the header 'Authorization: Bearer <key>' with a key from IMAGEFORGE_API_KEYS.",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-            await response(scope, receive, send)
+            if _is_signed_image(scope) and not token:
+                refusal = self._signature_refusal(scope)
+                if refusal is None:
+                    await self.app(scope, receive, send)
+                    return
+            else:
+                refusal = _unauthorized(token)
+            await refusal(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    def _signature_refusal(self, scope: Scope) -> Response | None:
+        """None for a valid signed image URL, else the 403 answer saying what is wrong with it."""
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        name = scope["path"].removeprefix(IMAGES_PREFIX)
+        problem = self.signer.check(name, query.get("exp", [""])[0], query.get("sig", [""])[0])
+        if problem is None:
+            return None
+        if problem == "url_expired":
+            message = "This image link has expired."
+        else:
+            message = "This image link's signature does not match the image and expiry time it names."
+        return error_response(
+            403,
+            problem,
+            message,
+            "Ask for the job again (GET /jobs/{id}) for a fresh link, or send 'Authorization: Bearer <key>'.",
+        )
+
+
+def _unauthorized(token: str) -> Response:
+    return error_response(
+        401,
+        "unauthorized",
+        "This server needs an API key." if not token else "The API key is not valid here.",
+        "Send the header 'Authorization: Bearer <key>' with a key from IMAGEFORGE_API_KEYS or `imageforge keys add`.",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def _is_open(scope: Scope) -> bool:
     path: str = scope.get("path", "")
     return (scope.get("method") in ("GET", "HEAD")) and (path in OPEN_PATHS or path.startswith(OPEN_PREFIXES))
+
+
+def _is_signed_image(scope: Scope) -> bool:
+    return (
+        scope.get("method") in ("GET", "HEAD")
+        and scope.get("path", "").startswith(IMAGES_PREFIX)
+        and b"sig=" in scope.get("query_string", b"")
+    )
 
 
 def is_loopback(host: str) -> bool:

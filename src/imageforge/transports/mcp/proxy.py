@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import ssl
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -73,18 +74,19 @@ LOCAL_IMAGE_PREFIX = "imageforge-"
 _UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def run_proxy(remote_url: str, *, api_key: str | None = None, verify_tls: bool = True) -> None:
+def run_proxy(remote_url: str, *, api_key: str | None = None, verify_tls: bool | ssl.SSLContext = True) -> None:
     """Serve the tools of the imageforge at `remote_url` (its base URL, e.g. http://host:8765) over stdio.
 
     Blocks until the client closes stdin. `api_key` goes out as `Authorization: Bearer KEY` on every request;
-    `verify_tls=False` accepts any certificate (a self-signed one on a home server).
+    `verify_tls` is True to check the certificate against the system's CAs, an SSL context that trusts a given
+    certificate (a self-signed one on a home server), or False to accept any.
     """
     base_url = remote_base_url(remote_url)
     _log_to_stderr()
     anyio.run(partial(serve_proxy, base_url, api_key=api_key, verify_tls=verify_tls))
 
 
-async def serve_proxy(base_url: str, *, api_key: str | None = None, verify_tls: bool = True) -> None:
+async def serve_proxy(base_url: str, *, api_key: str | None = None, verify_tls: bool | ssl.SSLContext = True) -> None:
     """The proxy's event loop body: what `run_proxy` runs, for a caller that already has a loop."""
     async with remote_http_client(api_key=api_key, verify_tls=verify_tls) as http:
         server = await build_proxy_server(RemoteImageforge(base_url, http))
@@ -101,7 +103,7 @@ def remote_base_url(remote_url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
-def remote_http_client(*, api_key: str | None, verify_tls: bool) -> httpx2.AsyncClient:
+def remote_http_client(*, api_key: str | None, verify_tls: bool | ssl.SSLContext) -> httpx2.AsyncClient:
     """The one HTTP client of the proxy: the MCP transport and the image downloads share its pool and key."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     timeout = httpx2.Timeout(30.0, connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S)

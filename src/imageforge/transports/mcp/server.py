@@ -128,6 +128,8 @@ class McpOptions:
 
     #: longest side of the inline preview
     preview_px: int = 512
+    #: the query string that opens an image link without an API key ("" when none is needed); set over HTTP
+    image_query: Callable[[str], str] = lambda name: ""
 
 
 def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) -> MCPServer:
@@ -436,7 +438,8 @@ class _Tools:
 
     def _image_result(self, job_id: str, result: ImageResult, base_url: str | None) -> CallToolResult:
         name = Path(result.output_path).name
-        url = f"{base_url}/images/{name}" if base_url else None
+        query = self._options.image_query(name)
+        url = f"{base_url}/images/{name}{'?' + query if query else ''}" if base_url else None
         output = ImageOutput(
             job_id=job_id,
             task=result.task.value,

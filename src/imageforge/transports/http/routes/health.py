@@ -14,7 +14,9 @@ router = APIRouter(tags=["service"])
 
 @router.get("/health", summary="Service status, device, resident models and Ollama reachability")
 async def health(service: Service, request: Request) -> dict[str, Any]:
-    if request.app.state.auth_required and "api_key_name" not in request.scope.get("state", {}):
+    keys = request.app.state.api_keys
+    if keys and "api_key_name" not in request.scope.get("state", {}):
         # Liveness only: the device, models and versions are for callers holding a key.
         return {"ok": True, "status": "ok", "auth": "required"}
-    return {**await run_in_threadpool(service.health), "auth": request.app.state.auth_mode}
+    auth = "api_key" if keys else request.app.state.auth_off
+    return {**await run_in_threadpool(service.health), "auth": auth, "tls": request.url.scheme == "https"}

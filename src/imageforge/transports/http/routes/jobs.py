@@ -120,6 +120,9 @@ def job_view(job: Job, position: int | None, request: Request) -> JobResponse:
     if job.result is not None:
         name = Path(job.result["output_path"]).name
         image = str(request.url_for("get_image", name=name))
+        # With API keys on, a signed link: a browser's <img src> or curl opens it without a header.
+        query = request.app.state.image_query(name)
+        image = f"{image}?{query}" if query else image
         result = ImageResponse.model_validate({**job.result, "image_base64": None, "mime": "image/png"})
     own = str(request.url_for("get_job", job_id=job.id))
     return JobResponse(

@@ -1,8 +1,12 @@
 // The imageforge web UI: a client of the public HTTP API (/models, /templates, /policy, /jobs, /images), nothing more.
+// With API keys on, the key the user enters is kept in localStorage and sent as a Bearer header on every fetch;
+// the image links in job results are signed by the server, so <img src> and Download need no header.
 
 const $ = (id) => document.getElementById(id);
 const PRESETS = [[512, 512], [768, 768], [1024, 1024], [768, 512], [512, 768], [1024, 768], [768, 1024]];
 const state = { models: [], maxRes: 1024, job: null, events: null, lastSeed: null, lastResult: null, inputImage: null };
+const KEY_STORE = "imageforge.apiKey";
+const TERMINAL = ["succeeded", "failed", "cancelled"];
 
 // Every API error body is {"ok": false, "error": {code, message, hint}}; anything else becomes one of those.
 class ApiError extends Error {
@@ -13,8 +17,13 @@ class ApiError extends Error {
   }
 }
 
+function withKey(headers = {}) {
+  const key = localStorage.getItem(KEY_STORE);
+  return key ? { ...headers, Authorization: `Bearer ${key}` } : headers;
+}
+
 async function api(path, options = {}) {
-  const response = await fetch(path, options);
+  const response = await fetch(path, { ...options, headers: withKey(options.headers) });
   let body = null;
   try {
     body = await response.json();
@@ -22,9 +31,36 @@ async function api(path, options = {}) {
     throw new ApiError({ code: "bad_response", message: `${path} answered ${response.status}`, hint: "" });
   }
   if (!response.ok || body.ok === false) {
-    throw new ApiError(body.error || { code: String(response.status), message: JSON.stringify(body), hint: "" });
+    const error = new ApiError(body.error || { code: String(response.status), message: JSON.stringify(body), hint: "" });
+    if (response.status === 401) askForKey(error);
+    throw error;
   }
   return body;
+}
+
+// --- API key login ---
+
+function askForKey(error) {
+  // A stored key the server refuses is wrong or was removed: forget it, so a reload asks again.
+  localStorage.removeItem(KEY_STORE);
+  $("forget-key").hidden = true;
+  $("login-error").textContent = $("api-key").value ? error.message : "";
+  $("login").hidden = false;
+  $("api-key").focus();
+}
+
+async function logIn() {
+  const key = $("api-key").value.trim();
+  if (!key) return;
+  localStorage.setItem(KEY_STORE, key);
+  $("login").hidden = true;
+  $("forget-key").hidden = false;
+  await load();
+}
+
+function forgetKey() {
+  localStorage.removeItem(KEY_STORE);
+  location.reload();
 }
 
 function showError(error) {
@@ -107,6 +143,7 @@ async function loadModels() {
   state.models = body.models;
   state.maxRes = body.max_res || 1024;
   const select = $("model");
+  select.replaceChildren();
   for (const model of body.models) {
     const option = new Option(`${model.key} — ${model.tasks.join(", ")}`, model.key);
     option.disabled = !model.available;
@@ -118,6 +155,7 @@ async function loadModels() {
 
 async function loadTemplates() {
   const body = await api("/templates");
+  $("template").length = 1; // keep "(none)"
   for (const t of body.templates) $("template").add(new Option(`${t.title} (${t.width}×${t.height})`, t.key));
 }
 
@@ -209,34 +247,67 @@ async function submit() {
   }
 }
 
-// Follows the job's SSE stream; whatever ends it (terminal state, a dropped stream) ends in finish().
-function follow(jobId) {
-  const events = new EventSource(`/jobs/${encodeURIComponent(jobId)}/events?preview=1`);
-  state.events = events;
+// Follows the job's SSE stream, read with fetch (EventSource cannot send the API key); whatever ends it (the
+// terminal state, a dropped stream, a cancel) ends in finish().
+async function follow(jobId) {
+  const controller = new AbortController();
+  state.events = controller;
   const progress = (data) => {
     if (!data.total) return;
     $("progress").max = data.total;
     $("progress").value = data.step;
     $("progress-text").textContent = `step ${data.step} of ${data.total}`;
   };
-  events.addEventListener("progress", (e) => progress(JSON.parse(e.data)));
-  events.addEventListener("preview", (e) => {
-    const data = JSON.parse(e.data);
-    $("preview").src = data.image;
-    $("preview").hidden = false;
-    progress(data);
-  });
-  events.addEventListener("state", (e) => {
-    const data = JSON.parse(e.data);
-    if (data.status === "running") $("progress-text").textContent = data.total ? `step ${data.step} of ${data.total}` : "running (loading the model…)";
-    if (["succeeded", "failed", "cancelled"].includes(data.status)) finish(jobId);
-  });
-  // EventSource would reconnect forever on a dropped stream; ask the job itself instead.
-  events.onerror = () => finish(jobId);
+  const handlers = {
+    progress,
+    preview: (data) => {
+      $("preview").src = data.image;
+      $("preview").hidden = false;
+      progress(data);
+    },
+    state: (data) => {
+      if (data.status === "running") $("progress-text").textContent = data.total ? `step ${data.step} of ${data.total}` : "running (loading the model…)";
+    },
+  };
+  try {
+    const response = await fetch(`/jobs/${encodeURIComponent(jobId)}/events?preview=1`, { headers: withKey(), signal: controller.signal });
+    if (response.ok) {
+      for await (const event of serverSentEvents(response.body)) {
+        handlers[event.type]?.(event.data);
+        if (event.type === "state" && TERMINAL.includes(event.data.status)) break;
+      }
+    }
+  } catch {
+    // Dropped or aborted: the job itself says how it ended.
+  }
+  finish(jobId);
+}
+
+// Parses a text/event-stream into {type, data} events; comments (the server's keep-alives) are skipped.
+async function* serverSentEvents(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let type = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) type = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
+      }
+      if (data.length) yield { type, data: JSON.parse(data.join("\n")) };
+    }
+  }
 }
 
 async function finish(jobId) {
-  if (state.events) state.events.close();
+  if (state.events) state.events.abort();
   state.events = null;
   if (state.job !== jobId) return;
   try {
@@ -246,7 +317,7 @@ async function finish(jobId) {
       loadHistory();
     } else if (job.error) {
       showError(job.error);
-    } else if (!["failed", "cancelled"].includes(job.status)) {
+    } else if (!TERMINAL.includes(job.status)) {
       showError({ message: `The job is ${job.status} but its event stream ended.`, hint: "Reload the page to follow it." });
     }
   } catch (error) {
@@ -338,7 +409,7 @@ function setInput(dataUrl) {
 
 async function useResultAsInput() {
   if (!state.lastResult) return;
-  const blob = await (await fetch(state.lastResult.links.image)).blob();
+  const blob = await (await fetch(state.lastResult.links.image, { headers: withKey() })).blob();
   setInput(await blobToDataUrl(blob));
   const task = currentTask() === "text2img" ? "img2img" : currentTask();
   document.querySelector(`input[name=task][value=${task}]`).checked = true;
@@ -418,18 +489,28 @@ function wire() {
   for (const radio of document.querySelectorAll("input[name=task]")) radio.addEventListener("change", onTaskChange);
   $("strength").addEventListener("input", () => { $("strength-value").textContent = $("strength").value; });
   paintMask();
+  $("login").addEventListener("submit", (e) => { e.preventDefault(); logIn(); });
+  $("forget-key").addEventListener("click", forgetKey);
+  $("forget-key").hidden = !localStorage.getItem(KEY_STORE);
+}
+
+async function load() {
+  clearError();
+  try {
+    await Promise.all([loadModels(), loadTemplates(), loadPolicy()]);
+    document.body.dataset.ready = "true";
+  } catch (error) {
+    // A missing or wrong key shows the key field (askForKey) instead.
+    if (error.code !== "unauthorized") showError(error);
+    return;
+  }
+  loadHistory();
 }
 
 async function start() {
   wire();
   onTaskChange();
-  try {
-    await Promise.all([loadModels(), loadTemplates(), loadPolicy()]);
-    document.body.dataset.ready = "true";
-  } catch (error) {
-    showError(error);
-  }
-  loadHistory();
+  await load();
 }
 
 start();
