@@ -19,6 +19,7 @@ from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import load_policy
 from imageforge.prompting.templates import load_templates
 from imageforge.service import ImageService, ServiceLimits
+from imageforge.storage.audit import AuditLog
 from imageforge.storage.cache import ArtifactCache
 from imageforge.storage.outputs import OutputStore
 from imageforge.transports.http.app import create_app
@@ -60,6 +61,8 @@ def build_service(
                 max_queued=settings.max_queue,
                 job_timeout_s=settings.job_timeout_s,
                 result_ttl_s=settings.result_ttl_s,
+                client_share=settings.client_queue_share,
+                client_jobs_per_minute=settings.rate_limit,
             ),
             clock=clock,
         ),
@@ -82,4 +85,7 @@ def http_app_from_env() -> FastAPI:
         mcp_options=McpOptions(preview_px=settings.mcp_preview_px),
         host=settings.host,
         api_keys=ApiKeys(tuple(settings.api_keys)),
+        allowed_hosts=settings.allowed_hosts,
+        cors_origins=settings.cors_origins,
+        audit=AuditLog(settings.audit_path, prompts=settings.audit_prompts),
     )

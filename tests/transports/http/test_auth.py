@@ -15,7 +15,7 @@ from imageforge.config import Settings
 from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
 from imageforge.transports.http.auth import ApiKeys
-from tests.loopback import serving_app
+from tests.loopback import LOCAL_URL, serving_app
 
 ALICE = "alice-key-0123456789"
 BOB = "bob-key-9876543210ab"
@@ -25,7 +25,7 @@ SMALL = {"width": 64, "height": 64, "steps": 1}
 @pytest.fixture
 def keyed(service: ImageService) -> Iterator[TestClient]:
     app = create_app(service, api_keys=ApiKeys((("alice", ALICE), ("bob", BOB))))
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL_URL) as client:
         yield client
 
 
@@ -103,5 +103,5 @@ async def test_mcp_over_http_takes_the_key_as_a_bearer_token(service: ImageServi
 
 
 def test_a_network_address_without_keys_says_so_loudly_in_health(service: ImageService) -> None:
-    with TestClient(create_app(service, host="0.0.0.0")) as client:
+    with TestClient(create_app(service, host="0.0.0.0"), base_url=LOCAL_URL) as client:
         assert client.get("/health").json()["auth"].startswith("OFF: no authentication")

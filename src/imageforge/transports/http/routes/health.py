@@ -17,4 +17,8 @@ async def health(service: Service, request: Request) -> dict[str, Any]:
     if request.app.state.auth_required and "api_key_name" not in request.scope.get("state", {}):
         # Liveness only: the device, models and versions are for callers holding a key.
         return {"ok": True, "status": "ok", "auth": "required"}
-    return {**await run_in_threadpool(service.health), "auth": request.app.state.auth_mode}
+    return {
+        **await run_in_threadpool(service.health),
+        "auth": request.app.state.auth_mode,
+        "allowed_hosts": request.app.state.allowed_hosts,
+    }
