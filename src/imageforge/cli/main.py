@@ -123,7 +123,9 @@ def serve(
             bold=True,
         )
     typer.echo(f"imageforge on http://{settings.host}:{settings.port}  (docs: /docs)", err=True)
-    # The factory reads Settings() from the environment again in the server process (and in each reloaded one).
+    # The factory reads Settings() from the environment again in the server process (and in each reloaded one):
+    # --host and --port go there too, since the Host allow-list and the auth mode depend on the bound address.
+    os.environ["IMAGEFORGE_HOST"], os.environ["IMAGEFORGE_PORT"] = settings.host, str(settings.port)
     uvicorn.run(
         "imageforge.bootstrap:http_app_from_env",
         factory=True,

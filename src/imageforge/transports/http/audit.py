@@ -47,30 +47,40 @@ class AuditTrail:
         if scope["type"] != "http" or self.log.path is None:
             await self.app(scope, receive, send)
             return
-        status = 500  # what the client gets when the app raises
+        status = 500  # what the client gets when the app raises before it answers
         error_body = bytearray()
+        recorded = False
 
         async def observe(message: Message) -> None:
-            nonlocal status
+            nonlocal status, recorded
             if message["type"] == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "http.response.body" and status >= 400 and len(error_body) < _ERROR_BODY_BYTES:
-                error_body.extend(message.get("body", b""))
+            elif message["type"] == "http.response.body":
+                if status >= 400 and len(error_body) < _ERROR_BODY_BYTES:
+                    error_body.extend(message.get("body", b""))
+                if not message.get("more_body", False):
+                    # Before the last of the answer goes out: a client that has it can read the record.
+                    self._record(scope, status, bytes(error_body))
+                    recorded = True
             await send(message)
 
         try:
             await self.app(scope, receive, observe)
         finally:
-            code = _error_code(bytes(error_body), status) if status >= 400 else None
-            writes = scope["method"] in STATE_CHANGING and scope["path"] not in self.tool_paths
-            if writes or code in REFUSALS:
-                self.log.record(
-                    client=client_of(scope),
-                    action=f"{scope['method']} {scope['path']}",
-                    outcome=code or "ok",
-                    status=status,
-                    **scope.get("state", {}).get(_NOTES, {}),
-                )
+            if not recorded:
+                self._record(scope, status, bytes(error_body))
+
+    def _record(self, scope: Scope, status: int, error_body: bytes) -> None:
+        code = _error_code(error_body, status) if status >= 400 else None
+        writes = scope["method"] in STATE_CHANGING and scope["path"] not in self.tool_paths
+        if writes or code in REFUSALS:
+            self.log.record(
+                client=client_of(scope),
+                action=f"{scope['method']} {scope['path']}",
+                outcome=code or "ok",
+                status=status,
+                **scope.get("state", {}).get(_NOTES, {}),
+            )
 
 
 def _error_code(body: bytes, status: int) -> str:

@@ -31,18 +31,20 @@ ALL_INTERFACES = frozenset({"0.0.0.0", "::", ""})
 def allowed_hosts(bind: str, extra: Collection[str] = ()) -> frozenset[str] | None:
     """The host names a server bound to `bind` answers to, plus `extra`; None when `extra` holds `*` (any).
 
-    Loopback names always (a network bind on every interface listens on loopback too); on a network bind also
-    the bound address, this machine's host name, its fully qualified name and their addresses.
+    Loopback names and the bound address always (a bind on every interface listens on loopback too); on a
+    network bind also this machine's host name, its fully qualified name and their addresses.
     """
     if ANY_HOST in extra:
         return None
     names = set(LOOPBACK_HOSTS) | {_hostname(host) for host in extra}
+    if bind not in ALL_INTERFACES:
+        names.add(_hostname(bind))
     if not is_loopback(bind):
-        names |= _machine_names(bind)
+        names |= _machine_names()
     return frozenset(names)
 
 
-def _machine_names(bind: str) -> set[str]:
+def _machine_names() -> set[str]:
     names = {socket.gethostname(), socket.getfqdn()}
     addresses = set()
     for name in names:
@@ -50,8 +52,6 @@ def _machine_names(bind: str) -> set[str]:
             addresses |= {str(info[4][0]).partition("%")[0] for info in socket.getaddrinfo(name, None)}
         except OSError:  # a host name that does not resolve still names this machine
             continue
-    if bind not in ALL_INTERFACES:
-        addresses.add(bind)
     return {_hostname(name) for name in names | addresses}
 
 
