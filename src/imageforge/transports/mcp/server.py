@@ -414,6 +414,11 @@ class _Tools:
     def _record(self, client: str, tool: str, outcome: str, job_id: str | None, prompt: str | None) -> None:
         self._audit.record(client=client, action=f"mcp {tool}", outcome=outcome, job_id=job_id, prompt=prompt)
 
+    def _record_call(self, audit: tuple[Context, str, str | None] | None, outcome: str, job_id: str | None) -> None:
+        if audit is not None:
+            ctx, tool, prompt = audit
+            self._record(client_of(ctx), tool, outcome, job_id, prompt)
+
     async def result(self, ctx: Context, job_id: str) -> CallToolResult:
         def read() -> CallToolResult:
             job = self._service.get_job(job_id)
@@ -527,13 +532,9 @@ class _Tools:
         try:
             output: BaseModel = await to_thread.run_sync(produce)
         except ImageforgeError as exc:
-            if audit is not None:
-                ctx, tool, prompt = audit
-                self._record(client_of(ctx), tool, exc.code, None, prompt)
+            self._record_call(audit, exc.code, None)
             return error_result(exc)
-        if audit is not None:
-            ctx, tool, prompt = audit
-            self._record(client_of(ctx), tool, "ok", getattr(output, "job_id", None), prompt)
+        self._record_call(audit, "ok", getattr(output, "job_id", None))
         structured = output.model_dump(mode="json")
         return CallToolResult(content=[metadata_content(structured)], structured_content=structured)
 
