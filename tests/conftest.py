@@ -13,6 +13,7 @@ from imageforge.bootstrap import build_service
 from imageforge.config import Settings
 from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
+from tests.loopback import LOCAL_URL
 
 _BARE_NAMES = {
     "DEVICE", "HOST", "PORT", "OLLAMA_URL", "OLLAMA_MODEL", "OUTPUT_DIR", "CACHE_DIR", "MAX_RES",
@@ -63,5 +64,5 @@ def service(settings: Settings) -> Iterator[ImageService]:
 @pytest.fixture
 def client(service: ImageService, settings: Settings) -> Iterator[TestClient]:
     app = create_app(service, max_body_bytes=int(settings.max_body_mb * 1024 * 1024))
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL_URL) as client:
         yield client

@@ -37,3 +37,8 @@ def serving_app(app: FastAPI) -> Iterator[str]:
         thread.join(timeout=STOP_TIMEOUT_S)
         listener.close()
         assert not thread.is_alive(), "the loopback server did not stop"
+
+
+#: The base URL of in-process test clients (Starlette's TestClient): a host name a loopback server answers to.
+#: Its default, http://testserver, is a foreign Host that the server refuses.
+LOCAL_URL = "http://localhost"

@@ -52,7 +52,7 @@ def remote(service: ImageService, settings: Settings) -> Iterator[Client]:
 def gated(settings: Settings) -> Iterator[tuple[Client, GatedBackend]]:
     """A client of a server whose generations hold at every step until the test releases them; one job may wait."""
     backend = GatedBackend(DiffusersBackend(device="cpu", models_path=settings.models_path))
-    service = build_service(settings.model_copy(update={"max_queue": 1}), backend=backend)
+    service = build_service(settings.model_copy(update={"max_queue": 1, "queue_share": 2}), backend=backend)
     with serving_app(create_app(service)) as url, Client(url) as client:
         try:
             yield client, backend

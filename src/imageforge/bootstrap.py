@@ -19,6 +19,7 @@ from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import load_policy
 from imageforge.prompting.templates import load_templates
 from imageforge.service import ImageService, ServiceLimits
+from imageforge.storage.audit import AuditLog
 from imageforge.storage.cache import ArtifactCache
 from imageforge.storage.outputs import OutputStore
 from imageforge.transports.http.app import create_app
@@ -61,6 +62,8 @@ def build_service(
                 max_queued=settings.max_queue,
                 job_timeout_s=settings.job_timeout_s,
                 result_ttl_s=settings.result_ttl_s,
+                client_share=settings.client_queue_share,
+                client_jobs_per_minute=settings.rate_limit,
             ),
             clock=clock,
         ),
@@ -86,4 +89,7 @@ def http_app_from_env() -> FastAPI:
         image_urls=ImageUrlSigner.with_secret_file(
             settings.data_path / "image-url.secret", settings.image_url_ttl_s or settings.result_ttl_s
         ),
+        allowed_hosts=settings.allowed_hosts,
+        cors_origins=settings.cors_origins,
+        audit=AuditLog(settings.audit_path, prompts=settings.audit_prompts),
     )

@@ -103,6 +103,17 @@ class Settings(BaseSettings):
     tls_cert: Path | None = Field(None, validation_alias=_env("TLS_CERT", bare=False))
     tls_key: Path | None = Field(None, validate_default=True, validation_alias=_env("TLS_KEY", bare=False))
     image_url_ttl_s: float | None = Field(None, gt=0, validation_alias=_env("IMAGE_URL_TTL_S", bare=False))
+    # Browser protections, per-client limits and the audit log (issue 7, part B; ADR 0014).
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("ALLOWED_HOSTS", bare=False)
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("CORS_ORIGINS", bare=False)
+    )
+    rate_limit: int = Field(0, ge=0, validation_alias=_env("RATE_LIMIT", bare=False))
+    queue_share: int | None = Field(None, ge=1, validation_alias=_env("QUEUE_SHARE", bare=False))
+    audit_log: Path | None = Field(Path("audit.jsonl"), validation_alias=_env("AUDIT_LOG", bare=False))
+    audit_prompts: bool = Field(False, validation_alias=_env("AUDIT_PROMPTS", bare=False))
 
     @classmethod
     def settings_customise_sources(
@@ -165,6 +176,33 @@ class Settings(BaseSettings):
                     raise ValueError(f"cannot read {root / path}: {exc.strerror or exc}") from None
         return value
 
+    @field_validator("allowed_hosts", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        """`IMAGEFORGE_ALLOWED_HOSTS` and `IMAGEFORGE_CORS_ORIGINS` are comma lists; names ignore case."""
+        return [part.strip().lower() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("allowed_hosts", mode="after")
+    @classmethod
+    def _host_names(cls, hosts: list[str]) -> list[str]:
+        """Host names or addresses, with no port (any port is allowed); `*` allows any host."""
+        names = [host.strip("[]").rstrip(".") for host in hosts]
+        for name in names:
+            if "/" in name or name.count(":") == 1:  # an IPv6 address has several colons, host:port one
+                raise ValueError(f"entry {name!r}: give a host name or address without scheme or port")
+        return names
+
+    @field_validator("cors_origins", mode="after")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        """Origins as browsers send them: `scheme://host[:port]`, no path."""
+        origins = [origin.rstrip("/") for origin in origins]
+        for origin in origins:
+            scheme, _, rest = origin.partition("://")
+            if scheme not in ("http", "https") or not rest or "/" in rest:
+                raise ValueError(f"entry {origin!r}: use an origin such as https://app.example:8443")
+        return origins
+
     @field_validator("memory_budget", mode="after")
     @classmethod
     def _budget_not_negative(cls, value: float | str) -> float | str:
@@ -178,7 +216,15 @@ class Settings(BaseSettings):
         return None if self.memory_budget == 0 else self.memory_budget
 
     @field_validator(
-        "lora_portrait", "job_timeout_s", "keys_file", "tls_cert", "tls_key", "image_url_ttl_s", mode="before"
+        "lora_portrait",
+        "job_timeout_s",
+        "keys_file",
+        "tls_cert",
+        "tls_key",
+        "image_url_ttl_s",
+        "queue_share",
+        "audit_log",
+        mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
@@ -221,6 +267,16 @@ class Settings(BaseSettings):
         if self.tls_cert is None or self.tls_key is None:
             return None
         return self.resolve(self.tls_cert), self.resolve(self.tls_key)
+
+    @property
+    def client_queue_share(self) -> int:
+        """The most waiting and running jobs one client may hold: `IMAGEFORGE_QUEUE_SHARE`, else half the queue."""
+        return self.queue_share or max(1, self.max_queue // 2)
+
+    @property
+    def audit_path(self) -> Path | None:
+        """The audit log (JSON lines), relative to the data folder; None when `IMAGEFORGE_AUDIT_LOG` is empty."""
+        return None if self.audit_log is None else (self.data_path / self.audit_log).resolve()
 
     @property
     def input_roots(self) -> list[Path]:

@@ -14,6 +14,9 @@ ImageforgeError
 ├── TemplateNotFound        template_not_found  no style template has that key
 ├── GenerationFailed        generation_failed  the backend failed on a valid request
 ├── Cancelled               cancelled          the generation was stopped on request
+├── QueueFull               queue_full         no room in the queue now (each carries `retry_after_s`)
+│   ├── QueueShareExceeded  queue_share_exceeded  this client holds its share of the queue
+│   └── RateLimited         rate_limited       this client submitted its jobs-per-minute
 └── ServerUnavailable       server_unavailable  (Python client) no server answered at the URL in time
 """
 
@@ -85,6 +88,18 @@ class QueueFull(ImageforgeError):
     def __init__(self, message: str, *, hint: str = "", retry_after_s: int = 5) -> None:
         super().__init__(message, hint=hint)
         self.retry_after_s = retry_after_s
+
+
+class QueueShareExceeded(QueueFull):
+    """One client holds as many waiting and running jobs as it may; other clients' jobs still get in."""
+
+    code = "queue_share_exceeded"
+
+
+class RateLimited(QueueFull):
+    """One client submitted as many jobs as it may in a minute."""
+
+    code = "rate_limited"
 
 
 class JobNotFound(ImageforgeError):

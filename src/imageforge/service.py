@@ -51,7 +51,7 @@ from imageforge.errors import (
     from_code,
 )
 from imageforge.inputs import ImageLimits, InputPaths, decode_base64, decode_image, read_file
-from imageforge.jobs.job import Job, JobEvent, JobStatus
+from imageforge.jobs.job import LOCAL_CLIENT, Job, JobEvent, JobStatus
 from imageforge.jobs.queue import JobContext, JobQueue
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import AppliedPolicy, Policy, apply_policy
@@ -121,8 +121,13 @@ class ImageService:
 
     # -- jobs ---------------------------------------------------------------------------------------
 
-    def submit(self, params: GenerationParams, *, idempotency_key: str | None = None) -> Job:
-        """Validate a request and queue it as a job; bad input is refused here, before anything is queued."""
+    def submit(
+        self, params: GenerationParams, *, client: str = LOCAL_CLIENT, idempotency_key: str | None = None
+    ) -> Job:
+        """Validate a request and queue it as `client`'s job; bad input is refused here, before anything is queued.
+
+        `client` (an API key's name, a peer address, or `local`) is what per-client limits count by.
+        """
         spec = self.catalog.require(params.model or self.default_model)
         self.validate(params, spec)
         # The payload is what the client asked for (an Idempotency-Key compares it), with the model resolved;
@@ -130,7 +135,9 @@ class ImageService:
         payload = replace(params, model=spec.key).to_payload()
         # Seeded requests with the same parameters make the same pixels: in flight together, they run once.
         dedupe_key = cache_key(payload) if params.seed is not None else None
-        return self._queue.submit(IMAGE_JOB, payload, idempotency_key=idempotency_key, dedupe_key=dedupe_key)
+        return self._queue.submit(
+            IMAGE_JOB, payload, idempotency_key=idempotency_key, dedupe_key=dedupe_key, client=client
+        )
 
     def generate(
         self,

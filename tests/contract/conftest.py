@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,16 +122,19 @@ def private_data(root: Path, shared: Path) -> Path:
 
 
 @contextmanager
-def serving(root: Path, data_dir: Path, *args: str, port: int | None = None) -> Iterator[Server]:
+def serving(
+    root: Path, data_dir: Path, *args: str, port: int | None = None, settings: Mapping[str, str] | None = None
+) -> Iterator[Server]:
     """`imageforge serve --port <port> *args` in `root/cwd`, healthy on entry and always stopped on exit.
 
-    `port` defaults to a free one; a test that restarts a server passes the first one's again.
+    `port` defaults to a free one; a test that restarts a server passes the first one's again. `settings` are
+    environment variables added to the user's.
     """
     cwd = root / "cwd"
     cwd.mkdir()
     port = port or free_port()
     host = args[args.index("--host") + 1] if "--host" in args else "127.0.0.1"
-    env = user_environment(data_dir)
+    env = {**user_environment(data_dir), **(settings or {})}
     stdout, stderr = root / "stdout.log", root / "stderr.log"
     with stdout.open("wb") as out, stderr.open("wb") as err:
         process = subprocess.Popen(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,47 @@ def test_without_imageforge_root_the_env_file_of_the_working_folder_is_read(
     monkeypatch.chdir(tmp_path)
 
     assert Settings().default_model == "tiny"
+
+
+def test_allowed_hosts_and_cors_origins_are_comma_lists_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEFORGE_ALLOWED_HOSTS", " Imageforge.LAN., [fd00::5] ,")
+    monkeypatch.setenv("IMAGEFORGE_CORS_ORIGINS", "https://Studio.example/, http://10.0.0.2:3000")
+
+    current = settings()
+
+    assert current.allowed_hosts == ["imageforge.lan", "fd00::5"]
+    assert current.cors_origins == ["https://studio.example", "http://10.0.0.2:3000"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("IMAGEFORGE_ALLOWED_HOSTS", "good.lan, imageforge.lan:8765", "imageforge.lan:8765"),
+        ("IMAGEFORGE_ALLOWED_HOSTS", "http://imageforge.lan", "http://imageforge.lan"),
+        ("IMAGEFORGE_CORS_ORIGINS", "studio.example", "studio.example"),
+        ("IMAGEFORGE_CORS_ORIGINS", "https://studio.example/app", "https://studio.example/app"),
+    ],
+)
+def test_a_malformed_host_or_origin_is_refused_naming_the_entry(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(name, value)
+
+    with pytest.raises(ValidationError, match=re.escape(repr(named))):
+        settings()
+
+
+def test_queue_share_is_half_the_queue_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert settings().client_queue_share == 16
+    assert Settings(_env_file=None, max_queue=1).client_queue_share == 1
+    monkeypatch.setenv("IMAGEFORGE_QUEUE_SHARE", "5")
+    assert settings().client_queue_share == 5
+
+
+def test_audit_log_is_in_the_data_folder_by_default_and_empty_turns_it_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert Settings(_env_file=None, root_dir=tmp_path).audit_path == tmp_path / "data" / "audit.jsonl"
+    assert not settings().audit_prompts
+    monkeypatch.setenv("IMAGEFORGE_AUDIT_LOG", "")
+    assert settings().audit_path is None

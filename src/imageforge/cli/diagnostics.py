@@ -65,7 +65,8 @@ def run_selftest(settings: Settings) -> int:
             update={"default_model": "tiny", "output_dir": root / "outputs", "cache_dir": root / "cache"}
         )
         try:
-            with TestClient(create_app(build_service(trial))) as client:
+            # A host name the app answers to: TestClient's default, testserver, is a foreign Host.
+            with TestClient(create_app(build_service(trial)), base_url="http://localhost") as client:
                 health = client.get("/health").json()
                 say(f"health: device {health['device']} ({health['dtype']}), version {health['version']}")
                 models = client.get("/models").json()["models"]

@@ -142,7 +142,9 @@ def serve(
         )
     scheme, state = ("http", "off") if tls is None else ("https", "on")
     typer.echo(f"imageforge on {scheme}://{settings.host}:{settings.port}  (docs: /docs, TLS {state})", err=True)
-    # The factory reads Settings() from the environment again in the server process (and in each reloaded one).
+    # The factory reads Settings() from the environment again in the server process (and in each reloaded one):
+    # --host and --port go there too, since the Host allow-list and the auth mode depend on the bound address.
+    os.environ["IMAGEFORGE_HOST"], os.environ["IMAGEFORGE_PORT"] = settings.host, str(settings.port)
     uvicorn.run(
         "imageforge.bootstrap:http_app_from_env",
         factory=True,

@@ -6,6 +6,9 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+#: The client of the command line and of MCP over stdio: the user of this machine.
+LOCAL_CLIENT = "local"
+
 
 class JobStatus(enum.StrEnum):
     """Where a job is in its life; the last three are terminal."""
@@ -51,6 +54,8 @@ class Job:
     request_hash: str = ""
     #: jobs with the same key that are in flight together run once (seeded image requests)
     dedupe_key: str | None = None
+    #: who submitted it: an API key's name, a peer address, or `local`; per-client limits count by it
+    client: str = LOCAL_CLIENT
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import secrets
 import threading
 import time
@@ -26,8 +27,10 @@ from imageforge.errors import (
     JobFinished,
     JobNotFound,
     QueueFull,
+    QueueShareExceeded,
+    RateLimited,
 )
-from imageforge.jobs.job import Job, JobEvent, JobStatus
+from imageforge.jobs.job import LOCAL_CLIENT, Job, JobEvent, JobStatus
 from imageforge.jobs.owner import OwnerLock
 from imageforge.jobs.store import JobStore
 
@@ -78,6 +81,7 @@ class JobQueue(Protocol):
         *,
         idempotency_key: str | None = None,
         dedupe_key: str | None = None,
+        client: str = LOCAL_CLIENT,
     ) -> Job: ...
 
     def get(self, job_id: str) -> Job: ...
@@ -121,12 +125,19 @@ class _Live:
 
 @dataclass(frozen=True)
 class QueueLimits:
-    """How many jobs may wait, how long one may run, and how long results stay readable."""
+    """How many jobs may wait, how long one may run, how long results stay readable, and what one client may
+    hold (waiting and running jobs) and submit per minute (0: no rate limit)."""
 
     max_queued: int = 32
     job_timeout_s: float | None = None
     result_ttl_s: float = 3600.0
     sweep_interval_s: float = 60.0
+    client_share: int | None = None
+    client_jobs_per_minute: int = 0
+
+
+#: The window of the per-client rate limit.
+RATE_WINDOW_S = 60.0
 
 
 class EmbeddedJobQueue:
@@ -149,6 +160,8 @@ class EmbeddedJobQueue:
         self._closing = False
         self._threads: list[threading.Thread] = []
         self._recent_run_s: deque[float] = deque(maxlen=8)
+        #: per client, when its jobs of the last RATE_WINDOW_S were accepted
+        self._accepted_at: dict[str, deque[float]] = {}
 
     # -- setup --------------------------------------------------------------------------------------
 
@@ -205,8 +218,12 @@ class EmbeddedJobQueue:
         *,
         idempotency_key: str | None = None,
         dedupe_key: str | None = None,
+        client: str = LOCAL_CLIENT,
     ) -> Job:
-        """Accept a job, or return the job already accepted for the same idempotency key or in-flight duplicate."""
+        """Accept a job, or return the job already accepted for the same idempotency key or in-flight duplicate.
+
+        A new job counts against `client`'s share of the queue and its rate limit; a repeat costs nothing.
+        """
         if kind not in self._functions:
             raise ValueError(f"no job function registered for {kind!r}")
         digest = request_hash(kind, payload)
@@ -228,6 +245,7 @@ class EmbeddedJobQueue:
                     hint="Retry after the time in the Retry-After header.",
                     retry_after_s=self._retry_after_s(),
                 )
+            self._check_client(client)
             job = Job(
                 id=secrets.token_hex(8),
                 kind=kind,
@@ -236,8 +254,11 @@ class EmbeddedJobQueue:
                 idempotency_key=idempotency_key,
                 request_hash=digest,
                 dedupe_key=dedupe_key,
+                client=client,
             )
             self._store.save(job)
+            if self._limits.client_jobs_per_minute:
+                self._accepted_at.setdefault(client, deque()).append(job.created_at)
             self._live[job.id] = _Live(job, events=[_state_event(job, 0)])
             self._pending.append(job.id)
             if dedupe_key is not None:
@@ -411,6 +432,37 @@ class EmbeddedJobQueue:
             f"The job ran past its {self._limits.job_timeout_s:g} s deadline (IMAGEFORGE_JOB_TIMEOUT_S).",
             "Ask for fewer steps or a smaller size, or raise IMAGEFORGE_JOB_TIMEOUT_S.",
         )
+
+    def _check_client(self, client: str) -> None:
+        """Refuse a new job of `client` over its share of the queue or its rate (caller holds the lock)."""
+        share = self._limits.client_share
+        if share is not None:
+            held = sum(
+                1 for live in self._live.values() if live.job.client == client and not live.job.status.is_terminal
+            )
+            if held >= share:
+                raise QueueShareExceeded(
+                    f"You have {held} jobs waiting or running, your share of this server's queue.",
+                    hint="Wait for one to finish (or cancel one), then submit again; the server's admin sets the "
+                    "share with IMAGEFORGE_QUEUE_SHARE.",
+                    retry_after_s=self._retry_after_s(),
+                )
+        per_minute = self._limits.client_jobs_per_minute
+        accepted = self._accepted_at.get(client)
+        if not per_minute or not accepted:
+            return
+        now = self._clock()
+        while accepted and accepted[0] <= now - RATE_WINDOW_S:
+            accepted.popleft()
+        if len(accepted) >= per_minute:
+            raise RateLimited(
+                f"You submitted {len(accepted)} jobs in the last minute, the most this server accepts.",
+                hint="Retry after the time in the Retry-After header; the server's admin sets the rate with "
+                "IMAGEFORGE_RATE_LIMIT.",
+                retry_after_s=max(1, math.ceil(accepted[0] + RATE_WINDOW_S - now)),
+            )
+        if not accepted:
+            del self._accepted_at[client]
 
     def _retry_after_s(self) -> int:
         typical = sum(self._recent_run_s) / len(self._recent_run_s) if self._recent_run_s else 5.0

@@ -15,6 +15,7 @@ from imageforge.config import Settings
 from imageforge.transports.http.app import create_app
 from tests.events import wait_for_end
 from tests.fake_ollama import TAGS, FakeOllama, Mode, expansion_of, refusing_url, serving_fake_ollama
+from tests.loopback import LOCAL_URL
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
 MODEL = "gemma4:latest"
@@ -26,7 +27,7 @@ SHORT_TIMEOUT_S = 0.3
 def serving(settings: Settings, ollama_url: str) -> Iterator[TestClient]:
     """The HTTP API on a service whose OLLAMA_URL is `ollama_url`."""
     update = {"ollama_url": ollama_url, "ollama_model": MODEL, "assist_timeout_s": SHORT_TIMEOUT_S}
-    with TestClient(create_app(build_service(settings.model_copy(update=update)))) as client:
+    with TestClient(create_app(build_service(settings.model_copy(update=update))), base_url=LOCAL_URL) as client:
         yield client
 
 
@@ -163,7 +164,7 @@ def test_generate_with_assist_draws_the_original_prompt_when_ollama_fails(
 ) -> None:
     with serving_fake_ollama(models=(MODEL,), mode=mode) as ollama:
         update = {"ollama_url": ollama.url, "ollama_model": model, "assist_timeout_s": SHORT_TIMEOUT_S}
-        with TestClient(create_app(build_service(settings.model_copy(update=update)))) as client:
+        with TestClient(create_app(build_service(settings.model_copy(update=update))), base_url=LOCAL_URL) as client:
             body = generate(client)
 
         assert len(ollama.requests) == 1, "Ollama was asked"

@@ -17,7 +17,7 @@ from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
 from imageforge.transports.http.auth import ApiKeys
 from imageforge.transports.http.keyfile import KeyFile
-from tests.loopback import serving_app
+from tests.loopback import LOCAL_URL, serving_app
 
 ALICE = "alice-key-0123456789"
 BOB = "bob-key-9876543210ab"
@@ -27,7 +27,7 @@ SMALL = {"width": 64, "height": 64, "steps": 1}
 @pytest.fixture
 def keyed(service: ImageService) -> Iterator[TestClient]:
     app = create_app(service, api_keys=ApiKeys((("alice", ALICE), ("bob", BOB))))
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL_URL) as client:
         yield client
 
 
@@ -105,14 +105,14 @@ async def test_mcp_over_http_takes_the_key_as_a_bearer_token(service: ImageServi
 
 
 def test_a_network_address_without_keys_says_so_loudly_in_health(service: ImageService) -> None:
-    with TestClient(create_app(service, host="0.0.0.0")) as client:
+    with TestClient(create_app(service, host="0.0.0.0"), base_url=LOCAL_URL) as client:
         assert client.get("/health").json()["auth"].startswith("OFF: no authentication")
 
 
 def test_keys_from_the_keys_file_work_and_stop_without_a_restart(service: ImageService, tmp_path: Path) -> None:
     keys_file = KeyFile(tmp_path / "keys.toml")
     app = create_app(service, api_keys=ApiKeys([("alice", ALICE)], file=keys_file.path))
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL_URL) as client:
         before = client.get("/models", headers=_bearer("x" * 43))
         carol = keys_file.add("carol")
         added = client.get("/models", headers=_bearer(carol))
@@ -147,7 +147,7 @@ def test_a_key_file_only_server_turns_auth_on_and_a_broken_file_keeps_the_last_k
 ) -> None:
     keys_file = KeyFile(tmp_path / "keys.toml")
     key = keys_file.add("phone")
-    with TestClient(create_app(service, api_keys=ApiKeys(file=keys_file.path))) as client:
+    with TestClient(create_app(service, api_keys=ApiKeys(file=keys_file.path)), base_url=LOCAL_URL) as client:
         assert client.get("/models").status_code == 401
         assert client.get("/models", headers=_bearer(key)).status_code == 200
         keys_file.path.write_text("[keys\nbroken")
@@ -159,7 +159,7 @@ def test_a_key_added_to_an_empty_keys_file_turns_auth_on_without_a_restart(
     service: ImageService, tmp_path: Path
 ) -> None:
     keys_file = KeyFile(tmp_path / "keys.toml")
-    with TestClient(create_app(service, api_keys=ApiKeys(file=keys_file.path))) as client:
+    with TestClient(create_app(service, api_keys=ApiKeys(file=keys_file.path)), base_url=LOCAL_URL) as client:
         before = client.get("/models")
         key = keys_file.add("first")
         anonymous = client.get("/models")

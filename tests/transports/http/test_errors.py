@@ -28,6 +28,7 @@ from imageforge.errors import InvalidRequest
 from imageforge.service import MAX_SEED, ImageService
 from imageforge.transports.http.app import create_app
 from tests.helpers import png_base64
+from tests.loopback import LOCAL_URL
 
 MIB = 1024 * 1024
 SMALL = {"width": 64, "height": 64}
@@ -37,7 +38,7 @@ SMALL = {"width": 64, "height": 64}
 def serving(settings: Settings, *, max_body_bytes: int | None = None) -> Iterator[TestClient]:
     """A client on a service built from `settings`, for tests that need other settings than the fixture's."""
     body_limit = int(settings.max_body_mb * MIB) if max_body_bytes is None else max_body_bytes
-    with TestClient(create_app(build_service(settings), max_body_bytes=body_limit)) as client:
+    with TestClient(create_app(build_service(settings), max_body_bytes=body_limit), base_url=LOCAL_URL) as client:
         yield client
 
 

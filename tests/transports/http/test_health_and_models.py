@@ -14,6 +14,7 @@ from imageforge import __version__
 from imageforge.bootstrap import build_service
 from imageforge.config import Settings
 from imageforge.transports.http.app import create_app
+from tests.loopback import LOCAL_URL
 
 BUILTIN_KEYS = ["sd-turbo", "sdxl-turbo", "sdxl", "sdxl-lcm", "sdxl-portrait", "flux-q4", "flux2-klein", "tiny"]
 
@@ -21,7 +22,7 @@ BUILTIN_KEYS = ["sd-turbo", "sdxl-turbo", "sdxl", "sdxl-lcm", "sdxl-portrait", "
 @contextmanager
 def serving(settings: Settings) -> Iterator[TestClient]:
     """A client on a service built from `settings`, for tests that need other settings than the fixture's."""
-    with TestClient(create_app(build_service(settings))) as client:
+    with TestClient(create_app(build_service(settings)), base_url=LOCAL_URL) as client:
         yield client
 
 

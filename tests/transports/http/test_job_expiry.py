@@ -19,6 +19,7 @@ from imageforge.config import Settings
 from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
 from tests.events import wait_for_end
+from tests.loopback import LOCAL_URL
 
 TTL_S = 60.0
 SEEDED = {"prompt": "a lighthouse at dusk", "seed": 7, "steps": 2, "width": 64, "height": 64}
@@ -46,7 +47,7 @@ def clock() -> Clock:
 def expiring(settings: Settings, clock: Clock) -> Iterator[tuple[TestClient, ImageService]]:
     """A client on a service whose results live `TTL_S` seconds of `clock`."""
     service = build_service(settings.model_copy(update={"result_ttl_s": TTL_S}), clock=clock)
-    with TestClient(create_app(service)) as client:
+    with TestClient(create_app(service), base_url=LOCAL_URL) as client:
         yield client, service
 
 

@@ -16,6 +16,7 @@ from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.transports.http.app import create_app
 from tests.gated import GatedBackend
 from tests.helpers import decode_png, png_base64
+from tests.loopback import LOCAL_URL
 
 SMALL = {"width": 64, "height": 64}
 
@@ -39,8 +40,8 @@ def _events(client: TestClient, url: str) -> list[tuple[str, dict[str, Any]]]:
 def gated(settings: Settings) -> Iterator[tuple[TestClient, GatedBackend]]:
     """A client whose generations hold at every step until the test releases them."""
     backend = GatedBackend(DiffusersBackend(device="cpu", models_path=settings.models_path))
-    service = build_service(settings.model_copy(update={"max_queue": 2}), backend=backend)
-    with TestClient(create_app(service)) as client:
+    service = build_service(settings.model_copy(update={"max_queue": 2, "queue_share": 3}), backend=backend)
+    with TestClient(create_app(service), base_url=LOCAL_URL) as client:
         try:
             yield client, backend
         finally:
@@ -213,7 +214,7 @@ def test_list_jobs_filters_by_status(client: TestClient) -> None:
 
 def test_expired_result_answers_410(settings: Settings) -> None:
     service = build_service(settings.model_copy(update={"result_ttl_s": 0.001}))
-    with TestClient(create_app(service)) as client:
+    with TestClient(create_app(service), base_url=LOCAL_URL) as client:
         job = client.post("/jobs", json={"prompt": "p", **SMALL}).json()
         _events(client, job["links"]["events"])
 

@@ -20,6 +20,7 @@ from imageforge.domain import Progress
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.transports.http.app import create_app
 from tests.gated import GatedBackend, StepHookBackend
+from tests.loopback import LOCAL_URL
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
 WAIT_S = 30.0
@@ -86,7 +87,7 @@ def test_load_of_unknown_or_guarded_model_is_refused_with_its_code(client: TestC
 
 def test_a_model_running_a_job_cannot_be_unloaded_until_the_job_ends(settings: Settings) -> None:
     backend = GatedBackend(DiffusersBackend(device="cpu", models_path=settings.models_path))
-    with TestClient(create_app(build_service(settings, backend=backend))) as client:
+    with TestClient(create_app(build_service(settings, backend=backend)), base_url=LOCAL_URL) as client:
         try:
             job = client.post("/jobs", json={"prompt": "p", **SMALL}).json()
             backend.wait_for_step()
@@ -103,10 +104,10 @@ def test_a_model_running_a_job_cannot_be_unloaded_until_the_job_ends(settings: S
 
 def test_over_the_memory_budget_the_least_recently_used_model_is_unloaded(settings: Settings) -> None:
     service = build_service(settings.model_copy(update={"memory_budget": 1.5}))
-    with TestClient(create_app(service)) as client:
+    with TestClient(create_app(service), base_url=LOCAL_URL) as client:
         _copies_of_tiny(settings, client, memory_gb=1.0)
     service = build_service(settings.model_copy(update={"memory_budget": 1.5}))  # reads the models file
-    with TestClient(create_app(service)) as client:
+    with TestClient(create_app(service), base_url=LOCAL_URL) as client:
         client.post("/generate", json={"prompt": "p", "model": "tiny-a", **SMALL}).raise_for_status()
         assert _health(client)["resident_models"] == ["tiny-a"]
 
@@ -121,10 +122,10 @@ def test_over_the_memory_budget_the_least_recently_used_model_is_unloaded(settin
 
 def test_models_within_the_budget_stay_resident_together(settings: Settings) -> None:
     service = build_service(settings.model_copy(update={"memory_budget": 5}))
-    with TestClient(create_app(service)) as client:
+    with TestClient(create_app(service), base_url=LOCAL_URL) as client:
         _copies_of_tiny(settings, client, memory_gb=1.0)
     service = build_service(settings.model_copy(update={"memory_budget": 5}))
-    with TestClient(create_app(service)) as client:
+    with TestClient(create_app(service), base_url=LOCAL_URL) as client:
         for key in ("tiny-a", "tiny-b", "tiny-a"):
             client.post("/generate", json={"prompt": "p", "model": key, **SMALL}).raise_for_status()
 
@@ -133,7 +134,7 @@ def test_models_within_the_budget_stay_resident_together(settings: Settings) -> 
 
 def test_an_idle_model_is_unloaded_after_the_idle_time(settings: Settings) -> None:
     service = build_service(settings.model_copy(update={"idle_unload_s": 0.2}))
-    with TestClient(create_app(service)) as client:
+    with TestClient(create_app(service), base_url=LOCAL_URL) as client:
         client.post("/generate", json={"prompt": "p", **SMALL}).raise_for_status()
         assert _health(client)["model_memory"]["idle_unload_s"] == 0.2
 
@@ -156,7 +157,7 @@ def out_of_memory_once(settings: Settings) -> Iterator[TestClient]:
             torch.empty(2**50, dtype=torch.uint8)  # 1 PiB: the CPU allocator refuses
 
     backend = StepHookBackend(DiffusersBackend(device="cpu", models_path=settings.models_path), exhaust)
-    with TestClient(create_app(build_service(settings, backend=backend))) as client:
+    with TestClient(create_app(build_service(settings, backend=backend)), base_url=LOCAL_URL) as client:
         yield client
 
 

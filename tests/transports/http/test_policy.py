@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from imageforge.bootstrap import build_service
 from imageforge.config import Settings
 from imageforge.transports.http.app import create_app
+from tests.loopback import LOCAL_URL
 
 SMALL = {"width": 64, "height": 64, "steps": 1}
 
@@ -65,11 +66,11 @@ def test_a_long_prompt_keeps_all_its_words_inside_the_clip_window(client: TestCl
 
 
 def test_changing_the_policy_changes_the_cache_key(settings: Settings) -> None:
-    with TestClient(create_app(build_service(settings))) as client:
+    with TestClient(create_app(build_service(settings)), base_url=LOCAL_URL) as client:
         first = _generate(client)
         repeat = _generate(client)
     (settings.root_dir / "policy.toml").write_text('[policy]\ndirective = ""\n')
-    with TestClient(create_app(build_service(settings))) as client:
+    with TestClient(create_app(build_service(settings)), base_url=LOCAL_URL) as client:
         assert client.get("/policy").json()["directive"] == ""
         after_change = _generate(client)
 

@@ -18,7 +18,7 @@ from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
 from imageforge.transports.http.auth import ApiKeys
 from imageforge.transports.http.signed_urls import ImageUrlSigner
-from tests.loopback import serving_app
+from tests.loopback import LOCAL_URL, serving_app
 
 KEY = "alice-key-0123456789"
 BEARER = {"Authorization": f"Bearer {KEY}"}
@@ -43,7 +43,7 @@ def clock() -> Clock:
 def keyed(service: ImageService, clock: Clock) -> Iterator[TestClient]:
     signer = ImageUrlSigner(secrets.token_bytes(32), LIFETIME_S, clock=clock)
     app = create_app(service, api_keys=ApiKeys([("alice", KEY)]), image_urls=signer)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL_URL) as client:
         yield client
 
 

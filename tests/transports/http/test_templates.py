@@ -8,6 +8,7 @@ from imageforge.bootstrap import build_service
 from imageforge.config import Settings
 from imageforge.prompting.templates import BUILTIN_TEMPLATES
 from imageforge.transports.http.app import create_app
+from tests.loopback import LOCAL_URL
 
 
 def test_get_templates_lists_every_template_with_its_body_and_size(client: TestClient) -> None:
@@ -77,7 +78,7 @@ def test_templates_from_the_templates_file_are_served(settings: Settings) -> Non
         '[templates.blueprint]\ntitle = "Blueprint"\nbody = "a blueprint of {subject}"\nwidth = 1024\nheight = 640\n'
     )
 
-    with TestClient(create_app(build_service(settings))) as client:
+    with TestClient(create_app(build_service(settings)), base_url=LOCAL_URL) as client:
         keys = [template["key"] for template in client.get("/templates").json()["templates"]]
         start = client.get("/templates/blueprint", params={"subject": "a bridge"}).json()
 
@@ -86,7 +87,8 @@ def test_templates_from_the_templates_file_are_served(settings: Settings) -> Non
 
 
 def test_a_size_over_max_res_is_scaled_to_fit_it(settings: Settings) -> None:
-    with TestClient(create_app(build_service(settings.model_copy(update={"max_res": 512})))) as client:
+    app = create_app(build_service(settings.model_copy(update={"max_res": 512})))
+    with TestClient(app, base_url=LOCAL_URL) as client:
         start = client.get("/templates/whiteboard", params={"subject": "a plan"}).json()
         listed = client.get("/templates").json()["templates"][0]
 

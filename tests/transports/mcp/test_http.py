@@ -68,4 +68,5 @@ def test_a_foreign_host_header_is_refused_on_a_loopback_server(server_url: str) 
         json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
     )
 
-    assert response.status_code in (403, 421)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "host_not_allowed"

@@ -27,6 +27,8 @@ from tests.loopback import serving_app
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.slow
+# A first generation loads the tiny model: on a busy 2-core machine that outlasts Playwright's 5 s default.
+expect.set_options(timeout=30_000)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,8 @@ from imageforge.errors import (
     JobFinished,
     JobNotFound,
     QueueFull,
+    QueueShareExceeded,
+    RateLimited,
 )
 from imageforge.jobs.job import Job, JobStatus
 from imageforge.jobs.queue import EmbeddedJobQueue, JobContext, QueueLimits
@@ -209,6 +211,59 @@ def test_full_queue_refuses_with_retry_after(tmp_path: Path, steps: Steps) -> No
     finally:
         steps.gate.release(10)
         queue.close()
+
+
+def test_a_client_at_its_share_is_refused_until_one_of_its_jobs_ends(tmp_path: Path, steps: Steps) -> None:
+    queue = _queue(tmp_path / "jobs.sqlite", steps, QueueLimits(client_share=2))
+    try:
+        running = queue.submit("steps", {"name": "running"}, client="alice")
+        assert steps.started.wait(WAIT)
+        waiting = queue.submit("steps", {"name": "waiting"}, client="alice", idempotency_key="w")
+        with pytest.raises(QueueShareExceeded) as refused:
+            queue.submit("steps", {"name": "third"}, client="alice")
+        other = queue.submit("steps", {"name": "bob's"}, client="bob")
+        repeat = queue.submit("steps", {"name": "waiting"}, client="alice", idempotency_key="w")
+
+        steps.gate.release()
+        queue.wait(running.id, WAIT)
+        after = queue.submit("steps", {"name": "after"}, client="alice")
+    finally:
+        steps.gate.release(10)
+        queue.close()
+    assert refused.value.retry_after_s >= 1
+    assert (other.client, after.client) == ("bob", "alice")
+    assert repeat.id == waiting.id, "a repeated request costs nothing"
+
+
+def test_a_client_over_its_rate_is_refused_until_the_minute_has_passed(tmp_path: Path, steps: Steps) -> None:
+    clock = Clock()
+    queue = _queue(tmp_path / "jobs.sqlite", steps, QueueLimits(client_jobs_per_minute=2), clock)
+    try:
+        for name in ("a", "b"):
+            queue.submit("steps", {"name": name, "gated": False}, client="alice")
+        clock.now += 20
+        with pytest.raises(RateLimited) as refused:
+            queue.submit("steps", {"name": "c", "gated": False}, client="alice")
+        queue.submit("steps", {"name": "bob's", "gated": False}, client="bob")
+        clock.now += 40
+        accepted = queue.submit("steps", {"name": "c", "gated": False}, client="alice")
+    finally:
+        queue.close()
+    assert refused.value.retry_after_s == 40
+    assert accepted.client == "alice"
+
+
+def test_the_client_of_a_job_survives_a_restart(tmp_path: Path, steps: Steps) -> None:
+    queue = _queue(tmp_path / "jobs.sqlite", steps)
+    job = queue.submit("steps", {"name": "a", "gated": False}, client="alice")
+    queue.wait(job.id, WAIT)
+    queue.close()
+
+    again = _queue(tmp_path / "jobs.sqlite", steps)
+    try:
+        assert again.get(job.id).client == "alice"
+    finally:
+        again.close()
 
 
 def test_job_past_its_deadline_fails_with_timeout(tmp_path: Path, steps: Steps) -> None:

@@ -5,14 +5,19 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
 from fastapi import FastAPI
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.middleware.cors import CORSMiddleware
 
 from imageforge import __version__
 from imageforge.service import ImageService
+from imageforge.storage.audit import AuditLog
+from imageforge.transports.http import browser
+from imageforge.transports.http.audit import AuditTrail
 from imageforge.transports.http.auth import ApiKeys, RequireApiKey, is_loopback
 from imageforge.transports.http.errors import install_error_handlers
 from imageforge.transports.http.limits import BodySizeLimit
@@ -25,6 +30,7 @@ log = logging.getLogger(__name__)
 
 #: How long a signed image link opens its image when the caller gives no lifetime (the result TTL's default).
 DEFAULT_LINK_LIFETIME_S = 3600.0
+MCP_PATH = "/mcp"
 
 
 def create_app(
@@ -36,22 +42,31 @@ def create_app(
     host: str = "127.0.0.1",
     api_keys: ApiKeys | None = None,
     image_urls: ImageUrlSigner | None = None,
+    allowed_hosts: Collection[str] = (),
+    cors_origins: Collection[str] = (),
+    audit: AuditLog | None = None,
 ) -> FastAPI:
     """The HTTP API on `service`, with MCP over Streamable HTTP at `/mcp` in the same process.
 
     `warmup` loads the default model at startup instead of on first use; `host` is the address served, which
-    decides the MCP transport's DNS-rebinding protection (on for loopback). While `api_keys` has any key, image
-    links in results are signed by `image_urls` (by default with a secret of this process's own).
+    with `allowed_hosts` decides the Host names answered (`*`: any); `cors_origins` are the other web pages that
+    may call the API; `audit` records who did what. While `api_keys` has any key, image links in results are signed
+    by `image_urls` (by default with a secret of this process's own).
     """
     # Not `api_keys or`: an ApiKeys whose file holds no key yet is false, and must stay to see keys added later.
     keys = api_keys if api_keys is not None else ApiKeys()
     signer = image_urls or ImageUrlSigner(secrets.token_bytes(SECRET_BYTES), DEFAULT_LINK_LIFETIME_S)
+    audit = audit or AuditLog()
 
     def image_query(name: str) -> str:
         return signer.query(name) if keys else ""
 
-    mcp = build_mcp_server(service, replace(mcp_options or McpOptions(), image_query=image_query))
-    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host)
+    mcp = build_mcp_server(service, replace(mcp_options or McpOptions(), image_query=image_query), audit=audit)
+    # The app-wide Host and Origin checks below cover /mcp; the SDK's own copy of them stays off.
+    mcp_app = mcp.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,6 +95,20 @@ def create_app(
         else "OFF: no authentication on a network address (IMAGEFORGE_INSECURE_NO_AUTH)"
     )
     app.add_middleware(RequireApiKey, keys=keys, signer=signer)
+    # Outside the key check: a browser's CORS preflight carries no key, and a refusal must be recorded.
+    app.add_middleware(browser.SameOriginWrites, origins=cors_origins)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Location", "Retry-After"],
+        )
+    hosts = browser.allowed_hosts(host, allowed_hosts)
+    app.state.allowed_hosts = "*" if hosts is None else sorted(hosts)
+    app.add_middleware(browser.AllowedHosts, hosts=hosts)
+    app.add_middleware(AuditTrail, log=audit, tool_paths=[MCP_PATH])
     for router in (health.router, models.router, images.router, jobs.router, prompting.router):
         app.include_router(router)
     mount_web_ui(app)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from imageforge.service import ImageService
+from imageforge.transports.clients import client_of
 
 
 def _service(request: Request) -> ImageService:
@@ -15,3 +16,11 @@ def _service(request: Request) -> ImageService:
 
 
 Service = Annotated[ImageService, Depends(_service)]
+
+
+def _client(request: Request) -> str:
+    return client_of(request.scope)
+
+
+#: Who is asking (API key name or peer address): what per-client limits count by.
+ClientName = Annotated[str, Depends(_client)]

@@ -33,6 +33,8 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.Interrupted.code: 503,
     errors.Timeout.code: 504,
     errors.QueueFull.code: 429,
+    errors.QueueShareExceeded.code: 429,
+    errors.RateLimited.code: 429,
     errors.JobNotFound.code: 404,
     errors.ImageNotFound.code: 404,
     errors.JobExpired.code: 410,

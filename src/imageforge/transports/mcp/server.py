@@ -9,6 +9,7 @@ the job.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,9 +26,11 @@ from pydantic import BaseModel, Field
 from imageforge import __version__
 from imageforge.domain import GenerationParams, ImageResult, ImageSource, Task
 from imageforge.errors import ImageforgeError, InvalidRequest, JobNotReady
-from imageforge.jobs.job import Job, JobStatus
+from imageforge.jobs.job import LOCAL_CLIENT, Job, JobStatus
 from imageforge.prompting.templates import StyleTemplate
 from imageforge.service import ImageService
+from imageforge.storage.audit import AuditLog
+from imageforge.transports import clients
 from imageforge.transports.mcp.content import image_link, metadata_content, preview_content
 
 #: How often an agent should poll a job; said in the async tools' descriptions.
@@ -132,11 +135,14 @@ class McpOptions:
     image_query: Callable[[str], str] = lambda name: ""
 
 
-def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) -> MCPServer:
-    """The imageforge MCP server on `service`; the caller starts and closes the service."""
+def build_mcp_server(
+    service: ImageService, options: McpOptions = McpOptions(), *, audit: AuditLog | None = None
+) -> MCPServer:
+    """The imageforge MCP server on `service`; the caller starts and closes the service. `audit` records the
+    calls that submit or cancel jobs."""
     # The SDK configures the root logger at this level; imageforge's own logging is set up by its entry points.
     mcp = MCPServer(name="imageforge", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
-    tools = _Tools(service, options)
+    tools = _Tools(service, options, audit or AuditLog())
     restricted_use = service.policy.restricted_use
     restricted = f" Restricted use: {restricted_use}" if restricted_use else ""
     drawing = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
@@ -173,7 +179,7 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
             seed=seed,
             assist_prompt=assist,
         )
-        return await tools.generate(ctx, params)
+        return await tools.generate(ctx, params, "generate_image")
 
     @mcp.tool(
         description="Change an existing image following a prompt (image to image), keeping its composition; "
@@ -206,7 +212,7 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
             init_image=ImageSource(path=image_path),
             assist_prompt=assist,
         )
-        return await tools.generate(ctx, params)
+        return await tools.generate(ctx, params, "edit_image")
 
     @mcp.tool(
         description="Repaint only the white region of a mask in an image following a prompt (inpainting); the "
@@ -239,7 +245,7 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
             mask_image=ImageSource(path=mask_path),
             assist_prompt=assist,
         )
-        return await tools.generate(ctx, params)
+        return await tools.generate(ctx, params, "inpaint_image")
 
     @mcp.tool(
         description="Expand a short image request into a detailed diffusion prompt with tags, through the local "
@@ -270,6 +276,7 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
         annotations=drawing,
     )
     async def submit_async_job(
+        ctx: Context,
         prompt: Prompt,
         task: Annotated[str, Field(description="text2img, img2img or inpaint.")] = "text2img",
         image_path: Annotated[str | None, Field(description="The input image for img2img and inpaint.")] = None,
@@ -306,9 +313,9 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
                 mask_image=ImageSource(path=mask_path) if mask_path else None,
                 assist_prompt=assist,
             )
-            return tools.job_output(service.submit(params))
+            return tools.job_output(service.submit(params, client=client_of(ctx)))
 
-        return await tools.answer(submit)
+        return await tools.answer(submit, audit=(ctx, "submit_async_job", prompt))
 
     @mcp.tool(
         description=f"The state of a job: status, queue position, progress (step of total). Poll every "
@@ -331,8 +338,8 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
         description="Cancel a job: a queued one at once, a running one at its next step. Other jobs are not affected.",
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, open_world_hint=False),
     )
-    async def cancel_job(job_id: JobId) -> Annotated[CallToolResult, JobOutput]:
-        return await tools.answer(lambda: tools.job_output(service.cancel_job(job_id)))
+    async def cancel_job(ctx: Context, job_id: JobId) -> Annotated[CallToolResult, JobOutput]:
+        return await tools.answer(lambda: tools.job_output(service.cancel_job(job_id)), audit=(ctx, "cancel_job", None))
 
     for template in service.list_templates():
         _add_template(mcp, service, template)
@@ -385,18 +392,34 @@ def _add_template(mcp: MCPServer, service: ImageService, template: StyleTemplate
 class _Tools:
     """What the tools share: running a job with progress and cancellation, and shaping results."""
 
-    def __init__(self, service: ImageService, options: McpOptions) -> None:
+    def __init__(self, service: ImageService, options: McpOptions, audit: AuditLog) -> None:
         self._service = service
         self._options = options
+        self._audit = audit
 
-    async def generate(self, ctx: Context, params: GenerationParams) -> CallToolResult:
-        """Submit a job, report its steps as progress, and return its image; cancelling the call cancels it."""
+    async def generate(self, ctx: Context, params: GenerationParams, tool: str) -> CallToolResult:
+        """Submit the caller's job, report its steps as progress, and return its image; cancelling the call
+        cancels it. The call is audited as `tool`."""
+        client = client_of(ctx)
+        job_id = None
         try:
-            job = await to_thread.run_sync(self._service.submit, params)
+            job = await to_thread.run_sync(functools.partial(self._service.submit, params, client=client))
+            job_id = job.id
             result = await self._follow(ctx, job.id)
-            return await to_thread.run_sync(self._image_result, job.id, result, _base_url(ctx))
+            answer = await to_thread.run_sync(self._image_result, job.id, result, _base_url(ctx))
         except ImageforgeError as exc:
+            self._record(client, tool, exc.code, job_id, params.prompt)
             return error_result(exc)
+        self._record(client, tool, "ok", job_id, params.prompt)
+        return answer
+
+    def _record(self, client: str, tool: str, outcome: str, job_id: str | None, prompt: str | None) -> None:
+        self._audit.record(client=client, action=f"mcp {tool}", outcome=outcome, job_id=job_id, prompt=prompt)
+
+    def _record_call(self, audit: tuple[Context, str, str | None] | None, outcome: str, job_id: str | None) -> None:
+        if audit is not None:
+            ctx, tool, prompt = audit
+            self._record(client_of(ctx), tool, outcome, job_id, prompt)
 
     async def result(self, ctx: Context, job_id: str) -> CallToolResult:
         def read() -> CallToolResult:
@@ -502,13 +525,19 @@ class _Tools:
             reason=expanded.reason,
         )
 
-    @staticmethod
-    async def answer(produce: Callable[[], BaseModel]) -> CallToolResult:
-        """Run a blocking service call and answer its model as structured content, or its error."""
+    async def answer(
+        self, produce: Callable[[], BaseModel], *, audit: tuple[Context, str, str | None] | None = None
+    ) -> CallToolResult:
+        """Run a blocking service call and answer its model as structured content, or its error.
+
+        `audit` (the call's context, the tool's name, the prompt) records a call that submits or cancels a job.
+        """
         try:
             output: BaseModel = await to_thread.run_sync(produce)
         except ImageforgeError as exc:
+            self._record_call(audit, exc.code, None)
             return error_result(exc)
+        self._record_call(audit, "ok", getattr(output, "job_id", None))
         structured = output.model_dump(mode="json")
         return CallToolResult(content=[metadata_content(structured)], structured_content=structured)
 
@@ -517,6 +546,12 @@ def error_result(exc: ImageforgeError) -> CallToolResult:
     """A failed tool call: the HTTP API's error body, as text an agent reads."""
     body = {"error": {"code": exc.code, "message": exc.message, "hint": exc.hint}}
     return CallToolResult(content=[TextContent(text=json.dumps(body))], is_error=True)
+
+
+def client_of(ctx: Context) -> str:
+    """Who calls: over HTTP, the request's API key name or peer address; over stdio, the local user."""
+    scope = getattr(ctx.request_context.request, "scope", None)
+    return LOCAL_CLIENT if scope is None else clients.client_of(scope)
 
 
 def _base_url(ctx: Context) -> str | None:

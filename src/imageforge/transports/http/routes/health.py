@@ -19,4 +19,9 @@ async def health(service: Service, request: Request) -> dict[str, Any]:
         # Liveness only: the device, models and versions are for callers holding a key.
         return {"ok": True, "status": "ok", "auth": "required"}
     auth = "api_key" if keys else request.app.state.auth_off
-    return {**await run_in_threadpool(service.health), "auth": auth, "tls": request.url.scheme == "https"}
+    return {
+        **await run_in_threadpool(service.health),
+        "auth": auth,
+        "tls": request.url.scheme == "https",
+        "allowed_hosts": request.app.state.allowed_hosts,
+    }

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
-from imageforge.domain import ImageResult
-from imageforge.transports.http.deps import Service
+from imageforge.domain import GenerationParams, ImageResult
+from imageforge.service import ImageService
+from imageforge.transports.http.audit import note_audit
+from imageforge.transports.http.deps import ClientName, Service
 from imageforge.transports.http.schemas import (
     EditBody,
     ErrorResponse,
@@ -19,7 +21,7 @@ from imageforge.transports.http.schemas import (
 )
 
 _ERRORS: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorResponse} for status in (400, 403, 404, 409, 413, 500, 501, 503)
+    status: {"model": ErrorResponse} for status in (400, 403, 404, 409, 413, 429, 500, 501, 503)
 }
 router = APIRouter(tags=["images"], responses=_ERRORS)
 
@@ -49,19 +51,27 @@ def to_response(result: ImageResult, return_mode: ReturnMode) -> ImageResponse:
     )
 
 
+def _generate(params: GenerationParams, service: ImageService, client: str, request: Request) -> ImageResult:
+    """Submit the caller's job and wait for its image (the job goes on if the caller goes away)."""
+    note_audit(request, prompt=params.prompt)
+    job = service.submit(params, client=client)
+    note_audit(request, job_id=job.id)
+    return service.image_result(service.wait_job(job.id))
+
+
 @router.post("/generate", summary="Text to image")
-def generate(body: GenerateBody, service: Service) -> ImageResponse:
-    return to_response(service.generate(body.to_params()), body.return_mode)
+def generate(body: GenerateBody, service: Service, client: ClientName, request: Request) -> ImageResponse:
+    return to_response(_generate(body.to_params(), service, client, request), body.return_mode)
 
 
 @router.post("/edit", summary="Image to image (strength 0.6 by default)")
-def edit(body: EditBody, service: Service) -> ImageResponse:
-    return to_response(service.generate(body.to_edit_params()), body.return_mode)
+def edit(body: EditBody, service: Service, client: ClientName, request: Request) -> ImageResponse:
+    return to_response(_generate(body.to_edit_params(), service, client, request), body.return_mode)
 
 
 @router.post("/inpaint", summary="Repaint the white part of a mask")
-def inpaint(body: InpaintBody, service: Service) -> ImageResponse:
-    return to_response(service.generate(body.to_inpaint_params()), body.return_mode)
+def inpaint(body: InpaintBody, service: Service, client: ClientName, request: Request) -> ImageResponse:
+    return to_response(_generate(body.to_inpaint_params(), service, client, request), body.return_mode)
 
 
 @router.get(

@@ -13,7 +13,8 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from imageforge.jobs.job import Job, JobEvent, JobStatus
-from imageforge.transports.http.deps import Service
+from imageforge.transports.http.audit import note_audit
+from imageforge.transports.http.deps import ClientName, Service
 from imageforge.transports.http.schemas import (
     ErrorDetail,
     ErrorResponse,
@@ -38,13 +39,16 @@ KEEPALIVE_S = 15.0
 def submit_job(
     body: JobBody,
     service: Service,
+    client: ClientName,
     request: Request,
     response: Response,
     idempotency_key: Annotated[
         str | None, Header(description="Resending the same key returns the same job (409 with another body).")
     ] = None,
 ) -> JobResponse:
-    job = service.submit(body.to_job_params(), idempotency_key=idempotency_key)
+    note_audit(request, prompt=body.prompt)
+    job = service.submit(body.to_job_params(), client=client, idempotency_key=idempotency_key)
+    note_audit(request, job_id=job.id)
     view = job_view(job, service.queue_position(job.id), request)
     response.headers["Location"] = view.links.self
     return view
