@@ -184,7 +184,7 @@ def queue_round_trip(root: Path, runs: int) -> Timings:
         queue.close()
 
 
-def parts(service: ImageService, root: Path, image_png: bytes, runs: int) -> dict[str, Timings]:
+def parts(root: Path, image_png: bytes, runs: int) -> dict[str, Timings]:
     """The service's own work on one result, each part alone."""
     image = Image.open(io.BytesIO(image_png)).convert("RGB")
     record = {"prompt": PROMPT, "seed": 1, "steps": 2, "width": image.width, "height": image.height, "model": "tiny"}
@@ -230,7 +230,13 @@ def latencies(
 
 
 def run(runs: int, clients: int, sizes: list[int]) -> dict[str, Any]:
-    root = Path(tempfile.mkdtemp(prefix="imageforge-bench-"))
+    with tempfile.TemporaryDirectory(prefix="imageforge-bench-") as folder:
+        return run_in(Path(folder), runs, clients, sizes)
+
+
+def run_in(root: Path, runs: int, clients: int, sizes: list[int]) -> dict[str, Any]:
+    """The whole benchmark with its data (the built `tiny` model, outputs, jobs) under `root`; the server's
+    shutdown closes the service."""
     settings = Settings(
         _env_file=None,
         default_model="tiny",
@@ -262,9 +268,8 @@ def run(runs: int, clients: int, sizes: list[int]) -> dict[str, Any]:
             **throughput(url, min(sizes), clients, per_client=max(2, runs // 2)),
         }
     results["parts"] = {
-        name: {"p50_ms": timing.p50, "p95_ms": timing.p95} for name, timing in parts(service, root, png, runs).items()
+        name: {"p50_ms": timing.p50, "p95_ms": timing.p95} for name, timing in parts(root, png, runs).items()
     }
-    service.close()
     return results
 
 
