@@ -48,7 +48,9 @@ def encode_png(image: Image.Image, record: dict[str, Any]) -> bytes:
     info.add_text(PNG_PARAMETERS_KEY, parameters_text(record))
     info.add_text(PNG_RECORD_KEY, json.dumps(record, sort_keys=True))
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
+    # zlib's fastest level: a 512 px result encodes in a third of the time of Pillow's default (level 6) for
+    # files about 15% larger, and the encode is on every request's path (docs/benchmarks.md).
+    image.save(buffer, format="PNG", pnginfo=info, compress_level=1)
     return buffer.getvalue()
 
 

@@ -1,0 +1,331 @@
+"""What the service costs on top of the engine (issue 8), on the offline `tiny` model.
+
+A real server (the app `imageforge serve` runs, on uvicorn, on loopback) and a direct engine call on the same
+model, in the same process and run:
+
+- end-to-end latency of HTTP `POST /generate` (httpx) and of the MCP tool `generate_image` (the official MCP
+  client over Streamable HTTP) against the direct call, as overhead in ms and %;
+- the same through `ImageService.generate` in-process (queue, validation, PNG, store; no transport);
+- a seeded cache hit over HTTP (p50/p95);
+- queue throughput with N concurrent HTTP clients;
+- the parts measured alone: PNG encoding with metadata, base64, the MCP preview, the output store's write, a
+  cache read, and a queue round trip of a job that does nothing.
+
+    PYTHONPATH=src .venv/bin/python bench/service.py [--runs 20] [--clients 4] [--json]
+
+`--json` prints one JSON object as the last line. The targets are printed with pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Before huggingface_hub is imported: the tiny model is built locally and nothing may be downloaded.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import httpx
+import uvicorn
+from anyio.from_thread import start_blocking_portal
+from fastapi import FastAPI
+from mcp.client.client import Client
+from PIL import Image
+
+from imageforge.bootstrap import build_service
+from imageforge.config import Settings
+from imageforge.domain import GenerationParams, Task
+from imageforge.engine.backends.diffusers import DiffusersBackend
+from imageforge.engine.protocol import LoadedModel
+from imageforge.jobs.queue import EmbeddedJobQueue, QueueLimits
+from imageforge.jobs.store import JobStore
+from imageforge.service import ImageService
+from imageforge.storage.cache import ArtifactCache
+from imageforge.storage.outputs import OutputStore, encode_png
+from imageforge.transports.http.app import create_app
+from imageforge.transports.mcp.content import preview_content
+from imageforge.transports.mcp.server import McpOptions
+
+PROMPT = "a red fox in the snow"
+#: Targets on the reference machine (issue 8).
+HTTP_OVERHEAD_MS_MAX = 25.0
+CACHE_HIT_P50_MS_MAX = 20.0
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds per run of one measurement."""
+
+    samples: list[float]
+
+    def ms(self, q: float) -> float:
+        ordered = sorted(self.samples)
+        return 1000 * ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+    @property
+    def p50(self) -> float:
+        return 1000 * statistics.median(self.samples)
+
+    @property
+    def p95(self) -> float:
+        return self.ms(0.95)
+
+    @property
+    def best(self) -> float:
+        """The fastest run: on a machine shared with other work, the closest to the cost itself."""
+        return 1000 * min(self.samples)
+
+
+def timed(run: Callable[[], object], runs: int, warmup: int = 2) -> Timings:
+    for _ in range(warmup):
+        run()
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - started)
+    return Timings(samples)
+
+
+def interleaved(runs: int, calls: dict[str, Callable[[], object]], warmup: int = 2) -> dict[str, Timings]:
+    """Each call once per round, in turn, so that load from elsewhere on the machine falls on all of them alike."""
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for round_ in range(warmup + runs):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            if round_ >= warmup:
+                samples[name].append(time.perf_counter() - started)
+    return {name: Timings(values) for name, values in samples.items()}
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """`app` on uvicorn on a free loopback port, in a thread, as `imageforge serve` runs it; yields the URL."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="none"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        listener.close()
+
+
+def body(size: int, **extra: Any) -> dict[str, Any]:
+    return {"prompt": PROMPT, "width": size, "height": size, **extra}
+
+
+def http_generate(client: httpx.Client, payload: dict[str, Any]) -> bytes:
+    response = client.post("/generate", json=payload)
+    response.raise_for_status()
+    return base64.b64decode(response.json()["image_base64"])
+
+
+@contextmanager
+def mcp_session(url: str) -> Iterator[Callable[[int], None]]:
+    """An MCP session over Streamable HTTP (the official client) in a background event loop; yields a blocking
+    call of `generate_image` at a given size."""
+    with start_blocking_portal() as portal, portal.wrap_async_context_manager(Client(f"{url}/mcp")) as mcp:
+
+        def generate(size: int) -> None:
+            arguments = {"prompt": PROMPT, "width": size, "height": size}
+            result = portal.call(mcp.call_tool, "generate_image", arguments)
+            assert not result.is_error, result
+
+        yield generate
+
+
+def throughput(url: str, size: int, clients: int, per_client: int) -> dict[str, float]:
+    """`clients` threads, each with its own connection, sending `per_client` requests back to back."""
+
+    def client_run(_: int) -> list[float]:
+        latencies = []
+        with httpx.Client(base_url=url, timeout=120) as client:
+            for _ in range(per_client):
+                started = time.perf_counter()
+                http_generate(client, body(size))
+                latencies.append(time.perf_counter() - started)
+        return latencies
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        latencies = [latency for run in pool.map(client_run, range(clients)) for latency in run]
+    wall = time.perf_counter() - started
+    timings = Timings(latencies)
+    return {"images_per_s": len(latencies) / wall, "latency_p50_ms": timings.p50, "latency_p95_ms": timings.p95}
+
+
+def queue_round_trip(root: Path, runs: int) -> Timings:
+    """Submit a job that does nothing and wait for it: the queue's own cost (SQLite writes, thread hand-off)."""
+    queue = EmbeddedJobQueue(JobStore(root / "noop.sqlite3"), QueueLimits(max_queued=8))
+    queue.register("noop", lambda payload, context: {})
+    queue.start()
+    try:
+        return timed(lambda: queue.wait(queue.submit("noop", {}).id), runs)
+    finally:
+        queue.close()
+
+
+def parts(root: Path, image_png: bytes, runs: int) -> dict[str, Timings]:
+    """The service's own work on one result, each part alone."""
+    image = Image.open(io.BytesIO(image_png)).convert("RGB")
+    record = {"prompt": PROMPT, "seed": 1, "steps": 2, "width": image.width, "height": image.height, "model": "tiny"}
+    png = encode_png(image, record)
+    outputs = OutputStore(root / "parts-outputs")
+    cache = ArtifactCache(root / "parts-cache")
+    cache.put("k" * 64, png, record)
+    return {
+        "png_encode": timed(lambda: encode_png(image, record), runs),
+        "base64": timed(lambda: base64.b64encode(png).decode(), runs),
+        "mcp_preview": timed(lambda: preview_content(png, McpOptions().preview_px), runs),
+        "store_write": timed(lambda: outputs.save(png, record), runs),
+        "cache_read": timed(lambda: cache.get("k" * 64), runs),
+        "queue_round_trip": queue_round_trip(root, runs),
+    }
+
+
+def latencies(
+    service: ImageService,
+    engine: LoadedModel,
+    client: httpx.Client,
+    mcp_generate: Callable[[int], None],
+    size: int,
+    runs: int,
+) -> dict[str, float]:
+    """One image of `size` through the engine alone, the service in-process, HTTP and MCP: p50 and p95 in ms."""
+    params = GenerationParams(task=Task.TEXT2IMG, prompt=PROMPT, width=size, height=size, use_cache=False)
+    request = service.validate(params, service.catalog.require("tiny"))
+    timings = interleaved(
+        runs,
+        {
+            "direct": lambda: engine.generate(request, lambda progress: None, lambda: False),
+            "service": lambda: service.generate(params),
+            "http": lambda: http_generate(client, body(size, use_cache=False)),
+            "mcp": lambda: mcp_generate(size),
+        },
+    )
+    return (
+        {f"{name}_ms": timing.p50 for name, timing in timings.items()}
+        | {f"{name}_p95_ms": timing.p95 for name, timing in timings.items()}
+        | {f"{name}_best_ms": timing.best for name, timing in timings.items()}
+    )
+
+
+def run(runs: int, clients: int, sizes: list[int]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="imageforge-bench-") as folder:
+        return run_in(Path(folder), runs, clients, sizes)
+
+
+def run_in(root: Path, runs: int, clients: int, sizes: list[int]) -> dict[str, Any]:
+    """The whole benchmark with its data (the built `tiny` model, outputs, jobs) under `root`; the server's
+    shutdown closes the service."""
+    settings = Settings(
+        _env_file=None,
+        default_model="tiny",
+        root_dir=root,
+        data_dir=root / "data",
+        ollama_url="http://127.0.0.1:9",
+        max_queue=max(32, clients * 2),
+    )
+    service = build_service(settings)
+    spec = service.catalog.require("tiny")
+    engine = DiffusersBackend(device=settings.device, models_path=settings.models_path).load(spec)
+    results: dict[str, Any] = {"runs": runs, "clients": clients, "sizes": {}}
+    with (
+        serving(create_app(service)) as url,
+        httpx.Client(base_url=url, timeout=120) as client,
+        mcp_session(url) as mcp_generate,
+    ):
+        for size in sizes:
+            results["sizes"][size] = latencies(service, engine, client, mcp_generate, size, runs)
+        cache_size = max(sizes)
+        seeded = body(cache_size, seed=1234, use_cache=True)
+        png = http_generate(client, seeded)
+        hit = timed(lambda: http_generate(client, seeded), runs * 2)
+        results["cache_hit"] = {"size": cache_size, "p50_ms": hit.p50, "p95_ms": hit.p95}
+        direct_rate = 1000 / results["sizes"][min(sizes)]["direct_ms"]
+        results["throughput"] = {
+            "size": min(sizes),
+            "direct_images_per_s": direct_rate,
+            **throughput(url, min(sizes), clients, per_client=max(2, runs // 2)),
+        }
+    results["parts"] = {
+        name: {"p50_ms": timing.p50, "p95_ms": timing.p95} for name, timing in parts(root, png, runs).items()
+    }
+    return results
+
+
+def report(results: dict[str, Any]) -> list[tuple[str, bool]]:
+    """Print the tables; returns the targets with whether each passed."""
+    print("p50 of the runs (fastest run in brackets); overhead = the path's time minus the direct engine call's")
+    print(f"{'size':>5} {'direct':>15} {'service':>15} {'HTTP':>15} {'MCP':>15}   {'HTTP overhead':>24}   MCP overhead")
+    for size, row in results["sizes"].items():
+
+        def cell(path: str, row: dict[str, float] = row) -> str:
+            return f"{row[f'{path}_ms']:6.1f} ({row[f'{path}_best_ms']:6.1f})"
+
+        def over(path: str, row: dict[str, float] = row) -> str:
+            ms, best = row[f"{path}_ms"] - row["direct_ms"], row[f"{path}_best_ms"] - row["direct_best_ms"]
+            return f"{ms:+6.1f} ms {100 * ms / row['direct_ms']:+5.1f}% ({best:+6.1f} ms)"
+
+        paths = " ".join(cell(path) for path in ("direct", "service", "http", "mcp"))
+        print(f"{size:>5} {paths}   {over('http')}   {over('mcp')}")
+    hit = results["cache_hit"]
+    print(f"\ncache hit over HTTP, {hit['size']}x{hit['size']}: p50 {hit['p50_ms']:.1f} ms, p95 {hit['p95_ms']:.1f} ms")
+    rate = results["throughput"]
+    print(
+        f"queue, {results['clients']} concurrent HTTP clients at {rate['size']}px: {rate['images_per_s']:.2f} images/s "
+        f"(direct, one at a time: {rate['direct_images_per_s']:.2f}/s); latency p50 {rate['latency_p50_ms']:.0f} ms, "
+        f"p95 {rate['latency_p95_ms']:.0f} ms"
+    )
+    print("\nparts, p50 (p95):")
+    for name, part in results["parts"].items():
+        print(f"  {name:<17} {part['p50_ms']:7.2f} ms ({part['p95_ms']:.2f})")
+    smallest = results["sizes"][min(results["sizes"])]
+    targets = [
+        (
+            f"HTTP overhead on tiny at {min(results['sizes'])}px < {HTTP_OVERHEAD_MS_MAX:g} ms",
+            smallest["http_ms"] - smallest["direct_ms"] < HTTP_OVERHEAD_MS_MAX,
+        ),
+        (f"seeded cache hit over HTTP p50 < {CACHE_HIT_P50_MS_MAX:g} ms", hit["p50_ms"] < CACHE_HIT_P50_MS_MAX),
+    ]
+    print()
+    for name, passed in targets:
+        print(f"{'PASS' if passed else 'FAIL'}  {name}")
+    return targets
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per measurement (after 2 warm-up runs)")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients for the throughput run")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="image sides in px")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    arguments = parser.parse_args()
+    results = run(arguments.runs, arguments.clients, arguments.sizes)
+    targets = report(results)
+    if arguments.json:
+        results["targets"] = dict(targets)
+        print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
