@@ -24,6 +24,11 @@ from pydantic_settings import (
 DeviceSetting = Literal["auto", "cuda", "mps", "cpu"]
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the server on this machine."""
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
 def _env(name: str, *, bare: bool = True) -> AliasChoices:
     """Accept `IMAGEFORGE_<NAME>` first, then the bare `<NAME>` of the original design."""
     names = [f"IMAGEFORGE_{name}"]
@@ -270,8 +275,13 @@ class Settings(BaseSettings):
 
     @property
     def client_queue_share(self) -> int:
-        """The most waiting and running jobs one client may hold: `IMAGEFORGE_QUEUE_SHARE`, else half the queue."""
-        return self.queue_share or max(1, self.max_queue // 2)
+        """The most waiting and running jobs one client may hold: `IMAGEFORGE_QUEUE_SHARE`, else half the queue
+        where clients can be told apart (API keys, or a network address). On loopback without keys every caller
+        is the same client (127.0.0.1), and a share would only shrink the queue: there it is the whole queue."""
+        if self.queue_share:
+            return self.queue_share
+        clients_apart = bool(self.api_keys) or self.keys_path.exists() or not is_loopback(self.host)
+        return max(1, self.max_queue // 2) if clients_apart else self.max_queue
 
     @property
     def audit_path(self) -> Path | None:

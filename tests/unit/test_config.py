@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -287,9 +288,20 @@ def test_a_malformed_host_or_origin_is_refused_naming_the_entry(
         settings()
 
 
-def test_queue_share_is_half_the_queue_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert settings().client_queue_share == 16
-    assert Settings(_env_file=None, max_queue=1).client_queue_share == 1
+def test_queue_share_is_half_the_queue_where_clients_can_be_told_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def share(**options: Any) -> int:
+        return Settings(_env_file=None, root_dir=tmp_path, **options).client_queue_share
+
+    # On loopback without keys every caller is 127.0.0.1: one client, the whole queue.
+    assert share() == 32
+    assert share(api_keys="laptop:0123456789abcdef") == 16
+    assert share(host="0.0.0.0") == 16
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "keys.toml").write_text("")
+    assert share() == 16
+    assert share(max_queue=1) == 1
     monkeypatch.setenv("IMAGEFORGE_QUEUE_SHARE", "5")
     assert settings().client_queue_share == 5
 

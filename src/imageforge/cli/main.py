@@ -96,9 +96,9 @@ def serve(
     import uvicorn
 
     import imageforge
+    from imageforge.config import is_loopback
     from imageforge.errors import ImageforgeError
     from imageforge.jobs.owner import OwnerLock
-    from imageforge.transports.http.auth import is_loopback
     from imageforge.transports.http.keyfile import KeyFile
 
     settings = _settings(host=host, port=port)

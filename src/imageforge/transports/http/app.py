@@ -14,11 +14,12 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.middleware.cors import CORSMiddleware
 
 from imageforge import __version__
+from imageforge.config import is_loopback
 from imageforge.service import ImageService
 from imageforge.storage.audit import AuditLog
 from imageforge.transports.http import browser
 from imageforge.transports.http.audit import AuditTrail
-from imageforge.transports.http.auth import ApiKeys, RequireApiKey, is_loopback
+from imageforge.transports.http.auth import ApiKeys, RequireApiKey
 from imageforge.transports.http.errors import install_error_handlers
 from imageforge.transports.http.limits import BodySizeLimit
 from imageforge.transports.http.routes import health, images, jobs, models, prompting

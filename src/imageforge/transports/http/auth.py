@@ -148,8 +148,3 @@ def _is_signed_image(scope: Scope) -> bool:
         and scope.get("path", "").startswith(IMAGES_PREFIX)
         and b"sig=" in scope.get("query_string", b"")
     )
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding `host` keeps the server on this machine."""
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
