@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -110,7 +111,8 @@ class Client:
     """The imageforge HTTP API at `base_url` (`host:port` alone means http). Use it as a context manager, or
     call `close()`.
 
-    `api_key` goes out as `Authorization: Bearer KEY` on every request. `verify` checks an https server's
+    `api_key` (default: the `IMAGEFORGE_API_KEY` environment variable) goes out as `Authorization: Bearer KEY`
+    on every request. `verify` checks an https server's
     certificate: True against the system's CAs, a path to trust the certificate in that PEM file (a self-signed
     server's `cert.pem`), an `ssl.SSLContext`, or False to accept any. `transport` replaces httpx's network
     transport (an `httpx.MockTransport` in tests, for instance).
@@ -128,6 +130,7 @@ class Client:
         self.base_url = (base_url if "://" in base_url else f"http://{base_url}").rstrip("/")
         if isinstance(verify, str | Path):
             verify = ssl.create_default_context(cafile=str(verify))
+        api_key = api_key or os.environ.get("IMAGEFORGE_API_KEY")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers, verify=verify, timeout=timeout, transport=transport

@@ -27,6 +27,9 @@ class HttpsServer:
     key: str
     cert: Path
     stderr: Path
+    #: the server's environment (its data folder, the TLS pair): a CLI run with it is a user on the same machine
+    env: dict[str, str]
+    root: Path
 
 
 def _run(args: list[str], env: dict[str, str], cwd: Path) -> str:
@@ -49,7 +52,9 @@ def https_server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> It
         process = subprocess.Popen(
             [str(IMAGEFORGE), "serve", "--port", str(port)], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=err
         )
-    server = HttpsServer(f"https://127.0.0.1:{port}", port, key, Path(env["IMAGEFORGE_TLS_CERT"]), stderr)
+    server = HttpsServer(
+        f"https://127.0.0.1:{port}", port, key, Path(env["IMAGEFORGE_TLS_CERT"]), stderr, {**env}, root
+    )
     try:
         _wait_until_healthy(server, process)
         yield server
@@ -121,3 +126,25 @@ async def test_the_remote_mcp_proxy_lists_the_tools_over_https(
         tools = await mcp.list_tools()
 
     assert "generate_image" in {tool.name for tool in tools.tools}
+
+
+def test_the_cli_finds_the_local_https_server_and_sends_the_key_from_the_environment(
+    https_server: HttpsServer,
+) -> None:
+    env = {**https_server.env, "IMAGEFORGE_PORT": str(https_server.port)}
+    args = [str(IMAGEFORGE), "generate", "a fox", "--width", "64", "--height", "64", "--steps", "1", "--seed", "5"]
+
+    def generate(extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            args, env={**env, **extra}, cwd=https_server.root, capture_output=True, text=True, check=False
+        )
+
+    without_key = generate({})
+    with_key = generate({"IMAGEFORGE_API_KEY": https_server.key})
+
+    # The server holds the data folder, so the CLI must go through it: without a key it is refused there.
+    assert without_key.returncode == 1
+    assert "error [unauthorized]" in without_key.stderr
+    assert with_key.returncode == 0, with_key.stderr
+    assert f"using the server at {https_server.url}" in with_key.stderr
+    assert Path(with_key.stdout.strip()).name.endswith(".png")

@@ -18,7 +18,7 @@ import typer
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from imageforge.client import GenerationOptions
+    from imageforge.client import Client, GenerationOptions
     from imageforge.config import Settings
     from imageforge.domain import ImageResult, Progress
     from imageforge.service import ImageService
@@ -68,6 +68,22 @@ def _settings(**overrides: Any) -> Settings:
             )
         typer.echo(f"hint: fix it in the environment or in {Path.cwd() / '.env'}", err=True)
         raise typer.Exit(1) from None
+
+
+def _client(url: str, **options: Any) -> Client:
+    """A client of the server at `url`, with IMAGEFORGE_API_KEY as its key (the client reads it) and trusting this
+    machine's own certificate (IMAGEFORGE_TLS_CERT) beside the system's CAs, so that a local HTTPS server needs
+    nothing more; another server's self-signed certificate is trusted with SSL_CERT_FILE=cert.pem."""
+    import ssl
+
+    from imageforge.client import Client
+
+    tls = _settings().tls
+    if tls is None:
+        return Client(url, **options)
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=tls[0])
+    return Client(url, verify=context, **options)
 
 
 def _service(settings: Settings) -> ImageService:
@@ -296,9 +312,7 @@ def _style_start(style: str, subject: str, settings: Settings, server: str | Non
     """The style template filled with `subject`, from the server that will run the job when there is one (its
     templates file and MAX_RES are the ones that count), else from this process's settings."""
     if server is not None:
-        from imageforge.client import Client
-
-        with Client(server) as client:
+        with _client(server) as client:
             return client.template(style, subject)
     return _service(settings).render_template(style, subject).describe()
 
@@ -324,10 +338,9 @@ def _generate_here(settings: Settings, prompt: str, options: GenerationOptions, 
 
 def _generate_on_server(url: str, prompt: str, options: GenerationOptions, bar: _StepBar) -> ImageResult:
     """Submit the job to the server at `url` and follow its events; Ctrl-C cancels it there."""
-    from imageforge.client import Client
     from imageforge.errors import ImageforgeError
 
-    with Client(url) as client:
+    with _client(url) as client:
         try:
             job = client.submit(prompt, **options)
         except KeyboardInterrupt:
@@ -349,18 +362,19 @@ def _generate_on_server(url: str, prompt: str, options: GenerationOptions, bar: 
 
 def _running_server(settings: Settings) -> str | None:
     """The URL of an imageforge server answering on the configured HOST:PORT, if one answers at once."""
-    from imageforge.client import Client
     from imageforge.errors import ImageforgeError
 
-    # A server bound to every interface is reached on loopback.
+    # A server bound to every interface is reached on loopback; one with TLS by its own certificate.
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
-    url = f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
+    scheme = "http" if settings.tls is None else "https"
+    url = f"{scheme}://[{host}]:{settings.port}" if ":" in host else f"{scheme}://{host}:{settings.port}"
     try:
-        with Client(url, timeout=PROBE_TIMEOUT_S) as client:
+        with _client(url, timeout=PROBE_TIMEOUT_S) as client:
             health = client.health()
     except ImageforgeError:
         return None
-    return url if health.get("ok") is True and "version" in health else None
+    # Without a key, a server with keys answers liveness only: still imageforge, and still the one to use.
+    return url if health.get("ok") is True and ("version" in health or health.get("auth") == "required") else None
 
 
 @app.command()
@@ -379,14 +393,13 @@ def assist(
     import dataclasses
     import json
 
-    from imageforge.client import Client
     from imageforge.errors import ImageforgeError
 
     try:
         if server is None:
             result = _service(_settings()).assist(prompt, style)
         else:
-            with Client(server) as client:
+            with _client(server) as client:
                 result = client.assist(prompt, style)
     except ImageforgeError as exc:
         raise _fail(exc) from None
@@ -414,11 +427,10 @@ def models_list(
     if server is None:
         rows = _service(_settings()).list_models()
     else:
-        from imageforge.client import Client
         from imageforge.errors import ImageforgeError
 
         try:
-            with Client(server) as client:
+            with _client(server) as client:
                 rows = client.models()["models"]
         except ImageforgeError as exc:
             raise _fail(exc) from None
@@ -447,11 +459,10 @@ def templates(
     if server is None:
         rows = [template.describe() for template in _service(_settings()).list_templates()]
     else:
-        from imageforge.client import Client
         from imageforge.errors import ImageforgeError
 
         try:
-            with Client(server) as client:
+            with _client(server) as client:
                 rows = client.templates()
         except ImageforgeError as exc:
             raise _fail(exc) from None
