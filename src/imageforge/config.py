@@ -22,6 +22,8 @@ from pydantic_settings import (
 )
 
 DeviceSetting = Literal["auto", "cuda", "mps", "cpu"]
+DtypeSetting = Literal["auto", "float32", "bfloat16", "float16"]
+AutoOnOff = Literal["auto", "on", "off"]
 
 
 def _env(name: str, *, bare: bool = True) -> AliasChoices:
@@ -98,6 +100,12 @@ class Settings(BaseSettings):
     )
     insecure_no_auth: bool = Field(False, validation_alias=_env("INSECURE_NO_AUTH", bare=False))
     root_dir: Path = Field(default_factory=Path.cwd, validation_alias=_env("ROOT", bare=False))
+    # Engine speed: "auto" lets the engine choose per device (ADR 0012); each value here overrides its choice.
+    dtype: DtypeSetting = Field("auto", validation_alias=_env("DTYPE", bare=False))
+    channels_last: AutoOnOff = Field("auto", validation_alias=_env("CHANNELS_LAST", bare=False))
+    threads: int | None = Field(None, ge=1, le=1024, validation_alias=_env("THREADS", bare=False))
+    memory_savers: AutoOnOff = Field("auto", validation_alias=_env("MEMORY_SAVERS", bare=False))
+    compile: bool = Field(False, validation_alias=_env("COMPILE", bare=False))
 
     @classmethod
     def settings_customise_sources(
@@ -153,7 +161,7 @@ class Settings(BaseSettings):
         """The model pool's budget: GB, "auto" (a share of the device's memory) or None (0: no limit)."""
         return None if self.memory_budget == 0 else self.memory_budget
 
-    @field_validator("lora_portrait", "job_timeout_s", mode="before")
+    @field_validator("lora_portrait", "job_timeout_s", "threads", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -178,6 +186,11 @@ class Settings(BaseSettings):
     def jobs_path(self) -> Path:
         """The SQLite file of job records."""
         return self.data_path / "jobs.sqlite"
+
+    @property
+    def compile_cache_path(self) -> Path:
+        """Where torch.compile keeps its compiled kernels between runs (`IMAGEFORGE_COMPILE`)."""
+        return self.data_path / "compile-cache"
 
     @property
     def models_path(self) -> Path:
