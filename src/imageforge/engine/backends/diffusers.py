@@ -164,9 +164,11 @@ def _hub_file(reference: str) -> tuple[str, str, str | None]:
 
 
 def _offline() -> bool:
+    """Whether HF_HUB_OFFLINE is set now (huggingface_hub reads it once, when it is imported)."""
     from huggingface_hub import constants
 
-    return bool(constants.is_offline_mode())
+    setting = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
+    return setting in ("1", "on", "yes", "true") or bool(constants.is_offline_mode())
 
 
 def _is_local(source: str) -> bool:

@@ -65,6 +65,13 @@ def native_bf16() -> bool:
         return False
 
 
+def _usable_cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's count where the OS says so)."""
+    if hasattr(os, "sched_getaffinity"):  # Linux; macOS and Windows lack it
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def choose_runtime(device: str, options: EngineOptions) -> Runtime:
     """The settings resolved for `device`; also applies the process-wide parts (threads, compile cache)."""
     torch = _torch()
@@ -78,7 +85,7 @@ def choose_runtime(device: str, options: EngineOptions) -> Runtime:
     channels_last = options.channels_last == "on" or (options.channels_last == "auto" and helps)
     threads = None
     if device == "cpu":
-        threads = options.threads or min(torch.get_num_threads(), len(os.sched_getaffinity(0)))
+        threads = options.threads or min(torch.get_num_threads(), _usable_cores())
         torch.set_num_threads(threads)
     if options.compile and options.compile_cache is not None:
         # Inductor keeps compiled kernels here, so a restart reuses them instead of compiling for minutes.
