@@ -239,6 +239,7 @@ class DiffusersBackend:
             return self._info
 
     def runtime(self) -> speed.Runtime:
+        """The speed settings chosen for this device (chosen with `device_info`, once per backend)."""
         self.device_info()
         assert self._runtime is not None
         return self._runtime
