@@ -6,10 +6,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from PIL import Image
-
 from imageforge.domain import CancelCheck, GenerationRequest, ModelSpec, Progress, ProgressCallback
-from imageforge.engine.protocol import DeviceInfo, ImageBackend, LoadedModel
+from imageforge.engine.protocol import DeviceInfo, Generated, ImageBackend, LoadedModel
 
 WAIT_S = 30.0
 
@@ -45,7 +43,7 @@ class _HookedModel:
 
     def generate(
         self, request: GenerationRequest, on_progress: ProgressCallback, should_cancel: CancelCheck
-    ) -> Image.Image:
+    ) -> Generated:
         def hooked(progress: Progress) -> None:
             on_progress(progress)
             self._on_step(progress)

@@ -11,7 +11,7 @@ from imageforge.config import Settings
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.engine.catalog import build_catalog
 from imageforge.engine.pool import ModelPool, PoolPolicy
-from imageforge.engine.protocol import ImageBackend
+from imageforge.engine.protocol import EngineOptions, ImageBackend
 from imageforge.inputs import ImageLimits, InputPaths
 from imageforge.jobs.queue import EmbeddedJobQueue, QueueLimits
 from imageforge.jobs.store import JobStore
@@ -43,7 +43,15 @@ def build_service(
         allowed_guards=guards,
     )
     if backend is None:
-        backend = DiffusersBackend(device=settings.device, models_path=settings.models_path)
+        options = EngineOptions(
+            dtype=settings.dtype,
+            channels_last=settings.channels_last,
+            threads=settings.threads,
+            memory_savers=settings.memory_savers,
+            compile=settings.compile,
+            compile_cache=settings.compile_cache_path,
+        )
+        backend = DiffusersBackend(device=settings.device, models_path=settings.models_path, options=options)
     return ImageService(
         catalog=catalog,
         backend=backend,

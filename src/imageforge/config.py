@@ -22,6 +22,8 @@ from pydantic_settings import (
 )
 
 DeviceSetting = Literal["auto", "cuda", "mps", "cpu"]
+DtypeSetting = Literal["auto", "float32", "bfloat16", "float16"]
+AutoOnOff = Literal["auto", "on", "off"]
 
 
 def is_loopback(host: str) -> bool:
@@ -119,6 +121,12 @@ class Settings(BaseSettings):
     queue_share: int | None = Field(None, ge=1, validation_alias=_env("QUEUE_SHARE", bare=False))
     audit_log: Path | None = Field(Path("audit.jsonl"), validation_alias=_env("AUDIT_LOG", bare=False))
     audit_prompts: bool = Field(False, validation_alias=_env("AUDIT_PROMPTS", bare=False))
+    # Engine speed: "auto" lets the engine choose per device (ADR 0012); each value here overrides its choice.
+    dtype: DtypeSetting = Field("auto", validation_alias=_env("DTYPE", bare=False))
+    channels_last: AutoOnOff = Field("auto", validation_alias=_env("CHANNELS_LAST", bare=False))
+    threads: int | None = Field(None, ge=1, le=1024, validation_alias=_env("THREADS", bare=False))
+    memory_savers: AutoOnOff = Field("auto", validation_alias=_env("MEMORY_SAVERS", bare=False))
+    compile: bool = Field(False, validation_alias=_env("COMPILE", bare=False))
 
     @classmethod
     def settings_customise_sources(
@@ -229,6 +237,7 @@ class Settings(BaseSettings):
         "image_url_ttl_s",
         "queue_share",
         "audit_log",
+        "threads",
         mode="before",
     )
     @classmethod
@@ -255,6 +264,11 @@ class Settings(BaseSettings):
     def jobs_path(self) -> Path:
         """The SQLite file of job records."""
         return self.data_path / "jobs.sqlite"
+
+    @property
+    def compile_cache_path(self) -> Path:
+        """Where torch.compile keeps its compiled kernels between runs (`IMAGEFORGE_COMPILE`)."""
+        return self.data_path / "compile-cache"
 
     @property
     def models_path(self) -> Path:

@@ -25,6 +25,15 @@ class Task(enum.StrEnum):
 DEFAULT_STRENGTH: dict[Task, float] = {Task.IMG2IMG: 0.6, Task.INPAINT: 1.0}
 
 
+class Decoder(enum.StrEnum):
+    """What turns the final latents into pixels."""
+
+    #: the model's own VAE: full quality, the default
+    FULL = "full"
+    #: the tiny autoencoder (TAESD/TAESDXL): ~10x faster to decode, slightly softer detail
+    FAST = "fast"
+
+
 class Family(enum.StrEnum):
     """Pipeline families the diffusers backend knows how to load."""
 
@@ -62,6 +71,8 @@ class ModelSpec:
     notice: str = ""
     #: built in code by imageforge (the `tiny` model) rather than downloaded
     builtin: bool = False
+    #: the tiny autoencoder for `decoder: "fast"` and previews (a Hub repo id or a local folder), if any
+    fast_decoder: str | None = None
 
     def supports(self, task: Task) -> bool:
         return task in self.tasks
@@ -106,6 +117,8 @@ class GenerationParams:
     mask_image: ImageSource | None = None
     assist_prompt: bool = False
     use_cache: bool = True
+    #: "full" or "fast" (a `Decoder`); a string until validated
+    decoder: str = Decoder.FULL.value
 
     def to_payload(self) -> dict[str, Any]:
         """These parameters as plain JSON data (a job's payload)."""
@@ -136,6 +149,7 @@ class GenerationRequest:
     height: int
     seed: int
     strength: float = 0.6
+    decoder: Decoder = Decoder.FULL
     init_image: Image.Image | None = field(default=None, compare=False)
     mask_image: Image.Image | None = field(default=None, compare=False)
 
@@ -201,7 +215,11 @@ class ImageResult:
             output_path=record.get("output_path") or "",
             png=png,
             mime=record.get("mime") or "image/png",
-            extra={key: record[key] for key in ("assist", "notice", "policy_applied") if record.get(key) is not None},
+            extra={
+                key: record[key]
+                for key in ("assist", "notice", "policy_applied", "decoder", "runtime")
+                if record.get(key) is not None
+            },
         )
 
 

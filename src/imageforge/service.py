@@ -28,6 +28,7 @@ from imageforge.domain import (
     DEFAULT_STRENGTH,
     AssistResult,
     CancelCheck,
+    Decoder,
     GenerationParams,
     GenerationRequest,
     ImageResult,
@@ -39,7 +40,7 @@ from imageforge.domain import (
 )
 from imageforge.engine.catalog import GUARD_REASONS, Catalog
 from imageforge.engine.pool import ModelPool
-from imageforge.engine.protocol import ImageBackend, LoadedModel
+from imageforge.engine.protocol import Generated, ImageBackend, LoadedModel
 from imageforge.errors import (
     GenerationFailed,
     ImageforgeError,
@@ -229,7 +230,9 @@ class ImageService:
             applied = self._apply_policy(model, spec, request)
             record["policy_applied"] = applied.report
             model_request = replace(request, prompt=applied.prompt, negative_prompt=applied.negative_prompt)
-            image = self._run(model, spec, model_request, context)
+            generated = self._run(model, spec, model_request, context)
+        image = generated.image
+        record["runtime"] = generated.runtime
         record["elapsed_s"] = round(time.perf_counter() - started, 3)
         png = encode_png(image, record)
         record["output_path"] = str(self._outputs.save(png, record))
@@ -237,7 +240,7 @@ class ImageService:
             self._cache.put(key, png, record)
         return {**record, "cached": False}
 
-    def _run(self, model: LoadedModel, spec: ModelSpec, request: GenerationRequest, context: JobContext) -> Image.Image:
+    def _run(self, model: LoadedModel, spec: ModelSpec, request: GenerationRequest, context: JobContext) -> Generated:
         def on_progress(progress: Progress) -> None:
             context.progress(progress.step, progress.total)
             if progress.preview is not None and context.wants_preview():
@@ -280,9 +283,9 @@ class ImageService:
         output = stored.get("output_path")
         if not output or not Path(output).is_file():
             output = str(self._outputs.save(png, stored))
-        # What the policy added is what made the stored image: report that, not a re-application.
-        applied = {"policy_applied": stored["policy_applied"]} if "policy_applied" in stored else {}
-        return {**record, **applied, "output_path": output, "elapsed_s": 0.0, "cached": True}
+        # What the policy added and how the engine ran made the stored image: report those, not today's.
+        kept: dict[str, Any] = {name: stored[name] for name in ("policy_applied", "runtime") if name in stored}
+        return {**record, **kept, "output_path": output, "elapsed_s": 0.0, "cached": True}
 
     def _cache_parameters(self, request: GenerationRequest, spec: ModelSpec) -> dict[str, Any]:
         """Everything that changes the pixels: the model and its revision, the prompts after assist, the
@@ -302,6 +305,7 @@ class ImageService:
             "width": request.width,
             "height": request.height,
             "strength": request.strength if request.task is not Task.TEXT2IMG else None,
+            "decoder": request.decoder.value,
             "init_image": _image_digest(request.init_image),
             "mask_image": _image_digest(request.mask_image),
             "engine": self._backend.fingerprint(),
@@ -319,6 +323,7 @@ class ImageService:
             "width": request.width,
             "height": request.height,
             "strength": request.strength if request.task is not Task.TEXT2IMG else None,
+            "decoder": request.decoder.value,
             "prompt": request.prompt,
             "negative_prompt": request.negative_prompt,
             "original_prompt": assist.original_prompt if assist else request.prompt,
@@ -362,6 +367,7 @@ class ImageService:
                 )
 
         width, height = self._size(params, spec, init_image)
+        decoder = self._decoder(params, spec)
         strength = DEFAULT_STRENGTH.get(params.task, 1.0) if params.strength is None else params.strength
         if params.task is not Task.TEXT2IMG and not 0.0 < strength <= 1.0:
             raise InvalidRequest(f"strength {strength} is out of range.", hint="Use a value in (0, 1].")
@@ -388,9 +394,26 @@ class ImageService:
             height=height,
             seed=seed,
             strength=strength,
+            decoder=decoder,
             init_image=init_image,
             mask_image=mask_image,
         )
+
+    @staticmethod
+    def _decoder(params: GenerationParams, spec: ModelSpec) -> Decoder:
+        try:
+            decoder = Decoder(params.decoder)
+        except ValueError:
+            raise InvalidRequest(
+                f"decoder {params.decoder!r} is not one of full, fast.",
+                hint='Use "full" (the model\'s VAE, the default) or "fast" (the tiny autoencoder, ~10x faster).',
+            ) from None
+        if decoder is Decoder.FAST and spec.fast_decoder is None:
+            raise UnsupportedOperation(
+                f"Model '{spec.key}' has no fast decoder.",
+                hint='Use decoder "full"; sd and sdxl models have a fast one (TAESD).',
+            )
+        return decoder
 
     def _size(self, params: GenerationParams, spec: ModelSpec, init_image: Image.Image | None) -> tuple[int, int]:
         """Requested size, else the init image's (scaled to fit MAX_RES), else the model's default."""
@@ -525,6 +548,7 @@ class ImageService:
             "model_memory": self._pool.status(),
             "default_model": self.default_model,
             "versions": info.versions,
+            "runtime": info.runtime,
             "ollama": self._assistant.status(),
         }
 

@@ -13,6 +13,8 @@ Users add models in a TOML file without touching code::
     lora = "/srv/loras/style.safetensors"  # optional: a .safetensors file, a folder or a Hub repo id
     transformer_file = "q4.gguf"      # optional, flux only: a GGUF transformer (a path, owner/repo/file.gguf
                                       # or a huggingface.co file URL) replacing the source's
+    fast_decoder = "/srv/taesdxl"     # optional: the tiny autoencoder for `decoder: "fast"` (a folder or repo
+                                      # id); sd and sdxl default to madebyollin/taesd and madebyollin/taesdxl
 
 Relative paths are resolved against the models file's folder.
 
@@ -44,12 +46,15 @@ _HUB_URL = re.compile(r"^https://huggingface\.co/[\w.-]+/[\w.-]+/(blob|resolve)/
 _DEFAULT_TASKS = {Family.FLUX2_KLEIN: (Task.TEXT2IMG,)}
 
 SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
+#: The tiny autoencoders (TAESD) that decode each family's latents for `decoder: "fast"` and live previews.
+FAST_DECODERS = {Family.SD: "madebyollin/taesd", Family.SDXL: "madebyollin/taesdxl"}
 
 BUILTIN_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         key="sd-turbo",
         source="stabilityai/sd-turbo",
         family=Family.SD,
+        fast_decoder=FAST_DECODERS[Family.SD],
         description="SD 2.1 distilled for 1-4 steps; the fastest real model, good on CPU and Apple silicon.",
         default_steps=1,
         default_guidance=0.0,
@@ -61,6 +66,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         key="sdxl-turbo",
         source="stabilityai/sdxl-turbo",
         family=Family.SDXL,
+        fast_decoder=FAST_DECODERS[Family.SDXL],
         description="SDXL distilled for 1-4 steps: better composition than sd-turbo at a few times the cost.",
         default_steps=1,
         default_guidance=0.0,
@@ -72,6 +78,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         key="sdxl",
         source=SDXL_BASE,
         family=Family.SDXL,
+        fast_decoder=FAST_DECODERS[Family.SDXL],
         description="SDXL 1.0 base: the quality reference, slow (25-40 steps).",
         default_steps=30,
         default_guidance=6.0,
@@ -83,6 +90,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         key="sdxl-lcm",
         source=SDXL_BASE,
         family=Family.SDXL,
+        fast_decoder=FAST_DECODERS[Family.SDXL],
         description="SDXL base with the LCM LoRA and scheduler: SDXL quality in 4-8 steps.",
         default_steps=4,
         default_guidance=1.0,
@@ -96,6 +104,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         key="sdxl-portrait",
         source=SDXL_BASE,
         family=Family.SDXL,
+        fast_decoder=FAST_DECODERS[Family.SDXL],
         description="SDXL base with a portrait LoRA from IMAGEFORGE_LORA_PORTRAIT.",
         default_steps=30,
         default_guidance=6.0,
@@ -133,6 +142,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         key=TINY,
         source=TINY,
         family=Family.SD,
+        fast_decoder=TINY,
         description="Smoke-test model: a real SD pipeline with tiny random weights. It draws noise, fast.",
         default_steps=2,
         default_guidance=0.0,
@@ -260,6 +270,9 @@ def _parse_entry(key: str, entry: Mapping[str, Any], *, base: Path) -> ModelSpec
         lora=lora,
         revision=_optional_string(entry, "revision"),
         transformer_file=_transformer_file(entry, family, base),
+        fast_decoder=_source(str(entry["fast_decoder"]), base)
+        if entry.get("fast_decoder")
+        else FAST_DECODERS.get(family),
     )
     if spec.default_steps < 1:
         raise ValueError(f"steps must be at least 1, not {spec.default_steps}")

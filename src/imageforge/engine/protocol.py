@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
 
 from imageforge.domain import CancelCheck, GenerationRequest, ModelSpec, ProgressCallback
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the backend should run models, from the settings; "auto" lets it choose per device (ADR 0012)."""
+
+    dtype: str = "auto"
+    channels_last: str = "auto"
+    threads: int | None = None
+    memory_savers: str = "auto"
+    compile: bool = False
+    #: where torch.compile keeps compiled kernels between runs
+    compile_cache: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -21,6 +35,8 @@ class DeviceInfo:
     versions: dict[str, str]
     #: the device's memory in GB (GPU memory on CUDA, the machine's RAM on CPU and MPS); None when unknown
     memory_gb: float | None = None
+    #: the speed settings the engine chose (dtype, channels_last, attention, threads, memory_savers, compile)
+    runtime: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -30,7 +46,17 @@ class DeviceInfo:
             "mps_available": self.mps_available,
             "versions": self.versions,
             "memory_gb": self.memory_gb,
+            "runtime": self.runtime,
         }
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One generated image and how it was made: the engine's speed settings plus what this request switched
+    on (memory savers, the decoder, a first compile), reported in the result as `runtime`."""
+
+    image: Image.Image
+    runtime: dict[str, Any]
 
 
 class LoadedModel(Protocol):
@@ -40,7 +66,7 @@ class LoadedModel(Protocol):
 
     def generate(
         self, request: GenerationRequest, on_progress: ProgressCallback, should_cancel: CancelCheck
-    ) -> Image.Image:
+    ) -> Generated:
         """Run one generation; raises `Cancelled` when `should_cancel` turned true between steps."""
         ...
 

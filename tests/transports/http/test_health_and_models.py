@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from imageforge import __version__
 from imageforge.bootstrap import build_service
 from imageforge.config import Settings
+from imageforge.engine.backends.speed import native_bf16
 from imageforge.transports.http.app import create_app
 from tests.loopback import LOCAL_URL
 
@@ -46,7 +47,8 @@ def test_health_reports_ok_on_cpu_with_version_and_default_model(settings: Setti
     assert response.status_code == 200
     health = response.json()
     assert (health["ok"], health["status"]) == (True, "ok")
-    assert (health["device"], health["dtype"]) == ("cpu", "float32")
+    # bf16 where the CPU computes it natively (ADR 0012), fp32 elsewhere
+    assert (health["device"], health["dtype"]) == ("cpu", "bfloat16" if native_bf16() else "float32")
     assert health["cuda"] is torch.cuda.is_available()
     assert health["mps"] is torch.backends.mps.is_available()
     assert health["version"] == __version__

@@ -253,6 +253,7 @@ def test_models_file_entries_carry_every_setting(tmp_path: Path) -> None:
         scheduler = "LCMScheduler"
         lora = "someone/lora"
         revision = "v2"
+        fast_decoder = "someone/taesdxl"
         """,
     )
 
@@ -272,6 +273,31 @@ def test_models_file_entries_carry_every_setting(tmp_path: Path) -> None:
         scheduler="LCMScheduler",
         lora="someone/lora",
         revision="v2",
+        fast_decoder="someone/taesdxl",
+    )
+
+
+def test_models_file_entries_get_their_familys_fast_decoder(tmp_path: Path) -> None:
+    models_file = _models_file(
+        tmp_path,
+        """
+        [models.sd]
+        source = "someone/sd"
+        [models.xl]
+        source = "someone/xl"
+        family = "sdxl"
+        [models.flux]
+        source = "someone/flux"
+        family = "flux"
+        """,
+    )
+
+    [sd, xl, flux] = load_models_file(models_file)
+
+    assert (sd.fast_decoder, xl.fast_decoder, flux.fast_decoder) == (
+        "madebyollin/taesd",
+        "madebyollin/taesdxl",
+        None,
     )
 
 

@@ -152,7 +152,7 @@ def _never() -> bool:
 
 def _generate(model: DiffusersModel, request: GenerationRequest) -> tuple[Image.Image, list[Progress]]:
     events: list[Progress] = []
-    image = model.generate(request, events.append, _never)
+    image = model.generate(request, events.append, _never).image
     return image, events
 
 

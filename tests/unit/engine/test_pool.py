@@ -7,7 +7,7 @@ from PIL import Image
 
 from imageforge.domain import CancelCheck, Family, GenerationRequest, ModelSpec, ProgressCallback
 from imageforge.engine.pool import ModelPool, PoolPolicy
-from imageforge.engine.protocol import DeviceInfo
+from imageforge.engine.protocol import DeviceInfo, Generated
 from imageforge.errors import ModelBusy, OutOfMemory
 
 
@@ -33,8 +33,8 @@ class RecordingModel:
 
     def generate(
         self, request: GenerationRequest, on_progress: ProgressCallback, should_cancel: CancelCheck
-    ) -> Image.Image:
-        return Image.new("RGB", (request.width, request.height))
+    ) -> Generated:
+        return Generated(Image.new("RGB", (request.width, request.height)), {})
 
     def count_tokens(self, prompt: str) -> tuple[int, int] | None:
         return None

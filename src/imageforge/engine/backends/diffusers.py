@@ -12,6 +12,9 @@ import inspect
 import logging
 import os
 import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from safetensors import SafetensorError
 
 from imageforge.domain import (
     CancelCheck,
+    Decoder,
     Family,
     GenerationRequest,
     ModelSpec,
@@ -28,8 +32,8 @@ from imageforge.domain import (
     ProgressCallback,
     Task,
 )
-from imageforge.engine.backends import tiny
-from imageforge.engine.protocol import DeviceInfo
+from imageforge.engine.backends import speed, tiny
+from imageforge.engine.protocol import DeviceInfo, EngineOptions, Generated
 from imageforge.errors import Cancelled, ModelUnsupported, OutOfMemory, WeightsUnavailable
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,13 @@ def _latent_preview(latents: Any, factors: tuple[tuple[float, ...], ...]) -> Ima
     rgb = torch.einsum("chw,cr->hwr", latents[0].detach().float().cpu(), weights)
     pixels = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
     return Image.fromarray(pixels, "RGB")
+
+
+def _decoded_preview(decoder: Any, latents: Any) -> Image.Image:
+    """The first image's latents decoded by the tiny autoencoder: the image so far, at full resolution."""
+    pixels = decoder.decode(latents[:1].to(decoder.dtype)).sample
+    array = ((pixels[0].float().clamp(-1, 1) + 1) * 127.5).round().to(_torch().uint8).permute(1, 2, 0)
+    return Image.fromarray(array.cpu().numpy(), "RGB")
 
 
 class _Interrupted(Exception):
@@ -152,6 +163,14 @@ def _hub_file(reference: str) -> tuple[str, str, str | None]:
     return f"{parts[0]}/{parts[1]}", parts[2], None
 
 
+def _offline() -> bool:
+    """Whether HF_HUB_OFFLINE is set now (huggingface_hub reads it once, when it is imported)."""
+    from huggingface_hub import constants
+
+    setting = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
+    return setting in ("1", "on", "yes", "true") or bool(constants.is_offline_mode())
+
+
 def _is_local(source: str) -> bool:
     return Path(source).is_absolute()
 
@@ -183,10 +202,12 @@ def _load_lora(pipe: Any, reference: str) -> None:
 class DiffusersBackend:
     """Loads catalog models with diffusers on one device."""
 
-    def __init__(self, *, device: str, models_path: Path) -> None:
+    def __init__(self, *, device: str, models_path: Path, options: EngineOptions | None = None) -> None:
         self._device_setting = device
         self._models_path = models_path
+        self._options = options or EngineOptions()
         self._info: DeviceInfo | None = None
+        self._runtime: speed.Runtime | None = None
         self._info_lock = threading.Lock()
 
     def device_info(self) -> DeviceInfo:
@@ -201,10 +222,10 @@ class DiffusersBackend:
                 transformers.utils.logging.set_verbosity_error()
                 torch = _torch()
                 device = _resolve_device(self._device_setting)
-                dtype = "float16" if device in ("cuda", "mps") else "float32"
+                self._runtime = speed.choose_runtime(device, self._options)
                 self._info = DeviceInfo(
                     device=device,
-                    dtype=dtype,
+                    dtype=self._runtime.dtype,
                     cuda_available=torch.cuda.is_available(),
                     mps_available=torch.backends.mps.is_available(),
                     versions={
@@ -213,8 +234,15 @@ class DiffusersBackend:
                         "transformers": transformers.__version__,
                     },
                     memory_gb=_memory_gb(device),
+                    runtime=self._runtime.as_dict(),
                 )
             return self._info
+
+    def runtime(self) -> speed.Runtime:
+        """The speed settings chosen for this device (chosen with `device_info`, once per backend)."""
+        self.device_info()
+        assert self._runtime is not None
+        return self._runtime
 
     def fingerprint(self) -> str:
         info = self.device_info()
@@ -230,14 +258,17 @@ class DiffusersBackend:
 
     @staticmethod
     def _present(source: str, revision: str | None) -> bool:
+        markers = ("model_index.json", "pytorch_lora_weights.safetensors")
+        return any(DiffusersBackend._present_file(source, marker, revision) for marker in markers)
+
+    @staticmethod
+    def _present_file(source: str, marker: str, revision: str | None = None) -> bool:
+        """Whether a local folder exists, or the Hub cache holds `marker` of the repo `source`."""
         if _is_local(source):
             return Path(source).exists()
         from huggingface_hub import try_to_load_from_cache
 
-        for marker in ("model_index.json", "pytorch_lora_weights.safetensors"):
-            if isinstance(try_to_load_from_cache(source, marker, revision=revision), str):
-                return True
-        return False
+        return isinstance(try_to_load_from_cache(source, marker, revision=revision), str)
 
     @staticmethod
     def _file_present(reference: str) -> bool:
@@ -250,6 +281,7 @@ class DiffusersBackend:
 
     def pull(self, spec: ModelSpec) -> str:
         if spec.builtin:
+            tiny.build_tiny_taesd(self._tiny_taesd_path)
             return str(tiny.build_tiny_sd(self._models_path / spec.key))
         from huggingface_hub import hf_hub_download, snapshot_download
 
@@ -269,12 +301,19 @@ class DiffusersBackend:
             if spec.transformer_file and not _is_local(spec.transformer_file):
                 repo_id, filename, revision = _hub_file(spec.transformer_file)
                 hf_hub_download(repo_id, filename, revision=revision)
+            if spec.fast_decoder and not _is_local(spec.fast_decoder):
+                snapshot_download(spec.fast_decoder, allow_patterns=["*.json", "*.safetensors"])
             return where
         except OSError as exc:
             raise self._unavailable(spec, exc, pulling=True) from exc
 
+    @property
+    def _tiny_taesd_path(self) -> Path:
+        return self._models_path / "tiny-taesd"
+
     def load(self, spec: ModelSpec) -> DiffusersModel:
         info = self.device_info()
+        runtime = self.runtime()
         dtype = getattr(_torch(), info.dtype)
         pipeline_name = _PIPELINES[spec.family]
         pipeline_class = _diffusers_attr(pipeline_name)
@@ -289,7 +328,17 @@ class DiffusersBackend:
         try:
             pipe = self._load_pipeline(spec, pipeline_class, dtype)
             pipe.set_progress_bar_config(disable=True)
-            pipe = pipe.to(info.device)
+            if speed.offload_to_cpu(runtime, spec.est_memory_gb):
+                log.info(
+                    "%s (~%.1f GB) does not fit the free GPU memory: offloading to the CPU",
+                    spec.key,
+                    spec.est_memory_gb,
+                )
+                pipe.enable_model_cpu_offload(device=info.device)
+            else:
+                pipe = pipe.to(info.device)
+            speed.prepare(pipe, runtime)
+            fast_decoder = self._load_fast_decoder(spec, dtype) if self._fast_decoder_present(spec) else None
         except Exception as exc:
             if not _is_out_of_memory(exc):
                 error = self._load_error(spec, exc)
@@ -301,7 +350,41 @@ class DiffusersBackend:
             # Outside the handler, so that the traceback no longer holds the half-loaded weights.
             _release_memory(info.device)
             raise _out_of_memory(info.device, f"loading '{spec.key}'", failure)
-        return DiffusersModel(spec, pipe, info.device)
+        return DiffusersModel(spec, pipe, runtime, fast_decoder, partial(self._load_fast_decoder, spec, dtype))
+
+    def _fast_decoder_present(self, spec: ModelSpec) -> bool:
+        if spec.fast_decoder is None:
+            return False
+        if spec.builtin:
+            return True
+        return self._present_file(spec.fast_decoder, "config.json")
+
+    def _load_fast_decoder(self, spec: ModelSpec, dtype: Any) -> Any:
+        """The tiny autoencoder of `spec`, through the same offline and safetensors rules as every model."""
+        from diffusers import AutoencoderTiny
+
+        assert spec.fast_decoder is not None
+        source = str(tiny.build_tiny_taesd(self._tiny_taesd_path)) if spec.builtin else spec.fast_decoder
+        try:
+            if _is_local(source) and not Path(source).is_dir():
+                raise FileNotFoundError(source)
+            if not _is_local(source) and _offline() and not self._present_file(source, "config.json"):
+                raise FileNotFoundError(f"{source} is not in the Hugging Face cache and HF_HUB_OFFLINE is set")
+            decoder = AutoencoderTiny.from_pretrained(source, dtype=dtype, use_safetensors=True)
+        except OSError as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise WeightsUnavailable(
+                f"The fast decoder of '{spec.key}' ({source}) is not on this machine and could not be fetched: "
+                f"{reason}",
+                hint=(
+                    f'Use decoder "full", or on a machine with internet access run `imageforge models pull '
+                    f"{spec.key}` (it fetches the fast decoder too)."
+                ),
+            ) from exc
+        decoder = decoder.to(self.device_info().device)
+        if self.runtime().channels_last:
+            decoder.to(memory_format=_torch().channels_last)
+        return decoder
 
     def _load_error(self, spec: ModelSpec, exc: Exception) -> Exception:
         """What a failed load tells the client: missing weights, a missing package, an unreadable file."""
@@ -400,18 +483,46 @@ class DiffusersBackend:
         )
 
 
+#: Prompt embeddings kept per model: a person iterating on seeds or sizes repeats the same prompt.
+_EMBEDDINGS_CACHED = 32
+#: The families whose pipelines take precomputed prompt embeddings in the same shape from `encode_prompt`.
+_EMBEDDING_KEYS = {
+    Family.SD: ("prompt_embeds", "negative_prompt_embeds"),
+    Family.SDXL: ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds"),
+}
+
+
 class DiffusersModel:
     """One loaded pipeline plus the img2img and inpaint pipelines that share its weights."""
 
-    def __init__(self, spec: ModelSpec, pipe: Any, device: str) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        pipe: Any,
+        runtime: speed.Runtime,
+        fast_decoder: Any = None,
+        load_fast_decoder: Callable[[], Any] | None = None,
+    ) -> None:
         self.spec = spec
-        self._device = device
+        self._runtime = runtime
+        self._device = runtime.device
         self._pipelines: dict[Task, Any] = {Task.TEXT2IMG: pipe}
+        self._fast_decoder = fast_decoder
+        self._load_fast_decoder = load_fast_decoder
+        self._embeddings: OrderedDict[tuple[str, str, bool], dict[str, Any]] = OrderedDict()
+        self._savers_on = False
+        #: the shapes already run once; with compile on, the first run of each compiles
+        self._shapes: set[tuple[Task, int, int, Decoder]] = set()
 
     @property
     def pipeline(self) -> Any:
         """The text2img diffusers pipeline (its scheduler and weights are shared with the other tasks')."""
         return self._pipelines[Task.TEXT2IMG]
+
+    @property
+    def fast_decoder(self) -> Any:
+        """The tiny autoencoder when it is loaded (it then draws the previews too), else None."""
+        return self._fast_decoder
 
     def _pipeline(self, task: Task) -> Any:
         if task not in self._pipelines:
@@ -423,19 +534,26 @@ class DiffusersModel:
             self._pipelines[task] = pipe
         return self._pipelines[task]
 
+    def _preview(self, latents: Any) -> Callable[[], Image.Image] | None:
+        if latents is None or latents.ndim != 4 or latents.shape[1] != 4:
+            return None
+        if self._fast_decoder is not None:
+            return partial(_decoded_preview, self._fast_decoder, latents)
+        factors = _LATENT_RGB.get(self.spec.family)
+        return None if factors is None else partial(_latent_preview, latents, factors)
+
     def generate(
         self, request: GenerationRequest, on_progress: ProgressCallback, should_cancel: CancelCheck
-    ) -> Image.Image:
+    ) -> Generated:
         torch = _torch()
         pipe = self._pipeline(request.task)
-
-        factors = _LATENT_RGB.get(self.spec.family)
+        fast = request.decoder is Decoder.FAST
+        if fast and self._fast_decoder is None:
+            assert self._load_fast_decoder is not None
+            self._fast_decoder = self._load_fast_decoder()
 
         def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            latents = tensors.get("latents")
-            preview = None
-            if factors is not None and latents is not None and latents.ndim == 4 and latents.shape[1] == 4:
-                preview = partial(_latent_preview, latents, factors)
+            preview = self._preview(tensors.get("latents"))
             on_progress(Progress(step=step + 1, total=int(pipeline.num_timesteps), preview=preview))
             if should_cancel():
                 raise _Interrupted
@@ -451,6 +569,8 @@ class DiffusersModel:
             "generator": torch.Generator("cpu").manual_seed(request.seed),
             "callback_on_step_end": on_step_end,
         }
+        if fast:
+            arguments["output_type"] = "latent"
         if request.task is not Task.TEXT2IMG:
             arguments["image"] = request.init_image
             arguments["strength"] = request.strength
@@ -458,10 +578,15 @@ class DiffusersModel:
             arguments["mask_image"] = request.mask_image
         accepted = inspect.signature(pipe.__call__).parameters
         arguments = {name: value for name, value in arguments.items() if name in accepted}
+        savers = self._switch_memory_savers(pipe, request)
+        shape = (request.task, request.width, request.height, request.decoder)
+        started = time.perf_counter()
         failure = None
         try:
             with torch.inference_mode():
+                arguments |= self._prompt_embeddings(pipe, request)
                 images = pipe(**arguments).images
+                image = self._decode_fast(pipe, images) if fast else images[0]
         except _Interrupted:
             raise Cancelled("The generation was cancelled.") from None
         except Exception as exc:
@@ -474,7 +599,59 @@ class DiffusersModel:
             raise _out_of_memory(
                 self._device, f"generating {request.width}x{request.height} with '{self.spec.key}'", failure
             )
-        image: Image.Image = images[0]
+        runtime = {**self._runtime.as_dict(), "decoder": request.decoder.value, "memory_savers": savers}
+        if self._runtime.compile and shape not in self._shapes:
+            # The first run of each shape compiles (or reads the on-disk cache): report what that cost.
+            runtime["first_run_with_compile_s"] = round(time.perf_counter() - started, 2)
+            log.info(
+                "first %s run at %dx%d with torch.compile took %.1fs", *shape[:3], runtime["first_run_with_compile_s"]
+            )
+        self._shapes.add(shape)
+        return Generated(image, runtime)
+
+    def _prompt_embeddings(self, pipe: Any, request: GenerationRequest) -> dict[str, Any]:
+        """The prompt's embeddings from a small LRU, so a repeated prompt skips the text encoder.
+
+        Only for the families whose pipelines take embeddings; the others encode the prompt themselves.
+        """
+        names = _EMBEDDING_KEYS.get(self.spec.family)
+        if names is None:
+            return {}
+        guided = request.guidance > 1
+        key = (request.prompt, request.negative_prompt if guided else "", guided)
+        cached = self._embeddings.get(key)
+        if cached is None:
+            encoded = pipe.encode_prompt(
+                prompt=request.prompt,
+                device=pipe._execution_device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=guided,
+                negative_prompt=request.negative_prompt or None,
+            )
+            cached = dict(zip(names, encoded, strict=True))
+            self._embeddings[key] = cached
+            if len(self._embeddings) > _EMBEDDINGS_CACHED:
+                self._embeddings.popitem(last=False)
+        self._embeddings.move_to_end(key)
+        return {"prompt": None, "negative_prompt": None, **cached}
+
+    def _switch_memory_savers(self, pipe: Any, request: GenerationRequest) -> bool:
+        """VAE tiling and attention slicing on when this request needs them, off again when it does not."""
+        wanted = speed.memory_savers(self._runtime, request.width, request.height)
+        if wanted != self._savers_on and hasattr(pipe, "enable_attention_slicing"):
+            if wanted:
+                pipe.vae.enable_tiling()
+                pipe.enable_attention_slicing()
+            else:
+                pipe.vae.disable_tiling()
+                pipe.disable_attention_slicing()
+            self._savers_on = wanted
+        return self._savers_on
+
+    def _decode_fast(self, pipe: Any, latents: Any) -> Image.Image:
+        """Decode the final latents with the tiny autoencoder instead of the pipeline's VAE."""
+        pixels = self._fast_decoder.decode(latents.to(self._fast_decoder.dtype)).sample
+        image: Image.Image = pipe.image_processor.postprocess(pixels, output_type="pil")[0]
         return image
 
     def count_tokens(self, prompt: str) -> tuple[int, int] | None:
@@ -492,4 +669,6 @@ class DiffusersModel:
 
     def close(self) -> None:
         self._pipelines.clear()
+        self._embeddings.clear()
+        self._fast_decoder = None
         _release_memory(self._device)

@@ -2,8 +2,9 @@
 
 `tiny` is a real Stable Diffusion pipeline (UNet2DConditionModel, AutoencoderKL, CLIP text encoder and
 tokenizer) whose weights are small and random. It is built deterministically on first use, saved with
-`save_pretrained` and loaded back through the same `from_pretrained` path as any downloaded model, so
-tests, `selftest` and CI exercise the real loading and generation code without a network.
+`save_pretrained` and loaded back through the same `from_pretrained` path as any downloaded model (its
+tiny autoencoder for `decoder: "fast"` too), so tests, `selftest` and CI exercise the real loading and
+generation code without a network.
 
 The SDXL, FLUX.1 and FLUX.2 klein builders (and the GGUF writer) exist so that every pipeline family in the
 catalog can be loaded and run by a test; they are not catalog entries themselves.
@@ -29,7 +30,7 @@ def _seed() -> None:
     torch.manual_seed(_SEED)
 
 
-def _tokenizer() -> Any:
+def clip_tokenizer() -> Any:
     """A byte-level CLIP tokenizer built in code: any text tokenizes, ids stay small."""
     from transformers import CLIPTokenizer
 
@@ -93,11 +94,14 @@ def _scheduler() -> Any:
 
 
 def _save(components: dict[str, Any], pipeline_class: Any, target: Path, family: str) -> Path:
+    return _save_model(pipeline_class(**components), target, family)
+
+
+def _save_model(model: Any, target: Path, family: str) -> Path:
     """Save atomically: build in a sibling folder, then rename, so a crash never leaves half a model."""
     staging = target.with_name(target.name + ".building")
     shutil.rmtree(staging, ignore_errors=True)
-    pipeline = pipeline_class(**components)
-    pipeline.save_pretrained(staging, safe_serialization=True)
+    model.save_pretrained(staging, safe_serialization=True)
     (staging / _MARKER).write_text(json.dumps({"version": TINY_VERSION, "family": family}))
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
@@ -122,7 +126,7 @@ def build_tiny_sd(target: Path) -> Path:
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
     _seed()
-    tokenizer = _tokenizer()
+    tokenizer = clip_tokenizer()
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64),
         layers_per_block=1,
@@ -148,6 +152,27 @@ def build_tiny_sd(target: Path) -> Path:
     return _save(components, StableDiffusionPipeline, target, "sd")
 
 
+def build_tiny_taesd(target: Path) -> Path:
+    """Build the tiny model's tiny autoencoder (an AutoencoderTiny, as TAESD) into `target` (idempotent).
+
+    It decodes `decoder: "fast"` requests and live previews of `tiny`, through the same loading code as
+    madebyollin/taesd.
+    """
+    if is_built(target):
+        return target
+    from diffusers import AutoencoderTiny
+
+    _seed()
+    decoder = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+        latent_channels=4,
+    )
+    return _save_model(decoder, target, "taesd")
+
+
 def build_tiny_sdxl(target: Path) -> Path:
     """Build a tiny SDXL pipeline (two CLIP encoders, added time conditioning) into `target`."""
     if is_built(target):
@@ -155,7 +180,7 @@ def build_tiny_sdxl(target: Path) -> Path:
     from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
 
     _seed()
-    tokenizer = _tokenizer()
+    tokenizer = clip_tokenizer()
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64),
         layers_per_block=1,
@@ -179,7 +204,7 @@ def build_tiny_sdxl(target: Path) -> Path:
         "text_encoder": _clip_text_encoder(len(tokenizer)),
         "tokenizer": tokenizer,
         "text_encoder_2": _clip_text_encoder(len(tokenizer), projection=True),
-        "tokenizer_2": _tokenizer(),
+        "tokenizer_2": clip_tokenizer(),
         "scheduler": _scheduler(),
         "image_encoder": None,
         "feature_extractor": None,
@@ -215,7 +240,7 @@ def build_tiny_flux(target: Path) -> Path:
     from transformers import T5Config, T5EncoderModel
 
     _seed()
-    tokenizer = _tokenizer()
+    tokenizer = clip_tokenizer()
     transformer = FluxTransformer2DModel(
         patch_size=1,
         in_channels=4,  # latent_channels * 2 * 2: FLUX packs 2x2 latent patches
@@ -238,7 +263,7 @@ def build_tiny_flux(target: Path) -> Path:
         "tokenizer": tokenizer,
         # Any tokenizer with small ids stands in for T5's sentencepiece one; the encoder is a real T5.
         "text_encoder_2": t5,
-        "tokenizer_2": _tokenizer(),
+        "tokenizer_2": clip_tokenizer(),
         "scheduler": FlowMatchEulerDiscreteScheduler(),
         "image_encoder": None,
         "feature_extractor": None,

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from imageforge.domain import DEFAULT_STRENGTH, GenerationParams, ImageSource, Task
+from imageforge.domain import DEFAULT_STRENGTH, Decoder, GenerationParams, ImageSource, Task
 from imageforge.errors import InvalidRequest
 
 ReturnMode = Literal["base64", "path", "both"]
@@ -29,6 +29,9 @@ class GenerateBody(_Body):
     seed: int | None = Field(None, description="Random when absent; always returned.")
     assist_prompt: bool = Field(False, description="Expand the prompt through the local LLM first.")
     use_cache: bool = Field(True, description="Return a stored result for an identical seeded request.")
+    decoder: Decoder = Field(
+        Decoder.FULL, description='"full" (the model\'s VAE) or "fast" (the tiny autoencoder: ~10x faster decode).'
+    )
     return_mode: ReturnMode = Field("base64", description="base64, path, or both.")
 
     def to_params(
@@ -51,6 +54,7 @@ class GenerateBody(_Body):
             seed=self.seed,
             assist_prompt=self.assist_prompt,
             use_cache=self.use_cache,
+            decoder=self.decoder.value,
             init_image=init_image,
             mask_image=mask_image,
             strength=strength,
@@ -132,6 +136,10 @@ class ImageResponse(BaseModel):
     assist: dict[str, Any] | None = None
     policy_applied: dict[str, Any] | None = Field(
         None, description="What the policy added (baseline negative prompt, directive), by version, and why not."
+    )
+    decoder: str = Field("full", description="The decoder that made the image: full or fast.")
+    runtime: dict[str, Any] | None = Field(
+        None, description="How the engine ran it: dtype, channels_last, attention, threads, memory_savers, compile."
     )
 
 

@@ -59,6 +59,9 @@ Height = Annotated[int | None, Field(description="Height in px, a multiple of 8;
 Seed = Annotated[int | None, Field(description="Seed for a reproducible image; random when absent.")]
 Negative = Annotated[str, Field(description="What to keep out of the image (ignored by turbo models).")]
 Assist = Annotated[bool, Field(description="Expand the prompt through the local LLM first (falls back to it).")]
+DecoderChoice = Annotated[
+    str, Field(description='"full" (the model\'s VAE, default) or "fast": the tiny autoencoder, ~10x faster decode.')
+]
 Strength = Annotated[float | None, Field(description="How far to move from the input, 0-1; default 0.6 (edit).")]
 ImagePath = Annotated[
     str, Field(description="The input image: an absolute path or one relative to the project, in an allowed folder.")
@@ -98,6 +101,10 @@ class ImageOutput(BaseModel):
     )
     policy_applied: dict[str, Any] | None = Field(
         None, description="What the server's policy added to the prompts (GET /policy shows it), and why not."
+    )
+    decoder: str = Field("full", description="The decoder that made the image: full or fast.")
+    runtime: dict[str, Any] | None = Field(
+        None, description="How the engine ran it: dtype, channels_last, attention, threads, memory_savers, compile."
     )
 
 
@@ -166,6 +173,7 @@ def build_mcp_server(
         seed: Seed = None,
         negative_prompt: Negative = "",
         assist: Assist = False,
+        decoder: DecoderChoice = "full",
     ) -> Annotated[CallToolResult, ImageOutput]:
         params = GenerationParams(
             task=Task.TEXT2IMG,
@@ -178,6 +186,7 @@ def build_mcp_server(
             height=height,
             seed=seed,
             assist_prompt=assist,
+            decoder=decoder,
         )
         return await tools.generate(ctx, params, "generate_image")
 
@@ -199,6 +208,7 @@ def build_mcp_server(
         seed: Seed = None,
         negative_prompt: Negative = "",
         assist: Assist = False,
+        decoder: DecoderChoice = "full",
     ) -> Annotated[CallToolResult, ImageOutput]:
         params = GenerationParams(
             task=Task.IMG2IMG,
@@ -211,6 +221,7 @@ def build_mcp_server(
             strength=strength,
             init_image=ImageSource(path=image_path),
             assist_prompt=assist,
+            decoder=decoder,
         )
         return await tools.generate(ctx, params, "edit_image")
 
@@ -231,6 +242,7 @@ def build_mcp_server(
         seed: Seed = None,
         negative_prompt: Negative = "",
         assist: Assist = False,
+        decoder: DecoderChoice = "full",
     ) -> Annotated[CallToolResult, ImageOutput]:
         params = GenerationParams(
             task=Task.INPAINT,
@@ -244,6 +256,7 @@ def build_mcp_server(
             init_image=ImageSource(path=image_path),
             mask_image=ImageSource(path=mask_path),
             assist_prompt=assist,
+            decoder=decoder,
         )
         return await tools.generate(ctx, params, "inpaint_image")
 
@@ -290,6 +303,7 @@ def build_mcp_server(
         seed: Seed = None,
         negative_prompt: Negative = "",
         assist: Assist = False,
+        decoder: DecoderChoice = "full",
     ) -> Annotated[CallToolResult, JobOutput]:
         def submit() -> BaseModel:
             try:
@@ -312,6 +326,7 @@ def build_mcp_server(
                 init_image=ImageSource(path=image_path) if image_path else None,
                 mask_image=ImageSource(path=mask_path) if mask_path else None,
                 assist_prompt=assist,
+                decoder=decoder,
             )
             return tools.job_output(service.submit(params, client=client_of(ctx)))
 
@@ -484,6 +499,8 @@ class _Tools:
             notice=result.extra.get("notice"),
             assist=result.extra.get("assist"),
             policy_applied=result.extra.get("policy_applied"),
+            decoder=result.extra.get("decoder", "full"),
+            runtime=result.extra.get("runtime"),
         )
         structured = output.model_dump(mode="json")
         content: list[ContentBlock] = [

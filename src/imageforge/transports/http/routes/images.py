@@ -48,6 +48,8 @@ def to_response(result: ImageResult, return_mode: ReturnMode) -> ImageResponse:
         notice=result.extra.get("notice"),
         assist=result.extra.get("assist"),
         policy_applied=result.extra.get("policy_applied"),
+        decoder=result.extra.get("decoder", "full"),
+        runtime=result.extra.get("runtime"),
     )
 
 

@@ -205,6 +205,7 @@ function requestBody() {
   if (seed) body.seed = Number(seed);
   if ($("steps").value) body.steps = Number($("steps").value);
   if ($("guidance").value) body.guidance = Number($("guidance").value);
+  if ($("decoder").value !== "full") body.decoder = $("decoder").value;
   if (task !== "text2img") {
     if (!state.inputImage) throw new ApiError({ code: "no_input", message: "Choose an input image first.", hint: "Upload a file, or use a result as input." });
     body.init_image = state.inputImage;

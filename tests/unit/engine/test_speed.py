@@ -1,0 +1,210 @@
+"""The engine's speed work on the real loading path with the `tiny` model: the chosen runtime and its
+overrides, the fast decoder (the tiny TAESD built beside `tiny`), TAESD previews, and warm paths."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+
+from imageforge.domain import Decoder, GenerationRequest, ModelSpec, Progress, Task
+from imageforge.engine.backends import speed, tiny
+from imageforge.engine.backends.diffusers import DiffusersBackend, DiffusersModel
+from imageforge.engine.catalog import BUILTIN_MODELS
+from imageforge.engine.protocol import EngineOptions
+from imageforge.errors import WeightsUnavailable
+
+pytestmark = pytest.mark.slow
+
+WIDTH, HEIGHT = 64, 48
+TINY = next(spec for spec in BUILTIN_MODELS if spec.key == "tiny")
+
+
+@pytest.fixture(scope="module")
+def models_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="module")
+def model(models_path: Path) -> DiffusersModel:
+    return DiffusersBackend(device="cpu", models_path=models_path).load(TINY)
+
+
+def _request(decoder: Decoder = Decoder.FULL, *, prompt: str = "a fox", seed: int = 1) -> GenerationRequest:
+    return GenerationRequest(
+        task=Task.TEXT2IMG,
+        model="tiny",
+        prompt=prompt,
+        negative_prompt="",
+        steps=2,
+        guidance=0.0,
+        width=WIDTH,
+        height=HEIGHT,
+        seed=seed,
+        decoder=decoder,
+    )
+
+
+def _never() -> bool:
+    return False
+
+
+def _previews(model: DiffusersModel, request: GenerationRequest) -> list[Image.Image]:
+    previews: list[Image.Image] = []
+
+    def watch(progress: Progress) -> None:
+        assert progress.preview is not None
+        previews.append(progress.preview())
+
+    model.generate(request, watch, _never)
+    return previews
+
+
+class _Calls:
+    """Counts the calls of one method of one object, by wrapping it on the instance."""
+
+    def __init__(self, owner: Any, method: str) -> None:
+        self.count = 0
+        original: Callable[..., Any] = getattr(owner, method)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return original(*args, **kwargs)
+
+        setattr(owner, method, counted)
+
+
+# -- the runtime the engine chooses ------------------------------------------------------------------------
+
+
+def test_auto_picks_bf16_with_channels_last_only_where_the_cpu_computes_bf16_natively() -> None:
+    runtime = speed.choose_runtime("cpu", EngineOptions())
+
+    native = speed.native_bf16()
+    assert runtime.dtype == ("bfloat16" if native else "float32")
+    assert runtime.channels_last is native
+    assert runtime.threads == torch.get_num_threads()
+    assert runtime.threads >= 1
+    assert runtime.as_dict()["attention"] == "sdpa"
+    assert runtime.compile is False
+
+
+def test_settings_override_every_choice() -> None:
+    runtime = speed.choose_runtime(
+        "cpu", EngineOptions(dtype="float32", channels_last="on", threads=1, memory_savers="on", compile=True)
+    )
+    try:
+        assert (runtime.dtype, runtime.channels_last, runtime.threads) == ("float32", True, 1)
+        assert torch.get_num_threads() == 1
+        assert speed.memory_savers(runtime, WIDTH, HEIGHT) is True
+    finally:
+        speed.choose_runtime("cpu", EngineOptions())  # the machine's thread count again
+
+
+def test_memory_savers_switch_on_by_need_only() -> None:
+    auto = speed.choose_runtime("cpu", EngineOptions())
+    off = replace(auto, memory_savers="off")
+
+    assert speed.memory_savers(auto, 512, 512) is False
+    # No machine has the free memory to decode 64k x 64k pixels in one piece.
+    assert speed.memory_savers(auto, 65536, 65536) is True
+    assert speed.memory_savers(off, 65536, 65536) is False
+
+
+def test_a_dtype_setting_loads_the_weights_in_that_dtype(models_path: Path) -> None:
+    backend = DiffusersBackend(device="cpu", models_path=models_path, options=EngineOptions(dtype="float32"))
+
+    model = backend.load(TINY)
+
+    assert backend.device_info().dtype == "float32"
+    assert model.pipeline.unet.dtype == torch.float32
+    assert model.generate(_request(), lambda p: None, _never).runtime["dtype"] == "float32"
+
+
+# -- the fast decoder and previews -------------------------------------------------------------------------
+
+
+def test_fast_decoder_decodes_with_the_tiny_autoencoder_at_the_requested_size(model: DiffusersModel) -> None:
+    assert model.fast_decoder is not None
+    full_vae = _Calls(model.pipeline.vae, "decode")
+    tiny_vae = _Calls(model.fast_decoder, "decode")
+
+    fast = model.generate(_request(Decoder.FAST), lambda p: None, _never)
+    full = model.generate(_request(Decoder.FULL), lambda p: None, _never)
+
+    assert fast.image.size == (WIDTH, HEIGHT)
+    assert fast.runtime["decoder"] == "fast"
+    assert full.runtime["decoder"] == "full"
+    assert (full_vae.count, tiny_vae.count) == (1, 1)
+    assert fast.image.tobytes() != full.image.tobytes()
+
+
+def test_previews_come_from_the_tiny_autoencoder_at_full_size(model: DiffusersModel) -> None:
+    previews = _previews(model, _request())
+
+    assert [preview.size for preview in previews] == [(WIDTH, HEIGHT)] * 2
+
+
+def test_without_a_fast_decoder_previews_are_the_latents_and_fast_is_refused_with_a_pull_hint(
+    models_path: Path,
+) -> None:
+    source = tiny.build_tiny_sd(models_path / "tiny")
+    spec = ModelSpec(
+        key="mine",
+        source=str(source),
+        family=TINY.family,
+        description="",
+        default_steps=2,
+        default_guidance=0.0,
+        default_size=64,
+        fast_decoder="nobody/missing-taesd",  # not in the Hub cache, and the tests run offline
+    )
+    model = DiffusersBackend(device="cpu", models_path=models_path).load(spec)
+
+    assert model.fast_decoder is None
+    assert [preview.size for preview in _previews(model, _request())] == [(WIDTH // 8, HEIGHT // 8)] * 2
+    with pytest.raises(WeightsUnavailable) as refused:
+        model.generate(_request(Decoder.FAST), lambda p: None, _never)
+    assert "nobody/missing-taesd" in refused.value.message
+    assert "imageforge models pull mine" in refused.value.hint
+
+
+# -- warm paths --------------------------------------------------------------------------------------------
+
+
+def test_a_repeated_prompt_runs_the_text_encoder_once(models_path: Path) -> None:
+    model = DiffusersBackend(device="cpu", models_path=models_path).load(TINY)
+    encoder = _Calls(model.pipeline.text_encoder, "forward")
+
+    model.generate(_request(prompt="a red fox", seed=1), lambda p: None, _never)
+    model.generate(_request(prompt="a red fox", seed=2, decoder=Decoder.FAST), lambda p: None, _never)
+    assert encoder.count == 1
+    model.generate(_request(prompt="a blue fox", seed=1), lambda p: None, _never)
+    assert encoder.count == 2
+
+
+def test_cached_embeddings_give_the_same_pixels_as_encoding_afresh(models_path: Path) -> None:
+    first = DiffusersBackend(device="cpu", models_path=models_path).load(TINY)
+    second = DiffusersBackend(device="cpu", models_path=models_path).load(TINY)
+    first.generate(_request(prompt="a red fox", seed=7), lambda p: None, _never)
+
+    cached = first.generate(_request(prompt="a red fox", seed=3), lambda p: None, _never).image
+    fresh = second.generate(_request(prompt="a red fox", seed=3), lambda p: None, _never).image
+
+    assert cached.tobytes() == fresh.tobytes()
+
+
+def test_img2img_and_inpaint_pipelines_share_the_text2img_networks(model: DiffusersModel) -> None:
+    init = Image.new("RGB", (WIDTH, HEIGHT), (200, 40, 40))
+    edit = replace(_request(), task=Task.IMG2IMG, strength=0.6, init_image=init)
+    model.generate(edit, lambda p: None, _never)
+
+    text2img, img2img = model.pipeline, model._pipeline(Task.IMG2IMG)
+    assert img2img is not text2img
+    for name in ("unet", "vae", "text_encoder"):
+        assert getattr(img2img, name) is getattr(text2img, name)
