@@ -13,6 +13,7 @@ from imageforge.bootstrap import build_service
 from imageforge.config import Settings
 from imageforge.transports.http.app import create_app
 from tests.helpers import decode_png
+from tests.loopback import LOCAL_URL
 
 RUNTIME_KEYS = {"dtype", "channels_last", "attention", "threads", "memory_savers", "compile"}
 
@@ -25,7 +26,7 @@ def float32_client(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Itera
     from_env = Settings(_env_file=None, default_model="tiny", root_dir=settings.root_dir, data_dir=settings.data_dir)
     service = build_service(from_env)
     service.start()
-    with TestClient(create_app(service)) as client:
+    with TestClient(create_app(service), base_url=LOCAL_URL) as client:
         yield client
     service.close()
 
@@ -86,7 +87,7 @@ def test_a_bad_decoder_is_a_400_naming_the_choices(client: TestClient) -> None:
 def test_fast_on_a_model_without_a_fast_decoder_is_refused_before_queueing(settings: Settings) -> None:
     models_file = Path(settings.root_dir) / "models.toml"
     models_file.write_text('[models.my-flux]\nsource = "someone/flux"\nfamily = "flux"\n')
-    with TestClient(create_app(build_service(settings))) as client:
+    with TestClient(create_app(build_service(settings)), base_url=LOCAL_URL) as client:
         response = client.post("/jobs", json={"prompt": "a fox", "model": "my-flux", "decoder": "fast"})
 
     assert response.status_code == 400
