@@ -59,6 +59,8 @@ class GenerationOptions(TypedDict, total=False):
     seed: int | None
     assist_prompt: bool
     use_cache: bool
+    #: "full" (the model's VAE, the default) or "fast" (its tiny autoencoder)
+    decoder: str
 
 
 @dataclass(frozen=True)

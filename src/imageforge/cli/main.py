@@ -203,6 +203,9 @@ def generate(
     height: Annotated[int | None, typer.Option(help="Height, a multiple of 8.")] = None,
     negative: Annotated[str, typer.Option(help="Negative prompt.")] = "",
     assist: Annotated[bool, typer.Option(help="Expand the prompt through the local LLM first.")] = False,
+    fast: Annotated[
+        bool, typer.Option("--fast", help="Decode with the tiny autoencoder: much faster on a CPU (decoder: fast).")
+    ] = False,
     style: Annotated[
         str | None,
         typer.Option(help="Start from this style template (imageforge templates); the prompt is its subject."),
@@ -237,6 +240,7 @@ def generate(
         height=height,
         seed=seed,
         assist_prompt=assist,
+        decoder="fast" if fast else "full",
     )
     settings = _settings()
     if server is None and not local:

@@ -69,6 +69,17 @@ def test_generate_with_server_runs_the_job_there_and_writes_the_png(
     assert (job.status, job.payload["seed"]) == ("succeeded", 3)
 
 
+def test_generate_fast_asks_the_server_for_the_tiny_autoencoder(
+    user_env: dict[str, str], server_url: str, service: ImageService
+) -> None:
+    result = invoke("generate", "a fox", "--server", server_url, "--fast", "--seed", "3", *SMALL)
+
+    assert result.exit_code == 0, result.output
+    [job] = service.list_jobs()
+    assert job.result is not None
+    assert (job.payload["decoder"], job.result["decoder"]) == ("fast", "fast")
+
+
 def test_generate_with_server_and_no_output_prints_the_path_the_server_saved(
     user_env: dict[str, str], server_url: str, service: ImageService
 ) -> None:
