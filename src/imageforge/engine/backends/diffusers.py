@@ -68,8 +68,9 @@ def _latent_preview(latents: Any, factors: tuple[tuple[float, ...], ...]) -> Ima
     return Image.fromarray(pixels, "RGB")
 
 
-def _decoded_preview(decoder: Any, latents: Any) -> Image.Image:
-    """The first image's latents decoded by the tiny autoencoder: the image so far, at full resolution."""
+def _tiny_decode(decoder: Any, latents: Any) -> Image.Image:
+    """The first image's latents decoded by the tiny autoencoder, at full resolution: the result of
+    `decoder: "fast"`, and the live preview of the image so far."""
     pixels = decoder.decode(latents[:1].to(decoder.dtype)).sample
     array = ((pixels[0].float().clamp(-1, 1) + 1) * 127.5).round().to(_torch().uint8).permute(1, 2, 0)
     return Image.fromarray(array.cpu().numpy(), "RGB")
@@ -538,7 +539,7 @@ class DiffusersModel:
         if latents is None or latents.ndim != 4 or latents.shape[1] != 4:
             return None
         if self._fast_decoder is not None:
-            return partial(_decoded_preview, self._fast_decoder, latents)
+            return partial(_tiny_decode, self._fast_decoder, latents)
         factors = _LATENT_RGB.get(self.spec.family)
         return None if factors is None else partial(_latent_preview, latents, factors)
 
@@ -586,7 +587,7 @@ class DiffusersModel:
             with torch.inference_mode():
                 arguments |= self._prompt_embeddings(pipe, request)
                 images = pipe(**arguments).images
-                image = self._decode_fast(pipe, images) if fast else images[0]
+                image = _tiny_decode(self._fast_decoder, images) if fast else images[0]
         except _Interrupted:
             raise Cancelled("The generation was cancelled.") from None
         except Exception as exc:
@@ -647,12 +648,6 @@ class DiffusersModel:
                 pipe.disable_attention_slicing()
             self._savers_on = wanted
         return self._savers_on
-
-    def _decode_fast(self, pipe: Any, latents: Any) -> Image.Image:
-        """Decode the final latents with the tiny autoencoder instead of the pipeline's VAE."""
-        pixels = self._fast_decoder.decode(latents.to(self._fast_decoder.dtype)).sample
-        image: Image.Image = pipe.image_processor.postprocess(pixels, output_type="pil")[0]
-        return image
 
     def count_tokens(self, prompt: str) -> tuple[int, int] | None:
         """Tokens of the encoder that reads the prompt's words: CLIP's 77 for SD and SDXL (both encoders share
