@@ -30,7 +30,7 @@ class Decoder(enum.StrEnum):
 
     #: the model's own VAE: full quality, the default
     FULL = "full"
-    #: the tiny autoencoder (TAESD/TAESDXL): ~10x faster to decode, slightly softer detail
+    #: the tiny autoencoder (TAESD/TAESDXL): a much faster decode, an approximation of the VAE's
     FAST = "fast"
 
 

@@ -406,7 +406,7 @@ class ImageService:
         except ValueError:
             raise InvalidRequest(
                 f"decoder {params.decoder!r} is not one of full, fast.",
-                hint='Use "full" (the model\'s VAE, the default) or "fast" (the tiny autoencoder, ~10x faster).',
+                hint='Use "full" (the model\'s VAE, the default) or "fast" (the tiny autoencoder, much faster).',
             ) from None
         if decoder is Decoder.FAST and spec.fast_decoder is None:
             raise UnsupportedOperation(

@@ -30,7 +30,7 @@ class GenerateBody(_Body):
     assist_prompt: bool = Field(False, description="Expand the prompt through the local LLM first.")
     use_cache: bool = Field(True, description="Return a stored result for an identical seeded request.")
     decoder: Decoder = Field(
-        Decoder.FULL, description='"full" (the model\'s VAE) or "fast" (the tiny autoencoder: ~10x faster decode).'
+        Decoder.FULL, description='"full" (the model\'s VAE) or "fast" (the tiny autoencoder: a much faster decode).'
     )
     return_mode: ReturnMode = Field("base64", description="base64, path, or both.")
 

@@ -60,7 +60,7 @@ Seed = Annotated[int | None, Field(description="Seed for a reproducible image; r
 Negative = Annotated[str, Field(description="What to keep out of the image (ignored by turbo models).")]
 Assist = Annotated[bool, Field(description="Expand the prompt through the local LLM first (falls back to it).")]
 DecoderChoice = Annotated[
-    str, Field(description='"full" (the model\'s VAE, default) or "fast": the tiny autoencoder, ~10x faster decode.')
+    str, Field(description='"full" (the model\'s VAE, default) or "fast": the tiny autoencoder, a much faster decode.')
 ]
 Strength = Annotated[float | None, Field(description="How far to move from the input, 0-1; default 0.6 (edit).")]
 ImagePath = Annotated[
