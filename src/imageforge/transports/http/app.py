@@ -60,7 +60,7 @@ def create_app(
     audit = audit or AuditLog()
 
     def image_query(name: str) -> str:
-        return signer.query(name) if keys else ""
+        return f"?{signer.query(name)}" if keys else ""
 
     mcp = build_mcp_server(service, replace(mcp_options or McpOptions(), image_query=image_query), audit=audit)
     # The app-wide Host and Origin checks below cover /mcp; the SDK's own copy of them stays off.

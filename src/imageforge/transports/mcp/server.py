@@ -138,7 +138,7 @@ class McpOptions:
 
     #: longest side of the inline preview
     preview_px: int = 512
-    #: the query string that opens an image link without an API key ("" when none is needed); set over HTTP
+    #: what follows an image link to open it without an API key ("?exp=…&sig=…", "" when none is needed)
     image_query: Callable[[str], str] = lambda name: ""
 
 
@@ -476,8 +476,7 @@ class _Tools:
 
     def _image_result(self, job_id: str, result: ImageResult, base_url: str | None) -> CallToolResult:
         name = Path(result.output_path).name
-        query = self._options.image_query(name)
-        url = f"{base_url}/images/{name}{'?' + query if query else ''}" if base_url else None
+        url = f"{base_url}/images/{name}{self._options.image_query(name)}" if base_url else None
         output = ImageOutput(
             job_id=job_id,
             task=result.task.value,

@@ -123,10 +123,8 @@ def job_view(job: Job, position: int | None, request: Request) -> JobResponse:
     result = None
     if job.result is not None:
         name = Path(job.result["output_path"]).name
-        image = str(request.url_for("get_image", name=name))
         # With API keys on, a signed link: a browser's <img src> or curl opens it without a header.
-        query = request.app.state.image_query(name)
-        image = f"{image}?{query}" if query else image
+        image = str(request.url_for("get_image", name=name)) + request.app.state.image_query(name)
         result = ImageResponse.model_validate({**job.result, "image_base64": None, "mime": "image/png"})
     own = str(request.url_for("get_job", job_id=job.id))
     return JobResponse(
