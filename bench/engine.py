@@ -1,6 +1,7 @@
 """Benchmark: plain diffusers against imageforge's engine on a full-size model with random weights.
 
-    python bench/engine.py --model sd-turbo --size 512 --steps 1 [--device cuda] [--rounds 3] [--json]
+    python bench/engine.py --model sd-turbo --size 512 --steps 1 [--device cuda] [--rounds 3] [--compile] [--json]
+    python bench/engine.py --model sdxl-turbo --size 512 --steps 1 --one-at-a-time --json
 
 It builds the model's architecture from `bench/configs/` with random weights (compute does not depend on
 weight values), saves it as a diffusers folder (safetensors) with its tiny autoencoder, and loads that folder
@@ -8,7 +9,10 @@ twice: plain `StableDiffusionPipeline.from_pretrained(folder)` with diffusers' d
 backend through a models-file entry, generating through the code the service runs. Runs alternate (plain,
 imageforge, imageforge with `decoder: "fast"`) after one warm-up each; the table shows medians per stage.
 Each run gets a new prompt of the same length, so imageforge's prompt-embedding cache never answers for the
-text encoder.
+text encoder. `--compile` runs imageforge with `IMAGEFORGE_COMPILE` on (a fresh compile cache): its warm-up
+run, reported as `first_run_s`, is then the compile.
+`--one-at-a-time` loads, times and frees plain diffusers before imageforge, instead of alternating with both
+loaded: for SDXL on a 24 GiB machine, where the fp32 baseline (~14 GB) and imageforge's copy do not fit together.
 Peak memory is measured in separate subprocesses (one load and one generation each), so peaks don't mix.
 With `--json` the last line is one JSON object.
 
@@ -18,6 +22,7 @@ Not a test: timings depend on the machine and what else runs on it.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import resource
@@ -40,50 +45,70 @@ from imageforge.engine.backends.tiny import clip_tokenizer  # noqa: E402
 from imageforge.engine.catalog import load_models_file  # noqa: E402
 from imageforge.engine.protocol import EngineOptions  # noqa: E402
 
-MODELS = {"sd-turbo": ("sd-turbo", "taesd")}
+#: model -> (configs folder, pipeline family, its tiny autoencoder's name); TAESD and TAESDXL share one architecture
+MODELS = {"sd-turbo": ("sd-turbo", "sd", "taesd"), "sdxl-turbo": ("sdxl-turbo", "sdxl", "taesdxl")}
 #: What the issue asks of the engine on a CPU, against plain diffusers in the same run.
 TARGETS = {"speedup": 4.0, "speedup_fast_decode": 12.0}
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
 SEED = 1234
 STAGES = ("text_encoder", "unet", "vae_decode", "fast_decode")
+#: Each stage's networks in a pipeline: (stage, component, method); SDXL's two text encoders are one stage.
+NETWORKS = (
+    ("text_encoder", "text_encoder", "forward"),
+    ("text_encoder", "text_encoder_2", "forward"),
+    ("unet", "unet", "forward"),
+    ("vae_decode", "vae", "decode"),
+)
+Networks = list[tuple[str, Any, str]]
+
+
+def pipeline_networks(pipe: Any) -> Networks:
+    return [(stage, getattr(pipe, name), method) for stage, name, method in NETWORKS if getattr(pipe, name, None)]
+
+
 VARIANTS = ("baseline", "imageforge", "imageforge_fast")
 
 
 def build(model: str, folder: Path) -> tuple[Path, Path]:
     """Save the random-weight pipeline and its tiny autoencoder under `folder`; returns both paths."""
+    import diffusers
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        AutoencoderTiny,
-        EulerDiscreteScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    configs, taesd_name = HERE / "configs" / MODELS[model][0], MODELS[model][1]
+    name, family, taesd_name = MODELS[model]
+    configs = HERE / "configs" / name
 
     def config(part: str) -> dict[str, Any]:
         return dict(json.loads((configs / part / "config.json").read_text()))
 
     torch.manual_seed(0)
-    pipe = StableDiffusionPipeline(
-        unet=UNet2DConditionModel.from_config(config("unet")),
-        vae=AutoencoderKL.from_config(config("vae")),
-        text_encoder=CLIPTextModel(CLIPTextConfig(**config("text_encoder"))),
-        tokenizer=clip_tokenizer(),
-        scheduler=EulerDiscreteScheduler.from_config(
-            json.loads((configs / "scheduler" / "scheduler_config.json").read_text())
-        ),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder / model, safe_serialization=True)
-    taesd_config = json.loads((HERE / "configs" / taesd_name / "config.json").read_text())
+    scheduler_config = json.loads((configs / "scheduler" / "scheduler_config.json").read_text())
+    components: dict[str, Any] = {
+        "unet": UNet2DConditionModel.from_config(config("unet")),
+        "vae": AutoencoderKL.from_config(config("vae")),
+        "text_encoder": CLIPTextModel(CLIPTextConfig(**config("text_encoder"))),
+        "tokenizer": clip_tokenizer(),
+        "scheduler": getattr(diffusers, scheduler_config["_class_name"]).from_config(scheduler_config),
+        "feature_extractor": None,
+    }
+    if family == "sdxl":
+        encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**config("text_encoder_2")))
+        components |= {"text_encoder_2": encoder_2, "tokenizer_2": clip_tokenizer(), "image_encoder": None}
+    else:
+        components |= {"safety_checker": None, "requires_safety_checker": False}
+    pipeline_class(family)(**components).save_pretrained(folder / model, safe_serialization=True)
+    del components
+    taesd_config = json.loads((HERE / "configs" / "taesd" / "config.json").read_text())
     taesd_config.pop("block_out_channels", None)  # an old key AutoencoderTiny no longer takes
     AutoencoderTiny.from_config(taesd_config).save_pretrained(folder / taesd_name, safe_serialization=True)
     return folder / model, folder / taesd_name
+
+
+def pipeline_class(family: str) -> Any:
+    import diffusers
+
+    return diffusers.StableDiffusionXLPipeline if family == "sdxl" else diffusers.StableDiffusionPipeline
 
 
 # -- the two contenders --------------------------------------------------------------------------------
@@ -92,18 +117,12 @@ def build(model: str, folder: Path) -> tuple[Path, Path]:
 class Baseline:
     """Plain diffusers: `from_pretrained(folder)` with its defaults, moved to the device."""
 
-    def __init__(self, folder: Path, device: str) -> None:
-        from diffusers import StableDiffusionPipeline
-
-        self.pipe = StableDiffusionPipeline.from_pretrained(folder).to(device)
+    def __init__(self, folder: Path, family: str, device: str) -> None:
+        self.pipe = pipeline_class(family).from_pretrained(folder).to(device)
         self.pipe.set_progress_bar_config(disable=True)
 
-    def networks(self) -> dict[str, tuple[Any, str]]:
-        return {
-            "text_encoder": (self.pipe.text_encoder, "forward"),
-            "unet": (self.pipe.unet, "forward"),
-            "vae_decode": (self.pipe.vae, "decode"),
-        }
+    def networks(self) -> Networks:
+        return pipeline_networks(self.pipe)
 
     def __call__(self, prompt: str, size: int, steps: int) -> Any:
         import torch
@@ -117,24 +136,20 @@ class Baseline:
 class Imageforge:
     """imageforge's diffusers backend, loading the folder as a models-file entry, as the service does."""
 
-    def __init__(self, folder: Path, taesd: Path, workdir: Path, device: str, options: EngineOptions) -> None:
+    def __init__(
+        self, folder: Path, family: str, taesd: Path, workdir: Path, device: str, options: EngineOptions
+    ) -> None:
         models_file = workdir / "models.toml"
         models_file.write_text(
-            f'[models.bench]\nsource = "{folder}"\nfamily = "sd"\nsteps = 1\nguidance = 0.0\nsize = 512\n'
+            f'[models.bench]\nsource = "{folder}"\nfamily = "{family}"\nsteps = 1\nguidance = 0.0\nsize = 512\n'
             f'fast_decoder = "{taesd}"\n'
         )
         [self.spec] = load_models_file(models_file)
         self.backend = DiffusersBackend(device=device, models_path=workdir / "models", options=options)
         self.model = self.backend.load(self.spec)
 
-    def networks(self) -> dict[str, tuple[Any, str]]:
-        pipe = self.model.pipeline
-        return {
-            "text_encoder": (pipe.text_encoder, "forward"),
-            "unet": (pipe.unet, "forward"),
-            "vae_decode": (pipe.vae, "decode"),
-            "fast_decode": (self.model.fast_decoder, "decode"),
-        }
+    def networks(self) -> Networks:
+        return [*pipeline_networks(self.model.pipeline), ("fast_decode", self.model.fast_decoder, "decode")]
 
     def __call__(self, prompt: str, size: int, steps: int, decoder: str = "full") -> Any:
         from imageforge.domain import Decoder
@@ -166,13 +181,13 @@ def _never() -> bool:
 
 
 @contextmanager
-def stage_timer(networks: dict[str, tuple[Any, str]], device: str) -> Iterator[dict[str, float]]:
-    """Seconds spent inside each network's method during the block (wrapping the instances' methods)."""
+def stage_timer(networks: Networks, device: str) -> Iterator[dict[str, float]]:
+    """Seconds spent inside each stage's networks during the block (wrapping the instances' methods)."""
     import torch
 
-    spent = dict.fromkeys(networks, 0.0)
+    spent = {stage: 0.0 for stage, _module, _method in networks}
     originals = []
-    for stage, (module, method) in networks.items():
+    for stage, module, method in networks:
         original = getattr(module, method)
 
         def timed(*args: Any, _original: Callable[..., Any] = original, _stage: str = stage, **kw: Any) -> Any:
@@ -194,7 +209,7 @@ def stage_timer(networks: dict[str, tuple[Any, str]], device: str) -> Iterator[d
             delattr(module, method)  # back to the class's method
 
 
-def timed_run(run: Callable[[], Any], networks: dict[str, tuple[Any, str]], device: str) -> dict[str, float]:
+def timed_run(run: Callable[[], Any], networks: Networks, device: str) -> dict[str, float]:
     import torch
 
     with stage_timer(networks, device) as spent:
@@ -210,7 +225,9 @@ def timed_run(run: Callable[[], Any], networks: dict[str, tuple[Any, str]], devi
 def peak_of(variant: str, args: argparse.Namespace, folder: Path, taesd: Path) -> dict[str, float]:
     """Peak memory of one load plus one generation of `variant`, in a fresh interpreter."""
     command = [sys.executable, __file__, "--peak-of", variant, "--folder", str(folder), "--taesd", str(taesd)]
+    command += ["--model", args.model]
     command += ["--size", str(args.size), "--steps", str(args.steps), "--device", args.device]
+    command += ["--compile"] if args.compile else []
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return dict(json.loads(output.strip().splitlines()[-1]))
 
@@ -224,15 +241,20 @@ def high_water_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: close enough
 
 
+def engine_options(args: argparse.Namespace, cache: Path) -> EngineOptions:
+    return EngineOptions(compile=args.compile, compile_cache=cache)
+
+
 def measure_peak(variant: str, args: argparse.Namespace) -> None:
     import torch
 
-    folder, taesd = Path(args.folder), Path(args.taesd)
+    folder, taesd, family = Path(args.folder), Path(args.taesd), MODELS[args.model][1]
     with tempfile.TemporaryDirectory() as workdir:
         if variant == "baseline":
-            Baseline(folder, args.device)(PROMPT, args.size, args.steps)
+            Baseline(folder, family, args.device)(PROMPT, args.size, args.steps)
         else:
-            Imageforge(folder, taesd, Path(workdir), args.device, EngineOptions())(
+            options = engine_options(args, folder.parent / "compile-cache")
+            Imageforge(folder, family, taesd, Path(workdir), args.device, options)(
                 PROMPT, args.size, args.steps, "fast" if variant == "imageforge_fast" else "full"
             )
     peak = {"peak_rss_mb": high_water_mb()}
@@ -280,27 +302,52 @@ def table(medians: dict[str, dict[str, float]], steps: int) -> str:
     return "\n".join(rows)
 
 
+Runner = tuple[Callable[[str], Any], Networks]
+
+
 def time_variants(
     args: argparse.Namespace, folder: Path, taesd: Path, workdir: Path
-) -> tuple[dict[str, list[dict[str, float]]], dict[str, Any]]:
-    """Every timed run of each variant, alternating, and what imageforge chose; the models are freed on return."""
-    baseline = Baseline(folder, args.device)
-    imageforge = Imageforge(folder, taesd, workdir, args.device, EngineOptions())
-    runners: dict[str, tuple[Callable[[str], Any], dict[str, tuple[Any, str]]]] = {
-        "baseline": (lambda p: baseline(p, args.size, args.steps), baseline.networks()),
-        "imageforge": (lambda p: imageforge(p, args.size, args.steps), imageforge.networks()),
-        "imageforge_fast": (lambda p: imageforge(p, args.size, args.steps, "fast"), imageforge.networks()),
-    }
+) -> tuple[dict[str, list[dict[str, float]]], dict[str, float], dict[str, Any]]:
+    """Every timed run of each variant, the warm-up run of each, and what imageforge chose. The variants
+    alternate round by round, or with `--one-at-a-time` plain diffusers runs all its rounds first; the models
+    are freed on return."""
+    family = MODELS[args.model][1]
+    chosen: dict[str, Any] = {}
+
+    def baseline() -> dict[str, Runner]:
+        plain = Baseline(folder, family, args.device)
+        return {"baseline": (lambda p: plain(p, args.size, args.steps), plain.networks())}
+
+    def imageforge() -> dict[str, Runner]:
+        options = engine_options(args, workdir / "compile-cache")
+        engine = Imageforge(folder, family, taesd, workdir, args.device, options)
+        chosen.update(engine.backend.device_info().runtime)
+        return {
+            "imageforge": (lambda p: engine(p, args.size, args.steps), engine.networks()),
+            "imageforge_fast": (lambda p: engine(p, args.size, args.steps, "fast"), engine.networks()),
+        }
+
+    if args.one_at_a_time:
+        groups: list[Callable[[], dict[str, Runner]]] = [baseline, imageforge]
+    else:
+        groups = [lambda: baseline() | imageforge()]
     runs: dict[str, list[dict[str, float]]] = {variant: [] for variant in VARIANTS}
-    for round_ in range(args.rounds + 1):  # round 0 is the warm-up
-        for index, (variant, (run, networks)) in enumerate(runners.items()):
-            # A new prompt of the same length per run: the text encoder always runs, at the same cost.
-            prompt = f"{PROMPT}, study {round_}{'abc'[index]}"
-            timing = timed_run(lambda run=run, prompt=prompt: run(prompt), networks, args.device)
-            print(f"round {round_} {variant}: {timing['total']:.2f}s", file=sys.stderr)
-            if round_:
-                runs[variant].append(timing)
-    return runs, imageforge.backend.device_info().runtime
+    first: dict[str, float] = {}
+    for group in groups:
+        runners = group()
+        for round_ in range(args.rounds + 1):  # round 0 is the warm-up
+            for variant, (run, networks) in runners.items():
+                # A new prompt of the same length per run: the text encoder always runs, at the same cost.
+                prompt = f"{PROMPT}, study {round_}{'abc'[VARIANTS.index(variant)]}"
+                timing = timed_run(lambda run=run, prompt=prompt: run(prompt), networks, args.device)
+                print(f"round {round_} {variant}: {timing['total']:.2f}s", file=sys.stderr)
+                if round_:
+                    runs[variant].append(timing)
+                else:
+                    first[variant] = round(timing["total"], 3)
+        del runners
+        gc.collect()
+    return runs, first, chosen
 
 
 def main() -> int:
@@ -310,6 +357,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds after the warm-up (median)")
+    parser.add_argument("--compile", action="store_true", help="imageforge with torch.compile (IMAGEFORGE_COMPILE)")
+    parser.add_argument("--one-at-a-time", action="store_true", help="plain diffusers first, then imageforge")
     parser.add_argument("--json", action="store_true", help="end with one line of JSON")
     parser.add_argument("--peak-of", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -323,7 +372,7 @@ def main() -> int:
         workdir = Path(temp)
         print(f"building {args.model} with random weights in {workdir} ...", file=sys.stderr)
         folder, taesd = build(args.model, workdir)
-        runs, runtime = time_variants(args, folder, taesd, workdir)
+        runs, first, runtime = time_variants(args, folder, taesd, workdir)
         peaks = {variant: peak_of(variant, args, folder, taesd) for variant in ("baseline", "imageforge")}
 
     medians = {}
@@ -345,6 +394,7 @@ def main() -> int:
         "peak_rss_mb": round(peaks["imageforge"]["peak_rss_mb"]),
         "baseline_peak_rss_mb": round(peaks["baseline"]["peak_rss_mb"]),
         "peaks": peaks,
+        "first_run_s": first,
         "stages_s": {v: {k: round(x, 3) for k, x in medians[v].items()} for v in VARIANTS},
         "imageforge_runtime": runtime,
         "machine": machine(args.device),
@@ -353,6 +403,7 @@ def main() -> int:
     print(table(medians, args.steps))
     print(f"peak RSS: plain diffusers {result['baseline_peak_rss_mb']} MB, imageforge {result['peak_rss_mb']} MB")
     print(f"imageforge chose: {runtime}")
+    print("first (warm-up) run, s: " + ", ".join(f"{variant} {seconds:.2f}" for variant, seconds in first.items()))
     if args.device == "cpu":
         for key, target in TARGETS.items():
             verdict = "met" if result[key] >= target else "NOT met"
