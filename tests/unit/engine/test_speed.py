@@ -208,3 +208,104 @@ def test_img2img_and_inpaint_pipelines_share_the_text2img_networks(model: Diffus
     assert img2img is not text2img
     for name in ("unet", "vae", "text_encoder"):
         assert getattr(img2img, name) is getattr(text2img, name)
+
+
+# -- half-precision weights --------------------------------------------------------------------------------
+
+
+def _folder_with_fp16_unet(target: Path) -> Path:
+    """The tiny model as a local diffusers folder whose UNet also has an fp16 copy, every weight 0.5, so a test
+    can tell which file was loaded."""
+    import diffusers
+
+    folder = tiny.build_tiny_sd(target)
+    unet_class: Any = diffusers.UNet2DConditionModel
+    unet = unet_class.from_pretrained(folder / "unet")
+    with torch.no_grad():
+        for parameter in unet.parameters():
+            parameter.fill_(0.5)
+    unet.half().save_pretrained(folder / "unet", variant="fp16", safe_serialization=True)
+    return folder
+
+
+def _local(folder: Path) -> ModelSpec:
+    return replace(TINY, key="local", source=str(folder), builtin=False, fast_decoder=None)
+
+
+def _first_unet_weight(model: DiffusersModel) -> float:
+    return float(next(model.pipeline.unet.parameters()).detach().flatten()[0])
+
+
+def test_half_precision_loads_the_fp16_files_of_a_folder_that_has_them(tmp_path: Path) -> None:
+    spec = _local(_folder_with_fp16_unet(tmp_path / "model"))
+
+    half = DiffusersBackend(device="cpu", models_path=tmp_path, options=EngineOptions(dtype="bfloat16")).load(spec)
+    full = DiffusersBackend(device="cpu", models_path=tmp_path, options=EngineOptions(dtype="float32")).load(spec)
+
+    assert _first_unet_weight(half) == 0.5  # the fp16 file
+    assert _first_unet_weight(full) != 0.5  # the fp32 file
+    # components without an fp16 copy load their fp32 files in both
+    assert torch.equal(
+        half.pipeline.vae.decoder.conv_out.weight.float(),
+        full.pipeline.vae.decoder.conv_out.weight.to(torch.bfloat16).float(),
+    )
+    assert half.generate(_request(), lambda p: None, _never).image.size == (WIDTH, HEIGHT)
+
+
+def test_fp32_loads_fp16_only_weights_upcast_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = _folder_with_fp16_unet(tmp_path / "model")
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").unlink()  # as a half-precision pull leaves it
+
+    model = DiffusersBackend(device="cpu", models_path=tmp_path, options=EngineOptions(dtype="float32")).load(
+        _local(folder)
+    )
+
+    assert model.pipeline.unet.dtype == torch.float32
+    assert _first_unet_weight(model) == 0.5
+    assert "only fp16 weights for unet" in caplog.text
+    assert "models pull" in caplog.text
+
+
+def test_a_half_precision_pull_fetches_the_fp16_files_instead_of_their_fp32_twins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub
+
+    repo_files = [
+        "model_index.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.fp16.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",  # no fp16 copy: its fp32 file is needed
+    ]
+    pulled: list[list[str]] = []
+
+    def snapshot_download(repo_id: str, **kwargs: Any) -> str:
+        pulled.append(
+            [name for name in repo_files if _fetched(name, kwargs["allow_patterns"], kwargs["ignore_patterns"])]
+        )
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, repo_id, revision=None: repo_files)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    spec = replace(TINY, key="hub", source="someone/some-model", builtin=False, fast_decoder=None)
+
+    for dtype in ("bfloat16", "float32"):
+        DiffusersBackend(device="cpu", models_path=tmp_path, options=EngineOptions(dtype=dtype)).pull(spec)
+
+    half, full = pulled
+    assert [name for name in half if name.endswith(".safetensors")] == [
+        "unet/diffusion_pytorch_model.fp16.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+    ]
+    assert [name for name in full if name.endswith(".safetensors")] == [
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+    ]
+
+
+def _fetched(name: str, allow: list[str], ignore: list[str]) -> bool:
+    """huggingface_hub's pattern rule: matched by an allow pattern and by no ignore pattern."""
+    from fnmatch import fnmatch
+
+    return any(fnmatch(name, pattern) for pattern in allow) and not any(fnmatch(name, pattern) for pattern in ignore)

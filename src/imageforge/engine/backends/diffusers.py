@@ -44,9 +44,14 @@ _PIPELINES = {
     Family.FLUX: "FluxPipeline",
     Family.FLUX2_KLEIN: "Flux2KleinPipeline",
 }
-#: What `models pull` fetches: configs, tokenizers and safetensors weights, never pickles or other variants.
+#: What `models pull` fetches: configs, tokenizers and safetensors weights, never pickles.
 _PULL_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
-_PULL_IGNORE = ["*.fp16.safetensors", "*.ckpt", "*.bin", "*.pt", "*.onnx", "*.msgpack", "*.gguf"]
+_PULL_IGNORE = ["*.ckpt", "*.bin", "*.pt", "*.onnx", "*.msgpack", "*.gguf"]
+#: diffusers' name for the half-precision copies of a repository's weights (`unet/….fp16.safetensors`). Where
+#: the weights run in fp16 or bf16 they are pulled and loaded instead of the fp32 files: half the download, and
+#: about two thirds of the peak memory while loading (docs/benchmarks.md).
+_HALF_VARIANT = "fp16"
+_HALF_SUFFIX = f".{_HALF_VARIANT}.safetensors"
 
 
 #: How each latent channel of the Stable Diffusion VAEs (SD 1.x/2.x; close enough for SDXL's) tints the
@@ -176,6 +181,33 @@ def _is_local(source: str) -> bool:
     return Path(source).is_absolute()
 
 
+def _full_twins(files: list[str]) -> list[str]:
+    """The fp32 files of `files` that have a half-precision twin: what a half-precision pull leaves out."""
+    return [name.removesuffix(_HALF_SUFFIX) + ".safetensors" for name in files if name.endswith(_HALF_SUFFIX)]
+
+
+def _weights_variant(folder: Path | None, dtype: str) -> str | None:
+    """Which weights to load from a diffusers folder: the fp16 files where the model runs in half precision and
+    the folder has them (components without them load their fp32 files), else the fp32 files. A folder pulled
+    in half precision that lacks some fp32 files loads its fp16 ones even in fp32, upcast, and says so."""
+    if folder is None or not folder.is_dir():
+        return None
+    half = {path.relative_to(folder).as_posix() for path in folder.glob(f"*/*{_HALF_SUFFIX}")}
+    if not half:
+        return None
+    if dtype != "float32":
+        return _HALF_VARIANT
+    missing = [name for name in _full_twins(sorted(half)) if not (folder / name).is_file()]
+    if not missing:
+        return None
+    log.warning(
+        "%s has only fp16 weights for %s: loading them upcast to fp32; `imageforge models pull` fetches the fp32 files",
+        folder,
+        ", ".join(name.split("/")[0] for name in missing),
+    )
+    return _HALF_VARIANT
+
+
 def _load_lora(pipe: Any, reference: str) -> None:
     """Load LoRA weights (a local `.safetensors` file or folder, or a Hub repo id) and fuse them into the pipeline.
 
@@ -272,6 +304,16 @@ class DiffusersBackend:
         return isinstance(try_to_load_from_cache(source, marker, revision=revision), str)
 
     @staticmethod
+    def _on_disk(source: str, revision: str | None) -> Path | None:
+        """The folder of a diffusers model: a local one, or the Hub cache's snapshot of a repo; None if not pulled."""
+        if _is_local(source):
+            return Path(source)
+        from huggingface_hub import try_to_load_from_cache
+
+        index = try_to_load_from_cache(source, "model_index.json", revision=revision)
+        return Path(index).parent if isinstance(index, str) else None
+
+    @staticmethod
     def _file_present(reference: str) -> bool:
         if _is_local(reference):
             return Path(reference).is_file()
@@ -284,16 +326,20 @@ class DiffusersBackend:
         if spec.builtin:
             tiny.build_tiny_taesd(self._tiny_taesd_path)
             return str(tiny.build_tiny_sd(self._models_path / spec.key))
-        from huggingface_hub import hf_hub_download, snapshot_download
+        from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 
         try:
             where = spec.source
             if not _is_local(spec.source):
+                if self.device_info().dtype == "float32":
+                    leave_out = [f"*{_HALF_SUFFIX}"]
+                else:  # the fp16 files where the repository has them, the fp32 ones of the other components
+                    leave_out = _full_twins(HfApi().list_repo_files(spec.source, revision=spec.revision))
                 where = snapshot_download(
                     spec.source,
                     revision=spec.revision,
                     allow_patterns=_PULL_PATTERNS,
-                    ignore_patterns=_PULL_IGNORE,
+                    ignore_patterns=_PULL_IGNORE + leave_out,
                 )
             elif not Path(spec.source).exists():
                 raise FileNotFoundError(spec.source)
@@ -417,8 +463,9 @@ class DiffusersBackend:
         else:
             if _is_local(source) and not Path(source).is_dir():
                 raise FileNotFoundError(source)
+            variant = _weights_variant(self._on_disk(source, spec.revision), str(dtype).removeprefix("torch."))
             pipe = pipeline_class.from_pretrained(
-                source, dtype=dtype, use_safetensors=True, revision=spec.revision, **extra
+                source, dtype=dtype, use_safetensors=True, revision=spec.revision, variant=variant, **extra
             )
         if spec.scheduler:
             scheduler_class = _diffusers_attr(spec.scheduler)
