@@ -266,46 +266,103 @@ def test_fp32_loads_fp16_only_weights_upcast_and_says_so(tmp_path: Path, caplog:
     assert "models pull" in caplog.text
 
 
-def test_a_half_precision_pull_fetches_the_fp16_files_instead_of_their_fp32_twins(
+class _FakeHub:
+    """The Hub seen by `huggingface_hub`'s listing and download calls: a repo that is a local folder, and a cache
+    that downloads copy the files they ask for into (by huggingface_hub's allow/ignore pattern rule)."""
+
+    def __init__(self, repo: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        import huggingface_hub
+
+        self.repo, self.cache = repo, cache
+        self.downloads: list[list[str]] = []
+        files = sorted(path.relative_to(repo).as_posix() for path in repo.rglob("*") if path.is_file())
+        monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda api, repo_id, revision=None: files)
+        monkeypatch.setattr(huggingface_hub, "snapshot_download", self.snapshot_download)
+        monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *args, **kwargs: None)
+        self.files = files
+
+    def snapshot_download(self, repo_id: str, **kwargs: Any) -> str:
+        fetched = [name for name in self.files if _fetched(name, kwargs["allow_patterns"], kwargs["ignore_patterns"])]
+        self.downloads.append(fetched)
+        for name in fetched:
+            (self.cache / name).parent.mkdir(parents=True, exist_ok=True)
+            (self.cache / name).write_bytes((self.repo / name).read_bytes())
+        return str(self.cache)
+
+
+def _fetched(name: str, allow: list[str], ignore: list[str]) -> bool:
+    from fnmatch import fnmatch
+
+    return any(fnmatch(name, pattern) for pattern in allow) and not any(fnmatch(name, pattern) for pattern in ignore)
+
+
+def _weights(files: list[str]) -> list[str]:
+    return [name for name in files if name.endswith(".safetensors")]
+
+
+def test_a_pull_fetches_the_files_its_dtype_reads_and_no_single_file_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = _folder_with_fp16_unet(tmp_path / "repo")
+    (repo / "sd_turbo.safetensors").write_bytes(b"a single-file checkpoint beside the diffusers folders")
+    spec = replace(TINY, key="hub", source="someone/some-model", builtin=False, fast_decoder=None)
+
+    for dtype in ("bfloat16", "float32"):
+        hub = _FakeHub(repo, tmp_path / f"cache-{dtype}", monkeypatch)
+        DiffusersBackend(device="cpu", models_path=tmp_path, options=EngineOptions(dtype=dtype)).pull(spec)
+        [fetched] = hub.downloads
+        assert "model_index.json" in fetched
+        if dtype == "bfloat16":  # the fp16 UNet, and the fp32 files of the components without an fp16 copy
+            assert _weights(fetched) == [
+                "text_encoder/model.safetensors",
+                "unet/diffusion_pytorch_model.fp16.safetensors",
+                "vae/diffusion_pytorch_model.safetensors",
+            ]
+        else:
+            assert _weights(fetched) == [
+                "text_encoder/model.safetensors",
+                "unet/diffusion_pytorch_model.safetensors",
+                "vae/diffusion_pytorch_model.safetensors",
+            ]
+
+
+def test_a_first_use_downloads_what_a_pull_would_and_loads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub.constants, "is_offline_mode", lambda: False)
+    hub = _FakeHub(_folder_with_fp16_unet(tmp_path / "repo"), tmp_path / "cache", monkeypatch)
+    spec = replace(TINY, key="hub", source="someone/some-model", builtin=False, fast_decoder=None)
+
+    model = DiffusersBackend(device="cpu", models_path=tmp_path, options=EngineOptions(dtype="bfloat16")).load(spec)
+
+    [fetched] = hub.downloads
+    assert "unet/diffusion_pytorch_model.safetensors" not in fetched
+    assert _first_unet_weight(model) == 0.5
+    assert model.generate(_request(), lambda p: None, _never).image.size == (WIDTH, HEIGHT)
+
+
+def test_a_pull_leaves_out_the_transformer_that_a_transformer_file_replaces(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import huggingface_hub
 
-    repo_files = [
-        "model_index.json",
-        "unet/config.json",
-        "unet/diffusion_pytorch_model.safetensors",
-        "unet/diffusion_pytorch_model.fp16.safetensors",
-        "vae/diffusion_pytorch_model.safetensors",  # no fp16 copy: its fp32 file is needed
-    ]
-    pulled: list[list[str]] = []
+    repo = tmp_path / "repo"
+    for name in ("model_index.json", "transformer/config.json", "transformer/diffusion_pytorch_model.safetensors"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text("{}")
+    (repo / "vae").mkdir()
+    (repo / "vae" / "diffusion_pytorch_model.safetensors").write_text("{}")
+    hub = _FakeHub(repo, tmp_path / "cache", monkeypatch)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *args, **kwargs: str(tmp_path / "q4.gguf"))
+    spec = replace(TINY, key="flux", source="someone/flux", builtin=False, fast_decoder=None)
 
-    def snapshot_download(repo_id: str, **kwargs: Any) -> str:
-        pulled.append(
-            [name for name in repo_files if _fetched(name, kwargs["allow_patterns"], kwargs["ignore_patterns"])]
-        )
-        return str(tmp_path)
+    DiffusersBackend(device="cpu", models_path=tmp_path).pull(replace(spec, transformer_file="someone/gguf/q4.gguf"))
+    DiffusersBackend(device="cpu", models_path=tmp_path).pull(spec)
 
-    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, repo_id, revision=None: repo_files)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
-    spec = replace(TINY, key="hub", source="someone/some-model", builtin=False, fast_decoder=None)
-
-    for dtype in ("bfloat16", "float32"):
-        DiffusersBackend(device="cpu", models_path=tmp_path, options=EngineOptions(dtype=dtype)).pull(spec)
-
-    half, full = pulled
-    assert [name for name in half if name.endswith(".safetensors")] == [
-        "unet/diffusion_pytorch_model.fp16.safetensors",
+    with_file, without = hub.downloads
+    assert _weights(with_file) == ["vae/diffusion_pytorch_model.safetensors"]
+    assert _weights(without) == [
+        "transformer/diffusion_pytorch_model.safetensors",
         "vae/diffusion_pytorch_model.safetensors",
     ]
-    assert [name for name in full if name.endswith(".safetensors")] == [
-        "unet/diffusion_pytorch_model.safetensors",
-        "vae/diffusion_pytorch_model.safetensors",
-    ]
-
-
-def _fetched(name: str, allow: list[str], ignore: list[str]) -> bool:
-    """huggingface_hub's pattern rule: matched by an allow pattern and by no ignore pattern."""
-    from fnmatch import fnmatch
-
-    return any(fnmatch(name, pattern) for pattern in allow) and not any(fnmatch(name, pattern) for pattern in ignore)

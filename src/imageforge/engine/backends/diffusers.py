@@ -44,8 +44,10 @@ _PIPELINES = {
     Family.FLUX: "FluxPipeline",
     Family.FLUX2_KLEIN: "Flux2KleinPipeline",
 }
-#: What `models pull` fetches: configs, tokenizers and safetensors weights, never pickles.
-_PULL_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
+#: What `models pull` fetches of a diffusers repo: configs, tokenizers (with chat templates) and the components'
+#: safetensors weights, never pickles, and not the single-file checkpoints some repos also keep at their top
+#: level (`sd_turbo.safetensors`), which `from_pretrained` never reads: their pattern needs a folder.
+_PULL_PATTERNS = ["*.json", "*.txt", "*.model", "*.jinja", "*/*.safetensors"]
 _PULL_IGNORE = ["*.ckpt", "*.bin", "*.pt", "*.onnx", "*.msgpack", "*.gguf"]
 #: diffusers' name for the half-precision copies of a repository's weights (`unet/….fp16.safetensors`). Where
 #: the weights run in fp16 or bf16 they are pulled and loaded instead of the fp32 files: half the download, and
@@ -326,21 +328,12 @@ class DiffusersBackend:
         if spec.builtin:
             tiny.build_tiny_taesd(self._tiny_taesd_path)
             return str(tiny.build_tiny_sd(self._models_path / spec.key))
-        from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+        from huggingface_hub import hf_hub_download, snapshot_download
 
         try:
             where = spec.source
             if not _is_local(spec.source):
-                if self.device_info().dtype == "float32":
-                    leave_out = [f"*{_HALF_SUFFIX}"]
-                else:  # the fp16 files where the repository has them, the fp32 ones of the other components
-                    leave_out = _full_twins(HfApi().list_repo_files(spec.source, revision=spec.revision))
-                where = snapshot_download(
-                    spec.source,
-                    revision=spec.revision,
-                    allow_patterns=_PULL_PATTERNS,
-                    ignore_patterns=_PULL_IGNORE + leave_out,
-                )
+                where = self._download(spec)
             elif not Path(spec.source).exists():
                 raise FileNotFoundError(spec.source)
             if spec.lora and not _is_local(spec.lora):
@@ -353,6 +346,21 @@ class DiffusersBackend:
             return where
         except OSError as exc:
             raise self._unavailable(spec, exc, pulling=True) from exc
+
+    def _download(self, spec: ModelSpec) -> str:
+        """Fetch the model's Hub repo into the Hub cache: the files this runtime's dtype reads, and not the
+        transformer that `transformer_file` replaces; returns their folder."""
+        from huggingface_hub import HfApi, snapshot_download
+
+        leave_out = ["transformer/*"] if spec.transformer_file else []
+        if self.device_info().dtype == "float32":
+            leave_out.append(f"*{_HALF_SUFFIX}")
+        else:  # the fp16 files where the repository has them, the fp32 ones of the other components
+            leave_out += _full_twins(HfApi().list_repo_files(spec.source, revision=spec.revision))
+        folder: str = snapshot_download(
+            spec.source, revision=spec.revision, allow_patterns=_PULL_PATTERNS, ignore_patterns=_PULL_IGNORE + leave_out
+        )
+        return folder
 
     @property
     def _tiny_taesd_path(self) -> Path:
@@ -463,7 +471,11 @@ class DiffusersBackend:
         else:
             if _is_local(source) and not Path(source).is_dir():
                 raise FileNotFoundError(source)
-            variant = _weights_variant(self._on_disk(source, spec.revision), str(dtype).removeprefix("torch."))
+            folder = self._on_disk(source, spec.revision)
+            if folder is None and not _offline():  # a first use fetches what `models pull` would, then reads it
+                folder = Path(self._download(spec))
+                source = str(folder)
+            variant = _weights_variant(folder, str(dtype).removeprefix("torch."))
             pipe = pipeline_class.from_pretrained(
                 source, dtype=dtype, use_safetensors=True, revision=spec.revision, variant=variant, **extra
             )
