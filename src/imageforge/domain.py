@@ -222,6 +222,30 @@ class ImageResult:
             },
         )
 
+    def described(self) -> dict[str, Any]:
+        """What every surface reports about the image besides the image and where it lies (HTTP, MCP)."""
+        return {
+            "task": self.task.value,
+            "model": self.model,
+            "seed": self.seed,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "width": self.width,
+            "height": self.height,
+            "strength": self.strength,
+            "prompt": self.prompt,
+            "original_prompt": self.original_prompt,
+            "negative_prompt": self.negative_prompt,
+            "assisted": self.assisted,
+            "cached": self.cached,
+            "elapsed_s": self.elapsed_s,
+            "notice": self.extra.get("notice"),
+            "assist": self.extra.get("assist"),
+            "policy_applied": self.extra.get("policy_applied"),
+            "decoder": self.extra.get("decoder", "full"),
+            "runtime": self.extra.get("runtime"),
+        }
+
 
 #: `AssistResult.source` when the local LLM wrote the prompt.
 ASSIST_SOURCE_OLLAMA = "ollama"

@@ -477,30 +477,7 @@ class _Tools:
     def _image_result(self, job_id: str, result: ImageResult, base_url: str | None) -> CallToolResult:
         name = Path(result.output_path).name
         url = f"{base_url}/images/{name}{self._options.image_query(name)}" if base_url else None
-        output = ImageOutput(
-            job_id=job_id,
-            task=result.task.value,
-            model=result.model,
-            seed=result.seed,
-            steps=result.steps,
-            guidance=result.guidance,
-            width=result.width,
-            height=result.height,
-            strength=result.strength,
-            prompt=result.prompt,
-            original_prompt=result.original_prompt,
-            negative_prompt=result.negative_prompt,
-            assisted=result.assisted,
-            cached=result.cached,
-            elapsed_s=result.elapsed_s,
-            output_path=result.output_path,
-            url=url,
-            notice=result.extra.get("notice"),
-            assist=result.extra.get("assist"),
-            policy_applied=result.extra.get("policy_applied"),
-            decoder=result.extra.get("decoder", "full"),
-            runtime=result.extra.get("runtime"),
-        )
+        output = ImageOutput(**result.described(), job_id=job_id, output_path=result.output_path, url=url)
         structured = output.model_dump(mode="json")
         content: list[ContentBlock] = [
             preview_content(result.png, self._options.preview_px),

@@ -28,28 +28,10 @@ router = APIRouter(tags=["images"], responses=_ERRORS)
 
 def to_response(result: ImageResult, return_mode: ReturnMode) -> ImageResponse:
     return ImageResponse(
-        task=result.task.value,
-        model=result.model,
-        seed=result.seed,
-        steps=result.steps,
-        guidance=result.guidance,
-        width=result.width,
-        height=result.height,
-        strength=result.strength,
-        elapsed_s=result.elapsed_s,
-        prompt=result.prompt,
-        original_prompt=result.original_prompt,
-        negative_prompt=result.negative_prompt,
-        assisted=result.assisted,
-        cached=result.cached,
+        **result.described(),
         output_path=result.output_path if return_mode in ("path", "both") else None,
         image_base64=base64.b64encode(result.png).decode() if return_mode in ("base64", "both") else None,
         mime=result.mime,
-        notice=result.extra.get("notice"),
-        assist=result.extra.get("assist"),
-        policy_applied=result.extra.get("policy_applied"),
-        decoder=result.extra.get("decoder", "full"),
-        runtime=result.extra.get("runtime"),
     )
 
 
