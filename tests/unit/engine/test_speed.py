@@ -3,7 +3,7 @@ overrides, the fast decoder (the tiny TAESD built beside `tiny`), TAESD previews
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -267,27 +267,33 @@ def test_fp32_loads_fp16_only_weights_upcast_and_says_so(tmp_path: Path, caplog:
 
 
 class _FakeHub:
-    """The Hub seen by `huggingface_hub`'s listing and download calls: a repo that is a local folder, and a cache
+    """The Hub as `huggingface_hub`'s listing and download calls see it: repos that are local folders, and a cache
     that downloads copy the files they ask for into (by huggingface_hub's allow/ignore pattern rule)."""
 
-    def __init__(self, repo: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, repos: dict[str, Path], cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         import huggingface_hub
 
-        self.repo, self.cache = repo, cache
-        self.downloads: list[list[str]] = []
-        files = sorted(path.relative_to(repo).as_posix() for path in repo.rglob("*") if path.is_file())
-        monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda api, repo_id, revision=None: files)
+        self.repos, self.cache = repos, cache
+        self.downloads: list[tuple[str, list[str]]] = []
+        monkeypatch.setattr(
+            huggingface_hub.HfApi, "list_repo_files", lambda api, repo_id, revision=None: self.files(repo_id)
+        )
         monkeypatch.setattr(huggingface_hub, "snapshot_download", self.snapshot_download)
         monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *args, **kwargs: None)
-        self.files = files
 
-    def snapshot_download(self, repo_id: str, **kwargs: Any) -> str:
-        fetched = [name for name in self.files if _fetched(name, kwargs["allow_patterns"], kwargs["ignore_patterns"])]
-        self.downloads.append(fetched)
+    def files(self, repo_id: str) -> list[str]:
+        repo = self.repos[repo_id]
+        return sorted(path.relative_to(repo).as_posix() for path in repo.rglob("*") if path.is_file())
+
+    def snapshot_download(
+        self, repo_id: str, *, allow_patterns: list[str], ignore_patterns: Sequence[str] = (), **kwargs: Any
+    ) -> str:
+        fetched = [name for name in self.files(repo_id) if _fetched(name, allow_patterns, list(ignore_patterns))]
+        self.downloads.append((repo_id, fetched))
         for name in fetched:
-            (self.cache / name).parent.mkdir(parents=True, exist_ok=True)
-            (self.cache / name).write_bytes((self.repo / name).read_bytes())
-        return str(self.cache)
+            (self.cache / repo_id / name).parent.mkdir(parents=True, exist_ok=True)
+            (self.cache / repo_id / name).write_bytes((self.repos[repo_id] / name).read_bytes())
+        return str(self.cache / repo_id)
 
 
 def _fetched(name: str, allow: list[str], ignore: list[str]) -> bool:
@@ -308,9 +314,9 @@ def test_a_pull_fetches_the_files_its_dtype_reads_and_no_single_file_checkpoint(
     spec = replace(TINY, key="hub", source="someone/some-model", builtin=False, fast_decoder=None)
 
     for dtype in ("bfloat16", "float32"):
-        hub = _FakeHub(repo, tmp_path / f"cache-{dtype}", monkeypatch)
+        hub = _FakeHub({spec.source: repo}, tmp_path / f"cache-{dtype}", monkeypatch)
         DiffusersBackend(device="cpu", models_path=tmp_path, options=EngineOptions(dtype=dtype)).pull(spec)
-        [fetched] = hub.downloads
+        [(_, fetched)] = hub.downloads
         assert "model_index.json" in fetched
         if dtype == "bfloat16":  # the fp16 UNet, and the fp32 files of the components without an fp16 copy
             assert _weights(fetched) == [
@@ -326,17 +332,20 @@ def test_a_pull_fetches_the_files_its_dtype_reads_and_no_single_file_checkpoint(
             ]
 
 
-def test_a_first_use_downloads_what_a_pull_would_and_loads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_first_use_downloads_what_a_pull_does_and_loads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(huggingface_hub.constants, "is_offline_mode", lambda: False)
-    hub = _FakeHub(_folder_with_fp16_unet(tmp_path / "repo"), tmp_path / "cache", monkeypatch)
-    spec = replace(TINY, key="hub", source="someone/some-model", builtin=False, fast_decoder=None)
+    taesd = tiny.build_tiny_taesd(tmp_path / "taesd")
+    repos = {"someone/some-model": _folder_with_fp16_unet(tmp_path / "repo"), "someone/taesd": taesd}
+    hub = _FakeHub(repos, tmp_path / "cache", monkeypatch)
+    spec = replace(TINY, key="hub", source="someone/some-model", builtin=False, fast_decoder="someone/taesd")
 
     model = DiffusersBackend(device="cpu", models_path=tmp_path, options=EngineOptions(dtype="bfloat16")).load(spec)
 
-    [fetched] = hub.downloads
+    (model_repo, fetched), (decoder_repo, _) = hub.downloads  # the model, then its fast decoder, as `pull` does
+    assert (model_repo, decoder_repo) == ("someone/some-model", "someone/taesd")
     assert "unet/diffusion_pytorch_model.safetensors" not in fetched
     assert _first_unet_weight(model) == 0.5
     assert model.generate(_request(), lambda p: None, _never).image.size == (WIDTH, HEIGHT)
@@ -353,14 +362,14 @@ def test_a_pull_leaves_out_the_transformer_that_a_transformer_file_replaces(
         (repo / name).write_text("{}")
     (repo / "vae").mkdir()
     (repo / "vae" / "diffusion_pytorch_model.safetensors").write_text("{}")
-    hub = _FakeHub(repo, tmp_path / "cache", monkeypatch)
+    hub = _FakeHub({"someone/flux": repo}, tmp_path / "cache", monkeypatch)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *args, **kwargs: str(tmp_path / "q4.gguf"))
     spec = replace(TINY, key="flux", source="someone/flux", builtin=False, fast_decoder=None)
 
     DiffusersBackend(device="cpu", models_path=tmp_path).pull(replace(spec, transformer_file="someone/gguf/q4.gguf"))
     DiffusersBackend(device="cpu", models_path=tmp_path).pull(spec)
 
-    with_file, without = hub.downloads
+    (_, with_file), (_, without) = hub.downloads
     assert _weights(with_file) == ["vae/diffusion_pytorch_model.safetensors"]
     assert _weights(without) == [
         "transformer/diffusion_pytorch_model.safetensors",

@@ -472,8 +472,8 @@ class DiffusersBackend:
             if _is_local(source) and not Path(source).is_dir():
                 raise FileNotFoundError(source)
             folder = self._on_disk(source, spec.revision)
-            if folder is None and not _offline():  # a first use fetches what `models pull` would, then reads it
-                folder = Path(self._download(spec))
+            if folder is None and not _offline():  # a first use fetches what `models pull` does, then reads it
+                folder = Path(self.pull(spec))
                 source = str(folder)
             variant = _weights_variant(folder, str(dtype).removeprefix("torch."))
             pipe = pipeline_class.from_pretrained(
