@@ -5,7 +5,7 @@
 
 It builds the model's architecture from `bench/configs/` with random weights (compute does not depend on
 weight values), saves it as a diffusers folder (safetensors) with its tiny autoencoder, and loads that folder
-twice: plain `StableDiffusionPipeline.from_pretrained(folder)` with diffusers' defaults, and imageforge's
+twice: plain `StableDiffusion[XL]Pipeline.from_pretrained(folder)` with diffusers' defaults, and imageforge's
 backend through a models-file entry, generating through the code the service runs. Runs alternate (plain,
 imageforge, imageforge with `decoder: "fast"`) after one warm-up each; the table shows medians per stage.
 Each run gets a new prompt of the same length, so imageforge's prompt-embedding cache never answers for the
