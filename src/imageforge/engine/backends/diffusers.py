@@ -51,7 +51,7 @@ _PULL_PATTERNS = ["*.json", "*.txt", "*.model", "*.jinja", "*/*.safetensors"]
 _PULL_IGNORE = ["*.ckpt", "*.bin", "*.pt", "*.onnx", "*.msgpack", "*.gguf"]
 #: diffusers' name for the half-precision copies of a repository's weights (`unet/….fp16.safetensors`). Where
 #: the weights run in fp16 or bf16 they are pulled and loaded instead of the fp32 files: half the download, and
-#: about two thirds of the peak memory while loading (docs/benchmarks.md).
+#: a quarter off the peak memory of a load (docs/benchmarks.md).
 _HALF_VARIANT = "fp16"
 _HALF_SUFFIX = f".{_HALF_VARIANT}.safetensors"
 
