@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from imageforge.errors import ImageforgeError, InvalidImage, InvalidRequest, PathForbidden, PayloadTooLarge
 
@@ -40,12 +40,12 @@ class InputPaths:
     def resolve(self, raw: str, *, field: str) -> Path:
         """The real path of `raw`, following symlinks, or `PathForbidden` when it lies outside every root."""
         try:
-            candidate = Path(raw).expanduser()
+            candidate = _own_home(raw)
             if not candidate.is_absolute():
                 candidate = self._root / candidate
             real = candidate.resolve()
         except (OSError, RuntimeError, ValueError):
-            # A NUL byte, an unknown `~user`, a name over the OS limit: not a path this server could read.
+            # A NUL byte, a name over the OS limit: not a path this server could read.
             raise InvalidRequest(
                 f"{field} is not a usable path.", hint="Send a plain file path, or the image as base64."
             ) from None
@@ -64,6 +64,31 @@ class InputPaths:
         if not is_file:
             raise InvalidRequest(f"{field} '{raw}' is not a file.", hint="Name an image file, not a folder.")
         return real
+
+
+def _own_home(raw: str) -> Path:
+    """`raw` with a leading `~` or `~/` standing for the server user's home; `~name` stays a plain name.
+
+    Expanding `~name` would read the password database, and whether a user exists would show in the answer.
+    """
+    if raw == "~" or raw.startswith("~/"):
+        return Path(raw).expanduser()
+    return Path(raw)
+
+
+def require_text(value: str | None, *, field: str) -> None:
+    """Refuse text that cannot be written as UTF-8: a lone surrogate (JSON's `"\\udfff"`) passes every other
+    check and would fail only when the result is written, after the work."""
+    if value is None:
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest(
+            f"{field} holds a character that is not valid Unicode text (an unpaired surrogate at position "
+            f"{exc.start}).",
+            hint="Send the text as valid UTF-8; a \\ud800-\\udfff escape must be one half of a pair.",
+        ) from None
 
 
 def decode_base64(data: str, *, field: str, limits: ImageLimits) -> bytes:
@@ -113,7 +138,9 @@ def decode_image(data: bytes, *, field: str, limits: ImageLimits, mode: str = "R
                     hint="Downscale the image before sending it.",
                 )
             image.load()
-            return image.convert(mode)
+            # A camera's JPEG stores its pixels as the sensor saw them and the way to hold the photo in an EXIF
+            # tag; a viewer turns it, and so does the model's input.
+            return ImageOps.exif_transpose(image).convert(mode)
     except ImageforgeError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):

@@ -51,7 +51,7 @@ from imageforge.errors import (
     UnsupportedOperation,
     from_code,
 )
-from imageforge.inputs import ImageLimits, InputPaths, decode_base64, decode_image, read_file
+from imageforge.inputs import ImageLimits, InputPaths, decode_base64, decode_image, read_file, require_text
 from imageforge.jobs.job import LOCAL_CLIENT, Job, JobEvent, JobStatus
 from imageforge.jobs.queue import JobContext, JobQueue
 from imageforge.prompting.assist import PromptAssistant
@@ -129,6 +129,7 @@ class ImageService:
 
         `client` (an API key's name, a peer address, or `local`) is what per-client limits count by.
         """
+        _require_texts(params)
         spec = self.catalog.require(params.model or self.default_model)
         self.validate(params, spec)
         # The payload is what the client asked for (an Idempotency-Key compares it), with the model resolved;
@@ -479,6 +480,8 @@ class ImageService:
 
     def assist(self, prompt: str, style: str | None = None) -> AssistResult:
         """Expand a prompt through the local LLM (optionally in a style); passes it through when unavailable."""
+        require_text(prompt, field="prompt")
+        require_text(style, field="style")
         if not prompt.strip():
             raise InvalidRequest("prompt is empty.", hint="Describe the image you want.")
         if len(prompt) > MAX_PROMPT_CHARS or len(style or "") > MAX_PROMPT_CHARS:
@@ -495,6 +498,8 @@ class ImageService:
     def render_template(self, key: str, subject: str) -> RenderedTemplate:
         """A template filled with `subject`, sized to fit MAX_RES: a starting point the caller edits and sends
         as a request; nothing is generated here. `TemplateNotFound` for an unknown key."""
+        require_text(key, field="key")
+        require_text(subject, field="subject")
         return self._templates.get(key).start(subject, max_side=self.limits.max_res)
 
     # -- catalog and health -------------------------------------------------------------------------
@@ -590,6 +595,16 @@ def _preview_data(image: Image.Image) -> dict[str, Any]:
     image.save(buffer, format="PNG")
     encoded = base64.b64encode(buffer.getvalue()).decode()
     return {"width": image.width, "height": image.height, "image": f"data:image/png;base64,{encoded}"}
+
+
+def _require_texts(params: GenerationParams) -> None:
+    """Every text a request carries is checked before any of it is used, echoed in an error, or queued."""
+    for name in ("prompt", "negative_prompt", "model", "decoder"):
+        require_text(getattr(params, name), field=name)
+    for name, source in (("init_image", params.init_image), ("mask_image", params.mask_image)):
+        if source is not None:
+            require_text(source.base64, field=name)
+            require_text(source.path, field=f"{name}_path")
 
 
 def _image_digest(image: Image.Image | None) -> str | None:

@@ -109,14 +109,31 @@ def test_folder_inside_a_root_is_not_a_file(paths: InputPaths) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["outputs/a\x00.png", "~no-such-user-imageforge/a.png", "outputs/" + "n" * 300, "outputs/" + "d/" * 3000],
-    ids=["nul-byte", "unknown-user", "name-too-long", "path-too-long"],
+    ["outputs/a\x00.png", "outputs/" + "n" * 300, "outputs/" + "d/" * 3000],
+    ids=["nul-byte", "name-too-long", "path-too-long"],
 )
 def test_unusable_path_string_is_an_invalid_request(paths: InputPaths, raw: str) -> None:
     with pytest.raises(InvalidRequest) as raised:
         paths.resolve(raw, field="init_image_path")
 
     assert "init_image_path" in raised.value.message
+
+
+@pytest.mark.parametrize("user", ["root", "no-such-user-imageforge"])
+def test_tilde_user_is_a_plain_name_never_a_home_folder(paths: InputPaths, tmp_path: Path, user: str) -> None:
+    (tmp_path / "outputs" / f"~{user}").mkdir()
+    (tmp_path / "outputs" / f"~{user}" / "a.png").write_bytes(encoded())
+
+    assert paths.resolve(f"outputs/~{user}/a.png", field="f") == tmp_path / "outputs" / f"~{user}" / "a.png"
+    with pytest.raises(PathForbidden):
+        paths.resolve(f"~{user}/a.png", field="f")
+
+
+def test_tilde_alone_is_the_server_users_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "a.png").write_bytes(encoded())
+
+    assert InputPaths(tmp_path, [tmp_path]).resolve("~/a.png", field="f") == tmp_path / "a.png"
 
 
 # -- decode_base64 and read_file --------------------------------------------------------------------------
@@ -173,6 +190,18 @@ def test_png_jpeg_and_webp_decode_to_the_requested_mode(format: str) -> None:
     image = decode_image(encoded((16, 12), format=format), field="f", limits=LIMITS, mode="RGB")
 
     assert (image.size, image.mode) == ((16, 12), "RGB")
+
+
+def test_a_photo_with_exif_orientation_is_turned_upright() -> None:
+    # A camera held upright writes a landscape sensor image and orientation 6: "turn 90 degrees clockwise".
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.new("RGB", (48, 32), (200, 40, 40)).save(buffer, format="JPEG", exif=exif)
+
+    image = decode_image(buffer.getvalue(), field="f", limits=LIMITS)
+
+    assert image.size == (32, 48)
 
 
 def test_mask_decodes_to_greyscale() -> None:

@@ -74,7 +74,9 @@ class OutputStore:
     def find(self, name: str) -> Path:
         """The stored image called `name`; `ImageNotFound` for any other name, so no path can escape the store."""
         path = self.root / name
-        if not OUTPUT_NAME.match(name) or not path.is_file():
+        # The store writes regular files only: a link placed in the folder (by whoever can write there) could
+        # point anywhere on the machine.
+        if not OUTPUT_NAME.match(name) or path.is_symlink() or not path.is_file():
             raise ImageNotFound(f"No image '{name}'.", hint="Use the image link of a finished job.")
         return path
 

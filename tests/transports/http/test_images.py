@@ -176,3 +176,16 @@ def test_concurrent_requests_all_finish_with_their_own_seeds(client: TestClient)
 
     assert [result["seed"] for result in results] == [100, 101, 102, 103]
     assert all(result["ok"] is True for result in results)
+
+
+def test_a_link_placed_in_the_output_folder_is_not_served(client: TestClient, settings: Settings) -> None:
+    secret = settings.root_dir / "secret.png"
+    secret.write_bytes(b"\x89PNG not for clients")
+    settings.output_path.mkdir(parents=True, exist_ok=True)
+    (settings.output_path / "20260101_000000_abcdef.png").symlink_to(secret)
+
+    response = client.get("/images/20260101_000000_abcdef.png")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "image_not_found"
+    assert b"not for clients" not in response.content
