@@ -48,6 +48,12 @@ def browser() -> Iterator[Browser]:
 
 def _open(browser: Browser, base_url: str) -> Page:
     page = browser.new_page()
+    # Everything the page's Content-Security-Policy blocks is kept for the tests to read.
+    page.add_init_script(
+        "window.cspViolations = [];"
+        "document.addEventListener('securitypolicyviolation', e => window.cspViolations.push(e.violatedDirective"
+        " + ' ' + e.blockedURI));"
+    )
     page.goto(base_url + "/")
     # The page marks itself ready once /models, /templates and /policy have filled its controls.
     expect(page.locator("body")).to_have_attribute("data-ready", "true")
@@ -179,6 +185,26 @@ def test_invalid_custom_size_shows_the_server_message_and_hint_in_place(browser:
     expect(alert).to_contain_text("width 100 is not a multiple of 8.")
     expect(alert).to_contain_text("Use a multiple of 8")
     expect(page.get_by_role("button", name="Generate")).to_be_enabled()
+    page.close()
+
+
+def test_the_page_refuses_framing_and_works_within_its_content_security_policy(
+    browser: Browser, gated: tuple[str, GatedBackend]
+) -> None:
+    base_url, backend = gated
+    headers = httpx.get(base_url + "/").headers
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY"
+    page = _open(browser, base_url)
+
+    # A live preview (a data: URL), the result image, and the result fetched back as the next input.
+    _generate_with_progress(page, backend, seed=11)
+    assert page.locator("#result-image").evaluate("img => img.complete && img.naturalWidth > 0")
+    page.get_by_role("button", name="Use as input").click()
+    expect(page.get_by_label("Edit (image to image)")).to_be_checked()
+    expect(page.locator("#input-image")).to_have_attribute("src", re.compile(r"^data:image/png"))
+
+    assert page.evaluate("window.cspViolations") == []
     page.close()
 
 
