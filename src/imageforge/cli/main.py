@@ -181,12 +181,16 @@ def _server_logging() -> dict[str, Any]:
     """uvicorn's logging, with every log (access lines and imageforge's own) on stderr.
 
     uvicorn writes access lines to stdout by default; a server's stdout stays free for what a caller may
-    capture, and one stream keeps the log in order.
+    capture, and one stream keeps the log in order. Access lines show image links without their signatures.
     """
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    config.setdefault("filters", {})["redact_signatures"] = {
+        "()": "imageforge.transports.http.signed_urls.RedactSignatures"
+    }
+    config["handlers"]["access"]["filters"] = ["redact_signatures"]
     config["loggers"]["imageforge"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     return config
 

@@ -234,6 +234,28 @@ def _load_lora(pipe: Any, reference: str) -> None:
     pipe.fuse_lora()
 
 
+class _TruncatedPromptRedaction(logging.Filter):
+    """diffusers logs the part of a long prompt that its text encoder cut off; prompts stay out of the server's
+    log (the audit log keeps them when IMAGEFORGE_AUDIT_PROMPTS asks for it)."""
+
+    MARKER = "was truncated because"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.MARKER in message:
+            reason = message.partition(" tokens:")[0]
+            record.msg, record.args = f"{reason} tokens (the text that was cut off is not logged)", None
+        return True
+
+
+def _keep_prompts_out_of_logs(library: logging.Logger) -> None:
+    """Redact prompts on every handler the library logs through (its records do not reach the root logger)."""
+    handlers = library.handlers if not library.propagate else [*library.handlers, *logging.getLogger().handlers]
+    for handler in handlers:
+        if not any(isinstance(existing, _TruncatedPromptRedaction) for existing in handler.filters):
+            handler.addFilter(_TruncatedPromptRedaction())
+
+
 class DiffusersBackend:
     """Loads catalog models with diffusers on one device."""
 
@@ -255,6 +277,7 @@ class DiffusersBackend:
                 diffusers.utils.logging.disable_progress_bar()
                 transformers.utils.logging.disable_progress_bar()
                 transformers.utils.logging.set_verbosity_error()
+                _keep_prompts_out_of_logs(logging.getLogger("diffusers"))
                 torch = _torch()
                 device = _resolve_device(self._device_setting)
                 self._runtime = speed.choose_runtime(device, self._options)
