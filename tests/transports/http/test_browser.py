@@ -8,7 +8,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from fastapi import WebSocket
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
@@ -139,3 +141,60 @@ def test_a_listed_origin_may_submit_and_read_the_answer(partnered: str) -> None:
     assert response.status_code == 202
     assert response.headers["access-control-allow-origin"] == PARTNER
     assert "location" in response.headers["access-control-expose-headers"].lower()
+
+
+PROBE = "ws://127.0.0.1:8765/ws-probe"
+
+
+@pytest.fixture
+def with_websocket(service: ImageService) -> TestClient:
+    """The app with a websocket route, standing for any the API may grow: the checks must cover it already."""
+    app = create_app(service)
+
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("open")
+        await websocket.close()
+
+    app.add_api_websocket_route("/ws-probe", echo)
+    return TestClient(app, base_url="http://127.0.0.1:8765")
+
+
+def test_a_websocket_from_this_server_opens(with_websocket: TestClient) -> None:
+    with with_websocket.websocket_connect(PROBE, headers={"Origin": "http://127.0.0.1:8765"}) as socket_:
+        assert socket_.receive_text() == "open"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Host": "evil.example:8765"}, {"Origin": "https://evil.example"}],
+    ids=["foreign-host", "foreign-origin"],
+)
+def test_a_websocket_from_a_foreign_page_is_refused(with_websocket: TestClient, headers: dict[str, str]) -> None:
+    with pytest.raises(WebSocketDisconnect) as refused, with_websocket.websocket_connect(PROBE, headers=headers):
+        pass
+
+    assert refused.value.code == 1008
+
+
+@pytest.mark.parametrize("path", ["/health", "/models", "/jobs", "/", "/ui/app.js", "/openapi.json"])
+def test_head_answers_every_get_route_with_its_headers_and_no_body(served: str, path: str) -> None:
+    got = httpx.get(f"{served}{path}")
+    head = httpx.head(f"{served}{path}")
+
+    assert head.status_code == got.status_code == 200
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert head.content == b""
+
+
+def test_head_on_a_route_without_get_still_answers_405(served: str) -> None:
+    assert httpx.head(f"{served}/generate").status_code == 405
+
+
+def test_head_on_job_events_answers_the_stream_headers_and_ends(service: ImageService, served: str) -> None:
+    job = httpx.post(f"{served}/jobs", json={"prompt": "a fox", **SMALL}).json()
+
+    head = httpx.head(f"{served}/jobs/{job['job_id']}/events", timeout=30)
+
+    assert head.status_code == 200
+    assert head.headers["content-type"].startswith("text/event-stream")

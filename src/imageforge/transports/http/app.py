@@ -21,6 +21,7 @@ from imageforge.transports.http import browser
 from imageforge.transports.http.audit import AuditTrail
 from imageforge.transports.http.auth import ApiKeys, RequireApiKey
 from imageforge.transports.http.errors import install_error_handlers
+from imageforge.transports.http.head import HeadAsGet
 from imageforge.transports.http.limits import BodySizeLimit
 from imageforge.transports.http.routes import health, images, jobs, models, prompting
 from imageforge.transports.http.signed_urls import SECRET_BYTES, ImageUrlSigner
@@ -110,6 +111,8 @@ def create_app(
     app.state.allowed_hosts = "*" if hosts is None else sorted(hosts)
     app.add_middleware(browser.AllowedHosts, hosts=hosts)
     app.add_middleware(AuditTrail, log=audit, tool_paths=[MCP_PATH])
+    # Outermost: every check below sees a HEAD as the GET it stands for.
+    app.add_middleware(HeadAsGet)
     for router in (health.router, models.router, images.router, jobs.router, prompting.router):
         app.include_router(router)
     mount_web_ui(app)

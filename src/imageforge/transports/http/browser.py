@@ -4,8 +4,8 @@ browser on this machine or LAN send here.
 - `AllowedHosts`: a request must name this server in its Host header. A page on evil.example whose name is
   made to resolve to 127.0.0.1 (DNS rebinding) sends `Host: evil.example` and is refused.
 - `SameOriginWrites`: a state-changing request that a page sends carries its `Origin`; only this server's own
-  origin and those in IMAGEFORGE_CORS_ORIGINS may change anything. Clients that are not browsers (curl, SDKs, MCP
-  clients) send no Origin and pass.
+  origin and those in IMAGEFORGE_CORS_ORIGINS may change anything, or open a websocket. Clients that are not
+  browsers (curl, SDKs, MCP clients) send no Origin and pass.
 - CORS headers only for IMAGEFORGE_CORS_ORIGINS (Starlette's CORSMiddleware, added by `create_app`).
 """
 
@@ -24,6 +24,12 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 #: `IMAGEFORGE_ALLOWED_HOSTS` entry that switches the Host check off.
 ANY_HOST = "*"
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: The connections the checks cover: requests and websockets (a lifespan scope carries no Host).
+CONNECTIONS = frozenset({"http", "websocket"})
+#: A websocket's own origin is the page's: `ws://host` belongs to `http://host`.
+WEBSOCKET_SCHEMES = {"ws": "http", "wss": "https"}
+#: The websocket close code for "refused by policy" (RFC 6455).
+POLICY_VIOLATION = 1008
 #: Binding these listens on every interface of the machine.
 ALL_INTERFACES = frozenset({"0.0.0.0", "::", ""})
 
@@ -79,7 +85,10 @@ class AllowedHosts:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         host = _header(scope, b"host")
-        if scope["type"] == "http" and self.hosts is not None and _hostname(host) not in self.hosts:
+        if scope["type"] in CONNECTIONS and self.hosts is not None and _hostname(host) not in self.hosts:
+            if scope["type"] == "websocket":
+                await refuse_websocket(send)
+                return
             await error_response(
                 400,
                 "host_not_allowed",
@@ -102,16 +111,29 @@ class SameOriginWrites:
         self.origins = frozenset(origin.lower() for origin in origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in STATE_CHANGING:
-            origin = _header(scope, b"origin").lower()
-            own = f"{scope.get('scheme', 'http')}://{_header(scope, b'host')}".lower()
-            if origin and origin != own and origin not in self.origins:
-                await error_response(
-                    403,
-                    "origin_not_allowed",
-                    f"A web page at {origin} may not send {scope['method']} requests to this server.",
-                    "Use the page this server serves, or add that page's origin to IMAGEFORGE_CORS_ORIGINS on "
-                    "the server.",
-                )(scope, receive, send)
-                return
+        if scope["type"] == "websocket" and self._foreign(scope):
+            # A browser opens a websocket from any page, with the user's access: cross-site websocket hijacking.
+            await refuse_websocket(send)
+            return
+        if scope["type"] == "http" and scope["method"] in STATE_CHANGING and self._foreign(scope):
+            await error_response(
+                403,
+                "origin_not_allowed",
+                f"A web page at {_header(scope, b'origin').lower()} may not send {scope['method']} requests to "
+                "this server.",
+                "Use the page this server serves, or add that page's origin to IMAGEFORGE_CORS_ORIGINS on the server.",
+            )(scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+    def _foreign(self, scope: Scope) -> bool:
+        """Whether a web page elsewhere sent this: it names an Origin other than this server's and the allowed."""
+        origin = _header(scope, b"origin").lower()
+        scheme = WEBSOCKET_SCHEMES.get(scope.get("scheme", "http"), scope.get("scheme", "http"))
+        own = f"{scheme}://{_header(scope, b'host')}".lower()
+        return bool(origin) and origin != own and origin not in self.origins
+
+
+async def refuse_websocket(send: Send) -> None:
+    """Refuse a websocket before accepting it: the server answers the handshake with 403."""
+    await send({"type": "websocket.close", "code": POLICY_VIOLATION})
