@@ -8,6 +8,7 @@ import time: `Settings()` reads the environment when it is constructed, in the c
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -173,7 +174,7 @@ class Settings(BaseSettings):
     @field_validator("tls_key", mode="after")
     @classmethod
     def _tls_pair_readable(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        """The certificate and its key come together, and uvicorn must be able to read both at start."""
+        """The certificate and its key come together, and uvicorn must be able to read and use both at start."""
         cert = info.data.get("tls_cert")
         if (cert is None) != (value is None):
             raise ValueError(
@@ -187,6 +188,14 @@ class Settings(BaseSettings):
                     (root / path).read_bytes()
                 except OSError as exc:
                     raise ValueError(f"cannot read {root / path}: {exc.strerror or exc}") from None
+        if cert is not None and value is not None:
+            try:
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(root / cert, root / value)
+            except ssl.SSLError as exc:
+                raise ValueError(
+                    f"{root / cert} and {root / value} are not a PEM certificate and its private key "
+                    f"({exc.reason or exc}); `imageforge tls selfsigned` makes a pair"
+                ) from None
         return value
 
     @field_validator("allowed_hosts", "cors_origins", mode="before")

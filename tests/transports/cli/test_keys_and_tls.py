@@ -139,6 +139,28 @@ def test_a_half_or_unreadable_tls_pair_is_a_settings_error_at_start(
     assert problem in result.stderr
 
 
+@pytest.mark.parametrize("broken", ["key", "pair"])
+def test_a_readable_but_unusable_tls_key_is_a_settings_error_at_start(
+    own_data: Path, monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
+    invoke("tls", "selfsigned")
+    cert, key = own_data / "tls" / "cert.pem", own_data / "tls" / "key.pem"
+    if broken == "key":
+        key.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    else:  # the certificate of one pair with the key of another
+        first_key = key.read_bytes()
+        invoke("tls", "selfsigned", "--force")
+        key.write_bytes(first_key)
+    monkeypatch.setenv("IMAGEFORGE_TLS_CERT", str(cert))
+    monkeypatch.setenv("IMAGEFORGE_TLS_KEY", str(key))
+
+    result = invoke("serve")
+
+    assert_refused(result, "invalid_settings")
+    assert "not a PEM certificate and its private key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def _recorded_serve(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[Any, dict[str, Any]]:
     """Run `imageforge serve *args` up to the point where it would start uvicorn, and what it passed."""
     import uvicorn
