@@ -9,7 +9,10 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Never
 
@@ -34,6 +37,8 @@ app = typer.Typer(
 INTERRUPTED = 130
 #: How long `generate` waits for a server on HOST:PORT before running in its own process.
 PROBE_TIMEOUT_S = 0.5
+#: How often the main thread looks whether Ctrl-C was pressed while a job is followed on a server.
+CTRL_C_POLL_S = 0.1
 
 models_app = typer.Typer(help="List the model catalog, or pull a model's weights ahead of time.")
 app.add_typer(models_app, name="models")
@@ -355,7 +360,7 @@ def _generate_on_server(url: str, prompt: str, options: GenerationOptions, bar: 
             typer.echo(f"interrupted before {url} answered: the job may still run there", err=True)
             raise typer.Exit(INTERRUPTED) from None
         try:
-            return client.wait(job.job_id, on_progress=bar)
+            return _follow_until_ctrl_c(lambda: client.wait(job.job_id, on_progress=bar))
         except KeyboardInterrupt:
             bar.close()
             try:
@@ -366,6 +371,41 @@ def _generate_on_server(url: str, prompt: str, options: GenerationOptions, bar: 
             else:
                 typer.echo(f"interrupted: job {job.job_id} cancelled on {url}", err=True)
             raise typer.Exit(INTERRUPTED) from None
+
+
+def _follow_until_ctrl_c(follow: Callable[[], ImageResult]) -> ImageResult:
+    """`follow()` in a thread of its own, while this (the main) thread watches for Ctrl-C: KeyboardInterrupt once
+    Ctrl-C is pressed, whatever `follow` is doing.
+
+    Python raises a KeyboardInterrupt wherever the main thread is, and one raised inside a finalizer that the
+    garbage collector runs (a `__del__`) is printed and dropped: the command would go on following a job that
+    the user meant to cancel. This handler only sets a flag, which cannot get lost.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return follow()  # signal handlers belong to the main thread
+    outcome: list[ImageResult | BaseException] = []
+    pressed = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome.append(follow())
+        except BaseException as exc:  # handed to the main thread as it is
+            outcome.append(exc)
+
+    # A daemon: a follower stuck reading the server must not keep the process alive after Ctrl-C.
+    follower = threading.Thread(target=run, name="imageforge-follow", daemon=True)
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.set())
+    try:
+        follower.start()
+        while follower.is_alive() and not pressed.is_set():
+            follower.join(CTRL_C_POLL_S)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed.is_set():
+        raise KeyboardInterrupt
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 def _running_server(settings: Settings) -> str | None:

@@ -20,6 +20,7 @@ from imageforge.bootstrap import build_service
 from imageforge.cli.main import app
 from imageforge.client import Client
 from imageforge.config import Settings
+from imageforge.domain import ImageResult
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
@@ -215,3 +216,30 @@ def test_ctrl_c_cancels_the_job_on_the_server_and_exits_130(
     assert "Traceback" not in stderr
     assert (events[-1].data["status"], events[-1].data["error"]["code"]) == ("cancelled", "cancelled")
     assert events[-1].data["step"] < 20, "the job stopped computing"
+
+
+def test_ctrl_c_stops_following_whatever_the_follower_is_doing() -> None:
+    from imageforge.cli.main import _follow_until_ctrl_c
+
+    following, release = threading.Event(), threading.Event()
+
+    def follow() -> ImageResult:
+        # Stands for a read that swallows interrupts: it ends only when the test lets it.
+        following.set()
+        release.wait(WAIT_S)
+        raise AssertionError("not reached before Ctrl-C is seen")
+
+    def press_ctrl_c() -> None:
+        assert following.wait(WAIT_S)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    presser = threading.Thread(target=press_ctrl_c)
+    presser.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _follow_until_ctrl_c(follow)
+    finally:
+        release.set()
+        presser.join()
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
