@@ -71,3 +71,9 @@ def fill(disk: Path) -> Path:
 def remount(target: Path, options: str) -> None:
     """Change the options of the tmpfs `mounted` at `target` (`ro`, `rw`) while it is in use."""
     subprocess.run(["mount", "-o", f"remount,{options}", str(target)], check=True)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """The MCP tests run on asyncio, the event loop uvicorn and the MCP SDK use."""
+    return "asyncio"

@@ -15,12 +15,15 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from mcp.client.client import Client
+from mcp_types import TextContent
 
 from imageforge.config import Settings
 from imageforge.jobs.queue import EmbeddedJobQueue
 from imageforge.jobs.store import JobStore
 from imageforge.service import ImageService
 from imageforge.storage import files
+from imageforge.transports.mcp.server import McpOptions, build_mcp_server
 from tests.faults.conftest import SMALL, WAIT_S, fill, mounted, serving
 
 
@@ -164,6 +167,22 @@ def test_a_full_output_disk_fails_the_job_with_storage_full_and_no_path_until_th
         assert client.get("/health").json()["status"] == "ok"
         again = client.post("/generate", json={"prompt": "room again", **SMALL})
         assert again.status_code == 200, again.text
+
+
+@pytest.mark.anyio
+async def test_mcp_tools_answer_a_full_disk_with_the_same_code_as_http(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serving(settings) as (_, service, _):
+        FullFolder(settings.output_path, monkeypatch)
+        async with Client(build_mcp_server(service, McpOptions(preview_px=512))) as mcp:
+            failed = await mcp.call_tool("generate_image", {"prompt": "no room", **SMALL})
+            refused = await mcp.call_tool("submit_async_job", {"prompt": "refused", **SMALL})
+    for result in (failed, refused):
+        assert result.is_error
+        block = result.content[0]
+        assert isinstance(block, TextContent)
+        assert json.loads(block.text)["error"]["code"] == "storage_full"
 
 
 def test_a_job_that_fails_on_the_cache_write_leaves_no_image_and_no_cache_entry(
