@@ -16,6 +16,7 @@ from imageforge.bootstrap import build_service
 from imageforge.config import Settings
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.service import ImageService
+from imageforge.storage.audit import AuditLog
 from imageforge.transports.http.app import create_app
 from tests.gated import GatedBackend
 from tests.loopback import LOCAL_URL
@@ -27,12 +28,13 @@ WAIT_S = 60.0
 
 @contextmanager
 def serving(settings: Settings, *, gated: bool = False) -> Iterator[tuple[TestClient, ImageService, GatedBackend]]:
-    """A client on a service built from `settings`; with `gated`, each denoising step waits for the test."""
+    """A client on a service built from `settings`, with the audit log in its data folder as `imageforge serve`
+    has it; with `gated`, each denoising step waits for the test."""
     backend = GatedBackend(DiffusersBackend(device="cpu", models_path=settings.models_path))
     if not gated:
         backend.release(1_000_000)
     service = build_service(settings, backend=backend)
-    with TestClient(create_app(service), base_url=LOCAL_URL) as client:
+    with TestClient(create_app(service, audit=AuditLog(settings.audit_path)), base_url=LOCAL_URL) as client:
         yield client, service, backend
 
 

@@ -114,3 +114,14 @@ def test_an_output_filesystem_turned_read_only_fails_jobs_and_serves_again_once_
         assert client.get("/health").json()["status"] == "ok"
         assert client.post("/generate", json={"prompt": "writable", **SMALL}).status_code == 200
         assert len(list(disk.glob("*.png"))) == 1, "only the second job's image"
+
+
+def test_an_audit_log_that_cannot_be_written_leaves_answers_whole(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a folder")
+    with serving(settings.model_copy(update={"audit_log": in_the_way / "audit.jsonl"})) as (client, _, _):
+        response = client.post("/jobs", json={"prompt": "audited", **SMALL})
+        assert response.status_code == 202, response.text
+    assert "the record:" in caplog.text, "the record went to the server's log"
