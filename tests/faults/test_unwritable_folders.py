@@ -10,8 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from imageforge.bootstrap import build_service
+from imageforge.cli.main import app
 from imageforge.config import Settings
 from imageforge.errors import FolderUnwritable
 from tests.contract.conftest import IMAGEFORGE, READY_TIMEOUT_S, free_port, private_data, user_environment
@@ -125,3 +127,19 @@ def test_an_audit_log_that_cannot_be_written_leaves_answers_whole(
         response = client.post("/jobs", json={"prompt": "audited", **SMALL})
         assert response.status_code == 202, response.text
     assert "the record:" in caplog.text, "the record went to the server's log"
+
+
+def test_check_names_a_folder_it_cannot_write_rather_than_blaming_the_heavy_stack(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a folder")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IMAGEFORGE_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("OUTPUT_DIR", str(in_the_way))
+
+    result = CliRunner().invoke(app, ["check"])
+
+    assert result.exit_code == 1
+    assert f"error [folder_unwritable]: OUTPUT_DIR ({in_the_way}) is not a folder" in result.stdout
+    assert "NOT importable" not in result.stdout

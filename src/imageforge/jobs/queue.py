@@ -457,14 +457,16 @@ class EmbeddedJobQueue:
             self._publish(live, "state", _state_data(job))
 
     def _save(self, job: Job) -> None:
-        """Save `job`, then the records kept in memory since a failed write (caller holds the lock, except at
+        """Save the records kept in memory since a failed write, then `job` (caller holds the lock, except at
         start-up); `StorageUnavailable` when the store refuses, remembered until a write works again."""
         try:
+            # The older records first: a new job whose submission fails must not be left in the store.
+            for pending in list(self._unsaved.values()):
+                if pending is not job:
+                    self._store.save(pending)
+                    del self._unsaved[pending.id]
             self._store.save(job)
             self._unsaved.pop(job.id, None)
-            for pending in list(self._unsaved.values()):
-                self._store.save(pending)
-                del self._unsaved[pending.id]
         except StorageUnavailable as exc:
             self._fault = exc
             raise
