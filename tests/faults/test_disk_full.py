@@ -3,7 +3,8 @@ nothing it wrote stays behind, the worker goes on, /health says `degraded` and n
 there is room again.
 
 The injected faults raise what the OS and SQLite raise (ENOSPC, "database or disk is full") at the lowest write of
-each store; the last test fills a real small filesystem (root only)."""
+each store; the last tests fill a real small filesystem (root only), under an in-memory client and under a real
+`imageforge serve`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from mcp.client.client import Client
@@ -24,6 +26,8 @@ from imageforge.jobs.store import JobStore
 from imageforge.service import ImageService
 from imageforge.storage import files
 from imageforge.transports.mcp.server import McpOptions, build_mcp_server
+from tests.contract.conftest import serving as serving_subprocess
+from tests.events import wait_for_end
 from tests.faults.conftest import SMALL, WAIT_S, fill, mounted, serving
 
 
@@ -227,3 +231,47 @@ def test_on_a_real_full_filesystem_jobs_fail_with_storage_full_and_run_again_onc
             after = submitted(client, {"prompt": "after the space came back", **SMALL})
             backend.release(1)
             assert ended(service, after)["status"] == "succeeded"
+
+
+@pytest.mark.slow
+def test_a_real_server_on_a_full_disk_refuses_jobs_says_degraded_and_runs_jobs_again_once_space_is_freed(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    with mounted(tmp_path / "disk", "size=4m") as disk:
+        data = disk / "data"
+        data.mkdir()
+        (data_dir / "models").mkdir(exist_ok=True)
+        (data / "models").symlink_to(data_dir / "models", target_is_directory=True)
+        folders = {"OUTPUT_DIR": str(disk / "outputs"), "CACHE_DIR": str(disk / "cache")}
+        with (
+            serving_subprocess(tmp_path, data, settings=folders) as server,
+            httpx.Client(base_url=server.url, timeout=60.0) as client,
+        ):
+            first = client.post("/jobs", json={"prompt": "before the disk fills", **SMALL}).json()
+            assert wait_for_end(client, first) == "succeeded"
+
+            filler = fill(disk)
+            # The database may still take a small row in space it holds: then the job fails on its image.
+            response = client.post("/jobs", json={"prompt": "the disk is full", **SMALL})
+            if response.status_code == 202:
+                job = response.json()
+                assert wait_for_end(client, job) == "failed"
+                error = client.get(job["links"]["self"]).json()["error"]
+            else:
+                assert response.status_code == 503, response.text
+                error = response.json()["error"]
+            assert error["code"] == "storage_full"
+            health = client.get("/health").json()
+            assert health["status"] == "degraded"
+            assert health["reason"]["code"] == "storage_full"
+            sync = client.post("/generate", json={"prompt": "sync on a full disk", **SMALL})
+            assert sync.status_code == 503, sync.text
+            assert sync.json()["error"]["code"] == "storage_full"
+
+            filler.unlink()
+            assert client.get("/health").json()["status"] == "ok"
+            after = client.post("/jobs", json={"prompt": "after the space came back", **SMALL})
+            assert after.status_code == 202, after.text
+            assert wait_for_end(client, after.json()) == "succeeded"
+        _, log = server.logs()
+    assert "Traceback" not in log, log
