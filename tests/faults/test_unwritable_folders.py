@@ -10,14 +10,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from imageforge.bootstrap import build_service
 from imageforge.cli.main import app
 from imageforge.config import Settings
 from imageforge.errors import FolderUnwritable
+from imageforge.service import ImageService
+from imageforge.transports.http.app import create_app
+from imageforge.transports.http.auth import ApiKeys
 from tests.contract.conftest import IMAGEFORGE, READY_TIMEOUT_S, free_port, private_data, user_environment
 from tests.faults.conftest import SMALL, mounted, remount, serving
+from tests.loopback import LOCAL_URL
 
 
 def serve_refusal(tmp_path: Path, data_dir: Path, settings: dict[str, str]) -> str:
@@ -143,3 +148,15 @@ def test_check_names_a_folder_it_cannot_write_rather_than_blaming_the_heavy_stac
     assert result.exit_code == 1
     assert f"error [folder_unwritable]: OUTPUT_DIR ({in_the_way}) is not a folder" in result.stdout
     assert "NOT importable" not in result.stdout
+
+
+def test_health_without_a_key_says_degraded_but_not_why(settings: Settings, service: ImageService) -> None:
+    key = "k" * 32
+    app = create_app(service, api_keys=ApiKeys((("alice", key),)))
+    with TestClient(app, base_url=LOCAL_URL) as client:
+        shutil.rmtree(settings.output_path)
+        settings.output_path.write_text("in the way")
+        failed = client.post("/generate", json={"prompt": "x", **SMALL}, headers={"Authorization": f"Bearer {key}"})
+        assert failed.status_code == 503, failed.text
+
+        assert client.get("/health").json() == {"ok": True, "status": "degraded", "auth": "required"}
