@@ -377,9 +377,9 @@ class EmbeddedJobQueue:
                     live.deadline = self._clock() + self._limits.job_timeout_s
                 try:
                     self._save(job)
-                except StorageUnavailable as exc:
+                except Exception as exc:
                     # Not run: a result the store could not record would be lost at the next restart.
-                    self._finish(live, JobStatus.FAILED, error=_error(exc.code, exc.message, exc.hint))
+                    self._finish(live, JobStatus.FAILED, error=_failure(exc))
                     continue
                 self._publish(live, "state", _state_data(job))
             self._run(live)
@@ -440,16 +440,10 @@ class EmbeddedJobQueue:
             self._save(job)
         except Exception as exc:
             log.error("job %s ended %s but its record was not saved: %s", job.id, status.value, exc)
-            failure = exc if isinstance(exc, StorageUnavailable) else None
             if status is JobStatus.SUCCEEDED:
                 self._drop_files(job)
-                job.status, job.result = JobStatus.FAILED, None
-                job.error = (
-                    _error(failure.code, failure.message, failure.hint)
-                    if failure
-                    else _error("internal_error", str(exc))
-                )
-            if failure is not None:
+                job.status, job.result, job.error = JobStatus.FAILED, None, _failure(exc)
+            if isinstance(exc, StorageUnavailable):
                 self._unsaved[job.id] = job
         if job.dedupe_key and self._inflight_by_dedupe.get(job.dedupe_key) == job.id:
             del self._inflight_by_dedupe[job.dedupe_key]
@@ -621,6 +615,13 @@ def _expired(job: Job, now: float) -> bool:
 
 def _error(code: str, message: str, hint: str = "") -> dict[str, str]:
     return {"code": code, "message": message, "hint": hint}
+
+
+def _failure(exc: Exception) -> dict[str, str]:
+    """The error of a job that `exc` ended outside its job function (the store's, or a bug's)."""
+    if isinstance(exc, ImageforgeError):
+        return _error(exc.code, exc.message, exc.hint)
+    return _error("internal_error", f"{type(exc).__name__}: {exc}", "The server keeps running.")
 
 
 def _cancelled_error() -> dict[str, str]:
