@@ -12,6 +12,7 @@ from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.engine.catalog import build_catalog
 from imageforge.engine.pool import ModelPool, PoolPolicy
 from imageforge.engine.protocol import EngineOptions, ImageBackend
+from imageforge.errors import folder_unwritable
 from imageforge.inputs import ImageLimits, InputPaths
 from imageforge.jobs.queue import EmbeddedJobQueue, QueueLimits
 from imageforge.jobs.store import JobStore
@@ -21,11 +22,26 @@ from imageforge.prompting.templates import load_templates
 from imageforge.service import ImageService, ServiceLimits
 from imageforge.storage.audit import AuditLog
 from imageforge.storage.cache import ArtifactCache
+from imageforge.storage.files import probe_folder
 from imageforge.storage.outputs import OutputStore
 from imageforge.transports.http.app import create_app
 from imageforge.transports.http.auth import ApiKeys
 from imageforge.transports.http.signed_urls import ImageUrlSigner
 from imageforge.transports.mcp.server import McpOptions
+
+
+def check_folders(settings: Settings) -> None:
+    """Refuse to start on a folder the service writes that is not a writable folder (made when missing):
+    `FolderUnwritable` naming the setting, before any job runs and fails on it."""
+    for setting, folder in (
+        ("IMAGEFORGE_DATA_DIR", settings.data_path),
+        ("OUTPUT_DIR", settings.output_path),
+        ("CACHE_DIR", settings.cache_path),
+    ):
+        try:
+            probe_folder(folder)
+        except OSError as exc:
+            raise folder_unwritable(exc, setting, folder) from None
 
 
 def build_service(
@@ -34,8 +50,9 @@ def build_service(
     """An `ImageService` for `settings`. Cheap: no model loads and torch is not imported until needed.
 
     `backend` replaces the diffusers backend (tests wrap the real one to hold a job at a step); `clock` is the
-    jobs' wall clock (tests move it to expire results).
+    jobs' wall clock (tests move it to expire results). `FolderUnwritable` when a folder it writes is unusable.
     """
+    check_folders(settings)
     guards = [name for name, on in (("ALLOW_FLUX", settings.allow_flux), ("ALLOW_KLEIN", settings.allow_klein)) if on]
     catalog = build_catalog(
         lora_portrait=settings.lora_portrait,

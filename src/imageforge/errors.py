@@ -17,10 +17,17 @@ ImageforgeError
 ├── QueueFull               queue_full         no room in the queue now (each carries `retry_after_s`)
 │   ├── QueueShareExceeded  queue_share_exceeded  this client holds its share of the queue
 │   └── RateLimited         rate_limited       this client submitted its jobs-per-minute
+├── StorageUnavailable      storage_unavailable  a data folder or the job database cannot be written now
+│   └── StorageFull         storage_full       the disk under it is full
+├── FolderUnwritable        folder_unwritable  (at start) a folder the service writes is not a writable folder
 └── ServerUnavailable       server_unavailable  (Python client) no server answered at the URL in time
 """
 
 from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
 
 
 class ImageforgeError(Exception):
@@ -158,6 +165,76 @@ class ServerUnavailable(ImageforgeError):
     """The client reached no imageforge server: the connection was refused or failed, or no answer came in time."""
 
     code = "server_unavailable"
+
+
+class StorageUnavailable(ImageforgeError):
+    """A folder the service writes, or the job database, refused a write: read-only, gone, or an I/O error."""
+
+    code = "storage_unavailable"
+
+
+class StorageFull(StorageUnavailable):
+    """The disk holding a folder the service writes, or the job database, is full."""
+
+    code = "storage_full"
+
+
+class FolderUnwritable(ImageforgeError):
+    """At start: a folder the service writes is missing and cannot be made, is not a folder, or is read-only."""
+
+    code = "folder_unwritable"
+
+
+#: SQLite's primary result code for "database or disk is full".
+_SQLITE_FULL = 13
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` (an OSError, or an error of the sqlite3 module) says the disk is full."""
+    if isinstance(exc, OSError):
+        return exc.errno in _FULL_ERRNOS
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (isinstance(code, int) and code & 0xFF == _SQLITE_FULL) or "disk is full" in str(exc)
+
+
+def write_problem(exc: BaseException) -> str:
+    """What is wrong with a place a write failed in, in words that name no path (the OS's messages do)."""
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+            return "is not a folder (a file is in the way)"
+        if exc.errno == errno.EROFS:
+            return "is on a read-only file system"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return "is not writable by this user"
+        if exc.errno == errno.ENOENT:
+            return "does not exist"
+        return f"failed: {os.strerror(exc.errno)}" if exc.errno else f"failed: {type(exc).__name__}"
+    return f"failed: {exc}"  # sqlite3's messages name no path ("attempt to write a readonly database")
+
+
+def storage_error(exc: BaseException, place: str, setting: str) -> StorageUnavailable:
+    """The client-facing error for a failed write to `place` ("The output folder"), which lives under `setting`
+    (OUTPUT_DIR): `StorageFull` or `StorageUnavailable`, naming the setting and never the server's path."""
+    if is_disk_full(exc):
+        return StorageFull(
+            f"{place} is full: the disk holding {setting} has no space left.",
+            hint=f"Free space on the disk holding {setting} (old outputs, the cache), then retry; the server takes "
+            "jobs again once it can write there.",
+        )
+    return StorageUnavailable(
+        f"{place} cannot be written: {setting} {write_problem(exc)}.",
+        hint=f"Make {setting} a folder the server can write, then retry; the server takes jobs again once it can "
+        "write there.",
+    )
+
+
+def folder_unwritable(exc: OSError, setting: str, folder: Path) -> FolderUnwritable:
+    """The start-up refusal for `folder` (the value of `setting`), after `exc` when making or writing in it."""
+    return FolderUnwritable(
+        f"{setting} ({folder}) {write_problem(exc)}.",
+        hint=f"Set {setting} to a folder this user can write, or fix that one; the server writes there.",
+    )
 
 
 def from_code(code: str, message: str, hint: str = "") -> ImageforgeError:

@@ -15,11 +15,11 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -48,6 +48,7 @@ from imageforge.errors import (
     JobExpired,
     JobFinished,
     JobNotFound,
+    StorageUnavailable,
     UnsupportedOperation,
     from_code,
 )
@@ -58,9 +59,11 @@ from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import AppliedPolicy, Policy, apply_policy
 from imageforge.prompting.templates import RenderedTemplate, StyleTemplate, TemplateCatalog
 from imageforge.storage.cache import ArtifactCache, cache_key
+from imageforge.storage.files import probe_folder
 from imageforge.storage.outputs import OutputStore, encode_png
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: The kind under which image jobs are registered with the queue.
 IMAGE_JOB = "image"
@@ -118,6 +121,8 @@ class ImageService:
         self._queue = queue
         self.default_model = default_model
         self.limits = limits
+        #: the folders a write failed in, with the error, until a probe write there works again
+        self._faults: dict[Path, StorageUnavailable] = {}
         queue.register(IMAGE_JOB, self._run_job, on_expire=self._expire_job)
 
     # -- jobs ---------------------------------------------------------------------------------------
@@ -127,11 +132,16 @@ class ImageService:
     ) -> Job:
         """Validate a request and queue it as `client`'s job; bad input is refused here, before anything is queued.
 
-        `client` (an API key's name, a peer address, or `local`) is what per-client limits count by.
+        `client` (an API key's name, a peer address, or `local`) is what per-client limits count by. While a
+        folder or the job database cannot be written, the job is refused with that error (`StorageFull`,
+        `StorageUnavailable`): it would only fail.
         """
         _require_texts(params)
         spec = self.catalog.require(params.model or self.default_model)
         self.validate(params, spec)
+        fault = self.storage_fault()
+        if fault is not None:
+            raise type(fault)(fault.message, hint=fault.hint)  # a new one each time: threads may raise it at once
         # The payload is what the client asked for (an Idempotency-Key compares it), with the model resolved;
         # an absent seed is drawn when the job runs, and the result reports it.
         payload = replace(params, model=spec.key).to_payload()
@@ -236,10 +246,34 @@ class ImageService:
         record["runtime"] = generated.runtime
         record["elapsed_s"] = round(time.perf_counter() - started, 3)
         png = encode_png(image, record)
-        record["output_path"] = str(self._outputs.save(png, record))
+        output = self._stored(self._outputs.root, lambda: self._outputs.save(png, record))
+        record["output_path"] = str(output)
         if key is not None:
-            self._cache.put(key, png, record)
+            try:
+                self._stored(self._cache.root, lambda: self._cache.put(key, png, record))
+            except StorageUnavailable:
+                self._outputs.delete(output)  # a failed job leaves no files behind
+                raise
         return {**record, "cached": False}
+
+    def _stored(self, folder: Path, write: Callable[[], _T]) -> _T:
+        """Run a write to `folder`; a failure is remembered as the folder's fault (health, submissions) and raised."""
+        try:
+            return write()
+        except StorageUnavailable as exc:
+            self._faults[folder] = exc
+            raise
+
+    def storage_fault(self) -> StorageUnavailable | None:
+        """Why jobs cannot be stored now (a full disk, a read-only folder), or None. Each folder a write failed
+        in is probed again, and cleared once it takes a write; so is the job database."""
+        for folder, fault in list(self._faults.items()):
+            try:
+                probe_folder(folder)
+            except OSError:
+                return fault
+            self._faults.pop(folder, None)
+        return self._queue.storage_fault()
 
     def _run(self, model: LoadedModel, spec: ModelSpec, request: GenerationRequest, context: JobContext) -> Generated:
         def on_progress(progress: Progress) -> None:
@@ -283,7 +317,7 @@ class ImageService:
         png, stored = hit
         output = stored.get("output_path")
         if not output or not Path(output).is_file():
-            output = str(self._outputs.save(png, stored))
+            output = str(self._stored(self._outputs.root, lambda: self._outputs.save(png, stored)))
         # What the policy added and how the engine ran made the stored image: report those, not today's.
         kept: dict[str, Any] = {name: stored[name] for name in ("policy_applied", "runtime") if name in stored}
         return {**record, **kept, "output_path": output, "elapsed_s": 0.0, "cached": True}
@@ -538,11 +572,17 @@ class ImageService:
         }
 
     def health(self) -> dict[str, Any]:
-        """Service status: device, resident models, default model, version, Ollama reachability."""
+        """Service status: device, resident models, default model, version, Ollama reachability.
+
+        `status` is `degraded` while jobs cannot be stored, with the error as `reason` (it names the setting,
+        never a path).
+        """
         info = self._backend.device_info()
+        fault = self.storage_fault()
         return {
             "ok": True,
-            "status": "ok",
+            "status": "ok" if fault is None else "degraded",
+            "reason": None if fault is None else {"code": fault.code, "message": fault.message, "hint": fault.hint},
             "version": __version__,
             "device": info.device,
             "dtype": info.dtype,

@@ -31,10 +31,16 @@ def print_check(settings: Settings) -> int:
         except importlib.metadata.PackageNotFoundError:
             version = "NOT INSTALLED"
         typer.echo(f"  {package:<16} {version}")
+    from imageforge.errors import FolderUnwritable
+
     try:
         from imageforge.bootstrap import build_service
 
         info = build_service(settings).health()
+    except FolderUnwritable as exc:
+        typer.secho(f"\nerror [{exc.code}]: {exc.message}", fg="red")
+        typer.echo(f"hint: {exc.hint}")
+        return 1
     except Exception as exc:
         typer.secho(f"\nheavy stack: NOT importable ({type(exc).__name__}: {exc})", fg="red")
         return 1

@@ -117,6 +117,7 @@ def serve(
     import uvicorn
 
     import imageforge
+    from imageforge.bootstrap import check_folders
     from imageforge.config import is_loopback
     from imageforge.errors import ImageforgeError
     from imageforge.jobs.owner import OwnerLock
@@ -125,6 +126,7 @@ def serve(
     settings = _settings(host=host, port=port)
     try:
         # Said here in one line; the server would otherwise fail its start-up with a traceback.
+        check_folders(settings)
         OwnerLock.of_database(settings.jobs_path).check_free()
     except ImageforgeError as exc:
         raise _fail(exc) from None

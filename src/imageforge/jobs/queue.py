@@ -29,6 +29,7 @@ from imageforge.errors import (
     QueueFull,
     QueueShareExceeded,
     RateLimited,
+    StorageUnavailable,
 )
 from imageforge.jobs.job import LOCAL_CLIENT, Job, JobEvent, JobStatus
 from imageforge.jobs.owner import OwnerLock
@@ -102,6 +103,8 @@ class JobQueue(Protocol):
 
     def results_with(self, key: str, value: str) -> list[Job]: ...
 
+    def storage_fault(self) -> StorageUnavailable | None: ...
+
     def start(self) -> None: ...
 
     def close(self) -> None: ...
@@ -162,6 +165,10 @@ class EmbeddedJobQueue:
         self._recent_run_s: deque[float] = deque(maxlen=8)
         #: per client, when its jobs of the last RATE_WINDOW_S were accepted
         self._accepted_at: dict[str, deque[float]] = {}
+        #: the store's last write failure, until a write succeeds again
+        self._fault: StorageUnavailable | None = None
+        #: records the store could not take, kept in memory (and readable) until it can
+        self._unsaved: dict[str, Job] = {}
 
     # -- setup --------------------------------------------------------------------------------------
 
@@ -222,7 +229,9 @@ class EmbeddedJobQueue:
     ) -> Job:
         """Accept a job, or return the job already accepted for the same idempotency key or in-flight duplicate.
 
-        A new job counts against `client`'s share of the queue and its rate limit; a repeat costs nothing.
+        A new job counts against `client`'s share of the queue and its rate limit; a repeat costs nothing. A store
+        that cannot take the job refuses it (`StorageFull`, `StorageUnavailable`): nothing is queued that a
+        restart would lose.
         """
         if kind not in self._functions:
             raise ValueError(f"no job function registered for {kind!r}")
@@ -256,7 +265,7 @@ class EmbeddedJobQueue:
                 dedupe_key=dedupe_key,
                 client=client,
             )
-            self._store.save(job)
+            self._save(job)
             if self._limits.client_jobs_per_minute:
                 self._accepted_at.setdefault(client, deque()).append(job.created_at)
             self._live[job.id] = _Live(job, events=[_state_event(job, 0)])
@@ -352,6 +361,7 @@ class EmbeddedJobQueue:
     # -- the worker ---------------------------------------------------------------------------------
 
     def _work(self) -> None:
+        """Run jobs until closed. Nothing a job or the store raises ends this loop: the job ends `failed`."""
         while True:
             with self._changed:
                 while not self._pending and not self._closing:
@@ -365,7 +375,12 @@ class EmbeddedJobQueue:
                 job.timings["queue_ms"] = round((job.started_at - job.created_at) * 1000, 1)
                 if self._limits.job_timeout_s:
                     live.deadline = self._clock() + self._limits.job_timeout_s
-                self._store.save(job)
+                try:
+                    self._save(job)
+                except Exception as exc:
+                    # Not run: a result the store could not record would be lost at the next restart.
+                    self._finish(live, JobStatus.FAILED, error=_failure(exc))
+                    continue
                 self._publish(live, "state", _state_data(job))
             self._run(live)
 
@@ -409,18 +424,63 @@ class EmbeddedJobQueue:
         result: dict[str, Any] | None = None,
         error: dict[str, str] | None = None,
     ) -> None:
-        """Record the end of a job (caller holds the lock, except at start-up) and wake everyone waiting."""
+        """Record the end of a job (caller holds the lock, except at start-up) and wake everyone waiting.
+
+        Never raises, so that the worker goes on. A record the store cannot take stays in memory, readable, and is
+        saved with the next write that works; a result it cannot take is dropped (its files too) and the job
+        fails with the store's error, since a restart would lose it.
+        """
         job = live.job
         job.status = status
         job.result = result
         job.error = error
         job.finished_at = self._clock()
         job.expires_at = job.finished_at + self._limits.result_ttl_s
-        self._store.save(job)
+        try:
+            self._save(job)
+        except Exception as exc:
+            log.error("job %s ended %s but its record was not saved: %s", job.id, status.value, exc)
+            if status is JobStatus.SUCCEEDED:
+                self._drop_files(job)
+                job.status, job.result, job.error = JobStatus.FAILED, None, _failure(exc)
+            if isinstance(exc, StorageUnavailable):
+                self._unsaved[job.id] = job
         if job.dedupe_key and self._inflight_by_dedupe.get(job.dedupe_key) == job.id:
             del self._inflight_by_dedupe[job.dedupe_key]
         if job.id in self._live:
             self._publish(live, "state", _state_data(job))
+
+    def _save(self, job: Job) -> None:
+        """Save the records kept in memory since a failed write, then `job` (caller holds the lock, except at
+        start-up); `StorageUnavailable` when the store refuses, remembered until a write works again."""
+        try:
+            # The older records first: a new job whose submission fails must not be left in the store.
+            for pending in list(self._unsaved.values()):
+                if pending is not job:
+                    self._store.save(pending)
+                    del self._unsaved[pending.id]
+            self._store.save(job)
+            self._unsaved.pop(job.id, None)
+        except StorageUnavailable as exc:
+            self._fault = exc
+            raise
+        self._fault = None
+
+    def storage_fault(self) -> StorageUnavailable | None:
+        """Why the store cannot take writes, or None. After a failed write, each call retries: the records kept in
+        memory, or a probe row, and the fault clears once the store takes them."""
+        with self._changed:
+            if self._fault is None:
+                return None
+            try:
+                if self._unsaved:
+                    self._save(next(iter(self._unsaved.values())))
+                else:
+                    self._store.probe(self._clock())
+                    self._fault = None
+            except StorageUnavailable as exc:
+                self._fault = exc
+            return self._fault
 
     def _publish(self, live: _Live, kind: str, data: dict[str, Any]) -> None:
         live.events.append(JobEvent(type=kind, job_id=live.job.id, data=data, index=len(live.events)))
@@ -483,7 +543,10 @@ class EmbeddedJobQueue:
                     self._changed.wait(remaining)
                 if self._closing:
                     return
-            self.sweep()
+            try:
+                self.sweep()
+            except Exception:  # a full disk, for one: the next round tries again
+                log.exception("sweeping expired results failed")
 
     def sweep(self, now: float | None = None) -> list[str]:
         """Drop expired results: call each kind's expire hook, forget the events, and keep the record as a
@@ -491,12 +554,7 @@ class EmbeddedJobQueue:
         now = self._clock() if now is None else now
         swept = []
         for job in self._store.expired(now):
-            hook = self._expire_hooks.get(job.kind)
-            try:
-                if hook is not None:
-                    hook(job)
-            except Exception:
-                log.exception("expiring job %s failed", job.id)
+            self._drop_files(job)
             job.result = None
             job.payload = {}
             self._store.save(job)
@@ -504,6 +562,15 @@ class EmbeddedJobQueue:
                 self._live.pop(job.id, None)
             swept.append(job.id)
         return swept
+
+    def _drop_files(self, job: Job) -> None:
+        """Remove what the job's result points to (its kind's expire hook)."""
+        hook = self._expire_hooks.get(job.kind)
+        try:
+            if hook is not None:
+                hook(job)
+        except Exception:
+            log.exception("removing the files of job %s failed", job.id)
 
     def results_with(self, key: str, value: str) -> list[Job]:
         """Jobs whose result is still readable and has `value` under `key`: an expire hook asks before it removes
@@ -548,6 +615,13 @@ def _expired(job: Job, now: float) -> bool:
 
 def _error(code: str, message: str, hint: str = "") -> dict[str, str]:
     return {"code": code, "message": message, "hint": hint}
+
+
+def _failure(exc: Exception) -> dict[str, str]:
+    """The error of a job that `exc` ended outside its job function (the store's, or a bug's)."""
+    if isinstance(exc, ImageforgeError):
+        return _error(exc.code, exc.message, exc.hint)
+    return _error("internal_error", f"{type(exc).__name__}: {exc}", "The server keeps running.")
 
 
 def _cancelled_error() -> dict[str, str]:

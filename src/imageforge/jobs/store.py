@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from imageforge.errors import StorageUnavailable, storage_error
 from imageforge.jobs.job import Job, JobStatus
 
 _SCHEMA = """
@@ -24,6 +25,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at);
+CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
 """
 
 
@@ -40,23 +42,26 @@ class JobStore:
         self._db.executescript(_SCHEMA)
 
     def save(self, job: Job) -> None:
-        """Insert or replace the record of `job`."""
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO jobs (id, kind, status, created_at, expires_at, idempotency_key, body)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT(id) DO UPDATE SET status = excluded.status, expires_at = excluded.expires_at,"
-                " body = excluded.body",
-                (
-                    job.id,
-                    job.kind,
-                    job.status.value,
-                    job.created_at,
-                    job.expires_at,
-                    job.idempotency_key,
-                    json.dumps(job.as_dict()),
-                ),
-            )
+        """Insert or replace the record of `job`; `StorageFull` or `StorageUnavailable` when the write fails."""
+        self._write(
+            "INSERT INTO jobs (id, kind, status, created_at, expires_at, idempotency_key, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(id) DO UPDATE SET status = excluded.status, expires_at = excluded.expires_at,"
+            " body = excluded.body",
+            (
+                job.id,
+                job.kind,
+                job.status.value,
+                job.created_at,
+                job.expires_at,
+                job.idempotency_key,
+                json.dumps(job.as_dict()),
+            ),
+        )
+
+    def probe(self, now: float) -> None:
+        """Write one small row, to learn whether the database takes writes again after a failed one."""
+        self._write("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (now,))
 
     def get(self, job_id: str) -> Job | None:
         return self._one("SELECT body FROM jobs WHERE id = ?", (job_id,))
@@ -100,6 +105,13 @@ class JobStore:
         with self._lock:
             self._db.close()
 
+    def _write(self, statement: str, parameters: tuple[Any, ...]) -> None:
+        with self._lock:
+            try:
+                self._db.execute(statement, parameters)
+            except sqlite3.OperationalError as exc:  # full, read-only, an I/O error: the disk's state, not a bug
+                raise _write_error(exc) from exc
+
     def _one(self, query: str, parameters: tuple[Any, ...]) -> Job | None:
         found = self._many(query, parameters)
         return found[0] if found else None
@@ -108,6 +120,10 @@ class JobStore:
         with self._lock:
             rows = self._db.execute(query, parameters).fetchall()
         return [_job(json.loads(body)) for (body,) in rows]
+
+
+def _write_error(exc: sqlite3.OperationalError) -> StorageUnavailable:
+    return storage_error(exc, "The job database", "IMAGEFORGE_DATA_DIR")
 
 
 def _job(data: dict[str, Any]) -> Job:

@@ -8,10 +8,15 @@ external log rotation needs no signal.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from imageforge.errors import write_problem
+
+log = logging.getLogger(__name__)
 
 
 class AuditLog:
@@ -38,6 +43,11 @@ class AuditLog:
         }
         line = json.dumps(entry, ensure_ascii=False) + "\n"
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as file:
-                file.write(line)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with self.path.open("a", encoding="utf-8") as file:
+                    file.write(line)
+            except OSError as exc:
+                # A full or read-only disk must not turn the answer it records into an error: the record goes to
+                # the server's log instead.
+                log.error("audit log %s; the record: %s", write_problem(exc), line.rstrip())

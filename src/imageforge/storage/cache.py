@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from imageforge.errors import storage_error
 from imageforge.storage.files import write_atomic
 
 
@@ -34,7 +35,17 @@ class ArtifactCache:
             return None
 
     def put(self, key: str, png: bytes, record: dict[str, Any]) -> None:
-        """Store a result; the record is written last, so a reader never finds a record without its image."""
+        """Store a result; the record is written last, so a reader never finds a record without its image.
+
+        A write that fails leaves neither file and raises `StorageFull` or `StorageUnavailable`.
+        """
         png_path = self._path(key)
-        write_atomic(png_path, png)
-        write_atomic(png_path.with_suffix(".json"), json.dumps(record, sort_keys=True).encode())
+        try:
+            write_atomic(png_path, png)
+            try:
+                write_atomic(png_path.with_suffix(".json"), json.dumps(record, sort_keys=True).encode())
+            except OSError:
+                png_path.unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise storage_error(exc, "The cache", "CACHE_DIR") from exc

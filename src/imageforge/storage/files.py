@@ -1,4 +1,4 @@
-"""Atomic file writes shared by the output store and the cache."""
+"""Atomic file writes shared by the output store and the cache, and the check that a folder takes writes."""
 
 from __future__ import annotations
 
@@ -6,15 +6,34 @@ import os
 import tempfile
 from pathlib import Path
 
+#: What a probe writes: a block's worth, since a full disk may still take an empty file (a free inode).
+_PROBE = b"\0" * 4096
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+
+def write_temporary(folder: Path, data: bytes, prefix: str) -> Path:
+    """Write `data` to a new hidden file in `folder` (made when missing) and return its path; every write of the
+    output store and the cache goes through here. A failed write leaves no file and raises its `OSError`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
-        Path(temporary).replace(path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    return Path(temporary)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
+    temporary = write_temporary(path.parent, data, prefix=f".{path.name}.")
+    try:
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def probe_folder(folder: Path) -> None:
+    """Make `folder` if missing, then write a file in it and remove it; raises the `OSError` of what failed."""
+    write_temporary(folder, _PROBE, prefix=".probe.").unlink()

@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
-from imageforge.errors import ImageNotFound
+from imageforge.errors import ImageNotFound, storage_error
 from imageforge.storage.files import write_atomic
 
 PNG_RECORD_KEY = "imageforge"
@@ -93,9 +93,19 @@ class OutputStore:
         return self.root / f"{stamp}_{secrets.token_hex(3)}.png"
 
     def save(self, png: bytes, record: dict[str, Any]) -> Path:
-        """Write an encoded PNG and its sidecar; returns the PNG's path."""
+        """Write an encoded PNG and its sidecar; returns the PNG's path.
+
+        A write that fails leaves neither file and raises `StorageFull` or `StorageUnavailable`.
+        """
         path = self.new_path()
-        write_atomic(path, png)
         sidecar = {**record, "output_path": str(path)}
-        write_atomic(path.with_suffix(".json"), json.dumps(sidecar, indent=2, sort_keys=True).encode())
+        try:
+            write_atomic(path, png)
+            try:
+                write_atomic(path.with_suffix(".json"), json.dumps(sidecar, indent=2, sort_keys=True).encode())
+            except OSError:
+                path.unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise storage_error(exc, "The output folder", "OUTPUT_DIR") from exc
         return path

@@ -16,8 +16,9 @@ router = APIRouter(tags=["service"])
 async def health(service: Service, request: Request) -> dict[str, Any]:
     keys = request.app.state.api_keys
     if keys and "api_key_name" not in request.scope.get("state", {}):
-        # Liveness only: the device, models and versions are for callers holding a key.
-        return {"ok": True, "status": "ok", "auth": "required"}
+        # Liveness only: the device, models, versions and the reason of a degraded state are for callers holding a key.
+        fault = await run_in_threadpool(service.storage_fault)
+        return {"ok": True, "status": "ok" if fault is None else "degraded", "auth": "required"}
     auth = "api_key" if keys else request.app.state.auth_off
     return {
         **await run_in_threadpool(service.health),

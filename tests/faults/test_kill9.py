@@ -1,4 +1,6 @@
-"""Jobs survive a crash: a server killed mid-job, and a real `imageforge serve` started on the same data folder.
+"""kill -9 with jobs in each state: a server killed mid-job, and a real `imageforge serve` started on the same
+data folder. Succeeded and cancelled jobs keep their result or error (and the image), the running job
+ends `interrupted` and is not run again, and the queued ones run in their order.
 
 The first server holds each denoising step until the test releases it (tests/contract/held_server.py), so the
 test knows which job is running and which are queued when it sends SIGKILL; nothing is cleaned up on the way.
@@ -80,7 +82,7 @@ def data(tmp_path: Path, data_dir: Path) -> Path:
     return private_data(tmp_path, data_dir)
 
 
-def test_after_a_crash_the_running_job_is_interrupted_the_queued_run_in_order_and_results_remain(
+def test_after_kill_9_the_running_job_is_interrupted_the_queued_run_in_order_and_ended_jobs_are_kept(
     tmp_path: Path, data: Path
 ) -> None:
     cwd = tmp_path / "cwd"  # both servers' working folder, so both write and serve the same outputs/
@@ -99,6 +101,8 @@ def test_after_a_crash_the_running_job_is_interrupted_the_queued_run_in_order_an
             first = submitted(client, {"prompt": "queued first", "steps": 1, **SMALL})
             second = submitted(client, {"prompt": "queued second", "steps": 1, **SMALL})
             assert (first["queue_position"], second["queue_position"]) == (1, 2)
+            cancelled = submitted(client, {"prompt": "cancelled before the crash", "steps": 1, **SMALL})
+            assert client.delete(cancelled["links"]["cancel"]).status_code == 200
 
         assert stop(held.process, signal.SIGKILL) == -signal.SIGKILL
 
@@ -115,6 +119,11 @@ def test_after_a_crash_the_running_job_is_interrupted_the_queued_run_in_order_an
             ran_second = client.get(f"/jobs/{second['job_id']}").json()
             assert ran_first["status"] == "succeeded", ran_first
             assert at(ran_first["finished_at"]) <= at(ran_second["started_at"]), "queued jobs run in their order"
+
+            still_cancelled = client.get(f"/jobs/{cancelled['job_id']}").json()
+            assert still_cancelled["status"] == "cancelled", still_cancelled
+            assert still_cancelled["error"]["code"] == "cancelled"
+            assert still_cancelled["started_at"] is None, "a cancelled job is not run after a restart"
 
             kept = client.get(f"/jobs/{before['job_id']}").json()
             assert kept["status"] == "succeeded"
