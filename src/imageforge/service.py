@@ -52,7 +52,7 @@ from imageforge.errors import (
     from_code,
 )
 from imageforge.inputs import ImageLimits, InputPaths, decode_base64, decode_image, read_file
-from imageforge.jobs.job import LOCAL_CLIENT, Job, JobEvent, JobStatus
+from imageforge.jobs.job import LOCAL_CALLER, Caller, Job, JobEvent, JobStatus
 from imageforge.jobs.queue import JobContext, JobQueue
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import AppliedPolicy, Policy, apply_policy
@@ -123,11 +123,12 @@ class ImageService:
     # -- jobs ---------------------------------------------------------------------------------------
 
     def submit(
-        self, params: GenerationParams, *, client: str = LOCAL_CLIENT, idempotency_key: str | None = None
+        self, params: GenerationParams, *, caller: Caller = LOCAL_CALLER, idempotency_key: str | None = None
     ) -> Job:
-        """Validate a request and queue it as `client`'s job; bad input is refused here, before anything is queued.
+        """Validate a request and queue it as `caller`'s job; bad input is refused here, before anything is queued.
 
-        `client` (an API key's name, a peer address, or `local`) is what per-client limits count by.
+        The caller's name (an API key's name, a peer address, or `local`) is what per-client limits count by;
+        an isolated caller's idempotency key finds only its own jobs.
         """
         spec = self.catalog.require(params.model or self.default_model)
         self.validate(params, spec)
@@ -137,7 +138,7 @@ class ImageService:
         # Seeded requests with the same parameters make the same pixels: in flight together, they run once.
         dedupe_key = cache_key(payload) if params.seed is not None else None
         return self._queue.submit(
-            IMAGE_JOB, payload, idempotency_key=idempotency_key, dedupe_key=dedupe_key, client=client
+            IMAGE_JOB, payload, idempotency_key=idempotency_key, dedupe_key=dedupe_key, caller=caller
         )
 
     def generate(
@@ -170,23 +171,34 @@ class ImageService:
         """Block until the job ends (or `timeout` passes) and return it as it is then."""
         return self._queue.wait(job_id, timeout)
 
-    def get_job(self, job_id: str) -> Job:
-        return self._queue.get(job_id)
+    def get_job(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
+        """The job as it is now; `JobNotFound` also for a job the caller may not see (`Caller`)."""
+        return self._queue.get(job_id, caller=caller)
 
-    def list_jobs(self, statuses: Iterable[JobStatus] = (), *, limit: int = 100) -> list[Job]:
-        return self._queue.recent(statuses, limit=limit)
+    def list_jobs(
+        self, statuses: Iterable[JobStatus] = (), *, limit: int = 100, caller: Caller = LOCAL_CALLER
+    ) -> list[Job]:
+        """The newest jobs the caller may see: its own, or all for an admin or where there are no identities."""
+        return self._queue.recent(statuses, limit=limit, caller=caller)
 
     def queue_position(self, job_id: str) -> int | None:
         return self._queue.position(job_id)
 
-    def cancel_job(self, job_id: str) -> Job:
-        return self._queue.cancel(job_id)
+    def cancel_job(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
+        """Cancel a job the caller may see; `JobNotFound` for any other."""
+        return self._queue.cancel(job_id, caller=caller)
 
     def job_events(
-        self, job_id: str, after: int = -1, timeout: float = 15.0, *, previews: bool = False
+        self,
+        job_id: str,
+        after: int = -1,
+        timeout: float = 15.0,
+        *,
+        previews: bool = False,
+        caller: Caller = LOCAL_CALLER,
     ) -> list[JobEvent]:
         """The job's events after `after`; `previews` also asks for (and includes) live previews."""
-        return self._queue.events(job_id, after, timeout, previews=previews)
+        return self._queue.events(job_id, after, timeout, previews=previews, caller=caller)
 
     def image_result(self, job: Job) -> ImageResult:
         """The image of a finished job; the job's error when it failed or was cancelled."""
