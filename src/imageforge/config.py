@@ -26,6 +26,10 @@ DtypeSetting = Literal["auto", "float32", "bfloat16", "float16"]
 AutoOnOff = Literal["auto", "on", "off"]
 
 
+#: What ends an IMAGEFORGE_API_KEYS entry that is an admin key (`name:key:admin`).
+ADMIN_SUFFIX = ":admin"
+
+
 def is_loopback(host: str) -> bool:
     """Whether binding `host` keeps the server on this machine."""
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
@@ -100,7 +104,8 @@ class Settings(BaseSettings):
     mcp_preview_px: int = Field(512, ge=64, le=2048, validation_alias=_env("MCP_PREVIEW_PX", bare=False))
     memory_budget: float | Literal["auto"] = Field("auto", validation_alias=_env("MEMORY_BUDGET", bare=False))
     idle_unload_s: float = Field(120.0, ge=0, validation_alias=_env("IDLE_UNLOAD_S", bare=False))
-    api_keys: Annotated[list[tuple[str, str]], NoDecode] = Field(
+    #: (name, key, admin) for each entry of IMAGEFORGE_API_KEYS
+    api_keys: Annotated[list[tuple[str, str, bool]], NoDecode] = Field(
         default_factory=list, validation_alias=_env("API_KEYS", bare=False)
     )
     insecure_no_auth: bool = Field(False, validation_alias=_env("INSECURE_NO_AUTH", bare=False))
@@ -157,7 +162,8 @@ class Settings(BaseSettings):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:
-        """`IMAGEFORGE_API_KEYS` is `name:key,name2:key2`; keys are at least 16 characters."""
+        """`IMAGEFORGE_API_KEYS` is `name:key,name2:key2`; keys are at least 16 characters, and `name:key:admin`
+        makes an admin key (it sees and cancels every client's jobs)."""
         if not isinstance(value, str):
             return value
         keys = []
@@ -165,9 +171,11 @@ class Settings(BaseSettings):
             if not entry:
                 continue
             name, _, key = (text.strip() for text in entry.partition(":"))
+            admin = key.endswith(ADMIN_SUFFIX)
+            key = key.removesuffix(ADMIN_SUFFIX).strip()
             if not name or len(key) < 16:
                 raise ValueError(f"entry {name or '?'!r}: use name:key with a key of 16 or more characters")
-            keys.append((name, key))
+            keys.append((name, key, admin))
         return keys
 
     @field_validator("tls_key", mode="after")

@@ -160,6 +160,12 @@ class ServerUnavailable(ImageforgeError):
     code = "server_unavailable"
 
 
+class NoApiKeys(ImageforgeError):
+    """A server on a network address with no API key left: it answers nobody until a key is added."""
+
+    code = "no_api_keys"
+
+
 def from_code(code: str, message: str, hint: str = "") -> ImageforgeError:
     """The error of class `code` (as a finished job stores it), or a base error that carries the code."""
     pending: list[type[ImageforgeError]] = [ImageforgeError]

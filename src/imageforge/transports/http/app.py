@@ -19,7 +19,7 @@ from imageforge.service import ImageService
 from imageforge.storage.audit import AuditLog
 from imageforge.transports.http import browser
 from imageforge.transports.http.audit import AuditTrail
-from imageforge.transports.http.auth import ApiKeys, RequireApiKey
+from imageforge.transports.http.auth import AccessRule, ApiKeys, RequireApiKey
 from imageforge.transports.http.errors import install_error_handlers
 from imageforge.transports.http.limits import BodySizeLimit
 from imageforge.transports.http.routes import health, images, jobs, models, prompting
@@ -46,13 +46,15 @@ def create_app(
     allowed_hosts: Collection[str] = (),
     cors_origins: Collection[str] = (),
     audit: AuditLog | None = None,
+    insecure_no_auth: bool = False,
 ) -> FastAPI:
     """The HTTP API on `service`, with MCP over Streamable HTTP at `/mcp` in the same process.
 
     `warmup` loads the default model at startup instead of on first use; `host` is the address served, which
     with `allowed_hosts` decides the Host names answered (`*`: any); `cors_origins` are the other web pages that
     may call the API; `audit` records who did what. While `api_keys` has any key, image links in results are signed
-    by `image_urls` (by default with a secret of this process's own).
+    by `image_urls` (by default with a secret of this process's own). Without any key, the server answers everyone
+    on a loopback `host` or with `insecure_no_auth`, and nobody elsewhere (`AccessRule`).
     """
     # Not `api_keys or`: an ApiKeys whose file holds no key yet is false, and must stay to see keys added later.
     keys = api_keys if api_keys is not None else ApiKeys()
@@ -88,14 +90,9 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     # Added last, so it runs first: an unauthenticated request is refused before its body is read.
-    app.state.api_keys = keys
     app.state.image_query = image_query
-    app.state.auth_off = (
-        "off (loopback only)"
-        if is_loopback(host)
-        else "OFF: no authentication on a network address (IMAGEFORGE_INSECURE_NO_AUTH)"
-    )
-    app.add_middleware(RequireApiKey, keys=keys, signer=signer)
+    app.state.access = AccessRule(keys, loopback=is_loopback(host), insecure_no_auth=insecure_no_auth)
+    app.add_middleware(RequireApiKey, rule=app.state.access, signer=signer)
     # Outside the key check: a browser's CORS preflight carries no key, and a refusal must be recorded.
     app.add_middleware(browser.SameOriginWrites, origins=cors_origins)
     if cors_origins:
