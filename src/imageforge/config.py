@@ -7,6 +7,7 @@ import time: `Settings()` reads the environment when it is constructed, in the c
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -123,6 +124,11 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=_env("CORS_ORIGINS", bare=False)
     )
     rate_limit: int = Field(0, ge=0, validation_alias=_env("RATE_LIMIT", bare=False))
+    # Client isolation and forwarded headers (issue 14).
+    mcp_sessions_per_client: int = Field(16, ge=1, validation_alias=_env("MCP_SESSIONS_PER_CLIENT", bare=False))
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("TRUSTED_PROXIES", bare=False)
+    )
     queue_share: int | None = Field(None, ge=1, validation_alias=_env("QUEUE_SHARE", bare=False))
     audit_log: Path | None = Field(Path("audit.jsonl"), validation_alias=_env("AUDIT_LOG", bare=False))
     audit_prompts: bool = Field(False, validation_alias=_env("AUDIT_PROMPTS", bare=False))
@@ -202,6 +208,25 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: object) -> object:
         """`IMAGEFORGE_ALLOWED_HOSTS` and `IMAGEFORGE_CORS_ORIGINS` are comma lists; names ignore case."""
         return [part.strip().lower() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: object) -> object:
+        """`IMAGEFORGE_TRUSTED_PROXIES` is a comma list of addresses and networks (`10.0.0.0/8`)."""
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _proxy_addresses(cls, proxies: list[str]) -> list[str]:
+        """Only addresses and networks: a typo must not silently trust nobody, nor `*` everybody."""
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{proxy!r} is not an IP address or network; name each proxy by its address (127.0.0.1, 10.0.0.0/8)"
+                ) from None
+        return proxies
 
     @field_validator("allowed_hosts", mode="after")
     @classmethod

@@ -17,6 +17,9 @@ ImageforgeError
 ├── QueueFull               queue_full         no room in the queue now (each carries `retry_after_s`)
 │   ├── QueueShareExceeded  queue_share_exceeded  this client holds its share of the queue
 │   └── RateLimited         rate_limited       this client submitted its jobs-per-minute
+├── McpSessionNotFound      session_not_found  an MCP session that does not exist, ended, or is another client's
+├── McpSessionLimit         too_many_sessions  the client holds IMAGEFORGE_MCP_SESSIONS_PER_CLIENT MCP sessions
+├── NoApiKeys               no_api_keys        a network server without any API key left answers nobody
 └── ServerUnavailable       server_unavailable  (Python client) no server answered at the URL in time
 """
 
@@ -158,6 +161,18 @@ class ServerUnavailable(ImageforgeError):
     """The client reached no imageforge server: the connection was refused or failed, or no answer came in time."""
 
     code = "server_unavailable"
+
+
+class McpSessionNotFound(ImageforgeError):
+    """An MCP session id that does not exist, has ended, or is another client's."""
+
+    code = "session_not_found"
+
+
+class McpSessionLimit(ImageforgeError):
+    """A client holds as many MCP sessions as it may (IMAGEFORGE_MCP_SESSIONS_PER_CLIENT)."""
+
+    code = "too_many_sessions"
 
 
 class NoApiKeys(ImageforgeError):

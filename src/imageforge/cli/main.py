@@ -172,6 +172,10 @@ def serve(
         # Watch imageforge's own code only: the default, the working folder, may hold a virtual environment
         # and the outputs, which are no reason to restart.
         reload_dirs=[str(Path(imageforge.__file__).parent)] if reload else None,
+        # uvicorn trusts X-Forwarded-For and -Proto from loopback by default: any local client could then pose
+        # as any address to the rate limit and the audit log. Only the proxies the admin names are believed.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies,
         ssl_certfile=None if tls is None else str(tls[0]),
         ssl_keyfile=None if tls is None else str(tls[1]),
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import httpx2
@@ -45,7 +46,7 @@ def shared(settings: Settings) -> Iterator[tuple[str, GatedBackend]]:
             backend.release(1000)
 
 
-def _alices_jobs(url: str, backend: GatedBackend) -> tuple[dict[str, str], dict[str, str]]:
+def _alices_jobs(url: str, backend: GatedBackend) -> tuple[dict[str, Any], dict[str, Any]]:
     """Alice's running job and her queued one (sent with Idempotency-Key `mine`)."""
     running = httpx.post(f"{url}/jobs", json={"prompt": "running", **SMALL}, headers=_bearer(ALICE))
     backend.wait_for_step()

@@ -44,6 +44,8 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.ModelBusy.code: 409,
     errors.IdempotencyConflict.code: 409,
     errors.NoApiKeys.code: 503,
+    errors.McpSessionNotFound.code: 404,
+    errors.McpSessionLimit.code: 429,
 }
 
 #: Codes for the errors the framework raises itself (routing, body parsing, the body-size limit).
