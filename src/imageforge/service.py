@@ -44,6 +44,7 @@ from imageforge.engine.protocol import Generated, ImageBackend, LoadedModel
 from imageforge.errors import (
     GenerationFailed,
     ImageforgeError,
+    ImageNotFound,
     InvalidRequest,
     JobExpired,
     JobFinished,
@@ -213,9 +214,15 @@ class ImageService:
             raise JobExpired(f"The image of job '{job.id}' is no longer on disk.", hint="Submit it again.") from None
         return ImageResult.from_record(job.result, png)
 
-    def image_path(self, name: str) -> Path:
-        """A result image in the output store, by file name; `ImageNotFound` for anything else."""
-        return self._outputs.find(name)
+    def image_path(self, name: str, *, caller: Caller = LOCAL_CALLER) -> Path:
+        """A result image in the output store, by file name; `ImageNotFound` for anything else, and for an image
+        that none of an isolated caller's readable jobs made (names are short enough to guess)."""
+        path = self._outputs.find(name)
+        if caller.sees_all or any(
+            job.client == caller.name for job in self._queue.results_with("output_path", str(path))
+        ):
+            return path
+        raise ImageNotFound(f"No image '{name}'.", hint="Use the image link of a finished job.")
 
     def sweep_expired(self) -> list[str]:
         """Remove expired results now rather than at the sweeper's next round; returns the swept job ids."""

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import httpx2
 import pytest
+from fastapi.testclient import TestClient
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import TextContent
@@ -18,10 +20,11 @@ from mcp_types import TextContent
 from imageforge.bootstrap import build_service
 from imageforge.config import Settings
 from imageforge.engine.backends.diffusers import DiffusersBackend
+from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
 from imageforge.transports.http.auth import ApiKeys
 from tests.gated import GatedBackend
-from tests.loopback import serving_app
+from tests.loopback import LOCAL_URL, serving_app
 
 ALICE = "alice-key-0123456789"
 BOB = "bob-key-9876543210ab"
@@ -140,3 +143,18 @@ async def test_mcp_job_tools_answer_job_not_found_for_another_keys_job(shared: t
         [text] = [block for block in result.content if isinstance(block, TextContent)]
         assert json.loads(text.text)["error"]["code"] == "job_not_found"
     assert still["status"] == "queued"
+
+
+def test_an_image_by_name_opens_for_its_owner_an_admin_and_a_signed_link_only(service: ImageService) -> None:
+    with TestClient(create_app(service, api_keys=KEYS), base_url=LOCAL_URL) as client:
+        submitted = client.post("/jobs", json={"prompt": "a fox", **SMALL}, headers=_bearer(ALICE)).json()
+        service.wait_job(submitted["job_id"], timeout=60)
+        job = client.get(submitted["links"]["self"], headers=_bearer(ALICE)).json()
+        name = Path(job["result"]["output_path"]).name
+        answers = {key: client.get(f"/images/{name}", headers=_bearer(key)) for key in (ALICE, BOB, ROOT)}
+        signed = client.get(job["links"]["image"])
+
+    assert job["status"] == "succeeded"
+    assert (answers[ALICE].status_code, answers[ROOT].status_code, signed.status_code) == (200, 200, 200)
+    assert answers[BOB].status_code == 404
+    assert answers[BOB].json()["error"]["code"] == "image_not_found"

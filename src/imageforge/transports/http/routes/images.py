@@ -65,5 +65,5 @@ def inpaint(body: InpaintBody, service: Service, caller: RequestCaller, request:
     response_class=FileResponse,
     responses={200: {"content": {"image/png": {}}}},
 )
-def get_image(name: str, service: Service) -> FileResponse:
-    return FileResponse(service.image_path(name), media_type="image/png")
+def get_image(name: str, service: Service, caller: RequestCaller) -> FileResponse:
+    return FileResponse(service.image_path(name, caller=caller), media_type="image/png")
