@@ -43,6 +43,7 @@ def test_keys_remove_of_the_last_key_locks_a_network_server(tmp_path: Path, data
         assert refused.json()["error"]["code"] == "no_api_keys"
     assert health["auth"] == "no_api_keys"
     assert "no_api_keys" in server.logs()[1]
+    assert [outcome for _, outcome in _audited_clients(data)] == ["no_api_keys", "no_api_keys"]
 
 
 def test_a_forged_x_forwarded_for_neither_dodges_the_rate_limit_nor_reaches_the_audit_log(
