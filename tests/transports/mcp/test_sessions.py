@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from mcp_types.version import LATEST_PROTOCOL_VERSION
 
 from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
@@ -77,3 +78,29 @@ def test_a_client_over_its_session_cap_is_refused_until_it_ends_one(url: str) ->
     assert bobs.status_code == 200, "another client's sessions count apart"
     assert ended.status_code == 200
     assert again.status_code == 200, "an ended session frees its place"
+
+
+def test_a_client_at_its_session_cap_still_uses_the_sessionless_protocol(url: str) -> None:
+    for _ in range(PER_CLIENT):
+        _session(url, ALICE)
+    discover = {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "method": "server/discover",
+        "params": {
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": LATEST_PROTOCOL_VERSION,
+                "io.modelcontextprotocol/clientCapabilities": {},
+            }
+        },
+    }
+    headers = {
+        **_headers(ALICE),
+        "MCP-Protocol-Version": LATEST_PROTOCOL_VERSION,
+        "Mcp-Method": "server/discover",
+    }
+
+    answer = httpx.post(f"{url}/mcp", json=discover, headers=headers, timeout=10.0)
+
+    assert answer.status_code == 200, answer.text
+    assert "tools" in answer.json()["result"]["capabilities"]

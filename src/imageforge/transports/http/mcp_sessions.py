@@ -12,6 +12,8 @@ from collections import Counter
 
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,6 +22,7 @@ from imageforge.transports.clients import client_of
 from imageforge.transports.http.errors import error_response
 
 _SESSION_HEADER = MCP_SESSION_ID_HEADER.encode()
+_VERSION_HEADER = MCP_PROTOCOL_VERSION_HEADER.encode()
 
 
 class McpSessions:
@@ -39,13 +42,17 @@ class McpSessions:
             await self.app(scope, receive, send)
             return
         client = client_of(scope)
-        session = dict(scope.get("headers", [])).get(_SESSION_HEADER, b"").decode("latin-1")
+        headers = dict(scope.get("headers", []))
+        session = headers.get(_SESSION_HEADER, b"").decode("latin-1")
         if session:
             owner = self._owners.get(session)
             # Without keys nobody proved who they are, so a session is everyone's (as jobs are).
             if owner is not None and owner != client and scope.get("state", {}).get("api_key_name"):
                 await _not_found()(scope, receive, send)
                 return
+            await self.app(scope, receive, send)
+            return
+        if not _may_open_session(scope["method"], headers):
             await self.app(scope, receive, send)
             return
         if self._held_by(client) >= self.per_client:
@@ -79,6 +86,13 @@ class McpSessions:
         for ended in [session for session in self._owners if session not in live]:
             del self._owners[ended]
         return sum(1 for owner in self._owners.values() if owner == client) + self._opening[client]
+
+
+def _may_open_session(method: str, headers: dict[bytes, bytes]) -> bool:
+    """Whether the SDK may open a session for this request: a POST without a session id, in the protocol versions
+    that have a handshake (later versions are served without sessions)."""
+    version = headers.get(_VERSION_HEADER)
+    return method == "POST" and (version is None or version.decode("latin-1") in HANDSHAKE_PROTOCOL_VERSIONS)
 
 
 def _not_found() -> Response:
