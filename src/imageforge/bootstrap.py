@@ -117,4 +117,6 @@ def http_app_from_env() -> FastAPI:
         allowed_hosts=settings.allowed_hosts,
         cors_origins=settings.cors_origins,
         audit=AuditLog(settings.audit_path, prompts=settings.audit_prompts),
+        insecure_no_auth=settings.insecure_no_auth,
+        mcp_sessions_per_client=settings.mcp_sessions_per_client,
     )

@@ -7,6 +7,7 @@ import time: `Settings()` reads the environment when it is constructed, in the c
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import ssl
 from pathlib import Path
@@ -25,6 +26,10 @@ from pydantic_settings import (
 DeviceSetting = Literal["auto", "cuda", "mps", "cpu"]
 DtypeSetting = Literal["auto", "float32", "bfloat16", "float16"]
 AutoOnOff = Literal["auto", "on", "off"]
+
+
+#: What ends an IMAGEFORGE_API_KEYS entry that is an admin key (`name:key:admin`).
+ADMIN_SUFFIX = ":admin"
 
 
 def is_loopback(host: str) -> bool:
@@ -101,7 +106,8 @@ class Settings(BaseSettings):
     mcp_preview_px: int = Field(512, ge=64, le=2048, validation_alias=_env("MCP_PREVIEW_PX", bare=False))
     memory_budget: float | Literal["auto"] = Field("auto", validation_alias=_env("MEMORY_BUDGET", bare=False))
     idle_unload_s: float = Field(120.0, ge=0, validation_alias=_env("IDLE_UNLOAD_S", bare=False))
-    api_keys: Annotated[list[tuple[str, str]], NoDecode] = Field(
+    #: (name, key, admin) for each entry of IMAGEFORGE_API_KEYS
+    api_keys: Annotated[list[tuple[str, str, bool]], NoDecode] = Field(
         default_factory=list, validation_alias=_env("API_KEYS", bare=False)
     )
     insecure_no_auth: bool = Field(False, validation_alias=_env("INSECURE_NO_AUTH", bare=False))
@@ -119,6 +125,11 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=_env("CORS_ORIGINS", bare=False)
     )
     rate_limit: int = Field(0, ge=0, validation_alias=_env("RATE_LIMIT", bare=False))
+    # Client isolation and forwarded headers (issue 14).
+    mcp_sessions_per_client: int = Field(16, ge=1, validation_alias=_env("MCP_SESSIONS_PER_CLIENT", bare=False))
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("TRUSTED_PROXIES", bare=False)
+    )
     queue_share: int | None = Field(None, ge=1, validation_alias=_env("QUEUE_SHARE", bare=False))
     audit_log: Path | None = Field(Path("audit.jsonl"), validation_alias=_env("AUDIT_LOG", bare=False))
     audit_prompts: bool = Field(False, validation_alias=_env("AUDIT_PROMPTS", bare=False))
@@ -158,7 +169,8 @@ class Settings(BaseSettings):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:
-        """`IMAGEFORGE_API_KEYS` is `name:key,name2:key2`; keys are at least 16 characters."""
+        """`IMAGEFORGE_API_KEYS` is `name:key,name2:key2`; keys are at least 16 characters, and `name:key:admin`
+        makes an admin key (it sees and cancels every client's jobs)."""
         if not isinstance(value, str):
             return value
         keys = []
@@ -166,9 +178,11 @@ class Settings(BaseSettings):
             if not entry:
                 continue
             name, _, key = (text.strip() for text in entry.partition(":"))
+            admin = key.endswith(ADMIN_SUFFIX)
+            key = key.removesuffix(ADMIN_SUFFIX).strip()
             if not name or len(key) < 16:
                 raise ValueError(f"entry {name or '?'!r}: use name:key with a key of 16 or more characters")
-            keys.append((name, key))
+            keys.append((name, key, admin))
         return keys
 
     @field_validator("tls_key", mode="after")
@@ -203,6 +217,25 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: object) -> object:
         """`IMAGEFORGE_ALLOWED_HOSTS` and `IMAGEFORGE_CORS_ORIGINS` are comma lists; names ignore case."""
         return [part.strip().lower() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: object) -> object:
+        """`IMAGEFORGE_TRUSTED_PROXIES` is a comma list of addresses and networks (`10.0.0.0/8`)."""
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _proxy_addresses(cls, proxies: list[str]) -> list[str]:
+        """Only addresses and networks: a typo must not silently trust nobody, nor `*` everybody."""
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{proxy!r} is not an IP address or network; name each proxy by its address (127.0.0.1, 10.0.0.0/8)"
+                ) from None
+        return proxies
 
     @field_validator("allowed_hosts", mode="after")
     @classmethod

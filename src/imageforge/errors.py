@@ -20,6 +20,9 @@ ImageforgeError
 ├── StorageUnavailable      storage_unavailable  a data folder or the job database cannot be written now
 │   └── StorageFull         storage_full       the disk under it is full
 ├── FolderUnwritable        folder_unwritable  (at start) a folder the service writes is not a writable folder
+├── McpSessionNotFound      session_not_found  an MCP session that does not exist, ended, or is another client's
+├── McpSessionLimit         too_many_sessions  the client holds IMAGEFORGE_MCP_SESSIONS_PER_CLIENT MCP sessions
+├── NoApiKeys               no_api_keys        a network server without any API key left answers nobody
 └── ServerUnavailable       server_unavailable  (Python client) no server answered at the URL in time
 """
 
@@ -235,6 +238,24 @@ def folder_unwritable(exc: OSError, setting: str, folder: Path) -> FolderUnwrita
         f"{setting} ({folder}) {write_problem(exc)}.",
         hint=f"Set {setting} to a folder this user can write, or fix that one; the server writes there.",
     )
+
+
+class McpSessionNotFound(ImageforgeError):
+    """An MCP session id that does not exist, has ended, or is another client's."""
+
+    code = "session_not_found"
+
+
+class McpSessionLimit(ImageforgeError):
+    """A client holds as many MCP sessions as it may (IMAGEFORGE_MCP_SESSIONS_PER_CLIENT)."""
+
+    code = "too_many_sessions"
+
+
+class NoApiKeys(ImageforgeError):
+    """A server on a network address with no API key left: it answers nobody until a key is added."""
+
+    code = "no_api_keys"
 
 
 def from_code(code: str, message: str, hint: str = "") -> ImageforgeError:

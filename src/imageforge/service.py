@@ -44,6 +44,7 @@ from imageforge.engine.protocol import Generated, ImageBackend, LoadedModel
 from imageforge.errors import (
     GenerationFailed,
     ImageforgeError,
+    ImageNotFound,
     InvalidRequest,
     JobExpired,
     JobFinished,
@@ -53,7 +54,7 @@ from imageforge.errors import (
     from_code,
 )
 from imageforge.inputs import ImageLimits, InputPaths, decode_base64, decode_image, read_file, require_text
-from imageforge.jobs.job import LOCAL_CLIENT, Job, JobEvent, JobStatus
+from imageforge.jobs.job import LOCAL_CALLER, Caller, Job, JobEvent, JobStatus
 from imageforge.jobs.queue import JobContext, JobQueue
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import AppliedPolicy, Policy, apply_policy
@@ -128,13 +129,13 @@ class ImageService:
     # -- jobs ---------------------------------------------------------------------------------------
 
     def submit(
-        self, params: GenerationParams, *, client: str = LOCAL_CLIENT, idempotency_key: str | None = None
+        self, params: GenerationParams, *, caller: Caller = LOCAL_CALLER, idempotency_key: str | None = None
     ) -> Job:
-        """Validate a request and queue it as `client`'s job; bad input is refused here, before anything is queued.
+        """Validate a request and queue it as `caller`'s job; bad input is refused here, before anything is queued.
 
-        `client` (an API key's name, a peer address, or `local`) is what per-client limits count by. While a
-        folder or the job database cannot be written, the job is refused with that error (`StorageFull`,
-        `StorageUnavailable`): it would only fail.
+        The caller's name (an API key's name, a peer address, or `local`) is what per-client limits count by;
+        an isolated caller's idempotency key finds only its own jobs. While a folder or the job database cannot be
+        written, the job is refused with that error (`StorageFull`, `StorageUnavailable`): it would only fail.
         """
         _require_texts(params)
         spec = self.catalog.require(params.model or self.default_model)
@@ -148,7 +149,7 @@ class ImageService:
         # Seeded requests with the same parameters make the same pixels: in flight together, they run once.
         dedupe_key = cache_key(payload) if params.seed is not None else None
         return self._queue.submit(
-            IMAGE_JOB, payload, idempotency_key=idempotency_key, dedupe_key=dedupe_key, client=client
+            IMAGE_JOB, payload, idempotency_key=idempotency_key, dedupe_key=dedupe_key, caller=caller
         )
 
     def generate(
@@ -181,23 +182,34 @@ class ImageService:
         """Block until the job ends (or `timeout` passes) and return it as it is then."""
         return self._queue.wait(job_id, timeout)
 
-    def get_job(self, job_id: str) -> Job:
-        return self._queue.get(job_id)
+    def get_job(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
+        """The job as it is now; `JobNotFound` also for a job the caller may not see (`Caller`)."""
+        return self._queue.get(job_id, caller=caller)
 
-    def list_jobs(self, statuses: Iterable[JobStatus] = (), *, limit: int = 100) -> list[Job]:
-        return self._queue.recent(statuses, limit=limit)
+    def list_jobs(
+        self, statuses: Iterable[JobStatus] = (), *, limit: int = 100, caller: Caller = LOCAL_CALLER
+    ) -> list[Job]:
+        """The newest jobs the caller may see: its own, or all for an admin or where there are no identities."""
+        return self._queue.recent(statuses, limit=limit, caller=caller)
 
     def queue_position(self, job_id: str) -> int | None:
         return self._queue.position(job_id)
 
-    def cancel_job(self, job_id: str) -> Job:
-        return self._queue.cancel(job_id)
+    def cancel_job(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
+        """Cancel a job the caller may see; `JobNotFound` for any other."""
+        return self._queue.cancel(job_id, caller=caller)
 
     def job_events(
-        self, job_id: str, after: int = -1, timeout: float = 15.0, *, previews: bool = False
+        self,
+        job_id: str,
+        after: int = -1,
+        timeout: float = 15.0,
+        *,
+        previews: bool = False,
+        caller: Caller = LOCAL_CALLER,
     ) -> list[JobEvent]:
         """The job's events after `after`; `previews` also asks for (and includes) live previews."""
-        return self._queue.events(job_id, after, timeout, previews=previews)
+        return self._queue.events(job_id, after, timeout, previews=previews, caller=caller)
 
     def image_result(self, job: Job) -> ImageResult:
         """The image of a finished job; the job's error when it failed or was cancelled."""
@@ -212,9 +224,15 @@ class ImageService:
             raise JobExpired(f"The image of job '{job.id}' is no longer on disk.", hint="Submit it again.") from None
         return ImageResult.from_record(job.result, png)
 
-    def image_path(self, name: str) -> Path:
-        """A result image in the output store, by file name; `ImageNotFound` for anything else."""
-        return self._outputs.find(name)
+    def image_path(self, name: str, *, caller: Caller = LOCAL_CALLER) -> Path:
+        """A result image in the output store, by file name; `ImageNotFound` for anything else, and for an image
+        that none of an isolated caller's readable jobs made (names are short enough to guess)."""
+        path = self._outputs.find(name)
+        if caller.sees_all or any(
+            job.client == caller.name for job in self._queue.results_with("output_path", str(path))
+        ):
+            return path
+        raise ImageNotFound(f"No image '{name}'.", hint="Use the image link of a finished job.")
 
     def sweep_expired(self) -> list[str]:
         """Remove expired results now rather than at the sweeper's next round; returns the swept job ids."""

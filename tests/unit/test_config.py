@@ -313,3 +313,19 @@ def test_audit_log_is_in_the_data_folder_by_default_and_empty_turns_it_off(
     assert not settings().audit_prompts
     monkeypatch.setenv("IMAGEFORGE_AUDIT_LOG", "")
     assert settings().audit_path is None
+
+
+def test_trusted_proxies_are_addresses_or_networks_and_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert settings().trusted_proxies == []
+    monkeypatch.setenv("IMAGEFORGE_TRUSTED_PROXIES", " 127.0.0.1, 10.0.0.0/8,::1 ")
+    assert settings().trusted_proxies == ["127.0.0.1", "10.0.0.0/8", "::1"]
+    for wrong in ("*", "proxy.lan", "10.0.0.0/99"):
+        monkeypatch.setenv("IMAGEFORGE_TRUSTED_PROXIES", wrong)
+        with pytest.raises(ValidationError, match=re.escape(repr(wrong))):
+            settings()
+
+
+def test_an_api_keys_entry_ending_in_admin_is_an_admin_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEFORGE_API_KEYS", "ci:ci-key-0123456789abc, root:root-key-0123456789ab:admin")
+
+    assert settings().api_keys == [("ci", "ci-key-0123456789abc", False), ("root", "root-key-0123456789ab", True)]

@@ -22,7 +22,7 @@ def print_check(settings: Settings) -> int:
     typer.echo("imageforge check\n\nsettings (environment and .env):")
     for name, value in settings.model_dump().items():
         if name == "api_keys":
-            value = [key_name for key_name, _ in value]  # the names only: never print a key
+            value = [entry[0] for entry in value]  # the names only: never print a key
         typer.echo(f"  {name:<16} {value}")
     typer.echo("\npackages:")
     for package in _PACKAGES:

@@ -179,6 +179,10 @@ def serve(
         # Watch imageforge's own code only: the default, the working folder, may hold a virtual environment
         # and the outputs, which are no reason to restart.
         reload_dirs=[str(Path(imageforge.__file__).parent)] if reload else None,
+        # uvicorn trusts X-Forwarded-For and -Proto from loopback by default: any local client could then pose
+        # as any address to the rate limit and the audit log. Only the proxies the admin names are believed.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies,
         ssl_certfile=None if tls is None else str(tls[0]),
         ssl_keyfile=None if tls is None else str(tls[1]),
     )
@@ -641,8 +645,11 @@ def mcp(
 @keys_app.command("add")
 def keys_add(
     name: Annotated[str, typer.Argument(help="Who or what uses the key, e.g. laptop or claude-desktop.")],
+    admin: Annotated[
+        bool, typer.Option("--admin", help="An admin key: it sees and cancels every client's jobs, not only its own.")
+    ] = False,
 ) -> None:
-    """Make a new API key, print it once, and store only its hash (with NAME and the time) in the keys file.
+    """Make a new API key, print it once, and store only its hash (with NAME, its role and the time) in the keys file.
 
     A running server accepts it at once. The key goes to stdout alone, so `KEY=$(imageforge keys add NAME)` works.
     """
@@ -651,17 +658,20 @@ def keys_add(
 
     settings = _settings()
     try:
-        key = KeyFile(settings.keys_path).add(name, taken=frozenset(env_name for env_name, _ in settings.api_keys))
+        key = KeyFile(settings.keys_path).add(
+            name, taken=frozenset(entry[0] for entry in settings.api_keys), admin=admin
+        )
     except ImageforgeError as exc:
         raise _fail(exc) from None
-    typer.echo(f"key '{name}' added to {settings.keys_path}; it is shown only now, so store it:", err=True)
+    role = "admin key" if admin else "key"
+    typer.echo(f"{role} '{name}' added to {settings.keys_path}; it is shown only now, so store it:", err=True)
     typer.echo(key)
     typer.echo("send it as 'Authorization: Bearer <key>' (the web page asks for it once)", err=True)
 
 
 @keys_app.command("list")
 def keys_list() -> None:
-    """List the keys by name and creation time, with where each comes from; never a key or a hash."""
+    """List the keys by name, role and creation time, with where each comes from; never a key or a hash."""
     from imageforge.errors import ImageforgeError
     from imageforge.transports.http.keyfile import KeyFile
 
@@ -670,15 +680,15 @@ def keys_list() -> None:
         stored = KeyFile(settings.keys_path).read()
     except ImageforgeError as exc:
         raise _fail(exc) from None
-    rows = [(key.name, key.created, "keys file") for key in stored]
-    rows += [(name, "", "IMAGEFORGE_API_KEYS") for name, _ in settings.api_keys]
+    rows = [(key.name, key.role, key.created, "keys file") for key in stored]
+    rows += [(name, "admin" if admin else "user", "", "IMAGEFORGE_API_KEYS") for name, _, admin in settings.api_keys]
     if not rows:
         typer.echo(f"no API keys (keys file: {settings.keys_path}); add one with `imageforge keys add NAME`", err=True)
         return
-    width = max(len("name"), *(len(name) for name, _, _ in rows))
-    typer.echo(f"{'name':<{width}} {'created':<25} source")
-    for name, created, source in rows:
-        typer.echo(f"{name:<{width}} {created:<25} {source}")
+    width = max(len("name"), *(len(row[0]) for row in rows))
+    typer.echo(f"{'name':<{width}} {'role':<6} {'created':<25} source")
+    for name, role, created, source in rows:
+        typer.echo(f"{name:<{width}} {role:<6} {created:<25} {source}")
 
 
 @keys_app.command("remove")

@@ -62,6 +62,41 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Who asks the queue for something, and so which jobs they may see, cancel and find again by key.
+
+    With API keys on, `name` is the key's name and proven (`isolated`): the caller sees only the jobs it submitted,
+    and its idempotency keys are its own, unless it is an `admin`, who sees and cancels every job. Without keys
+    there is no identity to tell users apart: `name` (a peer address, or `local`) only counts for per-client limits,
+    and every caller sees every job.
+    """
+
+    name: str = LOCAL_CLIENT
+    #: `name` is a proven identity (an API key's), so the caller's jobs are kept apart from other callers'
+    isolated: bool = False
+    #: an admin key: sees and cancels every client's jobs
+    admin: bool = False
+
+    @property
+    def sees_all(self) -> bool:
+        """Whether this caller may see every client's jobs."""
+        return not self.isolated or self.admin
+
+    def sees(self, job: Job) -> bool:
+        """Whether this caller may see (and so cancel) `job`."""
+        return self.sees_all or job.client == self.name
+
+    def scoped(self, key: str) -> str:
+        """`key` (an idempotency or dedupe key) in this caller's own namespace: the same key from two isolated
+        callers names two jobs. A newline cannot come in an HTTP header, so no client can forge another's."""
+        return f"{self.name}\n{key}" if self.isolated else key
+
+
+#: The user of this machine (CLI, MCP over stdio), who sees every job.
+LOCAL_CALLER = Caller()
+
+
+@dataclass(frozen=True)
 class JobEvent:
     """Something that happened to a job: `state` (status change), `progress` (one step) or `preview`."""
 

@@ -31,7 +31,7 @@ from imageforge.errors import (
     RateLimited,
     StorageUnavailable,
 )
-from imageforge.jobs.job import LOCAL_CLIENT, Job, JobEvent, JobStatus
+from imageforge.jobs.job import LOCAL_CALLER, Caller, Job, JobEvent, JobStatus
 from imageforge.jobs.owner import OwnerLock
 from imageforge.jobs.store import JobStore
 
@@ -71,7 +71,11 @@ ExpireHook = Callable[[Job], None]
 
 
 class JobQueue(Protocol):
-    """Submit, observe and cancel jobs."""
+    """Submit, observe and cancel jobs.
+
+    Each call that names a job takes the `caller`: a job someone else submitted is unknown to an isolated caller
+    (see `Caller`), exactly as a job that never existed.
+    """
 
     def register(self, kind: str, run: JobFunction, *, on_expire: ExpireHook | None = None) -> None: ...
 
@@ -82,21 +86,29 @@ class JobQueue(Protocol):
         *,
         idempotency_key: str | None = None,
         dedupe_key: str | None = None,
-        client: str = LOCAL_CLIENT,
+        caller: Caller = LOCAL_CALLER,
     ) -> Job: ...
 
-    def get(self, job_id: str) -> Job: ...
+    def get(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job: ...
 
-    def recent(self, statuses: Iterable[JobStatus] = (), *, limit: int = 100) -> list[Job]: ...
+    def recent(
+        self, statuses: Iterable[JobStatus] = (), *, limit: int = 100, caller: Caller = LOCAL_CALLER
+    ) -> list[Job]: ...
 
     def position(self, job_id: str) -> int | None: ...
 
-    def cancel(self, job_id: str) -> Job: ...
+    def cancel(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job: ...
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job: ...
 
     def events(
-        self, job_id: str, after: int = -1, timeout: float = 15.0, *, previews: bool = False
+        self,
+        job_id: str,
+        after: int = -1,
+        timeout: float = 15.0,
+        *,
+        previews: bool = False,
+        caller: Caller = LOCAL_CALLER,
     ) -> list[JobEvent]: ...
 
     def sweep(self, now: float | None = None) -> list[str]: ...
@@ -225,20 +237,30 @@ class EmbeddedJobQueue:
         *,
         idempotency_key: str | None = None,
         dedupe_key: str | None = None,
-        client: str = LOCAL_CLIENT,
+        caller: Caller = LOCAL_CALLER,
     ) -> Job:
         """Accept a job, or return the job already accepted for the same idempotency key or in-flight duplicate.
 
-        A new job counts against `client`'s share of the queue and its rate limit; a repeat costs nothing. A store
-        that cannot take the job refuses it (`StorageFull`, `StorageUnavailable`): nothing is queued that a
-        restart would lose.
+        Both keys are the caller's own (`Caller.scoped`): another client's job is never handed back. A key whose
+        job has expired starts a new job. A new job counts against the caller's share of the queue and its rate
+        limit; a repeat costs nothing. A store that cannot take the job refuses it (`StorageFull`,
+        `StorageUnavailable`): nothing is queued that a restart would lose.
         """
         if kind not in self._functions:
             raise ValueError(f"no job function registered for {kind!r}")
         digest = request_hash(kind, payload)
+        client = caller.name
+        if idempotency_key is not None:
+            idempotency_key = caller.scoped(idempotency_key)
+        if dedupe_key is not None:
+            dedupe_key = caller.scoped(dedupe_key)
         with self._changed:
             if idempotency_key is not None:
                 earlier = self._store.by_idempotency_key(idempotency_key)
+                if earlier is not None and _expired(earlier, self._clock()):
+                    # The job and its result are gone; a client retrying that late means a new request.
+                    self._store.release_idempotency_key(earlier.id)
+                    earlier = None
                 if earlier is not None:
                     if earlier.request_hash != digest:
                         raise IdempotencyConflict(
@@ -275,15 +297,10 @@ class EmbeddedJobQueue:
             self._changed.notify_all()
             return _copy(job)
 
-    def get(self, job_id: str) -> Job:
-        """The job as it is now; `JobNotFound` when unknown, `JobExpired` once its result has expired."""
-        with self._changed:
-            live = self._live.get(job_id)
-            job = _copy(live.job) if live is not None else None
-        if job is None:
-            job = self._store.get(job_id)
-        if job is None:
-            raise JobNotFound(f"No job '{job_id}'.", hint="Check the id; GET /jobs lists recent jobs.")
+    def get(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
+        """The job as it is now; `JobNotFound` when unknown (or not the caller's), `JobExpired` once its result has
+        expired."""
+        job = self._find(job_id, caller)
         if _expired(job, self._clock()):
             raise JobExpired(
                 f"Job '{job_id}' finished and its result expired.",
@@ -291,8 +308,12 @@ class EmbeddedJobQueue:
             )
         return job
 
-    def recent(self, statuses: Iterable[JobStatus] = (), *, limit: int = 100) -> list[Job]:
-        return self._store.recent(statuses, now=self._clock(), limit=limit)
+    def recent(
+        self, statuses: Iterable[JobStatus] = (), *, limit: int = 100, caller: Caller = LOCAL_CALLER
+    ) -> list[Job]:
+        """The newest jobs the caller may see, optionally only those in `statuses`."""
+        client = None if caller.sees_all else caller.name
+        return self._store.recent(statuses, now=self._clock(), limit=limit, client=client)
 
     def position(self, job_id: str) -> int | None:
         """1 for the next job to run, 2 after it…; 0 while running; None once finished."""
@@ -304,9 +325,10 @@ class EmbeddedJobQueue:
                 return 0
             return self._pending.index(job_id) + 1
 
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
         """Cancel a queued job at once, a running one at its next step; a finished job is `JobFinished`."""
         with self._changed:
+            self._find(job_id, caller)
             live = self._live.get(job_id)
             if live is not None and live.job.status is JobStatus.QUEUED:
                 self._pending.remove(job_id)
@@ -335,12 +357,22 @@ class EmbeddedJobQueue:
                 self._changed.wait(remaining)
         return self.get(job_id)
 
-    def events(self, job_id: str, after: int = -1, timeout: float = 15.0, *, previews: bool = False) -> list[JobEvent]:
+    def events(
+        self,
+        job_id: str,
+        after: int = -1,
+        timeout: float = 15.0,
+        *,
+        previews: bool = False,
+        caller: Caller = LOCAL_CALLER,
+    ) -> list[JobEvent]:
         """The job's events with an index above `after`, waiting up to `timeout` for one to come.
 
         `previews` asks the running job to publish previews and includes them; without it they are left out.
         A job that is no longer in memory (finished before a restart) yields one event: its current state.
         """
+        if not caller.sees_all:
+            self._find(job_id, caller)
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
@@ -527,6 +559,17 @@ class EmbeddedJobQueue:
     def _retry_after_s(self) -> int:
         typical = sum(self._recent_run_s) / len(self._recent_run_s) if self._recent_run_s else 5.0
         return max(1, round(typical * max(1, len(self._pending) // 2)))
+
+    def _find(self, job_id: str, caller: Caller) -> Job:
+        """The job, expired or not; `JobNotFound` when unknown or, for an isolated caller, someone else's."""
+        with self._changed:
+            live = self._live.get(job_id)
+            job = _copy(live.job) if live is not None else None
+        if job is None:
+            job = self._store.get(job_id)
+        if job is None or not caller.sees(job):
+            raise JobNotFound(f"No job '{job_id}'.", hint="Check the id; GET /jobs lists recent jobs.")
+        return job
 
     def _current(self, job_id: str) -> Job:
         live = self._live.get(job_id)

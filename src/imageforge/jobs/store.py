@@ -69,13 +69,25 @@ class JobStore:
     def by_idempotency_key(self, key: str) -> Job | None:
         return self._one("SELECT body FROM jobs WHERE idempotency_key = ?", (key,))
 
-    def recent(self, statuses: Iterable[JobStatus] = (), *, now: float, limit: int = 100) -> list[Job]:
-        """The newest jobs not expired by `now` first, optionally only those in `statuses`."""
+    def release_idempotency_key(self, job_id: str) -> None:
+        """Free the idempotency key of `job_id` (an expired job) for a new job; the record keeps the rest."""
+        with self._lock:
+            self._db.execute("UPDATE jobs SET idempotency_key = NULL WHERE id = ?", (job_id,))
+
+    def recent(
+        self, statuses: Iterable[JobStatus] = (), *, now: float, limit: int = 100, client: str | None = None
+    ) -> list[Job]:
+        """The newest jobs not expired by `now` first, optionally only those in `statuses` or of `client`."""
         wanted = [status.value for status in statuses]
         query = "SELECT body FROM jobs WHERE (expires_at IS NULL OR expires_at > ?)"
+        parameters: list[Any] = [now]
         if wanted:
             query += f" AND status IN ({', '.join('?' * len(wanted))})"
-        return self._many(query + " ORDER BY seq DESC LIMIT ?", (now, *wanted, limit))
+            parameters += wanted
+        if client is not None:
+            query += " AND json_extract(body, '$.client') = ?"
+            parameters.append(client)
+        return self._many(query + " ORDER BY seq DESC LIMIT ?", (*parameters, limit))
 
     def in_status(self, status: JobStatus) -> list[Job]:
         """Every job in `status`, oldest first (the order they were accepted)."""

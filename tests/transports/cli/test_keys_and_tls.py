@@ -51,6 +51,34 @@ def test_keys_list_shows_names_and_sources_but_never_a_key_or_hash(
         assert secret not in listed.output
 
 
+def test_keys_add_admin_makes_an_admin_key_and_keys_list_shows_each_role(
+    own_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    invoke("keys", "add", "laptop")
+    admin = invoke("keys", "add", "ops", "--admin")
+    monkeypatch.setenv("IMAGEFORGE_API_KEYS", "ci:ci-key-0123456789abc,root:root-key-0123456789ab:admin")
+
+    listed = invoke("keys", "list").stdout.splitlines()
+
+    assert admin.exit_code == 0, admin.output
+    assert "admin key 'ops'" in admin.stderr
+    roles = {line.split()[0]: line.split()[1] for line in listed[1:]}
+    assert roles == {"laptop": "user", "ops": "admin", "ci": "user", "root": "admin"}
+
+
+def test_a_keys_file_from_before_roles_still_works_and_an_unknown_role_is_refused(own_data: Path) -> None:
+    own_data.mkdir()
+    digest = hashlib.sha256(b"k" * 43).hexdigest()
+    old = f'[keys.laptop]\nsha256 = "{digest}"\ncreated = "2026-01-01T00:00:00+00:00"\n'
+    (own_data / "keys.toml").write_text(old)
+
+    listed = invoke("keys", "list")
+    (own_data / "keys.toml").write_text(old + 'role = "root"\n')
+
+    assert listed.stdout.splitlines()[1].split()[:2] == ["laptop", "user"]
+    assert_refused(invoke("keys", "list"), "invalid_keys_file")
+
+
 def test_a_duplicate_name_is_refused_from_the_file_and_from_the_environment(
     own_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

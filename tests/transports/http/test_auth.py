@@ -104,9 +104,58 @@ async def test_mcp_over_http_takes_the_key_as_a_bearer_token(service: ImageServi
     assert refused.status_code == 401
 
 
-def test_a_network_address_without_keys_says_so_loudly_in_health(service: ImageService) -> None:
-    with TestClient(create_app(service, host="0.0.0.0"), base_url=LOCAL_URL) as client:
+def test_a_network_address_served_without_keys_on_purpose_says_so_loudly_in_health(service: ImageService) -> None:
+    with TestClient(create_app(service, host="0.0.0.0", insecure_no_auth=True), base_url=LOCAL_URL) as client:
         assert client.get("/health").json()["auth"].startswith("OFF: no authentication")
+        assert client.get("/models").status_code == 200
+
+
+@pytest.mark.parametrize("take_away", ["keys remove", "empty the file", "delete the file"])
+def test_removing_the_last_key_refuses_every_request_on_a_network_bind(
+    service: ImageService, tmp_path: Path, caplog: pytest.LogCaptureFixture, take_away: str
+) -> None:
+    keys_file = KeyFile(tmp_path / "keys.toml")
+    key = keys_file.add("only")
+    app = create_app(service, host="0.0.0.0", api_keys=ApiKeys(file=keys_file.path))
+    with TestClient(app, base_url=LOCAL_URL) as client:
+        assert client.get("/jobs", headers=_bearer(key)).status_code == 200
+        if take_away == "keys remove":
+            keys_file.remove("only")
+        elif take_away == "empty the file":
+            keys_file.path.write_text("")
+        else:
+            keys_file.path.unlink()
+        listed = client.get("/jobs")
+        submitted = client.post("/jobs", json={"prompt": "a fox", **SMALL})
+        mcp = client.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        stale_key = client.get("/jobs", headers=_bearer(key))
+        health = client.get("/health").json()
+        page = client.get("/")
+
+    for refused in (listed, submitted, mcp, stale_key):
+        assert refused.status_code == 503
+        error = refused.json()["error"]
+        assert error["code"] == "no_api_keys"
+        assert "imageforge keys add" in error["hint"]
+    assert health["auth"] == "no_api_keys"
+    assert "device" not in health
+    assert page.status_code == 200
+    locked_logs = [record for record in caplog.records if "no_api_keys" in record.getMessage()]
+    assert len(locked_logs) == 1, "logged once when it changed, not per request"
+
+
+def test_a_key_added_to_a_locked_network_server_lets_its_holder_in(service: ImageService, tmp_path: Path) -> None:
+    keys_file = KeyFile(tmp_path / "keys.toml")
+    app = create_app(service, host="192.168.1.20", api_keys=ApiKeys(file=keys_file.path))
+    with TestClient(app, base_url=LOCAL_URL) as client:
+        locked = client.get("/models")
+        key = keys_file.add("first")
+        anonymous = client.get("/models")
+        known = client.get("/models", headers=_bearer(key))
+
+    assert locked.json()["error"]["code"] == "no_api_keys"
+    assert anonymous.status_code == 401
+    assert known.status_code == 200
 
 
 def test_keys_from_the_keys_file_work_and_stop_without_a_restart(service: ImageService, tmp_path: Path) -> None:

@@ -128,3 +128,23 @@ def test_cache_answers_a_seeded_request_after_its_jobs_expired(
     output = Path(body["output_path"])
     assert output.read_bytes() == png, "the cache wrote the image back to the output folder"
     assert client.get(f"/images/{output.name}").content == png
+
+
+def test_an_idempotency_key_whose_job_expired_and_was_swept_starts_a_new_job(
+    expiring: tuple[TestClient, ImageService], clock: Clock
+) -> None:
+    client, service = expiring
+    key = {"Idempotency-Key": "nightly-lighthouse"}
+    first = client.post("/jobs", json=SEEDED, headers=key).json()
+    assert wait_for_end(client, first) == "succeeded"
+    clock.advance(TTL_S + 1)
+    assert service.sweep_expired() == [first["job_id"]]
+
+    again = client.post("/jobs", json=SEEDED, headers=key)
+    repeated = client.post("/jobs", json=SEEDED, headers=key)
+
+    assert again.status_code == 202
+    assert again.json()["job_id"] != first["job_id"]
+    assert wait_for_end(client, again.json()) == "succeeded"
+    assert repeated.json()["job_id"] == again.json()["job_id"], "the key names the new job from then on"
+    assert client.get(first["links"]["self"]).json()["error"]["code"] == "expired"

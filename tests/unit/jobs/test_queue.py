@@ -22,11 +22,15 @@ from imageforge.errors import (
     QueueShareExceeded,
     RateLimited,
 )
-from imageforge.jobs.job import Job, JobStatus
+from imageforge.jobs.job import Caller, Job, JobStatus
 from imageforge.jobs.queue import EmbeddedJobQueue, JobContext, QueueLimits
 from imageforge.jobs.store import JobStore
 
 WAIT = 10.0
+#: Two clients told apart by their API keys, and an admin key.
+ALICE = Caller("alice", isolated=True)
+BOB = Caller("bob", isolated=True)
+ADMIN = Caller("root", isolated=True, admin=True)
 
 
 class Clock:
@@ -216,17 +220,17 @@ def test_full_queue_refuses_with_retry_after(tmp_path: Path, steps: Steps) -> No
 def test_a_client_at_its_share_is_refused_until_one_of_its_jobs_ends(tmp_path: Path, steps: Steps) -> None:
     queue = _queue(tmp_path / "jobs.sqlite", steps, QueueLimits(client_share=2))
     try:
-        running = queue.submit("steps", {"name": "running"}, client="alice")
+        running = queue.submit("steps", {"name": "running"}, caller=ALICE)
         assert steps.started.wait(WAIT)
-        waiting = queue.submit("steps", {"name": "waiting"}, client="alice", idempotency_key="w")
+        waiting = queue.submit("steps", {"name": "waiting"}, caller=ALICE, idempotency_key="w")
         with pytest.raises(QueueShareExceeded) as refused:
-            queue.submit("steps", {"name": "third"}, client="alice")
-        other = queue.submit("steps", {"name": "bob's"}, client="bob")
-        repeat = queue.submit("steps", {"name": "waiting"}, client="alice", idempotency_key="w")
+            queue.submit("steps", {"name": "third"}, caller=ALICE)
+        other = queue.submit("steps", {"name": "bob's"}, caller=BOB)
+        repeat = queue.submit("steps", {"name": "waiting"}, caller=ALICE, idempotency_key="w")
 
         steps.gate.release()
         queue.wait(running.id, WAIT)
-        after = queue.submit("steps", {"name": "after"}, client="alice")
+        after = queue.submit("steps", {"name": "after"}, caller=ALICE)
     finally:
         steps.gate.release(10)
         queue.close()
@@ -240,13 +244,13 @@ def test_a_client_over_its_rate_is_refused_until_the_minute_has_passed(tmp_path:
     queue = _queue(tmp_path / "jobs.sqlite", steps, QueueLimits(client_jobs_per_minute=2), clock)
     try:
         for name in ("a", "b"):
-            queue.submit("steps", {"name": name, "gated": False}, client="alice")
+            queue.submit("steps", {"name": name, "gated": False}, caller=ALICE)
         clock.now += 20
         with pytest.raises(RateLimited) as refused:
-            queue.submit("steps", {"name": "c", "gated": False}, client="alice")
-        queue.submit("steps", {"name": "bob's", "gated": False}, client="bob")
+            queue.submit("steps", {"name": "c", "gated": False}, caller=ALICE)
+        queue.submit("steps", {"name": "bob's", "gated": False}, caller=BOB)
         clock.now += 40
-        accepted = queue.submit("steps", {"name": "c", "gated": False}, client="alice")
+        accepted = queue.submit("steps", {"name": "c", "gated": False}, caller=ALICE)
     finally:
         queue.close()
     assert refused.value.retry_after_s == 40
@@ -255,7 +259,7 @@ def test_a_client_over_its_rate_is_refused_until_the_minute_has_passed(tmp_path:
 
 def test_the_client_of_a_job_survives_a_restart(tmp_path: Path, steps: Steps) -> None:
     queue = _queue(tmp_path / "jobs.sqlite", steps)
-    job = queue.submit("steps", {"name": "a", "gated": False}, client="alice")
+    job = queue.submit("steps", {"name": "a", "gated": False}, caller=ALICE)
     queue.wait(job.id, WAIT)
     queue.close()
 
@@ -304,6 +308,75 @@ def test_repeated_idempotency_key_returns_the_same_job_or_conflicts(queue: Embed
         queue.submit("steps", {"name": "b", "gated": False}, idempotency_key="k1")
     queue.wait(first.id, WAIT)
     assert queue.submit("steps", {"name": "a", "gated": False}, idempotency_key="k1").id == first.id
+
+
+def test_an_idempotency_key_whose_job_expired_starts_a_new_job(tmp_path: Path, steps: Steps) -> None:
+    clock = Clock()
+    queue = _queue(tmp_path / "jobs.sqlite", steps, QueueLimits(result_ttl_s=60), clock)
+    try:
+        first = queue.submit("steps", {"name": "a", "gated": False}, idempotency_key="k1")
+        queue.wait(first.id, WAIT)
+        clock.now += 61
+        expired_unswept = queue.submit("steps", {"name": "b", "gated": False}, idempotency_key="k1")
+        queue.wait(expired_unswept.id, WAIT)
+        clock.now += 61
+        assert queue.sweep() == [first.id, expired_unswept.id]
+        after_sweep = queue.submit("steps", {"name": "a", "gated": False}, idempotency_key="k1")
+        again = queue.submit("steps", {"name": "a", "gated": False}, idempotency_key="k1")
+        done = queue.wait(after_sweep.id, WAIT)
+    finally:
+        queue.close()
+    assert len({first.id, expired_unswept.id, after_sweep.id}) == 3
+    assert again.id == after_sweep.id, "the key names the new job from then on"
+    assert done.status is JobStatus.SUCCEEDED
+
+
+def test_a_client_sees_and_cancels_only_its_own_jobs(queue: EmbeddedJobQueue) -> None:
+    alices = queue.submit("steps", {"name": "alice's"}, caller=ALICE)
+    bobs = queue.submit("steps", {"name": "bob's"}, caller=BOB)
+
+    for reach in (
+        lambda: queue.get(alices.id, caller=BOB),
+        lambda: queue.cancel(alices.id, caller=BOB),
+        lambda: queue.events(alices.id, timeout=0, caller=BOB),
+    ):
+        with pytest.raises(JobNotFound):
+            reach()
+    assert [job.id for job in queue.recent(caller=ALICE)] == [alices.id]
+    assert [job.id for job in queue.recent(caller=BOB)] == [bobs.id]
+    assert queue.get(alices.id, caller=ALICE).status in (JobStatus.QUEUED, JobStatus.RUNNING)
+    assert queue.get(alices.id).client == "alice", "without a caller (the local user) every job is seen"
+
+
+def test_an_admin_sees_and_cancels_every_clients_jobs(queue: EmbeddedJobQueue, steps: Steps) -> None:
+    running = queue.submit("steps", {"name": "alice's"}, caller=ALICE)
+    waiting = queue.submit("steps", {"name": "bob's"}, caller=BOB)
+
+    assert {job.id for job in queue.recent(caller=ADMIN)} == {running.id, waiting.id}
+    assert queue.cancel(waiting.id, caller=ADMIN).status is JobStatus.CANCELLED
+    queue.cancel(running.id, caller=ADMIN)
+    steps.gate.release()
+    assert queue.wait(running.id, WAIT).status is JobStatus.CANCELLED
+
+
+def test_the_same_idempotency_key_from_two_clients_makes_two_jobs(queue: EmbeddedJobQueue) -> None:
+    alices = queue.submit("steps", {"name": "a", "gated": False}, caller=ALICE, idempotency_key="k1")
+    bobs = queue.submit("steps", {"name": "a", "gated": False}, caller=BOB, idempotency_key="k1")
+    bobs_other = queue.submit("steps", {"name": "b", "gated": False}, caller=BOB, idempotency_key="k2")
+    alices_other = queue.submit("steps", {"name": "c", "gated": False}, caller=ALICE, idempotency_key="k2")
+
+    assert bobs.id != alices.id
+    assert (bobs.client, alices_other.client) == ("bob", "alice")
+    assert alices_other.id != bobs_other.id, "no conflict with another client's body either"
+    assert queue.submit("steps", {"name": "a", "gated": False}, caller=ALICE, idempotency_key="k1").id == alices.id
+
+
+def test_duplicates_in_flight_of_two_clients_stay_two_jobs(queue: EmbeddedJobQueue) -> None:
+    alices = queue.submit("steps", {"name": "dup"}, dedupe_key="same", caller=ALICE)
+    bobs = queue.submit("steps", {"name": "dup"}, dedupe_key="same", caller=BOB)
+
+    assert bobs.id != alices.id
+    assert queue.get(bobs.id, caller=BOB).client == "bob"
 
 
 def test_duplicates_in_flight_run_once(queue: EmbeddedJobQueue, steps: Steps) -> None:

@@ -10,8 +10,10 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 
 from fastapi import FastAPI
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
 
 from imageforge import __version__
 from imageforge.config import is_loopback
@@ -19,10 +21,11 @@ from imageforge.service import ImageService
 from imageforge.storage.audit import AuditLog
 from imageforge.transports.http import browser
 from imageforge.transports.http.audit import AuditTrail
-from imageforge.transports.http.auth import ApiKeys, RequireApiKey
+from imageforge.transports.http.auth import AccessRule, ApiKeys, RequireApiKey
 from imageforge.transports.http.errors import install_error_handlers
 from imageforge.transports.http.head import HeadAsGet
 from imageforge.transports.http.limits import BodySizeLimit
+from imageforge.transports.http.mcp_sessions import McpSessions
 from imageforge.transports.http.routes import health, images, jobs, models, prompting
 from imageforge.transports.http.signed_urls import SECRET_BYTES, ImageUrlSigner
 from imageforge.transports.mcp.server import McpOptions, build_mcp_server
@@ -47,13 +50,17 @@ def create_app(
     allowed_hosts: Collection[str] = (),
     cors_origins: Collection[str] = (),
     audit: AuditLog | None = None,
+    insecure_no_auth: bool = False,
+    mcp_sessions_per_client: int = 16,
 ) -> FastAPI:
     """The HTTP API on `service`, with MCP over Streamable HTTP at `/mcp` in the same process.
 
     `warmup` loads the default model at startup instead of on first use; `host` is the address served, which
     with `allowed_hosts` decides the Host names answered (`*`: any); `cors_origins` are the other web pages that
     may call the API; `audit` records who did what. While `api_keys` has any key, image links in results are signed
-    by `image_urls` (by default with a secret of this process's own).
+    by `image_urls` (by default with a secret of this process's own). Without any key, the server answers everyone
+    on a loopback `host` or with `insecure_no_auth`, and nobody elsewhere (`AccessRule`). Each client may hold
+    `mcp_sessions_per_client` MCP sessions.
     """
     # Not `api_keys or`: an ApiKeys whose file holds no key yet is false, and must stay to see keys added later.
     keys = api_keys if api_keys is not None else ApiKeys()
@@ -64,10 +71,14 @@ def create_app(
         return f"?{signer.query(name)}" if keys else ""
 
     mcp = build_mcp_server(service, replace(mcp_options or McpOptions(), image_query=image_query), audit=audit)
-    # The app-wide Host and Origin checks below cover /mcp; the SDK's own copy of them stays off.
-    mcp_app = mcp.streamable_http_app(
+    # The app-wide Host and Origin checks below cover /mcp; the SDK's own copy of them stays off. Building the app
+    # creates the session manager; the endpoint itself is served below, wrapped.
+    mcp.streamable_http_app(
         streamable_http_path=MCP_PATH,
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+    )
+    mcp_endpoint = McpSessions(
+        StreamableHTTPASGIApp(mcp.session_manager), manager=mcp.session_manager, per_client=mcp_sessions_per_client
     )
 
     @asynccontextmanager
@@ -89,14 +100,9 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     # Added last, so it runs first: an unauthenticated request is refused before its body is read.
-    app.state.api_keys = keys
     app.state.image_query = image_query
-    app.state.auth_off = (
-        "off (loopback only)"
-        if is_loopback(host)
-        else "OFF: no authentication on a network address (IMAGEFORGE_INSECURE_NO_AUTH)"
-    )
-    app.add_middleware(RequireApiKey, keys=keys, signer=signer)
+    app.state.access = AccessRule(keys, loopback=is_loopback(host), insecure_no_auth=insecure_no_auth)
+    app.add_middleware(RequireApiKey, rule=app.state.access, signer=signer)
     # Outside the key check: a browser's CORS preflight carries no key, and a refusal must be recorded.
     app.add_middleware(browser.SameOriginWrites, origins=cors_origins)
     if cors_origins:
@@ -117,7 +123,7 @@ def create_app(
         app.include_router(router)
     mount_web_ui(app)
     # The MCP endpoint joins the app's own routes (a mount would answer /mcp with a redirect to /mcp/).
-    app.router.routes.extend(mcp_app.routes)
+    app.router.routes.append(Route(MCP_PATH, endpoint=mcp_endpoint))
     return app
 
 

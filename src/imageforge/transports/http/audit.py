@@ -1,7 +1,8 @@
 """AuditTrail: the HTTP API's audit records (who, what, when, outcome), one per request of interest.
 
 Of interest: every state-changing request (job submissions, cancels, model loads and unloads) and every request
-refused at the door (no or wrong API key, foreign Host, foreign Origin), whatever its method. Routes add what only
+refused at the door (no or wrong API key, no key left at all, foreign Host, foreign Origin, another client's or one
+too many MCP session), whatever its method. Routes add what only
 they know (the job id, the prompt) with `note_audit`. Calls to `/mcp` are recorded by the MCP tools themselves,
 per tool, so only their refusals are recorded here.
 """
@@ -20,7 +21,16 @@ from imageforge.transports.clients import client_of
 from imageforge.transports.http.browser import STATE_CHANGING
 
 #: The error codes of requests refused before any route ran.
-REFUSALS = frozenset({"unauthorized", "host_not_allowed", "origin_not_allowed"})
+REFUSALS = frozenset(
+    {
+        "unauthorized",
+        "no_api_keys",
+        "host_not_allowed",
+        "origin_not_allowed",
+        "session_not_found",
+        "too_many_sessions",
+    }
+)
 #: Where in the request's state the routes leave details for its audit record.
 _NOTES = "audit"
 #: How much of an error body is read for its code: error bodies are small JSON.

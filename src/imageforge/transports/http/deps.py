@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from imageforge.jobs.job import Caller
 from imageforge.service import ImageService
-from imageforge.transports.clients import client_of
+from imageforge.transports.clients import caller_of
 
 
 def _service(request: Request) -> ImageService:
@@ -18,9 +19,9 @@ def _service(request: Request) -> ImageService:
 Service = Annotated[ImageService, Depends(_service)]
 
 
-def _client(request: Request) -> str:
-    return client_of(request.scope)
+def _caller(request: Request) -> Caller:
+    return caller_of(request.scope)
 
 
-#: Who is asking (API key name or peer address): what per-client limits count by.
-ClientName = Annotated[str, Depends(_client)]
+#: Who is asking, as the job queue sees it: whose jobs they may see and cancel, and what limits count by.
+RequestCaller = Annotated[Caller, Depends(_caller)]

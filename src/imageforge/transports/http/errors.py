@@ -46,6 +46,9 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.DataFolderInUse.code: 409,
     errors.ModelBusy.code: 409,
     errors.IdempotencyConflict.code: 409,
+    errors.NoApiKeys.code: 503,
+    errors.McpSessionNotFound.code: 404,
+    errors.McpSessionLimit.code: 429,
 }
 
 #: Codes for the errors the framework raises itself (routing, body parsing, the body-size limit).

@@ -1,4 +1,5 @@
-"""The API keys file that `imageforge keys` manages: each key's name, creation time and SHA-256 hash, never the key.
+"""The API keys file that `imageforge keys` manages: each key's name, role, creation time and SHA-256 hash, never
+the key. A key without a role (a file from before roles) is a `user` key.
 
 A key is 256 random bits made here, not a password a person chose, so a plain SHA-256 is as hard to reverse as
 the key is to guess; a slow password hash would only slow down every request (ADR 0013). The file is written
@@ -23,6 +24,8 @@ from imageforge.errors import ImageforgeError
 #: Names go into the file as TOML keys and into logs: letters, digits, dot, dash and underscore.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HEADER = "# imageforge API keys: SHA-256 hashes only. Manage with `imageforge keys add|list|remove`.\n"
+#: A `user` key sees its own jobs; an `admin` key sees and cancels every client's.
+ROLES = ("user", "admin")
 
 
 class KeyFileError(ImageforgeError):
@@ -44,6 +47,12 @@ class StoredKey:
     sha256: str
     #: ISO 8601, UTC
     created: str
+    #: one of ROLES
+    role: str = "user"
+
+    @property
+    def admin(self) -> bool:
+        return self.role == "admin"
 
 
 def digest(key: str) -> bytes:
@@ -60,20 +69,25 @@ class KeyFile:
     def read(self) -> list[StoredKey]:
         try:
             data = tomllib.loads(self.path.read_text(encoding="utf-8"))
-            return [
-                StoredKey(name, str(entry["sha256"]), str(entry["created"]))
+            keys = [
+                StoredKey(name, str(entry["sha256"]), str(entry["created"]), str(entry.get("role", "user")))
                 for name, entry in data.get("keys", {}).items()
             ]
+            unknown = sorted({key.role for key in keys} - set(ROLES))
+            if unknown:
+                raise ValueError(f"unknown role {unknown[0]!r} (roles: {', '.join(ROLES)})")
+            return keys
         except FileNotFoundError:
             return []
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise KeyFileError(
                 f"The API keys file {self.path} cannot be read: {exc}",
                 hint="Fix or delete it (its keys stop working), then add keys again with `imageforge keys add`.",
             ) from None
 
-    def add(self, name: str, *, taken: frozenset[str] = frozenset()) -> str:
-        """Store a new key named `name` and return it: the only time the key itself exists anywhere.
+    def add(self, name: str, *, taken: frozenset[str] = frozenset(), admin: bool = False) -> str:
+        """Store a new key named `name` (an `admin` one when asked) and return it: the only time the key itself
+        exists anywhere.
 
         `taken` are names used elsewhere (IMAGEFORGE_API_KEYS): each name identifies one key.
         """
@@ -90,7 +104,7 @@ class KeyFile:
             )
         key = secrets.token_urlsafe(32)
         created = datetime.now(UTC).isoformat(timespec="seconds")
-        self._write([*keys, StoredKey(name, digest(key).hex(), created)])
+        self._write([*keys, StoredKey(name, digest(key).hex(), created, "admin" if admin else "user")])
         return key
 
     def remove(self, name: str) -> None:
@@ -106,7 +120,9 @@ class KeyFile:
     def _write(self, keys: list[StoredKey]) -> None:
         lines = [_HEADER]
         for key in keys:
-            lines.append(f'\n[keys."{key.name}"]\nsha256 = "{key.sha256}"\ncreated = "{key.created}"\n')
+            lines.append(
+                f'\n[keys."{key.name}"]\nsha256 = "{key.sha256}"\ncreated = "{key.created}"\nrole = "{key.role}"\n'
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # mkstemp creates the file 0600, so the hashes are never readable by others, not even for a moment.
         handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".keys-", suffix=".tmp")

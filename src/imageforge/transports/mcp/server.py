@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from imageforge import __version__
 from imageforge.domain import GenerationParams, ImageResult, ImageSource, Task
 from imageforge.errors import ImageforgeError, InvalidRequest, JobNotReady
-from imageforge.jobs.job import LOCAL_CLIENT, Job, JobStatus
+from imageforge.jobs.job import LOCAL_CALLER, LOCAL_CLIENT, Caller, Job, JobStatus
 from imageforge.prompting.templates import StyleTemplate
 from imageforge.service import ImageService
 from imageforge.storage.audit import AuditLog
@@ -328,7 +328,7 @@ def build_mcp_server(
                 assist_prompt=assist,
                 decoder=decoder,
             )
-            return tools.job_output(service.submit(params, client=client_of(ctx)))
+            return tools.job_output(service.submit(params, caller=caller_of(ctx)))
 
         return await tools.answer(submit, audit=(ctx, "submit_async_job", prompt))
 
@@ -337,8 +337,8 @@ def build_mcp_server(
         f"{POLL_INTERVAL_S} seconds, not faster; once it has succeeded, call get_job_result.",
         annotations=reading,
     )
-    async def get_job_status(job_id: JobId) -> Annotated[CallToolResult, JobOutput]:
-        return await tools.answer(lambda: tools.job_output(service.get_job(job_id)))
+    async def get_job_status(ctx: Context, job_id: JobId) -> Annotated[CallToolResult, JobOutput]:
+        return await tools.answer(lambda: tools.job_output(service.get_job(job_id, caller=caller_of(ctx))))
 
     @mcp.tool(
         description="The image of a finished job, as generate_image returns it; it can be read again until the "
@@ -354,7 +354,9 @@ def build_mcp_server(
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, open_world_hint=False),
     )
     async def cancel_job(ctx: Context, job_id: JobId) -> Annotated[CallToolResult, JobOutput]:
-        return await tools.answer(lambda: tools.job_output(service.cancel_job(job_id)), audit=(ctx, "cancel_job", None))
+        return await tools.answer(
+            lambda: tools.job_output(service.cancel_job(job_id, caller=caller_of(ctx))), audit=(ctx, "cancel_job", None)
+        )
 
     for template in service.list_templates():
         _add_template(mcp, service, template)
@@ -418,7 +420,7 @@ class _Tools:
         client = client_of(ctx)
         job_id = None
         try:
-            job = await to_thread.run_sync(functools.partial(self._service.submit, params, client=client))
+            job = await to_thread.run_sync(functools.partial(self._service.submit, params, caller=caller_of(ctx)))
             job_id = job.id
             result = await self._follow(ctx, job.id)
             answer = await to_thread.run_sync(self._image_result, job.id, result, _base_url(ctx))
@@ -438,7 +440,7 @@ class _Tools:
 
     async def result(self, ctx: Context, job_id: str) -> CallToolResult:
         def read() -> CallToolResult:
-            job = self._service.get_job(job_id)
+            job = self._service.get_job(job_id, caller=caller_of(ctx))
             if not job.status.is_terminal:
                 raise JobNotReady(
                     f"Job '{job_id}' has not finished: it is {job.status.value}"
@@ -545,6 +547,12 @@ def client_of(ctx: Context) -> str:
     """Who calls: over HTTP, the request's API key name or peer address; over stdio, the local user."""
     scope = getattr(ctx.request_context.request, "scope", None)
     return LOCAL_CLIENT if scope is None else clients.client_of(scope)
+
+
+def caller_of(ctx: Context) -> Caller:
+    """Whose jobs the caller may see: over HTTP, as its request's API key says; over stdio, the local user's."""
+    scope = getattr(ctx.request_context.request, "scope", None)
+    return LOCAL_CALLER if scope is None else clients.caller_of(scope)
 
 
 def _base_url(ctx: Context) -> str | None:

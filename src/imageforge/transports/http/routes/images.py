@@ -8,9 +8,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
 from imageforge.domain import GenerationParams, ImageResult
+from imageforge.jobs.job import Caller
 from imageforge.service import ImageService
 from imageforge.transports.http.audit import note_audit
-from imageforge.transports.http.deps import ClientName, Service
+from imageforge.transports.http.deps import RequestCaller, Service
 from imageforge.transports.http.schemas import (
     EditBody,
     ErrorResponse,
@@ -35,27 +36,27 @@ def to_response(result: ImageResult, return_mode: ReturnMode) -> ImageResponse:
     )
 
 
-def _generate(params: GenerationParams, service: ImageService, client: str, request: Request) -> ImageResult:
+def _generate(params: GenerationParams, service: ImageService, caller: Caller, request: Request) -> ImageResult:
     """Submit the caller's job and wait for its image (the job goes on if the caller goes away)."""
     note_audit(request, prompt=params.prompt)
-    job = service.submit(params, client=client)
+    job = service.submit(params, caller=caller)
     note_audit(request, job_id=job.id)
     return service.image_result(service.wait_job(job.id))
 
 
 @router.post("/generate", summary="Text to image")
-def generate(body: GenerateBody, service: Service, client: ClientName, request: Request) -> ImageResponse:
-    return to_response(_generate(body.to_params(), service, client, request), body.return_mode)
+def generate(body: GenerateBody, service: Service, caller: RequestCaller, request: Request) -> ImageResponse:
+    return to_response(_generate(body.to_params(), service, caller, request), body.return_mode)
 
 
 @router.post("/edit", summary="Image to image (strength 0.6 by default)")
-def edit(body: EditBody, service: Service, client: ClientName, request: Request) -> ImageResponse:
-    return to_response(_generate(body.to_edit_params(), service, client, request), body.return_mode)
+def edit(body: EditBody, service: Service, caller: RequestCaller, request: Request) -> ImageResponse:
+    return to_response(_generate(body.to_edit_params(), service, caller, request), body.return_mode)
 
 
 @router.post("/inpaint", summary="Repaint the white part of a mask")
-def inpaint(body: InpaintBody, service: Service, client: ClientName, request: Request) -> ImageResponse:
-    return to_response(_generate(body.to_inpaint_params(), service, client, request), body.return_mode)
+def inpaint(body: InpaintBody, service: Service, caller: RequestCaller, request: Request) -> ImageResponse:
+    return to_response(_generate(body.to_inpaint_params(), service, caller, request), body.return_mode)
 
 
 @router.get(
@@ -64,5 +65,5 @@ def inpaint(body: InpaintBody, service: Service, client: ClientName, request: Re
     response_class=FileResponse,
     responses={200: {"content": {"image/png": {}}}},
 )
-def get_image(name: str, service: Service) -> FileResponse:
-    return FileResponse(service.image_path(name), media_type="image/png")
+def get_image(name: str, service: Service, caller: RequestCaller) -> FileResponse:
+    return FileResponse(service.image_path(name, caller=caller), media_type="image/png")

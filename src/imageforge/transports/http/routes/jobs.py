@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from imageforge.jobs.job import Job, JobEvent, JobStatus
 from imageforge.transports.http.audit import note_audit
-from imageforge.transports.http.deps import ClientName, Service
+from imageforge.transports.http.deps import RequestCaller, Service
 from imageforge.transports.http.schemas import (
     ErrorDetail,
     ErrorResponse,
@@ -39,7 +39,7 @@ KEEPALIVE_S = 15.0
 def submit_job(
     body: JobBody,
     service: Service,
-    client: ClientName,
+    caller: RequestCaller,
     request: Request,
     response: Response,
     idempotency_key: Annotated[
@@ -47,27 +47,28 @@ def submit_job(
     ] = None,
 ) -> JobResponse:
     note_audit(request, prompt=body.prompt)
-    job = service.submit(body.to_job_params(), client=client, idempotency_key=idempotency_key)
+    job = service.submit(body.to_job_params(), caller=caller, idempotency_key=idempotency_key)
     note_audit(request, job_id=job.id)
     view = job_view(job, service.queue_position(job.id), request)
     response.headers["Location"] = view.links.self
     return view
 
 
-@router.get("/jobs", summary="Recent jobs, newest first, optionally filtered by status")
+@router.get("/jobs", summary="Your recent jobs (an admin key: everyone's), newest first, optionally by status")
 def list_jobs(
     service: Service,
+    caller: RequestCaller,
     request: Request,
     status: Annotated[list[JobStatus] | None, Query(description="Only jobs in these statuses.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobListResponse:
-    jobs = service.list_jobs(status or (), limit=limit)
+    jobs = service.list_jobs(status or (), limit=limit, caller=caller)
     return JobListResponse(jobs=[job_view(job, service.queue_position(job.id), request) for job in jobs])
 
 
 @router.get("/jobs/{job_id}", summary="A job's status, queue position, progress, timings and result")
-def get_job(job_id: str, service: Service, request: Request) -> JobResponse:
-    return job_view(service.get_job(job_id), service.queue_position(job_id), request)
+def get_job(job_id: str, service: Service, caller: RequestCaller, request: Request) -> JobResponse:
+    return job_view(service.get_job(job_id, caller=caller), service.queue_position(job_id), request)
 
 
 @router.delete(
@@ -75,8 +76,10 @@ def get_job(job_id: str, service: Service, request: Request) -> JobResponse:
     summary="Cancel a job: a queued one at once (200), a running one at its next step (202)",
     responses={202: {"model": JobResponse}},
 )
-def cancel_job(job_id: str, service: Service, request: Request, response: Response) -> JobResponse:
-    job = service.cancel_job(job_id)
+def cancel_job(
+    job_id: str, service: Service, caller: RequestCaller, request: Request, response: Response
+) -> JobResponse:
+    job = service.cancel_job(job_id, caller=caller)
     if not job.status.is_terminal:
         response.status_code = 202
     return job_view(job, service.queue_position(job_id), request)
@@ -91,11 +94,12 @@ def cancel_job(job_id: str, service: Service, request: Request, response: Respon
 async def job_events(
     job_id: str,
     service: Service,
+    caller: RequestCaller,
     preview: Annotated[bool, Query(description="Also send low-resolution live previews.")] = False,
 ) -> StreamingResponse:
-    # Unknown or expired jobs are an error response before any streaming starts.
-    seen = await run_in_threadpool(service.job_events, job_id, -1, 0.0, previews=preview)
-    current = await run_in_threadpool(service.get_job, job_id)
+    # Unknown, someone else's or expired jobs are an error response before any streaming starts.
+    seen = await run_in_threadpool(service.job_events, job_id, -1, 0.0, previews=preview, caller=caller)
+    current = await run_in_threadpool(service.get_job, job_id, caller=caller)
     after = seen[-1].index if seen else 0
 
     async def stream() -> AsyncIterator[str]:
