@@ -15,7 +15,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -170,6 +170,23 @@ class ImageService:
         """Block until the job ends (or `timeout` passes) and return it as it is then."""
         return self._queue.wait(job_id, timeout)
 
+    def follow(
+        self, job_id: str, after: int = -1, *, previews: bool = False, client: str = LOCAL_CLIENT
+    ) -> AsyncGenerator[JobEvent, None]:
+        """The job's events until its terminal one, without holding a thread: first its current state (or the
+        events after `after`), then each state change, step and, with `previews`, live preview.
+
+        While open it counts against `client`'s share of the queue (`QueueShareExceeded` at the first event when
+        there is no room); it ends with `Interrupted` when the service closes first.
+        """
+        return self._queue.follow(job_id, after, previews=previews, client=client)
+
+    async def wait(self, job_id: str, *, client: str = LOCAL_CLIENT) -> Job:
+        """The job once it has ended, waited for without holding a thread; the wait counts as `follow` does."""
+        async for _ in self.follow(job_id, client=client):
+            pass  # the follow ends with the job's terminal event
+        return self._queue.get(job_id)
+
     def get_job(self, job_id: str) -> Job:
         return self._queue.get(job_id)
 
@@ -181,12 +198,6 @@ class ImageService:
 
     def cancel_job(self, job_id: str) -> Job:
         return self._queue.cancel(job_id)
-
-    def job_events(
-        self, job_id: str, after: int = -1, timeout: float = 15.0, *, previews: bool = False
-    ) -> list[JobEvent]:
-        """The job's events after `after`; `previews` also asks for (and includes) live previews."""
-        return self._queue.events(job_id, after, timeout, previews=previews)
 
     def image_result(self, job: Job) -> ImageResult:
         """The image of a finished job; the job's error when it failed or was cancelled."""
