@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     ollama_url: str = Field("http://127.0.0.1:11434", validation_alias=_env("OLLAMA_URL"))
     ollama_model: str = Field("gemma4:latest", validation_alias=_env("OLLAMA_MODEL"))
     assist_timeout_s: float = Field(20.0, gt=0, validation_alias=_env("ASSIST_TIMEOUT_S", bare=False))
+    assist_concurrency: int = Field(2, ge=1, validation_alias=_env("ASSIST_CONCURRENCY", bare=False))
     output_dir: Path = Field(Path("outputs"), validation_alias=_env("OUTPUT_DIR"))
     cache_dir: Path = Field(Path("cache"), validation_alias=_env("CACHE_DIR"))
     data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR", bare=False))

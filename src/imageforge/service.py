@@ -14,6 +14,7 @@ import io
 import logging
 import math
 import secrets
+import threading
 import time
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field, replace
@@ -42,6 +43,7 @@ from imageforge.engine.catalog import GUARD_REASONS, Catalog
 from imageforge.engine.pool import ModelPool
 from imageforge.engine.protocol import Generated, ImageBackend, LoadedModel
 from imageforge.errors import (
+    AssistBusy,
     GenerationFailed,
     ImageforgeError,
     InvalidRequest,
@@ -68,6 +70,8 @@ MAX_SEED = 2**32 - 1
 MAX_GUIDANCE = 30.0
 MAX_PROMPT_CHARS = 4000
 MIN_SIZE = 64
+#: When a caller refused with `assist_busy` should try again: a local LLM expands a prompt in seconds.
+ASSIST_RETRY_AFTER_S = 2
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ class ServiceLimits:
     max_res: int = 1024
     max_steps: int = 100
     images: ImageLimits = field(default_factory=ImageLimits)
+    #: how many `assist` calls may wait on the local LLM at once; more are refused with `assist_busy`
+    assist_concurrency: int = 2
 
 
 def _never_cancel() -> bool:
@@ -118,6 +124,7 @@ class ImageService:
         self._queue = queue
         self.default_model = default_model
         self.limits = limits
+        self._assist_slots = threading.BoundedSemaphore(limits.assist_concurrency)
         queue.register(IMAGE_JOB, self._run_job, on_expire=self._expire_job)
 
     # -- jobs ---------------------------------------------------------------------------------------
@@ -489,13 +496,27 @@ class ImageService:
         return decode_image(data, field=field, limits=limits, mode=mode)
 
     def assist(self, prompt: str, style: str | None = None) -> AssistResult:
-        """Expand a prompt through the local LLM (optionally in a style); passes it through when unavailable."""
+        """Expand a prompt through the local LLM (optionally in a style); passes it through when unavailable.
+
+        At most `limits.assist_concurrency` calls wait on the LLM at once (each holds its caller's thread);
+        one more is refused with `AssistBusy` rather than queued behind a slow LLM.
+        """
         if not prompt.strip():
             raise InvalidRequest("prompt is empty.", hint="Describe the image you want.")
         if len(prompt) > MAX_PROMPT_CHARS or len(style or "") > MAX_PROMPT_CHARS:
             raise InvalidRequest(f"A prompt or style is longer than {MAX_PROMPT_CHARS} characters.", hint="Shorten it.")
         style = (style or "").strip()
-        return self._assistant.expand(prompt.strip(), style=style or None)
+        if not self._assist_slots.acquire(blocking=False):
+            raise AssistBusy(
+                f"{self.limits.assist_concurrency} prompt expansions are already waiting on the local LLM.",
+                hint="Retry after the time in the Retry-After header; the server's admin sets how many run at "
+                "once with IMAGEFORGE_ASSIST_CONCURRENCY.",
+                retry_after_s=ASSIST_RETRY_AFTER_S,
+            )
+        try:
+            return self._assistant.expand(prompt.strip(), style=style or None)
+        finally:
+            self._assist_slots.release()
 
     # -- style templates ----------------------------------------------------------------------------
 

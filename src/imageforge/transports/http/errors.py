@@ -36,6 +36,7 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.QueueFull.code: 429,
     errors.QueueShareExceeded.code: 429,
     errors.RateLimited.code: 429,
+    errors.AssistBusy.code: 429,
     errors.JobNotFound.code: 404,
     errors.ImageNotFound.code: 404,
     errors.JobExpired.code: 410,
