@@ -81,6 +81,7 @@ def build_service(
             max_steps=settings.max_steps,
             images=ImageLimits(max_bytes=int(settings.max_body_mb * 1024 * 1024)),
             assist_concurrency=settings.assist_concurrency,
+            shutdown_timeout_s=settings.shutdown_timeout_s,
         ),
     )
 

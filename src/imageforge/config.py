@@ -122,6 +122,7 @@ class Settings(BaseSettings):
     queue_share: int | None = Field(None, ge=1, validation_alias=_env("QUEUE_SHARE", bare=False))
     audit_log: Path | None = Field(Path("audit.jsonl"), validation_alias=_env("AUDIT_LOG", bare=False))
     audit_prompts: bool = Field(False, validation_alias=_env("AUDIT_PROMPTS", bare=False))
+    shutdown_timeout_s: float = Field(5.0, ge=0, validation_alias=_env("SHUTDOWN_TIMEOUT_S", bare=False))
     # Engine speed: "auto" lets the engine choose per device (ADR 0012); each value here overrides its choice.
     dtype: DtypeSetting = Field("auto", validation_alias=_env("DTYPE", bare=False))
     channels_last: AutoOnOff = Field("auto", validation_alias=_env("CHANNELS_LAST", bare=False))

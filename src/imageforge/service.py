@@ -83,6 +83,8 @@ class ServiceLimits:
     images: ImageLimits = field(default_factory=ImageLimits)
     #: how many `assist` calls may wait on the local LLM at once; more are refused with `assist_busy`
     assist_concurrency: int = 2
+    #: how long `close` waits for the running job to stop at its next step
+    shutdown_timeout_s: float = 5.0
 
 
 def _never_cancel() -> bool:
@@ -606,7 +608,9 @@ class ImageService:
         self._pool.start()
 
     def close(self) -> None:
-        self._queue.close()
+        """Stop running jobs (the running one ends `interrupted` within `limits.shutdown_timeout_s`, queued ones
+        stay queued for the next start) and unload the models."""
+        self._queue.close(self.limits.shutdown_timeout_s)
         self._pool.close()
 
 

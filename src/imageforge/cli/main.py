@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -174,6 +175,8 @@ def serve(
         reload_dirs=[str(Path(imageforge.__file__).parent)] if reload else None,
         ssl_certfile=None if tls is None else str(tls[0]),
         ssl_keyfile=None if tls is None else str(tls[1]),
+        # Open requests get this long after SIGTERM; then the running job gets as long to stop at a step.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
     )
 
 
