@@ -9,8 +9,13 @@ key's /health, /models, /jobs, MCP call and new generation are answered meanwhil
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import closing
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -125,3 +130,53 @@ def test_a_flood_of_waits_from_one_key_is_refused_past_its_share_and_another_key
     assert answer.status_code == 200, answer.text
     assert json.loads(answer.text)["seed"] == 8
     assert statuses.count(200) == SHARE, "the waits within the share get the image"
+
+
+def _send_then_hang_up_later(url: str, path: str, body: dict[str, object]) -> socket.socket:
+    """A request on a raw socket, left open: closing the socket hangs up before the answer."""
+    address = urlsplit(url)
+    assert address.hostname is not None
+    assert address.port is not None
+    payload = json.dumps(body).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {ALICE}\r\nContent-Length: {len(payload)}\r\n\r\n"
+    ).encode()
+    connection = socket.create_connection((address.hostname, address.port), timeout=ANSWER_S)
+    connection.sendall(head + payload)
+    return connection
+
+
+def _stream_status_until(events: str, wanted: int) -> None:
+    """Open (and at once close) event streams as Alice until one answers `wanted`: a stream's status says
+    whether she has room in her share. Polled: nothing else tells when the server has seen a hang-up."""
+    deadline = time.monotonic() + ANSWER_S
+    while time.monotonic() < deadline:
+        with httpx.stream("GET", events, headers=_bearer(ALICE), timeout=ANSWER_S) as response:
+            if response.status_code == wanted:
+                return
+        threading.Event().wait(0.05)  # the poll interval
+    raise AssertionError(f"no stream answered {wanted} within {ANSWER_S:.0f}s")
+
+
+def test_a_sync_call_whose_client_hung_up_frees_its_place_in_the_share_at_once(
+    settings: Settings,
+) -> None:
+    backend = GatedBackend(DiffusersBackend(device="cpu", models_path=settings.models_path))
+    service = build_service(settings.model_copy(update={"queue_share": 2}), backend=backend)
+    with serving_app(create_app(service, api_keys=KEYS)) as url:
+        try:
+            submitted = httpx.post(f"{url}/jobs", json=SEEDED, headers=_bearer(ALICE))
+            backend.wait_for_step()
+            events = submitted.json()["links"]["events"]
+            with (
+                # Her own job: the first wait on it costs nothing more; the second takes her second place.
+                closing(_send_then_hang_up_later(url, "/generate", SEEDED)),
+                closing(_send_then_hang_up_later(url, "/generate", SEEDED)) as second,
+            ):
+                _stream_status_until(events, 429)
+
+                second.close()
+                _stream_status_until(events, 200)
+        finally:
+            backend.release(1000)
