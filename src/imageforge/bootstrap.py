@@ -97,6 +97,8 @@ def build_service(
             max_res=settings.max_res,
             max_steps=settings.max_steps,
             images=ImageLimits(max_bytes=int(settings.max_body_mb * 1024 * 1024)),
+            assist_concurrency=settings.assist_concurrency,
+            shutdown_timeout_s=settings.shutdown_timeout_s,
         ),
     )
 

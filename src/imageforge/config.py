@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     ollama_url: str = Field("http://127.0.0.1:11434", validation_alias=_env("OLLAMA_URL"))
     ollama_model: str = Field("gemma4:latest", validation_alias=_env("OLLAMA_MODEL"))
     assist_timeout_s: float = Field(20.0, gt=0, validation_alias=_env("ASSIST_TIMEOUT_S", bare=False))
+    assist_concurrency: int = Field(2, ge=1, validation_alias=_env("ASSIST_CONCURRENCY", bare=False))
     output_dir: Path = Field(Path("outputs"), validation_alias=_env("OUTPUT_DIR"))
     cache_dir: Path = Field(Path("cache"), validation_alias=_env("CACHE_DIR"))
     data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR", bare=False))
@@ -133,6 +134,7 @@ class Settings(BaseSettings):
     queue_share: int | None = Field(None, ge=1, validation_alias=_env("QUEUE_SHARE", bare=False))
     audit_log: Path | None = Field(Path("audit.jsonl"), validation_alias=_env("AUDIT_LOG", bare=False))
     audit_prompts: bool = Field(False, validation_alias=_env("AUDIT_PROMPTS", bare=False))
+    shutdown_timeout_s: float = Field(5.0, ge=0, validation_alias=_env("SHUTDOWN_TIMEOUT_S", bare=False))
     # Engine speed: "auto" lets the engine choose per device (ADR 0012); each value here overrides its choice.
     dtype: DtypeSetting = Field("auto", validation_alias=_env("DTYPE", bare=False))
     channels_last: AutoOnOff = Field("auto", validation_alias=_env("CHANNELS_LAST", bare=False))

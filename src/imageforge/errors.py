@@ -16,7 +16,8 @@ ImageforgeError
 ├── Cancelled               cancelled          the generation was stopped on request
 ├── QueueFull               queue_full         no room in the queue now (each carries `retry_after_s`)
 │   ├── QueueShareExceeded  queue_share_exceeded  this client holds its share of the queue
-│   └── RateLimited         rate_limited       this client submitted its jobs-per-minute
+│   ├── RateLimited         rate_limited       this client submitted its jobs-per-minute
+│   └── AssistBusy          assist_busy        as many prompt expansions as the server runs at once are running
 ├── StorageUnavailable      storage_unavailable  a data folder or the job database cannot be written now
 │   └── StorageFull         storage_full       the disk under it is full
 ├── FolderUnwritable        folder_unwritable  (at start) a folder the service writes is not a writable folder
@@ -110,6 +111,12 @@ class RateLimited(QueueFull):
     """One client submitted as many jobs as it may in a minute."""
 
     code = "rate_limited"
+
+
+class AssistBusy(QueueFull):
+    """As many prompt expansions as the server allows at once are waiting on the local LLM."""
+
+    code = "assist_busy"
 
 
 class JobNotFound(ImageforgeError):

@@ -14,8 +14,9 @@ import io
 import logging
 import math
 import secrets
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +43,7 @@ from imageforge.engine.catalog import GUARD_REASONS, Catalog
 from imageforge.engine.pool import ModelPool
 from imageforge.engine.protocol import Generated, ImageBackend, LoadedModel
 from imageforge.errors import (
+    AssistBusy,
     GenerationFailed,
     ImageforgeError,
     ImageNotFound,
@@ -72,6 +74,8 @@ MAX_SEED = 2**32 - 1
 MAX_GUIDANCE = 30.0
 MAX_PROMPT_CHARS = 4000
 MIN_SIZE = 64
+#: When a caller refused with `assist_busy` should try again: a local LLM expands a prompt in seconds.
+ASSIST_RETRY_AFTER_S = 2
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,10 @@ class ServiceLimits:
     max_res: int = 1024
     max_steps: int = 100
     images: ImageLimits = field(default_factory=ImageLimits)
+    #: how many `assist` calls may wait on the local LLM at once; more are refused with `assist_busy`
+    assist_concurrency: int = 2
+    #: how long `close` waits for the running job to stop at its next step
+    shutdown_timeout_s: float = 5.0
 
 
 def _never_cancel() -> bool:
@@ -124,6 +132,7 @@ class ImageService:
         self.limits = limits
         #: the folders a write failed in, with the error, until a probe write there works again
         self._faults: dict[Path, StorageUnavailable] = {}
+        self._assist_slots = threading.BoundedSemaphore(limits.assist_concurrency)
         queue.register(IMAGE_JOB, self._run_job, on_expire=self._expire_job)
 
     # -- jobs ---------------------------------------------------------------------------------------
@@ -182,6 +191,24 @@ class ImageService:
         """Block until the job ends (or `timeout` passes) and return it as it is then."""
         return self._queue.wait(job_id, timeout)
 
+    def follow(
+        self, job_id: str, after: int = -1, *, previews: bool = False, caller: Caller = LOCAL_CALLER
+    ) -> AsyncGenerator[JobEvent, None]:
+        """The job's events until its terminal one, without holding a thread: first its current state (or the
+        events after `after`), then each state change, step and, with `previews`, live preview.
+
+        `JobNotFound` for a job the caller may not see. While open it counts against the caller's share of the
+        queue (`QueueShareExceeded` at the first event when there is no room); it ends with `Interrupted` when
+        the service closes first.
+        """
+        return self._queue.follow(job_id, after, previews=previews, caller=caller)
+
+    async def wait(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
+        """The job once it has ended, waited for without holding a thread; the wait counts as `follow` does."""
+        async for _ in self.follow(job_id, caller=caller):
+            pass  # the follow ends with the job's terminal event
+        return self._queue.get(job_id, caller=caller)
+
     def get_job(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
         """The job as it is now; `JobNotFound` also for a job the caller may not see (`Caller`)."""
         return self._queue.get(job_id, caller=caller)
@@ -198,18 +225,6 @@ class ImageService:
     def cancel_job(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
         """Cancel a job the caller may see; `JobNotFound` for any other."""
         return self._queue.cancel(job_id, caller=caller)
-
-    def job_events(
-        self,
-        job_id: str,
-        after: int = -1,
-        timeout: float = 15.0,
-        *,
-        previews: bool = False,
-        caller: Caller = LOCAL_CALLER,
-    ) -> list[JobEvent]:
-        """The job's events after `after`; `previews` also asks for (and includes) live previews."""
-        return self._queue.events(job_id, after, timeout, previews=previews, caller=caller)
 
     def image_result(self, job: Job) -> ImageResult:
         """The image of a finished job; the job's error when it failed or was cancelled."""
@@ -531,7 +546,11 @@ class ImageService:
         return decode_image(data, field=field, limits=limits, mode=mode)
 
     def assist(self, prompt: str, style: str | None = None) -> AssistResult:
-        """Expand a prompt through the local LLM (optionally in a style); passes it through when unavailable."""
+        """Expand a prompt through the local LLM (optionally in a style); passes it through when unavailable.
+
+        At most `limits.assist_concurrency` calls wait on the LLM at once (each holds its caller's thread);
+        one more is refused with `AssistBusy` rather than queued behind a slow LLM.
+        """
         require_text(prompt, field="prompt")
         require_text(style, field="style")
         if not prompt.strip():
@@ -539,7 +558,17 @@ class ImageService:
         if len(prompt) > MAX_PROMPT_CHARS or len(style or "") > MAX_PROMPT_CHARS:
             raise InvalidRequest(f"A prompt or style is longer than {MAX_PROMPT_CHARS} characters.", hint="Shorten it.")
         style = (style or "").strip()
-        return self._assistant.expand(prompt.strip(), style=style or None)
+        if not self._assist_slots.acquire(blocking=False):
+            raise AssistBusy(
+                f"{self.limits.assist_concurrency} prompt expansions are already waiting on the local LLM.",
+                hint="Retry after the time in the Retry-After header; the server's admin sets how many run at "
+                "once with IMAGEFORGE_ASSIST_CONCURRENCY.",
+                retry_after_s=ASSIST_RETRY_AFTER_S,
+            )
+        try:
+            return self._assistant.expand(prompt.strip(), style=style or None)
+        finally:
+            self._assist_slots.release()
 
     # -- style templates ----------------------------------------------------------------------------
 
@@ -637,7 +666,9 @@ class ImageService:
         self._pool.start()
 
     def close(self) -> None:
-        self._queue.close()
+        """Stop running jobs (the running one ends `interrupted` within `limits.shutdown_timeout_s`, queued ones
+        stay queued for the next start) and unload the models."""
+        self._queue.close(self.limits.shutdown_timeout_s)
         self._pool.close()
 
 

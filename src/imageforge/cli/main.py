@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import signal
 import sys
@@ -185,6 +186,8 @@ def serve(
         forwarded_allow_ips=settings.trusted_proxies,
         ssl_certfile=None if tls is None else str(tls[0]),
         ssl_keyfile=None if tls is None else str(tls[1]),
+        # Open requests get this long after SIGTERM; then the running job gets as long to stop at a step.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
     )
 
 

@@ -7,6 +7,8 @@ enqueue, GPU workers consume) implements the same `JobQueue` protocol.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -15,7 +17,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,6 +25,7 @@ from imageforge.errors import (
     Cancelled,
     IdempotencyConflict,
     ImageforgeError,
+    Interrupted,
     JobExpired,
     JobFinished,
     JobNotFound,
@@ -111,6 +114,10 @@ class JobQueue(Protocol):
         caller: Caller = LOCAL_CALLER,
     ) -> list[JobEvent]: ...
 
+    def follow(
+        self, job_id: str, after: int = -1, *, previews: bool = False, caller: Caller = LOCAL_CALLER
+    ) -> AsyncGenerator[JobEvent, None]: ...
+
     def sweep(self, now: float | None = None) -> list[str]: ...
 
     def results_with(self, key: str, value: str) -> list[Job]: ...
@@ -119,7 +126,7 @@ class JobQueue(Protocol):
 
     def start(self) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, timeout_s: float = ...) -> None: ...
 
 
 def request_hash(kind: str, payload: dict[str, Any]) -> str:
@@ -127,21 +134,49 @@ def request_hash(kind: str, payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class _Waker:
+    """Wakes one coroutine that follows a job, on its own event loop, from whichever thread publishes an event.
+
+    Followers wait on an `asyncio.Event` instead of the queue's condition: a follower holds no thread, however
+    long its job takes.
+    """
+
+    def __init__(self, client: str) -> None:
+        #: who follows: its open follows count against its share of the queue
+        self.client = client
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+
+    def wake(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is left to wake
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self) -> None:
+        """Return once woken since the last wait (at once if that happened already)."""
+        await self._event.wait()
+        self._event.clear()
+
+
 @dataclass
 class _Live:
-    """The in-memory side of a job the worker may still touch: its event log and stop flags."""
+    """The in-memory side of a job the worker may still touch: its event log, stop flags and followers."""
 
     job: Job
     events: list[JobEvent] = field(default_factory=list)
     cancel_requested: bool = False
     deadline: float | None = None
     previews_wanted: bool = False
+    followers: list[_Waker] = field(default_factory=list)
+
+    def follows_by(self, client: str) -> int:
+        return sum(1 for follower in self.followers if follower.client == client)
 
 
 @dataclass(frozen=True)
 class QueueLimits:
     """How many jobs may wait, how long one may run, how long results stay readable, and what one client may
-    hold (waiting and running jobs) and submit per minute (0: no rate limit)."""
+    hold (waiting and running jobs, and its open waits on them: see `EmbeddedJobQueue.held_by`) and submit per
+    minute (0: no rate limit)."""
 
     max_queued: int = 32
     job_timeout_s: float | None = None
@@ -199,11 +234,7 @@ class EmbeddedJobQueue:
             return  # already started
         self._owner.acquire()
         for job in self._store.in_status(JobStatus.RUNNING):
-            self._finish(
-                _Live(job),
-                JobStatus.FAILED,
-                error=_error("interrupted", "The server stopped while this job was running.", "Submit it again."),
-            )
+            self._finish(_Live(job), JobStatus.FAILED, error=_interrupted_error())
         with self._changed:
             for job in self._store.in_status(JobStatus.QUEUED):
                 self._live[job.id] = _Live(job, events=[_state_event(job, 0)])
@@ -215,16 +246,26 @@ class EmbeddedJobQueue:
             thread.start()
             self._threads.append(thread)
 
-    def close(self) -> None:
-        """Stop the worker after the job in hand; queued jobs stay queued in the store for the next start."""
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop within about `timeout_s`: the running job stops at its next step and ends `failed` with code
+        `interrupted`; queued jobs stay queued in the store for the next start; followers stop following.
+
+        A step that outlasts `timeout_s` (a model still loading) is left to the process's exit, its job recorded
+        as interrupted now.
+        """
         with self._changed:
             self._closing = True
             for live in self._live.values():
-                if live.job.status is JobStatus.RUNNING:
-                    live.cancel_requested = True
+                for follower in live.followers:
+                    follower.wake()
             self._changed.notify_all()
+        deadline = time.monotonic() + timeout_s
         for thread in self._threads:
-            thread.join(timeout=30)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._changed:
+            for live in list(self._live.values()):
+                if live.job.status is JobStatus.RUNNING:
+                    self._finish(live, JobStatus.FAILED, error=_interrupted_error())
         self._threads.clear()
         self._owner.release()
 
@@ -390,6 +431,64 @@ class EmbeddedJobQueue:
         job = self.get(job_id)
         return [_state_event(job, 0)] if after < 0 else []
 
+    async def follow(
+        self, job_id: str, after: int = -1, *, previews: bool = False, caller: Caller = LOCAL_CALLER
+    ) -> AsyncGenerator[JobEvent, None]:
+        """The job's events, as they come, until its terminal one; the follower holds no thread meanwhile.
+
+        With `after` below 0 the first event is the job's current state, indexed as its latest event; otherwise
+        the events with an index above `after` come first. `previews` asks the running job for previews and
+        includes them. A job the caller may not see is `JobNotFound`. An open follow counts against the caller's
+        share of the queue (`held_by`): `QueueShareExceeded` before the first event when it has no room. The
+        follow ends with `Interrupted` when the queue closes first; breaking off (a cancelled task, a closed
+        generator) frees it at once.
+        """
+        if not caller.sees_all:
+            self._find(job_id, caller)
+        client = caller.name
+        waker = _Waker(client)
+        with self._changed:
+            live = self._live.get(job_id)
+            if live is not None:
+                # A client's own job costs it one place whether it follows it or not; every further follow costs.
+                if not live.job.status.is_terminal and live.follows_by(client) >= int(live.job.client == client):
+                    self._check_share(client)
+                live.followers.append(waker)
+                live.previews_wanted |= previews
+                current = _state_event(live.job, len(live.events) - 1)
+        if live is None:
+            job = self.get(job_id, caller=caller)  # JobNotFound, JobExpired
+            if after < 0:
+                yield _state_event(job, 0)
+            return
+        try:
+            if after < 0:
+                after = current.index
+                yield current
+                if current.is_terminal:
+                    return
+            while True:
+                with self._changed:
+                    fresh = [
+                        event for event in live.events if event.index > after and (previews or event.type != "preview")
+                    ]
+                    closing = self._closing
+                for event in fresh:
+                    after = event.index
+                    yield event
+                    if event.is_terminal:
+                        return
+                if not fresh:
+                    if closing:
+                        raise Interrupted(
+                            f"The server is stopping; job '{job_id}' is {live.job.status.value}.",
+                            hint="A queued job runs once the server is back: ask for it by its id then.",
+                        )
+                    await waker.wait()
+        finally:
+            with self._changed:
+                live.followers.remove(waker)
+
     # -- the worker ---------------------------------------------------------------------------------
 
     def _work(self) -> None:
@@ -426,6 +525,8 @@ class EmbeddedJobQueue:
             with self._changed:
                 if live.cancel_requested:
                     self._finish(live, JobStatus.CANCELLED, error=_cancelled_error())
+                elif self._closing:
+                    self._finish(live, JobStatus.FAILED, error=_interrupted_error())
                 else:
                     self._finish(live, JobStatus.FAILED, error=self._timeout_error())
             return
@@ -463,6 +564,8 @@ class EmbeddedJobQueue:
         fails with the store's error, since a restart would lose it.
         """
         job = live.job
+        if job.status.is_terminal:
+            return  # `close` recorded it as interrupted while its last step outlasted the shutdown
         job.status = status
         job.result = result
         job.error = error
@@ -517,6 +620,8 @@ class EmbeddedJobQueue:
     def _publish(self, live: _Live, kind: str, data: dict[str, Any]) -> None:
         live.events.append(JobEvent(type=kind, job_id=live.job.id, data=data, index=len(live.events)))
         self._changed.notify_all()
+        for follower in live.followers:
+            follower.wake()
 
     def _timeout_error(self) -> dict[str, str]:
         return _error(
@@ -525,20 +630,34 @@ class EmbeddedJobQueue:
             "Ask for fewer steps or a smaller size, or raise IMAGEFORGE_JOB_TIMEOUT_S.",
         )
 
+    def held_by(self, client: str) -> int:
+        """What `client` holds of the queue: for each job not ended, its open follows (sync waits, event streams)
+        of it, or one for a job of its own that it does not follow."""
+        with self._changed:
+            return sum(
+                max(live.follows_by(client), int(live.job.client == client))
+                for live in self._live.values()
+                if not live.job.status.is_terminal
+            )
+
+    def _check_share(self, client: str) -> None:
+        """Refuse one more job or follow of `client` past its share of the queue (caller holds the lock)."""
+        share = self._limits.client_share
+        if share is None:
+            return
+        held = self.held_by(client)
+        if held >= share:
+            raise QueueShareExceeded(
+                f"You have {held} jobs waiting or running (each request waiting on one counts), your share of "
+                "this server's queue.",
+                hint="Wait for one to finish (or cancel one, or close a wait on one), then try again; the server's "
+                "admin sets the share with IMAGEFORGE_QUEUE_SHARE.",
+                retry_after_s=self._retry_after_s(),
+            )
+
     def _check_client(self, client: str) -> None:
         """Refuse a new job of `client` over its share of the queue or its rate (caller holds the lock)."""
-        share = self._limits.client_share
-        if share is not None:
-            held = sum(
-                1 for live in self._live.values() if live.job.client == client and not live.job.status.is_terminal
-            )
-            if held >= share:
-                raise QueueShareExceeded(
-                    f"You have {held} jobs waiting or running, your share of this server's queue.",
-                    hint="Wait for one to finish (or cancel one), then submit again; the server's admin sets the "
-                    "share with IMAGEFORGE_QUEUE_SHARE.",
-                    retry_after_s=self._retry_after_s(),
-                )
+        self._check_share(client)
         per_minute = self._limits.client_jobs_per_minute
         accepted = self._accepted_at.get(client)
         if not per_minute or not accepted:
@@ -645,7 +764,8 @@ class _Context:
 
     def should_stop(self) -> bool:
         live = self._live
-        return live.cancel_requested or (live.deadline is not None and self._queue._clock() > live.deadline)
+        stopping = live.cancel_requested or self._queue._closing
+        return stopping or (live.deadline is not None and self._queue._clock() > live.deadline)
 
 
 def _copy(job: Job) -> Job:
@@ -669,6 +789,10 @@ def _failure(exc: Exception) -> dict[str, str]:
 
 def _cancelled_error() -> dict[str, str]:
     return _error("cancelled", "The job was cancelled.")
+
+
+def _interrupted_error() -> dict[str, str]:
+    return _error("interrupted", "The server stopped while this job was running.", "Submit it again.")
 
 
 def _state_data(job: Job) -> dict[str, Any]:

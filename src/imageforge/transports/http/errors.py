@@ -9,8 +9,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from imageforge import errors
 
@@ -38,6 +39,7 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.QueueFull.code: 429,
     errors.QueueShareExceeded.code: 429,
     errors.RateLimited.code: 429,
+    errors.AssistBusy.code: 429,
     errors.JobNotFound.code: 404,
     errors.ImageNotFound.code: 404,
     errors.JobExpired.code: 410,
@@ -58,6 +60,9 @@ CODE_BY_HTTP_STATUS: dict[int, str] = {
     405: "method_not_allowed",
     413: errors.PayloadTooLarge.code,
 }
+
+#: The status logged for a request whose client hung up before its answer (nginx's name and number for it).
+CLIENT_CLOSED_REQUEST = 499
 
 BODY_TOO_LARGE_HINT = "Send a smaller image, or raise IMAGEFORGE_MAX_BODY_MB on the server."
 SCHEMA_HINT = "Send a JSON body matching the schema at /docs."
@@ -132,6 +137,11 @@ def install_error_handlers(app: FastAPI) -> None:
         code = CODE_BY_HTTP_STATUS.get(exc.status_code, "http_error")
         # Keep the framework's headers: a 405 must say which methods are allowed.
         return error_response(exc.status_code, code, message, hint, headers=exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def on_client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # Nobody reads this answer; the status (nginx's "client closed request") is for the logs.
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -417,12 +417,12 @@ class _Tools:
     async def generate(self, ctx: Context, params: GenerationParams, tool: str) -> CallToolResult:
         """Submit the caller's job, report its steps as progress, and return its image; cancelling the call
         cancels it. The call is audited as `tool`."""
-        client = client_of(ctx)
+        client, caller = client_of(ctx), caller_of(ctx)
         job_id = None
         try:
-            job = await to_thread.run_sync(functools.partial(self._service.submit, params, caller=caller_of(ctx)))
+            job = await to_thread.run_sync(functools.partial(self._service.submit, params, caller=caller))
             job_id = job.id
-            result = await self._follow(ctx, job.id)
+            result = await self._follow(ctx, job.id, caller)
             answer = await to_thread.run_sync(self._image_result, job.id, result, _base_url(ctx))
         except ImageforgeError as exc:
             self._record(client, tool, exc.code, job_id, params.prompt)
@@ -454,23 +454,19 @@ class _Tools:
         except ImageforgeError as exc:
             return error_result(exc)
 
-    async def _follow(self, ctx: Context, job_id: str) -> ImageResult:
-        after = -1
+    async def _follow(self, ctx: Context, job_id: str, caller: Caller) -> ImageResult:
+        """Report the job's steps as progress until it ends (holding no thread meanwhile), then read its image."""
         try:
-            while True:
-                events = await to_thread.run_sync(self._service.job_events, job_id, after, 1.0)
-                for event in events:
-                    after = event.index
-                    if event.type == "progress":
-                        step, total = event.data["step"], event.data["total"]
-                        await ctx.report_progress(step, total, f"step {step}/{total}")
-                job = await to_thread.run_sync(self._service.get_job, job_id)
-                if job.status.is_terminal:
-                    return await to_thread.run_sync(self._service.image_result, job)
+            async for event in self._service.follow(job_id, caller=caller):
+                if event.type == "progress":
+                    step, total = event.data["step"], event.data["total"]
+                    await ctx.report_progress(step, total, f"step {step}/{total}")
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await to_thread.run_sync(self._cancel_quietly, job_id)
             raise
+        job = await to_thread.run_sync(functools.partial(self._service.get_job, job_id, caller=caller))
+        return await to_thread.run_sync(self._service.image_result, job)
 
     def _cancel_quietly(self, job_id: str) -> None:
         with contextlib.suppress(ImageforgeError):  # it ended meanwhile

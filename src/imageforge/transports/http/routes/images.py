@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from collections.abc import Coroutine
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from imageforge.domain import GenerationParams, ImageResult
-from imageforge.jobs.job import Caller
+from imageforge.jobs.job import Caller, Job
 from imageforge.service import ImageService
 from imageforge.transports.http.audit import note_audit
 from imageforge.transports.http.deps import RequestCaller, Service
@@ -36,27 +41,54 @@ def to_response(result: ImageResult, return_mode: ReturnMode) -> ImageResponse:
     )
 
 
-def _generate(params: GenerationParams, service: ImageService, caller: Caller, request: Request) -> ImageResult:
-    """Submit the caller's job and wait for its image (the job goes on if the caller goes away)."""
+async def _generate(params: GenerationParams, service: ImageService, caller: Caller, request: Request) -> ImageResult:
+    """Submit the caller's job and wait for its image (the job goes on if the caller goes away).
+
+    Only submitting (which decodes input images) and reading the result take a thread, briefly; the wait holds
+    none, and counts against the caller's share of the queue until it ends.
+    """
     note_audit(request, prompt=params.prompt)
-    job = service.submit(params, caller=caller)
+    job = await run_in_threadpool(service.submit, params, caller=caller)
     note_audit(request, job_id=job.id)
-    return service.image_result(service.wait_job(job.id))
+    done = await _while_connected(request, service.wait(job.id, caller=caller))
+    return await run_in_threadpool(service.image_result, done)
+
+
+async def _while_connected(request: Request, waiting: Coroutine[Any, Any, Job]) -> Job:
+    """Await `waiting`, or give up as soon as the client hangs up (`ClientDisconnect`), so that a client that
+    went away leaves no wait behind."""
+    waiter = asyncio.ensure_future(waiting)
+    hang_up = asyncio.ensure_future(_hang_up(request))
+    try:
+        await asyncio.wait({waiter, hang_up}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hang_up.cancel()
+        waiter.cancel()  # no-op once it is done
+    if waiter.done() and not waiter.cancelled():
+        return waiter.result()  # the job, or the error that ended the wait
+    raise ClientDisconnect()
+
+
+async def _hang_up(request: Request) -> None:
+    """Return when the client disconnects: the body has been read, so what comes next on this connection is its
+    end."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 @router.post("/generate", summary="Text to image")
-def generate(body: GenerateBody, service: Service, caller: RequestCaller, request: Request) -> ImageResponse:
-    return to_response(_generate(body.to_params(), service, caller, request), body.return_mode)
+async def generate(body: GenerateBody, service: Service, caller: RequestCaller, request: Request) -> ImageResponse:
+    return to_response(await _generate(body.to_params(), service, caller, request), body.return_mode)
 
 
 @router.post("/edit", summary="Image to image (strength 0.6 by default)")
-def edit(body: EditBody, service: Service, caller: RequestCaller, request: Request) -> ImageResponse:
-    return to_response(_generate(body.to_edit_params(), service, caller, request), body.return_mode)
+async def edit(body: EditBody, service: Service, caller: RequestCaller, request: Request) -> ImageResponse:
+    return to_response(await _generate(body.to_edit_params(), service, caller, request), body.return_mode)
 
 
 @router.post("/inpaint", summary="Repaint the white part of a mask")
-def inpaint(body: InpaintBody, service: Service, caller: RequestCaller, request: Request) -> ImageResponse:
-    return to_response(_generate(body.to_inpaint_params(), service, caller, request), body.return_mode)
+async def inpaint(body: InpaintBody, service: Service, caller: RequestCaller, request: Request) -> ImageResponse:
+    return to_response(await _generate(body.to_inpaint_params(), service, caller, request), body.return_mode)
 
 
 @router.get(

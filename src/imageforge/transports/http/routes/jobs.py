@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
+from imageforge.errors import ImageforgeError
 from imageforge.jobs.job import Job, JobEvent, JobStatus
 from imageforge.transports.http.audit import note_audit
 from imageforge.transports.http.deps import RequestCaller, Service
@@ -31,7 +32,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 }
 router = APIRouter(tags=["jobs"], responses=_ERRORS)
 
-#: How long one wait for new events lasts before the stream sends a keep-alive comment.
+#: How long the stream stays silent before it sends a keep-alive comment.
 KEEPALIVE_S = 15.0
 
 
@@ -97,28 +98,44 @@ async def job_events(
     caller: RequestCaller,
     preview: Annotated[bool, Query(description="Also send low-resolution live previews.")] = False,
 ) -> StreamingResponse:
-    # Unknown, someone else's or expired jobs are an error response before any streaming starts.
-    seen = await run_in_threadpool(service.job_events, job_id, -1, 0.0, previews=preview, caller=caller)
-    current = await run_in_threadpool(service.get_job, job_id, caller=caller)
-    after = seen[-1].index if seen else 0
+    events = service.follow(job_id, previews=preview, caller=caller)
+    # An unknown, someone else's or expired job, or a client past its share, is an error response before any
+    # streaming starts.
+    current = await anext(events)
 
     async def stream() -> AsyncIterator[str]:
-        nonlocal after
-        yield _sse("state", after, _state(current))
-        if current.status.is_terminal:
-            return
-        while True:
-            events = await run_in_threadpool(service.job_events, job_id, after, KEEPALIVE_S, previews=preview)
-            if not events:
-                yield ": keep-alive\n\n"
-                continue
-            for event in events:
-                after = event.index
-                yield _sse(event.type, event.index, _event_data(event))
-                if event.is_terminal:
-                    return
+        yield _sse("state", current.index, _event_data(current))
+        try:
+            async for event in _with_keepalives(events, KEEPALIVE_S):
+                yield ": keep-alive\n\n" if event is None else _sse(event.type, event.index, _event_data(event))
+        except ImageforgeError:
+            return  # the server is stopping: the stream ends, and the client reconnects to a later one
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+async def _with_keepalives(events: AsyncGenerator[JobEvent, None], every_s: float) -> AsyncIterator[JobEvent | None]:
+    """`events`, with None after each `every_s` seconds without one; closing this closes `events` too."""
+    pending: asyncio.Future[JobEvent] | None = None
+    try:
+        while True:
+            # The wait for the next event is not cancelled by a keep-alive; it goes on until an event comes.
+            pending = pending or asyncio.ensure_future(anext(events))
+            done, _ = await asyncio.wait({pending}, timeout=every_s)
+            if not done:
+                yield None
+                continue
+            pending = None
+            try:
+                event = done.pop().result()
+            except StopAsyncIteration:
+                return
+            yield event
+    finally:
+        if pending is not None:
+            pending.cancel()  # ends the follow inside, which frees its place in the client's share
+        else:
+            await events.aclose()
 
 
 def job_view(job: Job, position: int | None, request: Request) -> JobResponse:
@@ -151,10 +168,6 @@ def job_view(job: Job, position: int | None, request: Request) -> JobResponse:
 
 def _iso(timestamp: float | None) -> str | None:
     return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
-
-
-def _state(job: Job) -> dict[str, object]:
-    return {"job_id": job.id, "status": job.status.value, "step": job.step, "total": job.total, "error": job.error}
 
 
 def _event_data(event: JobEvent) -> dict[str, object]:
