@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from tests.contract.conftest import private_data, serving
-from tests.faults.test_kill9 import at, submitted
 from tests.events import wait_for_end, wait_for_step
+from tests.faults.test_kill9 import at, submitted
 
 pytestmark = pytest.mark.slow
 

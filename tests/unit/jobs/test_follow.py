@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from imageforge.errors import Cancelled, Interrupted, QueueShareExceeded
-from imageforge.jobs.job import Caller, JobEvent, JobStatus
+from imageforge.jobs.job import LOCAL_CALLER, Caller, JobEvent, JobStatus
 from imageforge.jobs.queue import EmbeddedJobQueue, JobContext, QueueLimits
 from imageforge.jobs.store import JobStore
 from tests.unit.jobs.test_queue import WAIT, Clock, Steps
@@ -66,8 +66,8 @@ def shared(tmp_path: Path, steps: Steps) -> Iterator[EmbeddedJobQueue]:
     queue.close()
 
 
-async def _all_events(queue: EmbeddedJobQueue, job_id: str) -> list[JobEvent]:
-    return [event async for event in queue.follow(job_id)]
+async def _all_events(queue: EmbeddedJobQueue, job_id: str, caller: Caller = LOCAL_CALLER) -> list[JobEvent]:
+    return [event async for event in queue.follow(job_id, caller=caller)]
 
 
 async def test_many_followers_see_every_step_to_the_end_without_a_thread_each(
@@ -137,7 +137,7 @@ async def test_follows_beyond_the_first_on_a_clients_job_count_against_its_share
 async def test_a_cancelled_wait_frees_its_place_at_once(shared: EmbeddedJobQueue) -> None:
     queue = shared
     job = queue.submit("steps", {"name": "alice's"}, caller=Caller("alice"))
-    waits = [asyncio.ensure_future(_all_events(queue, job.id, "alice")) for _ in range(2)]
+    waits = [asyncio.ensure_future(_all_events(queue, job.id, Caller("alice"))) for _ in range(2)]
     await asyncio.sleep(0)
     assert queue.held_by("alice") == 2
 
