@@ -147,10 +147,9 @@ def test_a_listed_origin_may_submit_and_read_the_answer(partnered: str) -> None:
 PROBE = "ws://127.0.0.1:8765/ws-probe"
 
 
-@pytest.fixture
-def with_websocket(service: ImageService) -> TestClient:
+def _with_websocket(service: ImageService, api_keys: ApiKeys | None = None) -> TestClient:
     """The app with a websocket route, standing for any the API may grow: the checks must cover it already."""
-    app = create_app(service)
+    app = create_app(service, api_keys=api_keys)
 
     async def echo(websocket: WebSocket) -> None:
         await websocket.accept()
@@ -159,6 +158,22 @@ def with_websocket(service: ImageService) -> TestClient:
 
     app.add_api_websocket_route("/ws-probe", echo)
     return TestClient(app, base_url="http://127.0.0.1:8765")
+
+
+@pytest.fixture
+def with_websocket(service: ImageService) -> TestClient:
+    return _with_websocket(service)
+
+
+def test_with_keys_a_websocket_opens_only_with_a_key(service: ImageService) -> None:
+    keyed = _with_websocket(service, ApiKeys((("alice", KEY),)))
+
+    with keyed.websocket_connect(PROBE, headers={"Authorization": f"Bearer {KEY}"}) as socket_:
+        assert socket_.receive_text() == "open"
+    for headers in ({}, {"Authorization": "Bearer not-a-key-0123456789"}):
+        with pytest.raises(WebSocketDisconnect) as refused, keyed.websocket_connect(PROBE, headers=headers):
+            pass
+        assert refused.value.code == 1008
 
 
 def test_a_websocket_from_this_server_opens(with_websocket: TestClient) -> None:

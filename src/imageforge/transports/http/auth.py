@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imageforge.errors import NoApiKeys
+from imageforge.transports.http.browser import CONNECTIONS, refuse_websocket
 from imageforge.transports.http.errors import error_response
 from imageforge.transports.http.keyfile import KeyFile, KeyFileError, digest
 from imageforge.transports.http.signed_urls import IMAGES_PREFIX, ImageUrlSigner
@@ -140,7 +141,7 @@ class RequireApiKey:
         self.signer = signer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in CONNECTIONS:
             await self.app(scope, receive, send)
             return
         mode = self.rule.mode()
@@ -148,7 +149,7 @@ class RequireApiKey:
             await self.app(scope, receive, send)
             return
         if mode == "locked":
-            await _locked()(scope, receive, send)
+            await (refuse_websocket(send) if scope["type"] == "websocket" else _locked()(scope, receive, send))
             return
         headers = dict(scope.get("headers", []))
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
@@ -156,6 +157,9 @@ class RequireApiKey:
         if holder is not None:
             state = scope.setdefault("state", {})
             state["api_key_name"], state["api_key_admin"] = holder.name, holder.admin
+        elif scope["type"] == "websocket":
+            await refuse_websocket(send)  # a handshake has no body to carry an error: the server answers 403
+            return
         elif not _is_open(scope):
             if _is_signed_image(scope) and not token:
                 refusal = self._signature_refusal(scope)
