@@ -3,10 +3,12 @@ with the service still at hand for the test (a gated backend, the job list)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import FastAPI
@@ -42,3 +44,22 @@ def serving_app(app: FastAPI) -> Iterator[str]:
 #: The base URL of in-process test clients (Starlette's TestClient): a host name a loopback server answers to.
 #: Its default, http://testserver, is a foreign Host that the server refuses.
 LOCAL_URL = "http://localhost"
+
+
+def post_unanswered(
+    url: str, path: str, body: dict[str, object], *, headers: Mapping[str, str] = {}, timeout: float
+) -> socket.socket:
+    """POST `body` as JSON on a raw socket and return the open connection without reading the answer: closing it
+    is a client hanging up mid-request, which an HTTP client library does not let a test do at a chosen moment."""
+    address = urlsplit(url)
+    assert address.hostname is not None
+    assert address.port is not None
+    payload = json.dumps(body).encode()
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: application/json\r\n{extra}"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    ).encode()
+    connection = socket.create_connection((address.hostname, address.port), timeout=timeout)
+    connection.sendall(head + payload)
+    return connection

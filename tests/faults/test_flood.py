@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import closing
-from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -31,7 +30,7 @@ from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.transports.http.app import create_app
 from imageforge.transports.http.auth import ApiKeys
 from tests.gated import GatedBackend
-from tests.loopback import serving_app
+from tests.loopback import post_unanswered, serving_app
 
 ALICE = "alice-key-0123456789"
 BOB = "bob-key-9876543210ab"
@@ -133,18 +132,8 @@ def test_a_flood_of_waits_from_one_key_is_refused_past_its_share_and_another_key
 
 
 def _send_then_hang_up_later(url: str, path: str, body: dict[str, object]) -> socket.socket:
-    """A request on a raw socket, left open: closing the socket hangs up before the answer."""
-    address = urlsplit(url)
-    assert address.hostname is not None
-    assert address.port is not None
-    payload = json.dumps(body).encode()
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {ALICE}\r\nContent-Length: {len(payload)}\r\n\r\n"
-    ).encode()
-    connection = socket.create_connection((address.hostname, address.port), timeout=ANSWER_S)
-    connection.sendall(head + payload)
-    return connection
+    """A request as Alice on a raw socket, left open: closing the socket hangs up before the answer."""
+    return post_unanswered(url, path, body, headers=_bearer(ALICE), timeout=ANSWER_S)
 
 
 def _stream_status_until(events: str, wanted: int) -> None:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -17,7 +14,7 @@ from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.transports.http.app import create_app
 from tests.events import wait_for_end
 from tests.gated import WAIT_S, GatedBackend
-from tests.loopback import serving_app
+from tests.loopback import post_unanswered, serving_app
 
 SEEDED = {"prompt": "a lighthouse at dusk", "seed": 11, "steps": 2, "width": 64, "height": 64}
 
@@ -38,16 +35,7 @@ def server_url(settings: Settings, backend: GatedBackend) -> Iterator[str]:
 
 def post_then_hang_up(url: str, path: str, body: dict[str, object], backend: GatedBackend) -> None:
     """Send a request on a raw socket, wait until its job holds at a step, and close the connection unanswered."""
-    address = urlsplit(url)
-    assert address.hostname is not None
-    assert address.port is not None
-    payload = json.dumps(body).encode()
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\n\r\n"
-    ).encode()
-    with socket.create_connection((address.hostname, address.port), timeout=WAIT_S) as connection:
-        connection.sendall(head + payload)
+    with post_unanswered(url, path, body, timeout=WAIT_S):
         backend.wait_for_step()
 
 
