@@ -21,6 +21,20 @@ _BARE_NAMES = {
 }  # fmt: skip
 
 
+#: The test report property holding one line about the fuzz run (transports/http/test_fuzz.py), printed in the
+#: terminal summary so that CI's log shows how much was fuzzed. A report property, not the config's stash: with
+#: pytest-xdist the test runs in a worker process, and only its reports reach the terminal.
+FUZZ_SUMMARY = "fuzz_summary"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            for name, value in getattr(report, "user_properties", ()):
+                if name == FUZZ_SUMMARY:
+                    terminalreporter.write_line(str(value))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No setting of the machine running the tests leaks into them."""

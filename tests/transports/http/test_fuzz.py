@@ -14,6 +14,7 @@ import json
 import logging
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -22,8 +23,8 @@ import pytest
 from imageforge.bootstrap import build_service
 from imageforge.config import Settings
 from imageforge.transports.http.app import create_app
+from tests.conftest import FUZZ_SUMMARY
 from tests.loopback import serving_app
-from tests.transports.http.conftest import FUZZ_SUMMARY
 
 #: About two minutes on an idle 2-core machine; a loaded one took nearly four, so the limits leave room.
 RUN_TIMEOUT_S = 540
@@ -36,7 +37,7 @@ CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
 def test_fuzzed_requests_get_no_server_error(
-    settings: Settings, tmp_path: Path, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+    settings: Settings, tmp_path: Path, record_property: Callable[[str, object], None], caplog: pytest.LogCaptureFixture
 ) -> None:
     # Small limits keep every accepted generation cheap: tiny at up to 128 px and 4 steps.
     service = build_service(settings.model_copy(update={"max_res": 128, "max_steps": 4}))
@@ -52,9 +53,10 @@ def test_fuzzed_requests_get_no_server_error(
     assert report.exists(), f"st run wrote no report (exit {run.returncode}):\n{run.stdout[-4000:]}\n{run.stderr}"
     summary = json.loads(report.read_text())
     cases = summary["test_cases"]
-    request.config.stash[FUZZ_SUMMARY] = (
+    record_property(
+        FUZZ_SUMMARY,
         f"schemathesis: {cases['generated']} cases on {summary['operations']['tested']} operations, "
-        f"{cases['with_failures']} failing, {cases['errored']} errored"
+        f"{cases['with_failures']} failing, {cases['errored']} errored",
     )
     assert run.returncode == 0, run.stdout[-8000:]
     assert summary["operations"]["tested"] == summary["operations"]["total"], "some operations were not fuzzed"
