@@ -36,8 +36,8 @@ from tests.gated import GatedBackend
 from tests.helpers import png_base64
 from tests.loopback import serving_app
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-README_ADDRESS = "127.0.0.1:8765"
+CLIENT_PAGE = Path(__file__).resolve().parents[1] / "docs" / "python-client.md"
+DOCS_ADDRESS = "127.0.0.1:8765"
 
 
 @pytest.fixture
@@ -340,22 +340,20 @@ def test_an_answer_that_is_not_imageforge_raises_http_error(status: int, content
     assert "imageforge server" in caught.value.hint
 
 
-def readme_client_example() -> str:
-    """The ```python block of the README's "## Python client" section."""
-    section = re.search(r"^## Python client\n(.*?)(?=^## )", README.read_text(encoding="utf-8"), re.M | re.S)
-    assert section is not None, "README.md has no '## Python client' section"
-    block = re.search(r"^```python\n(.*?)^```", section.group(1), re.M | re.S)
-    assert block is not None, "the Python client section has no python example"
+def documented_client_example() -> str:
+    """The first ```python block of docs/python-client.md."""
+    block = re.search(r"^```python\n(.*?)^```", CLIENT_PAGE.read_text(encoding="utf-8"), re.M | re.S)
+    assert block is not None, "docs/python-client.md has no python example"
     return block.group(1)
 
 
-def test_readme_example_runs_as_it_is_against_a_server(
+def test_documented_example_runs_as_it_is_against_a_server(
     remote: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    script = readme_client_example().replace(README_ADDRESS, remote.base_url.removeprefix("http://"))
+    script = documented_client_example().replace(DOCS_ADDRESS, remote.base_url.removeprefix("http://"))
     monkeypatch.chdir(tmp_path)
 
-    exec(compile(script, str(README), "exec"), {"__name__": "readme_example"})
+    exec(compile(script, str(CLIENT_PAGE), "exec"), {"__name__": "documented_example"})
 
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("tiny 42 False ")

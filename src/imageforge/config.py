@@ -13,6 +13,7 @@ import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import annotated_types
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -77,70 +78,323 @@ class Settings(BaseSettings):
         protected_namespaces=(),
     )
 
-    default_model: str = Field("sd-turbo", validation_alias=AliasChoices("IMAGEFORGE_MODEL"))
-    device: DeviceSetting = Field("auto", validation_alias=_env("DEVICE"))
-    host: str = Field("127.0.0.1", validation_alias=_env("HOST"))
-    port: int = Field(8765, ge=1, le=65535, validation_alias=_env("PORT"))
-    ollama_url: str = Field("http://127.0.0.1:11434", validation_alias=_env("OLLAMA_URL"))
-    ollama_model: str = Field("gemma4:latest", validation_alias=_env("OLLAMA_MODEL"))
-    assist_timeout_s: float = Field(20.0, gt=0, validation_alias=_env("ASSIST_TIMEOUT_S", bare=False))
-    assist_concurrency: int = Field(2, ge=1, validation_alias=_env("ASSIST_CONCURRENCY", bare=False))
-    output_dir: Path = Field(Path("outputs"), validation_alias=_env("OUTPUT_DIR"))
-    cache_dir: Path = Field(Path("cache"), validation_alias=_env("CACHE_DIR"))
-    data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR", bare=False))
-    max_res: int = Field(1024, ge=64, validation_alias=_env("MAX_RES"))
-    allow_flux: bool = Field(False, validation_alias=_env("ALLOW_FLUX"))
-    allow_klein: bool = Field(False, validation_alias=_env("ALLOW_KLEIN"))
-    warmup: bool = Field(False, validation_alias=_env("WARMUP"))
-    lora_portrait: str | None = Field(None, validation_alias=_env("LORA_PORTRAIT", bare=False))
-    models_file: Path = Field(Path("models.toml"), validation_alias=_env("MODELS_FILE", bare=False))
-    policy_file: Path = Field(Path("policy.toml"), validation_alias=_env("POLICY_FILE", bare=False))
-    templates_file: Path = Field(Path("templates.toml"), validation_alias=_env("TEMPLATES_FILE", bare=False))
-    input_dirs: Annotated[list[Path], NoDecode] = Field(
-        default_factory=list, validation_alias=_env("INPUT_DIRS", bare=False)
+    default_model: str = Field(
+        "sd-turbo",
+        validation_alias=AliasChoices("IMAGEFORGE_MODEL"),
+        description="the default model, a key from `imageforge models` (see [models](models.md))",
     )
-    max_body_mb: float = Field(32.0, gt=0, validation_alias=_env("MAX_BODY_MB", bare=False))
-    max_steps: int = Field(100, ge=1, validation_alias=_env("MAX_STEPS", bare=False))
-    max_queue: int = Field(32, ge=1, validation_alias=_env("MAX_QUEUE", bare=False))
-    job_timeout_s: float | None = Field(None, gt=0, validation_alias=_env("JOB_TIMEOUT_S", bare=False))
-    result_ttl_s: float = Field(3600.0, gt=0, validation_alias=_env("RESULT_TTL_S", bare=False))
-    mcp_preview_px: int = Field(512, ge=64, le=2048, validation_alias=_env("MCP_PREVIEW_PX", bare=False))
-    memory_budget: float | Literal["auto"] = Field("auto", validation_alias=_env("MEMORY_BUDGET", bare=False))
-    idle_unload_s: float = Field(120.0, ge=0, validation_alias=_env("IDLE_UNLOAD_S", bare=False))
+    device: DeviceSetting = Field(
+        "auto", validation_alias=_env("DEVICE"), description="`auto` (cuda, then mps, then cpu), `cuda`, `mps` or `cpu`"
+    )
+    host: str = Field(
+        "127.0.0.1",
+        validation_alias=_env("HOST"),
+        description="the address to bind; anything but loopback needs API keys (see [Running on a LAN](lan.md))",
+    )
+    port: int = Field(
+        8765,
+        ge=1,
+        le=65535,
+        validation_alias=_env("PORT"),
+        description="the port of the HTTP API, the MCP endpoint `/mcp` and the web UI",
+    )
+    ollama_url: str = Field(
+        "http://127.0.0.1:11434",
+        validation_alias=_env("OLLAMA_URL"),
+        description="the Ollama server for prompt assist (see [prompting](prompting.md#prompt-assist))",
+    )
+    ollama_model: str = Field(
+        "gemma4:latest", validation_alias=_env("OLLAMA_MODEL"), description="the Ollama model for prompt assist"
+    )
+    assist_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        validation_alias=_env("ASSIST_TIMEOUT_S", bare=False),
+        description=(
+            "the longest wait for Ollama's answer before prompt assist passes the prompt through (a connection not "
+            "accepted within 2 s counts as no Ollama)"
+        ),
+    )
+    assist_concurrency: int = Field(
+        2,
+        ge=1,
+        validation_alias=_env("ASSIST_CONCURRENCY", bare=False),
+        description=(
+            "the most `/assist` (and MCP `assist_prompt`) calls waiting on Ollama at once, for all clients together; "
+            "one more answers 429 `assist_busy`"
+        ),
+    )
+    output_dir: Path = Field(
+        Path("outputs"),
+        validation_alias=_env("OUTPUT_DIR"),
+        description="where every result is written (PNG + JSON sidecar)",
+    )
+    cache_dir: Path = Field(
+        Path("cache"), validation_alias=_env("CACHE_DIR"), description="the content-addressed cache of seeded results"
+    )
+    data_dir: Path = Field(
+        Path("data"),
+        validation_alias=_env("DATA_DIR", bare=False),
+        description=(
+            "imageforge's own state: the job database (`jobs.sqlite`), API keys, TLS files, the audit log, the built "
+            "`tiny` model, compiled kernels"
+        ),
+    )
+    max_res: int = Field(
+        1024,
+        ge=64,
+        validation_alias=_env("MAX_RES"),
+        description="the largest width or height a request may ask for",
+    )
+    allow_flux: bool = Field(
+        False,
+        validation_alias=_env("ALLOW_FLUX"),
+        description="allow `flux-q4` (about 16 GB of memory, ~17 GB download)",
+    )
+    allow_klein: bool = Field(
+        False,
+        validation_alias=_env("ALLOW_KLEIN"),
+        description="allow `flux2-klein` (about 16 GB of memory, ~13 GB download)",
+    )
+    warmup: bool = Field(
+        False,
+        validation_alias=_env("WARMUP"),
+        description="load the default model at startup instead of on the first request",
+    )
+    lora_portrait: str | None = Field(
+        None,
+        validation_alias=_env("LORA_PORTRAIT", bare=False),
+        description="a LoRA (`.safetensors` file or Hub repo id) for `sdxl-portrait`",
+    )
+    models_file: Path = Field(
+        Path("models.toml"),
+        validation_alias=_env("MODELS_FILE", bare=False),
+        description="your own models (see [models](models.md#your-own-models))",
+    )
+    policy_file: Path = Field(
+        Path("policy.toml"),
+        validation_alias=_env("POLICY_FILE", bare=False),
+        description=(
+            "the policy: baseline negative prompt, directive, restricted-use text (see "
+            "[prompting](prompting.md#policy))"
+        ),
+    )
+    templates_file: Path = Field(
+        Path("templates.toml"),
+        validation_alias=_env("TEMPLATES_FILE", bare=False),
+        description="your own style templates (see [prompting](prompting.md#style-templates))",
+    )
+    input_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_env("INPUT_DIRS", bare=False),
+        description=(
+            "more folders whose images may be used by path, besides `OUTPUT_DIR` (separated by commas or the OS path "
+            "separator)"
+        ),
+    )
+    max_body_mb: float = Field(
+        32.0,
+        gt=0,
+        validation_alias=_env("MAX_BODY_MB", bare=False),
+        description="the largest request body, and the largest input image, in MB",
+    )
+    max_steps: int = Field(
+        100,
+        ge=1,
+        validation_alias=_env("MAX_STEPS", bare=False),
+        description="the most denoising steps a request may ask for",
+    )
+    max_queue: int = Field(
+        32,
+        ge=1,
+        validation_alias=_env("MAX_QUEUE", bare=False),
+        description="the most jobs waiting; one more answers 429 `queue_full`",
+    )
+    job_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        validation_alias=_env("JOB_TIMEOUT_S", bare=False),
+        description="a job running longer than this many seconds ends `failed` with `timeout`; unset: no limit",
+    )
+    result_ttl_s: float = Field(
+        3600.0,
+        gt=0,
+        validation_alias=_env("RESULT_TTL_S", bare=False),
+        description="how long (seconds) a finished job's result, and its image in `OUTPUT_DIR`, is kept",
+    )
+    mcp_preview_px: int = Field(
+        512,
+        ge=64,
+        le=2048,
+        validation_alias=_env("MCP_PREVIEW_PX", bare=False),
+        description="the longest side of the inline preview in an MCP tool result",
+    )
+    memory_budget: float | Literal["auto"] = Field(
+        "auto",
+        validation_alias=_env("MEMORY_BUDGET", bare=False),
+        description=(
+            "GB that resident models may take (by their catalog estimates); `auto` is 80% of the GPU's memory (of RAM "
+            "on CPU and Apple silicon), `0` no limit"
+        ),
+    )
+    idle_unload_s: float = Field(
+        120.0,
+        ge=0,
+        validation_alias=_env("IDLE_UNLOAD_S", bare=False),
+        description="unload a model unused this many seconds; `0` keeps models loaded",
+    )
     #: (name, key, admin) for each entry of IMAGEFORGE_API_KEYS
     api_keys: Annotated[list[tuple[str, str, bool]], NoDecode] = Field(
-        default_factory=list, validation_alias=_env("API_KEYS", bare=False)
+        default_factory=list,
+        validation_alias=_env("API_KEYS", bare=False),
+        description=(
+            "`name:key,name2:key2` (keys of 16+ characters; `name:key:admin` for an admin key); with keys, every "
+            "request must carry `Authorization: Bearer <key>` (see [Running on a LAN](lan.md#api-keys))"
+        ),
     )
-    insecure_no_auth: bool = Field(False, validation_alias=_env("INSECURE_NO_AUTH", bare=False))
-    root_dir: Path = Field(default_factory=Path.cwd, validation_alias=_env("ROOT", bare=False))
+    insecure_no_auth: bool = Field(
+        False,
+        validation_alias=_env("INSECURE_NO_AUTH", bare=False),
+        description="allow `serve` on a network address without keys (shown loudly in the log and `/health`)",
+    )
+    root_dir: Path = Field(
+        default_factory=Path.cwd,
+        validation_alias=_env("ROOT", bare=False),
+        description=(
+            "imageforge's folder: where `.env` is read and what relative paths resolve against; unset: the folder "
+            "imageforge starts in"
+        ),
+    )
     # Keys in a file, HTTPS and signed image links (issue 7): after root_dir, which their validators read.
-    keys_file: Path | None = Field(None, validation_alias=_env("KEYS_FILE", bare=False))
-    tls_cert: Path | None = Field(None, validation_alias=_env("TLS_CERT", bare=False))
-    tls_key: Path | None = Field(None, validate_default=True, validation_alias=_env("TLS_KEY", bare=False))
-    image_url_ttl_s: float | None = Field(None, gt=0, validation_alias=_env("IMAGE_URL_TTL_S", bare=False))
+    keys_file: Path | None = Field(
+        None,
+        validation_alias=_env("KEYS_FILE", bare=False),
+        description="the keys file that `imageforge keys` manages; unset: `keys.toml` in the data folder",
+    )
+    tls_cert: Path | None = Field(
+        None,
+        validation_alias=_env("TLS_CERT", bare=False),
+        description=(
+            "a PEM certificate to serve HTTPS with; set together with `IMAGEFORGE_TLS_KEY` (see [HTTPS](lan.md#https))"
+        ),
+    )
+    tls_key: Path | None = Field(
+        None,
+        validate_default=True,
+        validation_alias=_env("TLS_KEY", bare=False),
+        description="the PEM private key of `IMAGEFORGE_TLS_CERT`",
+    )
+    image_url_ttl_s: float | None = Field(
+        None,
+        gt=0,
+        validation_alias=_env("IMAGE_URL_TTL_S", bare=False),
+        description="how long (seconds) a signed image link opens its image; unset: `IMAGEFORGE_RESULT_TTL_S`",
+    )
     # Browser protections, per-client limits and the audit log (issue 7, part B; ADR 0014).
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, validation_alias=_env("ALLOWED_HOSTS", bare=False)
+        default_factory=list,
+        validation_alias=_env("ALLOWED_HOSTS", bare=False),
+        description=(
+            "more host names the server answers to (comma-separated, no port); `*` answers any (see [Browser "
+            "protections](lan.md#browser-protections))"
+        ),
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, validation_alias=_env("CORS_ORIGINS", bare=False)
+        default_factory=list,
+        validation_alias=_env("CORS_ORIGINS", bare=False),
+        description=(
+            "other web pages (`https://app.example:8443`, comma-separated) that may call the API from a browser"
+        ),
     )
-    rate_limit: int = Field(0, ge=0, validation_alias=_env("RATE_LIMIT", bare=False))
+    rate_limit: int = Field(
+        0,
+        ge=0,
+        validation_alias=_env("RATE_LIMIT", bare=False),
+        description="the most jobs one client may submit per minute; one more answers 429 `rate_limited`; `0` is off",
+    )
     # Client isolation and forwarded headers (issue 14).
-    mcp_sessions_per_client: int = Field(16, ge=1, validation_alias=_env("MCP_SESSIONS_PER_CLIENT", bare=False))
-    trusted_proxies: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, validation_alias=_env("TRUSTED_PROXIES", bare=False)
+    mcp_sessions_per_client: int = Field(
+        16,
+        ge=1,
+        validation_alias=_env("MCP_SESSIONS_PER_CLIENT", bare=False),
+        description=(
+            "the most live MCP sessions over HTTP one client may hold; one more initialize answers 429 "
+            "`too_many_sessions`"
+        ),
     )
-    queue_share: int | None = Field(None, ge=1, validation_alias=_env("QUEUE_SHARE", bare=False))
-    audit_log: Path | None = Field(Path("audit.jsonl"), validation_alias=_env("AUDIT_LOG", bare=False))
-    audit_prompts: bool = Field(False, validation_alias=_env("AUDIT_PROMPTS", bare=False))
-    shutdown_timeout_s: float = Field(5.0, ge=0, validation_alias=_env("SHUTDOWN_TIMEOUT_S", bare=False))
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_env("TRUSTED_PROXIES", bare=False),
+        description=(
+            "addresses or networks of reverse proxies whose `X-Forwarded-For`/`-Proto` are believed (comma-separated); "
+            "unset: none"
+        ),
+    )
+    queue_share: int | None = Field(
+        None,
+        ge=1,
+        validation_alias=_env("QUEUE_SHARE", bare=False),
+        description=(
+            "the most places one client may hold: its waiting and running jobs, and its extra waits on them; one more "
+            "answers 429 `queue_share_exceeded`; unset: half of `IMAGEFORGE_MAX_QUEUE` (all of it on loopback without "
+            "keys)"
+        ),
+    )
+    audit_log: Path | None = Field(
+        Path("audit.jsonl"),
+        validation_alias=_env("AUDIT_LOG", bare=False),
+        description="the audit log (JSON lines), in the data folder unless absolute; empty turns it off",
+    )
+    audit_prompts: bool = Field(
+        False,
+        validation_alias=_env("AUDIT_PROMPTS", bare=False),
+        description="also write each job's prompt to the audit log",
+    )
+    shutdown_timeout_s: float = Field(
+        5.0,
+        ge=0,
+        validation_alias=_env("SHUTDOWN_TIMEOUT_S", bare=False),
+        description=(
+            "on SIGTERM, how long (seconds) open requests may still run, then how long the running job gets to stop at "
+            "its next step (it ends `interrupted`; queued jobs stay queued)"
+        ),
+    )
     # Engine speed: "auto" lets the engine choose per device (ADR 0012); each value here overrides its choice.
-    dtype: DtypeSetting = Field("auto", validation_alias=_env("DTYPE", bare=False))
-    channels_last: AutoOnOff = Field("auto", validation_alias=_env("CHANNELS_LAST", bare=False))
-    threads: int | None = Field(None, ge=1, le=1024, validation_alias=_env("THREADS", bare=False))
-    memory_savers: AutoOnOff = Field("auto", validation_alias=_env("MEMORY_SAVERS", bare=False))
-    compile: bool = Field(False, validation_alias=_env("COMPILE", bare=False))
+    dtype: DtypeSetting = Field(
+        "auto",
+        validation_alias=_env("DTYPE", bare=False),
+        description=(
+            "the weights' dtype: `auto` (fp16 on CUDA and MPS, bf16 on CPUs with native bf16, else fp32), `float32`, "
+            "`bfloat16`, `float16`"
+        ),
+    )
+    channels_last: AutoOnOff = Field(
+        "auto",
+        validation_alias=_env("CHANNELS_LAST", bare=False),
+        description="channels_last memory layout: `auto` (on CUDA, and on the CPU with bf16), `on`, `off`",
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        validation_alias=_env("THREADS", bare=False),
+        description="CPU threads for torch; unset: the cores this process may use",
+    )
+    memory_savers: AutoOnOff = Field(
+        "auto",
+        validation_alias=_env("MEMORY_SAVERS", bare=False),
+        description=(
+            "VAE tiling and attention slicing (and CPU offload on CUDA): `auto` when free memory is short, `on`, `off`"
+        ),
+    )
+    compile: bool = Field(
+        False,
+        validation_alias=_env("COMPILE", bare=False),
+        description=(
+            "`torch.compile` the UNet and VAE decoder, once per model and size; kernels kept in `compile-cache` in the "
+            "data folder"
+        ),
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -350,3 +604,82 @@ class Settings(BaseSettings):
     def input_roots(self) -> list[Path]:
         """Folders whose files may be read as input images: the outputs plus `IMAGEFORGE_INPUT_DIRS`."""
         return [self.output_path, *(self.resolve(p) for p in self.input_dirs)]
+
+
+_REFERENCE_INTRO = """\
+# Configuration
+
+<!-- Generated from `Settings` in src/imageforge/config.py by `imageforge config`; do not edit by hand. -->
+
+Settings come from the environment and from `.env` in the folder you start imageforge in (or in
+`IMAGEFORGE_ROOT`, when that is set: relative paths resolve against it too). Each setting is set under its
+`IMAGEFORGE_`-prefixed name; the older ones also under a bare name (`PORT=9000`), and the prefixed name wins
+when both are set. `imageforge check` prints the effective values. A value that is out of range or malformed
+stops the start with `invalid_settings` and the name of the setting.
+
+| setting | default | allowed | meaning |
+|---|---|---|---|
+"""
+
+_REFERENCE_OUTRO = """
+Relative paths are resolved against `IMAGEFORGE_ROOT` (the folder imageforge starts in). Boolean settings take
+`1`/`0` (or `true`/`false`); list settings are comma-separated, and empty means none.
+
+Set outside imageforge's settings:
+
+- `IMAGEFORGE_API_KEY`: the key that the CLI (`--server`, `mcp --remote`) and the Python client send to a server
+  with keys.
+- `IMAGEFORGE_VENV` (default `.venv`) and `IMAGEFORGE_TORCH_SPEC` (default `torch==2.13.0`, passed to pip as it
+  is): the virtual environment and the torch build that `./start.sh` installs.
+- Hugging Face's own variables keep their usual meaning: `HF_HOME` (where downloaded weights live),
+  `HF_HUB_OFFLINE=1` (never touch the network), `HF_TOKEN` (gated repos).
+"""
+
+
+def _env_names(info: FieldInfo) -> list[str]:
+    """The names a user sets an option under, the winning one first."""
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return [str(choice) for choice in alias.choices]
+    return [str(alias)] if alias else []
+
+
+def _shown_default(info: FieldInfo) -> str:
+    """A field's default as a user writes it in `.env`; a computed or absent default is explained in its text."""
+    value = info.default
+    if info.default_factory is not None or value is None:
+        return "—"
+    if isinstance(value, bool):
+        return f"`{int(value)}`"
+    if isinstance(value, float) and value.is_integer():
+        return f"`{int(value)}`"
+    if isinstance(value, Path):
+        return f"`{value.as_posix()}`"
+    return f"`{value}`"
+
+
+def _bounds(info: FieldInfo) -> str:
+    """The range a field's constraints allow, in words (`1 to 65535`, `at least 1`, `more than 0`)."""
+    low = high = ""
+    for constraint in info.metadata:
+        if isinstance(constraint, annotated_types.Ge):
+            low = f"{constraint.ge}"
+        elif isinstance(constraint, annotated_types.Gt):
+            low = f"more than {constraint.gt}"
+        elif isinstance(constraint, annotated_types.Le):
+            high = f"{constraint.le}"
+    if low and high:
+        return f"{low} to {high}"
+    if low:
+        return low if low.startswith("more") else f"at least {low}"
+    return f"at most {high}" if high else ""
+
+
+def settings_reference() -> str:
+    """`docs/configuration.md`: every setting's names, default and meaning, as declared on `Settings`."""
+    rows = []
+    for info in Settings.model_fields.values():
+        names = " or ".join(f"`{name}`" for name in _env_names(info))
+        meaning = (info.description or "").replace("|", "\\|")
+        rows.append(f"| {names} | {_shown_default(info)} | {_bounds(info)} | {meaning} |\n")
+    return _REFERENCE_INTRO + "".join(rows) + _REFERENCE_OUTRO

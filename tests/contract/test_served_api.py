@@ -1,7 +1,8 @@
-"""The served API as a user meets it: `imageforge serve` in a subprocess and the README's own examples.
+"""The served API as a user meets it: `imageforge serve` in a subprocess and the documentation's own examples.
 
-The README promises that the bash examples of its "HTTP API" section run as they are against a server on the
-`tiny` model; these tests run them, in order, in the server's folder, against a server on a free port.
+docs/http-api.md promises that the bash examples of its "Examples" section run as they are against a server on
+the `tiny` model; these tests run them, in order, in the server's folder, against a server on a free port. The
+README's curl example is one of them.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from tests.contract.conftest import IMAGEFORGE, Server, free_port, private_data,
 
 pytestmark = pytest.mark.slow
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-README_ADDRESS = "127.0.0.1:8765"
+REPOSITORY = Path(__file__).resolve().parents[2]
+HTTP_API_PAGE = REPOSITORY / "docs" / "http-api.md"
+README = REPOSITORY / "README.md"
+DOCS_ADDRESS = "127.0.0.1:8765"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 only_linux = pytest.mark.skipif(
     sys.platform != "linux", reason="only Linux answers on all of 127.0.0.0/8 without configuration"
@@ -35,7 +38,7 @@ only_linux = pytest.mark.skipif(
 
 @dataclass(frozen=True)
 class Example:
-    """One fenced bash block of the README and what running it printed."""
+    """One fenced bash block of the documentation and what running it printed."""
 
     script: str
     returncode: int
@@ -46,12 +49,19 @@ class Example:
         return f"$ {self.script}\n-> exit {self.returncode}\nstdout: {self.stdout[:2000]}\nstderr: {self.stderr[:2000]}"
 
 
-def http_api_examples() -> list[str]:
-    """The ```bash blocks of the README's "## HTTP API" section, up to the next "## " heading."""
-    text = README.read_text(encoding="utf-8")
-    section = re.search(r"^## HTTP API\n(.*?)(?=^## )", text, flags=re.MULTILINE | re.DOTALL)
-    assert section is not None, "README.md has no '## HTTP API' section"
+def bash_blocks(page: Path, heading: str) -> list[str]:
+    """The ```bash blocks of `page`'s section under `heading`, up to the next heading of that level or above."""
+    level = heading.split(" ")[0]
+    text = page.read_text(encoding="utf-8")
+    pattern = rf"^{re.escape(heading)}\n(.*?)(?=^#{{1,{len(level)}}} |\Z)"
+    section = re.search(pattern, text, flags=re.MULTILINE | re.DOTALL)
+    assert section is not None, f"{page.name} has no {heading!r} section"
     return re.findall(r"^```bash\n(.*?)^```", section.group(1), flags=re.MULTILINE | re.DOTALL)
+
+
+def http_api_examples() -> list[str]:
+    """The examples of docs/http-api.md, in order."""
+    return bash_blocks(HTTP_API_PAGE, "## Examples")
 
 
 def json_documents(text: str) -> list[Any]:
@@ -72,14 +82,14 @@ def _skip_space(text: str, position: int) -> int:
 
 @pytest.fixture(scope="module")
 def examples(server: Server) -> list[Example]:
-    """Run every example once, in README order, in the server's folder (so that fox.png lands there)."""
+    """Run every example once, in the page's order, in the server's folder (so that fox.png lands there)."""
     scripts = http_api_examples()
     assert len(scripts) >= 5, f"expected the health, generate, cache, edit and inpaint examples, found {scripts}"
     address = f"{server.host}:{server.port}"
     results = []
     for script in scripts:
-        script = script.replace(README_ADDRESS, address)
-        assert ":8765" not in script, f"an example calls a server other than {README_ADDRESS}:\n{script}"
+        script = script.replace(DOCS_ADDRESS, address)
+        assert ":8765" not in script, f"an example calls a server other than {DOCS_ADDRESS}:\n{script}"
         run = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", script],
             cwd=server.cwd,
@@ -143,6 +153,16 @@ def test_repeated_seeded_generate_example_is_answered_from_the_cache(examples: l
     assert body["ok"] is True, str(run)
     assert (body["seed"], body["cached"]) == (42, True)
     assert body["output_path"] == first_path
+
+
+def test_the_readme_curl_example_is_one_of_the_examples_that_run() -> None:
+    readme_examples = bash_blocks(README, "### With curl")
+
+    assert readme_examples, "README.md has no bash example under '### With curl'"
+    for script in readme_examples:
+        assert script in http_api_examples(), (
+            f"README.md's curl example is not among docs/http-api.md's examples, so no test runs it:\n{script}"
+        )
 
 
 def test_edit_example_returns_ok_with_an_output_path_that_exists(examples: list[Example]) -> None:

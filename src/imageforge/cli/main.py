@@ -555,6 +555,14 @@ def check() -> None:
 
 
 @app.command()
+def config() -> None:
+    """Print every setting's names, default and meaning as Markdown: the text of docs/configuration.md."""
+    from imageforge.config import settings_reference
+
+    typer.echo(settings_reference(), nl=False)
+
+
+@app.command()
 def selftest() -> None:
     """Generate, edit, inpaint and hit the cache with the offline `tiny` model, in a temporary folder."""
     from imageforge.cli.diagnostics import run_selftest
