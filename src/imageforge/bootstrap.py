@@ -45,12 +45,18 @@ def check_folders(settings: Settings) -> None:
 
 
 def build_service(
-    settings: Settings, *, backend: ImageBackend | None = None, clock: Callable[[], float] = time.time
+    settings: Settings,
+    *,
+    backend: ImageBackend | None = None,
+    clock: Callable[[], float] = time.time,
+    audit: AuditLog | None = None,
 ) -> ImageService:
     """An `ImageService` for `settings`. Cheap: no model loads and torch is not imported until needed.
 
     `backend` replaces the diffusers backend (tests wrap the real one to hold a job at a step); `clock` is the
-    jobs' wall clock (tests move it to expire results). `FolderUnwritable` when a folder it writes is unusable.
+    jobs' wall clock (tests move it to expire results); `audit` keeps the audit log (the served HTTP app's; the
+    CLI and MCP over stdio are the local user's own process and keep none). `FolderUnwritable` when a folder it
+    writes is unusable.
     """
     check_folders(settings)
     guards = [name for name, on in (("ALLOW_FLUX", settings.allow_flux), ("ALLOW_KLEIN", settings.allow_klein)) if on]
@@ -100,6 +106,7 @@ def build_service(
             assist_concurrency=settings.assist_concurrency,
             shutdown_timeout_s=settings.shutdown_timeout_s,
         ),
+        audit=audit,
     )
 
 
@@ -107,7 +114,7 @@ def http_app_from_env() -> FastAPI:
     """The HTTP application for the settings in the environment and `.env` (uvicorn's factory)."""
     settings = Settings()
     return create_app(
-        build_service(settings),
+        build_service(settings, audit=AuditLog(settings.audit_path, prompts=settings.audit_prompts)),
         max_body_bytes=int(settings.max_body_mb * 1024 * 1024),
         warmup=settings.warmup,
         mcp_options=McpOptions(preview_px=settings.mcp_preview_px),
@@ -118,7 +125,6 @@ def http_app_from_env() -> FastAPI:
         ),
         allowed_hosts=settings.allowed_hosts,
         cors_origins=settings.cors_origins,
-        audit=AuditLog(settings.audit_path, prompts=settings.audit_prompts),
         insecure_no_auth=settings.insecure_no_auth,
         mcp_sessions_per_client=settings.mcp_sessions_per_client,
     )

@@ -24,6 +24,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from imageforge.domain import is_loopback
+
 DeviceSetting = Literal["auto", "cuda", "mps", "cpu"]
 DtypeSetting = Literal["auto", "float32", "bfloat16", "float16"]
 AutoOnOff = Literal["auto", "on", "off"]
@@ -31,11 +33,6 @@ AutoOnOff = Literal["auto", "on", "off"]
 
 #: What ends an IMAGEFORGE_API_KEYS entry that is an admin key (`name:key:admin`).
 ADMIN_SUFFIX = ":admin"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding `host` keeps the server on this machine."""
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
 def _env(name: str, *, bare: bool = True) -> AliasChoices:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from PIL import Image
+
+from imageforge.errors import InvalidRequest
 
 
 class Task(enum.StrEnum):
@@ -280,3 +283,217 @@ class AssistResult:
             tags=[str(tag) for tag in record.get("tags") or []],
             reason=record.get("reason") or "",
         )
+
+
+# -- jobs -------------------------------------------------------------------------------------------------
+
+
+#: The client of the command line and of MCP over stdio: the user of this machine.
+LOCAL_CLIENT = "local"
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its life; the last three are terminal."""
+
+    #: accepted and waiting for the worker
+    QUEUED = "queued"
+    #: the worker is running it
+    RUNNING = "running"
+    #: finished with a result
+    SUCCEEDED = "succeeded"
+    #: finished with an error (code and message)
+    FAILED = "failed"
+    #: stopped on request before it finished
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass
+class Job:
+    """One unit of queued work and everything a client may ask about it."""
+
+    id: str
+    #: the registered function that runs it
+    kind: str
+    payload: dict[str, Any]
+    status: JobStatus = JobStatus.QUEUED
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    expires_at: float | None = None
+    step: int = 0
+    total: int = 0
+    result: dict[str, Any] | None = None
+    #: {"code", "message", "hint"} when failed or cancelled
+    error: dict[str, str] | None = None
+    #: queue_ms, run_ms and whatever the job function reports (load_ms)
+    timings: dict[str, float] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    #: a hash of the submitted payload, to tell a repeated Idempotency-Key with another body
+    request_hash: str = ""
+    #: jobs with the same key that are in flight together run once (seeded image requests)
+    dedupe_key: str | None = None
+    #: who submitted it: an API key's name, a peer address, or `local`; per-client limits count by it
+    client: str = LOCAL_CLIENT
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks the queue for something, and so which jobs they may see, cancel and find again by key.
+
+    With API keys on, `name` is the key's name and proven (`isolated`): the caller sees only the jobs it submitted,
+    and its idempotency keys are its own, unless it is an `admin`, who sees and cancels every job. Without keys
+    there is no identity to tell users apart: `name` (a peer address, or `local`) only counts for per-client limits,
+    and every caller sees every job.
+    """
+
+    name: str = LOCAL_CLIENT
+    #: `name` is a proven identity (an API key's), so the caller's jobs are kept apart from other callers'
+    isolated: bool = False
+    #: an admin key: sees and cancels every client's jobs
+    admin: bool = False
+
+    @property
+    def sees_all(self) -> bool:
+        """Whether this caller may see every client's jobs."""
+        return not self.isolated or self.admin
+
+    def sees(self, job: Job) -> bool:
+        """Whether this caller may see (and so cancel) `job`."""
+        return self.sees_all or job.client == self.name
+
+    def scoped(self, key: str) -> str:
+        """`key` (an idempotency or dedupe key) in this caller's own namespace: the same key from two isolated
+        callers names two jobs. A newline cannot come in an HTTP header, so no client can forge another's."""
+        return f"{self.name}\n{key}" if self.isolated else key
+
+
+#: The user of this machine (CLI, MCP over stdio), who sees every job.
+LOCAL_CALLER = Caller()
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """Something that happened to a job: `state` (status change), `progress` (one step) or `preview`."""
+
+    type: str
+    job_id: str
+    data: dict[str, Any]
+    #: position in the job's event log, so that a reader can resume after the last event it saw
+    index: int = 0
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.type == "state" and JobStatus(self.data["status"]).is_terminal
+
+
+# -- style templates --------------------------------------------------------------------------------------
+
+
+#: Where the caller's subject goes in a style template's body.
+PLACEHOLDER = "{subject}"
+#: Template sizes are multiples of this, which every model family's own multiple (8 or 16) divides.
+SIZE_STEP = 64
+MAX_SIZE = 1024
+#: Template keys appear in URLs, MCP resource URIs and prompt names (`style_<key>`), so they stay plain.
+_TEMPLATE_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+@dataclass(frozen=True)
+class RenderedTemplate:
+    """A template filled with a subject: the starting point of a request, which the caller may edit."""
+
+    key: str
+    title: str
+    subject: str
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+
+    def describe(self) -> dict[str, Any]:
+        """The starting point as `GET /templates/{key}` shows it."""
+        return {
+            "key": self.key,
+            "title": self.title,
+            "subject": self.subject,
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "width": self.width,
+            "height": self.height,
+        }
+
+
+@dataclass(frozen=True)
+class StyleTemplate:
+    """A named style: a prompt body to start from, with `{subject}` where the caller's subject goes, and the
+    size that suits it."""
+
+    key: str
+    title: str
+    description: str
+    body: str
+    width: int
+    height: int
+    #: a suggestion for the request's negative prompt; models at guidance <= 1 ignore negatives anyway
+    negative_prompt: str = ""
+
+    def __post_init__(self) -> None:
+        if not _TEMPLATE_KEY.match(self.key):
+            raise ValueError(f"key {self.key!r} must be lowercase letters, digits, '-' or '_' (at most 40)")
+        if PLACEHOLDER not in self.body:
+            # Without it the caller's subject would be dropped without a word.
+            raise ValueError(f"body must contain {PLACEHOLDER}")
+        for name, value in (("width", self.width), ("height", self.height)):
+            if value % SIZE_STEP or not SIZE_STEP <= value <= MAX_SIZE:
+                raise ValueError(f"{name} {value} must be a multiple of {SIZE_STEP} from {SIZE_STEP} to {MAX_SIZE}")
+
+    def render(self, subject: str) -> str:
+        """The body with `subject` in place of `{subject}`; other braces in the body stay as written."""
+        subject = subject.strip()
+        if not subject:
+            raise InvalidRequest("subject is empty.", hint=f"Say what to draw in the style '{self.key}'.")
+        return self.body.replace(PLACEHOLDER, subject)
+
+    def start(self, subject: str, *, max_side: int = MAX_SIZE) -> RenderedTemplate:
+        """The filled-in prompt and size; a size over `max_side` (the server's MAX_RES) is scaled down to fit,
+        keeping its shape, so that the starting point is a request the server accepts."""
+        width, height = self.width, self.height
+        if max(width, height) > max_side:
+            scale = max_side / max(width, height)
+            width, height = (max(SIZE_STEP, int(side * scale) // SIZE_STEP * SIZE_STEP) for side in (width, height))
+        return RenderedTemplate(
+            key=self.key,
+            title=self.title,
+            subject=subject.strip(),
+            prompt=self.render(subject),
+            negative_prompt=self.negative_prompt,
+            width=width,
+            height=height,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """The template as `GET /templates` and the MCP resource show it."""
+        return {
+            "key": self.key,
+            "title": self.title,
+            "description": self.description,
+            "body": self.body,
+            "width": self.width,
+            "height": self.height,
+            "negative_prompt": self.negative_prompt,
+        }
+
+
+# -- where the server listens -----------------------------------------------------------------------------
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the server on this machine."""
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")

@@ -27,16 +27,23 @@ from PIL import Image
 from imageforge import __version__
 from imageforge.domain import (
     DEFAULT_STRENGTH,
+    LOCAL_CALLER,
     AssistResult,
+    Caller,
     CancelCheck,
     Decoder,
     GenerationParams,
     GenerationRequest,
     ImageResult,
     ImageSource,
+    Job,
+    JobEvent,
+    JobStatus,
     ModelSpec,
     Progress,
     ProgressCallback,
+    RenderedTemplate,
+    StyleTemplate,
     Task,
 )
 from imageforge.engine.catalog import GUARD_REASONS, Catalog
@@ -56,11 +63,11 @@ from imageforge.errors import (
     from_code,
 )
 from imageforge.inputs import ImageLimits, InputPaths, decode_base64, decode_image, read_file, require_text
-from imageforge.jobs.job import LOCAL_CALLER, Caller, Job, JobEvent, JobStatus
 from imageforge.jobs.queue import JobContext, JobQueue
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import AppliedPolicy, Policy, apply_policy
-from imageforge.prompting.templates import RenderedTemplate, StyleTemplate, TemplateCatalog
+from imageforge.prompting.templates import TemplateCatalog
+from imageforge.storage.audit import AuditLog
 from imageforge.storage.cache import ArtifactCache, cache_key
 from imageforge.storage.files import probe_folder
 from imageforge.storage.outputs import OutputStore, encode_png
@@ -117,6 +124,7 @@ class ImageService:
         queue: JobQueue,
         default_model: str,
         limits: ServiceLimits,
+        audit: AuditLog | None = None,
     ) -> None:
         self.catalog = catalog
         self._backend = backend
@@ -133,6 +141,7 @@ class ImageService:
         #: the folders a write failed in, with the error, until a probe write there works again
         self._faults: dict[Path, StorageUnavailable] = {}
         self._assist_slots = threading.BoundedSemaphore(limits.assist_concurrency)
+        self._audit = audit or AuditLog()
         queue.register(IMAGE_JOB, self._run_job, on_expire=self._expire_job)
 
     # -- jobs ---------------------------------------------------------------------------------------
@@ -569,6 +578,18 @@ class ImageService:
             return self._assistant.expand(prompt.strip(), style=style or None)
         finally:
             self._assist_slots.release()
+
+    # -- audit ------------------------------------------------------------------------------------------
+
+    @property
+    def auditing(self) -> bool:
+        """Whether audit records are kept (IMAGEFORGE_AUDIT_LOG); transports skip building them otherwise."""
+        return self._audit.path is not None
+
+    def audit(self, *, client: str, action: str, outcome: str, **details: Any) -> None:
+        """Record who (`client`) did what (`action`) and how it ended (`outcome`: "ok" or an error code), with
+        `details` such as `status`, `job_id` and `prompt` (kept only where prompts are audited)."""
+        self._audit.record(client=client, action=action, outcome=outcome, **details)
 
     # -- style templates ----------------------------------------------------------------------------
 

@@ -33,8 +33,8 @@ def serving(settings: Settings, *, gated: bool = False) -> Iterator[tuple[TestCl
     backend = GatedBackend(DiffusersBackend(device="cpu", models_path=settings.models_path))
     if not gated:
         backend.release(1_000_000)
-    service = build_service(settings, backend=backend)
-    with TestClient(create_app(service, audit=AuditLog(settings.audit_path)), base_url=LOCAL_URL) as client:
+    service = build_service(settings, backend=backend, audit=AuditLog(settings.audit_path))
+    with TestClient(create_app(service), base_url=LOCAL_URL) as client:
         yield client, service, backend
 
 

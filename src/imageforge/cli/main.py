@@ -119,7 +119,7 @@ def serve(
 
     import imageforge
     from imageforge.bootstrap import check_folders
-    from imageforge.config import is_loopback
+    from imageforge.domain import is_loopback
     from imageforge.errors import ImageforgeError
     from imageforge.jobs.owner import OwnerLock
     from imageforge.transports.http.keyfile import KeyFile

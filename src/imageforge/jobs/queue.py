@@ -21,6 +21,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from imageforge.domain import LOCAL_CALLER, Caller, Job, JobEvent, JobStatus
 from imageforge.errors import (
     Cancelled,
     IdempotencyConflict,
@@ -34,7 +35,6 @@ from imageforge.errors import (
     RateLimited,
     StorageUnavailable,
 )
-from imageforge.jobs.job import LOCAL_CALLER, Caller, Job, JobEvent, JobStatus
 from imageforge.jobs.owner import OwnerLock
 from imageforge.jobs.store import JobStore
 

@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from imageforge.domain import Job, JobStatus
 from imageforge.errors import StorageUnavailable, storage_error
-from imageforge.jobs.job import Job, JobStatus
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

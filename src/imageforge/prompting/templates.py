@@ -17,110 +17,17 @@ An entry that cannot be used is skipped with a logged reason, never fatal.
 from __future__ import annotations
 
 import logging
-import re
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imageforge.errors import InvalidRequest, TemplateNotFound
+from imageforge.domain import StyleTemplate
+from imageforge.errors import TemplateNotFound
 
 log = logging.getLogger(__name__)
 
-PLACEHOLDER = "{subject}"
-#: Sizes are multiples of this, which every model family's own multiple (8 or 16) divides.
-SIZE_STEP = 64
-MAX_SIZE = 1024
-#: Keys appear in URLs, MCP resource URIs and prompt names (`style_<key>`), so they stay plain.
-_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 _FIELDS = frozenset({"title", "description", "body", "width", "height", "negative_prompt"})
-
-
-@dataclass(frozen=True)
-class RenderedTemplate:
-    """A template filled with a subject: the starting point of a request, which the caller may edit."""
-
-    key: str
-    title: str
-    subject: str
-    prompt: str
-    negative_prompt: str
-    width: int
-    height: int
-
-    def describe(self) -> dict[str, Any]:
-        """The starting point as `GET /templates/{key}` shows it."""
-        return {
-            "key": self.key,
-            "title": self.title,
-            "subject": self.subject,
-            "prompt": self.prompt,
-            "negative_prompt": self.negative_prompt,
-            "width": self.width,
-            "height": self.height,
-        }
-
-
-@dataclass(frozen=True)
-class StyleTemplate:
-    """A named style: a prompt body to start from, with `{subject}` where the caller's subject goes, and the
-    size that suits it."""
-
-    key: str
-    title: str
-    description: str
-    body: str
-    width: int
-    height: int
-    #: a suggestion for the request's negative prompt; models at guidance <= 1 ignore negatives anyway
-    negative_prompt: str = ""
-
-    def __post_init__(self) -> None:
-        if not _KEY.match(self.key):
-            raise ValueError(f"key {self.key!r} must be lowercase letters, digits, '-' or '_' (at most 40)")
-        if PLACEHOLDER not in self.body:
-            # Without it the caller's subject would be dropped without a word.
-            raise ValueError(f"body must contain {PLACEHOLDER}")
-        for name, value in (("width", self.width), ("height", self.height)):
-            if value % SIZE_STEP or not SIZE_STEP <= value <= MAX_SIZE:
-                raise ValueError(f"{name} {value} must be a multiple of {SIZE_STEP} from {SIZE_STEP} to {MAX_SIZE}")
-
-    def render(self, subject: str) -> str:
-        """The body with `subject` in place of `{subject}`; other braces in the body stay as written."""
-        subject = subject.strip()
-        if not subject:
-            raise InvalidRequest("subject is empty.", hint=f"Say what to draw in the style '{self.key}'.")
-        return self.body.replace(PLACEHOLDER, subject)
-
-    def start(self, subject: str, *, max_side: int = MAX_SIZE) -> RenderedTemplate:
-        """The filled-in prompt and size; a size over `max_side` (the server's MAX_RES) is scaled down to fit,
-        keeping its shape, so that the starting point is a request the server accepts."""
-        width, height = self.width, self.height
-        if max(width, height) > max_side:
-            scale = max_side / max(width, height)
-            width, height = (max(SIZE_STEP, int(side * scale) // SIZE_STEP * SIZE_STEP) for side in (width, height))
-        return RenderedTemplate(
-            key=self.key,
-            title=self.title,
-            subject=subject.strip(),
-            prompt=self.render(subject),
-            negative_prompt=self.negative_prompt,
-            width=width,
-            height=height,
-        )
-
-    def describe(self) -> dict[str, Any]:
-        """The template as `GET /templates` and the MCP resource show it."""
-        return {
-            "key": self.key,
-            "title": self.title,
-            "description": self.description,
-            "body": self.body,
-            "width": self.width,
-            "height": self.height,
-            "negative_prompt": self.negative_prompt,
-        }
 
 
 BUILTIN_TEMPLATES: tuple[StyleTemplate, ...] = (

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from imageforge.jobs.job import LOCAL_CLIENT, Caller
+from imageforge.domain import LOCAL_CLIENT, Caller
 
 
 def client_of(scope: Mapping[str, Any]) -> str:

@@ -15,7 +15,8 @@ import pytest
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from imageforge.service import ImageService
+from imageforge.bootstrap import build_service
+from imageforge.config import Settings
 from imageforge.storage.audit import AuditLog
 from imageforge.transports.http.app import create_app
 from imageforge.transports.http.auth import ApiKeys
@@ -30,14 +31,15 @@ def _entries(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _serve(service: ImageService, log: AuditLog) -> Any:
-    return serving_app(create_app(service, api_keys=ApiKeys((("alice", ALICE),)), audit=log))
+def _serve(settings: Settings, log: AuditLog) -> Any:
+    """A served app whose service keeps `log`; the app's lifespan starts and closes the service."""
+    return serving_app(create_app(build_service(settings, audit=log), api_keys=ApiKeys((("alice", ALICE),))))
 
 
 @pytest.fixture
-def audited(service: ImageService, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def audited(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     path = tmp_path / "audit" / "audit.jsonl"
-    with _serve(service, AuditLog(path)) as url:
+    with _serve(settings, AuditLog(path)) as url:
         yield url, path
 
 
@@ -58,9 +60,9 @@ def test_a_job_submission_is_recorded_with_key_name_job_id_and_outcome_but_no_pr
     assert "secret" not in path.read_text(), "prompts stay out of the audit log by default"
 
 
-def test_prompts_are_recorded_when_audit_prompts_is_on(service: ImageService, tmp_path: Path) -> None:
+def test_prompts_are_recorded_when_audit_prompts_is_on(settings: Settings, tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    with _serve(service, AuditLog(path, prompts=True)) as url:
+    with _serve(settings, AuditLog(path, prompts=True)) as url:
         httpx.post(f"{url}/jobs", json={"prompt": "a red fox", **SMALL}, headers=AUTH)
 
     [entry] = _entries(path)
@@ -104,9 +106,9 @@ def test_reads_are_not_recorded_but_cancels_and_model_loads_are(audited: tuple[s
 
 
 @pytest.mark.anyio
-async def test_mcp_tool_calls_are_recorded_per_tool_with_the_key_name(service: ImageService, tmp_path: Path) -> None:
+async def test_mcp_tool_calls_are_recorded_per_tool_with_the_key_name(settings: Settings, tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    with _serve(service, AuditLog(path, prompts=True)) as url:
+    with _serve(settings, AuditLog(path, prompts=True)) as url:
         async with (
             httpx2.AsyncClient(headers=AUTH, timeout=120) as http,
             Client(streamable_http_client(f"{url}/mcp", http_client=http)) as mcp,
@@ -126,8 +128,8 @@ async def test_mcp_tool_calls_are_recorded_per_tool_with_the_key_name(service: I
     assert [entry["prompt"] for entry in entries] == ["a fox", "an owl"]
 
 
-def test_an_audit_log_without_a_path_writes_nothing(service: ImageService, tmp_path: Path) -> None:
-    with serving_app(create_app(service, audit=AuditLog(None))) as url:
+def test_an_audit_log_without_a_path_writes_nothing(settings: Settings, tmp_path: Path) -> None:
+    with serving_app(create_app(build_service(settings, audit=AuditLog(None)))) as url:
         assert httpx.post(f"{url}/jobs", json={"prompt": "a fox", **SMALL}).status_code == 202
 
     assert list(tmp_path.rglob("*.jsonl")) == []

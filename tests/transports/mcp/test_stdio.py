@@ -22,7 +22,7 @@ from mcp_types import CallToolResult, ImageContent, TextContent
 from PIL import Image
 
 from imageforge import __version__
-from imageforge.jobs.job import JobStatus
+from imageforge.domain import JobStatus
 from imageforge.jobs.store import JobStore
 from tests.contract.conftest import IMAGEFORGE, user_environment
 

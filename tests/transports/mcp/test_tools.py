@@ -16,8 +16,8 @@ from PIL import Image
 
 from imageforge.bootstrap import build_service
 from imageforge.config import Settings
+from imageforge.domain import JobStatus
 from imageforge.engine.backends.diffusers import DiffusersBackend
-from imageforge.jobs.job import JobStatus
 from imageforge.service import ImageService
 from imageforge.transports.mcp.server import McpOptions, build_mcp_server
 from tests.gated import GatedBackend

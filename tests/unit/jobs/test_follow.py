@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from imageforge.domain import LOCAL_CALLER, Caller, JobEvent, JobStatus
 from imageforge.errors import Cancelled, Interrupted, QueueShareExceeded
-from imageforge.jobs.job import LOCAL_CALLER, Caller, JobEvent, JobStatus
 from imageforge.jobs.queue import EmbeddedJobQueue, JobContext, QueueLimits
 from imageforge.jobs.store import JobStore
 from tests.unit.jobs.test_queue import WAIT, Clock, Steps

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from imageforge.domain import Caller, Job, JobStatus
 from imageforge.errors import (
     Cancelled,
     DataFolderInUse,
@@ -22,7 +23,6 @@ from imageforge.errors import (
     QueueShareExceeded,
     RateLimited,
 )
-from imageforge.jobs.job import Caller, Job, JobStatus
 from imageforge.jobs.queue import EmbeddedJobQueue, JobContext, QueueLimits
 from imageforge.jobs.store import JobStore
 

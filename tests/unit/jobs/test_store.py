@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imageforge.jobs.job import Job, JobStatus
+from imageforge.domain import Job, JobStatus
 from imageforge.jobs.store import JobStore
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from imageforge.domain import StyleTemplate
 from imageforge.errors import InvalidRequest, TemplateNotFound
-from imageforge.prompting.templates import BUILTIN_TEMPLATES, StyleTemplate, load_templates
+from imageforge.prompting.templates import BUILTIN_TEMPLATES, load_templates
 
 BUILTIN_KEYS = ["whiteboard", "icon", "illustration", "photo", "sketch", "poster"]
 

@@ -16,9 +16,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from imageforge import __version__
-from imageforge.config import is_loopback
+from imageforge.domain import is_loopback
 from imageforge.service import ImageService
-from imageforge.storage.audit import AuditLog
 from imageforge.transports.http import browser
 from imageforge.transports.http.audit import AuditTrail
 from imageforge.transports.http.auth import AccessRule, ApiKeys, RequireApiKey
@@ -49,7 +48,6 @@ def create_app(
     image_urls: ImageUrlSigner | None = None,
     allowed_hosts: Collection[str] = (),
     cors_origins: Collection[str] = (),
-    audit: AuditLog | None = None,
     insecure_no_auth: bool = False,
     mcp_sessions_per_client: int = 16,
 ) -> FastAPI:
@@ -57,20 +55,19 @@ def create_app(
 
     `warmup` loads the default model at startup instead of on first use; `host` is the address served, which
     with `allowed_hosts` decides the Host names answered (`*`: any); `cors_origins` are the other web pages that
-    may call the API; `audit` records who did what. While `api_keys` has any key, image links in results are signed
-    by `image_urls` (by default with a secret of this process's own). Without any key, the server answers everyone
-    on a loopback `host` or with `insecure_no_auth`, and nobody elsewhere (`AccessRule`). Each client may hold
-    `mcp_sessions_per_client` MCP sessions.
+    may call the API; the service's audit log records who did what. While `api_keys` has any key, image links in
+    results are signed by `image_urls` (by default with a secret of this process's own). Without any key, the
+    server answers everyone on a loopback `host` or with `insecure_no_auth`, and nobody elsewhere (`AccessRule`).
+    Each client may hold `mcp_sessions_per_client` MCP sessions.
     """
     # Not `api_keys or`: an ApiKeys whose file holds no key yet is false, and must stay to see keys added later.
     keys = api_keys if api_keys is not None else ApiKeys()
     signer = image_urls or ImageUrlSigner(secrets.token_bytes(SECRET_BYTES), DEFAULT_LINK_LIFETIME_S)
-    audit = audit or AuditLog()
 
     def image_query(name: str) -> str:
         return f"?{signer.query(name)}" if keys else ""
 
-    mcp = build_mcp_server(service, replace(mcp_options or McpOptions(), image_query=image_query), audit=audit)
+    mcp = build_mcp_server(service, replace(mcp_options or McpOptions(), image_query=image_query))
     # The app-wide Host and Origin checks below cover /mcp; the SDK's own copy of them stays off. Building the app
     # creates the session manager; the endpoint itself is served below, wrapped.
     mcp.streamable_http_app(
@@ -116,7 +113,7 @@ def create_app(
     hosts = browser.allowed_hosts(host, allowed_hosts)
     app.state.allowed_hosts = "*" if hosts is None else sorted(hosts)
     app.add_middleware(browser.AllowedHosts, hosts=hosts)
-    app.add_middleware(AuditTrail, log=audit, tool_paths=[MCP_PATH])
+    app.add_middleware(AuditTrail, service=service, tool_paths=[MCP_PATH])
     # Outermost: every check below sees a HEAD as the GET it stands for.
     app.add_middleware(HeadAsGet)
     for router in (health.router, models.router, images.router, jobs.router, prompting.router):

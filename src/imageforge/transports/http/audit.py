@@ -16,7 +16,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imageforge.storage.audit import AuditLog
+from imageforge.service import ImageService
 from imageforge.transports.clients import client_of
 from imageforge.transports.http.browser import STATE_CHANGING
 
@@ -43,18 +43,18 @@ def note_audit(request: Request, **details: Any) -> None:
 
 
 class AuditTrail:
-    """ASGI middleware writing an `AuditLog` record per request of interest, after its response.
+    """ASGI middleware writing an audit record through the service per request of interest, after its response.
 
     `tool_paths` are endpoints whose calls are recorded by what serves them (the MCP tools).
     """
 
-    def __init__(self, app: ASGIApp, *, log: AuditLog, tool_paths: Collection[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, *, service: ImageService, tool_paths: Collection[str] = ()) -> None:
         self.app = app
-        self.log = log
+        self.service = service
         self.tool_paths = frozenset(tool_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.log.path is None:
+        if scope["type"] != "http" or not self.service.auditing:
             await self.app(scope, receive, send)
             return
         status = 500  # what the client gets when the app raises before it answers
@@ -84,7 +84,7 @@ class AuditTrail:
         code = _error_code(error_body, status) if status >= 400 else None
         writes = scope["method"] in STATE_CHANGING and scope["path"] not in self.tool_paths
         if writes or code in REFUSALS:
-            self.log.record(
+            self.service.audit(
                 client=client_of(scope),
                 action=f"{scope['method']} {scope['path']}",
                 outcome=code or "ok",

@@ -16,7 +16,7 @@ from collections.abc import Collection
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from imageforge.config import is_loopback
+from imageforge.domain import is_loopback
 from imageforge.transports.http.errors import error_response
 
 #: The names a loopback server answers to, on any port.

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from imageforge.jobs.job import Caller
+from imageforge.domain import Caller
 from imageforge.service import ImageService
 from imageforge.transports.clients import caller_of
 

@@ -24,12 +24,20 @@ from mcp_types import INVALID_PARAMS, CallToolResult, ContentBlock, TextContent,
 from pydantic import BaseModel, Field
 
 from imageforge import __version__
-from imageforge.domain import GenerationParams, ImageResult, ImageSource, Task
+from imageforge.domain import (
+    LOCAL_CALLER,
+    LOCAL_CLIENT,
+    Caller,
+    GenerationParams,
+    ImageResult,
+    ImageSource,
+    Job,
+    JobStatus,
+    StyleTemplate,
+    Task,
+)
 from imageforge.errors import ImageforgeError, InvalidRequest, JobNotReady
-from imageforge.jobs.job import LOCAL_CALLER, LOCAL_CLIENT, Caller, Job, JobStatus
-from imageforge.prompting.templates import StyleTemplate
 from imageforge.service import ImageService
-from imageforge.storage.audit import AuditLog
 from imageforge.transports import clients
 from imageforge.transports.mcp.content import image_link, metadata_content, preview_content
 
@@ -142,14 +150,12 @@ class McpOptions:
     image_query: Callable[[str], str] = lambda name: ""
 
 
-def build_mcp_server(
-    service: ImageService, options: McpOptions = McpOptions(), *, audit: AuditLog | None = None
-) -> MCPServer:
-    """The imageforge MCP server on `service`; the caller starts and closes the service. `audit` records the
-    calls that submit or cancel jobs."""
+def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) -> MCPServer:
+    """The imageforge MCP server on `service`; the caller starts and closes the service. Calls that submit or
+    cancel jobs are audited through the service."""
     # The SDK configures the root logger at this level; imageforge's own logging is set up by its entry points.
     mcp = MCPServer(name="imageforge", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
-    tools = _Tools(service, options, audit or AuditLog())
+    tools = _Tools(service, options)
     restricted_use = service.policy.restricted_use
     restricted = f" Restricted use: {restricted_use}" if restricted_use else ""
     drawing = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
@@ -409,10 +415,9 @@ def _add_template(mcp: MCPServer, service: ImageService, template: StyleTemplate
 class _Tools:
     """What the tools share: running a job with progress and cancellation, and shaping results."""
 
-    def __init__(self, service: ImageService, options: McpOptions, audit: AuditLog) -> None:
+    def __init__(self, service: ImageService, options: McpOptions) -> None:
         self._service = service
         self._options = options
-        self._audit = audit
 
     async def generate(self, ctx: Context, params: GenerationParams, tool: str) -> CallToolResult:
         """Submit the caller's job, report its steps as progress, and return its image; cancelling the call
@@ -431,7 +436,7 @@ class _Tools:
         return answer
 
     def _record(self, client: str, tool: str, outcome: str, job_id: str | None, prompt: str | None) -> None:
-        self._audit.record(client=client, action=f"mcp {tool}", outcome=outcome, job_id=job_id, prompt=prompt)
+        self._service.audit(client=client, action=f"mcp {tool}", outcome=outcome, job_id=job_id, prompt=prompt)
 
     def _record_call(self, audit: tuple[Context, str, str | None] | None, outcome: str, job_id: str | None) -> None:
         if audit is not None:

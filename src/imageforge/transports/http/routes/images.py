@@ -12,8 +12,7 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from imageforge.domain import GenerationParams, ImageResult
-from imageforge.jobs.job import Caller, Job
+from imageforge.domain import Caller, GenerationParams, ImageResult, Job
 from imageforge.service import ImageService
 from imageforge.transports.http.audit import note_audit
 from imageforge.transports.http.deps import RequestCaller, Service

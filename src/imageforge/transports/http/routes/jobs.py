@@ -12,8 +12,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from imageforge.domain import Job, JobEvent, JobStatus
 from imageforge.errors import ImageforgeError
-from imageforge.jobs.job import Job, JobEvent, JobStatus
 from imageforge.transports.http.audit import note_audit
 from imageforge.transports.http.deps import RequestCaller, Service
 from imageforge.transports.http.schemas import (
