@@ -7,8 +7,8 @@ and format what comes back; they never call each other.
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import contextlib
 import hashlib
 import io
 import logging
@@ -30,7 +30,6 @@ from imageforge.domain import (
     LOCAL_CALLER,
     AssistResult,
     Caller,
-    CancelCheck,
     Decoder,
     GenerationParams,
     GenerationRequest,
@@ -56,7 +55,6 @@ from imageforge.errors import (
     ImageNotFound,
     InvalidRequest,
     JobExpired,
-    JobFinished,
     JobNotFound,
     StorageUnavailable,
     UnsupportedOperation,
@@ -96,10 +94,6 @@ class ServiceLimits:
     assist_concurrency: int = 2
     #: how long `close` waits for the running job to stop at its next step
     shutdown_timeout_s: float = 5.0
-
-
-def _never_cancel() -> bool:
-    return False
 
 
 def _ignore_progress(progress: Progress) -> None:
@@ -175,26 +169,22 @@ class ImageService:
         params: GenerationParams,
         *,
         on_progress: ProgressCallback = _ignore_progress,
-        should_cancel: CancelCheck = _never_cancel,
     ) -> ImageResult:
-        """Submit a job and wait for its image: the synchronous form of `submit`.
+        """Submit a job and wait for its image: the synchronous form of `submit` and `wait`, for a caller without
+        an event loop (the command line's in-process path); `on_progress` hears each step.
 
         The job belongs to the queue, not to the caller: a caller that goes away leaves it to finish, and its
-        result stays readable (and cached when seeded). `should_cancel` turning true cancels the job.
+        result stays readable (and cached when seeded); closing the service stops it.
         """
         job = self.submit(params)
-        after = -1
-        while True:
-            for event in self._queue.events(job.id, after, timeout=0.5):
-                after = event.index
+
+        async def follow() -> Job:
+            async for event in self.follow(job.id):
                 if event.type == "progress":
                     on_progress(Progress(step=event.data["step"], total=event.data["total"]))
-            current = self._queue.get(job.id)
-            if current.status.is_terminal:
-                return self.image_result(current)
-            if should_cancel():
-                with contextlib.suppress(JobFinished):
-                    self._queue.cancel(job.id)
+            return self._queue.get(job.id)
+
+        return self.image_result(asyncio.run(follow()))
 
     def wait_job(self, job_id: str, timeout: float | None = None) -> Job:
         """Block until the job ends (or `timeout` passes) and return it as it is then."""
