@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import secrets
 import threading
 import time
@@ -30,11 +29,9 @@ from imageforge.errors import (
     JobExpired,
     JobFinished,
     JobNotFound,
-    QueueFull,
-    QueueShareExceeded,
-    RateLimited,
     StorageUnavailable,
 )
+from imageforge.jobs.admission import Admission
 from imageforge.jobs.owner import OwnerLock
 from imageforge.jobs.store import JobStore
 
@@ -186,10 +183,6 @@ class QueueLimits:
     client_jobs_per_minute: int = 0
 
 
-#: The window of the per-client rate limit.
-RATE_WINDOW_S = 60.0
-
-
 class EmbeddedJobQueue:
     """One worker thread running jobs FIFO, records in a `JobStore`, events kept in memory."""
 
@@ -210,8 +203,14 @@ class EmbeddedJobQueue:
         self._closing = False
         self._threads: list[threading.Thread] = []
         self._recent_run_s: deque[float] = deque(maxlen=8)
-        #: per client, when its jobs of the last RATE_WINDOW_S were accepted
-        self._accepted_at: dict[str, deque[float]] = {}
+        self._admission = Admission(
+            max_queued=limits.max_queued,
+            client_share=limits.client_share,
+            jobs_per_minute=limits.client_jobs_per_minute,
+            held_by=self.held_by,
+            retry_after_s=self._retry_after_s,
+            clock=clock,
+        )
         #: the store's last write failure, until a write succeeds again
         self._fault: StorageUnavailable | None = None
         #: records the store could not take, kept in memory (and readable) until it can
@@ -311,13 +310,7 @@ class EmbeddedJobQueue:
                     return self._current(earlier.id)
             if dedupe_key is not None and dedupe_key in self._inflight_by_dedupe:
                 return self._current(self._inflight_by_dedupe[dedupe_key])
-            if len(self._pending) >= self._limits.max_queued:
-                raise QueueFull(
-                    f"The queue is full ({self._limits.max_queued} jobs waiting).",
-                    hint="Retry after the time in the Retry-After header.",
-                    retry_after_s=self._retry_after_s(),
-                )
-            self._check_client(client)
+            self._admission.check_job(client, waiting=len(self._pending))
             job = Job(
                 id=secrets.token_hex(8),
                 kind=kind,
@@ -329,8 +322,7 @@ class EmbeddedJobQueue:
                 client=client,
             )
             self._save(job)
-            if self._limits.client_jobs_per_minute:
-                self._accepted_at.setdefault(client, deque()).append(job.created_at)
+            self._admission.accepted(client, job.created_at)
             self._live[job.id] = _Live(job, events=[_state_event(job, 0)])
             self._pending.append(job.id)
             if dedupe_key is not None:
@@ -452,7 +444,7 @@ class EmbeddedJobQueue:
             if live is not None:
                 # A client's own job costs it one place whether it follows it or not; every further follow costs.
                 if not live.job.status.is_terminal and live.follows_by(client) >= int(live.job.client == client):
-                    self._check_share(client)
+                    self._admission.check_share(client)
                 live.followers.append(waker)
                 live.previews_wanted |= previews
                 current = _state_event(live.job, len(live.events) - 1)
@@ -639,41 +631,6 @@ class EmbeddedJobQueue:
                 for live in self._live.values()
                 if not live.job.status.is_terminal
             )
-
-    def _check_share(self, client: str) -> None:
-        """Refuse one more job or follow of `client` past its share of the queue (caller holds the lock)."""
-        share = self._limits.client_share
-        if share is None:
-            return
-        held = self.held_by(client)
-        if held >= share:
-            raise QueueShareExceeded(
-                f"You have {held} jobs waiting or running (each request waiting on one counts), your share of "
-                "this server's queue.",
-                hint="Wait for one to finish (or cancel one, or close a wait on one), then try again; the server's "
-                "admin sets the share with IMAGEFORGE_QUEUE_SHARE.",
-                retry_after_s=self._retry_after_s(),
-            )
-
-    def _check_client(self, client: str) -> None:
-        """Refuse a new job of `client` over its share of the queue or its rate (caller holds the lock)."""
-        self._check_share(client)
-        per_minute = self._limits.client_jobs_per_minute
-        accepted = self._accepted_at.get(client)
-        if not per_minute or not accepted:
-            return
-        now = self._clock()
-        while accepted and accepted[0] <= now - RATE_WINDOW_S:
-            accepted.popleft()
-        if len(accepted) >= per_minute:
-            raise RateLimited(
-                f"You submitted {len(accepted)} jobs in the last minute, the most this server accepts.",
-                hint="Retry after the time in the Retry-After header; the server's admin sets the rate with "
-                "IMAGEFORGE_RATE_LIMIT.",
-                retry_after_s=max(1, math.ceil(accepted[0] + RATE_WINDOW_S - now)),
-            )
-        if not accepted:
-            del self._accepted_at[client]
 
     def _retry_after_s(self) -> int:
         typical = sum(self._recent_run_s) / len(self._recent_run_s) if self._recent_run_s else 5.0

@@ -154,6 +154,8 @@ async def test_a_follow_ends_interrupted_when_the_queue_closes_first(tmp_path: P
     queued = queue.submit("steps", {"name": "queued"})
     events = queue.follow(queued.id)
     assert (await anext(events)).data["status"] == "queued"
+    # The worker has taken the first job (on a busy machine it may not have yet when the test gets here).
+    assert await asyncio.to_thread(queue.events, running.id, 0, WAIT), "the first job is running"
 
     closing = asyncio.ensure_future(asyncio.to_thread(queue.close, 0.1))
     with pytest.raises(Interrupted):
