@@ -126,6 +126,7 @@ class DiffusersModel:
     def generate(
         self, request: GenerationRequest, on_progress: ProgressCallback, should_cancel: CancelCheck
     ) -> Generated:
+        """The image `request` asks for; each step is reported to `on_progress`, and `should_cancel` stops it."""
         torch = import_torch()
         pipe = self._pipeline(request.task)
         fast = request.decoder is Decoder.FAST
@@ -242,6 +243,7 @@ class DiffusersModel:
         return len(tokenizer(prompt, truncation=False).input_ids), window
 
     def close(self) -> None:
+        """Drop the pipelines, the fast decoder and the cached embeddings, and give their memory back."""
         self._pipelines.clear()
         self._embeddings.clear()
         self._fast_decoder = None
