@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-from imageforge.engine.backends import diffusers as backend_module
-from imageforge.engine.backends.diffusers import DiffusersBackend
+from imageforge.engine.backends.diffusers import DiffusersBackend, loading
+from imageforge.engine.backends.diffusers.device import is_out_of_memory
 from imageforge.engine.catalog import build_catalog
 from imageforge.errors import OutOfMemory
 
@@ -25,11 +25,11 @@ from imageforge.errors import OutOfMemory
     ids=["cuda", "mps", "cpu", "python"],
 )
 def test_allocator_failures_of_every_device_count_as_out_of_memory(failure: BaseException) -> None:
-    assert backend_module._is_out_of_memory(failure)
+    assert is_out_of_memory(failure)
 
 
 def test_other_runtime_errors_are_not_out_of_memory() -> None:
-    assert not backend_module._is_out_of_memory(RuntimeError("shape mismatch"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
 
 
 def test_running_out_of_memory_while_loading_is_reported_with_a_hint(
@@ -41,7 +41,7 @@ def test_running_out_of_memory_while_loading_is_reported_with_a_hint(
     def exhaust(*args: Any) -> Any:
         return torch.empty(2**50, dtype=torch.uint8)  # 1 PiB: the real CPU allocator refuses
 
-    monkeypatch.setattr(DiffusersBackend, "_load_pipeline", exhaust)
+    monkeypatch.setattr(loading, "_pipeline_from_weights", exhaust)
 
     with pytest.raises(OutOfMemory) as raised:
         backend.load(spec)

@@ -1,0 +1,86 @@
+"""`DiffusersBackend`: the engine's `ImageBackend` on one torch device, tying weights, loading and running."""
+
+from __future__ import annotations
+
+import threading
+from functools import partial
+from pathlib import Path
+
+from imageforge.domain import ModelSpec
+from imageforge.engine.backends import speed
+from imageforge.engine.backends.diffusers import loading
+from imageforge.engine.backends.diffusers.device import import_torch, memory_gb, resolve_device
+from imageforge.engine.backends.diffusers.library_logs import quiet_libraries
+from imageforge.engine.backends.diffusers.running import DiffusersModel
+from imageforge.engine.backends.diffusers.weights import Weights
+from imageforge.engine.protocol import DeviceInfo, EngineOptions
+
+
+class DiffusersBackend:
+    """Loads catalog models with diffusers on one device."""
+
+    def __init__(self, *, device: str, models_path: Path, options: EngineOptions | None = None) -> None:
+        self._device_setting = device
+        self._options = options or EngineOptions()
+        self._weights = Weights(models_path, dtype=lambda: self.runtime().dtype)
+        self._info: DeviceInfo | None = None
+        self._runtime: speed.Runtime | None = None
+        self._info_lock = threading.Lock()
+
+    def device_info(self) -> DeviceInfo:
+        """The device, dtype and library versions; the first call imports torch and diffusers and chooses the
+        runtime."""
+        with self._info_lock:
+            if self._info is None:
+                import diffusers
+                import transformers
+
+                quiet_libraries()
+                torch = import_torch()
+                device = resolve_device(self._device_setting)
+                self._runtime = speed.choose_runtime(device, self._options)
+                self._info = DeviceInfo(
+                    device=device,
+                    dtype=self._runtime.dtype,
+                    cuda_available=torch.cuda.is_available(),
+                    mps_available=torch.backends.mps.is_available(),
+                    versions={
+                        "torch": torch.__version__,
+                        "diffusers": diffusers.__version__,
+                        "transformers": transformers.__version__,
+                    },
+                    memory_gb=memory_gb(device),
+                    runtime=self._runtime.as_dict(),
+                )
+            return self._info
+
+    def runtime(self) -> speed.Runtime:
+        """The speed settings chosen for this device (chosen with `device_info`, once per backend)."""
+        self.device_info()
+        assert self._runtime is not None
+        return self._runtime
+
+    def fingerprint(self) -> str:
+        """The libraries, device and dtype that results depend on."""
+        info = self.device_info()
+        return f"diffusers={info.versions['diffusers']};torch={info.versions['torch']};{info.device};{info.dtype}"
+
+    def weights_present(self, spec: ModelSpec) -> bool:
+        """Whether everything `spec` loads is on this machine."""
+        return self._weights.present(spec)
+
+    def pull(self, spec: ModelSpec) -> str:
+        """Fetch the weights of `spec` ahead of time; returns where they are."""
+        return self._weights.pull(spec)
+
+    def load(self, spec: ModelSpec) -> DiffusersModel:
+        """`spec` loaded on this backend's device, ready to generate."""
+        runtime = self.runtime()
+        pipe, fast_decoder = loading.load(spec, runtime, self._weights)
+        return DiffusersModel(
+            spec,
+            pipe,
+            runtime,
+            fast_decoder=fast_decoder,
+            load_fast_decoder=partial(loading.load_fast_decoder, spec, runtime, self._weights),
+        )

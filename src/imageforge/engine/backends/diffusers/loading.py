@@ -1,0 +1,224 @@
+"""Building a model's diffusers pipeline from its weights, on the device and in the dtype of the runtime.
+
+Every model loads through `from_pretrained` (a Hub repo id or a local diffusers folder) or `from_single_file`
+(one local `.safetensors`), always with safetensors only; a FLUX transformer may come from one GGUF file, a LoRA is
+fused in, and the scheduler may be swapped for the one the catalog names.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+
+from imageforge.domain import Family, ModelSpec
+from imageforge.engine.backends import speed
+from imageforge.engine.backends.diffusers.device import import_torch, is_out_of_memory, out_of_memory, release_memory
+from imageforge.engine.backends.diffusers.weights import (
+    Weights,
+    diffusers_folder,
+    has_file,
+    is_local,
+    offline,
+    single_file,
+    unavailable,
+    variant,
+)
+from imageforge.errors import ModelUnsupported, WeightsUnavailable
+
+log = logging.getLogger(__name__)
+
+_PIPELINES = {
+    Family.SD: "StableDiffusionPipeline",
+    Family.SDXL: "StableDiffusionXLPipeline",
+    Family.FLUX: "FluxPipeline",
+    Family.FLUX2_KLEIN: "Flux2KleinPipeline",
+}
+
+
+def load(spec: ModelSpec, runtime: speed.Runtime, weights: Weights) -> tuple[Any, Any]:
+    """The text2img pipeline of `spec`, ready on the runtime's device, and its fast decoder when that is on disk
+    (None otherwise: the first request for it loads it, see `load_fast_decoder`)."""
+    dtype = getattr(import_torch(), runtime.dtype)
+    pipeline_class = _pipeline_class(spec)
+    failure = None
+    try:
+        pipe = _pipeline_from_weights(spec, pipeline_class, dtype, weights)
+        pipe.set_progress_bar_config(disable=True)
+        if speed.offload_to_cpu(runtime, spec.est_memory_gb):
+            log.info(
+                "%s (~%.1f GB) does not fit the free GPU memory: offloading to the CPU",
+                spec.key,
+                spec.est_memory_gb,
+            )
+            pipe.enable_model_cpu_offload(device=runtime.device)
+        else:
+            pipe = pipe.to(runtime.device)
+        speed.prepare(pipe, runtime)
+        fast_decoder = load_fast_decoder(spec, runtime, weights) if _fast_decoder_present(spec) else None
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            error = _load_error(spec, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        failure = str(exc).splitlines()[0]
+    if failure is not None:
+        # Outside the handler, so that the traceback no longer holds the half-loaded weights.
+        release_memory(runtime.device)
+        raise out_of_memory(runtime.device, f"loading '{spec.key}'", failure)
+    return pipe, fast_decoder
+
+
+def load_fast_decoder(spec: ModelSpec, runtime: speed.Runtime, weights: Weights) -> Any:
+    """The tiny autoencoder of `spec`, through the same offline and safetensors rules as every model."""
+    from diffusers import AutoencoderTiny
+
+    assert spec.fast_decoder is not None
+    torch = import_torch()
+    source = str(weights.builtin_fast_decoder()) if spec.builtin else spec.fast_decoder
+    try:
+        if is_local(source) and not Path(source).is_dir():
+            raise FileNotFoundError(source)
+        if not is_local(source) and offline() and not has_file(source, "config.json"):
+            raise FileNotFoundError(f"{source} is not in the Hugging Face cache and HF_HUB_OFFLINE is set")
+        decoder = AutoencoderTiny.from_pretrained(source, dtype=getattr(torch, runtime.dtype), use_safetensors=True)
+    except OSError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsUnavailable(
+            f"The fast decoder of '{spec.key}' ({source}) is not on this machine and could not be fetched: {reason}",
+            hint=(
+                f'Use decoder "full", or on a machine with internet access run `imageforge models pull '
+                f"{spec.key}` (it fetches the fast decoder too)."
+            ),
+        ) from exc
+    decoder = decoder.to(runtime.device)
+    if runtime.channels_last:
+        decoder.to(memory_format=torch.channels_last)
+    return decoder
+
+
+def _diffusers_attr(name: str) -> Any:
+    import diffusers
+
+    return getattr(diffusers, name, None)
+
+
+def _pipeline_class(spec: ModelSpec) -> Any:
+    pipeline_name = _PIPELINES[spec.family]
+    pipeline_class = _diffusers_attr(pipeline_name)
+    if pipeline_class is None:
+        import diffusers
+
+        raise ModelUnsupported(
+            f"Model '{spec.key}' needs diffusers' {pipeline_name}, which diffusers {diffusers.__version__} lacks.",
+            hint="Upgrade diffusers (pip install -U diffusers) and restart.",
+        )
+    return pipeline_class
+
+
+def _fast_decoder_present(spec: ModelSpec) -> bool:
+    if spec.fast_decoder is None:
+        return False
+    if spec.builtin:
+        return True
+    return has_file(spec.fast_decoder, "config.json")
+
+
+def _load_error(spec: ModelSpec, exc: Exception) -> Exception:
+    """What a failed load tells the client: missing weights, a missing package, an unreadable file."""
+    if isinstance(exc, ImportError):
+        return ModelUnsupported(
+            f"Model '{spec.key}' needs a package that is not installed: {exc}",
+            hint="Install the package the message names into imageforge's environment and restart.",
+        )
+    if isinstance(exc, OSError):
+        return unavailable(spec, exc)
+    if isinstance(exc, SafetensorError):
+        return WeightsUnavailable(
+            f"A weights file of '{spec.key}' is not a readable safetensors file: {exc}",
+            hint="Fetch the file again; imageforge loads safetensors only, never pickled weights under any name.",
+        )
+    return exc
+
+
+def _pipeline_from_weights(spec: ModelSpec, pipeline_class: Any, dtype: Any, weights: Weights) -> Any:
+    source = str(weights.builtin_model(spec)) if spec.builtin else spec.source
+    extra: dict[str, Any] = {}
+    if spec.transformer_file:
+        extra["transformer"] = _quantized_transformer(
+            spec.transformer_file, dtype, config=source, revision=spec.revision
+        )
+    if source.endswith(".safetensors"):
+        if not Path(source).is_file():
+            raise FileNotFoundError(source)
+        pipe = pipeline_class.from_single_file(source, dtype=dtype, **extra)
+    else:
+        if is_local(source) and not Path(source).is_dir():
+            raise FileNotFoundError(source)
+        folder = diffusers_folder(source, spec.revision)
+        if folder is None and not offline():  # a first use fetches what `models pull` does, then reads it
+            folder = Path(weights.pull(spec))
+            source = str(folder)
+        pipe = pipeline_class.from_pretrained(
+            source,
+            dtype=dtype,
+            use_safetensors=True,
+            revision=spec.revision,
+            variant=variant(folder, str(dtype).removeprefix("torch.")),
+            **extra,
+        )
+    if spec.scheduler:
+        scheduler_class = _diffusers_attr(spec.scheduler)
+        if scheduler_class is None:
+            raise ModelUnsupported(f"Unknown scheduler '{spec.scheduler}' for model '{spec.key}'.")
+        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+    if spec.lora:
+        _fuse_lora(pipe, spec.lora)
+    return pipe
+
+
+def _quantized_transformer(reference: str, dtype: Any, *, config: str, revision: str | None) -> Any:
+    """The FLUX transformer from one `.gguf` file, configured from the `transformer` folder of `config`.
+
+    Naming the config source keeps the load offline once the source is on disk; without it diffusers
+    guesses a Hub repo from the checkpoint's keys and fetches that repo's config.
+    """
+    from diffusers import FluxTransformer2DModel, GGUFQuantizationConfig
+
+    if not reference.lower().endswith(".gguf"):
+        raise ModelUnsupported(f"The transformer file {reference} is not a .gguf file; only GGUF files load here.")
+    return FluxTransformer2DModel.from_single_file(
+        single_file(reference),
+        quantization_config=GGUFQuantizationConfig(compute_dtype=dtype),
+        dtype=dtype,
+        config=config,
+        subfolder="transformer",
+        config_revision=revision,
+    )
+
+
+def _fuse_lora(pipe: Any, reference: str) -> None:
+    """Load LoRA weights (a local `.safetensors` file or folder, or a Hub repo id) and fuse them into the pipeline.
+
+    `use_safetensors=True` also turns off diffusers' fallback to pickled `.bin` LoRA weights, and a local
+    file must be `.safetensors`: diffusers would unpickle a file of any other name it is given.
+    """
+    if is_local(reference):
+        path = Path(reference)
+        if not path.exists():
+            raise FileNotFoundError(reference)
+        if path.is_file():
+            if path.suffix.lower() != ".safetensors":
+                raise WeightsUnavailable(
+                    f"The LoRA file {reference} is not a .safetensors file.",
+                    hint="imageforge loads safetensors weights only; pickled LoRA files can run code when loaded.",
+                )
+            pipe.load_lora_weights(str(path.parent), weight_name=path.name, use_safetensors=True)
+        else:
+            pipe.load_lora_weights(str(path), use_safetensors=True)
+    else:
+        pipe.load_lora_weights(reference, use_safetensors=True)
+    pipe.fuse_lora()
