@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from PIL import Image
+from pydantic import BaseModel, Field
 
 from imageforge.errors import InvalidRequest
 
@@ -497,3 +498,53 @@ class StyleTemplate:
 def is_loopback(host: str) -> bool:
     """Whether binding `host` keeps the server on this machine."""
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+# -- the model catalog as clients see it ------------------------------------------------------------------
+
+
+class ModelDefaults(BaseModel):
+    """What a request to this model gets for each field it leaves out."""
+
+    steps: int
+    guidance: float
+    width: int
+    height: int
+
+
+class ModelGuard(BaseModel):
+    """The setting that must be on before a model may load, and why it is off by default."""
+
+    setting: str = Field(description="The setting that allows it, e.g. ALLOW_FLUX.")
+    allowed: bool = Field(description="Whether this server has it on.")
+    reason: str
+
+
+class ModelInfo(BaseModel):
+    """One catalog entry with its capabilities, defaults, guard and local availability: GET /models and the MCP
+    tool list_models show the same."""
+
+    key: str = Field(description="What a request's `model` names.")
+    description: str
+    family: str = Field(description="sd, sdxl, flux or flux2-klein.")
+    source: str = Field(description="A Hugging Face repo id or a local path.")
+    tasks: list[str] = Field(description="The operations it runs: text2img, img2img, inpaint.")
+    defaults: ModelDefaults
+    size_multiple: int = Field(description="Width and height must be multiples of this.")
+    est_memory_gb: float = Field(description="About how much memory it takes once loaded.")
+    guard: ModelGuard | None = None
+    available: bool = Field(description="Whether this server may run it (its guard, if any, is on).")
+    quality_note: str = ""
+    notice: str | None = Field(None, description="Why it behaves other than its name says, when it does.")
+    smoke_test: bool = Field(description="Built by imageforge from random weights (the offline `tiny` model).")
+    weights_present: bool = Field(description="Whether its weights are on this machine.")
+    resident: bool = Field(description="Whether it is loaded now.")
+    default: bool = Field(description="Whether requests without `model` use it.")
+
+
+class ModelCatalog(BaseModel):
+    """Every model this server knows, with the default and the largest size it accepts."""
+
+    default: str = Field(description="The model of requests that name none.")
+    max_res: int = Field(description="The largest width or height accepted (MAX_RES).")
+    models: list[ModelInfo]

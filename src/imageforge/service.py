@@ -38,6 +38,10 @@ from imageforge.domain import (
     Job,
     JobEvent,
     JobStatus,
+    ModelCatalog,
+    ModelDefaults,
+    ModelGuard,
+    ModelInfo,
     ModelSpec,
     Progress,
     ProgressCallback,
@@ -596,38 +600,42 @@ class ImageService:
 
     # -- catalog and health -------------------------------------------------------------------------
 
-    def list_models(self) -> list[dict[str, Any]]:
+    def list_models(self) -> ModelCatalog:
         """Every catalog entry with its capabilities, defaults, guard and local availability."""
         resident = set(self.resident_models())
-        return [self._describe(spec, resident) for spec in self.catalog]
+        return ModelCatalog(
+            default=self.default_model,
+            max_res=self.limits.max_res,
+            models=[self._describe(spec, resident) for spec in self.catalog],
+        )
 
-    def _describe(self, spec: ModelSpec, resident: set[str]) -> dict[str, Any]:
+    def _describe(self, spec: ModelSpec, resident: set[str]) -> ModelInfo:
         allowed = self.catalog.is_allowed(spec)
-        return {
-            "key": spec.key,
-            "description": spec.description,
-            "family": spec.family.value,
-            "source": spec.source,
-            "tasks": [task.value for task in spec.tasks],
-            "defaults": {
-                "steps": spec.default_steps,
-                "guidance": spec.default_guidance,
-                "width": spec.default_size,
-                "height": spec.default_size,
-            },
-            "size_multiple": spec.size_multiple,
-            "est_memory_gb": spec.est_memory_gb,
-            "guard": None
+        return ModelInfo(
+            key=spec.key,
+            description=spec.description,
+            family=spec.family.value,
+            source=spec.source,
+            tasks=[task.value for task in spec.tasks],
+            defaults=ModelDefaults(
+                steps=spec.default_steps,
+                guidance=spec.default_guidance,
+                width=spec.default_size,
+                height=spec.default_size,
+            ),
+            size_multiple=spec.size_multiple,
+            est_memory_gb=spec.est_memory_gb,
+            guard=None
             if spec.guard is None
-            else {"setting": spec.guard, "allowed": allowed, "reason": GUARD_REASONS.get(spec.guard, "")},
-            "available": allowed,
-            "quality_note": spec.quality_note,
-            "notice": spec.notice or None,
-            "smoke_test": spec.builtin,
-            "weights_present": self._backend.weights_present(spec),
-            "resident": spec.key in resident,
-            "default": spec.key == self.default_model,
-        }
+            else ModelGuard(setting=spec.guard, allowed=allowed, reason=GUARD_REASONS.get(spec.guard, "")),
+            available=allowed,
+            quality_note=spec.quality_note,
+            notice=spec.notice or None,
+            smoke_test=spec.builtin,
+            weights_present=self._backend.weights_present(spec),
+            resident=spec.key in resident,
+            default=spec.key == self.default_model,
+        )
 
     def health(self) -> dict[str, Any]:
         """Service status: device, resident models, default model, version, Ollama reachability.

@@ -482,7 +482,7 @@ def models_list(
             raise typer.BadParameter("only the listing reads a server; `models pull` runs here.", param_hint="--server")
         return
     if server is None:
-        rows = _service(_settings()).list_models()
+        rows = _service(_settings()).list_models().model_dump()["models"]
     else:
         from imageforge.errors import ImageforgeError
 

@@ -70,3 +70,16 @@ def test_a_foreign_host_header_is_refused_on_a_loopback_server(server_url: str) 
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "host_not_allowed"
+
+
+async def test_list_models_over_mcp_answers_what_get_models_answers(server_url: str) -> None:
+    over_http = httpx.get(f"{server_url}/models").json()
+    async with Client(f"{server_url}/mcp") as mcp:
+        tools = {tool.name: tool for tool in (await mcp.list_tools()).tools}
+        result = await mcp.call_tool("list_models", {})
+
+    assert not result.is_error
+    assert {"ok": True, **(result.structured_content or {})} == over_http
+    # The tool declares the shape it answers in, as the HTTP API's schema does.
+    output_schema = tools["list_models"].output_schema or {}
+    assert {"default", "max_res", "models"} <= set(output_schema.get("properties", {}))

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from imageforge.domain import DEFAULT_STRENGTH, Decoder, GenerationParams, ImageSource, Task
+from imageforge.domain import DEFAULT_STRENGTH, Decoder, GenerationParams, ImageSource, ModelCatalog, Task
 from imageforge.errors import InvalidRequest
 
 ReturnMode = Literal["base64", "path", "both"]
@@ -210,6 +210,12 @@ class JobResponse(BaseModel):
 class JobListResponse(BaseModel):
     ok: Literal[True] = True
     jobs: list[JobResponse]
+
+
+class ModelListResponse(ModelCatalog):
+    """GET /models: the catalog as the service describes it."""
+
+    ok: Literal[True] = True
 
 
 class ModelStateResponse(BaseModel):

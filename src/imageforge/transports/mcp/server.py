@@ -33,6 +33,7 @@ from imageforge.domain import (
     ImageSource,
     Job,
     JobStatus,
+    ModelCatalog,
     StyleTemplate,
     Task,
 )
@@ -283,9 +284,8 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
         "and size, memory, whether its weights are on disk and whether it is loaded.",
         annotations=reading,
     )
-    async def list_models() -> dict[str, Any]:
-        models = await to_thread.run_sync(service.list_models)
-        return {"default": service.default_model, "models": models}
+    async def list_models() -> ModelCatalog:
+        return await to_thread.run_sync(service.list_models)
 
     @mcp.tool(
         description="Queue an image job and return its job_id at once, for slow models or big sizes. task is "

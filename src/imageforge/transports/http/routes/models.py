@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from imageforge.transports.http.deps import Service
-from imageforge.transports.http.schemas import ErrorResponse, ModelStateResponse
+from imageforge.transports.http.schemas import ErrorResponse, ModelListResponse, ModelStateResponse
 
 _ERRORS: dict[int | str, dict[str, object]] = {status: {"model": ErrorResponse} for status in (403, 404, 409, 501, 503)}
 router = APIRouter(tags=["models"], responses=_ERRORS)
 
 
 @router.get("/models", summary="The model catalog with capabilities, defaults, guards and local availability")
-def list_models(service: Service) -> dict[str, Any]:
+def list_models(service: Service) -> ModelListResponse:
     # max_res lets a client (the web UI) offer only sizes the server accepts.
-    return {
-        "ok": True,
-        "default": service.default_model,
-        "max_res": service.limits.max_res,
-        "models": service.list_models(),
-    }
+    return ModelListResponse(**service.list_models().model_dump())
 
 
 @router.post("/models/{key}/load", summary="Load a model now, so that the next job does not wait for it")
