@@ -8,13 +8,26 @@ import io
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from imageforge.config import Settings
+from imageforge.cli.settings import load_settings
+
+if TYPE_CHECKING:
+    from imageforge.config import Settings
 
 _PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "peft", "safetensors", "fastapi", "uvicorn")
+
+
+def check() -> None:
+    """Print the effective settings and what is installed, then exit."""
+    raise typer.Exit(print_check(load_settings()))
+
+
+def selftest() -> None:
+    """Generate, edit, inpaint and hit the cache with the offline `tiny` model, in a temporary folder."""
+    raise typer.Exit(run_selftest(load_settings()))
 
 
 def print_check(settings: Settings) -> int:

@@ -13,11 +13,14 @@ import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+import typer
+
+from imageforge.cli.settings import load_settings
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 #: A DNS name (a wildcard first label allowed) or, checked apart, an IP address.
 _DNS_NAME = re.compile(
@@ -25,6 +28,35 @@ _DNS_NAME = re.compile(
 )
 #: Long enough not to expire under a home server; 825 days is the longest some clients accept.
 VALID_DAYS = 825
+
+
+def selfsigned(
+    hosts: Annotated[
+        list[str] | None,
+        typer.Option("--host", help="Another name or IP clients use (a tailnet name, a LAN address); repeatable."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing pair.")] = False,
+) -> None:
+    """Make a self-signed certificate and key in DATA_DIR/tls/ and print the settings that serve HTTPS with them.
+
+    The certificate covers localhost, 127.0.0.1, ::1, this machine's hostname and each --host. Clients trust it
+    by its file (Client(verify=...), `imageforge mcp --ca-cert`) or by the printed SHA-256 fingerprint.
+    """
+    for host in hosts or []:
+        if not is_host_name(host):
+            raise typer.BadParameter(f"{host!r} is neither a DNS name nor an IP address.", param_hint="--host")
+    folder = load_settings().data_path / "tls"
+    existing = [path for path in (folder / "cert.pem", folder / "key.pem") if path.exists()]
+    if existing and not force:
+        typer.secho(f"error [tls_exists]: {existing[0]} already exists.", err=True, fg="red")
+        typer.echo("hint: pass --force to replace the pair (clients that trust the old certificate stop).", err=True)
+        raise typer.Exit(1)
+    pair = make_selfsigned(folder, hosts or [])
+    typer.echo(f"certificate for {', '.join(pair.names)}", err=True)
+    typer.echo(f"SHA-256 fingerprint: {pair.fingerprint}", err=True)
+    typer.echo("set these (in .env or the environment) and restart `imageforge serve`:", err=True)
+    typer.echo(f"IMAGEFORGE_TLS_CERT={pair.cert}")
+    typer.echo(f"IMAGEFORGE_TLS_KEY={pair.key}")
 
 
 @dataclass(frozen=True)
@@ -53,6 +85,12 @@ def is_host_name(name: str) -> bool:
 
 def make_selfsigned(folder: Path, hosts: list[str]) -> CertificatePair:
     """Write `cert.pem` and `key.pem` (0600) into `folder` for the names of `alt_names(hosts)`."""
+    # Imported here: `imageforge --help` loads this module to list the command, and needs no cryptography.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     names = alt_names(hosts)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"imageforge on {socket.gethostname()}")])
@@ -86,6 +124,8 @@ def make_selfsigned(folder: Path, hosts: list[str]) -> CertificatePair:
 
 
 def _general_name(name: str) -> x509.GeneralName:
+    from cryptography import x509
+
     try:
         return x509.IPAddress(ipaddress.ip_address(name))
     except ValueError:

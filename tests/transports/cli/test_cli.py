@@ -135,6 +135,25 @@ def test_models_pull_offline_exits_1_with_weights_unavailable_and_a_hint(
     assert done.stdout == ""
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["models"], ["models", "pull", "tiny"], ["templates"], ["assist", "a fox"], ["generate", "a fox", "--local"]],
+    ids=" ".join,
+)
+def test_every_command_that_starts_the_engine_names_a_folder_it_cannot_write_without_a_traceback(
+    command: list[str], user_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a folder")
+    monkeypatch.setenv("OUTPUT_DIR", str(in_the_way))
+
+    result = invoke(*command)
+
+    assert_refused(result, "folder_unwritable")
+    assert f"OUTPUT_DIR ({in_the_way}) is not a folder" in result.stderr
+    assert result.stderr.count("error [") == 1
+
+
 def test_check_prints_settings_and_package_versions(user_env: dict[str, str], data_dir: Path) -> None:
     result = invoke("check")
 

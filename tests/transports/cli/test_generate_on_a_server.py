@@ -219,7 +219,7 @@ def test_ctrl_c_cancels_the_job_on_the_server_and_exits_130(
 
 
 def test_ctrl_c_stops_following_whatever_the_follower_is_doing() -> None:
-    from imageforge.cli.main import _follow_until_ctrl_c
+    from imageforge.cli.ctrl_c import follow_until_ctrl_c
 
     following, release = threading.Event(), threading.Event()
 
@@ -237,7 +237,7 @@ def test_ctrl_c_stops_following_whatever_the_follower_is_doing() -> None:
     presser.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            _follow_until_ctrl_c(follow)
+            follow_until_ctrl_c(follow)
     finally:
         release.set()
         presser.join()

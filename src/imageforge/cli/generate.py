@@ -1,0 +1,190 @@
+"""`imageforge generate`: one image with a progress bar, on a server when one is given or answers on HOST:PORT,
+else in this process."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Never
+
+import typer
+
+from imageforge.cli.ctrl_c import INTERRUPTED, follow_until_ctrl_c
+from imageforge.cli.remote import connect, running_server
+from imageforge.cli.settings import load_settings
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from imageforge.client import GenerationOptions
+    from imageforge.config import Settings
+    from imageforge.domain import ImageResult, Progress
+
+
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Also copy the PNG here.")] = None,
+    model: Annotated[str | None, typer.Option(help="Catalog key (default: IMAGEFORGE_MODEL).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed; random when absent.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Guidance scale.")] = None,
+    width: Annotated[int | None, typer.Option(help="Width, a multiple of 8.")] = None,
+    height: Annotated[int | None, typer.Option(help="Height, a multiple of 8.")] = None,
+    negative: Annotated[str, typer.Option(help="Negative prompt.")] = "",
+    assist: Annotated[bool, typer.Option(help="Expand the prompt through the local LLM first.")] = False,
+    fast: Annotated[
+        bool, typer.Option("--fast", help="Decode with the tiny autoencoder: much faster on a CPU (decoder: fast).")
+    ] = False,
+    style: Annotated[
+        str | None,
+        typer.Option(help="Start from this style template (imageforge templates); the prompt is its subject."),
+    ] = None,
+    server: Annotated[
+        str | None, typer.Option(help="Run the job on the imageforge server at this URL (http://HOST:PORT).")
+    ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Run in this process even when a server answers on HOST:PORT.")
+    ] = False,
+) -> None:
+    """Generate one image, with a progress bar; prints the saved path.
+
+    With --style KEY the prompt is the template's body with PROMPT as its subject, at the template's size and
+    with its suggested negative prompt unless --width, --height or --negative say otherwise; the prompt used is
+    printed on stderr.
+
+    The job runs on the server given by --server, else on the one answering on HOST:PORT, else (or with
+    --local) in this process.
+    """
+    from imageforge.client import GenerationOptions
+
+    if server is not None and local:
+        raise typer.BadParameter("--server and --local exclude each other.", param_hint="--local")
+    options = GenerationOptions(
+        negative_prompt=negative,
+        model=model,
+        steps=steps,
+        guidance=guidance,
+        width=width,
+        height=height,
+        seed=seed,
+        assist_prompt=assist,
+        decoder="fast" if fast else "full",
+    )
+    settings = load_settings()
+    if server is None and not local:
+        server = running_server(settings)
+        if server is not None:
+            typer.echo(f"using the server at {server}", err=True)
+    if style is not None:
+        start = _style_start(style, prompt, settings, server)
+        prompt = start["prompt"]
+        options["width"] = start["width"] if width is None else width
+        options["height"] = start["height"] if height is None else height
+        options["negative_prompt"] = negative or start["negative_prompt"]
+        # A template is a starting point, never applied unseen: say what is sent.
+        typer.echo(f"style {style}, {options['width']}x{options['height']}: {prompt}", err=True)
+        if not negative and start["negative_prompt"]:
+            typer.echo(f"negative prompt (the style's): {start['negative_prompt']}", err=True)
+    bar = _StepBar()
+    try:
+        if server is not None:
+            result = _generate_on_server(server, prompt, options, bar)
+        else:
+            result = _generate_here(settings, prompt, options, bar)
+    finally:
+        bar.close()
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_bytes(result.png)
+    typer.echo(
+        f"{result.model} seed={result.seed} steps={result.steps} {result.width}x{result.height} "
+        f"{result.elapsed_s:.2f}s{' (cached)' if result.cached else ''}",
+        err=True,
+    )
+    if assist:
+        _report_assist(result)
+    typer.echo(str(output or result.output_path))
+
+
+def _report_assist(result: ImageResult) -> None:
+    """Say on stderr which prompt was drawn: the local LLM's expansion, or the original and why."""
+    if result.assisted:
+        typer.echo(f"prompt (assisted by ollama): {result.prompt}", err=True)
+    else:
+        reason = (result.extra.get("assist") or {}).get("reason", "")
+        typer.echo(f"prompt (passthrough: {reason}): {result.prompt}", err=True)
+
+
+class _StepBar:
+    """The progress bar of one generation on stderr, opened on its first step so that a refused request
+    prints its error alone."""
+
+    def __init__(self) -> None:
+        self._bar: tqdm[Never] | None = None
+
+    def __call__(self, progress: Progress) -> None:
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(desc="generating", total=progress.total, unit="step", file=sys.stderr, dynamic_ncols=True)
+        self._bar.total = progress.total
+        self._bar.update(progress.step - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _style_start(style: str, subject: str, settings: Settings, server: str | None) -> dict[str, Any]:
+    """The style template filled with `subject`, from the server that will run the job when there is one (its
+    templates file and MAX_RES are the ones that count), else from this process's settings."""
+    if server is not None:
+        with connect(server) as client:
+            return client.template(style, subject)
+    from imageforge.bootstrap import build_service
+
+    return build_service(settings).render_template(style, subject).describe()
+
+
+def _generate_here(settings: Settings, prompt: str, options: GenerationOptions, bar: _StepBar) -> ImageResult:
+    """Run the job in this process, through the same job path as the server."""
+    from imageforge.bootstrap import build_service
+    from imageforge.domain import GenerationParams, Task
+
+    params = GenerationParams(task=Task.TEXT2IMG, prompt=prompt, **options)
+    service = build_service(settings)
+    service.start()
+    try:
+        try:
+            return service.generate(params, on_progress=bar)
+        finally:
+            # Also on Ctrl-C: closing the service cancels the running job at its next step.
+            service.close()
+    except KeyboardInterrupt:
+        bar.close()
+        typer.echo("interrupted: the job was cancelled", err=True)
+        raise typer.Exit(INTERRUPTED) from None
+
+
+def _generate_on_server(url: str, prompt: str, options: GenerationOptions, bar: _StepBar) -> ImageResult:
+    """Submit the job to the server at `url` and follow its events; Ctrl-C cancels it there."""
+    from imageforge.errors import ImageforgeError
+
+    with connect(url) as client:
+        try:
+            job = client.submit(prompt, **options)
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted before {url} answered: the job may still run there", err=True)
+            raise typer.Exit(INTERRUPTED) from None
+        try:
+            return follow_until_ctrl_c(lambda: client.wait(job.job_id, on_progress=bar))
+        except KeyboardInterrupt:
+            bar.close()
+            try:
+                client.cancel(job.job_id)
+            except ImageforgeError as exc:
+                # The job may have ended meanwhile (job_finished), or the server gone; either way nothing runs.
+                typer.echo(f"interrupted: could not cancel job {job.job_id}: {exc.message}", err=True)
+            else:
+                typer.echo(f"interrupted: job {job.job_id} cancelled on {url}", err=True)
+            raise typer.Exit(INTERRUPTED) from None

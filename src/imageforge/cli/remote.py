@@ -1,0 +1,48 @@
+"""Reaching an imageforge server from a command: a client that trusts this machine's certificate, and the
+server answering on the configured HOST:PORT, if any."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from imageforge.cli.settings import load_settings
+
+if TYPE_CHECKING:
+    from imageforge.client import Client
+    from imageforge.config import Settings
+
+#: How long `generate` waits for a server on HOST:PORT before running in its own process.
+PROBE_TIMEOUT_S = 0.5
+
+
+def connect(url: str, **options: Any) -> Client:
+    """A client of the server at `url`, with IMAGEFORGE_API_KEY as its key (the client reads it) and trusting this
+    machine's own certificate (IMAGEFORGE_TLS_CERT) beside the system's CAs, so that a local HTTPS server needs
+    nothing more; another server's self-signed certificate is trusted with SSL_CERT_FILE=cert.pem."""
+    import ssl
+
+    from imageforge.client import Client
+
+    tls = load_settings().tls
+    if tls is None:
+        return Client(url, **options)
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=tls[0])
+    return Client(url, verify=context, **options)
+
+
+def running_server(settings: Settings) -> str | None:
+    """The URL of an imageforge server answering on the configured HOST:PORT, if one answers at once."""
+    from imageforge.errors import ImageforgeError
+
+    # A server bound to every interface is reached on loopback; one with TLS by its own certificate.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
+    scheme = "http" if settings.tls is None else "https"
+    url = f"{scheme}://[{host}]:{settings.port}" if ":" in host else f"{scheme}://{host}:{settings.port}"
+    try:
+        with connect(url, timeout=PROBE_TIMEOUT_S) as client:
+            health = client.health()
+    except ImageforgeError:
+        return None
+    # Without a key, a server with keys answers liveness only: still imageforge, and still the one to use.
+    return url if health.get("ok") is True and ("version" in health or health.get("auth") == "required") else None
