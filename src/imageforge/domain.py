@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from PIL import Image
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from imageforge.errors import InvalidRequest
 
@@ -257,18 +257,24 @@ ASSIST_SOURCE_OLLAMA = "ollama"
 ASSIST_SOURCE_PASSTHROUGH = "passthrough"
 
 
-@dataclass(frozen=True)
-class AssistResult:
-    """A prompt after prompt assist: the prompt to use, the one asked for, and where the first came from."""
+class AssistResult(BaseModel):
+    """A prompt after prompt assist: the prompt to use, the one asked for, and where the first came from.
 
-    prompt: str
-    original_prompt: str
-    #: "ollama" or "passthrough"
-    source: str
-    tags: list[str] = field(default_factory=list)
-    #: why the prompt was passed through; empty when the local LLM wrote it
-    reason: str = ""
+    `POST /assist`, the MCP tool `assist_prompt`, the Python client and `imageforge assist --json` all answer in
+    this shape.
+    """
 
+    model_config = ConfigDict(frozen=True)
+
+    prompt: str = Field(description="The prompt to use: the expansion, or the original on passthrough.")
+    original_prompt: str = Field(description="The prompt as sent.")
+    tags: list[str] = Field(default_factory=list, description="Keywords the local LLM gave; empty on passthrough.")
+    source: str = Field(
+        description='"ollama" when the local LLM wrote `prompt`, "passthrough" when it is the original.'
+    )
+    reason: str = Field("", description="Why the prompt was passed through; empty when assisted.")
+
+    @computed_field(description='Whether `source` is "ollama": the local LLM wrote `prompt`.')  # type: ignore[prop-decorator]
     @property
     def assisted(self) -> bool:
         """Whether the local LLM wrote `prompt` (False: it is the original, unchanged)."""
@@ -276,14 +282,9 @@ class AssistResult:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> AssistResult:
-        """The result described by `record` (the JSON of `POST /assist` or of the `assist_prompt` tool)."""
-        return cls(
-            prompt=record["prompt"],
-            original_prompt=record.get("original_prompt", record["prompt"]),
-            source=record["source"],
-            tags=[str(tag) for tag in record.get("tags") or []],
-            reason=record.get("reason") or "",
-        )
+        """The result described by `record` (the JSON of `POST /assist` or of the `assist_prompt` tool); an
+        older server's answer without `original_prompt` names the prompt itself."""
+        return cls.model_validate({"original_prompt": record["prompt"], **record, "reason": record.get("reason") or ""})
 
 
 # -- jobs -------------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ def assist(
 
     Without Ollama the prompt comes back unchanged and stderr says why: assist never fails a request.
     """
-    import dataclasses
     import json
 
     if server is None:
@@ -33,7 +32,7 @@ def assist(
         with connect(server) as client:
             result = client.assist(prompt, style)
     if as_json:
-        typer.echo(json.dumps({**dataclasses.asdict(result), "assisted": result.assisted}))
+        typer.echo(json.dumps(result.model_dump()))
         return
     if result.assisted:
         typer.echo(f"source: {result.source}", err=True)

@@ -83,3 +83,14 @@ async def test_list_models_over_mcp_answers_what_get_models_answers(server_url: 
     # The tool declares the shape it answers in, as the HTTP API's schema does.
     output_schema = tools["list_models"].output_schema or {}
     assert {"default", "max_res", "models"} <= set(output_schema.get("properties", {}))
+
+
+async def test_assist_prompt_over_mcp_answers_what_post_assist_answers(server_url: str) -> None:
+    # No Ollama listens in the tests: both answer the passthrough, with the same fields and reason.
+    over_http = httpx.post(f"{server_url}/assist", json={"prompt": "a fox"}).json()
+    async with Client(f"{server_url}/mcp") as mcp:
+        result = await mcp.call_tool("assist_prompt", {"prompt": "a fox"})
+
+    assert not result.is_error
+    assert {"ok": True, **(result.structured_content or {})} == over_http
+    assert over_http["source"] == "passthrough"

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from imageforge.domain import DEFAULT_STRENGTH, Decoder, GenerationParams, ImageSource, ModelCatalog, Task
+from imageforge.domain import DEFAULT_STRENGTH, AssistResult, Decoder, GenerationParams, ImageSource, ModelCatalog, Task
 from imageforge.errors import InvalidRequest
 
 ReturnMode = Literal["base64", "path", "both"]
@@ -150,18 +150,10 @@ class AssistBody(_Body):
     style: str | None = Field(None, description="A style to write it in.", examples=["pencil sketch"])
 
 
-class AssistResponse(BaseModel):
-    """The result of POST /assist (the same fields as the MCP tool `assist_prompt`)."""
+class AssistResponse(AssistResult):
+    """The result of POST /assist: the service's `AssistResult`, as the MCP tool `assist_prompt` answers it too."""
 
     ok: Literal[True] = True
-    prompt: str = Field(..., description="The prompt to use: the expansion, or the original on passthrough.")
-    original_prompt: str = Field(..., description="The prompt as sent.")
-    tags: list[str] = Field(..., description="Keywords the local LLM gave; empty on passthrough.")
-    source: str = Field(
-        ..., description='"ollama" when the local LLM wrote `prompt`, "passthrough" when it is the original.'
-    )
-    assisted: bool = Field(..., description='Whether `source` is "ollama".')
-    reason: str = Field("", description="Why the prompt was passed through; empty when assisted.")
 
 
 class ErrorDetail(BaseModel):

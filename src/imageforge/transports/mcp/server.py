@@ -27,6 +27,7 @@ from imageforge import __version__
 from imageforge.domain import (
     LOCAL_CALLER,
     LOCAL_CLIENT,
+    AssistResult,
     Caller,
     GenerationParams,
     ImageResult,
@@ -128,17 +129,6 @@ class JobOutput(BaseModel):
     error: dict[str, str] | None = None
     expires_at: float | None = Field(None, description="Unix time after which the result is gone.")
     next: str = Field(description="What to do next.")
-
-
-class AssistOutput(BaseModel):
-    """The assist_prompt tool's result."""
-
-    prompt: str
-    original_prompt: str
-    tags: list[str]
-    source: str = Field(description='"ollama", or "passthrough" when the local LLM was not used.')
-    assisted: bool
-    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -276,8 +266,8 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
     async def assist_prompt(
         prompt: Prompt,
         style: Annotated[str | None, Field(description="A style to write it in, e.g. 'pencil sketch'.")] = None,
-    ) -> Annotated[CallToolResult, AssistOutput]:
-        return await tools.answer(lambda: tools.assist(prompt, style))
+    ) -> Annotated[CallToolResult, AssistResult]:
+        return await tools.answer(lambda: service.assist(prompt, style))
 
     @mcp.tool(
         description="List the models this server can run: key, what each is good at, operations, default steps "
@@ -508,17 +498,6 @@ class _Tools:
             error=job.error,
             expires_at=job.expires_at,
             next=advice[job.status],
-        )
-
-    def assist(self, prompt: str, style: str | None) -> AssistOutput:
-        expanded = self._service.assist(prompt, style)
-        return AssistOutput(
-            prompt=expanded.prompt,
-            original_prompt=expanded.original_prompt,
-            tags=expanded.tags,
-            source=expanded.source,
-            assisted=expanded.assisted,
-            reason=expanded.reason,
         )
 
     async def answer(

@@ -50,12 +50,4 @@ def render_template(
     responses={400: {"model": ErrorResponse}},
 )
 def assist(body: AssistBody, service: Service) -> AssistResponse:
-    result = service.assist(body.prompt, body.style)
-    return AssistResponse(
-        prompt=result.prompt,
-        original_prompt=result.original_prompt,
-        tags=result.tags,
-        source=result.source,
-        assisted=result.assisted,
-        reason=result.reason,
-    )
+    return AssistResponse.model_validate(service.assist(body.prompt, body.style).model_dump())
