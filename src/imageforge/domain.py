@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from imageforge.errors import InvalidRequest
 
@@ -407,46 +407,39 @@ MAX_SIZE = 1024
 _TEMPLATE_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
 
-@dataclass(frozen=True)
-class RenderedTemplate:
-    """A template filled with a subject: the starting point of a request, which the caller may edit."""
+class RenderedTemplate(BaseModel):
+    """A template filled with a subject: the starting point of a request, which the caller may edit
+    (`GET /templates/{key}`, the MCP prompt `style_<key>`, `imageforge generate --style`)."""
+
+    model_config = ConfigDict(frozen=True)
 
     key: str
     title: str
     subject: str
-    prompt: str
-    negative_prompt: str
-    width: int
+    prompt: str = Field(description="The template's body with the subject in place: the prompt to send.")
+    negative_prompt: str = Field(description="A suggested negative prompt; send it only if you want it.")
+    width: int = Field(description="The template's size, scaled down to fit the server's MAX_RES.")
     height: int
 
-    def describe(self) -> dict[str, Any]:
-        """The starting point as `GET /templates/{key}` shows it."""
-        return {
-            "key": self.key,
-            "title": self.title,
-            "subject": self.subject,
-            "prompt": self.prompt,
-            "negative_prompt": self.negative_prompt,
-            "width": self.width,
-            "height": self.height,
-        }
 
-
-@dataclass(frozen=True)
-class StyleTemplate:
+class StyleTemplate(BaseModel):
     """A named style: a prompt body to start from, with `{subject}` where the caller's subject goes, and the
-    size that suits it."""
+    size that suits it (`GET /templates`, the MCP resource `imageforge://templates/<key>`)."""
 
-    key: str
+    model_config = ConfigDict(frozen=True)
+
+    key: str = Field(description="Lowercase letters, digits, '-' or '_': the name in URLs and prompt names.")
     title: str
     description: str
-    body: str
-    width: int
+    body: str = Field(description="The prompt, with {subject} where the caller's subject goes.")
+    width: int = Field(description=f"A multiple of {SIZE_STEP} from {SIZE_STEP} to {MAX_SIZE}.")
     height: int
-    #: a suggestion for the request's negative prompt; models at guidance <= 1 ignore negatives anyway
-    negative_prompt: str = ""
+    negative_prompt: str = Field(
+        "", description="A suggestion for the request's negative prompt; models at guidance <= 1 ignore it anyway."
+    )
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _usable(self) -> StyleTemplate:
         if not _TEMPLATE_KEY.match(self.key):
             raise ValueError(f"key {self.key!r} must be lowercase letters, digits, '-' or '_' (at most 40)")
         if PLACEHOLDER not in self.body:
@@ -455,6 +448,7 @@ class StyleTemplate:
         for name, value in (("width", self.width), ("height", self.height)):
             if value % SIZE_STEP or not SIZE_STEP <= value <= MAX_SIZE:
                 raise ValueError(f"{name} {value} must be a multiple of {SIZE_STEP} from {SIZE_STEP} to {MAX_SIZE}")
+        return self
 
     def render(self, subject: str) -> str:
         """The body with `subject` in place of `{subject}`; other braces in the body stay as written."""
@@ -479,18 +473,6 @@ class StyleTemplate:
             width=width,
             height=height,
         )
-
-    def describe(self) -> dict[str, Any]:
-        """The template as `GET /templates` and the MCP resource show it."""
-        return {
-            "key": self.key,
-            "title": self.title,
-            "description": self.description,
-            "body": self.body,
-            "width": self.width,
-            "height": self.height,
-            "negative_prompt": self.negative_prompt,
-        }
 
 
 # -- where the server listens -----------------------------------------------------------------------------

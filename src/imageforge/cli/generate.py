@@ -143,7 +143,7 @@ def _style_start(style: str, subject: str, settings: Settings, server: str | Non
             return client.template(style, subject)
     from imageforge.bootstrap import build_service
 
-    return build_service(settings).render_template(style, subject).describe()
+    return build_service(settings).render_template(style, subject).model_dump()
 
 
 def _generate_here(settings: Settings, prompt: str, options: GenerationOptions, bar: _StepBar) -> ImageResult:

@@ -17,7 +17,7 @@ def templates(
     if server is None:
         from imageforge.bootstrap import build_service
 
-        rows = [template.describe() for template in build_service(load_settings()).list_templates()]
+        rows = [template.model_dump() for template in build_service(load_settings()).list_templates()]
     else:
         with connect(server) as client:
             rows = client.templates()

@@ -17,7 +17,7 @@ def test_get_templates_lists_every_template_with_its_body_and_size(client: TestC
     assert response.status_code == 200
     answer = response.json()
     assert answer["ok"] is True
-    assert answer["templates"] == [template.describe() for template in BUILTIN_TEMPLATES]
+    assert answer["templates"] == [template.model_dump() for template in BUILTIN_TEMPLATES]
     assert set(answer["templates"][0]) == {
         "key",
         "title",

@@ -53,7 +53,7 @@ async def test_reading_a_template_resource_returns_the_template(mcp: Client) -> 
 
     [contents] = result.contents
     assert isinstance(contents, TextResourceContents)
-    assert json.loads(contents.text) == next(t for t in BUILTIN_TEMPLATES if t.key == "poster").describe()
+    assert json.loads(contents.text) == next(t for t in BUILTIN_TEMPLATES if t.key == "poster").model_dump()
 
 
 async def test_every_template_is_listed_as_a_style_prompt_with_a_required_subject(mcp: Client) -> None:

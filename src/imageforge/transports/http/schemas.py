@@ -6,7 +6,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from imageforge.domain import DEFAULT_STRENGTH, AssistResult, Decoder, GenerationParams, ImageSource, ModelCatalog, Task
+from imageforge.domain import (
+    DEFAULT_STRENGTH,
+    AssistResult,
+    Decoder,
+    GenerationParams,
+    ImageSource,
+    ModelCatalog,
+    RenderedTemplate,
+    StyleTemplate,
+    Task,
+)
 from imageforge.errors import InvalidRequest
 
 ReturnMode = Literal["base64", "path", "both"]
@@ -202,6 +212,19 @@ class JobResponse(BaseModel):
 class JobListResponse(BaseModel):
     ok: Literal[True] = True
     jobs: list[JobResponse]
+
+
+class TemplateListResponse(BaseModel):
+    """GET /templates: every style template, built-in or from the templates file."""
+
+    ok: Literal[True] = True
+    templates: list[StyleTemplate]
+
+
+class RenderedTemplateResponse(RenderedTemplate):
+    """GET /templates/{key}: a template filled with the subject, the starting point of a request."""
+
+    ok: Literal[True] = True
 
 
 class ModelListResponse(ModelCatalog):

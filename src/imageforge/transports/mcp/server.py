@@ -374,7 +374,7 @@ def _add_template(mcp: MCPServer, service: ImageService, template: StyleTemplate
         mime_type="application/json",
     )
     async def read_template() -> str:
-        return json.dumps(template.describe())
+        return template.model_dump_json()
 
     @mcp.prompt(
         name=f"style_{key}",

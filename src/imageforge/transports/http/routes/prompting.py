@@ -12,7 +12,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from imageforge.transports.http.deps import Service
-from imageforge.transports.http.schemas import AssistBody, AssistResponse, ErrorResponse
+from imageforge.transports.http.schemas import (
+    AssistBody,
+    AssistResponse,
+    ErrorResponse,
+    RenderedTemplateResponse,
+    TemplateListResponse,
+)
 
 router = APIRouter(tags=["prompting"])
 
@@ -26,8 +32,8 @@ _TEMPLATE_ERRORS: dict[int | str, dict[str, object]] = {status: {"model": ErrorR
 
 
 @router.get("/templates", summary="The style templates: a prompt body to start from and a recommended size")
-def list_templates(service: Service) -> dict[str, Any]:
-    return {"ok": True, "templates": [template.describe() for template in service.list_templates()]}
+def list_templates(service: Service) -> TemplateListResponse:
+    return TemplateListResponse(templates=service.list_templates())
 
 
 @router.get(
@@ -39,9 +45,9 @@ def render_template(
     key: str,
     service: Service,
     subject: Annotated[str, Query(description="What to draw; it replaces {subject} in the template's body.")] = "",
-) -> dict[str, Any]:
+) -> RenderedTemplateResponse:
     # An absent subject reaches the service, which refuses it with the same error every transport gives.
-    return {"ok": True, **service.render_template(key, subject).describe()}
+    return RenderedTemplateResponse.model_validate(service.render_template(key, subject).model_dump())
 
 
 @router.post(
