@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -473,6 +475,41 @@ class StyleTemplate(BaseModel):
             width=width,
             height=height,
         )
+
+
+# -- the policy --------------------------------------------------------------------------------------------
+
+
+#: imageforge's own defaults (the original design's texts were not available); a policy file replaces them.
+DEFAULT_NEGATIVE_PROMPT = (
+    "lowres, blurry, jpeg artifacts, watermark, signature, deformed, disfigured, extra fingers, extra limbs"
+)
+DEFAULT_DIRECTIVE = "any text exactly as written, correctly spelled"
+DEFAULT_RESTRICTED_USE = (
+    "Do not use it for sexual content involving minors, sexual or degrading images of real people, or images "
+    "meant to deceive (forged documents, fake photos of real events or people presented as real)."
+)
+
+
+class Policy(BaseModel):
+    """The policy imageforge adds to generations, and where it came from (`GET /policy`): a baseline negative
+    prompt, a text-faithfulness directive, and the restricted-use text agents read in the MCP tool descriptions."""
+
+    model_config = ConfigDict(frozen=True)
+
+    negative_prompt: str = Field(DEFAULT_NEGATIVE_PROMPT, description="Put before the caller's negative prompt.")
+    directive: str = Field(DEFAULT_DIRECTIVE, description="Appended to the prompt where the model can follow it.")
+    restricted_use: str = Field(DEFAULT_RESTRICTED_USE, description="What agents are told not to make.")
+    source: str = Field(
+        "built-in defaults", description='"built-in defaults", or the policy file (and why it was not read, if not).'
+    )
+
+    @computed_field(description="A short hash of the texts: results and cache keys name it.")  # type: ignore[prop-decorator]
+    @property
+    def version(self) -> str:
+        """A short hash of the texts: results and cache keys name the policy they were made under."""
+        texts = json.dumps([self.negative_prompt, self.directive, self.restricted_use])
+        return hashlib.sha256(texts.encode()).hexdigest()[:12]
 
 
 # -- where the server listens -----------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from imageforge.domain import (
     ModelGuard,
     ModelInfo,
     ModelSpec,
+    Policy,
     Progress,
     ProgressCallback,
     RenderedTemplate,
@@ -67,7 +68,7 @@ from imageforge.errors import (
 from imageforge.inputs import ImageLimits, InputPaths, decode_base64, decode_image, read_file, require_text
 from imageforge.jobs.queue import JobContext, JobQueue
 from imageforge.prompting.assist import PromptAssistant
-from imageforge.prompting.policy import AppliedPolicy, Policy, apply_policy
+from imageforge.prompting.policy import AppliedPolicy, apply_policy
 from imageforge.prompting.templates import TemplateCatalog
 from imageforge.storage.audit import AuditLog
 from imageforge.storage.cache import ArtifactCache, cache_key

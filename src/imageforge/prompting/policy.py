@@ -7,8 +7,6 @@ works, and every result reports what was applied (`policy_applied`), so nothing 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import tomllib
 from collections.abc import Callable
@@ -16,47 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from imageforge.domain import Policy
 
-#: imageforge's own defaults (the original design's texts were not available); a policy file replaces them.
-DEFAULT_NEGATIVE_PROMPT = (
-    "lowres, blurry, jpeg artifacts, watermark, signature, deformed, disfigured, extra fingers, extra limbs"
-)
-DEFAULT_DIRECTIVE = "any text exactly as written, correctly spelled"
-DEFAULT_RESTRICTED_USE = (
-    "Do not use it for sexual content involving minors, sexual or degrading images of real people, or images "
-    "meant to deceive (forged documents, fake photos of real events or people presented as real)."
-)
+log = logging.getLogger(__name__)
 
 #: Counts a prompt's tokens for the model's text encoder: (tokens, window), or None when it has no limit.
 TokenCounter = Callable[[str], tuple[int, int] | None]
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The active policy and where it came from."""
-
-    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
-    directive: str = DEFAULT_DIRECTIVE
-    restricted_use: str = DEFAULT_RESTRICTED_USE
-    #: "built-in defaults", or the policy file's path (and why it was not read, if it was not)
-    source: str = "built-in defaults"
-
-    @property
-    def version(self) -> str:
-        """A short hash of the texts: results and cache keys name the policy they were made under."""
-        texts = json.dumps([self.negative_prompt, self.directive, self.restricted_use])
-        return hashlib.sha256(texts.encode()).hexdigest()[:12]
-
-    def describe(self) -> dict[str, Any]:
-        """The policy as `GET /policy` shows it."""
-        return {
-            "version": self.version,
-            "source": self.source,
-            "negative_prompt": self.negative_prompt,
-            "directive": self.directive,
-            "restricted_use": self.restricted_use,
-        }
 
 
 def load_policy(path: Path) -> Policy:
@@ -72,7 +35,7 @@ def load_policy(path: Path) -> Policy:
         if not isinstance(table, dict):
             raise ValueError("[policy] must be a table")
         parts = ("negative_prompt", "directive", "restricted_use")
-        texts = {key: table.get(key, getattr(Policy, key)) for key in parts}
+        texts = {key: table.get(key, Policy.model_fields[key].default) for key in parts}
         for key, value in texts.items():
             if not isinstance(value, str):
                 raise ValueError(f"{key} must be a string")

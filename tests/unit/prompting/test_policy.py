@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imageforge.prompting.policy import DEFAULT_NEGATIVE_PROMPT, Policy, apply_policy, load_policy
+from imageforge.domain import DEFAULT_NEGATIVE_PROMPT, Policy
+from imageforge.prompting.policy import apply_policy, load_policy
 
 
 def _words(prompt: str) -> tuple[int, int]:

@@ -13,6 +13,7 @@ from imageforge.domain import (
     GenerationParams,
     ImageSource,
     ModelCatalog,
+    Policy,
     RenderedTemplate,
     StyleTemplate,
     Task,
@@ -212,6 +213,12 @@ class JobResponse(BaseModel):
 class JobListResponse(BaseModel):
     ok: Literal[True] = True
     jobs: list[JobResponse]
+
+
+class PolicyResponse(Policy):
+    """GET /policy: the policy in force, with its version and source."""
+
+    ok: Literal[True] = True
 
 
 class TemplateListResponse(BaseModel):

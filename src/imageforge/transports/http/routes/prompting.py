@@ -7,7 +7,7 @@ GET /templates and GET /templates/{key}?subject=: style templates, starting poin
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
@@ -16,6 +16,7 @@ from imageforge.transports.http.schemas import (
     AssistBody,
     AssistResponse,
     ErrorResponse,
+    PolicyResponse,
     RenderedTemplateResponse,
     TemplateListResponse,
 )
@@ -24,8 +25,8 @@ router = APIRouter(tags=["prompting"])
 
 
 @router.get("/policy", summary="The active policy: baseline negative prompt, directive, restricted-use text")
-def policy(service: Service) -> dict[str, Any]:
-    return {"ok": True, **service.policy.describe()}
+def policy(service: Service) -> PolicyResponse:
+    return PolicyResponse.model_validate(service.policy.model_dump())
 
 
 _TEMPLATE_ERRORS: dict[int | str, dict[str, object]] = {status: {"model": ErrorResponse} for status in (400, 404)}
