@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 #: What a probe writes: a block's worth, since a full disk may still take an empty file (a free inode).
 _PROBE = b"\0" * 4096
@@ -32,6 +33,14 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+class Probed(Protocol):
+    """A store the service writes to, which it probes after a failed write to learn when writes work again."""
+
+    def probe(self) -> None:
+        """Write something small where the store writes, and remove it; raises the `OSError` of what failed."""
+        ...
 
 
 def probe_folder(folder: Path) -> None:
