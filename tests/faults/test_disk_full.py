@@ -177,7 +177,7 @@ def test_a_full_output_disk_fails_the_job_with_storage_full_and_no_path_until_th
 def test_a_full_input_store_refuses_an_edit_at_submit_with_storage_full_and_nothing_queued(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    edit = {"task": "img2img", "prompt": "no room for my photo", "init_image": png_base64(), **SMALL}
+    edit = {"task": "img2img", "prompt": "no room for my photo", "init_image": png_base64(), **SMALL, "steps": 2}
     with serving(settings) as (client, service, _):
         disk = FullFolder(settings.data_path / "inputs", monkeypatch)
         response = client.post("/jobs", json=edit)
