@@ -61,6 +61,7 @@ class FolderInputStore:
         return self.root / digest[:2] / f"{digest}.png"
 
     def put(self, image: Image.Image) -> str:
+        """Write `image` as `<digest>.png` unless an equal image is there; returns the digest."""
         digest = image_digest(image)
         path = self._path(digest)
         if path.is_file():
@@ -75,26 +76,31 @@ class FolderInputStore:
         return digest
 
     def get(self, digest: str) -> Image.Image:
-        missing = InputMissing(
-            "An input image of this job is no longer in the input store.",
-            hint="Submit the request again with its images; inputs are removed with the jobs that used them.",
-        )
+        """The image named `digest`, checked against it; `InputMissing` when absent, unreadable or altered."""
         if not DIGEST.match(digest):
-            raise missing
+            raise _missing()
         try:
             with Image.open(self._path(digest), formats=("PNG",)) as stored:
                 image = stored.copy()
         except Exception:  # gone, unreadable or not a PNG: Pillow raises many types on a damaged file
-            raise missing from None
+            raise _missing() from None
         # A damaged or replaced file must not run as if it were the image the client sent.
         if image_digest(image) != digest:
-            raise missing
+            raise _missing()
         return image
 
     def delete(self, digest: str) -> None:
+        """Remove the image named `digest`; anything not named like a digest is left alone."""
         if DIGEST.match(digest):
             self._path(digest).unlink(missing_ok=True)
 
     def probe(self) -> None:
         """Write a file in the store's folder and remove it; raises the `OSError` of what failed."""
         probe_folder(self.root)
+
+
+def _missing() -> InputMissing:
+    return InputMissing(
+        "An input image of this job is no longer in the input store.",
+        hint="Submit the request again with its images; inputs are removed with the jobs that used them.",
+    )

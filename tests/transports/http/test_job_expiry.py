@@ -130,6 +130,26 @@ def test_an_expired_jobs_input_image_leaves_the_input_store_once_no_other_job_na
     assert list(inputs.rglob("*.png")) == [], "the last job naming the image took it with it"
 
 
+def test_a_job_expiring_while_an_equal_image_is_submitted_leaves_that_image_for_the_new_job(
+    expiring: tuple[TestClient, ImageService], clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, service = expiring
+    edit = {"task": "img2img", "init_image": png_base64((64, 64), (90, 20, 160)), "steps": 2, "width": 64, "height": 64}
+    first = finished(client, {**edit, "prompt": "a lighthouse"})
+    queue_submit = service._queue.submit
+
+    def sweep_first_then_queue(*args: Any, **kwargs: Any) -> Any:
+        """The sweep runs after the new job's image was stored and before the job names it."""
+        clock.advance(TTL_S + 1)
+        assert service.sweep_expired() == [first["job_id"]]
+        return queue_submit(*args, **kwargs)
+
+    monkeypatch.setattr(service._queue, "submit", sweep_first_then_queue)
+    second = finished(client, {**edit, "prompt": "the same lighthouse at night"})
+
+    assert second["result"]["task"] == "img2img"
+
+
 def test_cache_answers_a_seeded_request_after_its_jobs_expired(
     expiring: tuple[TestClient, ImageService], clock: Clock
 ) -> None:
