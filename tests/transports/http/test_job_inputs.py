@@ -129,7 +129,10 @@ def test_a_submission_refused_after_storing_its_image_leaves_nothing_in_the_inpu
     kept, refused = png_base64(color=(1, 2, 3)), png_base64(color=(4, 5, 6))
     body = {"task": "img2img", "prompt": "p", **SMALL}
     key = {"Idempotency-Key": "nightly"}
-    assert client.post("/jobs", json={**body, "init_image": kept}, headers=key).status_code == 202
+    accepted = client.post("/jobs", json={**body, "init_image": kept}, headers=key)
+    assert accepted.status_code == 202
+    again = client.post("/jobs", json={**body, "init_image": kept}, headers=key)
+    assert again.json()["job_id"] == accepted.json()["job_id"], "the same body is the same request"
 
     conflict = client.post("/jobs", json={**body, "init_image": refused}, headers=key)
 
