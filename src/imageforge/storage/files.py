@@ -1,4 +1,4 @@
-"""Atomic file writes shared by the output store and the cache, and the check that a folder takes writes."""
+"""Atomic file writes shared by the output, cache and input stores, and the check that a folder takes writes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ _PROBE = b"\0" * 4096
 
 def write_temporary(folder: Path, data: bytes, prefix: str) -> Path:
     """Write `data` to a new hidden file in `folder` (made when missing) and return its path; every write of the
-    output store and the cache goes through here. A failed write leaves no file and raises its `OSError`."""
+    output, cache and input stores goes through here. A failed write leaves no file and raises its `OSError`."""
     folder.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
     try:
