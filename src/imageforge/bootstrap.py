@@ -23,6 +23,7 @@ from imageforge.service import ImageService, ServiceLimits
 from imageforge.storage.audit import AuditLog
 from imageforge.storage.cache import ArtifactCache
 from imageforge.storage.files import probe_folder
+from imageforge.storage.inputs import FolderInputStore
 from imageforge.storage.outputs import OutputStore
 from imageforge.transports.http.app import create_app
 from imageforge.transports.http.auth import ApiKeys
@@ -83,6 +84,8 @@ def build_service(
         ),
         outputs=OutputStore(settings.output_path),
         cache=ArtifactCache(settings.cache_path),
+        # Beside the job database, whose payloads name them: expired with their jobs, never served.
+        inputs=FolderInputStore(settings.data_path / "inputs"),
         assistant=PromptAssistant(settings.ollama_url, settings.ollama_model, timeout_s=settings.assist_timeout_s),
         policy=load_policy(settings.resolve(settings.policy_file)),
         templates=load_templates(settings.resolve(settings.templates_file)),

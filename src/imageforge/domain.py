@@ -126,20 +126,6 @@ class GenerationParams:
     #: "full" or "fast" (a `Decoder`); a string until validated
     decoder: str = Decoder.FULL.value
 
-    def to_payload(self) -> dict[str, Any]:
-        """These parameters as plain JSON data (a job's payload)."""
-        return asdict(self)
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> GenerationParams:
-        """The parameters `to_payload` wrote; unknown keys are ignored."""
-        known = {name: payload[name] for name in cls.__dataclass_fields__ if name in payload}
-        known["task"] = Task(known["task"])
-        for name in ("init_image", "mask_image"):
-            if known.get(name) is not None:
-                known[name] = ImageSource(**known[name])
-        return cls(**known)
-
 
 @dataclass(frozen=True)
 class GenerationRequest:
@@ -158,6 +144,72 @@ class GenerationRequest:
     decoder: Decoder = Decoder.FULL
     init_image: Image.Image | None = field(default=None, compare=False)
     mask_image: Image.Image | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class QueuedRequest:
+    """A validated request as its job carries it: plain values, its input images as digests in the input store.
+
+    It holds no image bytes and no path to read later, so any process that reaches the stores can run the job.
+    """
+
+    task: Task
+    model: str
+    prompt: str
+    negative_prompt: str
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    strength: float
+    decoder: Decoder
+    #: None: drawn when the job runs (the result reports it), so that two equal unseeded requests are equal here
+    seed: int | None
+    #: the `image_digest` of the init image and of the mask, as stored (resized to width x height)
+    init_image: str | None
+    mask_image: str | None
+    assist_prompt: bool
+    use_cache: bool
+
+    def to_payload(self) -> dict[str, Any]:
+        """This request as plain JSON data (a job's payload)."""
+        return {**asdict(self), "task": self.task.value, "decoder": self.decoder.value}
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> QueuedRequest:
+        """The request `to_payload` wrote; `ValueError` for anything else (a payload of an older version)."""
+        try:
+            fields = {name: payload[name] for name in cls.__dataclass_fields__}
+            fields["task"], fields["decoder"] = Task(fields["task"]), Decoder(fields["decoder"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a queued request: {exc!r}") from None
+        # An older payload has the same names, with None for the defaults and the images themselves.
+        numbers = ("steps", "guidance", "width", "height", "strength")
+        if not all(isinstance(fields[name], int | float) for name in numbers):
+            raise ValueError("not a queued request: a number is missing")
+        if not all(fields[name] is None or isinstance(fields[name], str) for name in ("init_image", "mask_image")):
+            raise ValueError("not a queued request: an input image is not a digest")
+        return cls(**fields)
+
+    def request(
+        self, *, seed: int, init_image: Image.Image | None = None, mask_image: Image.Image | None = None
+    ) -> GenerationRequest:
+        """The request to run, with its seed and the images its digests name."""
+        return GenerationRequest(
+            task=self.task,
+            model=self.model,
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            steps=self.steps,
+            guidance=self.guidance,
+            width=self.width,
+            height=self.height,
+            seed=seed,
+            strength=self.strength,
+            decoder=self.decoder,
+            init_image=init_image,
+            mask_image=mask_image,
+        )
 
 
 @dataclass(frozen=True)

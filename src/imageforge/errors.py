@@ -20,6 +20,7 @@ ImageforgeError
 │   └── AssistBusy          assist_busy        as many prompt expansions as the server runs at once are running
 ├── StorageUnavailable      storage_unavailable  a data folder or the job database cannot be written now
 │   └── StorageFull         storage_full       the disk under it is full
+├── InputMissing            input_missing      a queued job's input image is gone from the input store
 ├── FolderUnwritable        folder_unwritable  (at start) a folder the service writes is not a writable folder
 ├── McpSessionNotFound      session_not_found  an MCP session that does not exist, ended, or is another client's
 ├── McpSessionLimit         too_many_sessions  the client holds IMAGEFORGE_MCP_SESSIONS_PER_CLIENT MCP sessions
@@ -187,6 +188,12 @@ class StorageFull(StorageUnavailable):
     """The disk holding a folder the service writes, or the job database, is full."""
 
     code = "storage_full"
+
+
+class InputMissing(ImageforgeError):
+    """A job's input image is not in the input store (removed with the jobs that used it, or damaged)."""
+
+    code = "input_missing"
 
 
 class FolderUnwritable(ImageforgeError):

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
+import contextlib
+import functools
 import io
 import logging
 import math
 import secrets
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections import Counter
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +48,7 @@ from imageforge.domain import (
     Policy,
     Progress,
     ProgressCallback,
+    QueuedRequest,
     RenderedTemplate,
     StyleTemplate,
     Task,
@@ -72,7 +75,8 @@ from imageforge.prompting.policy import AppliedPolicy, apply_policy
 from imageforge.prompting.templates import TemplateCatalog
 from imageforge.storage.audit import AuditLog
 from imageforge.storage.cache import ArtifactCache, cache_key
-from imageforge.storage.files import probe_folder
+from imageforge.storage.files import Probed
+from imageforge.storage.inputs import InputStore, image_digest
 from imageforge.storage.outputs import OutputStore, encode_png
 
 log = logging.getLogger(__name__)
@@ -84,6 +88,8 @@ MAX_SEED = 2**32 - 1
 MAX_GUIDANCE = 30.0
 MAX_PROMPT_CHARS = 4000
 MIN_SIZE = 64
+#: The payload fields that name input images by digest in the input store.
+INPUT_FIELDS = ("init_image", "mask_image")
 #: When a caller refused with `assist_busy` should try again: a local LLM expands a prompt in seconds.
 ASSIST_RETRY_AFTER_S = 2
 
@@ -116,6 +122,7 @@ class ImageService:
         pool: ModelPool,
         outputs: OutputStore,
         cache: ArtifactCache,
+        inputs: InputStore,
         assistant: PromptAssistant,
         policy: Policy,
         templates: TemplateCatalog,
@@ -130,6 +137,7 @@ class ImageService:
         self._pool = pool
         self._outputs = outputs
         self._cache = cache
+        self._inputs = inputs
         self._assistant = assistant
         self.policy = policy
         self._templates = templates
@@ -137,8 +145,12 @@ class ImageService:
         self._queue = queue
         self.default_model = default_model
         self.limits = limits
-        #: the folders a write failed in, with the error, until a probe write there works again
-        self._faults: dict[Path, StorageUnavailable] = {}
+        #: the stores a write failed in, with the error, until a probe write there works again
+        self._faults: dict[Probed, StorageUnavailable] = {}
+        #: the input digests of submissions between storing their images and queueing their jobs; an input is
+        #: removed only under `_inputs_lock` and when neither one of these nor a job's payload names it
+        self._pinned: Counter[str] = Counter()
+        self._inputs_lock = threading.Lock()
         self._assist_slots = threading.BoundedSemaphore(limits.assist_concurrency)
         self._audit = audit or AuditLog()
         queue.register(IMAGE_JOB, self._run_job, on_expire=self._expire_job)
@@ -156,18 +168,69 @@ class ImageService:
         """
         _require_texts(params)
         spec = self.catalog.require(params.model or self.default_model)
-        self.validate(params, spec)
+        request = self.validate(params, spec)
         fault = self.storage_fault()
         if fault is not None:
             raise type(fault)(fault.message, hint=fault.hint)  # a new one each time: threads may raise it at once
-        # The payload is what the client asked for (an Idempotency-Key compares it), with the model resolved;
-        # an absent seed is drawn when the job runs, and the result reports it.
-        payload = replace(params, model=spec.key).to_payload()
-        # Seeded requests with the same parameters make the same pixels: in flight together, they run once.
-        dedupe_key = cache_key(payload) if params.seed is not None else None
-        return self._queue.submit(
-            IMAGE_JOB, payload, idempotency_key=idempotency_key, dedupe_key=dedupe_key, caller=caller
-        )
+        with self._stored_inputs(request) as (init_digest, mask_digest):
+            # The payload is the validated request (an Idempotency-Key compares it) with its images as digests;
+            # an absent seed is drawn when the job runs, and the result reports it.
+            payload = QueuedRequest(
+                task=request.task,
+                model=request.model,
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt,
+                steps=request.steps,
+                guidance=request.guidance,
+                width=request.width,
+                height=request.height,
+                strength=request.strength,
+                decoder=request.decoder,
+                seed=params.seed,
+                init_image=init_digest,
+                mask_image=mask_digest,
+                assist_prompt=params.assist_prompt,
+                use_cache=params.use_cache,
+            ).to_payload()
+            # Seeded requests with the same parameters make the same pixels: in flight together, they run once.
+            dedupe_key = cache_key(payload) if params.seed is not None else None
+            return self._queue.submit(
+                IMAGE_JOB, payload, idempotency_key=idempotency_key, dedupe_key=dedupe_key, caller=caller
+            )
+
+    @contextlib.contextmanager
+    def _stored_inputs(self, request: GenerationRequest) -> Iterator[tuple[str | None, str | None]]:
+        """Store the request's images in the input store for the job about to be queued; yield their digests.
+
+        They are pinned until the job is queued (from then on its payload names them), so that a job expiring
+        meanwhile cannot remove an equal image; when the job is refused, what was stored for it goes again unless
+        another job uses it.
+        """
+        images = {name: image for name in INPUT_FIELDS if (image := getattr(request, name)) is not None}
+        digests = {name: image_digest(image) for name, image in images.items()}
+        with self._inputs_lock:
+            self._pinned.update(digests.values())
+        queued = False
+        try:
+            for image in images.values():
+                self._stored(self._inputs, functools.partial(self._inputs.put, image))
+            yield digests.get("init_image"), digests.get("mask_image")
+            queued = True
+        finally:
+            with self._inputs_lock:
+                self._pinned -= Counter(digests.values())
+                if not queued:
+                    self._remove_unused_inputs(digests, job_id=None)
+
+    def _remove_unused_inputs(self, digests: dict[str, str], *, job_id: str | None) -> None:
+        """Remove each input image that no submission pins and no job besides `job_id` names in its payload
+        (caller holds `_inputs_lock`). A job keeps its inputs from submit until its result expires, so that a
+        restart or a retry of the sweep still finds them."""
+        for name, digest in digests.items():
+            # The digest covers the mode: an init image (RGB) and a mask (L) never share one.
+            if self._pinned[digest] or any(other.id != job_id for other in self._queue.payloads_with(name, digest)):
+                continue
+            self._inputs.delete(digest)
 
     def generate(
         self,
@@ -258,20 +321,40 @@ class ImageService:
         return self._queue.sweep()
 
     def _run_job(self, payload: dict[str, Any], context: JobContext) -> dict[str, Any]:
-        """The image job function the queue runs: assist, cache, load, generate, store."""
-        params = GenerationParams.from_payload(payload)
-        spec = self.catalog.require(params.model or self.default_model)
-        request = self.validate(params, spec)
-        assist = self._assistant.expand(request.prompt) if params.assist_prompt else None
+        """The image job function the queue runs: assist, cache, load inputs and model, generate, store.
+
+        The payload was validated at submit; its images are read from the input store by digest only when the
+        cache does not answer.
+        """
+        try:
+            queued = QueuedRequest.from_payload(payload)
+        except ValueError:
+            raise InvalidRequest(
+                "This job was queued by an older version of imageforge, whose jobs carry their images.",
+                hint="Submit the request again.",
+            ) from None
+        spec = self.catalog.require(queued.model)
+        seed = secrets.randbelow(MAX_SEED + 1) if queued.seed is None else queued.seed
+        request = queued.request(seed=seed)
+        assist = self._assistant.expand(request.prompt) if queued.assist_prompt else None
         if assist is not None:
             request = replace(request, prompt=assist.prompt)
         record = self._record(request, spec, assist)
 
-        key = cache_key(self._cache_parameters(request, spec)) if params.use_cache and params.seed is not None else None
+        key = (
+            cache_key(self._cache_parameters(request, spec, queued))
+            if queued.use_cache and queued.seed is not None
+            else None
+        )
         hit = self._cache.get(key) if key is not None else None
         if hit is not None:
             return self._from_cache(hit, record)
 
+        request = replace(
+            request,
+            init_image=None if queued.init_image is None else self._inputs.get(queued.init_image),
+            mask_image=None if queued.mask_image is None else self._inputs.get(queued.mask_image),
+        )
         started = time.perf_counter()
         with self._pool.use(spec) as (model, load_s):
             context.timing("load_ms", load_s * 1000)
@@ -283,33 +366,33 @@ class ImageService:
         record["runtime"] = generated.runtime
         record["elapsed_s"] = round(time.perf_counter() - started, 3)
         png = encode_png(image, record)
-        output = self._stored(self._outputs.root, lambda: self._outputs.save(png, record))
+        output = self._stored(self._outputs, lambda: self._outputs.save(png, record))
         record["output_path"] = str(output)
         if key is not None:
             try:
-                self._stored(self._cache.root, lambda: self._cache.put(key, png, record))
+                self._stored(self._cache, lambda: self._cache.put(key, png, record))
             except StorageUnavailable:
                 self._outputs.delete(output)  # a failed job leaves no files behind
                 raise
         return {**record, "cached": False}
 
-    def _stored(self, folder: Path, write: Callable[[], _T]) -> _T:
-        """Run a write to `folder`; a failure is remembered as the folder's fault (health, submissions) and raised."""
+    def _stored(self, store: Probed, write: Callable[[], _T]) -> _T:
+        """Run a write to `store`; a failure is remembered as the store's fault (health, submissions) and raised."""
         try:
             return write()
         except StorageUnavailable as exc:
-            self._faults[folder] = exc
+            self._faults[store] = exc
             raise
 
     def storage_fault(self) -> StorageUnavailable | None:
-        """Why jobs cannot be stored now (a full disk, a read-only folder), or None. Each folder a write failed
+        """Why jobs cannot be stored now (a full disk, a read-only folder), or None. Each store a write failed
         in is probed again, and cleared once it takes a write; so is the job database."""
-        for folder, fault in list(self._faults.items()):
+        for store, fault in list(self._faults.items()):
             try:
-                probe_folder(folder)
+                store.probe()
             except OSError:
                 return fault
-            self._faults.pop(folder, None)
+            self._faults.pop(store, None)
         return self._queue.storage_fault()
 
     def _run(self, model: LoadedModel, spec: ModelSpec, request: GenerationRequest, context: JobContext) -> Generated:
@@ -341,27 +424,31 @@ class ImageService:
         )
 
     def _expire_job(self, job: Job) -> None:
-        """A job's result expired: remove its image from the output store (the cache keeps its own copy).
+        """A job's result expired: remove its image from the output store (the cache keeps its own copy) and its
+        inputs from the input store.
 
         A cache hit answers with the image already stored, so the image goes with the last readable job that
-        shares it, cache hit or not.
+        shares it, cache hit or not; an input goes with the last job whose payload names it.
         """
         output = job.result.get("output_path") if job.result else None
         if output and not any(other.id != job.id for other in self._queue.results_with("output_path", output)):
             self._outputs.delete(Path(output))
+        digests = {name: digest for name in INPUT_FIELDS if isinstance(digest := job.payload.get(name), str)}
+        with self._inputs_lock:
+            self._remove_unused_inputs(digests, job_id=job.id)
 
     def _from_cache(self, hit: tuple[bytes, dict[str, Any]], record: dict[str, Any]) -> dict[str, Any]:
         png, stored = hit
         output = stored.get("output_path")
         if not output or not Path(output).is_file():
-            output = str(self._stored(self._outputs.root, lambda: self._outputs.save(png, stored)))
+            output = str(self._stored(self._outputs, lambda: self._outputs.save(png, stored)))
         # What the policy added and how the engine ran made the stored image: report those, not today's.
         kept: dict[str, Any] = {name: stored[name] for name in ("policy_applied", "runtime") if name in stored}
         return {**record, **kept, "output_path": output, "elapsed_s": 0.0, "cached": True}
 
-    def _cache_parameters(self, request: GenerationRequest, spec: ModelSpec) -> dict[str, Any]:
+    def _cache_parameters(self, request: GenerationRequest, spec: ModelSpec, queued: QueuedRequest) -> dict[str, Any]:
         """Everything that changes the pixels: the model and its revision, the prompts after assist, the
-        numbers, the input images, and the engine (library versions, device, dtype)."""
+        numbers, the input images (by digest), and the engine (library versions, device, dtype)."""
         return {
             "model": spec.key,
             "source": spec.source,
@@ -378,8 +465,8 @@ class ImageService:
             "height": request.height,
             "strength": request.strength if request.task is not Task.TEXT2IMG else None,
             "decoder": request.decoder.value,
-            "init_image": _image_digest(request.init_image),
-            "mask_image": _image_digest(request.mask_image),
+            "init_image": queued.init_image,
+            "mask_image": queued.mask_image,
             "engine": self._backend.fingerprint(),
             "policy": self.policy.version,
         }
@@ -714,11 +801,3 @@ def _require_texts(params: GenerationParams) -> None:
         if source is not None:
             require_text(source.base64, field=name)
             require_text(source.path, field=f"{name}_path")
-
-
-def _image_digest(image: Image.Image | None) -> str | None:
-    if image is None:
-        return None
-    digest = hashlib.sha256(image.tobytes())
-    digest.update(f"{image.mode}{image.size}".encode())
-    return digest.hexdigest()

@@ -29,6 +29,7 @@ from imageforge.transports.mcp.server import McpOptions, build_mcp_server
 from tests.contract.conftest import serving as serving_subprocess
 from tests.events import wait_for_end
 from tests.faults.conftest import SMALL, WAIT_S, fill, mounted, serving
+from tests.helpers import png_base64
 
 
 class FullDatabase:
@@ -171,6 +172,27 @@ def test_a_full_output_disk_fails_the_job_with_storage_full_and_no_path_until_th
         assert client.get("/health").json()["status"] == "ok"
         again = client.post("/generate", json={"prompt": "room again", **SMALL})
         assert again.status_code == 200, again.text
+
+
+def test_a_full_input_store_refuses_an_edit_at_submit_with_storage_full_and_nothing_queued(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edit = {"task": "img2img", "prompt": "no room for my photo", "init_image": png_base64(), **SMALL, "steps": 2}
+    with serving(settings) as (client, service, _):
+        disk = FullFolder(settings.data_path / "inputs", monkeypatch)
+        response = client.post("/jobs", json=edit)
+        assert response.status_code == 503, response.text
+        error = response.json()["error"]
+        assert error["code"] == "storage_full"
+        assert "IMAGEFORGE_DATA_DIR" in error["message"]
+        assert service.list_jobs() == [], "a job whose images could not be stored is not queued"
+        assert_refused(client, "storage_full", settings)
+
+        disk.full = False
+        assert client.get("/health").json()["status"] == "ok"
+        again = client.post("/jobs", json=edit)
+        assert again.status_code == 202, again.text
+        assert ended(service, again.json()["job_id"])["status"] == "succeeded"
 
 
 @pytest.mark.anyio

@@ -119,6 +119,8 @@ class JobQueue(Protocol):
 
     def results_with(self, key: str, value: str) -> list[Job]: ...
 
+    def payloads_with(self, key: str, value: str) -> list[Job]: ...
+
     def storage_fault(self) -> StorageUnavailable | None: ...
 
     def start(self) -> None: ...
@@ -695,6 +697,11 @@ class EmbeddedJobQueue:
         """Jobs whose result is still readable and has `value` under `key`: an expire hook asks before it removes
         something that several results share."""
         return self._store.results_with(key, value, self._clock())
+
+    def payloads_with(self, key: str, value: str) -> list[Job]:
+        """Jobs not expired (waiting, running, or with a readable result) whose payload has `value` under `key`:
+        an expire hook asks before it removes an input that several jobs share. Takes no lock but the store's."""
+        return self._store.payloads_with(key, value, self._clock())
 
 
 class _Context:

@@ -109,6 +109,15 @@ class JobStore:
             (now, key, value),
         )
 
+    def payloads_with(self, key: str, value: str, now: float) -> list[Job]:
+        """Jobs not expired by `now` (queued, running, or finished with a readable result) whose payload has
+        `value` under `key`."""
+        return self._many(
+            "SELECT body FROM jobs WHERE (expires_at IS NULL OR expires_at > ?)"
+            " AND json_extract(body, '$.payload.' || ?) = ?",
+            (now, key, value),
+        )
+
     def delete(self, job_ids: Iterable[str]) -> None:
         with self._lock:
             self._db.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id in job_ids])

@@ -1,1 +1,2 @@
-"""Where images go: the output store (every result) and the content-addressed cache (seeded results)."""
+"""Where images go: the output store (every result), the content-addressed cache (seeded results) and the
+input store (queued jobs' input images)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from imageforge.errors import storage_error
-from imageforge.storage.files import write_atomic
+from imageforge.storage.files import probe_folder, write_atomic
 
 
 def cache_key(parameters: dict[str, Any]) -> str:
@@ -25,6 +25,10 @@ class ArtifactCache:
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.png"
+
+    def probe(self) -> None:
+        """Write a file in the cache folder and remove it; raises the `OSError` of what failed."""
+        probe_folder(self.root)
 
     def get(self, key: str) -> tuple[bytes, dict[str, Any]] | None:
         png_path = self._path(key)

@@ -1,10 +1,11 @@
-"""Atomic file writes shared by the output store and the cache, and the check that a folder takes writes."""
+"""Atomic file writes shared by the output, cache and input stores, and the check that a folder takes writes."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 #: What a probe writes: a block's worth, since a full disk may still take an empty file (a free inode).
 _PROBE = b"\0" * 4096
@@ -12,7 +13,7 @@ _PROBE = b"\0" * 4096
 
 def write_temporary(folder: Path, data: bytes, prefix: str) -> Path:
     """Write `data` to a new hidden file in `folder` (made when missing) and return its path; every write of the
-    output store and the cache goes through here. A failed write leaves no file and raises its `OSError`."""
+    output, cache and input stores goes through here. A failed write leaves no file and raises its `OSError`."""
     folder.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
     try:
@@ -32,6 +33,14 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+class Probed(Protocol):
+    """A store the service writes to, which it probes after a failed write to learn when writes work again."""
+
+    def probe(self) -> None:
+        """Write something small where the store writes, and remove it; raises the `OSError` of what failed."""
+        ...
 
 
 def probe_folder(folder: Path) -> None:

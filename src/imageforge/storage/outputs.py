@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from imageforge.errors import ImageNotFound, storage_error
-from imageforge.storage.files import write_atomic
+from imageforge.storage.files import probe_folder, write_atomic
 
 PNG_RECORD_KEY = "imageforge"
 PNG_PARAMETERS_KEY = "parameters"
@@ -79,6 +79,10 @@ class OutputStore:
         if not OUTPUT_NAME.match(name) or path.is_symlink() or not path.is_file():
             raise ImageNotFound(f"No image '{name}'.", hint="Use the image link of a finished job.")
         return path
+
+    def probe(self) -> None:
+        """Write a file in the output folder and remove it; raises the `OSError` of what failed."""
+        probe_folder(self.root)
 
     def delete(self, path: Path) -> None:
         """Remove a stored image and its sidecar; paths outside the store are left alone."""

@@ -19,6 +19,7 @@ from imageforge.config import Settings
 from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
 from tests.events import wait_for_end
+from tests.helpers import png_base64
 from tests.loopback import LOCAL_URL
 
 TTL_S = 60.0
@@ -107,6 +108,46 @@ def test_sweeping_keeps_an_image_that_a_readable_cache_hit_shares(
     assert client.get(hit["links"]["self"]).json()["error"]["code"] == "expired"
     assert client.get(hit["links"]["image"]).status_code == 404
     assert not shared.exists(), "the last job holding the image took it with it"
+
+
+def test_an_expired_jobs_input_image_leaves_the_input_store_once_no_other_job_names_it(
+    expiring: tuple[TestClient, ImageService], clock: Clock, settings: Settings
+) -> None:
+    client, service = expiring
+    edit = {"task": "img2img", "init_image": png_base64((64, 64), (10, 200, 30)), "steps": 2, "width": 64, "height": 64}
+    inputs = settings.data_path / "inputs"
+    first = finished(client, {**edit, "prompt": "a lighthouse"})
+    clock.advance(TTL_S - 1)
+    second = finished(client, {**edit, "prompt": "the same lighthouse at night"})
+    assert len(list(inputs.rglob("*.png"))) == 1, "an equal image is stored once for both jobs"
+
+    clock.advance(2)  # past the first job's expiry, not the second's
+    assert service.sweep_expired() == [first["job_id"]]
+    assert len(list(inputs.rglob("*.png"))) == 1, "kept while the second job names it"
+
+    clock.advance(TTL_S)
+    assert service.sweep_expired() == [second["job_id"]]
+    assert list(inputs.rglob("*.png")) == [], "the last job naming the image took it with it"
+
+
+def test_a_job_expiring_while_an_equal_image_is_submitted_leaves_that_image_for_the_new_job(
+    expiring: tuple[TestClient, ImageService], clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, service = expiring
+    edit = {"task": "img2img", "init_image": png_base64((64, 64), (90, 20, 160)), "steps": 2, "width": 64, "height": 64}
+    first = finished(client, {**edit, "prompt": "a lighthouse"})
+    queue_submit = service._queue.submit
+
+    def sweep_first_then_queue(*args: Any, **kwargs: Any) -> Any:
+        """The sweep runs after the new job's image was stored and before the job names it."""
+        clock.advance(TTL_S + 1)
+        assert service.sweep_expired() == [first["job_id"]]
+        return queue_submit(*args, **kwargs)
+
+    monkeypatch.setattr(service._queue, "submit", sweep_first_then_queue)
+    second = finished(client, {**edit, "prompt": "the same lighthouse at night"})
+
+    assert second["result"]["task"] == "img2img"
 
 
 def test_cache_answers_a_seeded_request_after_its_jobs_expired(

@@ -48,6 +48,18 @@ def gated(settings: Settings) -> Iterator[tuple[TestClient, GatedBackend]]:
             backend.release(1000)
 
 
+def test_identical_seeded_img2img_requests_in_flight_together_are_one_job(
+    gated: tuple[TestClient, GatedBackend],
+) -> None:
+    client, _ = gated
+    body = {"task": "img2img", "prompt": "p", "seed": 5, "steps": 2, "init_image": png_base64(), **SMALL}
+
+    first = client.post("/jobs", json=body).json()
+    again = client.post("/jobs", json=body).json()
+
+    assert again["job_id"] == first["job_id"]
+
+
 def test_submit_answers_202_with_id_position_and_links(client: TestClient) -> None:
     response = client.post("/jobs", json={"prompt": "a fox", "seed": 1, **SMALL})
 

@@ -36,6 +36,27 @@ def test_results_with_finds_only_readable_results_holding_the_value(tmp_path: Pa
         store.close()
 
 
+def test_payloads_with_finds_jobs_not_expired_naming_the_value_queued_running_or_readable(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.sqlite")
+    try:
+        store.save(Job(id="queued", kind="k", payload={"init_image": "d1"}))
+        store.save(Job(id="running", kind="k", payload={"init_image": "d1"}, status=JobStatus.RUNNING))
+        readable = _finished("readable", {"file": "a.png"}, expires_at=200)
+        store.save(Job(**{**readable.__dict__, "payload": {"init_image": "d1"}}))
+        expired = _finished("expired", {"file": "b.png"}, expires_at=100)
+        store.save(Job(**{**expired.__dict__, "payload": {"init_image": "d1"}}))
+        store.save(Job(id="other", kind="k", payload={"init_image": "d2", "mask_image": "d1"}))
+
+        assert sorted(job.id for job in store.payloads_with("init_image", "d1", now=150)) == [
+            "queued",
+            "readable",
+            "running",
+        ]
+        assert [job.id for job in store.payloads_with("mask_image", "d1", now=150)] == ["other"]
+    finally:
+        store.close()
+
+
 def test_recent_fills_its_page_with_readable_jobs_past_expired_ones(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs.sqlite")
     try:

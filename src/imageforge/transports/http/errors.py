@@ -35,6 +35,7 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.StorageUnavailable.code: 503,
     errors.StorageFull.code: 503,
     errors.FolderUnwritable.code: 503,
+    errors.InputMissing.code: 410,
     errors.Timeout.code: 504,
     errors.QueueFull.code: 429,
     errors.QueueShareExceeded.code: 429,
