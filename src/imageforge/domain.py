@@ -280,29 +280,62 @@ class ImageResult:
             },
         )
 
-    def described(self) -> dict[str, Any]:
+    def described(self) -> ImageDescription:
         """What every surface reports about the image besides the image and where it lies (HTTP, MCP)."""
-        return {
-            "task": self.task.value,
-            "model": self.model,
-            "seed": self.seed,
-            "steps": self.steps,
-            "guidance": self.guidance,
-            "width": self.width,
-            "height": self.height,
-            "strength": self.strength,
-            "prompt": self.prompt,
-            "original_prompt": self.original_prompt,
-            "negative_prompt": self.negative_prompt,
-            "assisted": self.assisted,
-            "cached": self.cached,
-            "elapsed_s": self.elapsed_s,
-            "notice": self.extra.get("notice"),
-            "assist": self.extra.get("assist"),
-            "policy_applied": self.extra.get("policy_applied"),
-            "decoder": self.extra.get("decoder", "full"),
-            "runtime": self.extra.get("runtime"),
-        }
+        return ImageDescription(
+            task=self.task.value,
+            model=self.model,
+            seed=self.seed,
+            steps=self.steps,
+            guidance=self.guidance,
+            width=self.width,
+            height=self.height,
+            strength=self.strength,
+            prompt=self.prompt,
+            original_prompt=self.original_prompt,
+            negative_prompt=self.negative_prompt,
+            assisted=self.assisted,
+            cached=self.cached,
+            elapsed_s=self.elapsed_s,
+            notice=self.extra.get("notice"),
+            assist=self.extra.get("assist"),
+            policy_applied=self.extra.get("policy_applied"),
+            decoder=self.extra.get("decoder", "full"),
+            runtime=self.extra.get("runtime"),
+        )
+
+
+class ImageDescription(BaseModel):
+    """A finished image as every surface describes it: what made it and how it was made. HTTP results and the MCP
+    image tools answer these fields, plus how to get the image itself."""
+
+    task: str = Field(description="text2img, img2img or inpaint.")
+    model: str
+    seed: int = Field(description="The seed that made it: the same request with it makes the same image.")
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    strength: float | None = Field(description="How far img2img or inpaint moved from the input; null for text2img.")
+    prompt: str = Field(description="The prompt drawn: after prompt assist, when it was asked for.")
+    original_prompt: str = Field(description="The prompt as sent.")
+    negative_prompt: str
+    assisted: bool = Field(description="Whether the local LLM wrote `prompt`.")
+    cached: bool = Field(description="Whether the image came from the cache of seeded results.")
+    elapsed_s: float = Field(description="Seconds the generation took (0 for a cached image).")
+    notice: str | None = Field(None, description="Why the model behaves other than its name says, when it does.")
+    assist: dict[str, Any] | None = Field(
+        None,
+        description='With assist: {"source": "ollama" or "passthrough", "reason": why it passed through, "tags"}.',
+    )
+    policy_applied: dict[str, Any] | None = Field(
+        None,
+        description="What the server's policy added to the prompts (GET /policy shows it), by version, and why not.",
+    )
+    decoder: str = Field("full", description="The decoder that made the image: full or fast.")
+    runtime: dict[str, Any] | None = Field(
+        None, description="How the engine ran it: dtype, channels_last, attention, threads, memory_savers, compile."
+    )
 
 
 #: `AssistResult.source` when the local LLM wrote the prompt.

@@ -10,6 +10,7 @@ from mcp.client.client import Client
 from mcp_types import ResourceLink
 
 from imageforge.config import Settings
+from imageforge.domain import ImageDescription
 from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
 from tests.loopback import serving_app
@@ -94,3 +95,22 @@ async def test_assist_prompt_over_mcp_answers_what_post_assist_answers(server_ur
     assert not result.is_error
     assert {"ok": True, **(result.structured_content or {})} == over_http
     assert over_http["source"] == "passthrough"
+
+
+async def test_an_image_is_described_alike_by_http_and_by_the_mcp_tools(server_url: str) -> None:
+    body = {"prompt": "a fox", "seed": 5, **SMALL}
+    over_http = httpx.post(f"{server_url}/generate", json={**body, "return_mode": "path"}, timeout=120).json()
+    openapi = httpx.get(f"{server_url}/openapi.json").json()
+    async with Client(f"{server_url}/mcp") as mcp:
+        tools = {tool.name: tool for tool in (await mcp.list_tools()).tools}
+        result = await mcp.call_tool("generate_image", body)
+    over_mcp = result.structured_content or {}
+
+    described = set(ImageDescription.model_fields)
+    assert described <= set(openapi["components"]["schemas"]["ImageResponse"]["properties"])
+    for name in ("generate_image", "edit_image", "inpaint_image", "get_job_result"):
+        assert described <= set((tools[name].output_schema or {}).get("properties", {})), name
+    # The second request is the first one's cached image: the same description, bar how it was got.
+    same = described - {"cached", "elapsed_s"}
+    assert {name: over_mcp[name] for name in same} == {name: over_http[name] for name in same}
+    assert (over_http["cached"], over_mcp["cached"]) == (False, True)

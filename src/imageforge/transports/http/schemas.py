@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,6 +11,7 @@ from imageforge.domain import (
     AssistResult,
     Decoder,
     GenerationParams,
+    ImageDescription,
     ImageSource,
     ModelCatalog,
     Policy,
@@ -122,36 +123,13 @@ class JobBody(InpaintBody):
         return self.to_params(self.task, init_image=self._init(), mask_image=mask, strength=strength)
 
 
-class ImageResponse(BaseModel):
-    """The result of /generate, /edit and /inpaint."""
+class ImageResponse(ImageDescription):
+    """The result of /generate, /edit and /inpaint: the image's description, and the image or its path."""
 
     ok: Literal[True] = True
-    task: str
-    model: str
-    seed: int
-    steps: int
-    guidance: float
-    width: int
-    height: int
-    strength: float | None
-    elapsed_s: float
-    prompt: str
-    original_prompt: str
-    negative_prompt: str
-    assisted: bool
-    cached: bool
-    output_path: str | None
-    image_base64: str | None
+    output_path: str | None = Field(description="The PNG on the server (return_mode path or both).")
+    image_base64: str | None = Field(description="The PNG, base64 (return_mode base64 or both).")
     mime: str
-    notice: str | None = None
-    assist: dict[str, Any] | None = None
-    policy_applied: dict[str, Any] | None = Field(
-        None, description="What the policy added (baseline negative prompt, directive), by version, and why not."
-    )
-    decoder: str = Field("full", description="The decoder that made the image: full or fast.")
-    runtime: dict[str, Any] | None = Field(
-        None, description="How the engine ran it: dtype, channels_last, attention, threads, memory_savers, compile."
-    )
 
 
 class AssistBody(_Body):

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 from anyio import to_thread
@@ -30,6 +30,7 @@ from imageforge.domain import (
     AssistResult,
     Caller,
     GenerationParams,
+    ImageDescription,
     ImageResult,
     ImageSource,
     Job,
@@ -80,42 +81,16 @@ MaskPath = Annotated[str, Field(description="The mask, same size as the image: w
 JobId = Annotated[str, Field(description="The job_id submit_async_job returned.")]
 
 
-class ImageOutput(BaseModel):
-    """The structured result of the image tools."""
+class ImageOutput(ImageDescription):
+    """The structured result of the image tools: the image's description, and where the full image is."""
 
     job_id: str
-    task: str
-    model: str
-    seed: int
-    steps: int
-    guidance: float
-    width: int
-    height: int
-    strength: float | None
-    prompt: str
-    original_prompt: str
-    negative_prompt: str
-    assisted: bool
-    cached: bool
-    elapsed_s: float
     output_path: str = Field(
         description="Where the full image is saved: on the server's machine, or this machine's copy through the "
         "remote proxy."
     )
     remote_output_path: str | None = Field(None, description="Through the remote proxy: the server's own path.")
     url: str | None = Field(None, description="The full image over HTTP, when the server is reached over HTTP.")
-    notice: str | None = None
-    assist: dict[str, Any] | None = Field(
-        None,
-        description='With assist: {"source": "ollama" or "passthrough", "reason": why it passed through, "tags"}.',
-    )
-    policy_applied: dict[str, Any] | None = Field(
-        None, description="What the server's policy added to the prompts (GET /policy shows it), and why not."
-    )
-    decoder: str = Field("full", description="The decoder that made the image: full or fast.")
-    runtime: dict[str, Any] | None = Field(
-        None, description="How the engine ran it: dtype, channels_last, attention, threads, memory_savers, compile."
-    )
 
 
 class JobOutput(BaseModel):
@@ -470,7 +445,7 @@ class _Tools:
     def _image_result(self, job_id: str, result: ImageResult, base_url: str | None) -> CallToolResult:
         name = Path(result.output_path).name
         url = f"{base_url}/images/{name}{self._options.image_query(name)}" if base_url else None
-        output = ImageOutput(**result.described(), job_id=job_id, output_path=result.output_path, url=url)
+        output = ImageOutput(**result.described().model_dump(), job_id=job_id, output_path=result.output_path, url=url)
         structured = output.model_dump(mode="json")
         content: list[ContentBlock] = [
             preview_content(result.png, self._options.preview_px),

@@ -33,7 +33,7 @@ router = APIRouter(tags=["images"], responses=_ERRORS)
 
 def to_response(result: ImageResult, return_mode: ReturnMode) -> ImageResponse:
     return ImageResponse(
-        **result.described(),
+        **result.described().model_dump(),
         output_path=result.output_path if return_mode in ("path", "both") else None,
         image_base64=base64.b64encode(result.png).decode() if return_mode in ("base64", "both") else None,
         mime=result.mime,
