@@ -562,6 +562,32 @@ class StyleTemplate(BaseModel):
         )
 
 
+# -- health ----------------------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    """How the service is: whether it takes jobs, on what device, with which models loaded (GET /health with a
+    key, `imageforge check`)."""
+
+    ok: bool = True
+    status: str = Field(description='"ok", or "degraded" while jobs cannot be stored (then `reason` says why).')
+    reason: dict[str, str] | None = Field(
+        None, description="While degraded: the storage error's code, message and hint (it names no server path)."
+    )
+    version: str
+    device: str = Field(description="cuda, mps or cpu.")
+    dtype: str
+    cuda: bool
+    mps: bool
+    engine_constructed: bool = True
+    resident_models: list[str] = Field(description="The loaded models, least recently used first.")
+    model_memory: dict[str, Any] = Field(description="The memory budget and what the resident models take.")
+    default_model: str
+    versions: dict[str, str] = Field(description="torch, diffusers and transformers.")
+    runtime: dict[str, Any] = Field(description="How the engine runs: dtype, channels_last, attention, threads, …")
+    ollama: dict[str, Any] = Field(description="Prompt assist's Ollama: url, model, reachable, model_available.")
+
+
 # -- the policy --------------------------------------------------------------------------------------------
 
 

@@ -35,6 +35,7 @@ from imageforge.domain import (
     Decoder,
     GenerationParams,
     GenerationRequest,
+    Health,
     ImageResult,
     ImageSource,
     Job,
@@ -725,7 +726,7 @@ class ImageService:
             default=spec.key == self.default_model,
         )
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> Health:
         """Service status: device, resident models, default model, version, Ollama reachability.
 
         `status` is `degraded` while jobs cannot be stored, with the error as `reason` (it names the setting,
@@ -733,23 +734,21 @@ class ImageService:
         """
         info = self._backend.device_info()
         fault = self.storage_fault()
-        return {
-            "ok": True,
-            "status": "ok" if fault is None else "degraded",
-            "reason": None if fault is None else {"code": fault.code, "message": fault.message, "hint": fault.hint},
-            "version": __version__,
-            "device": info.device,
-            "dtype": info.dtype,
-            "cuda": info.cuda_available,
-            "mps": info.mps_available,
-            "engine_constructed": True,
-            "resident_models": self.resident_models(),
-            "model_memory": self._pool.status(),
-            "default_model": self.default_model,
-            "versions": info.versions,
-            "runtime": info.runtime,
-            "ollama": self._assistant.status(),
-        }
+        return Health(
+            status="ok" if fault is None else "degraded",
+            reason=None if fault is None else {"code": fault.code, "message": fault.message, "hint": fault.hint},
+            version=__version__,
+            device=info.device,
+            dtype=info.dtype,
+            cuda=info.cuda_available,
+            mps=info.mps_available,
+            resident_models=self.resident_models(),
+            model_memory=self._pool.status(),
+            default_model=self.default_model,
+            versions=info.versions,
+            runtime=info.runtime,
+            ollama=self._assistant.status(),
+        )
 
     def load_model(self, key: str) -> float:
         """Make a model resident now; returns the seconds spent loading (0 when it already was)."""

@@ -49,7 +49,7 @@ def print_check(settings: Settings) -> int:
     try:
         from imageforge.bootstrap import build_service
 
-        info = build_service(settings).health()
+        info = build_service(settings).health().model_dump()
     except FolderUnwritable as exc:
         typer.secho(f"\nerror [{exc.code}]: {exc.message}", fg="red")
         typer.echo(f"hint: {exc.hint}")

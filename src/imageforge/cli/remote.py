@@ -11,8 +11,12 @@ if TYPE_CHECKING:
     from imageforge.client import Client
     from imageforge.config import Settings
 
-#: How long `generate` waits for a server on HOST:PORT before running in its own process.
-PROBE_TIMEOUT_S = 0.5
+#: How long `generate` waits to connect to a server on HOST:PORT before running in its own process: a port where
+#: nothing listens refuses at once, so this only bounds a firewall that drops the packets.
+PROBE_CONNECT_S = 0.5
+#: How long a server that took the connection gets to answer: its first `/health` with a key imports torch, and a
+#: busy machine is slow. Giving up sooner would run the job here, beside a server that holds the data folder.
+PROBE_ANSWER_S = 30.0
 
 
 def connect(url: str, **options: Any) -> Client:
@@ -32,7 +36,9 @@ def connect(url: str, **options: Any) -> Client:
 
 
 def running_server(settings: Settings) -> str | None:
-    """The URL of an imageforge server answering on the configured HOST:PORT, if one answers at once."""
+    """The URL of an imageforge server answering on the configured HOST:PORT, if one is there."""
+    import httpx
+
     from imageforge.errors import ImageforgeError
 
     # A server bound to every interface is reached on loopback; one with TLS by its own certificate.
@@ -40,7 +46,7 @@ def running_server(settings: Settings) -> str | None:
     scheme = "http" if settings.tls is None else "https"
     url = f"{scheme}://[{host}]:{settings.port}" if ":" in host else f"{scheme}://{host}:{settings.port}"
     try:
-        with connect(url, timeout=PROBE_TIMEOUT_S) as client:
+        with connect(url, timeout=httpx.Timeout(PROBE_ANSWER_S, connect=PROBE_CONNECT_S)) as client:
             health = client.health()
     except ImageforgeError:
         return None

@@ -11,6 +11,7 @@ from imageforge.domain import (
     AssistResult,
     Decoder,
     GenerationParams,
+    Health,
     ImageDescription,
     ImageSource,
     ModelCatalog,
@@ -191,6 +192,31 @@ class JobResponse(BaseModel):
 class JobListResponse(BaseModel):
     ok: Literal[True] = True
     jobs: list[JobResponse]
+
+
+class HealthResponse(Health):
+    """GET /health with a key (or on a server without keys): the service's health and how it is reached."""
+
+    auth: str = Field(description='"api_key", "off (loopback only)", "OFF: …" (insecure on purpose).')
+    tls: bool
+    allowed_hosts: list[str] | str = Field(description='The Host names answered, or "*" for any.')
+
+
+class LivenessResponse(BaseModel):
+    """GET /health without a key on a server that needs one: alive, and whether it takes jobs, nothing more."""
+
+    ok: Literal[True] = True
+    status: str = Field(description='"ok", or "degraded" while jobs cannot be stored.')
+    auth: Literal["required"] = "required"
+
+
+class LockedResponse(BaseModel):
+    """GET /health on a network server with no API key left: it answers nobody else until a key is added."""
+
+    ok: Literal[True] = True
+    status: str = Field(description='"ok", or "degraded" while jobs cannot be stored.')
+    auth: Literal["no_api_keys"] = "no_api_keys"
+    hint: str = Field(description="What to do.")
 
 
 class PolicyResponse(Policy):
