@@ -19,24 +19,41 @@ from typing import Annotated, Any
 import anyio
 from anyio import to_thread
 from mcp.server.mcpserver import Context, MCPServer, UserMessage
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, CallToolResult, ContentBlock, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from mcp_types import INVALID_PARAMS, CallToolResult, ContentBlock, InputRequiredResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field, ValidationError
 
 from imageforge import __version__
 from imageforge.domain import (
     LOCAL_CALLER,
     LOCAL_CLIENT,
+    REQUEST_FIELDS,
+    AssistPrompt,
     AssistResult,
     Caller,
+    Decoder,
+    DecoderChoice,
     GenerationParams,
+    Guidance,
+    Height,
     ImageResult,
     ImageSource,
     Job,
     JobStatus,
     ModelCatalog,
+    ModelKey,
+    NegativePrompt,
+    Prompt,
+    Seed,
+    Steps,
+    Strength,
     StyleTemplate,
     Task,
+    TaskChoice,
+    TextToImageFields,
+    Width,
+    accepted,
 )
 from imageforge.errors import ImageforgeError, InvalidRequest, JobNotReady
 from imageforge.service import ImageService
@@ -60,19 +77,7 @@ _RESULT_NOTE = (
     "output_path, url) and, over HTTP, a link to the full-resolution image. A seed makes the image reproducible."
 )
 
-Prompt = Annotated[str, Field(description="What to draw, in plain words.")]
-Model = Annotated[str | None, Field(description="Model key from list_models; default: the server's default.")]
-Steps = Annotated[int | None, Field(description="Denoising steps; default: the model's (1 for sd-turbo).")]
-Guidance = Annotated[float | None, Field(description="Guidance scale; default: the model's (0 for turbo models).")]
-Width = Annotated[int | None, Field(description="Width in px, a multiple of 8; default: the model's size.")]
-Height = Annotated[int | None, Field(description="Height in px, a multiple of 8; default: the model's size.")]
-Seed = Annotated[int | None, Field(description="Seed for a reproducible image; random when absent.")]
-Negative = Annotated[str, Field(description="What to keep out of the image (ignored by turbo models).")]
-Assist = Annotated[bool, Field(description="Expand the prompt through the local LLM first (falls back to it).")]
-DecoderChoice = Annotated[
-    str, Field(description='"full" (the model\'s VAE, default) or "fast": the tiny autoencoder, a much faster decode.')
-]
-Strength = Annotated[float | None, Field(description="How far to move from the input, 0-1; default 0.6 (edit).")]
+# The request's fields (Prompt, Steps, ...) are the domain's declaration: type, bounds and description.
 ImagePath = Annotated[
     str, Field(description="The input image: an absolute path or one relative to the project, in an allowed folder.")
 ]
@@ -145,7 +150,7 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
     """The imageforge MCP server on `service`; the caller starts and closes the service. Calls that submit or
     cancel jobs are audited through the service."""
     # The SDK configures the root logger at this level; imageforge's own logging is set up by its entry points.
-    mcp = MCPServer(name="imageforge", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+    mcp = _Server(name="imageforge", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
     tools = _Tools(service, options)
     restricted_use = service.policy.restricted_use
     restricted = f" Restricted use: {restricted_use}" if restricted_use else ""
@@ -162,18 +167,18 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
     async def generate_image(
         ctx: Context,
         prompt: Prompt,
-        model: Model = None,
+        model: ModelKey = None,
         steps: Steps = None,
         guidance: Guidance = None,
         width: Width = None,
         height: Height = None,
         seed: Seed = None,
-        negative_prompt: Negative = "",
-        assist: Assist = False,
-        decoder: DecoderChoice = "full",
+        negative_prompt: NegativePrompt = "",
+        assist: AssistPrompt = False,
+        decoder: DecoderChoice = Decoder.FULL,
     ) -> Annotated[CallToolResult, ImageOutput]:
-        params = GenerationParams(
-            task=Task.TEXT2IMG,
+        params = request_params(
+            Task.TEXT2IMG,
             prompt=prompt,
             negative_prompt=negative_prompt,
             model=model,
@@ -182,7 +187,7 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
             width=width,
             height=height,
             seed=seed,
-            assist_prompt=assist,
+            assist=assist,
             decoder=decoder,
         )
         return await tools.generate(ctx, params, "generate_image")
@@ -199,25 +204,25 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
         prompt: Prompt,
         image_path: ImagePath,
         strength: Strength = None,
-        model: Model = None,
+        model: ModelKey = None,
         steps: Steps = None,
         guidance: Guidance = None,
         seed: Seed = None,
-        negative_prompt: Negative = "",
-        assist: Assist = False,
-        decoder: DecoderChoice = "full",
+        negative_prompt: NegativePrompt = "",
+        assist: AssistPrompt = False,
+        decoder: DecoderChoice = Decoder.FULL,
     ) -> Annotated[CallToolResult, ImageOutput]:
-        params = GenerationParams(
-            task=Task.IMG2IMG,
+        params = request_params(
+            Task.IMG2IMG,
             prompt=prompt,
+            image_path=image_path,
+            strength=strength,
             negative_prompt=negative_prompt,
             model=model,
             steps=steps,
             guidance=guidance,
             seed=seed,
-            strength=strength,
-            init_image=ImageSource(path=image_path),
-            assist_prompt=assist,
+            assist=assist,
             decoder=decoder,
         )
         return await tools.generate(ctx, params, "edit_image")
@@ -232,27 +237,27 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
         prompt: Prompt,
         image_path: ImagePath,
         mask_path: MaskPath,
-        strength: Annotated[float | None, Field(description="How much to repaint, 0-1; default 1.0.")] = None,
-        model: Model = None,
+        strength: Strength = None,
+        model: ModelKey = None,
         steps: Steps = None,
         guidance: Guidance = None,
         seed: Seed = None,
-        negative_prompt: Negative = "",
-        assist: Assist = False,
-        decoder: DecoderChoice = "full",
+        negative_prompt: NegativePrompt = "",
+        assist: AssistPrompt = False,
+        decoder: DecoderChoice = Decoder.FULL,
     ) -> Annotated[CallToolResult, ImageOutput]:
-        params = GenerationParams(
-            task=Task.INPAINT,
+        params = request_params(
+            Task.INPAINT,
             prompt=prompt,
+            image_path=image_path,
+            mask_path=mask_path,
+            strength=strength,
             negative_prompt=negative_prompt,
             model=model,
             steps=steps,
             guidance=guidance,
             seed=seed,
-            strength=strength,
-            init_image=ImageSource(path=image_path),
-            mask_image=ImageSource(path=mask_path),
-            assist_prompt=assist,
+            assist=assist,
             decoder=decoder,
         )
         return await tools.generate(ctx, params, "inpaint_image")
@@ -287,30 +292,27 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
     async def submit_async_job(
         ctx: Context,
         prompt: Prompt,
-        task: Annotated[str, Field(description="text2img, img2img or inpaint.")] = "text2img",
+        task: TaskChoice = Task.TEXT2IMG,
         image_path: Annotated[str | None, Field(description="The input image for img2img and inpaint.")] = None,
         mask_path: Annotated[str | None, Field(description="The mask for inpaint (white = repaint).")] = None,
         strength: Strength = None,
-        model: Model = None,
+        model: ModelKey = None,
         steps: Steps = None,
         guidance: Guidance = None,
         width: Width = None,
         height: Height = None,
         seed: Seed = None,
-        negative_prompt: Negative = "",
-        assist: Assist = False,
-        decoder: DecoderChoice = "full",
+        negative_prompt: NegativePrompt = "",
+        assist: AssistPrompt = False,
+        decoder: DecoderChoice = Decoder.FULL,
     ) -> Annotated[CallToolResult, JobOutput]:
         def submit() -> BaseModel:
-            try:
-                kind = Task(task)
-            except ValueError:
-                raise InvalidRequest(
-                    f"task {task!r} is not one of text2img, img2img, inpaint.", hint="Use one of those three."
-                ) from None
-            params = GenerationParams(
-                task=kind,
+            params = request_params(
+                task,
                 prompt=prompt,
+                image_path=image_path,
+                mask_path=mask_path,
+                strength=strength,
                 negative_prompt=negative_prompt,
                 model=model,
                 steps=steps,
@@ -318,10 +320,7 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
                 width=width,
                 height=height,
                 seed=seed,
-                strength=strength,
-                init_image=ImageSource(path=image_path) if image_path else None,
-                mask_image=ImageSource(path=mask_path) if mask_path else None,
-                assist_prompt=assist,
+                assist=assist,
                 decoder=decoder,
             )
             return tools.job_output(service.submit(params, caller=caller_of(ctx)))
@@ -357,6 +356,52 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
     for template in service.list_templates():
         _add_template(mcp, service, template)
     return mcp
+
+
+class _Server(MCPServer):
+    """The SDK's server, but arguments that do not fit a tool's input schema are answered like every other bad
+    request (`invalid_request`, naming the field) rather than as the SDK's bare text."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc, UnexpectedToolError) or not isinstance(exc.__cause__, ValidationError):
+                raise
+            return error_result(invalid_arguments(exc.__cause__))
+
+
+def invalid_arguments(exc: ValidationError) -> InvalidRequest:
+    """The error for tool arguments the input schema refuses: each field with what is wrong with it, and the
+    declaration of the request fields among them as the hint."""
+    problems = [f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in exc.errors()]
+    names = dict.fromkeys(str(item["loc"][0]) for item in exc.errors() if item["loc"])
+    declared = [accepted(name) for name in names if name in REQUEST_FIELDS]
+    return InvalidRequest(
+        "; ".join(problems),
+        hint=" ".join(declared) or "The tool's input schema (tools/list) gives each argument's type and bounds.",
+    )
+
+
+def request_params(
+    task: Task,
+    *,
+    image_path: str | None = None,
+    mask_path: str | None = None,
+    strength: float | None = None,
+    assist: bool = False,
+    **fields: Any,
+) -> GenerationParams:
+    """The request an image tool's arguments make: the declared fields, under the tools' names (`assist`), with
+    the input image and mask as paths."""
+    return TextToImageFields(assist_prompt=assist, **fields).to_params(
+        task,
+        init_image=ImageSource(path=image_path) if image_path else None,
+        mask_image=ImageSource(path=mask_path) if mask_path else None,
+        strength=strength,
+    )
 
 
 def _add_template(mcp: MCPServer, service: ImageService, template: StyleTemplate) -> None:
