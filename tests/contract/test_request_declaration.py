@@ -1,6 +1,7 @@
 """The generation request is declared once (`imageforge.domain.REQUEST_FIELDS`), and every surface agrees with
-it: the OpenAPI schema of the HTTP bodies, the MCP image tools' input schemas, the CLI's `generate` options and
-the web page's number inputs show each field under its name with the declared default, bounds and description.
+it: the OpenAPI schema of the HTTP bodies, the MCP image tools' input schemas and the CLI's `generate` options
+show each field under its name with the declared default, bounds and description; the web page's number inputs
+stay within the bounds, and the Python client's options are the declared fields.
 
 Changing a default or a bound on one surface only fails here.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, get_type_hints
 
 import anyio
 import pytest
@@ -18,7 +19,8 @@ import typer
 from fastapi.testclient import TestClient
 
 from imageforge.cli.main import app as cli_app
-from imageforge.domain import DEFAULT_STRENGTH, REQUEST_FIELDS, Task
+from imageforge.client import GenerationOptions
+from imageforge.domain import DEFAULT_STRENGTH, REQUEST_FIELDS, Task, TextToImageFields
 from imageforge.service import ImageService
 from imageforge.transports.mcp.server import build_mcp_server
 from imageforge.transports.web.ui import STATIC_DIR
@@ -153,3 +155,9 @@ def test_the_web_page_number_inputs_stay_within_the_declared_bounds() -> None:
                 assert float(attributes["min"]) > low, name
         if "maximum" in expected:
             assert float(attributes.get("max", "inf")) <= expected["maximum"], name
+
+
+def test_the_python_client_takes_the_declared_fields_under_their_names() -> None:
+    options = set(get_type_hints(GenerationOptions))
+
+    assert options == set(TextToImageFields.model_fields) - {"prompt"}

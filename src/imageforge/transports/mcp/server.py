@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, cast
 
 import anyio
 from anyio import to_thread
@@ -29,30 +30,18 @@ from imageforge.domain import (
     LOCAL_CALLER,
     LOCAL_CLIENT,
     REQUEST_FIELDS,
-    AssistPrompt,
     AssistResult,
     Caller,
-    Decoder,
-    DecoderChoice,
     GenerationParams,
-    Guidance,
-    Height,
     ImageResult,
     ImageSource,
     Job,
     JobStatus,
     ModelCatalog,
-    ModelKey,
-    NegativePrompt,
     Prompt,
-    Seed,
-    Steps,
-    Strength,
     StyleTemplate,
     Task,
-    TaskChoice,
     TextToImageFields,
-    Width,
     accepted,
 )
 from imageforge.errors import ImageforgeError, InvalidRequest, JobNotReady
@@ -164,33 +153,9 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
         + restricted,
         annotations=drawing,
     )
-    async def generate_image(
-        ctx: Context,
-        prompt: Prompt,
-        model: ModelKey = None,
-        steps: Steps = None,
-        guidance: Guidance = None,
-        width: Width = None,
-        height: Height = None,
-        seed: Seed = None,
-        negative_prompt: NegativePrompt = "",
-        assist: AssistPrompt = False,
-        decoder: DecoderChoice = Decoder.FULL,
-    ) -> Annotated[CallToolResult, ImageOutput]:
-        params = request_params(
-            Task.TEXT2IMG,
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            model=model,
-            steps=steps,
-            guidance=guidance,
-            width=width,
-            height=height,
-            seed=seed,
-            assist=assist,
-            decoder=decoder,
-        )
-        return await tools.generate(ctx, params, "generate_image")
+    @declared_arguments(*_IMAGE_FIELDS, "width", "height")
+    async def generate_image(ctx: Context, **fields: Any) -> Annotated[CallToolResult, ImageOutput]:
+        return await tools.generate(ctx, request_params(Task.TEXT2IMG, **fields), "generate_image")
 
     @mcp.tool(
         description="Change an existing image following a prompt (image to image), keeping its composition; "
@@ -199,67 +164,22 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
         + restricted,
         annotations=drawing,
     )
+    @declared_arguments(*_IMAGE_FIELDS, "strength")
     async def edit_image(
-        ctx: Context,
-        prompt: Prompt,
-        image_path: ImagePath,
-        strength: Strength = None,
-        model: ModelKey = None,
-        steps: Steps = None,
-        guidance: Guidance = None,
-        seed: Seed = None,
-        negative_prompt: NegativePrompt = "",
-        assist: AssistPrompt = False,
-        decoder: DecoderChoice = Decoder.FULL,
+        ctx: Context, *, image_path: ImagePath, **fields: Any
     ) -> Annotated[CallToolResult, ImageOutput]:
-        params = request_params(
-            Task.IMG2IMG,
-            prompt=prompt,
-            image_path=image_path,
-            strength=strength,
-            negative_prompt=negative_prompt,
-            model=model,
-            steps=steps,
-            guidance=guidance,
-            seed=seed,
-            assist=assist,
-            decoder=decoder,
-        )
-        return await tools.generate(ctx, params, "edit_image")
+        return await tools.generate(ctx, request_params(Task.IMG2IMG, image_path=image_path, **fields), "edit_image")
 
     @mcp.tool(
         description="Repaint only the white region of a mask in an image following a prompt (inpainting); the "
         "black region is kept. Best for replacing or removing an object." + _RESULT_NOTE + restricted,
         annotations=drawing,
     )
+    @declared_arguments(*_IMAGE_FIELDS, "strength")
     async def inpaint_image(
-        ctx: Context,
-        prompt: Prompt,
-        image_path: ImagePath,
-        mask_path: MaskPath,
-        strength: Strength = None,
-        model: ModelKey = None,
-        steps: Steps = None,
-        guidance: Guidance = None,
-        seed: Seed = None,
-        negative_prompt: NegativePrompt = "",
-        assist: AssistPrompt = False,
-        decoder: DecoderChoice = Decoder.FULL,
+        ctx: Context, *, image_path: ImagePath, mask_path: MaskPath, **fields: Any
     ) -> Annotated[CallToolResult, ImageOutput]:
-        params = request_params(
-            Task.INPAINT,
-            prompt=prompt,
-            image_path=image_path,
-            mask_path=mask_path,
-            strength=strength,
-            negative_prompt=negative_prompt,
-            model=model,
-            steps=steps,
-            guidance=guidance,
-            seed=seed,
-            assist=assist,
-            decoder=decoder,
-        )
+        params = request_params(Task.INPAINT, image_path=image_path, mask_path=mask_path, **fields)
         return await tools.generate(ctx, params, "inpaint_image")
 
     @mcp.tool(
@@ -289,43 +209,19 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
         "has succeeded." + restricted,
         annotations=drawing,
     )
+    @declared_arguments(*_IMAGE_FIELDS, "task", "strength", "width", "height")
     async def submit_async_job(
         ctx: Context,
-        prompt: Prompt,
-        task: TaskChoice = Task.TEXT2IMG,
+        *,
         image_path: Annotated[str | None, Field(description="The input image for img2img and inpaint.")] = None,
         mask_path: Annotated[str | None, Field(description="The mask for inpaint (white = repaint).")] = None,
-        strength: Strength = None,
-        model: ModelKey = None,
-        steps: Steps = None,
-        guidance: Guidance = None,
-        width: Width = None,
-        height: Height = None,
-        seed: Seed = None,
-        negative_prompt: NegativePrompt = "",
-        assist: AssistPrompt = False,
-        decoder: DecoderChoice = Decoder.FULL,
+        **fields: Any,
     ) -> Annotated[CallToolResult, JobOutput]:
         def submit() -> BaseModel:
-            params = request_params(
-                task,
-                prompt=prompt,
-                image_path=image_path,
-                mask_path=mask_path,
-                strength=strength,
-                negative_prompt=negative_prompt,
-                model=model,
-                steps=steps,
-                guidance=guidance,
-                width=width,
-                height=height,
-                seed=seed,
-                assist=assist,
-                decoder=decoder,
-            )
+            params = request_params(image_path=image_path, mask_path=mask_path, **fields)
             return tools.job_output(service.submit(params, caller=caller_of(ctx)))
 
-        return await tools.answer(submit, audit=(ctx, "submit_async_job", prompt))
+        return await tools.answer(submit, audit=(ctx, "submit_async_job", fields["prompt"]))
 
     @mcp.tool(
         description=f"The state of a job: status, queue position, progress (step of total). Poll every "
@@ -385,8 +281,42 @@ def invalid_arguments(exc: ValidationError) -> InvalidRequest:
     )
 
 
+#: The declared request fields every image tool takes; the tools name `assist_prompt` `assist`.
+_IMAGE_FIELDS = ("prompt", "model", "steps", "guidance", "seed", "negative_prompt", "assist_prompt", "decoder")
+_TOOL_NAMES = {"assist_prompt": "assist"}
+_Tool = TypeVar("_Tool", bound=Callable[..., Any])
+
+
+def declared_arguments(*names: str) -> Callable[[_Tool], _Tool]:
+    """Give a tool the declared request fields `names` as arguments (it takes them as `**fields`), each with the
+    type, bounds, default and description `REQUEST_FIELDS` declares: `prompt` first, then the tool's own
+    keyword arguments, then the others in the order given."""
+
+    def declare(tool: _Tool) -> _Tool:
+        own = inspect.signature(tool, eval_str=True)
+        declared = {name: _parameter(name) for name in names}
+        positional = [p for p in own.parameters.values() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        keyword = [p for p in own.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        first = [declared.pop("prompt")] if "prompt" in declared else []
+        tool.__signature__ = own.replace(parameters=[*positional, *first, *keyword, *declared.values()])  # type: ignore[attr-defined]
+        return tool
+
+    return declare
+
+
+def _parameter(name: str) -> inspect.Parameter:
+    """The declared request field `name` as a tool's keyword argument."""
+    field = REQUEST_FIELDS[name]
+    return inspect.Parameter(
+        _TOOL_NAMES.get(name, name),
+        inspect.Parameter.KEYWORD_ONLY,
+        default=inspect.Parameter.empty if field.is_required() else field.default,
+        annotation=cast(Any, Annotated)[field.annotation, field],
+    )
+
+
 def request_params(
-    task: Task,
+    task: Task = Task.TEXT2IMG,
     *,
     image_path: str | None = None,
     mask_path: str | None = None,
