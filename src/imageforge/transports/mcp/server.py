@@ -66,7 +66,7 @@ _RESULT_NOTE = (
     "output_path, url) and, over HTTP, a link to the full-resolution image. A seed makes the image reproducible."
 )
 
-# The request's fields (Prompt, Steps, ...) are the domain's declaration: type, bounds and description.
+# The image tools' request arguments are the domain's declaration (`declared_arguments`); these are their own.
 ImagePath = Annotated[
     str, Field(description="The input image: an absolute path or one relative to the project, in an allowed folder.")
 ]
@@ -290,11 +290,11 @@ _Tool = TypeVar("_Tool", bound=Callable[..., Any])
 def declared_arguments(*names: str) -> Callable[[_Tool], _Tool]:
     """Give a tool the declared request fields `names` as arguments (it takes them as `**fields`), each with the
     type, bounds, default and description `REQUEST_FIELDS` declares: `prompt` first, then the tool's own
-    keyword arguments, then the others in the order given."""
+    keyword arguments, then the others in the declaration's order."""
 
     def declare(tool: _Tool) -> _Tool:
         own = inspect.signature(tool, eval_str=True)
-        declared = {name: _parameter(name) for name in names}
+        declared = {name: _parameter(name) for name in sorted(names, key=list(REQUEST_FIELDS).index)}
         positional = [p for p in own.parameters.values() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
         keyword = [p for p in own.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
         first = [declared.pop("prompt")] if "prompt" in declared else []
