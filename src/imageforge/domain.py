@@ -8,10 +8,11 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic.fields import FieldInfo
 
 from imageforge.errors import InvalidRequest
 
@@ -103,6 +104,177 @@ class ImageSource:
 
     base64: str | None = None
     path: str | None = None
+
+
+class ReturnMode(enum.StrEnum):
+    """How a synchronous HTTP answer carries its image."""
+
+    #: the PNG inline, base64-encoded
+    BASE64 = "base64"
+    #: only where it is saved on the server
+    PATH = "path"
+    BOTH = "both"
+
+
+# -- the generation request, declared once ----------------------------------------------------------------
+#
+# Each field of a generation request is declared here once, with its type, its static bounds, its default and
+# its description. The HTTP bodies inherit `TextToImageFields`; the MCP tools and the CLI take the aliases and
+# `REQUEST_FIELDS`; tests/contract/test_request_declaration.py checks that every surface agrees. What depends
+# on the model or the server (MAX_RES, MAX_STEPS, the size multiple, the model's defaults) is checked by the
+# service, which also checks these bounds again for in-process callers.
+
+#: Width and height are at least this.
+MIN_SIZE = 64
+MAX_SEED = 2**32 - 1
+MAX_GUIDANCE = 30.0
+MAX_PROMPT_CHARS = 4000
+
+Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What to draw, in plain words.")]
+NegativePrompt = Annotated[
+    str,
+    Field(
+        "",
+        max_length=MAX_PROMPT_CHARS,
+        description="What to keep out of the image; no effect at guidance 1 or less (turbo models) nor on FLUX.",
+    ),
+]
+ModelKey = Annotated[
+    str | None, Field(None, description="A catalog key (GET /models, list_models); the server's default when absent.")
+]
+Steps = Annotated[
+    int | None,
+    Field(None, ge=1, description="Denoising steps, at most the server's MAX_STEPS; the model's default when absent."),
+]
+Guidance = Annotated[
+    float | None,
+    Field(
+        None,
+        ge=0.0,
+        le=MAX_GUIDANCE,
+        description="Classifier-free guidance scale; the model's default when absent (0 for turbo models).",
+    ),
+]
+_SIDE = f"at least {MIN_SIZE} px, a multiple of 8 (16 for FLUX), at most the server's MAX_RES"
+Width = Annotated[
+    int | None,
+    Field(None, ge=MIN_SIZE, description=f"Width: {_SIDE}; the model's size (or the input image's) when absent."),
+]
+Height = Annotated[
+    int | None,
+    Field(None, ge=MIN_SIZE, description=f"Height: {_SIDE}; the model's size (or the input image's) when absent."),
+]
+Seed = Annotated[
+    int | None,
+    Field(None, ge=0, le=MAX_SEED, description="Makes the image reproducible; random when absent, always returned."),
+]
+Strength = Annotated[
+    float | None,
+    Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="How far to move from the input image: near 0 keeps it, 1 ignores it (inpaint: inside the "
+        f"mask); by default {DEFAULT_STRENGTH[Task.IMG2IMG]:g} for img2img and "
+        f"{DEFAULT_STRENGTH[Task.INPAINT]:g} for inpaint.",
+    ),
+]
+TaskChoice = Annotated[
+    Task, Field(Task.TEXT2IMG, description="text2img, img2img (needs an input image) or inpaint (and a mask).")
+]
+AssistPrompt = Annotated[
+    bool, Field(False, description="Expand the prompt through the local LLM first (used as is if that fails).")
+]
+UseCache = Annotated[bool, Field(True, description="Return a stored result for an identical seeded request.")]
+DecoderChoice = Annotated[
+    Decoder,
+    Field(
+        Decoder.FULL, description='"full" (the model\'s VAE) or "fast" (the tiny autoencoder: a much faster decode).'
+    ),
+]
+ReturnModeChoice = Annotated[ReturnMode, Field(ReturnMode.BASE64, description="base64, path, or both.")]
+
+
+class TextToImageFields(BaseModel):
+    """The fields of every generation request, with their defaults: a text-to-image request as a whole, and the
+    common part of the others (which add `strength`, `task` and their input images)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    prompt: Prompt = Field(examples=["a red fox in the snow"])
+    negative_prompt: NegativePrompt
+    model: ModelKey
+    steps: Steps
+    guidance: Guidance
+    width: Width
+    height: Height
+    seed: Seed
+    assist_prompt: AssistPrompt
+    use_cache: UseCache
+    decoder: DecoderChoice
+
+    def to_params(
+        self,
+        task: Task = Task.TEXT2IMG,
+        *,
+        init_image: ImageSource | None = None,
+        mask_image: ImageSource | None = None,
+        strength: float | None = None,
+    ) -> GenerationParams:
+        """The request for `ImageService.submit`, as `task` on these inputs."""
+        return GenerationParams(
+            task=task,
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            model=self.model,
+            steps=self.steps,
+            guidance=self.guidance,
+            width=self.width,
+            height=self.height,
+            seed=self.seed,
+            assist_prompt=self.assist_prompt,
+            use_cache=self.use_cache,
+            decoder=self.decoder.value,
+            init_image=init_image,
+            mask_image=mask_image,
+            strength=strength,
+        )
+
+
+class _RequestFields(TextToImageFields):
+    """Every declared field: the common ones, and those of the requests on an input image and of HTTP."""
+
+    strength: Strength
+    task: TaskChoice
+    return_mode: ReturnModeChoice
+
+
+#: Every declared request field by name, with its type, bounds, default and description.
+REQUEST_FIELDS: Mapping[str, FieldInfo] = _RequestFields.model_fields
+
+
+_BOUND_WORDS = (
+    ("ge", "at least {}"),
+    ("gt", "more than {}"),
+    ("le", "at most {}"),
+    ("min_length", "{} or more characters"),
+    ("max_length", "at most {} characters"),
+)
+
+
+def accepted(name: str) -> str:
+    """What the declaration of the request field `name` accepts, in words, with its description: the hint for a
+    value a surface refused before the service saw it."""
+    declared = REQUEST_FIELDS[name]
+    rules = [
+        words.format(f"{value:g}" if isinstance(value, float) else value)
+        for rule in declared.metadata
+        for bound, words in _BOUND_WORDS
+        if (value := getattr(rule, bound, None)) is not None
+    ]
+    if isinstance(declared.annotation, type) and issubclass(declared.annotation, enum.Enum):
+        rules.append("one of " + ", ".join(str(member.value) for member in declared.annotation))
+    return f"{name}: {' and '.join(rules)}. {declared.description}" if rules else f"{name}: {declared.description}"
 
 
 @dataclass(frozen=True)

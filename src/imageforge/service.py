@@ -30,6 +30,10 @@ from imageforge import __version__
 from imageforge.domain import (
     DEFAULT_STRENGTH,
     LOCAL_CALLER,
+    MAX_GUIDANCE,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    MIN_SIZE,
     AssistResult,
     Caller,
     Decoder,
@@ -85,10 +89,6 @@ _T = TypeVar("_T")
 
 #: The kind under which image jobs are registered with the queue.
 IMAGE_JOB = "image"
-MAX_SEED = 2**32 - 1
-MAX_GUIDANCE = 30.0
-MAX_PROMPT_CHARS = 4000
-MIN_SIZE = 64
 #: The payload fields that name input images by digest in the input store.
 INPUT_FIELDS = ("init_image", "mask_image")
 #: When a caller refused with `assist_busy` should try again: a local LLM expands a prompt in seconds.

@@ -12,6 +12,7 @@ import typer
 from imageforge.cli.ctrl_c import INTERRUPTED, follow_until_ctrl_c
 from imageforge.cli.remote import connect, running_server
 from imageforge.cli.settings import load_settings
+from imageforge.domain import REQUEST_FIELDS
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -21,17 +22,30 @@ if TYPE_CHECKING:
     from imageforge.domain import ImageResult, Progress
 
 
+def _declared(name: str, *flags: str) -> Any:
+    """The option of the request field `name` as the domain declares it: its description as help, its static
+    bounds as the accepted range (`imageforge.domain.REQUEST_FIELDS`)."""
+    declared = REQUEST_FIELDS[name]
+    bounds = {
+        option: getattr(rule, bound)
+        for rule in declared.metadata
+        for option, bound in (("min", "ge"), ("max", "le"))
+        if hasattr(rule, bound)
+    }
+    return typer.Option(*flags, help=declared.description, **bounds)
+
+
 def generate(
-    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    prompt: Annotated[str, typer.Argument(help=REQUEST_FIELDS["prompt"].description)],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Also copy the PNG here.")] = None,
-    model: Annotated[str | None, typer.Option(help="Catalog key (default: IMAGEFORGE_MODEL).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed; random when absent.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
-    guidance: Annotated[float | None, typer.Option(help="Guidance scale.")] = None,
-    width: Annotated[int | None, typer.Option(help="Width, a multiple of 8.")] = None,
-    height: Annotated[int | None, typer.Option(help="Height, a multiple of 8.")] = None,
-    negative: Annotated[str, typer.Option(help="Negative prompt.")] = "",
-    assist: Annotated[bool, typer.Option(help="Expand the prompt through the local LLM first.")] = False,
+    model: Annotated[str | None, _declared("model")] = None,
+    seed: Annotated[int | None, _declared("seed")] = None,
+    steps: Annotated[int | None, _declared("steps")] = None,
+    guidance: Annotated[float | None, _declared("guidance")] = None,
+    width: Annotated[int | None, _declared("width")] = None,
+    height: Annotated[int | None, _declared("height")] = None,
+    negative: Annotated[str, _declared("negative_prompt", "--negative")] = "",
+    assist: Annotated[bool, _declared("assist_prompt", "--assist/--no-assist")] = False,
     fast: Annotated[
         bool, typer.Option("--fast", help="Decode with the tiny autoencoder: much faster on a CPU (decoder: fast).")
     ] = False,

@@ -274,3 +274,13 @@ async def test_results_of_failed_and_expired_jobs_say_so_with_their_codes(settin
     assert status.structured_content["status"] == "failed"
     assert "see error" in status.structured_content["next"]
     assert _error(expired)["code"] == "expired"
+
+
+async def test_arguments_the_input_schema_refuses_are_a_tool_error_with_invalid_request(mcp: Client) -> None:
+    wrong_type = await mcp.call_tool("generate_image", {"prompt": "a fox", "steps": "many"})
+    out_of_bounds = await mcp.call_tool("submit_async_job", {"prompt": "a fox", "seed": -1})
+
+    assert _error(wrong_type)["code"] == "invalid_request"
+    assert _error(wrong_type)["message"].startswith("steps:")
+    assert _error(wrong_type)["hint"].startswith("steps: at least 1.")
+    assert _error(out_of_bounds)["message"] == "seed: Input should be greater than or equal to 0"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from imageforge import errors
+from imageforge.domain import REQUEST_FIELDS, accepted
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,14 @@ def _problem(item: Mapping[str, Any]) -> str:
     return f"{_field(tuple(item.get('loc', ())))}: {item.get('msg', 'invalid')}"
 
 
+def _hint(items: Sequence[Mapping[str, Any]]) -> str:
+    """What the declaration accepts for the refused request fields (`steps: at least 1. ...`), else where the
+    schema is."""
+    names = dict.fromkeys(_field(tuple(item.get("loc", ()))) for item in items)
+    declared = [accepted(name) for name in names if name in REQUEST_FIELDS]
+    return " ".join(declared) or SCHEMA_HINT
+
+
 def _http_error_text(request: Request, exc: HTTPException) -> tuple[str, str]:
     """The message and hint for a framework error; its default detail ("Not Found") names nothing useful."""
     try:
@@ -129,7 +138,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [_problem(item) for item in exc.errors()]
         return error_response(
-            400, errors.InvalidRequest.code, "; ".join(problems) or "The request body is invalid.", SCHEMA_HINT
+            400, errors.InvalidRequest.code, "; ".join(problems) or "The request body is invalid.", _hint(exc.errors())
         )
 
     @app.exception_handler(HTTPException)

@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from imageforge.domain import (
     DEFAULT_STRENGTH,
     AssistResult,
-    Decoder,
     GenerationParams,
     Health,
     ImageDescription,
@@ -17,61 +16,24 @@ from imageforge.domain import (
     ModelCatalog,
     Policy,
     RenderedTemplate,
+    ReturnModeChoice,
+    Strength,
     StyleTemplate,
     Task,
+    TaskChoice,
+    TextToImageFields,
 )
 from imageforge.errors import InvalidRequest
-
-ReturnMode = Literal["base64", "path", "both"]
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-class GenerateBody(_Body):
-    """POST /generate: text to image."""
+class GenerateBody(TextToImageFields):
+    """POST /generate: text to image. Its fields are the domain's declaration (`TextToImageFields`)."""
 
-    prompt: str = Field(..., min_length=1, description="What to draw.", examples=["a red fox in the snow"])
-    negative_prompt: str = Field("", description="What to avoid (no effect at guidance <= 1).")
-    model: str | None = Field(None, description="Catalog key; the server's default when absent.")
-    steps: int | None = Field(None, description="Denoising steps; the model's default when absent.")
-    guidance: float | None = Field(None, description="Classifier-free guidance scale; the model's default.")
-    width: int | None = Field(None, description="Multiple of 8 (16 for FLUX), at most MAX_RES.")
-    height: int | None = Field(None, description="Multiple of 8 (16 for FLUX), at most MAX_RES.")
-    seed: int | None = Field(None, description="Random when absent; always returned.")
-    assist_prompt: bool = Field(False, description="Expand the prompt through the local LLM first.")
-    use_cache: bool = Field(True, description="Return a stored result for an identical seeded request.")
-    decoder: Decoder = Field(
-        Decoder.FULL, description='"full" (the model\'s VAE) or "fast" (the tiny autoencoder: a much faster decode).'
-    )
-    return_mode: ReturnMode = Field("base64", description="base64, path, or both.")
-
-    def to_params(
-        self,
-        task: Task = Task.TEXT2IMG,
-        *,
-        init_image: ImageSource | None = None,
-        mask_image: ImageSource | None = None,
-        strength: float | None = None,
-    ) -> GenerationParams:
-        return GenerationParams(
-            task=task,
-            prompt=self.prompt,
-            negative_prompt=self.negative_prompt,
-            model=self.model,
-            steps=self.steps,
-            guidance=self.guidance,
-            width=self.width,
-            height=self.height,
-            seed=self.seed,
-            assist_prompt=self.assist_prompt,
-            use_cache=self.use_cache,
-            decoder=self.decoder.value,
-            init_image=init_image,
-            mask_image=mask_image,
-            strength=strength,
-        )
+    return_mode: ReturnModeChoice
 
 
 class EditBody(GenerateBody):
@@ -79,9 +41,7 @@ class EditBody(GenerateBody):
 
     init_image: str | None = Field(None, description="The input image, base64 (a data: URL prefix is fine).")
     init_image_path: str | None = Field(None, description="Or a path under an allowed folder.")
-    strength: float = Field(
-        DEFAULT_STRENGTH[Task.IMG2IMG], description="How far to move from the input: 0 keeps it, 1 ignores it."
-    )
+    strength: Strength = DEFAULT_STRENGTH[Task.IMG2IMG]
 
     def _init(self) -> ImageSource:
         return ImageSource(base64=self.init_image, path=self.init_image_path)
@@ -95,9 +55,7 @@ class InpaintBody(EditBody):
 
     mask_image: str | None = Field(None, description="Mask, base64: white = repaint, black = keep.")
     mask_image_path: str | None = Field(None, description="Or a path under an allowed folder.")
-    strength: float = Field(
-        DEFAULT_STRENGTH[Task.INPAINT], description="How far to move from the input inside the mask."
-    )
+    strength: Strength = DEFAULT_STRENGTH[Task.INPAINT]
 
     def to_inpaint_params(self) -> GenerationParams:
         mask = ImageSource(base64=self.mask_image, path=self.mask_image_path)
@@ -107,10 +65,8 @@ class InpaintBody(EditBody):
 class JobBody(InpaintBody):
     """POST /jobs: the body of /generate, /edit or /inpaint plus the `task` that says which."""
 
-    task: Task = Field(Task.TEXT2IMG, description="text2img, img2img or inpaint.")
-    strength: float | None = Field(  # type: ignore[assignment]  # the default depends on the task
-        None, description="How far to move from the input: 0.6 for img2img and 1.0 for inpaint by default."
-    )
+    task: TaskChoice
+    strength: Strength
 
     def to_job_params(self) -> GenerationParams:
         if self.task is Task.TEXT2IMG:

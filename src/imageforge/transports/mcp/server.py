@@ -10,23 +10,26 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar, cast
 
 import anyio
 from anyio import to_thread
 from mcp.server.mcpserver import Context, MCPServer, UserMessage
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, CallToolResult, ContentBlock, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from mcp_types import INVALID_PARAMS, CallToolResult, ContentBlock, InputRequiredResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field, ValidationError
 
 from imageforge import __version__
 from imageforge.domain import (
     LOCAL_CALLER,
     LOCAL_CLIENT,
+    REQUEST_FIELDS,
     AssistResult,
     Caller,
     GenerationParams,
@@ -36,8 +39,11 @@ from imageforge.domain import (
     Job,
     JobStatus,
     ModelCatalog,
+    Prompt,
     StyleTemplate,
     Task,
+    TextToImageFields,
+    accepted,
 )
 from imageforge.errors import ImageforgeError, InvalidRequest, JobNotReady
 from imageforge.service import ImageService
@@ -61,19 +67,7 @@ _RESULT_NOTE = (
     "output_path, url) and, over HTTP, a link to the full-resolution image. A seed makes the image reproducible."
 )
 
-Prompt = Annotated[str, Field(description="What to draw, in plain words.")]
-Model = Annotated[str | None, Field(description="Model key from list_models; default: the server's default.")]
-Steps = Annotated[int | None, Field(description="Denoising steps; default: the model's (1 for sd-turbo).")]
-Guidance = Annotated[float | None, Field(description="Guidance scale; default: the model's (0 for turbo models).")]
-Width = Annotated[int | None, Field(description="Width in px, a multiple of 8; default: the model's size.")]
-Height = Annotated[int | None, Field(description="Height in px, a multiple of 8; default: the model's size.")]
-Seed = Annotated[int | None, Field(description="Seed for a reproducible image; random when absent.")]
-Negative = Annotated[str, Field(description="What to keep out of the image (ignored by turbo models).")]
-Assist = Annotated[bool, Field(description="Expand the prompt through the local LLM first (falls back to it).")]
-DecoderChoice = Annotated[
-    str, Field(description='"full" (the model\'s VAE, default) or "fast": the tiny autoencoder, a much faster decode.')
-]
-Strength = Annotated[float | None, Field(description="How far to move from the input, 0-1; default 0.6 (edit).")]
+# The image tools' request arguments are the domain's declaration (`declared_arguments`); these are their own.
 ImagePath = Annotated[
     str, Field(description="The input image: an absolute path or one relative to the project, in an allowed folder.")
 ]
@@ -120,7 +114,7 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
     """The imageforge MCP server on `service`; the caller starts and closes the service. Calls that submit or
     cancel jobs are audited through the service."""
     # The SDK configures the root logger at this level; imageforge's own logging is set up by its entry points.
-    mcp = MCPServer(name="imageforge", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+    mcp = _Server(name="imageforge", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
     tools = _Tools(service, options)
     restricted_use = service.policy.restricted_use
     restricted = f" Restricted use: {restricted_use}" if restricted_use else ""
@@ -134,33 +128,9 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
         + restricted,
         annotations=drawing,
     )
-    async def generate_image(
-        ctx: Context,
-        prompt: Prompt,
-        model: Model = None,
-        steps: Steps = None,
-        guidance: Guidance = None,
-        width: Width = None,
-        height: Height = None,
-        seed: Seed = None,
-        negative_prompt: Negative = "",
-        assist: Assist = False,
-        decoder: DecoderChoice = "full",
-    ) -> Annotated[CallToolResult, ImageOutput]:
-        params = GenerationParams(
-            task=Task.TEXT2IMG,
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            model=model,
-            steps=steps,
-            guidance=guidance,
-            width=width,
-            height=height,
-            seed=seed,
-            assist_prompt=assist,
-            decoder=decoder,
-        )
-        return await tools.generate(ctx, params, "generate_image")
+    @declared_arguments(*_IMAGE_FIELDS, "width", "height")
+    async def generate_image(ctx: Context, **fields: Any) -> Annotated[CallToolResult, ImageOutput]:
+        return await tools.generate(ctx, request_params(Task.TEXT2IMG, **fields), "generate_image")
 
     @mcp.tool(
         description="Change an existing image following a prompt (image to image), keeping its composition; "
@@ -169,67 +139,22 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
         + restricted,
         annotations=drawing,
     )
+    @declared_arguments(*_IMAGE_FIELDS, "strength")
     async def edit_image(
-        ctx: Context,
-        prompt: Prompt,
-        image_path: ImagePath,
-        strength: Strength = None,
-        model: Model = None,
-        steps: Steps = None,
-        guidance: Guidance = None,
-        seed: Seed = None,
-        negative_prompt: Negative = "",
-        assist: Assist = False,
-        decoder: DecoderChoice = "full",
+        ctx: Context, *, image_path: ImagePath, **fields: Any
     ) -> Annotated[CallToolResult, ImageOutput]:
-        params = GenerationParams(
-            task=Task.IMG2IMG,
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            model=model,
-            steps=steps,
-            guidance=guidance,
-            seed=seed,
-            strength=strength,
-            init_image=ImageSource(path=image_path),
-            assist_prompt=assist,
-            decoder=decoder,
-        )
-        return await tools.generate(ctx, params, "edit_image")
+        return await tools.generate(ctx, request_params(Task.IMG2IMG, image_path=image_path, **fields), "edit_image")
 
     @mcp.tool(
         description="Repaint only the white region of a mask in an image following a prompt (inpainting); the "
         "black region is kept. Best for replacing or removing an object." + _RESULT_NOTE + restricted,
         annotations=drawing,
     )
+    @declared_arguments(*_IMAGE_FIELDS, "strength")
     async def inpaint_image(
-        ctx: Context,
-        prompt: Prompt,
-        image_path: ImagePath,
-        mask_path: MaskPath,
-        strength: Annotated[float | None, Field(description="How much to repaint, 0-1; default 1.0.")] = None,
-        model: Model = None,
-        steps: Steps = None,
-        guidance: Guidance = None,
-        seed: Seed = None,
-        negative_prompt: Negative = "",
-        assist: Assist = False,
-        decoder: DecoderChoice = "full",
+        ctx: Context, *, image_path: ImagePath, mask_path: MaskPath, **fields: Any
     ) -> Annotated[CallToolResult, ImageOutput]:
-        params = GenerationParams(
-            task=Task.INPAINT,
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            model=model,
-            steps=steps,
-            guidance=guidance,
-            seed=seed,
-            strength=strength,
-            init_image=ImageSource(path=image_path),
-            mask_image=ImageSource(path=mask_path),
-            assist_prompt=assist,
-            decoder=decoder,
-        )
+        params = request_params(Task.INPAINT, image_path=image_path, mask_path=mask_path, **fields)
         return await tools.generate(ctx, params, "inpaint_image")
 
     @mcp.tool(
@@ -259,49 +184,19 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
         "has succeeded." + restricted,
         annotations=drawing,
     )
+    @declared_arguments(*_IMAGE_FIELDS, "task", "strength", "width", "height")
     async def submit_async_job(
         ctx: Context,
-        prompt: Prompt,
-        task: Annotated[str, Field(description="text2img, img2img or inpaint.")] = "text2img",
+        *,
         image_path: Annotated[str | None, Field(description="The input image for img2img and inpaint.")] = None,
         mask_path: Annotated[str | None, Field(description="The mask for inpaint (white = repaint).")] = None,
-        strength: Strength = None,
-        model: Model = None,
-        steps: Steps = None,
-        guidance: Guidance = None,
-        width: Width = None,
-        height: Height = None,
-        seed: Seed = None,
-        negative_prompt: Negative = "",
-        assist: Assist = False,
-        decoder: DecoderChoice = "full",
+        **fields: Any,
     ) -> Annotated[CallToolResult, JobOutput]:
         def submit() -> BaseModel:
-            try:
-                kind = Task(task)
-            except ValueError:
-                raise InvalidRequest(
-                    f"task {task!r} is not one of text2img, img2img, inpaint.", hint="Use one of those three."
-                ) from None
-            params = GenerationParams(
-                task=kind,
-                prompt=prompt,
-                negative_prompt=negative_prompt,
-                model=model,
-                steps=steps,
-                guidance=guidance,
-                width=width,
-                height=height,
-                seed=seed,
-                strength=strength,
-                init_image=ImageSource(path=image_path) if image_path else None,
-                mask_image=ImageSource(path=mask_path) if mask_path else None,
-                assist_prompt=assist,
-                decoder=decoder,
-            )
+            params = request_params(image_path=image_path, mask_path=mask_path, **fields)
             return tools.job_output(service.submit(params, caller=caller_of(ctx)))
 
-        return await tools.answer(submit, audit=(ctx, "submit_async_job", prompt))
+        return await tools.answer(submit, audit=(ctx, "submit_async_job", fields["prompt"]))
 
     @mcp.tool(
         description=f"The state of a job: status, queue position, progress (step of total). Poll every "
@@ -332,6 +227,86 @@ def build_mcp_server(service: ImageService, options: McpOptions = McpOptions()) 
     for template in service.list_templates():
         _add_template(mcp, service, template)
     return mcp
+
+
+class _Server(MCPServer):
+    """The SDK's server, but arguments that do not fit a tool's input schema are answered like every other bad
+    request (`invalid_request`, naming the field) rather than as the SDK's bare text."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc, UnexpectedToolError) or not isinstance(exc.__cause__, ValidationError):
+                raise
+            return error_result(invalid_arguments(exc.__cause__))
+
+
+def invalid_arguments(exc: ValidationError) -> InvalidRequest:
+    """The error for tool arguments the input schema refuses: each field with what is wrong with it, and the
+    declaration of the request fields among them as the hint."""
+    problems = [f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in exc.errors()]
+    names = dict.fromkeys(str(item["loc"][0]) for item in exc.errors() if item["loc"])
+    declared = [accepted(name) for name in names if name in REQUEST_FIELDS]
+    return InvalidRequest(
+        "; ".join(problems),
+        hint=" ".join(declared) or "The tool's input schema (tools/list) gives each argument's type and bounds.",
+    )
+
+
+#: The declared request fields every image tool takes; the tools name `assist_prompt` `assist`.
+_IMAGE_FIELDS = ("prompt", "model", "steps", "guidance", "seed", "negative_prompt", "assist_prompt", "decoder")
+_TOOL_NAMES = {"assist_prompt": "assist"}
+_Tool = TypeVar("_Tool", bound=Callable[..., Any])
+
+
+def declared_arguments(*names: str) -> Callable[[_Tool], _Tool]:
+    """Give a tool the declared request fields `names` as arguments (it takes them as `**fields`), each with the
+    type, bounds, default and description `REQUEST_FIELDS` declares: `prompt` first, then the tool's own
+    keyword arguments, then the others in the declaration's order."""
+
+    def declare(tool: _Tool) -> _Tool:
+        own = inspect.signature(tool, eval_str=True)
+        declared = {name: _parameter(name) for name in sorted(names, key=list(REQUEST_FIELDS).index)}
+        positional = [p for p in own.parameters.values() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        keyword = [p for p in own.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        first = [declared.pop("prompt")] if "prompt" in declared else []
+        tool.__signature__ = own.replace(parameters=[*positional, *first, *keyword, *declared.values()])  # type: ignore[attr-defined]
+        return tool
+
+    return declare
+
+
+def _parameter(name: str) -> inspect.Parameter:
+    """The declared request field `name` as a tool's keyword argument."""
+    field = REQUEST_FIELDS[name]
+    return inspect.Parameter(
+        _TOOL_NAMES.get(name, name),
+        inspect.Parameter.KEYWORD_ONLY,
+        default=inspect.Parameter.empty if field.is_required() else field.default,
+        annotation=cast(Any, Annotated)[field.annotation, field],
+    )
+
+
+def request_params(
+    task: Task = Task.TEXT2IMG,
+    *,
+    image_path: str | None = None,
+    mask_path: str | None = None,
+    strength: float | None = None,
+    assist: bool = False,
+    **fields: Any,
+) -> GenerationParams:
+    """The request an image tool's arguments make: the declared fields, under the tools' names (`assist`), with
+    the input image and mask as paths."""
+    return TextToImageFields(assist_prompt=assist, **fields).to_params(
+        task,
+        init_image=ImageSource(path=image_path) if image_path else None,
+        mask_image=ImageSource(path=mask_path) if mask_path else None,
+        strength=strength,
+    )
 
 
 def _add_template(mcp: MCPServer, service: ImageService, template: StyleTemplate) -> None:

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from imageforge.domain import Caller, GenerationParams, ImageResult, Job
+from imageforge.domain import Caller, GenerationParams, ImageResult, Job, ReturnMode
 from imageforge.service import ImageService
 from imageforge.transports.http.audit import note_audit
 from imageforge.transports.http.deps import RequestCaller, Service
@@ -22,7 +22,6 @@ from imageforge.transports.http.schemas import (
     GenerateBody,
     ImageResponse,
     InpaintBody,
-    ReturnMode,
 )
 
 _ERRORS: dict[int | str, dict[str, object]] = {
