@@ -13,13 +13,12 @@ import contextlib
 import functools
 import io
 import logging
-import math
 import secrets
 import threading
 import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,20 +27,15 @@ from PIL import Image
 
 from imageforge import __version__
 from imageforge.domain import (
-    DEFAULT_STRENGTH,
     LOCAL_CALLER,
-    MAX_GUIDANCE,
     MAX_PROMPT_CHARS,
     MAX_SEED,
-    MIN_SIZE,
     AssistResult,
     Caller,
-    Decoder,
     GenerationParams,
     GenerationRequest,
     Health,
     ImageResult,
-    ImageSource,
     Job,
     JobEvent,
     JobStatus,
@@ -70,10 +64,9 @@ from imageforge.errors import (
     JobExpired,
     JobNotFound,
     StorageUnavailable,
-    UnsupportedOperation,
     from_code,
 )
-from imageforge.inputs import ImageLimits, InputPaths, decode_base64, decode_image, read_file, require_text
+from imageforge.inputs import InputPaths, require_text
 from imageforge.jobs.queue import JobContext, JobQueue
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import AppliedPolicy, apply_policy
@@ -83,6 +76,7 @@ from imageforge.storage.cache import ArtifactCache, cache_key
 from imageforge.storage.files import Probed
 from imageforge.storage.inputs import InputStore, image_digest
 from imageforge.storage.outputs import OutputStore, encode_png
+from imageforge.validation import RequestLimits, RequestValidator, require_texts
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -96,12 +90,9 @@ ASSIST_RETRY_AFTER_S = 2
 
 
 @dataclass(frozen=True)
-class ServiceLimits:
-    """Request bounds enforced before any work is queued."""
+class ServiceLimits(RequestLimits):
+    """Request bounds enforced before any work is queued, and the service's own."""
 
-    max_res: int = 1024
-    max_steps: int = 100
-    images: ImageLimits = field(default_factory=ImageLimits)
     #: how many `assist` calls may wait on the local LLM at once; more are refused with `assist_busy`
     assist_concurrency: int = 2
     #: how long `close` waits for the running job to stop at its next step
@@ -142,10 +133,10 @@ class ImageService:
         self._assistant = assistant
         self.policy = policy
         self._templates = templates
-        self._paths = paths
         self._queue = queue
         self.default_model = default_model
         self.limits = limits
+        self._validator = RequestValidator(limits, paths)
         #: the stores a write failed in, with the error, until a probe write there works again
         self._faults: dict[Probed, StorageUnavailable] = {}
         #: the input digests of submissions between storing their images and queueing their jobs; an input is
@@ -167,9 +158,9 @@ class ImageService:
         an isolated caller's idempotency key finds only its own jobs. While a folder or the job database cannot be
         written, the job is refused with that error (`StorageFull`, `StorageUnavailable`): it would only fail.
         """
-        _require_texts(params)
+        require_texts(params)
         spec = self.catalog.require(params.model or self.default_model)
-        request = self.validate(params, spec)
+        request = self._validator.validate(params, spec)
         fault = self.storage_fault()
         if fault is not None:
             raise type(fault)(fault.message, hint=fault.hint)  # a new one each time: threads may raise it at once
@@ -498,145 +489,6 @@ class ImageService:
             record["notice"] = spec.notice
         return record
 
-    # -- validation ---------------------------------------------------------------------------------
-
-    def validate(self, params: GenerationParams, spec: ModelSpec) -> GenerationRequest:
-        """Check every field against the model and the limits; fill defaults; decode input images."""
-        if not spec.supports(params.task):
-            raise UnsupportedOperation(
-                f"Model '{spec.key}' does not support {params.task.value}.",
-                hint=f"It supports: {', '.join(t.value for t in spec.tasks)}. Pick another model (GET /models).",
-            )
-        prompt = params.prompt.strip()
-        if not prompt:
-            raise InvalidRequest("prompt is empty.", hint="Describe the image you want.")
-        if len(prompt) > MAX_PROMPT_CHARS or len(params.negative_prompt) > MAX_PROMPT_CHARS:
-            raise InvalidRequest(f"A prompt is longer than {MAX_PROMPT_CHARS} characters.", hint="Shorten it.")
-
-        init_image = mask_image = None
-        if params.task is not Task.TEXT2IMG:
-            init_image = self._load_image(params.init_image, "init_image", "RGB")
-        if params.task is Task.INPAINT:
-            mask_image = self._load_image(params.mask_image, "mask_image", "L")
-            assert init_image is not None
-            if mask_image.size != init_image.size:
-                raise InvalidRequest(
-                    f"mask_image is {mask_image.width}x{mask_image.height} but init_image is "
-                    f"{init_image.width}x{init_image.height}.",
-                    hint="Send a mask of exactly the init image's size (white = repaint, black = keep).",
-                )
-
-        width, height = self._size(params, spec, init_image)
-        decoder = self._decoder(params, spec)
-        strength = DEFAULT_STRENGTH.get(params.task, 1.0) if params.strength is None else params.strength
-        if params.task is not Task.TEXT2IMG and not 0.0 < strength <= 1.0:
-            raise InvalidRequest(f"strength {strength} is out of range.", hint="Use a value in (0, 1].")
-        steps = self._steps(params, spec, strength)
-        guidance = spec.default_guidance if params.guidance is None else params.guidance
-        if not 0.0 <= guidance <= MAX_GUIDANCE:
-            raise InvalidRequest(f"guidance {guidance} is out of range.", hint=f"Use 0 to {MAX_GUIDANCE:g}.")
-        seed = secrets.randbelow(MAX_SEED + 1) if params.seed is None else params.seed
-        if not 0 <= seed <= MAX_SEED:
-            raise InvalidRequest(f"seed {seed} is out of range.", hint=f"Use 0 to {MAX_SEED}, or omit it.")
-
-        if init_image is not None:
-            init_image = init_image.resize((width, height), Image.Resampling.LANCZOS)
-        if mask_image is not None:
-            mask_image = mask_image.resize((width, height), Image.Resampling.NEAREST)
-        return GenerationRequest(
-            task=params.task,
-            model=spec.key,
-            prompt=prompt,
-            negative_prompt=params.negative_prompt.strip(),
-            steps=steps,
-            guidance=guidance,
-            width=width,
-            height=height,
-            seed=seed,
-            strength=strength,
-            decoder=decoder,
-            init_image=init_image,
-            mask_image=mask_image,
-        )
-
-    @staticmethod
-    def _decoder(params: GenerationParams, spec: ModelSpec) -> Decoder:
-        try:
-            decoder = Decoder(params.decoder)
-        except ValueError:
-            raise InvalidRequest(
-                f"decoder {params.decoder!r} is not one of full, fast.",
-                hint='Use "full" (the model\'s VAE, the default) or "fast" (the tiny autoencoder, much faster).',
-            ) from None
-        if decoder is Decoder.FAST and spec.fast_decoder is None:
-            raise UnsupportedOperation(
-                f"Model '{spec.key}' has no fast decoder.",
-                hint='Use decoder "full"; sd and sdxl models have a fast one (TAESD).',
-            )
-        return decoder
-
-    def _size(self, params: GenerationParams, spec: ModelSpec, init_image: Image.Image | None) -> tuple[int, int]:
-        """Requested size, else the init image's (scaled to fit MAX_RES), else the model's default."""
-        multiple = spec.size_multiple
-        largest = self.limits.max_res // multiple * multiple
-        default_w = default_h = min(spec.default_size, largest)
-        if init_image is not None:
-            scale = min(1.0, self.limits.max_res / max(init_image.size))
-            default_w, default_h = (max(MIN_SIZE, int(side * scale) // multiple * multiple) for side in init_image.size)
-            default_w, default_h = min(default_w, largest), min(default_h, largest)
-        width = default_w if params.width is None else params.width
-        height = default_h if params.height is None else params.height
-        for name, value in (("width", width), ("height", height)):
-            if value % multiple:
-                raise InvalidRequest(
-                    f"{name} {value} is not a multiple of {multiple}.",
-                    hint=f"Use a multiple of {multiple}, e.g. "
-                    f"{min(largest, max(MIN_SIZE, value // multiple * multiple))}.",
-                )
-            if not MIN_SIZE <= value <= self.limits.max_res:
-                raise InvalidRequest(
-                    f"{name} {value} is outside {MIN_SIZE}..{self.limits.max_res}.",
-                    hint=f"Use {MIN_SIZE} to {self.limits.max_res} (MAX_RES); {spec.key} works best at "
-                    f"{spec.default_size}.",
-                )
-        return width, height
-
-    def _steps(self, params: GenerationParams, spec: ModelSpec, strength: float) -> int:
-        """img2img and inpaint run `steps * strength` steps, so the default rises until that is at least one."""
-        if params.steps is None:
-            steps = spec.default_steps
-            if params.task is not Task.TEXT2IMG:
-                steps = max(steps, math.ceil(1 / strength))
-            if steps > self.limits.max_steps:
-                raise InvalidRequest(
-                    f"strength {strength} needs {steps} steps to make one denoising step, over the limit of "
-                    f"{self.limits.max_steps}.",
-                    hint=f"Use a strength of at least {1 / self.limits.max_steps:.3g}.",
-                )
-            return steps
-        if not 1 <= params.steps <= self.limits.max_steps:
-            raise InvalidRequest(f"steps {params.steps} is out of range.", hint=f"Use 1 to {self.limits.max_steps}.")
-        if params.task is not Task.TEXT2IMG and int(params.steps * strength) < 1:
-            raise InvalidRequest(
-                f"steps {params.steps} at strength {strength} leaves no denoising step.",
-                hint=f"Use at least {math.ceil(1 / strength)} steps, or a higher strength.",
-            )
-        return params.steps
-
-    def _load_image(self, source: ImageSource | None, field: str, mode: str) -> Image.Image:
-        limits = self.limits.images
-        if source is None or (source.base64 is None) == (source.path is None):
-            raise InvalidRequest(
-                f"Send exactly one of {field} (base64) or {field}_path.",
-                hint=f"{field} is required for this operation.",
-            )
-        if source.base64 is not None:
-            data = decode_base64(source.base64, field=field, limits=limits)
-        else:
-            assert source.path is not None
-            data = read_file(self._paths.resolve(source.path, field=f"{field}_path"), field=field, limits=limits)
-        return decode_image(data, field=field, limits=limits, mode=mode)
-
     def assist(self, prompt: str, style: str | None = None) -> AssistResult:
         """Expand a prompt through the local LLM (optionally in a style); passes it through when unavailable.
 
@@ -790,13 +642,3 @@ def _preview_data(image: Image.Image) -> dict[str, Any]:
     image.save(buffer, format="PNG")
     encoded = base64.b64encode(buffer.getvalue()).decode()
     return {"width": image.width, "height": image.height, "image": f"data:image/png;base64,{encoded}"}
-
-
-def _require_texts(params: GenerationParams) -> None:
-    """Every text a request carries is checked before any of it is used, echoed in an error, or queued."""
-    for name in ("prompt", "negative_prompt", "model", "decoder"):
-        require_text(getattr(params, name), field=name)
-    for name, source in (("init_image", params.init_image), ("mask_image", params.mask_image)):
-        if source is not None:
-            require_text(source.base64, field=name)
-            require_text(source.path, field=f"{name}_path")

@@ -1,0 +1,104 @@
+"""Validation on its own, without a server: each rule a request meets before anything is queued."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imageforge.domain import Decoder, GenerationParams, ImageSource, ModelSpec, Task
+from imageforge.engine.catalog import BUILTIN_MODELS
+from imageforge.errors import InvalidRequest, PathForbidden, UnsupportedOperation
+from imageforge.inputs import InputPaths
+from imageforge.validation import RequestLimits, RequestValidator
+from tests.helpers import png_base64
+
+SPECS = {spec.key: spec for spec in BUILTIN_MODELS}
+
+
+@pytest.fixture
+def validator(tmp_path: Path) -> RequestValidator:
+    return RequestValidator(RequestLimits(max_res=512, max_steps=50), InputPaths(tmp_path, [tmp_path]))
+
+
+def _spec(key: str) -> ModelSpec:
+    return SPECS[key]
+
+
+def test_defaults_come_from_the_model_and_a_seed_is_drawn(validator: RequestValidator) -> None:
+    spec = _spec("sd-turbo")
+
+    request = validator.validate(GenerationParams(task=Task.TEXT2IMG, prompt="  a fox  "), spec)
+
+    assert (request.prompt, request.steps, request.guidance) == ("a fox", spec.default_steps, spec.default_guidance)
+    assert (request.width, request.height) == (min(spec.default_size, 512),) * 2
+    assert 0 <= request.seed < 2**32
+    assert request.decoder is Decoder.FULL
+
+
+def test_a_size_over_max_res_is_refused_with_the_limit_in_the_hint(validator: RequestValidator) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        validator.validate(GenerationParams(task=Task.TEXT2IMG, prompt="x", width=1024, height=512), _spec("sd-turbo"))
+
+    assert "width 1024" in refused.value.message
+    assert "512 (MAX_RES)" in refused.value.hint
+
+
+def test_flux_sizes_are_multiples_of_16_and_the_hint_offers_one(validator: RequestValidator) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        validator.validate(GenerationParams(task=Task.TEXT2IMG, prompt="x", width=264), _spec("flux-q4"))
+
+    assert "not a multiple of 16" in refused.value.message
+    assert "e.g. 256" in refused.value.hint
+
+
+def test_an_edit_without_steps_gets_enough_for_one_denoising_step(validator: RequestValidator) -> None:
+    params = GenerationParams(
+        task=Task.IMG2IMG, prompt="x", strength=0.25, init_image=ImageSource(base64=png_base64((64, 64)))
+    )
+
+    request = validator.validate(params, _spec("sd-turbo"))
+
+    assert request.steps * request.strength >= 1
+    assert request.init_image is not None
+    assert request.init_image.size == (request.width, request.height) == (64, 64)
+
+
+def test_a_strength_too_small_for_the_step_limit_is_refused_instead_of_running_unbounded_steps(
+    validator: RequestValidator,
+) -> None:
+    params = GenerationParams(task=Task.IMG2IMG, prompt="x", strength=1e-6, init_image=ImageSource(png_base64()))
+
+    with pytest.raises(InvalidRequest) as refused:
+        validator.validate(params, _spec("sd-turbo"))
+
+    assert "over the limit of 50" in refused.value.message
+
+
+def test_a_mask_of_another_size_than_its_image_is_refused(validator: RequestValidator) -> None:
+    params = GenerationParams(
+        task=Task.INPAINT,
+        prompt="x",
+        init_image=ImageSource(base64=png_base64((64, 64))),
+        mask_image=ImageSource(base64=png_base64((32, 32), 255, "L")),
+    )
+
+    with pytest.raises(InvalidRequest, match="mask_image is 32x32 but init_image is 64x64"):
+        validator.validate(params, _spec("sd-turbo"))
+
+
+def test_the_fast_decoder_is_refused_for_a_model_without_one(validator: RequestValidator) -> None:
+    with pytest.raises(UnsupportedOperation, match="no fast decoder"):
+        validator.validate(GenerationParams(task=Task.TEXT2IMG, prompt="x", decoder="fast"), _spec("flux-q4"))
+
+
+def test_an_input_path_outside_the_allowed_folders_is_refused(tmp_path: Path) -> None:
+    inside = tmp_path / "inside"
+    inside.mkdir()
+    validator = RequestValidator(RequestLimits(), InputPaths(tmp_path, [inside]))
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(b"not read")
+    params = GenerationParams(task=Task.IMG2IMG, prompt="x", init_image=ImageSource(path=str(outside)))
+
+    with pytest.raises(PathForbidden):
+        validator.validate(params, _spec("sd-turbo"))
