@@ -299,9 +299,9 @@ class GenerationParams:
     decoder: str = Decoder.FULL.value
 
 
-@dataclass(frozen=True)
-class GenerationRequest:
-    """A validated request, with defaults filled in from the model and inputs decoded."""
+@dataclass(frozen=True, kw_only=True)
+class RequestValues:
+    """What a validated request asks its model for, whichever form carries it: defaults filled in, checked."""
 
     task: Task
     model: str
@@ -311,30 +311,40 @@ class GenerationRequest:
     guidance: float
     width: int
     height: int
-    seed: int
     strength: float = 0.6
     decoder: Decoder = Decoder.FULL
+
+    def values(self) -> dict[str, Any]:
+        """These values as a result record and a cache key name them (no strength for text to image)."""
+        return {
+            "task": self.task.value,
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "width": self.width,
+            "height": self.height,
+            "strength": self.strength if self.task is not Task.TEXT2IMG else None,
+            "decoder": self.decoder.value,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationRequest(RequestValues):
+    """A validated request as the engine runs it: its seed and its input images decoded."""
+
+    seed: int
     init_image: Image.Image | None = field(default=None, compare=False)
     mask_image: Image.Image | None = field(default=None, compare=False)
 
 
-@dataclass(frozen=True)
-class QueuedRequest:
+@dataclass(frozen=True, kw_only=True)
+class QueuedRequest(RequestValues):
     """A validated request as its job carries it: plain values, its input images as digests in the input store.
 
     It holds no image bytes and no path to read later, so any process that reaches the stores can run the job.
     """
 
-    task: Task
-    model: str
-    prompt: str
-    negative_prompt: str
-    steps: int
-    guidance: float
-    width: int
-    height: int
-    strength: float
-    decoder: Decoder
     #: None: drawn when the job runs (the result reports it), so that two equal unseeded requests are equal here
     seed: int | None
     #: the `image_digest` of the init image and of the mask, as stored (resized to width x height)
@@ -367,21 +377,8 @@ class QueuedRequest:
         self, *, seed: int, init_image: Image.Image | None = None, mask_image: Image.Image | None = None
     ) -> GenerationRequest:
         """The request to run, with its seed and the images its digests name."""
-        return GenerationRequest(
-            task=self.task,
-            model=self.model,
-            prompt=self.prompt,
-            negative_prompt=self.negative_prompt,
-            steps=self.steps,
-            guidance=self.guidance,
-            width=self.width,
-            height=self.height,
-            seed=seed,
-            strength=self.strength,
-            decoder=self.decoder,
-            init_image=init_image,
-            mask_image=mask_image,
-        )
+        shared = {name: getattr(self, name) for name in RequestValues.__dataclass_fields__}
+        return GenerationRequest(**shared, seed=seed, init_image=init_image, mask_image=mask_image)
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,6 @@ from imageforge.domain import (
     QueuedRequest,
     RenderedTemplate,
     StyleTemplate,
-    Task,
 )
 from imageforge.engine.catalog import GUARD_REASONS, Catalog
 from imageforge.engine.pool import ModelPool
@@ -447,16 +446,8 @@ class ImageService:
             "revision": spec.revision,
             "lora": spec.lora,
             "scheduler": spec.scheduler,
-            "task": request.task.value,
-            "prompt": request.prompt,
-            "negative_prompt": request.negative_prompt,
+            **request.values(),
             "seed": request.seed,
-            "steps": request.steps,
-            "guidance": request.guidance,
-            "width": request.width,
-            "height": request.height,
-            "strength": request.strength if request.task is not Task.TEXT2IMG else None,
-            "decoder": request.decoder.value,
             "init_image": queued.init_image,
             "mask_image": queued.mask_image,
             "engine": self._backend.fingerprint(),
@@ -465,18 +456,10 @@ class ImageService:
 
     def _record(self, request: GenerationRequest, spec: ModelSpec, assist: AssistResult | None) -> dict[str, Any]:
         record: dict[str, Any] = {
-            "task": request.task.value,
+            **request.values(),
             "model": spec.key,
             "model_source": spec.source,
             "seed": request.seed,
-            "steps": request.steps,
-            "guidance": request.guidance,
-            "width": request.width,
-            "height": request.height,
-            "strength": request.strength if request.task is not Task.TEXT2IMG else None,
-            "decoder": request.decoder.value,
-            "prompt": request.prompt,
-            "negative_prompt": request.negative_prompt,
             "original_prompt": assist.original_prompt if assist else request.prompt,
             "assisted": bool(assist and assist.assisted),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
