@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-
-from fastapi import FastAPI
+from typing import TYPE_CHECKING
 
 from imageforge.config import Settings
 from imageforge.engine.backends.diffusers import DiffusersBackend
@@ -25,10 +24,6 @@ from imageforge.storage.cache import ArtifactCache
 from imageforge.storage.files import probe_folder
 from imageforge.storage.inputs import FolderInputStore
 from imageforge.storage.outputs import OutputStore
-from imageforge.transports.http.app import create_app
-from imageforge.transports.http.auth import ApiKeys
-from imageforge.transports.http.signed_urls import ImageUrlSigner
-from imageforge.transports.mcp.server import McpOptions
 
 
 def check_folders(settings: Settings) -> None:
@@ -43,6 +38,10 @@ def check_folders(settings: Settings) -> None:
             probe_folder(folder)
         except OSError as exc:
             raise folder_unwritable(exc, setting, folder) from None
+
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def build_service(
@@ -114,7 +113,16 @@ def build_service(
 
 
 def http_app_from_env() -> FastAPI:
-    """The HTTP application for the settings in the environment and `.env` (uvicorn's factory)."""
+    """The HTTP application for the settings in the environment and `.env` (uvicorn's factory).
+
+    The web stack is imported here, not with this module: the command line and MCP over stdio build a service
+    without it.
+    """
+    from imageforge.transports.http.app import create_app
+    from imageforge.transports.http.auth import ApiKeys
+    from imageforge.transports.http.signed_urls import ImageUrlSigner
+    from imageforge.transports.mcp.server import McpOptions
+
     settings = Settings()
     return create_app(
         build_service(settings, audit=AuditLog(settings.audit_path, prompts=settings.audit_prompts)),
