@@ -25,6 +25,13 @@ ImageforgeError
 ├── McpSessionNotFound      session_not_found  an MCP session that does not exist, ended, or is another client's
 ├── McpSessionLimit         too_many_sessions  the client holds IMAGEFORGE_MCP_SESSIONS_PER_CLIENT MCP sessions
 ├── NoApiKeys               no_api_keys        a network server without any API key left answers nobody
+├── Unauthorized            unauthorized       no API key, or one the server does not know
+├── HostNotAllowed          host_not_allowed   a Host header the server does not answer to (DNS rebinding)
+├── OriginNotAllowed        origin_not_allowed  a state-changing request from another site's page
+├── BadSignature            bad_signature      a signed image link that was changed
+├── UrlExpired              url_expired        a signed image link past its expiry
+├── RouteNotFound           not_found          no route at that path
+├── MethodNotAllowed        method_not_allowed  the route does not take that method
 └── ServerUnavailable       server_unavailable  (Python client) no server answered at the URL in time
 """
 
@@ -283,3 +290,48 @@ def from_code(code: str, message: str, hint: str = "") -> ImageforgeError:
     error = ImageforgeError(message, hint=hint)
     error.code = code
     return error
+
+
+# -- refused at the door: the HTTP transport's checks answer these codes before any route runs ---------------
+
+
+class Unauthorized(ImageforgeError):
+    """No API key, or one the server does not know."""
+
+    code = "unauthorized"
+
+
+class HostNotAllowed(ImageforgeError):
+    """A Host header the server does not answer to: a page whose name was rebound to this machine."""
+
+    code = "host_not_allowed"
+
+
+class OriginNotAllowed(ImageforgeError):
+    """A state-changing request (or a websocket) from a web page elsewhere."""
+
+    code = "origin_not_allowed"
+
+
+class BadSignature(ImageforgeError):
+    """A signed image link whose name or expiry was changed, or whose signature is another image's."""
+
+    code = "bad_signature"
+
+
+class UrlExpired(ImageforgeError):
+    """A signed image link past its expiry."""
+
+    code = "url_expired"
+
+
+class RouteNotFound(ImageforgeError):
+    """No route at that path."""
+
+    code = "not_found"
+
+
+class MethodNotAllowed(ImageforgeError):
+    """The route does not take that method."""
+
+    code = "method_not_allowed"

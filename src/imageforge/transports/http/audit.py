@@ -16,19 +16,21 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from imageforge import errors
 from imageforge.service import ImageService
 from imageforge.transports.clients import client_of
 from imageforge.transports.http.browser import STATE_CHANGING
+from imageforge.transports.http.errors import HTTP_ERROR
 
 #: The error codes of requests refused before any route ran.
 REFUSALS = frozenset(
     {
-        "unauthorized",
-        "no_api_keys",
-        "host_not_allowed",
-        "origin_not_allowed",
-        "session_not_found",
-        "too_many_sessions",
+        errors.Unauthorized.code,
+        errors.NoApiKeys.code,
+        errors.HostNotAllowed.code,
+        errors.OriginNotAllowed.code,
+        errors.McpSessionNotFound.code,
+        errors.McpSessionLimit.code,
     }
 )
 #: Where in the request's state the routes leave details for its audit record.
@@ -98,4 +100,4 @@ def _error_code(body: bytes, status: int) -> str:
     try:
         return str(json.loads(body)["error"]["code"])
     except (ValueError, KeyError, TypeError):
-        return "internal_error" if status >= 500 else "http_error"
+        return errors.ImageforgeError.code if status >= 500 else HTTP_ERROR

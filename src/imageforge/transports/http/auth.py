@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from imageforge.errors import NoApiKeys
+from imageforge.errors import NoApiKeys, Unauthorized, UrlExpired
 from imageforge.transports.http.browser import CONNECTIONS, refuse_websocket
 from imageforge.transports.http.errors import error_response
 from imageforge.transports.http.keyfile import KeyFile, KeyFileError, digest
@@ -179,7 +179,7 @@ class RequireApiKey:
         problem = self.signer.check(name, query.get("exp", [""])[0], query.get("sig", [""])[0])
         if problem is None:
             return None
-        if problem == "url_expired":
+        if problem == UrlExpired.code:
             message = "This image link has expired."
         else:
             message = "This image link's signature does not match the image and expiry time it names."
@@ -203,7 +203,7 @@ def _locked() -> Response:
 def _unauthorized(token: str) -> Response:
     return error_response(
         401,
-        "unauthorized",
+        Unauthorized.code,
         "This server needs an API key." if not token else "The API key is not valid here.",
         "Send the header 'Authorization: Bearer <key>' with a key from IMAGEFORGE_API_KEYS or `imageforge keys add`.",
         headers={"WWW-Authenticate": "Bearer"},

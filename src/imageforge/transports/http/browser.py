@@ -17,6 +17,7 @@ from collections.abc import Collection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imageforge.domain import is_loopback
+from imageforge.errors import HostNotAllowed, OriginNotAllowed
 from imageforge.transports.http.errors import error_response
 
 #: The names a loopback server answers to, on any port.
@@ -91,7 +92,7 @@ class AllowedHosts:
                 return
             await error_response(
                 400,
-                "host_not_allowed",
+                HostNotAllowed.code,
                 f"This server does not answer to the host name {host!r}.",
                 "Reach it at an address it serves (such as 127.0.0.1 on this machine), or add the name to "
                 "IMAGEFORGE_ALLOWED_HOSTS on the server.",
@@ -118,7 +119,7 @@ class SameOriginWrites:
         if scope["type"] == "http" and scope["method"] in STATE_CHANGING and self._foreign(scope):
             await error_response(
                 403,
-                "origin_not_allowed",
+                OriginNotAllowed.code,
                 f"A web page at {_header(scope, b'origin').lower()} may not send {scope['method']} requests to "
                 "this server.",
                 "Use the page this server serves, or add that page's origin to IMAGEFORGE_CORS_ORIGINS on the server.",

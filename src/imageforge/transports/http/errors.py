@@ -50,16 +50,23 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.DataFolderInUse.code: 409,
     errors.ModelBusy.code: 409,
     errors.IdempotencyConflict.code: 409,
+    errors.Unauthorized.code: 401,
+    errors.HostNotAllowed.code: 400,
+    errors.OriginNotAllowed.code: 403,
+    errors.BadSignature.code: 403,
+    errors.UrlExpired.code: 403,
     errors.NoApiKeys.code: 503,
     errors.McpSessionNotFound.code: 404,
     errors.McpSessionLimit.code: 429,
 }
 
+#: The code of a framework error whose status has no code of its own.
+HTTP_ERROR = "http_error"
 #: Codes for the errors the framework raises itself (routing, body parsing, the body-size limit).
 CODE_BY_HTTP_STATUS: dict[int, str] = {
     400: errors.InvalidRequest.code,
-    404: "not_found",
-    405: "method_not_allowed",
+    404: errors.RouteNotFound.code,
+    405: errors.MethodNotAllowed.code,
     413: errors.PayloadTooLarge.code,
 }
 
@@ -144,7 +151,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
         message, hint = _http_error_text(request, exc)
-        code = CODE_BY_HTTP_STATUS.get(exc.status_code, "http_error")
+        code = CODE_BY_HTTP_STATUS.get(exc.status_code, HTTP_ERROR)
         # Keep the framework's headers: a 405 must say which methods are allowed.
         return error_response(exc.status_code, code, message, hint, headers=exc.headers)
 
@@ -156,4 +163,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", f"Unexpected server error: {type(exc).__name__}.")
+        return error_response(500, errors.ImageforgeError.code, f"Unexpected server error: {type(exc).__name__}.")

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from imageforge.errors import BadSignature, UrlExpired
+
 IMAGES_PREFIX = "/images/"
 SECRET_BYTES = 32
 #: A query parameter whose value opens something: a link's signature, or a key someone put in a URL.
@@ -54,9 +56,9 @@ class ImageUrlSigner:
         """None when `signature` is this server's for `name` and `expires` and that time has not passed, else
         the error code: `bad_signature` (tampered, or for another image) or `url_expired`."""
         if not hmac.compare_digest(signature.encode(), self._signature(name, expires).encode()):
-            return "bad_signature"
+            return BadSignature.code
         if not expires.isdigit() or int(expires) < self._clock():
-            return "url_expired"
+            return UrlExpired.code
         return None
 
     def _signature(self, name: str, expires: str) -> str:
