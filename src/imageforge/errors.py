@@ -26,6 +26,8 @@ ImageforgeError
 ├── McpSessionLimit         too_many_sessions  the client holds IMAGEFORGE_MCP_SESSIONS_PER_CLIENT MCP sessions
 ├── NoApiKeys               no_api_keys        a network server without any API key left answers nobody
 ├── Unauthorized            unauthorized       no API key, or one the server does not know
+├── InsecureBind            insecure_bind      (imageforge serve) a network address without any API key
+├── TlsExists               tls_exists         (imageforge tls selfsigned) a pair is there already
 ├── HostNotAllowed          host_not_allowed   a Host header the server does not answer to (DNS rebinding)
 ├── OriginNotAllowed        origin_not_allowed  a state-changing request from another site's page
 ├── BadSignature            bad_signature      a signed image link that was changed
@@ -335,3 +337,18 @@ class MethodNotAllowed(ImageforgeError):
     """The route does not take that method."""
 
     code = "method_not_allowed"
+
+
+# -- the command line's own refusals ---------------------------------------------------------------------------
+
+
+class InsecureBind(ImageforgeError):
+    """`imageforge serve` on an address other machines reach, with no API key and no explicit insecure setting."""
+
+    code = "insecure_bind"
+
+
+class TlsExists(ImageforgeError):
+    """`imageforge tls selfsigned` would overwrite a certificate pair without `--force`."""
+
+    code = "tls_exists"

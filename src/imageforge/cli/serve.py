@@ -25,6 +25,7 @@ def serve(
     import imageforge
     from imageforge.bootstrap import check_folders
     from imageforge.domain import is_loopback
+    from imageforge.errors import InsecureBind
     from imageforge.jobs.owner import OwnerLock
     from imageforge.transports.http.keyfile import KeyFile
 
@@ -35,17 +36,11 @@ def serve(
     has_keys = bool(settings.api_keys) or bool(KeyFile(settings.keys_path).read())
     if not is_loopback(settings.host) and not has_keys:
         if not settings.insecure_no_auth:
-            typer.secho(
-                f"error [insecure_bind]: {settings.host} is reachable from other machines and no API key is set.",
-                err=True,
-                fg="red",
-            )
-            typer.echo(
-                "hint: add one with `imageforge keys add NAME` or set IMAGEFORGE_API_KEYS=name:key (16+ characters), "
+            raise InsecureBind(
+                f"{settings.host} is reachable from other machines and no API key is set.",
+                hint="add one with `imageforge keys add NAME` or set IMAGEFORGE_API_KEYS=name:key (16+ characters), "
                 "or bind 127.0.0.1; to serve without authentication anyway, set IMAGEFORGE_INSECURE_NO_AUTH=1.",
-                err=True,
             )
-            raise typer.Exit(1)
         typer.secho(
             f"WARNING: serving on {settings.host} WITHOUT AUTHENTICATION (IMAGEFORGE_INSECURE_NO_AUTH): anyone who "
             "can reach this port can generate images and read every result.",

@@ -42,15 +42,18 @@ def selfsigned(
     The certificate covers localhost, 127.0.0.1, ::1, this machine's hostname and each --host. Clients trust it
     by its file (Client(verify=...), `imageforge mcp --ca-cert`) or by the printed SHA-256 fingerprint.
     """
+    from imageforge.errors import TlsExists
+
     for host in hosts or []:
         if not is_host_name(host):
             raise typer.BadParameter(f"{host!r} is neither a DNS name nor an IP address.", param_hint="--host")
     folder = load_settings().data_path / "tls"
     existing = [path for path in (folder / "cert.pem", folder / "key.pem") if path.exists()]
     if existing and not force:
-        typer.secho(f"error [tls_exists]: {existing[0]} already exists.", err=True, fg="red")
-        typer.echo("hint: pass --force to replace the pair (clients that trust the old certificate stop).", err=True)
-        raise typer.Exit(1)
+        raise TlsExists(
+            f"{existing[0]} already exists.",
+            hint="pass --force to replace the pair (clients that trust the old certificate stop).",
+        )
     pair = make_selfsigned(folder, hosts or [])
     typer.echo(f"certificate for {', '.join(pair.names)}", err=True)
     typer.echo(f"SHA-256 fingerprint: {pair.fingerprint}", err=True)
