@@ -172,11 +172,11 @@ def _generate_here(settings: Settings, prompt: str, options: GenerationOptions, 
         try:
             return service.generate(params, on_progress=bar)
         finally:
-            # Also on Ctrl-C: closing the service cancels the running job at its next step.
+            # Also on Ctrl-C: closing the service stops the running job at its next step (it ends `interrupted`).
             service.close()
     except KeyboardInterrupt:
         bar.close()
-        typer.echo("interrupted: the job was cancelled", err=True)
+        typer.echo("interrupted: the job was stopped", err=True)
         raise typer.Exit(INTERRUPTED) from None
 
 
