@@ -314,6 +314,10 @@ class RequestValues:
     strength: float = 0.6
     decoder: Decoder = Decoder.FULL
 
+    def shared(self) -> dict[str, Any]:
+        """These values as keyword arguments, to carry them into another form of the request."""
+        return {name: getattr(self, name) for name in RequestValues.__dataclass_fields__}
+
     def values(self) -> dict[str, Any]:
         """These values as a result record and a cache key name them (no strength for text to image)."""
         return {
@@ -377,8 +381,7 @@ class QueuedRequest(RequestValues):
         self, *, seed: int, init_image: Image.Image | None = None, mask_image: Image.Image | None = None
     ) -> GenerationRequest:
         """The request to run, with its seed and the images its digests name."""
-        shared = {name: getattr(self, name) for name in RequestValues.__dataclass_fields__}
-        return GenerationRequest(**shared, seed=seed, init_image=init_image, mask_image=mask_image)
+        return GenerationRequest(**self.shared(), seed=seed, init_image=init_image, mask_image=mask_image)
 
 
 @dataclass(frozen=True)

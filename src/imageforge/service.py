@@ -167,16 +167,7 @@ class ImageService:
             # The payload is the validated request (an Idempotency-Key compares it) with its images as digests;
             # an absent seed is drawn when the job runs, and the result reports it.
             payload = QueuedRequest(
-                task=request.task,
-                model=request.model,
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt,
-                steps=request.steps,
-                guidance=request.guidance,
-                width=request.width,
-                height=request.height,
-                strength=request.strength,
-                decoder=request.decoder,
+                **request.shared(),
                 seed=params.seed,
                 init_image=init_digest,
                 mask_image=mask_digest,
