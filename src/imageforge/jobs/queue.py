@@ -524,18 +524,11 @@ class EmbeddedJobQueue:
                 else:
                     self._finish(live, JobStatus.FAILED, error=self._timeout_error())
             return
-        except ImageforgeError as exc:
-            with self._changed:
-                self._finish(live, JobStatus.FAILED, error=_error(exc.code, exc.message, exc.hint))
-            return
         except Exception as exc:
-            log.exception("job %s (%s) failed", job.id, job.kind)
+            if not isinstance(exc, ImageforgeError):
+                log.exception("job %s (%s) failed", job.id, job.kind)
             with self._changed:
-                self._finish(
-                    live,
-                    JobStatus.FAILED,
-                    error=_error("internal_error", f"{type(exc).__name__}: {exc}", "The server keeps running."),
-                )
+                self._finish(live, JobStatus.FAILED, error=_failure(exc))
             return
         run_s = time.perf_counter() - started
         self._recent_run_s.append(run_s)
@@ -745,7 +738,7 @@ def _error(code: str, message: str, hint: str = "") -> dict[str, str]:
 
 
 def _failure(exc: Exception) -> dict[str, str]:
-    """The error of a job that `exc` ended outside its job function (the store's, or a bug's)."""
+    """The error of a job that `exc` ended: its own code, or `internal_error` for a bug."""
     if isinstance(exc, ImageforgeError):
         return _error(exc.code, exc.message, exc.hint)
     return _error("internal_error", f"{type(exc).__name__}: {exc}", "The server keeps running.")
