@@ -6,7 +6,7 @@ import enum
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
@@ -275,6 +275,12 @@ def accepted(name: str) -> str:
     if isinstance(declared.annotation, type) and issubclass(declared.annotation, enum.Enum):
         rules.append("one of " + ", ".join(str(member.value) for member in declared.annotation))
     return f"{name}: {' and '.join(rules)}. {declared.description}" if rules else f"{name}: {declared.description}"
+
+
+def accepted_fields(names: Iterable[str]) -> str:
+    """`accepted` for each declared request field among `names` (once each, in order), as one hint; empty when
+    none is a request field. HTTP bodies and MCP tool arguments refused by their schema answer with it."""
+    return " ".join(accepted(name) for name in dict.fromkeys(names) if name in REQUEST_FIELDS)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from imageforge import errors
-from imageforge.domain import REQUEST_FIELDS, accepted
+from imageforge.domain import accepted_fields
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,7 @@ def _problem(item: Mapping[str, Any]) -> str:
 def _hint(items: Sequence[Mapping[str, Any]]) -> str:
     """What the declaration accepts for the refused request fields (`steps: at least 1. ...`), else where the
     schema is."""
-    names = dict.fromkeys(_field(tuple(item.get("loc", ()))) for item in items)
-    declared = [accepted(name) for name in names if name in REQUEST_FIELDS]
-    return " ".join(declared) or SCHEMA_HINT
+    return accepted_fields(_field(tuple(item.get("loc", ()))) for item in items) or SCHEMA_HINT
 
 
 def _http_error_text(request: Request, exc: HTTPException) -> tuple[str, str]:

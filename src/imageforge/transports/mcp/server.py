@@ -43,7 +43,7 @@ from imageforge.domain import (
     StyleTemplate,
     Task,
     TextToImageFields,
-    accepted,
+    accepted_fields,
 )
 from imageforge.errors import ImageforgeError, InvalidRequest, JobNotReady
 from imageforge.service import ImageService
@@ -248,11 +248,10 @@ def invalid_arguments(exc: ValidationError) -> InvalidRequest:
     """The error for tool arguments the input schema refuses: each field with what is wrong with it, and the
     declaration of the request fields among them as the hint."""
     problems = [f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in exc.errors()]
-    names = dict.fromkeys(str(item["loc"][0]) for item in exc.errors() if item["loc"])
-    declared = [accepted(name) for name in names if name in REQUEST_FIELDS]
+    declared = accepted_fields(str(item["loc"][0]) for item in exc.errors() if item["loc"])
     return InvalidRequest(
         "; ".join(problems),
-        hint=" ".join(declared) or "The tool's input schema (tools/list) gives each argument's type and bounds.",
+        hint=declared or "The tool's input schema (tools/list) gives each argument's type and bounds.",
     )
 
 
