@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from imageforge.errors import storage_error
-from imageforge.storage.files import probe_folder, write_atomic
+from imageforge.storage.files import probe_folder, write_with_sidecar
 
 
 def cache_key(parameters: dict[str, Any]) -> str:
@@ -45,11 +45,6 @@ class ArtifactCache:
         """
         png_path = self._path(key)
         try:
-            write_atomic(png_path, png)
-            try:
-                write_atomic(png_path.with_suffix(".json"), json.dumps(record, sort_keys=True).encode())
-            except OSError:
-                png_path.unlink(missing_ok=True)
-                raise
+            write_with_sidecar(png_path, png, json.dumps(record, sort_keys=True).encode())
         except OSError as exc:
             raise storage_error(exc, "The cache", "CACHE_DIR") from exc

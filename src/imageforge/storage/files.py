@@ -35,6 +35,17 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def write_with_sidecar(path: Path, data: bytes, sidecar: bytes) -> None:
+    """Write `data` to `path`, then `sidecar` beside it (`.json`), each atomically: a reader never finds the
+    sidecar without its file, and a failed write leaves neither (its `OSError` is raised)."""
+    write_atomic(path, data)
+    try:
+        write_atomic(path.with_suffix(".json"), sidecar)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
 class Probed(Protocol):
     """A store the service writes to, which it probes after a failed write to learn when writes work again."""
 

@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from imageforge.errors import ImageNotFound, storage_error
-from imageforge.storage.files import probe_folder, write_atomic
+from imageforge.storage.files import probe_folder, write_with_sidecar
 
 PNG_RECORD_KEY = "imageforge"
 PNG_PARAMETERS_KEY = "parameters"
@@ -104,12 +104,7 @@ class OutputStore:
         path = self.new_path()
         sidecar = {**record, "output_path": str(path)}
         try:
-            write_atomic(path, png)
-            try:
-                write_atomic(path.with_suffix(".json"), json.dumps(sidecar, indent=2, sort_keys=True).encode())
-            except OSError:
-                path.unlink(missing_ok=True)
-                raise
+            write_with_sidecar(path, png, json.dumps(sidecar, indent=2, sort_keys=True).encode())
         except OSError as exc:
             raise storage_error(exc, "The output folder", "OUTPUT_DIR") from exc
         return path
