@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imageforge.errors import McpSessionLimit, McpSessionNotFound
-from imageforge.transports.clients import client_of
+from imageforge.transports.clients import caller_of
 from imageforge.transports.http.errors import error_response
 
 _SESSION_HEADER = MCP_SESSION_ID_HEADER.encode()
@@ -41,13 +41,15 @@ class McpSessions:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        client = client_of(scope)
+        caller = caller_of(scope)
+        client = caller.name
         headers = dict(scope.get("headers", []))
         session = headers.get(_SESSION_HEADER, b"").decode("latin-1")
         if session:
             owner = self._owners.get(session)
-            # Without keys nobody proved who they are, so a session is everyone's (as jobs are).
-            if owner is not None and owner != client and scope.get("state", {}).get("api_key_name"):
+            # Without keys nobody proved who they are, so a session is everyone's (as jobs are); an admin key
+            # sees every job but uses only its own sessions.
+            if owner is not None and owner != client and caller.isolated:
                 await _not_found()(scope, receive, send)
                 return
             await self.app(scope, receive, send)
