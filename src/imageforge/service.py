@@ -292,9 +292,7 @@ class ImageService:
         """A result image in the output store, by file name; `ImageNotFound` for anything else, and for an image
         that none of an isolated caller's readable jobs made (names are short enough to guess)."""
         path = self._outputs.find(name)
-        if caller.sees_all or any(
-            job.client == caller.name for job in self._queue.results_with("output_path", str(path))
-        ):
+        if caller.sees_all or any(caller.sees(job) for job in self._queue.results_with("output_path", str(path))):
             return path
         raise ImageNotFound(f"No image '{name}'.", hint="Use the image link of a finished job.")
 
