@@ -100,6 +100,14 @@ def _generate_with_progress(page: Page, backend: GatedBackend, seed: int) -> Non
     expect(page.locator("#result-meta")).to_contain_text(f"seed {seed}")
 
 
+def _wait_for_result_image(page: Page) -> None:
+    """Wait until the result image has loaded: the browser fetches it after the page shows the metadata, so a
+    check at once can come before its bytes on a busy machine."""
+    page.wait_for_function(
+        "() => { const img = document.querySelector('#result-image'); return img.complete && img.naturalWidth > 0 }"
+    )
+
+
 def _latest_job(base_url: str) -> dict[str, object]:
     jobs: list[dict[str, object]] = httpx.get(f"{base_url}/jobs?status=succeeded").json()["jobs"]
     return jobs[0]
@@ -135,8 +143,7 @@ def test_generate_shows_step_progress_then_the_image_with_its_metadata(
     expect(page.locator("#result-meta")).to_contain_text("tiny")
     expect(page.get_by_role("link", name="Download")).to_have_attribute("href", re.compile(r"/images/.+\.png$"))
     expect(page.locator("#progress-box")).to_be_hidden()
-    loaded = page.locator("#result-image").evaluate("img => img.complete && img.naturalWidth > 0")
-    assert loaded
+    _wait_for_result_image(page)
     expect(page.locator("#history img")).to_have_count(1)
     page.get_by_role("button", name="Random").click()
     expect(page.get_by_label("Seed")).to_have_value("")
@@ -199,7 +206,7 @@ def test_the_page_refuses_framing_and_works_within_its_content_security_policy(
 
     # A live preview (a data: URL), the result image, and the result fetched back as the next input.
     _generate_with_progress(page, backend, seed=11)
-    assert page.locator("#result-image").evaluate("img => img.complete && img.naturalWidth > 0")
+    _wait_for_result_image(page)
     page.get_by_role("button", name="Use as input").click()
     expect(page.get_by_label("Edit (image to image)")).to_be_checked()
     expect(page.locator("#input-image")).to_have_attribute("src", re.compile(r"^data:image/png"))
@@ -350,7 +357,7 @@ def test_with_keys_the_page_asks_for_one_and_generates_with_progress_once_given(
     _generate_with_progress(page, backend, seed=11)
     expect(page.get_by_role("link", name="Download")).to_have_attribute("href", re.compile(r"/images/.+\.png\?exp="))
     expect(page.locator("#history img")).to_have_count(1)
-    assert page.locator("#result-image").evaluate("img => img.complete && img.naturalWidth > 0")
+    _wait_for_result_image(page)
 
     page.reload()  # the key is kept in the browser
     expect(page.locator("body")).to_have_attribute("data-ready", "true")
