@@ -407,87 +407,11 @@ ProgressCallback = Callable[[Progress], None]
 CancelCheck = Callable[[], bool]
 
 
-@dataclass(frozen=True)
-class ImageResult:
-    """A finished generation: the parameters that made it and where the image lies."""
-
-    task: Task
-    model: str
-    seed: int
-    steps: int
-    guidance: float
-    width: int
-    height: int
-    strength: float | None
-    prompt: str
-    negative_prompt: str
-    original_prompt: str
-    assisted: bool
-    cached: bool
-    elapsed_s: float
-    output_path: str
-    png: bytes = field(repr=False)
-    mime: str = "image/png"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any], png: bytes) -> ImageResult:
-        """The result described by `record` (a job's stored result, or the JSON of `/generate`) with its PNG."""
-        return cls(
-            task=Task(record["task"]),
-            model=record["model"],
-            seed=record["seed"],
-            steps=record["steps"],
-            guidance=record["guidance"],
-            width=record["width"],
-            height=record["height"],
-            strength=record.get("strength"),
-            prompt=record["prompt"],
-            negative_prompt=record.get("negative_prompt", ""),
-            original_prompt=record.get("original_prompt", record["prompt"]),
-            assisted=bool(record.get("assisted")),
-            cached=bool(record.get("cached")),
-            elapsed_s=record.get("elapsed_s", 0.0),
-            output_path=record.get("output_path") or "",
-            png=png,
-            mime=record.get("mime") or "image/png",
-            extra={
-                key: record[key]
-                for key in ("assist", "notice", "policy_applied", "decoder", "runtime")
-                if record.get(key) is not None
-            },
-        )
-
-    def described(self) -> ImageDescription:
-        """What every surface reports about the image besides the image and where it lies (HTTP, MCP)."""
-        return ImageDescription(
-            task=self.task.value,
-            model=self.model,
-            seed=self.seed,
-            steps=self.steps,
-            guidance=self.guidance,
-            width=self.width,
-            height=self.height,
-            strength=self.strength,
-            prompt=self.prompt,
-            original_prompt=self.original_prompt,
-            negative_prompt=self.negative_prompt,
-            assisted=self.assisted,
-            cached=self.cached,
-            elapsed_s=self.elapsed_s,
-            notice=self.extra.get("notice"),
-            assist=self.extra.get("assist"),
-            policy_applied=self.extra.get("policy_applied"),
-            decoder=self.extra.get("decoder", "full"),
-            runtime=self.extra.get("runtime"),
-        )
-
-
 class ImageDescription(BaseModel):
     """A finished image as every surface describes it: what made it and how it was made. HTTP results and the MCP
     image tools answer these fields, plus how to get the image itself."""
 
-    task: str = Field(description="text2img, img2img or inpaint.")
+    task: Task = Field(description="text2img, img2img or inpaint.")
     model: str
     seed: int = Field(description="The seed that made it: the same request with it makes the same image.")
     steps: int
@@ -514,6 +438,27 @@ class ImageDescription(BaseModel):
     runtime: dict[str, Any] | None = Field(
         None, description="How the engine ran it: dtype, channels_last, attention, threads, memory_savers, compile."
     )
+
+
+class ImageResult(ImageDescription):
+    """A finished image: its description, where it was saved, and its bytes (which no surface serializes)."""
+
+    output_path: str = ""
+    png: bytes = Field(repr=False, exclude=True)
+    mime: str = "image/png"
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], png: bytes) -> ImageResult:
+        """The result described by `record` (a job's stored result, or the JSON of `/generate`) with its PNG;
+        fields a record does not describe are left out."""
+        known = {name: value for name, value in record.items() if name in cls.model_fields and value is not None}
+        # Records stored by earlier versions may lack these.
+        defaults = {"original_prompt": record["prompt"], "negative_prompt": "", "assisted": False, "cached": False}
+        return cls.model_validate({**defaults, "elapsed_s": 0.0, **known, "png": png})
+
+    def described(self) -> ImageDescription:
+        """What every surface reports about the image besides the image and where it lies (HTTP, MCP)."""
+        return ImageDescription.model_validate(self.model_dump(include=set(ImageDescription.model_fields)))
 
 
 #: `AssistResult.source` when the local LLM wrote the prompt.

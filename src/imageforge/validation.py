@@ -191,3 +191,15 @@ def require_texts(params: GenerationParams) -> None:
         if source is not None:
             require_text(source.base64, field=name)
             require_text(source.path, field=f"{name}_path")
+
+
+def assist_texts(prompt: str, style: str | None) -> tuple[str, str | None]:
+    """A prompt and optional style for prompt assist, stripped; `InvalidRequest` when the prompt is empty or
+    either is too long or not text."""
+    require_text(prompt, field="prompt")
+    require_text(style, field="style")
+    if not prompt.strip():
+        raise InvalidRequest("prompt is empty.", hint="Describe the image you want.")
+    if len(prompt) > MAX_PROMPT_CHARS or len(style or "") > MAX_PROMPT_CHARS:
+        raise InvalidRequest(f"A prompt or style is longer than {MAX_PROMPT_CHARS} characters.", hint="Shorten it.")
+    return prompt.strip(), (style or "").strip() or None

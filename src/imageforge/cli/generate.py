@@ -125,7 +125,7 @@ def _report_assist(result: ImageResult) -> None:
     if result.assisted:
         typer.echo(f"prompt (assisted by ollama): {result.prompt}", err=True)
     else:
-        reason = (result.extra.get("assist") or {}).get("reason", "")
+        reason = (result.assist or {}).get("reason", "")
         typer.echo(f"prompt (passthrough: {reason}): {result.prompt}", err=True)
 
 

@@ -32,7 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from imageforge.domain import Family, ModelSpec, Task
+from imageforge.domain import Family, ModelDefaults, ModelGuard, ModelInfo, ModelSpec, Task
 from imageforge.errors import ModelGuarded, ModelNotFound
 
 log = logging.getLogger(__name__)
@@ -194,6 +194,36 @@ class Catalog:
                 hint=f"Set {spec.guard}=1 in the environment or .env and restart, if this machine can hold it.",
             )
         return spec
+
+    def info(self, spec: ModelSpec, *, weights_present: bool, resident: bool, default: bool) -> ModelInfo:
+        """How the catalog lists `spec`, with what this process knows of it: whether its weights are on disk,
+        whether it is loaded, whether it is the default."""
+        allowed = self.is_allowed(spec)
+        return ModelInfo(
+            key=spec.key,
+            description=spec.description,
+            family=spec.family.value,
+            source=spec.source,
+            tasks=[task.value for task in spec.tasks],
+            defaults=ModelDefaults(
+                steps=spec.default_steps,
+                guidance=spec.default_guidance,
+                width=spec.default_size,
+                height=spec.default_size,
+            ),
+            size_multiple=spec.size_multiple,
+            est_memory_gb=spec.est_memory_gb,
+            guard=None
+            if spec.guard is None
+            else ModelGuard(setting=spec.guard, allowed=allowed, reason=GUARD_REASONS.get(spec.guard, "")),
+            available=allowed,
+            quality_note=spec.quality_note,
+            notice=spec.notice or None,
+            smoke_test=spec.builtin,
+            weights_present=weights_present,
+            resident=resident,
+            default=default,
+        )
 
 
 def build_catalog(*, lora_portrait: str | None, models_file: Path | None, allowed_guards: Iterable[str]) -> Catalog:

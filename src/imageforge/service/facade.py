@@ -1,0 +1,356 @@
+"""ImageService: the one façade every transport calls.
+
+It validates a request against the catalog and limits and queues it as a job (`ImageJob` runs it); it follows,
+waits for, lists and cancels jobs for the caller that may see them, and answers the catalog, health, templates
+and prompt assist. Transports parse their wire format, call one method here and format what comes back; they
+never call each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncGenerator, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imageforge import __version__
+from imageforge.domain import (
+    LOCAL_CALLER,
+    AssistResult,
+    Caller,
+    GenerationParams,
+    Health,
+    ImageResult,
+    Job,
+    JobEvent,
+    JobStatus,
+    ModelCatalog,
+    Policy,
+    Progress,
+    ProgressCallback,
+    QueuedRequest,
+    RenderedTemplate,
+    StyleTemplate,
+)
+from imageforge.engine.catalog import Catalog
+from imageforge.engine.pool import ModelPool
+from imageforge.engine.protocol import ImageBackend
+from imageforge.errors import (
+    AssistBusy,
+    ImageNotFound,
+    JobExpired,
+    JobNotFound,
+    StorageUnavailable,
+    from_code,
+)
+from imageforge.inputs import InputPaths, require_text
+from imageforge.jobs.queue import JobQueue
+from imageforge.prompting.assist import PromptAssistant
+from imageforge.prompting.templates import TemplateCatalog
+from imageforge.service.faults import StorageFaults
+from imageforge.service.image_job import ImageJob
+from imageforge.service.job_files import JobFiles
+from imageforge.storage.audit import AuditLog
+from imageforge.storage.cache import ArtifactCache, cache_key
+from imageforge.storage.inputs import InputStore
+from imageforge.storage.outputs import OutputStore
+from imageforge.validation import RequestLimits, RequestValidator, assist_texts, require_texts
+
+#: The kind under which image jobs are registered with the queue.
+IMAGE_JOB = "image"
+#: When a caller refused with `assist_busy` should try again: a local LLM expands a prompt in seconds.
+ASSIST_RETRY_AFTER_S = 2
+
+
+@dataclass(frozen=True)
+class ServiceLimits(RequestLimits):
+    """Request bounds enforced before any work is queued, and the service's own."""
+
+    #: how many `assist` calls may wait on the local LLM at once; more are refused with `assist_busy`
+    assist_concurrency: int = 2
+    #: how long `close` waits for the running job to stop at its next step
+    shutdown_timeout_s: float = 5.0
+
+
+def _ignore_progress(progress: Progress) -> None:
+    return None
+
+
+class ImageService:
+    """Generate, edit and inpaint images; list models; report health."""
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        backend: ImageBackend,
+        pool: ModelPool,
+        outputs: OutputStore,
+        cache: ArtifactCache,
+        inputs: InputStore,
+        assistant: PromptAssistant,
+        policy: Policy,
+        templates: TemplateCatalog,
+        paths: InputPaths,
+        queue: JobQueue,
+        default_model: str,
+        limits: ServiceLimits,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self._backend = backend
+        self._pool = pool
+        self._outputs = outputs
+        self._assistant = assistant
+        self.policy = policy
+        self._templates = templates
+        self._queue = queue
+        self.default_model = default_model
+        self.limits = limits
+        self._validator = RequestValidator(limits, paths)
+        self._faults = StorageFaults(queue.storage_fault)
+        self._files = JobFiles(queue, inputs, outputs, self._faults)
+        self._assist_slots = threading.BoundedSemaphore(limits.assist_concurrency)
+        self._audit = audit or AuditLog()
+        run = ImageJob(catalog, backend, pool, outputs, cache, inputs, assistant, policy, self._faults)
+        queue.register(IMAGE_JOB, run, on_expire=self._files.expire)
+
+    # -- jobs ---------------------------------------------------------------------------------------
+
+    def submit(
+        self, params: GenerationParams, *, caller: Caller = LOCAL_CALLER, idempotency_key: str | None = None
+    ) -> Job:
+        """Validate a request and queue it as `caller`'s job; bad input is refused here, before anything is queued.
+
+        The caller's name (an API key's name, a peer address, or `local`) is what per-client limits count by;
+        an isolated caller's idempotency key finds only its own jobs. While a folder or the job database cannot be
+        written, the job is refused with that error (`StorageFull`, `StorageUnavailable`): it would only fail.
+        """
+        require_texts(params)
+        spec = self.catalog.require(params.model or self.default_model)
+        request = self._validator.validate(params, spec)
+        fault = self.storage_fault()
+        if fault is not None:
+            raise type(fault)(fault.message, hint=fault.hint)  # a new one each time: threads may raise it at once
+        with self._files.stored_inputs(request) as (init_digest, mask_digest):
+            # The payload is the validated request (an Idempotency-Key compares it) with its images as digests;
+            # an absent seed is drawn when the job runs, and the result reports it.
+            payload = QueuedRequest(
+                **request.shared(),
+                seed=params.seed,
+                init_image=init_digest,
+                mask_image=mask_digest,
+                assist_prompt=params.assist_prompt,
+                use_cache=params.use_cache,
+            ).to_payload()
+            # Seeded requests with the same parameters make the same pixels: in flight together, they run once.
+            dedupe_key = cache_key(payload) if params.seed is not None else None
+            return self._queue.submit(
+                IMAGE_JOB, payload, idempotency_key=idempotency_key, dedupe_key=dedupe_key, caller=caller
+            )
+
+    def generate(
+        self,
+        params: GenerationParams,
+        *,
+        on_progress: ProgressCallback = _ignore_progress,
+    ) -> ImageResult:
+        """Submit a job and wait for its image: the synchronous form of `submit` and `wait`, for a caller without
+        an event loop (the command line's in-process path); `on_progress` hears each step.
+
+        The job belongs to the queue, not to the caller: a caller that goes away leaves it to finish, and its
+        result stays readable (and cached when seeded); closing the service stops it.
+        """
+        job = self.submit(params)
+
+        async def follow() -> Job:
+            async for event in self.follow(job.id):
+                if event.type == "progress":
+                    on_progress(Progress(step=event.data["step"], total=event.data["total"]))
+            return self._queue.get(job.id)
+
+        return self.image_result(asyncio.run(follow()))
+
+    def wait_job(self, job_id: str, timeout: float | None = None) -> Job:
+        """Block until the job ends (or `timeout` passes) and return it as it is then."""
+        return self._queue.wait(job_id, timeout)
+
+    def follow(
+        self, job_id: str, after: int = -1, *, previews: bool = False, caller: Caller = LOCAL_CALLER
+    ) -> AsyncGenerator[JobEvent, None]:
+        """The job's events until its terminal one, without holding a thread: first its current state (or the
+        events after `after`), then each state change, step and, with `previews`, live preview.
+
+        `JobNotFound` for a job the caller may not see. While open it counts against the caller's share of the
+        queue (`QueueShareExceeded` at the first event when there is no room); it ends with `Interrupted` when
+        the service closes first.
+        """
+        return self._queue.follow(job_id, after, previews=previews, caller=caller)
+
+    async def wait(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
+        """The job once it has ended, waited for without holding a thread; the wait counts as `follow` does."""
+        async for _ in self.follow(job_id, caller=caller):
+            pass  # the follow ends with the job's terminal event
+        return self._queue.get(job_id, caller=caller)
+
+    def get_job(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
+        """The job as it is now; `JobNotFound` also for a job the caller may not see (`Caller`)."""
+        return self._queue.get(job_id, caller=caller)
+
+    def list_jobs(
+        self, statuses: Iterable[JobStatus] = (), *, limit: int = 100, caller: Caller = LOCAL_CALLER
+    ) -> list[Job]:
+        """The newest jobs the caller may see: its own, or all for an admin or where there are no identities."""
+        return self._queue.recent(statuses, limit=limit, caller=caller)
+
+    def queue_position(self, job_id: str) -> int | None:
+        return self._queue.position(job_id)
+
+    def cancel_job(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
+        """Cancel a job the caller may see; `JobNotFound` for any other."""
+        return self._queue.cancel(job_id, caller=caller)
+
+    def image_result(self, job: Job) -> ImageResult:
+        """The image of a finished job; the job's error when it failed or was cancelled."""
+        if job.error is not None:
+            raise from_code(job.error["code"], job.error["message"], job.error.get("hint", ""))
+        if job.result is None:
+            raise JobNotFound(f"Job '{job.id}' has no result yet ({job.status.value}).", hint="Wait for it to end.")
+        path = Path(job.result["output_path"])
+        try:
+            png = path.read_bytes()
+        except OSError:
+            raise JobExpired(f"The image of job '{job.id}' is no longer on disk.", hint="Submit it again.") from None
+        return ImageResult.from_record(job.result, png)
+
+    def image_path(self, name: str, *, caller: Caller = LOCAL_CALLER) -> Path:
+        """A result image in the output store, by file name; `ImageNotFound` for anything else, and for an image
+        that none of an isolated caller's readable jobs made (names are short enough to guess)."""
+        path = self._outputs.find(name)
+        if caller.sees_all or any(caller.sees(job) for job in self._queue.results_with("output_path", str(path))):
+            return path
+        raise ImageNotFound(f"No image '{name}'.", hint="Use the image link of a finished job.")
+
+    def sweep_expired(self) -> list[str]:
+        """Remove expired results now rather than at the sweeper's next round; returns the swept job ids."""
+        return self._queue.sweep()
+
+    def storage_fault(self) -> StorageUnavailable | None:
+        """Why jobs cannot be stored now (a full disk, a read-only folder, the job database), or None."""
+        return self._faults.current()
+
+    def assist(self, prompt: str, style: str | None = None) -> AssistResult:
+        """Expand a prompt through the local LLM (optionally in a style); passes it through when unavailable.
+
+        At most `limits.assist_concurrency` calls wait on the LLM at once (each holds its caller's thread);
+        one more is refused with `AssistBusy` rather than queued behind a slow LLM.
+        """
+        prompt, style = assist_texts(prompt, style)
+        if not self._assist_slots.acquire(blocking=False):
+            raise AssistBusy(
+                f"{self.limits.assist_concurrency} prompt expansions are already waiting on the local LLM.",
+                hint="Retry after the time in the Retry-After header; the server's admin sets how many run at "
+                "once with IMAGEFORGE_ASSIST_CONCURRENCY.",
+                retry_after_s=ASSIST_RETRY_AFTER_S,
+            )
+        try:
+            return self._assistant.expand(prompt, style=style)
+        finally:
+            self._assist_slots.release()
+
+    # -- audit ------------------------------------------------------------------------------------------
+
+    @property
+    def auditing(self) -> bool:
+        """Whether audit records are kept (IMAGEFORGE_AUDIT_LOG); transports skip building them otherwise."""
+        return self._audit.path is not None
+
+    def audit(self, *, client: str, action: str, outcome: str, **details: Any) -> None:
+        """Record who (`client`) did what (`action`) and how it ended (`outcome`: "ok" or an error code), with
+        `details` such as `status`, `job_id` and `prompt` (kept only where prompts are audited)."""
+        self._audit.record(client=client, action=action, outcome=outcome, **details)
+
+    # -- style templates ----------------------------------------------------------------------------
+
+    def list_templates(self) -> list[StyleTemplate]:
+        """The style templates: built-ins plus the user's templates file."""
+        return list(self._templates)
+
+    def render_template(self, key: str, subject: str) -> RenderedTemplate:
+        """A template filled with `subject`, sized to fit MAX_RES: a starting point the caller edits and sends
+        as a request; nothing is generated here. `TemplateNotFound` for an unknown key."""
+        require_text(key, field="key")
+        require_text(subject, field="subject")
+        return self._templates.get(key).start(subject, max_side=self.limits.max_res)
+
+    # -- catalog and health -------------------------------------------------------------------------
+
+    def list_models(self) -> ModelCatalog:
+        """Every catalog entry with its capabilities, defaults, guard and local availability."""
+        resident = set(self.resident_models())
+        return ModelCatalog(
+            default=self.default_model,
+            max_res=self.limits.max_res,
+            models=[
+                self.catalog.info(
+                    spec,
+                    weights_present=self._backend.weights_present(spec),
+                    resident=spec.key in resident,
+                    default=spec.key == self.default_model,
+                )
+                for spec in self.catalog
+            ],
+        )
+
+    def health(self) -> Health:
+        """Service status: device, resident models, default model, version, Ollama reachability.
+
+        `status` is `degraded` while jobs cannot be stored, with the error as `reason` (it names the setting,
+        never a path).
+        """
+        info = self._backend.device_info()
+        fault = self.storage_fault()
+        return Health(
+            status="ok" if fault is None else "degraded",
+            reason=None if fault is None else {"code": fault.code, "message": fault.message, "hint": fault.hint},
+            version=__version__,
+            device=info.device,
+            dtype=info.dtype,
+            cuda=info.cuda_available,
+            mps=info.mps_available,
+            resident_models=self.resident_models(),
+            model_memory=self._pool.status(),
+            default_model=self.default_model,
+            versions=info.versions,
+            runtime=info.runtime,
+            ollama=self._assistant.status(),
+        )
+
+    def load_model(self, key: str) -> float:
+        """Make a model resident now; returns the seconds spent loading (0 when it already was)."""
+        return self._pool.load(self.catalog.require(key))
+
+    def resident_models(self) -> list[str]:
+        """The keys of the resident models, least recently used first."""
+        return self._pool.resident()
+
+    def unload_model(self, key: str) -> bool:
+        """Unload a resident model; returns whether it was resident. `ModelBusy` while a job uses it."""
+        return self._pool.unload(self.catalog.get(key).key)
+
+    def pull(self, key: str) -> str:
+        """Download a model's weights ahead of time; returns where they are."""
+        return self._backend.pull(self.catalog.get(key))
+
+    def start(self) -> None:
+        """Start running jobs (and recover those a previous run left) and the idle-unload timer."""
+        self._queue.start()
+        self._pool.start()
+
+    def close(self) -> None:
+        """Stop running jobs (the running one ends `interrupted` within `limits.shutdown_timeout_s`, queued ones
+        stay queued for the next start) and unload the models."""
+        self._queue.close(self.limits.shutdown_timeout_s)
+        self._pool.close()
