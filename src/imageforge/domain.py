@@ -453,8 +453,15 @@ class ImageResult(ImageDescription):
         fields a record does not describe are left out."""
         known = {name: value for name, value in record.items() if name in cls.model_fields and value is not None}
         # Records stored by earlier versions may lack these.
-        defaults = {"original_prompt": record["prompt"], "negative_prompt": "", "assisted": False, "cached": False}
-        return cls.model_validate({**defaults, "elapsed_s": 0.0, **known, "png": png})
+        defaults = {
+            "original_prompt": record["prompt"],
+            "negative_prompt": "",
+            "strength": None,
+            "assisted": False,
+            "cached": False,
+            "elapsed_s": 0.0,
+        }
+        return cls.model_validate({**defaults, **known, "png": png})
 
     def described(self) -> ImageDescription:
         """What every surface reports about the image besides the image and where it lies (HTTP, MCP)."""
