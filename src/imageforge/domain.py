@@ -222,19 +222,10 @@ class TextToImageFields(BaseModel):
         strength: float | None = None,
     ) -> GenerationParams:
         """The request for `ImageService.submit`, as `task` on these inputs."""
+        values = {name: getattr(self, name) for name in TextToImageFields.model_fields}
         return GenerationParams(
+            **values | {"decoder": self.decoder.value},
             task=task,
-            prompt=self.prompt,
-            negative_prompt=self.negative_prompt,
-            model=self.model,
-            steps=self.steps,
-            guidance=self.guidance,
-            width=self.width,
-            height=self.height,
-            seed=self.seed,
-            assist_prompt=self.assist_prompt,
-            use_cache=self.use_cache,
-            decoder=self.decoder.value,
             init_image=init_image,
             mask_image=mask_image,
             strength=strength,
