@@ -13,7 +13,7 @@ from imageforge.engine.pool import ModelPool, PoolPolicy
 from imageforge.engine.protocol import EngineOptions, ImageBackend
 from imageforge.errors import folder_unwritable
 from imageforge.inputs import ImageLimits, InputPaths
-from imageforge.jobs.queue import EmbeddedJobQueue, QueueLimits
+from imageforge.jobs.embedded import EmbeddedJobQueue, QueueLimits
 from imageforge.jobs.store import JobStore
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import load_policy

@@ -21,7 +21,7 @@ from mcp.client.client import Client
 from mcp_types import TextContent
 
 from imageforge.config import Settings
-from imageforge.jobs.queue import EmbeddedJobQueue
+from imageforge.jobs.embedded import EmbeddedJobQueue
 from imageforge.jobs.store import JobStore
 from imageforge.service import ImageService
 from imageforge.storage import files

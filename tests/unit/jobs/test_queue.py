@@ -23,7 +23,8 @@ from imageforge.errors import (
     QueueShareExceeded,
     RateLimited,
 )
-from imageforge.jobs.queue import EmbeddedJobQueue, JobContext, QueueLimits
+from imageforge.jobs.embedded import EmbeddedJobQueue, QueueLimits
+from imageforge.jobs.queue import JobContext
 from imageforge.jobs.store import JobStore
 
 WAIT = 10.0
