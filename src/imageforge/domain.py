@@ -192,7 +192,9 @@ DecoderChoice = Annotated[
         Decoder.FULL, description='"full" (the model\'s VAE) or "fast" (the tiny autoencoder: a much faster decode).'
     ),
 ]
-ReturnModeChoice = Annotated[ReturnMode, Field(ReturnMode.BASE64, description="base64, path, or both.")]
+ReturnModeChoice = Annotated[
+    ReturnMode, Field(ReturnMode.BOTH, description="both (the PNG as base64, and its path), base64 or path.")
+]
 
 
 class TextToImageFields(BaseModel):

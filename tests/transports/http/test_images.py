@@ -24,8 +24,8 @@ def test_generate_returns_png_of_requested_size_with_seed(client: TestClient) ->
     assert (body["width"], body["height"], body["steps"]) == (128, 96, 2)
     assert body["mime"] == "image/png"
     assert body["cached"] is False
-    assert body["output_path"] is None  # return_mode base64 by default
-    image = decode_png(body["image_base64"])
+    image = decode_png(body["image_base64"])  # return_mode both by default: the PNG and where it was saved
+    assert Path(body["output_path"]).read_bytes() == base64.b64decode(body["image_base64"])
     assert image.format == "PNG"
     assert image.size == (128, 96)
 
