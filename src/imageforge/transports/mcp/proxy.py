@@ -58,7 +58,7 @@ from mcp_types import (
 from imageforge import __version__
 from imageforge.errors import ServerUnavailable
 from imageforge.transports.mcp.content import metadata_content
-from imageforge.transports.mcp.server import error_result
+from imageforge.transports.mcp.results import error_result
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,83 @@
+"""What the tools answer: the structured outputs, an image as preview, metadata and link, a failure as the HTTP
+API's error body."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mcp_types import CallToolResult, ContentBlock, TextContent
+from pydantic import BaseModel, Field
+
+from imageforge.domain import ImageDescription, ImageResult
+from imageforge.errors import ImageforgeError
+from imageforge.transports.mcp.content import image_link, metadata_content, preview_content
+
+#: What an image tool's description says of its result.
+RESULT_NOTE = (
+    " Returns an inline preview (at most IMAGEFORGE_MCP_PREVIEW_PX px; some clients do not show it, so tell the "
+    "user the saved output_path, and the url when given), the metadata (seed, model, steps, size, elapsed_s, "
+    "output_path, url) and, over HTTP, a link to the full-resolution image. A seed makes the image reproducible."
+)
+
+
+@dataclass(frozen=True)
+class McpOptions:
+    """How the MCP surface presents results."""
+
+    #: longest side of the inline preview
+    preview_px: int = 512
+    #: what follows an image link to open it without an API key ("?exp=…&sig=…", "" when none is needed)
+    image_query: Callable[[str], str] = lambda name: ""
+
+
+class ImageOutput(ImageDescription):
+    """The structured result of the image tools: the image's description, and where the full image is."""
+
+    job_id: str
+    output_path: str = Field(
+        description="Where the full image is saved: on the server's machine, or this machine's copy through the "
+        "remote proxy."
+    )
+    remote_output_path: str | None = Field(None, description="Through the remote proxy: the server's own path.")
+    url: str | None = Field(None, description="The full image over HTTP, when the server is reached over HTTP.")
+
+
+class JobOutput(BaseModel):
+    """A job's state, as the async tools report it."""
+
+    job_id: str
+    status: str = Field(description="queued, running, succeeded, failed or cancelled.")
+    queue_position: int | None = Field(None, description="1 = next to run; 0 = running; null once ended.")
+    step: int
+    total: int
+    error: dict[str, str] | None = None
+    expires_at: float | None = Field(None, description="Unix time after which the result is gone.")
+    next: str = Field(description="What to do next.")
+
+
+def image_result(job_id: str, result: ImageResult, base_url: str | None, options: McpOptions) -> CallToolResult:
+    """A job's image as a tool result: the inline preview, the metadata and, when the client came over HTTP
+    (`base_url`), a link to the full image."""
+    name = Path(result.output_path).name
+    url = f"{base_url}/images/{name}{options.image_query(name)}" if base_url else None
+    output = ImageOutput(**result.described().model_dump(), job_id=job_id, output_path=result.output_path, url=url)
+    structured = output.model_dump(mode="json")
+    content: list[ContentBlock] = [preview_content(result.png, options.preview_px), metadata_content(structured)]
+    if url is not None:
+        content.append(image_link(url, name, len(result.png)))
+    return CallToolResult(content=content, structured_content=structured)
+
+
+def structured_result(output: BaseModel) -> CallToolResult:
+    """`output` as a tool result: structured content, and the same as text for clients that show only text."""
+    structured = output.model_dump(mode="json")
+    return CallToolResult(content=[metadata_content(structured)], structured_content=structured)
+
+
+def error_result(exc: ImageforgeError) -> CallToolResult:
+    """A failed tool call: the HTTP API's error body, as text an agent reads."""
+    body = {"error": {"code": exc.code, "message": exc.message, "hint": exc.hint}}
+    return CallToolResult(content=[TextContent(text=json.dumps(body))], is_error=True)

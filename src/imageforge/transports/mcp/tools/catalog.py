@@ -1,0 +1,39 @@
+"""The tools that help before drawing: list_models says what this server can run, assist_prompt writes a better
+prompt."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from anyio import to_thread
+from mcp.server.mcpserver import MCPServer
+from mcp_types import CallToolResult
+from pydantic import Field
+
+from imageforge.domain import AssistResult, ModelCatalog, Prompt
+from imageforge.transports.mcp.tools.toolkit import READING, Toolkit
+
+
+def register_catalog_tools(mcp: MCPServer, kit: Toolkit) -> None:
+    """Add assist_prompt and list_models to `mcp`."""
+    service = kit.service
+
+    @mcp.tool(
+        description="Expand a short image request into a detailed diffusion prompt with tags, through the local "
+        "LLM (Ollama). When it is unavailable the prompt comes back unchanged with source 'passthrough' and "
+        "the reason. Use it to show the user a better prompt before drawing.",
+        annotations=READING,
+    )
+    async def assist_prompt(
+        prompt: Prompt,
+        style: Annotated[str | None, Field(description="A style to write it in, e.g. 'pencil sketch'.")] = None,
+    ) -> Annotated[CallToolResult, AssistResult]:
+        return await kit.answer(lambda: service.assist(prompt, style))
+
+    @mcp.tool(
+        description="List the models this server can run: key, what each is good at, operations, default steps "
+        "and size, memory, whether its weights are on disk and whether it is loaded.",
+        annotations=READING,
+    )
+    async def list_models() -> ModelCatalog:
+        return await to_thread.run_sync(service.list_models)
