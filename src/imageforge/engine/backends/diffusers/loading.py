@@ -20,11 +20,13 @@ from imageforge.engine.backends.diffusers.weights import (
     Weights,
     diffusers_folder,
     has_file,
+    is_fetch_failure,
     is_local,
     offline,
     single_file,
     unavailable,
     variant,
+    why_unavailable,
 )
 from imageforge.errors import ModelUnsupported, WeightsUnavailable
 
@@ -85,10 +87,12 @@ def load_fast_decoder(spec: ModelSpec, runtime: speed.Runtime, weights: Weights)
         if not is_local(source) and offline() and not has_file(source, "config.json"):
             raise FileNotFoundError(f"{source} is not in the Hugging Face cache and HF_HUB_OFFLINE is set")
         decoder = AutoencoderTiny.from_pretrained(source, dtype=getattr(torch, runtime.dtype), use_safetensors=True)
-    except OSError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except Exception as exc:
+        if not is_fetch_failure(exc):
+            raise
         raise WeightsUnavailable(
-            f"The fast decoder of '{spec.key}' ({source}) is not on this machine and could not be fetched: {reason}",
+            f"The fast decoder of '{spec.key}' ({source}) is not on this machine and could not be fetched: "
+            + why_unavailable(spec, exc),
             hint=(
                 f'Use decoder "full", or on a machine with internet access run `imageforge models pull '
                 f"{spec.key}` (it fetches the fast decoder too)."
@@ -134,7 +138,7 @@ def _load_error(spec: ModelSpec, exc: Exception) -> Exception:
             f"Model '{spec.key}' needs a package that is not installed: {exc}",
             hint="Install the package the message names into imageforge's environment and restart.",
         )
-    if isinstance(exc, OSError):
+    if is_fetch_failure(exc):
         return unavailable(spec, exc)
     if isinstance(exc, SafetensorError):
         return WeightsUnavailable(

@@ -71,7 +71,9 @@ class Weights:
             if spec.fast_decoder and not is_local(spec.fast_decoder):
                 snapshot_download(spec.fast_decoder, allow_patterns=["*.json", "*.safetensors"])
             return where
-        except OSError as exc:
+        except Exception as exc:
+            if not is_fetch_failure(exc):
+                raise
             raise unavailable(spec, exc, pulling=True) from exc
 
     def _download(self, spec: ModelSpec) -> str:
@@ -200,9 +202,42 @@ def variant(folder: Path | None, dtype: str) -> str | None:
     return _HALF_VARIANT
 
 
+#: What the Hub client and its HTTP libraries raise when the Hub cannot be reached, by class name: they change
+#: module between versions (httpx, httpx2, requests), and a name outlives a move.
+_UNREACHABLE = frozenset(
+    {"ConnectError", "ConnectTimeout", "ReadTimeout", "TimeoutException", "TransportError", "ConnectionError"}
+    | {"OfflineModeIsEnabled", "LocalEntryNotFoundError"}
+)
+
+
+def is_fetch_failure(exc: BaseException) -> bool:
+    """Whether `exc` says that weights could not be read from disk or fetched from the Hub."""
+    return isinstance(exc, OSError) or bool(_UNREACHABLE & {cls.__name__ for cls in type(exc).__mro__})
+
+
+def why_unavailable(spec: ModelSpec, exc: BaseException) -> str:
+    """Why weights could not be had, in words a client can act on: never a library's own text, which points at a
+    stack trace the client cannot see or at arguments it cannot pass."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    text = str(exc)
+    if "GatedRepoError" in names:
+        return "the repo is gated: it needs HF_TOKEN of an account that accepted its license"
+    if "RepositoryNotFoundError" in names:
+        return "the Hub has no such repo, or it is private"
+    if names & _UNREACHABLE or "outgoing traffic has been disabled" in text or "not fully cached" in text:
+        return "they are not in the Hugging Face cache, and the Hub could not be reached (offline, or HF_HUB_OFFLINE)"
+    if isinstance(exc, FileNotFoundError) and is_local(spec.source):
+        return f"{spec.source} does not exist"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    # Library messages go on to point at a stack trace; the sentence before that is the reason.
+    return first.split(" Please ")[0].split(" Check ")[0].rstrip(". ")
+
+
 def unavailable(spec: ModelSpec, exc: BaseException, *, pulling: bool = False) -> WeightsUnavailable:
-    """What a client is told when the weights of `spec` could not be read or fetched."""
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    """What a client is told when the weights of `spec` could not be read or fetched (the server log keeps the
+    library's own words)."""
+    log.warning("weights of %s unavailable: %s: %s", spec.key, type(exc).__name__, exc)
+    reason = why_unavailable(spec, exc)
     if ".safetensors" in reason and "no file named" in reason.lower():
         return WeightsUnavailable(
             f"The weights of '{spec.key}' could not be loaded: {reason}",
