@@ -52,8 +52,8 @@ class InputPaths:
         if not any(real.is_relative_to(root) for root in self._allowed):
             raise PathForbidden(
                 f"{field} '{raw}' is outside the folders this server may read.",
-                hint="Use a file under the output folder or a folder listed in IMAGEFORGE_INPUT_DIRS, "
-                "or send the image as base64.",
+                hint=f"This server reads images only under {', '.join(str(root) for root in self._allowed)}; "
+                "IMAGEFORGE_INPUT_DIRS adds folders (a restart reads it). Or send the image itself as base64.",
             )
         try:
             exists, is_file = real.exists(), real.is_file()

@@ -50,7 +50,8 @@ class RequestValidator:
         if not spec.supports(params.task):
             raise UnsupportedOperation(
                 f"Model '{spec.key}' does not support {params.task.value}.",
-                hint=f"It supports: {', '.join(t.value for t in spec.tasks)}. Pick another model (GET /models).",
+                hint=f"It supports: {', '.join(t.value for t in spec.tasks)}. Pick another model (GET /models or "
+                "list_models).",
             )
         prompt = params.prompt.strip()
         if not prompt:

@@ -173,12 +173,14 @@ class Catalog:
         return key in self._specs
 
     def get(self, key: str) -> ModelSpec:
-        """The entry for `key`, or `ModelNotFound` naming the keys that exist."""
+        """The entry for `key`, or `ModelNotFound` naming the keys this server can run."""
         try:
             return self._specs[key]
         except KeyError:
             raise ModelNotFound(
-                f"Unknown model '{key}'.", hint=f"Use one of: {', '.join(self._specs)} (see GET /models)."
+                f"Unknown model '{key}'.",
+                hint=f"Models this server can run: {', '.join(spec.key for spec in self if self.is_allowed(spec))} "
+                "(GET /models or list_models describes each).",
             ) from None
 
     def is_allowed(self, spec: ModelSpec) -> bool:

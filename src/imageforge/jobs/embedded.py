@@ -539,7 +539,9 @@ class EmbeddedJobQueue:
         if job is None:
             job = self._store.get(job_id)
         if job is None or not caller.sees(job):
-            raise JobNotFound(f"No job '{job_id}'.", hint="Check the id; GET /jobs lists recent jobs.")
+            raise JobNotFound(
+                f"No job '{job_id}'.", hint="Check the id: it is the job_id that submitting the job answered."
+            )
         return job
 
     def _current(self, job_id: str) -> Job:

@@ -101,7 +101,7 @@ async def test_progress_is_reported_once_per_step(mcp: Client) -> None:
 async def test_bad_input_is_a_tool_error_with_the_http_code_and_hint(mcp: Client) -> None:
     size = await mcp.call_tool("generate_image", {"prompt": "a fox", "width": 100})
     model = await mcp.call_tool("generate_image", {"prompt": "a fox", "model": "nope"})
-    outside = await mcp.call_tool("edit_image", {"prompt": "a fox", "image_path": "/etc/passwd"})
+    outside = await mcp.call_tool("edit_image", {"prompt": "a fox", "image": "/etc/passwd"})
 
     assert _error(size)["code"] == "invalid_request"
     assert "multiple of 8" in _error(size)["hint"]
@@ -117,9 +117,9 @@ async def test_edit_and_inpaint_read_images_by_path_in_the_outputs(mcp: Client, 
     Image.new("L", (64, 64), 255).save(mask)
     relative = image_path.relative_to(settings.root_dir)  # project-relative paths work as well as absolute
 
-    edited = await mcp.call_tool("edit_image", {"prompt": "at night", "image_path": str(relative), "steps": 2})
+    edited = await mcp.call_tool("edit_image", {"prompt": "at night", "image": str(relative), "steps": 2})
     inpainted = await mcp.call_tool(
-        "inpaint_image", {"prompt": "a cat", "image_path": str(image_path), "mask_path": str(mask), "steps": 2}
+        "inpaint_image", {"prompt": "a cat", "image": str(image_path), "mask": str(mask), "steps": 2}
     )
 
     assert edited.structured_content is not None

@@ -4,8 +4,10 @@ schema refuses become `invalid_request`."""
 
 from __future__ import annotations
 
+import copy
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 
 from pydantic import Field, ValidationError
@@ -13,10 +15,18 @@ from pydantic import Field, ValidationError
 from imageforge.domain import REQUEST_FIELDS, GenerationParams, ImageSource, Task, TextToImageFields, accepted_fields
 from imageforge.errors import InvalidRequest
 
-ImagePath = Annotated[
-    str, Field(description="The input image: an absolute path or one relative to the project, in an allowed folder.")
+#: How an agent names an earlier result as an input: the URI of the `imageforge://images/{name}` resource.
+IMAGE_URI = "imageforge://images/"
+#: How base64 of each accepted format begins (PNG, JPEG, WebP): what tells base64 from a path without a prefix.
+_BASE64_STARTS = ("iVBORw0KGgo", "/9j/", "UklGR")
+IMAGE_FORMS = (
+    "a path on the server (absolute, ~/…, or relative to the project) in an allowed folder; an earlier result as "
+    f"{IMAGE_URI}<name>; or the file's bytes as base64 or a data URL (data:image/png;base64,…)"
+)
+ImageInput = Annotated[str, Field(description=f"The input image: {IMAGE_FORMS}.")]
+MaskInput = Annotated[
+    str, Field(description="The mask, the image's size: white = repaint, black = keep. The same forms as image.")
 ]
-MaskPath = Annotated[str, Field(description="The mask, same size as the image: white = repaint, black = keep.")]
 JobId = Annotated[str, Field(description="The job_id submit_async_job returned.")]
 
 #: The declared request fields every image tool takes; the tools name `assist_prompt` `assist`.
@@ -53,22 +63,29 @@ def _parameter(name: str) -> inspect.Parameter:
     )
 
 
+def image_source(value: str, *, result_path: Callable[[str], Path]) -> ImageSource:
+    """The image an agent named in `value`: an earlier result by its URI (`result_path` finds its file, for this
+    caller only), base64 or a data URL, or else a path."""
+    if value.startswith(IMAGE_URI):
+        return ImageSource(path=str(result_path(value.removeprefix(IMAGE_URI))))
+    if value.startswith("data:") or value.startswith(_BASE64_STARTS):
+        return ImageSource(base64=value)
+    return ImageSource(path=value)
+
+
 def request_params(
     task: Task = Task.TEXT2IMG,
     *,
-    image_path: str | None = None,
-    mask_path: str | None = None,
+    image: ImageSource | None = None,
+    mask: ImageSource | None = None,
     strength: float | None = None,
     assist: bool = False,
     **fields: Any,
 ) -> GenerationParams:
     """The request an image tool's arguments make: the declared fields, under the tools' names (`assist`), with
-    the input image and mask as paths."""
+    the input image and mask."""
     return TextToImageFields(assist_prompt=assist, **fields).to_params(
-        task,
-        init_image=ImageSource(path=image_path) if image_path else None,
-        mask_image=ImageSource(path=mask_path) if mask_path else None,
-        strength=strength,
+        task, init_image=image, mask_image=mask, strength=strength
     )
 
 
@@ -80,4 +97,30 @@ def invalid_arguments(exc: ValidationError) -> InvalidRequest:
     return InvalidRequest(
         "; ".join(problems),
         hint=declared or "The tool's input schema (tools/list) gives each argument's type and bounds.",
+    )
+
+
+def sealed_schema(schema: dict[str, Any], bounds: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """A tool's input schema that refuses arguments it does not declare and carries this server's `bounds` (the
+    largest size, the most steps, the models it can run) on the arguments they apply to."""
+    sealed = copy.deepcopy(schema)
+    sealed["additionalProperties"] = False
+    properties = sealed.get("properties", {})
+    for name, bound in bounds.items():
+        if name not in properties:
+            continue
+        # An optional argument is `anyOf: [{type}, {type: null}]`: the bound belongs to the value's branch.
+        branches = properties[name].get("anyOf", [properties[name]])
+        for branch in branches:
+            if branch.get("type") != "null":
+                branch.update(bound)
+    return sealed
+
+
+def unknown_arguments(tool: str, unknown: Iterable[str], schema: Mapping[str, Any]) -> InvalidRequest:
+    """The error for arguments a tool does not have: dropping them would draw something other than was asked."""
+    takes = ", ".join(schema.get("properties", {}))
+    return InvalidRequest(
+        f"{tool} has no argument {', '.join(sorted(unknown))}.",
+        hint=f"{tool} takes: {takes}. Its input schema (tools/list) describes each.",
     )

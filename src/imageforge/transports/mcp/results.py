@@ -4,6 +4,7 @@ API's error body."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,14 @@ def structured_result(output: BaseModel) -> CallToolResult:
     return CallToolResult(content=[metadata_content(structured)], structured_content=structured)
 
 
+#: The HTTP API's names of the input images, as the service's errors say them, and what the MCP tools call them.
+_AGENT_TERMS = {"init_image_path": "image", "mask_image_path": "mask", "init_image": "image", "mask_image": "mask"}
+_HTTP_TERM = re.compile(r"\b(" + "|".join(sorted(_AGENT_TERMS, key=len, reverse=True)) + r")\b")
+
+
 def error_result(exc: ImageforgeError) -> CallToolResult:
-    """A failed tool call: the HTTP API's error body, as text an agent reads."""
-    body = {"error": {"code": exc.code, "message": exc.message, "hint": exc.hint}}
+    """A failed tool call: the HTTP API's error body with the tools' names for what it names, as text an agent
+    reads."""
+    message, hint = (_HTTP_TERM.sub(lambda match: _AGENT_TERMS[match[1]], text) for text in (exc.message, exc.hint))
+    body = {"error": {"code": exc.code, "message": message, "hint": hint}}
     return CallToolResult(content=[TextContent(text=json.dumps(body))], is_error=True)

@@ -16,11 +16,12 @@ from typing import Any
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp_types import CallToolResult, InputRequiredResult
+from mcp_types import Tool as MCPTool
 from pydantic import ValidationError
 
 from imageforge import __version__
 from imageforge.service import ImageService
-from imageforge.transports.mcp.arguments import invalid_arguments
+from imageforge.transports.mcp.arguments import invalid_arguments, sealed_schema, unknown_arguments
 from imageforge.transports.mcp.results import ImageOutput, JobOutput, McpOptions, error_result
 from imageforge.transports.mcp.templates import register_templates
 from imageforge.transports.mcp.tools.catalog import register_catalog_tools
@@ -46,7 +47,9 @@ def build_mcp_server(service: ImageService, options: McpOptions = _DEFAULT_OPTIO
     """The imageforge MCP server on `service`; the caller starts and closes the service. Calls that submit or
     cancel jobs are audited through the service."""
     # The SDK configures the root logger at this level; imageforge's own logging is set up by its entry points.
-    mcp = _Server(name="imageforge", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+    mcp = _Server(
+        _server_bounds(service), name="imageforge", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING"
+    )
     kit = Toolkit(service, options)
     register_image_tools(mcp, kit)
     register_catalog_tools(mcp, kit)
@@ -55,13 +58,35 @@ def build_mcp_server(service: ImageService, options: McpOptions = _DEFAULT_OPTIO
     return mcp
 
 
+def _server_bounds(service: ImageService) -> dict[str, dict[str, Any]]:
+    """What this server takes beyond the request's static bounds: its largest side and most steps (MAX_RES,
+    MAX_STEPS), and the models it can run (their guards open)."""
+    side = {"maximum": service.limits.max_res, "multipleOf": 8}
+    runnable = [model.key for model in service.list_models().models if model.available]
+    return {"width": side, "height": side, "steps": {"maximum": service.limits.max_steps}, "model": {"enum": runnable}}
+
+
 class _Server(MCPServer):
-    """The SDK's server, but arguments that do not fit a tool's input schema are answered like every other bad
-    request (`invalid_request`, naming the field) rather than as the SDK's bare text."""
+    """The SDK's server, with input schemas that say all this server takes and refuse what they do not declare:
+    an unknown argument, or one that does not fit its schema, is answered like every other bad request
+    (`invalid_request`, naming the argument) rather than dropped or answered in the SDK's bare text."""
+
+    def __init__(self, bounds: dict[str, dict[str, Any]], **settings: Any) -> None:
+        super().__init__(**settings)
+        self._bounds = bounds
+
+    async def list_tools(self) -> list[MCPTool]:
+        tools = await super().list_tools()
+        return [
+            tool.model_copy(update={"input_schema": sealed_schema(tool.input_schema, self._bounds)}) for tool in tools
+        ]
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
+        schema = next((tool.input_schema for tool in await self.list_tools() if tool.name == name), None)
+        if schema is not None and (unknown := set(arguments) - set(schema.get("properties", {}))):
+            return error_result(unknown_arguments(name, unknown, schema))
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:

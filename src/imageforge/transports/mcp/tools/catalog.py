@@ -19,6 +19,7 @@ def register_catalog_tools(mcp: MCPServer, kit: Toolkit) -> None:
     service = kit.service
 
     @mcp.tool(
+        title="Improve a prompt",
         description="Expand a short image request into a detailed diffusion prompt with tags, through the local "
         "LLM (Ollama). When it is unavailable the prompt comes back unchanged with source 'passthrough' and "
         "the reason. Use it to show the user a better prompt before drawing.",
@@ -31,6 +32,7 @@ def register_catalog_tools(mcp: MCPServer, kit: Toolkit) -> None:
         return await kit.answer(lambda: service.assist(prompt, style))
 
     @mcp.tool(
+        title="List models",
         description="List the models this server can run: key, what each is good at, operations, default steps "
         "and size, memory, whether its weights are on disk and whether it is loaded.",
         annotations=READING,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import anyio
@@ -18,7 +19,7 @@ from mcp_types import CallToolResult
 from imageforge.domain import Caller, GenerationParams, ImageResult, Task
 from imageforge.errors import ImageforgeError
 from imageforge.service import ImageService
-from imageforge.transports.mcp.arguments import IMAGE_FIELDS, ImagePath, MaskPath, declared_arguments, request_params
+from imageforge.transports.mcp.arguments import IMAGE_FIELDS, ImageInput, MaskInput, declared_arguments, request_params
 from imageforge.transports.mcp.results import RESULT_NOTE, ImageOutput, error_result, image_result
 from imageforge.transports.mcp.tools.toolkit import DRAWING, Toolkit, base_url, caller_of, client_of
 
@@ -27,6 +28,7 @@ def register_image_tools(mcp: MCPServer, kit: Toolkit) -> None:
     """Add generate_image, edit_image and inpaint_image to `mcp`."""
 
     @mcp.tool(
+        title="Generate an image",
         description="Draw an image from a text prompt on the local engine and wait for it. Best for "
         "illustrations, concept art, icons and photos of ideas; fast with the default model (seconds)."
         + RESULT_NOTE
@@ -35,48 +37,55 @@ def register_image_tools(mcp: MCPServer, kit: Toolkit) -> None:
     )
     @declared_arguments(*IMAGE_FIELDS, "width", "height")
     async def generate_image(ctx: Context, **fields: Any) -> Annotated[CallToolResult, ImageOutput]:
-        return await _draw(kit, ctx, request_params(Task.TEXT2IMG, **fields), "generate_image")
+        return await _draw(kit, ctx, "generate_image", fields, lambda: request_params(Task.TEXT2IMG, **fields))
 
     @mcp.tool(
+        title="Edit an image",
         description="Change an existing image following a prompt (image to image), keeping its composition; "
-        "strength 0.3 stays close to it, 0.8 changes a lot. The size follows the input unless given."
-        + RESULT_NOTE
-        + kit.restricted,
+        "strength 0.3 stays close to it, 0.8 changes a lot. The size follows the input unless width and height "
+        "are given." + RESULT_NOTE + kit.restricted,
         annotations=DRAWING,
     )
-    @declared_arguments(*IMAGE_FIELDS, "strength")
-    async def edit_image(
-        ctx: Context, *, image_path: ImagePath, **fields: Any
-    ) -> Annotated[CallToolResult, ImageOutput]:
-        return await _draw(kit, ctx, request_params(Task.IMG2IMG, image_path=image_path, **fields), "edit_image")
+    @declared_arguments(*IMAGE_FIELDS, "strength", "width", "height")
+    async def edit_image(ctx: Context, *, image: ImageInput, **fields: Any) -> Annotated[CallToolResult, ImageOutput]:
+        def build() -> GenerationParams:
+            return request_params(Task.IMG2IMG, image=kit.image(ctx, image), **fields)
+
+        return await _draw(kit, ctx, "edit_image", fields, build)
 
     @mcp.tool(
+        title="Inpaint a masked region",
         description="Repaint only the white region of a mask in an image following a prompt (inpainting); the "
         "black region is kept. Best for replacing or removing an object." + RESULT_NOTE + kit.restricted,
         annotations=DRAWING,
     )
     @declared_arguments(*IMAGE_FIELDS, "strength")
     async def inpaint_image(
-        ctx: Context, *, image_path: ImagePath, mask_path: MaskPath, **fields: Any
+        ctx: Context, *, image: ImageInput, mask: MaskInput, **fields: Any
     ) -> Annotated[CallToolResult, ImageOutput]:
-        params = request_params(Task.INPAINT, image_path=image_path, mask_path=mask_path, **fields)
-        return await _draw(kit, ctx, params, "inpaint_image")
+        def build() -> GenerationParams:
+            return request_params(Task.INPAINT, image=kit.image(ctx, image), mask=kit.image(ctx, mask), **fields)
+
+        return await _draw(kit, ctx, "inpaint_image", fields, build)
 
 
-async def _draw(kit: Toolkit, ctx: Context, params: GenerationParams, tool: str) -> CallToolResult:
-    """Submit the caller's job, report its steps as progress, and return its image; cancelling the call
-    cancels it. The call is audited as `tool`."""
+async def _draw(
+    kit: Toolkit, ctx: Context, tool: str, fields: dict[str, Any], build: Callable[[], GenerationParams]
+) -> CallToolResult:
+    """Submit the caller's job (the request `build` makes of the arguments `fields`), report its steps as
+    progress, and return its image; cancelling the call cancels it. The call is audited as `tool`."""
     client, caller = client_of(ctx), caller_of(ctx)
     job_id = None
     try:
+        params = await to_thread.run_sync(build)
         job = await to_thread.run_sync(functools.partial(kit.service.submit, params, caller=caller))
         job_id = job.id
         result = await _follow(kit.service, ctx, job.id, caller)
         answer = await to_thread.run_sync(image_result, job.id, result, base_url(ctx), kit.options)
     except ImageforgeError as exc:
-        kit.record(client, tool, exc.code, job_id, params.prompt)
+        kit.record(client, tool, exc.code, job_id, fields.get("prompt"))
         return error_result(exc)
-    kit.record(client, tool, "ok", job_id, params.prompt)
+    kit.record(client, tool, "ok", job_id, fields.get("prompt"))
     return answer
 
 

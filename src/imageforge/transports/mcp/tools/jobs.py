@@ -13,7 +13,13 @@ from pydantic import BaseModel, Field
 from imageforge.domain import Job, JobStatus
 from imageforge.errors import ImageforgeError, JobNotReady
 from imageforge.service import ImageService
-from imageforge.transports.mcp.arguments import IMAGE_FIELDS, JobId, declared_arguments, request_params
+from imageforge.transports.mcp.arguments import (
+    IMAGE_FIELDS,
+    IMAGE_FORMS,
+    JobId,
+    declared_arguments,
+    request_params,
+)
 from imageforge.transports.mcp.results import RESULT_NOTE, ImageOutput, JobOutput, error_result, image_result
 from imageforge.transports.mcp.tools.toolkit import DRAWING, READING, Toolkit, base_url, caller_of
 
@@ -42,8 +48,9 @@ def _add_submit_async_job(mcp: MCPServer, kit: Toolkit) -> None:
     service = kit.service
 
     @mcp.tool(
+        title="Queue an image job",
         description="Queue an image job and return its job_id at once, for slow models or big sizes. task is "
-        "text2img (default), img2img (needs image_path) or inpaint (needs image_path and mask_path). Then "
+        "text2img (default), img2img (needs image) or inpaint (needs image and mask). Then "
         f"poll get_job_status every {POLL_INTERVAL_S} seconds (not faster) and call get_job_result once it "
         "has succeeded." + kit.restricted,
         annotations=DRAWING,
@@ -52,12 +59,16 @@ def _add_submit_async_job(mcp: MCPServer, kit: Toolkit) -> None:
     async def submit_async_job(
         ctx: Context,
         *,
-        image_path: Annotated[str | None, Field(description="The input image for img2img and inpaint.")] = None,
-        mask_path: Annotated[str | None, Field(description="The mask for inpaint (white = repaint).")] = None,
+        image: Annotated[
+            str | None, Field(description=f"The input image for img2img and inpaint: {IMAGE_FORMS}.")
+        ] = None,
+        mask: Annotated[
+            str | None, Field(description="The mask for inpaint (white = repaint), in the same forms.")
+        ] = None,
         **fields: Any,
     ) -> Annotated[CallToolResult, JobOutput]:
         def submit() -> BaseModel:
-            params = request_params(image_path=image_path, mask_path=mask_path, **fields)
+            params = request_params(image=kit.image(ctx, image), mask=kit.image(ctx, mask), **fields)
             return _job_output(service, service.submit(params, caller=caller_of(ctx)))
 
         return await kit.answer(submit, audit=(ctx, "submit_async_job", fields["prompt"]))
@@ -68,6 +79,7 @@ def _add_tools_on_a_job(mcp: MCPServer, kit: Toolkit) -> None:
     service = kit.service
 
     @mcp.tool(
+        title="Job status",
         description=f"The state of a job: status, queue position, progress (step of total). Poll every "
         f"{POLL_INTERVAL_S} seconds, not faster; once it has succeeded, call get_job_result.",
         annotations=READING,
@@ -76,6 +88,7 @@ def _add_tools_on_a_job(mcp: MCPServer, kit: Toolkit) -> None:
         return await kit.answer(lambda: _job_output(service, service.get_job(job_id, caller=caller_of(ctx))))
 
     @mcp.tool(
+        title="Job result",
         description="The image of a finished job, as generate_image returns it; it can be read again until the "
         "job expires. A job not finished yet, failed, cancelled, expired or unknown answers an error saying "
         "which." + RESULT_NOTE,
@@ -88,8 +101,11 @@ def _add_tools_on_a_job(mcp: MCPServer, kit: Toolkit) -> None:
             return error_result(exc)
 
     @mcp.tool(
+        title="Cancel a job",
         description="Cancel a job: a queued one at once, a running one at its next step. Other jobs are not affected.",
-        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, open_world_hint=False),
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
+        ),
     )
     async def cancel_job(ctx: Context, job_id: JobId) -> Annotated[CallToolResult, JobOutput]:
         return await kit.answer(

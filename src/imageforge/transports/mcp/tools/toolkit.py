@@ -10,16 +10,17 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel
 
-from imageforge.domain import LOCAL_CALLER, LOCAL_CLIENT, Caller
+from imageforge.domain import LOCAL_CALLER, LOCAL_CLIENT, Caller, ImageSource
 from imageforge.errors import ImageforgeError
 from imageforge.service import ImageService
 from imageforge.transports import clients
+from imageforge.transports.mcp.arguments import image_source
 from imageforge.transports.mcp.results import McpOptions, error_result, structured_result
 
 #: A tool that draws: it adds images and jobs, and takes nothing away.
 DRAWING = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
-#: A tool that only reads.
-READING = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+#: A tool that only reads: calling it again changes nothing.
+READING = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 
 #: The call's context, the tool's name and the prompt, of a call that submits or cancels a job.
 Audit = tuple[Context, str, str | None]
@@ -47,6 +48,14 @@ class Toolkit:
             return error_result(exc)
         self._record_call(audit, "ok", getattr(output, "job_id", None))
         return structured_result(output)
+
+    def image(self, ctx: Context, value: str | None) -> ImageSource | None:
+        """The input image an agent named in `value` (see `image_source`); an earlier result only when the
+        caller may see it."""
+        if value is None:
+            return None
+        caller = caller_of(ctx)
+        return image_source(value, result_path=lambda name: self.service.image_path(name, caller=caller))
 
     def record(self, client: str, tool: str, outcome: str, job_id: str | None, prompt: str | None) -> None:
         """Audit one call of `tool` by `client` and how it ended (`ok` or the error's code)."""
