@@ -86,7 +86,7 @@ def build_service(
         # Beside the job database, whose payloads name them: expired with their jobs, never served.
         inputs=FolderInputStore(settings.data_path / "inputs"),
         assistant=PromptAssistant(settings.ollama_url, settings.ollama_model, timeout_s=settings.assist_timeout_s),
-        policy=load_policy(settings.resolve(settings.policy_file)),
+        policy=load_policy(settings.resolve(settings.policy_file), settings.policy_profile),
         templates=load_templates(settings.resolve(settings.templates_file)),
         paths=InputPaths(settings.root_dir, settings.input_roots),
         queue=EmbeddedJobQueue(

@@ -24,7 +24,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from imageforge.domain import is_loopback
+from imageforge.domain import PolicyProfileName, is_loopback
 
 DeviceSetting = Literal["auto", "cuda", "mps", "cpu"]
 DtypeSetting = Literal["auto", "float32", "bfloat16", "float16"]
@@ -172,8 +172,16 @@ class Settings(BaseSettings):
         Path("policy.toml"),
         validation_alias=_env("POLICY_FILE", bare=False),
         description=(
-            "the policy: baseline negative prompt, directive, restricted-use text (see "
+            "the policy: baseline negative prompt, text directives, restricted-use text (see "
             "[prompting](prompting.md#policy))"
+        ),
+    )
+    policy_profile: PolicyProfileName = Field(
+        "none",
+        validation_alias=_env("POLICY_PROFILE", bare=False),
+        description=(
+            "a ready policy added to the policy file's: `none`, or `no-engineering` for an organisation whose images "
+            "must not pass for engineering, CAD, UX or medical work (see [prompting](prompting.md#policy-profiles))"
         ),
     )
     templates_file: Path = Field(

@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
@@ -714,35 +714,61 @@ class Health(BaseModel):
 # -- the policy --------------------------------------------------------------------------------------------
 
 
-#: imageforge's own defaults (the original design's texts were not available); a policy file replaces them.
+#: The baseline negative prompt: the original design's terms against gibberish text (taken as they are), then
+#: imageforge's own against common artefacts. Baseline terms that do not fit the encoder's window are left out from
+#: the end, so the text terms go first.
 DEFAULT_NEGATIVE_PROMPT = (
-    "lowres, blurry, jpeg artifacts, watermark, signature, deformed, disfigured, extra fingers, extra limbs"
+    "lorem ipsum, placeholder text, gibberish text, fake words, invented letterforms, text-shaped scribbles, "
+    "garbled text, lowres, blurry, jpeg artifacts, watermark, signature, deformed, disfigured, extra fingers, "
+    "extra limbs"
 )
-DEFAULT_DIRECTIVE = "any text exactly as written, correctly spelled"
+#: The text-faithfulness directive for a prompt that asks for text: the original design's instructions, reworded.
+DEFAULT_DIRECTIVE = (
+    "text only as real, correctly spelled words that make sense in the scene, in the prompt's language "
+    "(English unless it names another), quoted words exactly as written, no made-up words, placeholder "
+    "or lorem ipsum text, no fake letters"
+)
+#: The text-faithfulness directive for a prompt that asks for no text: none is drawn rather than invented.
+DEFAULT_NO_TEXT_DIRECTIVE = "no text, letters or writing anywhere in the image"
 DEFAULT_RESTRICTED_USE = (
     "Do not use it for sexual content involving minors, sexual or degrading images of real people, or images "
     "meant to deceive (forged documents, fake photos of real events or people presented as real)."
 )
 
+#: The ready policy profiles a setting turns on (`IMAGEFORGE_POLICY_PROFILE`); `none` adds nothing.
+PolicyProfileName = Literal["none", "no-engineering"]
+
 
 class Policy(BaseModel):
     """The policy imageforge adds to generations, and where it came from (`GET /policy`): a baseline negative
-    prompt, a text-faithfulness directive, and the restricted-use text agents read in the MCP tool descriptions."""
+    prompt, a text-faithfulness directive for prompts that ask for text and one for prompts that do not, and the
+    restricted-use text agents read in the MCP tool descriptions; a profile's texts are already in them."""
 
     model_config = ConfigDict(frozen=True)
 
     negative_prompt: str = Field(DEFAULT_NEGATIVE_PROMPT, description="Put before the caller's negative prompt.")
-    directive: str = Field(DEFAULT_DIRECTIVE, description="Appended to the prompt where the model can follow it.")
+    directive: str = Field(
+        DEFAULT_DIRECTIVE,
+        description="Appended to a prompt that asks for text (quotes words or names lettering), where it fits.",
+    )
+    no_text_directive: str = Field(
+        DEFAULT_NO_TEXT_DIRECTIVE, description="Appended to a prompt that asks for no text, where it fits."
+    )
     restricted_use: str = Field(DEFAULT_RESTRICTED_USE, description="What agents are told not to make.")
+    profile: PolicyProfileName = Field(
+        "none", description="The ready profile added to the texts above (IMAGEFORGE_POLICY_PROFILE), or none."
+    )
     source: str = Field(
         "built-in defaults", description='"built-in defaults", or the policy file (and why it was not read, if not).'
     )
 
-    @computed_field(description="A short hash of the texts: results and cache keys name it.")  # type: ignore[prop-decorator]
+    @computed_field(description="A short hash of the texts and the profile: results and cache keys name it.")  # type: ignore[prop-decorator]
     @property
     def version(self) -> str:
-        """A short hash of the texts: results and cache keys name the policy they were made under."""
-        texts = json.dumps([self.negative_prompt, self.directive, self.restricted_use])
+        """A short hash of the texts and the profile: results and cache keys name the policy they were made under."""
+        texts = json.dumps(
+            [self.negative_prompt, self.directive, self.no_text_directive, self.restricted_use, self.profile]
+        )
         return hashlib.sha256(texts.encode()).hexdigest()[:12]
 
 

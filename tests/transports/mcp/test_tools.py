@@ -284,3 +284,28 @@ async def test_arguments_the_input_schema_refuses_are_a_tool_error_with_invalid_
     assert _error(wrong_type)["message"].startswith("steps:")
     assert _error(wrong_type)["hint"].startswith("steps: at least 1.")
     assert _error(out_of_bounds)["message"] == "seed: Input should be greater than or equal to 0"
+
+
+async def test_the_policy_profile_reaches_agents_in_the_tool_descriptions_and_in_each_result(
+    settings: Settings,
+) -> None:
+    described: dict[str, dict[str, str]] = {}
+    for profile in ("none", "no-engineering"):
+        service = build_service(settings.model_copy(update={"policy_profile": profile}))
+        service.start()
+        try:
+            async with Client(build_mcp_server(service)) as mcp:
+                described[profile] = {tool.name: tool.description or "" for tool in (await mcp.list_tools()).tools}
+                result = await mcp.call_tool("generate_image", {"prompt": "a fox", "guidance": 2.0, **SMALL})
+        finally:
+            service.close()
+
+    refusal = "When asked for one of these, do not call this tool; tell the user:"
+    for name in ("generate_image", "edit_image", "inpaint_image", "submit_async_job"):
+        assert refusal in described["no-engineering"][name]
+        assert refusal not in described["none"][name], "without the profile agents are not told to refuse"
+    assert result.structured_content is not None
+    applied = result.structured_content["policy_applied"]
+    assert applied["profile"] == "no-engineering"
+    assert applied["model_negative_prompt"].startswith("engineering concept sketch, industrial design ideation")
+    assert applied["directive"]["which"] == "no_text_directive"

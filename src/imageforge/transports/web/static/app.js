@@ -163,7 +163,9 @@ async function loadPolicy() {
   const body = await api("/policy");
   const parts = [];
   if (body.negative_prompt) parts.push(`Always avoided: ${body.negative_prompt}`);
-  if (body.directive) parts.push(`Added to the prompt: ${body.directive}`);
+  if (body.directive) parts.push(`Added to a prompt that asks for text: ${body.directive}`);
+  if (body.no_text_directive) parts.push(`Added to any other prompt: ${body.no_text_directive}`);
+  if (body.profile !== "none") parts.push(`Profile: ${body.profile}`);
   $("policy").value = parts.join("\n") || "(no policy additions)";
 }
 
