@@ -583,6 +583,14 @@ class Settings(BaseSettings):
         return self.resolve(self.tls_cert), self.resolve(self.tls_key)
 
     @property
+    def local_url(self) -> str:
+        """Where a process on this machine reaches the server bound to HOST:PORT: on loopback when it binds every
+        interface, over https when it serves TLS."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        scheme = "http" if self.tls is None else "https"
+        return f"{scheme}://[{host}]:{self.port}" if ":" in host else f"{scheme}://{host}:{self.port}"
+
+    @property
     def client_queue_share(self) -> int:
         """The most waiting and running jobs one client may hold: `IMAGEFORGE_QUEUE_SHARE`, else half the queue
         where clients can be told apart (API keys, or a network address). On loopback without keys every caller
