@@ -115,6 +115,9 @@ def _relay_to_local_server(settings: Settings, api_key: str | None, image_dir: P
 
 def _serve_here(settings: Settings) -> None:
     """Run the engine in this process and serve its tools over stdio."""
+    from imageforge.cli.server_side import require_server_side
+
+    require_server_side("With no imageforge server running on this data folder, `imageforge mcp`")
     from imageforge.bootstrap import build_service
     from imageforge.jobs.owner import Owner
     from imageforge.transports.mcp.server import McpOptions

@@ -20,6 +20,9 @@ def serve(
     reload: Annotated[bool, typer.Option(help="Restart when the code changes (development).")] = False,
 ) -> None:
     """Run the HTTP API and MCP over Streamable HTTP (/mcp) on one port."""
+    from imageforge.cli.server_side import require_server_side
+
+    require_server_side("`imageforge serve`")
     import uvicorn
 
     import imageforge
