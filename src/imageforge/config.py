@@ -632,8 +632,8 @@ Relative paths are resolved against `IMAGEFORGE_ROOT` (the folder imageforge sta
 
 Set outside imageforge's settings:
 
-- `IMAGEFORGE_API_KEY`: the key that the CLI (`--server`, `mcp --remote`) and the Python client send to a server
-  with keys.
+- `IMAGEFORGE_API_KEY`: the key that the CLI (`--server`, `mcp --remote`, `mcp` beside a server) and the Python
+  client send to a server with keys.
 - `IMAGEFORGE_VENV` (default `.venv`) and `IMAGEFORGE_TORCH_SPEC` (default `torch==2.13.0`, passed to pip as it
   is): the virtual environment and the torch build that `./start.sh` installs.
 - Hugging Face's own variables keep their usual meaning: `HF_HOME` (where downloaded weights live),
