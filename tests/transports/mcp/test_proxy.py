@@ -168,6 +168,9 @@ async def test_generate_image_returns_the_preview_and_the_full_image_saved_in_tm
     assert Image.open(io.BytesIO(base64.b64decode(preview.data))).size == (64, 64)
     [link] = [block for block in result.content if isinstance(block, ResourceLink)]
     assert link.uri == local.as_uri()
+    # The image travels once, as the bounded preview: the structured copy is the metadata alone.
+    assert len(json.dumps(metadata)) < 8 * 1024
+    assert len(result.model_dump_json()) < 1024 * 1024, "over the 1 MiB that Claude's clients accept"
     assert proxy.stray == [], "a line on stdout was not JSON-RPC"
 
 
