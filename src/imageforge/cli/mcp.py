@@ -92,6 +92,7 @@ def mcp(
 
 def _relay_to_local_server(settings: Settings, api_key: str | None, image_dir: Path | None) -> bool:
     """Relay to the server that holds this data folder, when one does; False when none does."""
+    from imageforge.errors import ServerUnavailable
     from imageforge.jobs.owner import OwnerLock
 
     server = OwnerLock.of_database(settings.jobs_path).holder()
@@ -103,7 +104,15 @@ def _relay_to_local_server(settings: Settings, api_key: str | None, image_dir: P
     if server.ca_cert is not None:
         # The server's own certificate, beside the system's CAs: a self-signed one verifies, name included.
         verify = ssl.create_default_context()
-        verify.load_verify_locations(cafile=server.ca_cert)
+        try:
+            verify.load_verify_locations(cafile=server.ca_cert)
+        except (OSError, ssl.SSLError) as exc:
+            raise ServerUnavailable(
+                f"The imageforge server at {server.url} serves the certificate {server.ca_cert}, which cannot be "
+                f"read here ({exc}).",
+                hint="Let this user read the server's IMAGEFORGE_TLS_CERT, or run `imageforge mcp` as the user "
+                "that runs the server.",
+            ) from None
     typer.echo(
         f"relaying to the imageforge server at {server.url} (pid {server.pid}), which runs the jobs of "
         f"{settings.data_path}",

@@ -18,6 +18,7 @@ import pytest
 from anyio import to_thread
 from mcp_types import CallToolResult
 
+from imageforge.jobs.owner import Owner, OwnerLock
 from tests.contract.conftest import IMAGEFORGE, free_port, private_data, stop, user_environment
 from tests.events import wait_for_end
 from tests.transports.mcp.test_proxy import LONG, SMALL, _error, served
@@ -174,3 +175,29 @@ async def test_beside_a_server_with_keys_the_relay_needs_imageforge_api_key_and_
     assert not result.is_error, result.content
     assert isinstance(result.structured_content, dict)
     assert Path(result.structured_content["output_path"]).parent == images.resolve(), "fetched with the key"
+
+
+def test_a_server_whose_certificate_cannot_be_read_here_is_named_rather_than_a_traceback(
+    data: Path, agent: StdioServer
+) -> None:
+    # The lock held here on behalf of an https server whose certificate file is gone.
+    server = Owner("imageforge serve", url="https://127.0.0.1:1", ca_cert=str(data / "gone.pem"))
+    lock = OwnerLock.of_database(data / "jobs.sqlite", server)
+    lock.acquire()
+    try:
+        done = subprocess.run(
+            [str(IMAGEFORGE), "mcp"],
+            cwd=agent.root,
+            env=user_environment(data),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        lock.release()
+
+    assert done.returncode == 1
+    assert "error [server_unavailable]" in done.stderr
+    assert "gone.pem, which cannot be read here" in done.stderr
+    assert "Traceback" not in done.stderr
