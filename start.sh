@@ -65,14 +65,19 @@ bootstrap() {
     echo "$TORCH_SPEC" > "$VENV/.imageforge-torch"
   fi
   # Reinstall when pyproject.toml changes, or when extras are asked for that are not installed yet
-  # (the dev tools of `test` serve `api` just as well, so going back and forth installs nothing).
-  local project installed
+  # (`test` installs server,dev, which serve `api` just as well, so going back and forth installs nothing).
+  local project installed have="" wanted extra
   project="$(sha256sum < pyproject.toml | cut -c1-16)"
   installed="$(cat "$VENV/.imageforge-project" 2>/dev/null || true)"
-  if [ "$installed" != "$project-$extras" ] && { [ -n "$extras" ] || [ "${installed%-*}" != "$project" ]; }; then
-    say "installing imageforge${extras:+[$extras]}"
-    "${pip[@]}" -e ".${extras:+[$extras]}"
-    echo "$project-$extras" > "$VENV/.imageforge-project"
+  [ "${installed%%-*}" = "$project" ] && have="${installed#*-}"
+  wanted="$have"
+  for extra in ${extras//,/ }; do
+    case ",$have," in *",$extra,"*) ;; *) wanted="${wanted:+$wanted,}$extra" ;; esac
+  done
+  if [ -z "$installed" ] || [ "$wanted" != "$have" ] || [ "${installed%%-*}" != "$project" ]; then
+    say "installing imageforge${wanted:+[$wanted]}"
+    "${pip[@]}" -e ".${wanted:+[$wanted]}"
+    echo "$project-$wanted" > "$VENV/.imageforge-project"
   fi
   local stack
   if stack="$("$VENV/bin/python" -c 'import torch, diffusers; print(f"torch {torch.__version__} (cuda={torch.cuda.is_available()}, mps={torch.backends.mps.is_available()}), diffusers {diffusers.__version__}")' 2>/dev/null)"; then
@@ -113,27 +118,27 @@ ensure_chromium() {
 
 case "$mode" in
   api|serve)
-    bootstrap "" >&2
+    bootstrap server >&2
     seed_env
     exec "$VENV/bin/imageforge" serve "$@"
     ;;
   mcp)
-    bootstrap "" >&2  # stdout stays clean (the MCP server speaks on it)
+    bootstrap server >&2  # stdout stays clean (the MCP server speaks on it)
     seed_env
     exec "$VENV/bin/imageforge" mcp "$@"
     ;;
   selftest)
-    bootstrap "" >&2
+    bootstrap server >&2
     seed_env
     exec "$VENV/bin/imageforge" selftest "$@"
     ;;
   check)
-    bootstrap "" >&2
+    bootstrap server >&2
     seed_env
     exec "$VENV/bin/imageforge" check "$@"
     ;;
   test)
-    bootstrap "dev" >&2
+    bootstrap server,dev >&2
     ensure_chromium
     bin="$VENV/bin"
     say "ruff check";        "$bin/ruff" check .

@@ -14,6 +14,7 @@ from imageforge.engine.protocol import EngineOptions, ImageBackend
 from imageforge.errors import folder_unwritable
 from imageforge.inputs import ImageLimits, InputPaths
 from imageforge.jobs.embedded import EmbeddedJobQueue, QueueLimits
+from imageforge.jobs.owner import Owner
 from imageforge.jobs.store import JobStore
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import load_policy
@@ -50,12 +51,14 @@ def build_service(
     backend: ImageBackend | None = None,
     clock: Callable[[], float] = time.time,
     audit: AuditLog | None = None,
+    owner: Owner | None = None,
 ) -> ImageService:
     """An `ImageService` for `settings`. Cheap: no model loads and torch is not imported until needed.
 
     `backend` replaces the diffusers backend (tests wrap the real one to hold a job at a step); `clock` is the
     jobs' wall clock (tests move it to expire results); `audit` keeps the audit log (the served HTTP app's; the
-    CLI and MCP over stdio are the local user's own process and keep none). `FolderUnwritable` when a folder it
+    CLI and MCP over stdio are the local user's own process and keep none); `owner` is what the data folder's lock
+    records of this process for the others it turns away (a server's URL). `FolderUnwritable` when a folder it
     writes is unusable.
     """
     check_folders(settings)
@@ -99,6 +102,7 @@ def build_service(
                 client_jobs_per_minute=settings.rate_limit,
             ),
             clock=clock,
+            owner=owner,
         ),
         default_model=settings.default_model,
         limits=ServiceLimits(
@@ -124,8 +128,11 @@ def http_app_from_env() -> FastAPI:
     from imageforge.transports.mcp.server import McpOptions
 
     settings = Settings()
+    tls = settings.tls
+    # Recorded with the data folder's lock: `imageforge mcp` started beside this server finds it there.
+    owner = Owner("imageforge serve", url=settings.local_url, ca_cert=None if tls is None else str(tls[0]))
     return create_app(
-        build_service(settings, audit=AuditLog(settings.audit_path, prompts=settings.audit_prompts)),
+        build_service(settings, audit=AuditLog(settings.audit_path, prompts=settings.audit_prompts), owner=owner),
         max_body_bytes=int(settings.max_body_mb * 1024 * 1024),
         warmup=settings.warmup,
         mcp_options=McpOptions(preview_px=settings.mcp_preview_px),

@@ -591,6 +591,14 @@ class Settings(BaseSettings):
         return self.resolve(self.tls_cert), self.resolve(self.tls_key)
 
     @property
+    def local_url(self) -> str:
+        """Where a process on this machine reaches the server bound to HOST:PORT: on loopback when it binds every
+        interface, over https when it serves TLS."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        scheme = "http" if self.tls is None else "https"
+        return f"{scheme}://[{host}]:{self.port}" if ":" in host else f"{scheme}://{host}:{self.port}"
+
+    @property
     def client_queue_share(self) -> int:
         """The most waiting and running jobs one client may hold: `IMAGEFORGE_QUEUE_SHARE`, else half the queue
         where clients can be told apart (API keys, or a network address). On loopback without keys every caller
@@ -632,8 +640,8 @@ Relative paths are resolved against `IMAGEFORGE_ROOT` (the folder imageforge sta
 
 Set outside imageforge's settings:
 
-- `IMAGEFORGE_API_KEY`: the key that the CLI (`--server`, `mcp --remote`) and the Python client send to a server
-  with keys.
+- `IMAGEFORGE_API_KEY`: the key that the CLI (`--server`, `mcp --remote`, `mcp` beside a server) and the Python
+  client send to a server with keys.
 - `IMAGEFORGE_VENV` (default `.venv`) and `IMAGEFORGE_TORCH_SPEC` (default `torch==2.13.0`, passed to pip as it
   is): the virtual environment and the torch build that `./start.sh` installs.
 - Hugging Face's own variables keep their usual meaning: `HF_HOME` (where downloaded weights live),

@@ -352,3 +352,9 @@ class TlsExists(ImageforgeError):
     """`imageforge tls selfsigned` would overwrite a certificate pair without `--force`."""
 
     code = "tls_exists"
+
+
+class ServerSideMissing(ImageforgeError):
+    """A command that runs the engine in its own process, on the client-only install (no `imageforge[server]`)."""
+
+    code = "server_side_missing"

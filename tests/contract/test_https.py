@@ -10,8 +10,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
+from mcp.client.client import Client as McpClient
+from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from imageforge.client import Client
 from tests.contract.conftest import IMAGEFORGE, READY_TIMEOUT_S, free_port, private_data, stop, user_environment
@@ -148,3 +151,44 @@ def test_the_cli_finds_the_local_https_server_and_sends_the_key_from_the_environ
     assert with_key.returncode == 0, with_key.stderr
     assert f"using the server at {https_server.url}" in with_key.stderr
     assert Path(with_key.stdout.strip()).name.endswith(".png")
+
+
+@pytest.mark.anyio
+async def test_imageforge_mcp_beside_the_https_server_relays_to_it_trusting_the_certificate_its_lock_names(
+    https_server: HttpsServer, tmp_path: Path
+) -> None:
+    # The agent's environment names the data folder and the key, not the TLS pair: the lock says which certificate.
+    env = {name: value for name, value in https_server.env.items() if not name.startswith("IMAGEFORGE_TLS_")}
+    env["IMAGEFORGE_API_KEY"] = https_server.key
+    parameters = StdioServerParameters(
+        command=str(IMAGEFORGE), args=["mcp", "--image-dir", str(tmp_path)], env=env, cwd=tmp_path
+    )
+    with (tmp_path / "stderr.log").open("w") as errlog, anyio.fail_after(READY_TIMEOUT_S * 2):
+        async with McpClient(stdio_client(parameters, errlog=errlog)) as mcp:
+            result = await mcp.call_tool("generate_image", {"prompt": "a fox", "width": 64, "height": 64, "steps": 1})
+
+    assert not result.is_error, result.content
+    assert isinstance(result.structured_content, dict)
+    assert Path(result.structured_content["output_path"]).parent == tmp_path.resolve()
+    assert f"relaying to the imageforge server at {https_server.url}" in (tmp_path / "stderr.log").read_text()
+
+
+def test_the_remote_mcp_proxy_stops_with_unauthorized_when_the_server_refuses_its_key(
+    https_server: HttpsServer, tmp_path: Path
+) -> None:
+    refused = subprocess.run(
+        [str(IMAGEFORGE), "mcp", "--remote", https_server.url, "--ca-cert", str(https_server.cert)],
+        env={**https_server.env, "IMAGEFORGE_API_KEY": "not-a-key-of-this-server"},
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=READY_TIMEOUT_S,
+        check=False,
+    )
+
+    assert refused.returncode == 1
+    assert "error [unauthorized]" in refused.stderr
+    assert "The API key is not valid here." in refused.stderr
+    assert "hint: Set IMAGEFORGE_API_KEY" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -11,6 +11,7 @@ import typer
 
 from imageforge.cli.ctrl_c import INTERRUPTED, follow_until_ctrl_c
 from imageforge.cli.remote import connect, running_server
+from imageforge.cli.server_side import require_server_side
 from imageforge.cli.settings import load_settings
 from imageforge.domain import REQUEST_FIELDS
 
@@ -104,6 +105,7 @@ def generate(
         if server is not None:
             result = _generate_on_server(server, prompt, options, bar)
         else:
+            require_server_side("With no server to use, `imageforge generate`")
             result = _generate_here(settings, prompt, options, bar)
     finally:
         bar.close()

@@ -20,6 +20,7 @@ from imageforge.cli.diagnostics import check, selftest
 from imageforge.cli.generate import generate
 from imageforge.cli.mcp import mcp
 from imageforge.cli.serve import serve
+from imageforge.cli.server_side import SERVER_SIDE_MODULES, server_side_missing
 from imageforge.cli.templates import templates
 from imageforge.errors import ImageforgeError
 
@@ -34,7 +35,13 @@ def _reporting_errors(command: Callable[P, None]) -> Callable[P, None]:
     @functools.wraps(command)
     def run(*args: P.args, **kwargs: P.kwargs) -> None:
         try:
-            command(*args, **kwargs)
+            try:
+                command(*args, **kwargs)
+            except ModuleNotFoundError as exc:
+                # A command that builds the engine here, on the client-only install.
+                if (exc.name or "").partition(".")[0] not in SERVER_SIDE_MODULES:
+                    raise
+                raise server_side_missing("This command", [str(exc.name)]) from None
         except ImageforgeError as exc:
             typer.secho(f"error [{exc.code}]: {exc.message}", err=True, fg="red")
             if exc.hint:

@@ -41,10 +41,7 @@ def running_server(settings: Settings) -> str | None:
 
     from imageforge.errors import ImageforgeError
 
-    # A server bound to every interface is reached on loopback; one with TLS by its own certificate.
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
-    scheme = "http" if settings.tls is None else "https"
-    url = f"{scheme}://[{host}]:{settings.port}" if ":" in host else f"{scheme}://{host}:{settings.port}"
+    url = settings.local_url
     try:
         with connect(url, timeout=httpx.Timeout(PROBE_ANSWER_S, connect=PROBE_CONNECT_S)) as client:
             health = client.health()

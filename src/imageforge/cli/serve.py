@@ -20,19 +20,36 @@ def serve(
     reload: Annotated[bool, typer.Option(help="Restart when the code changes (development).")] = False,
 ) -> None:
     """Run the HTTP API and MCP over Streamable HTTP (/mcp) on one port."""
+    from imageforge.cli.server_side import require_server_side
+
+    require_server_side("`imageforge serve`")
     import uvicorn
 
     import imageforge
     from imageforge.bootstrap import check_folders
     from imageforge.domain import is_loopback
-    from imageforge.errors import InsecureBind
+    from imageforge.errors import DataFolderInUse, InsecureBind
     from imageforge.jobs.owner import OwnerLock
     from imageforge.transports.http.keyfile import KeyFile
 
     settings = load_settings(host=host, port=port)
     # Said here in one line; the server would otherwise fail its start-up with a traceback.
     check_folders(settings)
-    OwnerLock.of_database(settings.jobs_path).check_free()
+    lock = OwnerLock.of_database(settings.jobs_path)
+    try:
+        lock.check_free()
+    except DataFolderInUse as exc:
+        holder = lock.holder()
+        if holder is None or holder.url is not None:
+            raise
+        # An agent's `imageforge mcp` running the engine itself: once it stops, this server can start, and the
+        # next `imageforge mcp` relays to it.
+        raise DataFolderInUse(
+            exc.message,
+            hint=f"Stop it (pid {holder.pid}: end that agent's session or disable its imageforge MCP server), start "
+            "this server, then start the agent's MCP server again: it relays here, so the agent and this server "
+            "share one queue. Or give this server its own IMAGEFORGE_DATA_DIR.",
+        ) from None
     has_keys = bool(settings.api_keys) or bool(KeyFile(settings.keys_path).read())
     if not is_loopback(settings.host) and not has_keys:
         if not settings.insecure_no_auth:

@@ -26,7 +26,7 @@ from imageforge.errors import (
     StorageUnavailable,
 )
 from imageforge.jobs.admission import Admission
-from imageforge.jobs.owner import OwnerLock
+from imageforge.jobs.owner import Owner, OwnerLock
 from imageforge.jobs.queue import ExpireHook, JobFunction, request_hash
 from imageforge.jobs.store import JobStore
 
@@ -89,10 +89,16 @@ class EmbeddedJobQueue:
     """One worker thread running jobs FIFO, records in a `JobStore`, events kept in memory."""
 
     def __init__(
-        self, store: JobStore, limits: QueueLimits = QueueLimits(), *, clock: Callable[[], float] = time.time
+        self,
+        store: JobStore,
+        limits: QueueLimits = QueueLimits(),
+        *,
+        clock: Callable[[], float] = time.time,
+        owner: Owner | None = None,
     ) -> None:
         self._store = store
-        self._owner = OwnerLock.of_database(store.path)
+        #: `owner` is how this process describes itself to the ones its lock turns away
+        self._owner = OwnerLock.of_database(store.path, owner)
         #: wall-clock seconds for timestamps and expiry (tests pass their own)
         self._clock = clock
         self._limits = limits

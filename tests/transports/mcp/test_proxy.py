@@ -9,7 +9,7 @@ import io
 import json
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +49,8 @@ class Proxy:
     temp: Path = field(init=False)
     stderr: Path = field(init=False)
     stray: list[Exception] = field(default_factory=list)
+    #: images the proxy saved outside the test's folder, removed when the test ends
+    saved: list[Path] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.temp = self.root / "temp"
@@ -56,19 +58,24 @@ class Proxy:
         self.stderr = self.root / "proxy.stderr.log"
 
     @asynccontextmanager
-    async def connect(self, remote_url: str, *args: str, legacy: bool = False) -> AsyncIterator[Client]:
-        """Launch the proxy for `remote_url` and connect; on exit the client closes stdin and the proxy stops."""
+    async def connect(
+        self, remote_url: str, *args: str, legacy: bool = False, own_image_dir: bool = True
+    ) -> AsyncIterator[Client]:
+        """Launch the proxy for `remote_url` and connect; on exit the client closes stdin and the proxy stops.
+
+        The proxy saves images in the test's temp folder, or with `own_image_dir=False` where it does by default.
+        """
 
         async def keep_transport_faults(message: IncomingMessage) -> None:
             # A line on stdout that is not JSON-RPC reaches the client as an exception here.
             if isinstance(message, Exception):
                 self.stray.append(message)
 
-        # The temp folder is named the way each platform's tempfile.gettempdir() reads it.
+        # $TMPDIR (and Windows' names for it) is the test's folder too: the default folder must not follow it.
         temp = str(self.temp)
         parameters = StdioServerParameters(
             command=str(IMAGEFORGE),
-            args=["mcp", "--remote", remote_url, *args],
+            args=["mcp", "--remote", remote_url, *args, *(["--image-dir", temp] if own_image_dir else [])],
             # PYTHONPATH too: the proxy runs the code under test (a worktree's src) as the tests do.
             env={"TMPDIR": temp, "TEMP": temp, "TMP": temp, "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
             cwd=self.root,
@@ -93,16 +100,21 @@ def server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator
 
 
 @pytest.fixture
-def proxy(tmp_path: Path) -> Proxy:
-    return Proxy(root=tmp_path)
+def proxy(tmp_path: Path) -> Iterator[Proxy]:
+    proxy = Proxy(root=tmp_path)
+    yield proxy
+    for path in proxy.saved:
+        path.unlink(missing_ok=True)
 
 
 @asynccontextmanager
-async def served(root: Path, data_dir: Path, port: int) -> AsyncIterator[Server]:
-    """`serving()` on `port`, entered and left in a worker thread: it waits for /health and for the exit, which
-    would otherwise hold up the event loop and with it the proxy's stdio."""
+async def served(
+    root: Path, data_dir: Path, port: int, *, settings: Mapping[str, str] | None = None
+) -> AsyncIterator[Server]:
+    """`serving()` on `port` (with `settings` added to the environment), entered and left in a worker thread: it
+    waits for /health and for the exit, which would otherwise hold up the event loop and with it the proxy's stdio."""
     root.mkdir()
-    running = serving(root, data_dir, port=port)
+    running = serving(root, data_dir, port=port, settings=settings)
     server = await to_thread.run_sync(running.__enter__)
     try:
         yield server
@@ -130,17 +142,20 @@ async def test_the_proxy_lists_the_servers_tools_and_instructions_as_they_are(se
     assert relayed_instructions == instructions
 
 
-async def test_generate_image_returns_the_preview_and_the_full_image_saved_in_the_local_temp_folder(
+async def test_generate_image_returns_the_preview_and_the_full_image_saved_in_tmp_not_in_tmpdir(
     server: Server, proxy: Proxy
 ) -> None:
-    async with proxy.connect(server.url) as mcp:
+    # $TMPDIR is the proxy's own folder, as under the macOS App Sandbox: a copy there is out of the user's sight.
+    async with proxy.connect(server.url, own_image_dir=False) as mcp:
         result = await mcp.call_tool("generate_image", {**SMALL, "seed": 3})
 
     assert not result.is_error, result.content
     metadata = result.structured_content
     assert isinstance(metadata, dict)
     local = Path(metadata["output_path"])
-    assert local.parent == proxy.temp.resolve()
+    proxy.saved.append(local)
+    assert local.parent == Path("/tmp").resolve()
+    assert local.name.startswith("imageforge-")
     remote = Path(metadata["remote_output_path"])
     assert remote.parent == server.cwd / "outputs"
     async with httpx.AsyncClient() as http:
@@ -153,6 +168,9 @@ async def test_generate_image_returns_the_preview_and_the_full_image_saved_in_th
     assert Image.open(io.BytesIO(base64.b64decode(preview.data))).size == (64, 64)
     [link] = [block for block in result.content if isinstance(block, ResourceLink)]
     assert link.uri == local.as_uri()
+    # The image travels once, as the bounded preview: the structured copy is the metadata alone.
+    assert len(json.dumps(metadata)) < 8 * 1024
+    assert len(result.model_dump_json()) < 1024 * 1024, "over the 1 MiB that Claude's clients accept"
     assert proxy.stray == [], "a line on stdout was not JSON-RPC"
 
 
@@ -226,7 +244,7 @@ async def test_the_proxy_answers_server_unavailable_while_the_server_is_down_and
     assert not again.is_error, again.content
     assert isinstance(again.structured_content, dict)
     assert Path(again.structured_content["remote_output_path"]).parent == second.cwd / "outputs"
-    assert Path(again.structured_content["output_path"]).is_file()
+    assert Path(again.structured_content["output_path"]).parent == proxy.temp.resolve()
     assert "cannot be reached" in proxy.log()
     assert proxy.stray == []
 

@@ -4,14 +4,17 @@ The desktop-extension case: an MCP client such as Claude Desktop starts a local 
 stdin and stdout, while the models and the GPU are on another machine that runs `imageforge serve`. The proxy
 lists the remote's tools as they are (names, descriptions, input and output schemas, from the remote's `/mcp`),
 forwards each call with its progress notifications relayed and its cancellation passed on, and copies each
-full-resolution image into this machine's temp folder, so that the `output_path` an agent reads is a file it can
-open here (the server's own path stays under `remote_output_path`).
+full-resolution image into a folder of this machine, so that the `output_path` an agent reads is a file it can
+open here (the server's own path stays under `remote_output_path`). The folder is /tmp on macOS and Linux and
+%TEMP% on Windows, not Python's temp folder: under the macOS App Sandbox that Claude Desktop runs in, $TMPDIR is
+a container folder of the app's own, which the user's other programs cannot see.
 
 Reconnecting: the proxy holds no MCP session between requests. Each forwarded request opens its own session on
 the remote, over one shared HTTP connection pool, so a remote that restarted (and so forgot its sessions) simply
 meets a new one, and a remote that is down fails only the calls made meanwhile: each answers a tool error with
 code `server_unavailable`, and the first call after the remote is back works. A session is one discovery
-request more per call, which is nothing beside a generation.
+request more per call, which is nothing beside a generation. A remote that refuses the API key (or its absence)
+is no outage: at startup the proxy stops with `unauthorized` and what to set, and a call answers that error.
 
 stdout carries the protocol; every log line goes to stderr.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import ssl
 import sys
@@ -56,7 +60,7 @@ from mcp_types import (
 )
 
 from imageforge import __version__
-from imageforge.errors import ServerUnavailable
+from imageforge.errors import ImageforgeError, ServerUnavailable, Unauthorized, from_code
 from imageforge.transports.mcp.content import metadata_content
 from imageforge.transports.mcp.results import error_result
 
@@ -68,30 +72,51 @@ CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 900.0
 #: How long startup waits for the remote's instructions and tools before serving without them.
 STARTUP_TIMEOUT_S = 15.0
-#: Prefix of the images copied into the temp folder, so that a user finds them among other programs' files.
+#: Prefix of the images copied into the image folder, so that a user finds them among other programs' files.
 LOCAL_IMAGE_PREFIX = "imageforge-"
 
 _UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def run_proxy(remote_url: str, *, api_key: str | None = None, verify_tls: bool | ssl.SSLContext = True) -> None:
+def run_proxy(
+    remote_url: str,
+    *,
+    api_key: str | None = None,
+    verify_tls: bool | ssl.SSLContext = True,
+    image_folder: Path | None = None,
+) -> None:
     """Serve the tools of the imageforge at `remote_url` (its base URL, e.g. http://host:8765) over stdio.
 
     Blocks until the client closes stdin. `api_key` goes out as `Authorization: Bearer KEY` on every request;
     `verify_tls` is True to check the certificate against the system's CAs, an SSL context that trusts a given
-    certificate (a self-signed one on a home server), or False to accept any.
+    certificate (a self-signed one on a home server), or False to accept any. Full images are saved in
+    `image_folder` (default: `default_image_folder()`). `Unauthorized` when the remote refuses the key.
     """
     base_url = remote_base_url(remote_url)
     _log_to_stderr()
-    anyio.run(partial(serve_proxy, base_url, api_key=api_key, verify_tls=verify_tls))
+    folder = image_folder or default_image_folder()
+    anyio.run(partial(serve_proxy, base_url, api_key=api_key, verify_tls=verify_tls, image_folder=folder))
 
 
-async def serve_proxy(base_url: str, *, api_key: str | None = None, verify_tls: bool | ssl.SSLContext = True) -> None:
+async def serve_proxy(
+    base_url: str,
+    *,
+    api_key: str | None = None,
+    verify_tls: bool | ssl.SSLContext = True,
+    image_folder: Path | None = None,
+) -> None:
     """The proxy's event loop body: what `run_proxy` runs, for a caller that already has a loop."""
     async with remote_http_client(api_key=api_key, verify_tls=verify_tls) as http:
-        server = await build_proxy_server(RemoteImageforge(base_url, http))
+        server = await build_proxy_server(RemoteImageforge(base_url, http), image_folder or default_image_folder())
         async with stdio_server() as (read_stream, write_stream):
             await server.run(read_stream, write_stream, server.create_initialization_options())
+
+
+def default_image_folder() -> Path:
+    """Where the full images go: /tmp on macOS and Linux, %TEMP% on Windows (never a sandboxed $TMPDIR)."""
+    if sys.platform == "win32":
+        return Path(os.environ.get("TEMP") or tempfile.gettempdir())
+    return Path("/tmp")
 
 
 def remote_base_url(remote_url: str) -> str:
@@ -115,13 +140,19 @@ class RemoteImageforge:
     """An imageforge server reached over HTTP: its `/mcp` endpoint for the tools, its image URLs for the files.
 
     Every method opens a fresh MCP session, so none depends on the remote having stayed up in between; a remote
-    that cannot be reached raises `ServerUnavailable`.
+    that cannot be reached raises `ServerUnavailable`, one that refuses the request at its door (no API key, a
+    wrong one) the error it answered, `Unauthorized` for a key.
     """
 
     def __init__(self, base_url: str, http: httpx2.AsyncClient) -> None:
         self.base_url = base_url
         self.mcp_url = f"{base_url}/mcp"
         self._http = http
+        #: what the remote answered the last refused MCP request, until one is accepted again
+        self._refusal: ImageforgeError | None = None
+        # The MCP transport turns a refusal into a bare "Server returned an error response", dropping its status
+        # and body; a hook on the shared client reads them first.
+        http.event_hooks["response"].append(self._note_refusal)
 
     async def describe(self) -> tuple[str | None, list[Tool]]:
         """The remote's instructions and its tools."""
@@ -172,14 +203,37 @@ class RemoteImageforge:
                 yield client
         except MCPError as exc:
             if exc.code != CONNECTION_CLOSED:
-                raise
+                raise self._refusal or exc from exc
             raise self._unavailable(exc) from exc
         except Exception as exc:
             # The transport's task group wraps a refused connection or a dropped stream in an exception group.
             failure = _network_failure(exc)
             if failure is None:
-                raise
+                raise self._refusal or exc from exc
             raise self._unavailable(failure) from exc
+
+    async def _note_refusal(self, response: httpx2.Response) -> None:
+        """Keep the error of an MCP request the remote refused (401, 403), or forget it once one is accepted."""
+        if urlsplit(str(response.request.url)).path != urlsplit(self.mcp_url).path:
+            return
+        if response.status_code not in (401, 403):
+            if response.status_code < 400:
+                self._refusal = None
+            return
+        await response.aread()
+        try:
+            error = response.json()["error"]
+            refusal = from_code(str(error["code"]), str(error["message"]), str(error.get("hint") or ""))
+        except (ValueError, KeyError, TypeError):
+            refusal = from_code("forbidden", f"HTTP {response.status_code} {response.reason_phrase}")
+        if isinstance(refusal, Unauthorized):
+            refusal = Unauthorized(
+                f"The imageforge server at {self.base_url} refused the request: {refusal.message}",
+                hint="Set IMAGEFORGE_API_KEY to one of its API keys where `imageforge mcp` starts (or pass "
+                "--api-key; in Claude Desktop, the extension's API key setting). `imageforge keys add NAME` on "
+                "the server's machine makes one.",
+            )
+        self._refusal = refusal
 
     def _unavailable(self, cause: BaseException) -> ServerUnavailable:
         if isinstance(cause, MCPError):
@@ -196,10 +250,12 @@ class RemoteImageforge:
         )
 
 
-async def build_proxy_server(remote: RemoteImageforge) -> Server[Any]:
-    """A low-level MCP server that serves `remote`'s tools; asks the remote for them once before serving.
+async def build_proxy_server(remote: RemoteImageforge, image_folder: Path) -> Server[Any]:
+    """A low-level MCP server that serves `remote`'s tools, saving full images in `image_folder`; asks the remote
+    for its tools once before serving.
 
     A remote that is down at startup is no failure: the proxy serves anyway and lists the tools once it answers.
+    One that refuses the request (`Unauthorized` for the API key) is: nothing would work until it is fixed.
     """
     instructions: str | None = None
     tools: list[Tool] = []
@@ -212,7 +268,7 @@ async def build_proxy_server(remote: RemoteImageforge) -> Server[Any]:
         log.warning("The imageforge server at %s did not answer within %.0fs.", remote.base_url, STARTUP_TIMEOUT_S)
     if tools:
         log.info("Serving %d tools of the imageforge server at %s.", len(tools), remote.base_url)
-    proxy = _Proxy(remote, tools)
+    proxy = _Proxy(remote, tools, image_folder)
     return Server(
         "imageforge",
         version=__version__,
@@ -225,17 +281,18 @@ async def build_proxy_server(remote: RemoteImageforge) -> Server[Any]:
 class _Proxy:
     """The two request handlers: list the remote's tools, and forward a call and bring its image here."""
 
-    def __init__(self, remote: RemoteImageforge, tools: list[Tool]) -> None:
+    def __init__(self, remote: RemoteImageforge, tools: list[Tool], image_folder: Path) -> None:
         self._remote = remote
         #: The last listing the remote gave, served while it is down.
         self._tools = tools
+        self._image_folder = image_folder
 
     async def list_tools(
         self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
     ) -> ListToolsResult:
         try:
             self._tools = await self._remote.list_tools()
-        except ServerUnavailable as exc:
+        except ImageforgeError as exc:
             if not self._tools:
                 raise MCPError(INTERNAL_ERROR, f"{exc.message} {exc.hint}") from exc
             log.warning("%s Listing the tools it listed last.", exc.message)
@@ -249,7 +306,7 @@ class _Proxy:
         wants_progress = progress_token_from_params(ctx.params) is not None
         try:
             result = await self._remote.call_tool(params.name, params.arguments, relay if wants_progress else None)
-        except ServerUnavailable as exc:
+        except ImageforgeError as exc:
             log.warning("%s (tool %s)", exc.message, params.name)
             return error_result(exc)
         if result.is_error:
@@ -257,7 +314,7 @@ class _Proxy:
         return await self._with_local_image(result)
 
     async def _with_local_image(self, result: CallToolResult) -> CallToolResult:
-        """`result` with its full image copied into the temp folder and `output_path` naming the copy."""
+        """`result` with its full image copied into the image folder and `output_path` naming the copy."""
         metadata = result.structured_content
         if not isinstance(metadata, dict) or "output_path" not in metadata:
             return result
@@ -266,7 +323,7 @@ class _Proxy:
             return result
         try:
             png = await self._remote.fetch(url)
-            local_path = await to_thread.run_sync(_save_image, _local_name(url), png)
+            local_path = await to_thread.run_sync(_save_image, self._image_folder, _local_name(url), png)
         except (ServerUnavailable, httpx2.HTTPStatusError, OSError) as exc:
             # The image exists and the preview shows it: a result that says where it is beats an error.
             log.warning("Could not copy %s here: %s", url, exc)
@@ -316,9 +373,9 @@ def _local_name(url: str) -> str:
     return LOCAL_IMAGE_PREFIX + (name or "image.png")
 
 
-def _save_image(name: str, png: bytes) -> Path:
-    """Write the image into the temp folder (/tmp, or %TEMP% on Windows); returns its absolute path."""
-    path = Path(tempfile.gettempdir()).resolve() / name
+def _save_image(folder: Path, name: str, png: bytes) -> Path:
+    """Write the image into `folder`; returns its absolute path."""
+    path = folder.resolve() / name
     path.write_bytes(png)
     return path
 
