@@ -382,3 +382,24 @@ def test_with_keys_cancel_still_stops_a_running_job(browser: Browser, keyed_gate
     expect(page.get_by_role("button", name="Generate")).to_be_enabled()
     expect(page.locator("#result")).to_be_hidden()
     page.close()
+
+
+def test_several_images_show_as_a_strip_and_picking_one_shows_and_reuses_its_seed(
+    browser: Browser, served: str
+) -> None:
+    page = _open(browser, served)
+    page.get_by_label("Images").fill("3")
+    _generate(page, seed=21)
+
+    expect(page.get_by_role("img", name=re.compile(r"^Image \d, seed \d+$"))).to_have_count(3)
+    expect(page.locator("#result-meta")).to_contain_text("seed 21")
+    page.get_by_role("img", name="Image 3, seed 23").click()
+
+    expect(page.locator("#result-meta")).to_contain_text("seed 23")
+    result = _latest_job(served)["result"]
+    assert isinstance(result, dict)
+    third = result["images"][2]["url"]
+    expect(page.get_by_role("link", name="Download")).to_have_attribute("href", third)
+    page.get_by_role("button", name="Reuse last").click()
+    expect(page.get_by_label("Seed")).to_have_value("23")
+    page.close()
