@@ -238,6 +238,8 @@ def test_painted_mask_is_sent_white_where_painted_for_inpainting(browser: Browse
 
     canvas = page.get_by_label("Mask: paint the area to repaint")
     expect(canvas).to_be_visible()
+    # The mouse moves in the viewport: the canvas must be in it, wherever the last click scrolled the page.
+    canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
     assert box is not None
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)

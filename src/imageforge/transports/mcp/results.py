@@ -35,9 +35,11 @@ class McpOptions:
 
 
 class OutputImage(ResultImage):
-    """One image of an image tool's result: its seed, where it is saved, and its link over HTTP."""
+    """One image of an image tool's result: its seed, where it is saved (a local copy through the remote proxy),
+    and its link over HTTP."""
 
     url: str | None = Field(None, description="The full image over HTTP, when the server is reached over HTTP.")
+    remote_output_path: str | None = Field(None, description="Through the remote proxy: the server's own path.")
 
 
 class ImageOutput(ImageDescription):
