@@ -78,6 +78,15 @@ def test_n_outside_1_to_4_is_refused_with_invalid_request_naming_the_field(clien
     assert client.get("/jobs").json()["jobs"] == [], "nothing was queued"
 
 
+def test_count_the_mcp_name_is_refused_on_http_with_a_hint_to_send_n(client: TestClient) -> None:
+    response = client.post("/generate", json={"prompt": "a fox", "count": 2})
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["message"]) == ("invalid_request", "count: Extra inputs are not permitted")
+    assert error["hint"].startswith("Send count as n. n: at least 1 and at most 4.")
+
+
 def test_a_seed_whose_images_would_run_past_the_largest_seed_is_refused(client: TestClient) -> None:
     response = client.post("/generate", json={"prompt": "a fox", "seed": MAX_SEED, "n": 2})
     alone = client.post("/generate", json={"prompt": "a fox", "seed": MAX_SEED, **SMALL})

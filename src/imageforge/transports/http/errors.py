@@ -107,7 +107,11 @@ def _problem(item: Mapping[str, Any]) -> str:
 def _hint(items: Sequence[Mapping[str, Any]]) -> str:
     """What the declaration accepts for the refused request fields (`steps: at least 1. ...`), else where the
     schema is."""
-    return accepted_fields((_field(tuple(item.get("loc", ()))) for item in items), _DECLARED_NAMES) or SCHEMA_HINT
+    fields = [_field(tuple(item.get("loc", ()))) for item in items]
+    # A declared name that HTTP spells otherwise (`count`, sent as `n`) is refused as unknown: say what to send.
+    spelled = [f"Send {name} as {HTTP_NAMES[name]}." for name in dict.fromkeys(fields) if name in HTTP_NAMES]
+    declared = accepted_fields((HTTP_NAMES.get(name, name) for name in fields), _DECLARED_NAMES)
+    return " ".join([*spelled, declared]).strip() or SCHEMA_HINT
 
 
 def _http_error_text(request: Request, exc: HTTPException) -> tuple[str, str]:
