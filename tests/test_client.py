@@ -361,3 +361,20 @@ def test_documented_example_runs_as_it_is_against_a_server(
     assert printed[-1].startswith("invalid_request: width 100 is not a multiple of 8")
     assert_png((tmp_path / "fox.png").read_bytes(), (256, 256))
     assert_png((tmp_path / "lighthouse.png").read_bytes(), (256, 256))
+
+
+def test_generate_with_count_returns_every_image_with_its_seed_and_png(remote: Client) -> None:
+    result = remote.generate("a fox", seed=21, count=3, width=64, height=64, steps=1)
+
+    assert [image.seed for image in result.images] == [21, 22, 23]
+    assert [image.png for image in result.images] == [Path(image.output_path).read_bytes() for image in result.images]
+    assert (result.seed, result.png) == (21, result.images[0].png), "the result itself is the first image"
+
+
+def test_wait_on_a_job_with_count_fetches_every_image(remote: Client) -> None:
+    job = remote.submit("a fox", seed=30, count=2, width=64, height=64, steps=1)
+
+    result = remote.wait(job.job_id)
+
+    assert [image.seed for image in result.images] == [30, 31]
+    assert [image.png for image in result.images] == [Path(image.output_path).read_bytes() for image in result.images]

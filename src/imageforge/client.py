@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 import httpx
 
-from imageforge.domain import AssistResult, ImageResult, Progress, ProgressCallback, Task
+from imageforge.domain import HTTP_NAMES, AssistResult, ImageResult, Progress, ProgressCallback, Task
 from imageforge.errors import ImageforgeError, QueueFull, ServerUnavailable, from_code
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -61,6 +61,8 @@ class GenerationOptions(TypedDict, total=False):
     use_cache: bool
     #: "full" (the model's VAE, the default) or "fast" (its tiny autoencoder)
     decoder: str
+    #: how many images (1 to 4), with consecutive seeds; sent as `n`. The result is the first, with all as `images`
+    count: int
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,8 @@ class Client:
             **_images(init_image, init_image_path, mask_image, mask_image_path),
         }
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
-        return _job(_answer(self._request("POST", "/jobs", json=_with_strength(body, strength), headers=headers)))
+        body = _on_the_wire(_with_strength(body, strength))
+        return _job(_answer(self._request("POST", "/jobs", json=body, headers=headers)))
 
     def job(self, job_id: str) -> Job:
         """`GET /jobs/{id}`: the job now."""
@@ -297,7 +300,9 @@ class Client:
                 f"The event stream of job '{job_id}' ended while the job was still {job.status}.",
                 hint="The server may be shutting down; call wait() again to go on following it.",
             )
-        return ImageResult.from_record(job.result, self.image(job.image_url))
+        # A server from before `count` lists no `images`: its one image is at the job's link.
+        urls = [image["url"] for image in job.result.get("images") or [{"url": job.image_url}]]
+        return ImageResult.from_images(job.result, [self.image(url) for url in urls])
 
     def image(self, name_or_url: str) -> bytes:
         """`GET /images/{name}`: a result's PNG, by file name, by its server `output_path`, or by a job's image URL."""
@@ -309,8 +314,10 @@ class Client:
     # -- plumbing -----------------------------------------------------------------------------------
 
     def _generate(self, route: str, body: dict[str, Any]) -> ImageResult:
-        answer = _answer(self._request("POST", route, json={**body, "return_mode": "both"}))
-        return ImageResult.from_record(answer, base64.b64decode(answer["image_base64"]))
+        answer = _answer(self._request("POST", route, json={**_on_the_wire(body), "return_mode": "both"}))
+        # A server from before `count` answers one image, with no `images`.
+        images = answer.get("images") or [answer]
+        return ImageResult.from_images(answer, [base64.b64decode(image["image_base64"]) for image in images])
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         with _translated(self.base_url):
@@ -446,6 +453,11 @@ def _base64(image: ImageInput | None) -> str | None:
         return None
     data = image.read_bytes() if isinstance(image, Path) else image
     return base64.b64encode(data).decode("ascii")
+
+
+def _on_the_wire(body: dict[str, Any]) -> dict[str, Any]:
+    """A request body with each field under its HTTP name (`count` is `n`)."""
+    return {HTTP_NAMES.get(name, name): value for name, value in body.items()}
 
 
 def _with_strength(body: dict[str, Any], strength: float | None) -> dict[str, Any]:

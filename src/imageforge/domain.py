@@ -6,7 +6,7 @@ import enum
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -127,6 +127,8 @@ class ReturnMode(enum.StrEnum):
 #: Width and height are at least this.
 MIN_SIZE = 64
 MAX_SEED = 2**32 - 1
+#: The most images one request may ask for (`count`).
+MAX_COUNT = 4
 MAX_GUIDANCE = 30.0
 MAX_PROMPT_CHARS = 4000
 
@@ -179,6 +181,15 @@ Strength = Annotated[
         f"{DEFAULT_STRENGTH[Task.INPAINT]:g} for inpaint.",
     ),
 ]
+Count = Annotated[
+    int,
+    Field(
+        1,
+        ge=1,
+        le=MAX_COUNT,
+        description="How many images to make, with consecutive seeds (seed, seed+1, …): one job, cancelled as one.",
+    ),
+]
 TaskChoice = Annotated[
     Task, Field(Task.TEXT2IMG, description="text2img, img2img (needs an input image) or inpaint (and a mask).")
 ]
@@ -214,6 +225,7 @@ class TextToImageFields(BaseModel):
     assist_prompt: AssistPrompt
     use_cache: UseCache
     decoder: DecoderChoice
+    count: Count
 
     def to_params(
         self,
@@ -244,6 +256,9 @@ class _RequestFields(TextToImageFields):
 
 #: Every declared request field by name, with its type, bounds, default and description.
 REQUEST_FIELDS: Mapping[str, FieldInfo] = _RequestFields.model_fields
+#: The declared request fields that the HTTP API (and so its Python client) names otherwise: `n`, the name OpenAI's
+#: Images API and its clients give the number of images.
+HTTP_NAMES: Mapping[str, str] = {"count": "n"}
 
 
 _BOUND_WORDS = (
@@ -255,10 +270,11 @@ _BOUND_WORDS = (
 )
 
 
-def accepted(name: str) -> str:
+def accepted(name: str, shown: str | None = None) -> str:
     """What the declaration of the request field `name` accepts, in words, with its description: the hint for a
-    value a surface refused before the service saw it."""
+    value a surface refused before the service saw it. `shown` is the surface's name for the field, if another."""
     declared = REQUEST_FIELDS[name]
+    shown = shown or name
     rules = [
         words.format(f"{value:g}" if isinstance(value, float) else value)
         for rule in declared.metadata
@@ -267,13 +283,19 @@ def accepted(name: str) -> str:
     ]
     if isinstance(declared.annotation, type) and issubclass(declared.annotation, enum.Enum):
         rules.append("one of " + ", ".join(str(member.value) for member in declared.annotation))
-    return f"{name}: {' and '.join(rules)}. {declared.description}" if rules else f"{name}: {declared.description}"
+    return f"{shown}: {' and '.join(rules)}. {declared.description}" if rules else f"{shown}: {declared.description}"
 
 
-def accepted_fields(names: Iterable[str]) -> str:
+def accepted_fields(names: Iterable[str], declared_as: Mapping[str, str] | None = None) -> str:
     """`accepted` for each declared request field among `names` (once each, in order), as one hint; empty when
-    none is a request field. HTTP bodies and MCP tool arguments refused by their schema answer with it."""
-    return " ".join(accepted(name) for name in dict.fromkeys(names) if name in REQUEST_FIELDS)
+    none is a request field. HTTP bodies and MCP tool arguments refused by their schema answer with it;
+    `declared_as` maps a surface's own names to the declared ones (HTTP's `n` to `count`)."""
+    declared_as = declared_as or {}
+    return " ".join(
+        accepted(declared_as.get(name, name), name)
+        for name in dict.fromkeys(names)
+        if declared_as.get(name, name) in REQUEST_FIELDS
+    )
 
 
 @dataclass(frozen=True)
@@ -296,6 +318,8 @@ class GenerationParams:
     use_cache: bool = True
     #: "full" or "fast" (a `Decoder`); a string until validated
     decoder: str = Decoder.FULL.value
+    #: how many images, with the seeds from `seed` on
+    count: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -355,6 +379,8 @@ class QueuedRequest(RequestValues):
     mask_image: str | None
     assist_prompt: bool
     use_cache: bool
+    #: how many images, with the seeds from `seed` (or the drawn one) on
+    count: int = 1
 
     def to_payload(self) -> dict[str, Any]:
         """This request as plain JSON data (a job's payload)."""
@@ -363,6 +389,7 @@ class QueuedRequest(RequestValues):
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> QueuedRequest:
         """The request `to_payload` wrote; `ValueError` for anything else (a payload of an older version)."""
+        payload = {"count": 1, **payload}  # a payload from before `count` asks for one image
         try:
             fields = {name: payload[name] for name in cls.__dataclass_fields__}
             fields["task"], fields["decoder"] = Task(fields["task"]), Decoder(fields["decoder"])
@@ -433,18 +460,50 @@ class ImageDescription(BaseModel):
     )
 
 
+class ResultImage(BaseModel):
+    """One image of a result: a request for `count` images has `count` of them, with consecutive seeds; the
+    result's own fields describe the first."""
+
+    seed: int = Field(description="The seed that made it: the first image's seed plus its place in the list.")
+    output_path: str = Field(description="Where it is saved on the server.")
+    cached: bool = Field(False, description="Whether it came from the cache of seeded results.")
+    elapsed_s: float = Field(0.0, description="Seconds its generation took (0 for a cached image).")
+
+
+def result_images(record: Mapping[str, Any]) -> list[ResultImage]:
+    """The images a job's result record describes: its `images`, or the one its own fields describe (a record
+    from before `count`)."""
+    return [ResultImage.model_validate(entry) for entry in record.get("images") or [record]]
+
+
 class ImageResult(ImageDescription):
     """A finished image: its description, where it was saved, and its bytes (which no surface serializes)."""
 
     output_path: str = ""
     png: bytes = Field(repr=False, exclude=True)
     mime: str = "image/png"
+    #: every image of the request, this one first, each with no `images` of its own (`count` of them)
+    images: list[ImageResult] = Field(default_factory=list, repr=False, exclude=True)
+
+    @classmethod
+    def from_images(cls, record: Mapping[str, Any], pngs: Sequence[bytes]) -> ImageResult:
+        """The result described by `record` with every image of it (`result_images`) and their PNGs, in order:
+        the first image, with all of them as `images`."""
+        images = [
+            cls.from_record({**record, **image.model_dump()}, png)
+            for image, png in zip(result_images(record), pngs, strict=True)
+        ]
+        return images[0].model_copy(update={"images": images})
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], png: bytes) -> ImageResult:
         """The result described by `record` (a job's stored result, or the JSON of `/generate`) with its PNG;
-        fields a record does not describe are left out."""
-        known = {name: value for name, value in record.items() if name in cls.model_fields and value is not None}
+        fields a record does not describe are left out, and so are its other images (`from_images` reads them)."""
+        known = {
+            name: value
+            for name, value in record.items()
+            if name in cls.model_fields and name != "images" and value is not None
+        }
         # Records stored by earlier versions may lack these.
         defaults = {
             "original_prompt": record["prompt"],

@@ -12,6 +12,7 @@ from PIL import Image
 
 from imageforge.domain import (
     DEFAULT_STRENGTH,
+    MAX_COUNT,
     MAX_GUIDANCE,
     MAX_PROMPT_CHARS,
     MAX_SEED,
@@ -81,9 +82,14 @@ class RequestValidator:
         guidance = spec.default_guidance if params.guidance is None else params.guidance
         if not 0.0 <= guidance <= MAX_GUIDANCE:
             raise InvalidRequest(f"guidance {guidance} is out of range.", hint=f"Use 0 to {MAX_GUIDANCE:g}.")
-        seed = secrets.randbelow(MAX_SEED + 1) if params.seed is None else params.seed
-        if not 0 <= seed <= MAX_SEED:
-            raise InvalidRequest(f"seed {seed} is out of range.", hint=f"Use 0 to {MAX_SEED}, or omit it.")
+        if not 1 <= params.count <= MAX_COUNT:
+            raise InvalidRequest(f"count {params.count} is out of range.", hint=f"Use 1 to {MAX_COUNT} images.")
+        # The images take the seeds from `seed` on, each of which a request may name alone.
+        last_seed = MAX_SEED - params.count + 1
+        seed = secrets.randbelow(last_seed + 1) if params.seed is None else params.seed
+        if not 0 <= seed <= last_seed:
+            takes = f" ({params.count} images take the seeds up to seed+{params.count - 1})" if params.count > 1 else ""
+            raise InvalidRequest(f"seed {seed} is out of range{takes}.", hint=f"Use 0 to {last_seed}, or omit it.")
 
         if init_image is not None:
             init_image = init_image.resize((width, height), Image.Resampling.LANCZOS)

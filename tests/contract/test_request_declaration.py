@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from imageforge.cli.main import app as cli_app
 from imageforge.client import GenerationOptions
-from imageforge.domain import DEFAULT_STRENGTH, REQUEST_FIELDS, Task, TextToImageFields
+from imageforge.domain import DEFAULT_STRENGTH, HTTP_NAMES, REQUEST_FIELDS, Task, TextToImageFields
 from imageforge.service import ImageService
 from imageforge.transports.mcp.server import build_mcp_server
 from imageforge.transports.web.ui import STATIC_DIR
@@ -45,6 +45,7 @@ IMAGE_TOOLS = ("generate_image", "edit_image", "inpaint_image", "submit_async_jo
 #: Surface names that are not the declared name.
 MCP_NAMES = {"assist": "assist_prompt"}
 CLI_NAMES = {"negative": "negative_prompt", "assist": "assist_prompt"}
+HTTP_WIRE_NAMES = {wire: name for name, wire in HTTP_NAMES.items()}
 #: What a surface takes besides the declared request fields.
 MCP_OWN = {"image", "mask"}
 #: What an MCP input schema adds from the running server: its MAX_RES and MAX_STEPS, the models it can run.
@@ -104,17 +105,18 @@ def cli_options() -> Iterator[Any]:
 def test_the_openapi_bodies_show_every_field_as_declared(openapi: dict[str, Any]) -> None:
     schemas = openapi["components"]["schemas"]
     for body, strength in BODIES.items():
-        properties = schemas[body]["properties"]
+        properties = {HTTP_WIRE_NAMES.get(wire, wire): prop for wire, prop in schemas[body]["properties"].items()}
         assert set(properties) <= set(REQUEST_FIELDS) | HTTP_OWN, body
         for name in set(properties) & set(REQUEST_FIELDS):
             expected = declared_schema(name)
             if name == "strength":
                 expected["default"] = strength
             seen = shown(properties[name], schemas)
-            if name not in schemas[body].get("required", []):
+            if HTTP_NAMES.get(name, name) not in schemas[body].get("required", []):
                 seen.setdefault("default", None)  # FastAPI leaves out a default of null
             assert seen == expected, (body, name)
-    assert set(REQUEST_FIELDS) <= set(schemas["JobBody"]["properties"]), "POST /jobs takes every declared field"
+    job_body = {HTTP_WIRE_NAMES.get(wire, wire) for wire in schemas["JobBody"]["properties"]}
+    assert set(REQUEST_FIELDS) <= job_body, "POST /jobs takes every declared field"
 
 
 def test_the_mcp_image_tools_show_every_field_as_declared(tool_schemas: dict[str, dict[str, Any]]) -> None:
@@ -146,12 +148,12 @@ def test_the_cli_generate_options_show_every_field_they_take_as_declared() -> No
         assert option.help == expected["description"], name
         bounds = (getattr(option, "min", None), getattr(option, "max", None))
         assert bounds == (expected.get("minimum"), expected.get("maximum")), name
-    assert taken == {"prompt", "model", "seed", "steps", "guidance", "width", "height", *CLI_NAMES.values()}
+    assert taken == {"prompt", "model", "seed", "steps", "guidance", "width", "height", "count", *CLI_NAMES.values()}
 
 
 def test_the_web_page_number_inputs_stay_within_the_declared_bounds() -> None:
     page = (STATIC_DIR / "index.html").read_text()
-    for name in ("steps", "guidance", "width", "height", "strength"):
+    for name in ("steps", "guidance", "width", "height", "strength", "count"):
         tag = re.search(rf'<input id="{name}"[^>]*>', page)
         assert tag is not None, name
         attributes = dict(re.findall(r'(min|max)="([^"]+)"', tag[0]))

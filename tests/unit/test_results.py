@@ -47,3 +47,23 @@ def test_a_record_from_an_older_version_without_the_newer_fields_still_reads() -
 
     assert (result.original_prompt, result.negative_prompt, result.strength) == ("a fox, watercolor", "", None)
     assert (result.cached, result.assisted, result.elapsed_s, result.decoder) == (False, False, 0.0, "full")
+
+
+def test_a_record_of_several_images_reads_as_the_first_with_every_image_and_its_png() -> None:
+    images = [
+        {"seed": 7, "output_path": "/data/outputs/x.png", "cached": False, "elapsed_s": 1.5},
+        {"seed": 8, "output_path": "/data/outputs/y.png", "cached": True, "elapsed_s": 0.0},
+    ]
+
+    result = ImageResult.from_images({**RECORD, "images": images}, [b"x", b"y"])
+
+    assert (result.seed, result.png, result.output_path) == (7, b"x", "/data/outputs/x.png")
+    assert [(image.seed, image.png, image.cached) for image in result.images] == [(7, b"x", False), (8, b"y", True)]
+    assert [image.prompt for image in result.images] == [RECORD["prompt"]] * 2, "the request's fields are shared"
+    assert "images" not in result.model_dump()
+
+
+def test_a_record_from_before_count_reads_as_its_one_image() -> None:
+    result = ImageResult.from_images(RECORD, [b"png"])
+
+    assert [(image.seed, image.output_path) for image in result.images] == [(7, RECORD["output_path"])]

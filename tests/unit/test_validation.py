@@ -102,3 +102,24 @@ def test_an_input_path_outside_the_allowed_folders_is_refused(tmp_path: Path) ->
 
     with pytest.raises(PathForbidden):
         validator.validate(params, _spec("sd-turbo"))
+
+
+@pytest.mark.parametrize("count", [0, 5])
+def test_a_count_outside_1_to_4_is_refused_naming_it(validator: RequestValidator, count: int) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        validator.validate(GenerationParams(task=Task.TEXT2IMG, prompt="x", count=count), _spec("tiny"))
+
+    assert refused.value.message == f"count {count} is out of range."
+    assert "1 to 4" in refused.value.hint
+
+
+def test_the_seeds_of_several_images_stay_within_the_largest_seed(validator: RequestValidator) -> None:
+    last = 2**32 - 1
+    fits = GenerationParams(task=Task.TEXT2IMG, prompt="x", seed=last - 3, count=4)
+    over = GenerationParams(task=Task.TEXT2IMG, prompt="x", seed=last - 2, count=4)
+
+    assert validator.validate(fits, _spec("tiny")).seed == last - 3
+    with pytest.raises(InvalidRequest) as refused:
+        validator.validate(over, _spec("tiny"))
+    assert "up to seed+3" in refused.value.message
+    assert f"Use 0 to {last - 3}" in refused.value.hint

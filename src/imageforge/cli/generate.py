@@ -1,4 +1,4 @@
-"""`imageforge generate`: one image with a progress bar, on a server when one is given or answers on HOST:PORT,
+"""`imageforge generate`: images with a progress bar, on a server when one is given or answers on HOST:PORT,
 else in this process."""
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def generate(
     height: Annotated[int | None, _declared("height")] = None,
     negative: Annotated[str, _declared("negative_prompt", "--negative")] = "",
     assist: Annotated[bool, _declared("assist_prompt", "--assist/--no-assist")] = False,
+    count: Annotated[int, _declared("count")] = 1,
     fast: Annotated[
         bool, typer.Option("--fast", help="Decode with the tiny autoencoder: much faster on a CPU (decoder: fast).")
     ] = False,
@@ -61,7 +62,9 @@ def generate(
         bool, typer.Option("--local", help="Run in this process even when a server answers on HOST:PORT.")
     ] = False,
 ) -> None:
-    """Generate one image, with a progress bar; prints the saved path.
+    """Generate an image (or --count images), with a progress bar; prints each saved path on its own line.
+
+    With --count N and -o FILE, the images are written to FILE-1, FILE-2, … (before its suffix).
 
     With --style KEY the prompt is the template's body with PROMPT as its subject, at the template's size and
     with its suggested negative prompt unless --width, --height or --negative say otherwise; the prompt used is
@@ -84,6 +87,7 @@ def generate(
         seed=seed,
         assist_prompt=assist,
         decoder="fast" if fast else "full",
+        count=count,
     )
     settings = load_settings()
     if server is None and not local:
@@ -109,17 +113,23 @@ def generate(
             result = _generate_here(settings, prompt, options, bar)
     finally:
         bar.close()
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_bytes(result.png)
-    typer.echo(
-        f"{result.model} seed={result.seed} steps={result.steps} {result.width}x{result.height} "
-        f"{result.elapsed_s:.2f}s{' (cached)' if result.cached else ''}",
-        err=True,
-    )
+    paths = []
+    for number, image in enumerate(result.images, start=1):
+        path = Path(image.output_path)
+        if output is not None:
+            path = output if count == 1 else output.with_name(f"{output.stem}-{number}{output.suffix}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(image.png)
+        paths.append(path)
+        typer.echo(
+            f"{image.model} seed={image.seed} steps={image.steps} {image.width}x{image.height} "
+            f"{image.elapsed_s:.2f}s{' (cached)' if image.cached else ''}",
+            err=True,
+        )
     if assist:
         _report_assist(result)
-    typer.echo(str(output or result.output_path))
+    for path in paths:
+        typer.echo(str(path))
 
 
 def _report_assist(result: ImageResult) -> None:

@@ -595,8 +595,8 @@ class EmbeddedJobQueue:
             log.exception("removing the files of job %s failed", job.id)
 
     def results_with(self, key: str, value: str) -> list[Job]:
-        """Jobs whose result is still readable and has `value` under `key`: an expire hook asks before it removes
-        something that several results share."""
+        """Jobs whose result is still readable and has `value` under `key`, at any depth: an expire hook asks
+        before it removes something that several results share."""
         return self._store.results_with(key, value, self._clock())
 
     def payloads_with(self, key: str, value: str) -> list[Job]:

@@ -102,10 +102,11 @@ class JobStore:
         )
 
     def results_with(self, key: str, value: str, now: float) -> list[Job]:
-        """Jobs whose result is still readable at `now` and has `value` under `key`."""
+        """Jobs whose result is still readable at `now` and has `value` under `key`, at any depth (a result
+        that lists several items, each under `key`, is found by any of them)."""
         return self._many(
             "SELECT body FROM jobs WHERE (expires_at IS NULL OR expires_at > ?)"
-            " AND json_extract(body, '$.result.' || ?) = ?",
+            " AND EXISTS (SELECT 1 FROM json_tree(body, '$.result') WHERE key = ? AND atom = ?)",
             (now, key, value),
         )
 

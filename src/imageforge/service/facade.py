@@ -33,6 +33,7 @@ from imageforge.domain import (
     QueuedRequest,
     RenderedTemplate,
     StyleTemplate,
+    result_images,
 )
 from imageforge.engine.catalog import Catalog
 from imageforge.engine.pool import ModelPool
@@ -144,6 +145,7 @@ class ImageService:
                 mask_image=mask_digest,
                 assist_prompt=params.assist_prompt,
                 use_cache=params.use_cache,
+                count=params.count,
             ).to_payload()
             # Seeded requests with the same parameters make the same pixels: in flight together, they run once.
             dedupe_key = cache_key(payload) if params.seed is not None else None
@@ -213,17 +215,17 @@ class ImageService:
         return self._queue.cancel(job_id, caller=caller)
 
     def image_result(self, job: Job) -> ImageResult:
-        """The image of a finished job; the job's error when it failed or was cancelled."""
+        """The image of a finished job, with every image it made as `images`; the job's error when it failed or
+        was cancelled."""
         if job.error is not None:
             raise from_code(job.error["code"], job.error["message"], job.error.get("hint", ""))
         if job.result is None:
             raise JobNotFound(f"Job '{job.id}' has no result yet ({job.status.value}).", hint="Wait for it to end.")
-        path = Path(job.result["output_path"])
         try:
-            png = path.read_bytes()
+            pngs = [Path(image.output_path).read_bytes() for image in result_images(job.result)]
         except OSError:
             raise JobExpired(f"The image of job '{job.id}' is no longer on disk.", hint="Submit it again.") from None
-        return ImageResult.from_record(job.result, png)
+        return ImageResult.from_images(job.result, pngs)
 
     def image_path(self, name: str, *, caller: Caller = LOCAL_CALLER) -> Path:
         """A result image in the output store, by file name; `ImageNotFound` for anything else, and for an image

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from imageforge.domain import GenerationRequest, Job
+from imageforge.domain import GenerationRequest, Job, result_images
 from imageforge.jobs.queue import JobQueue
 from imageforge.service.faults import StorageFaults
 from imageforge.storage.inputs import InputStore, image_digest
@@ -58,15 +58,16 @@ class JobFiles:
                     self._remove_unused_inputs(digests, job_id=None)
 
     def expire(self, job: Job) -> None:
-        """A job's result expired: remove its image from the output store (the cache keeps its own copy) and its
-        inputs from the input store.
+        """A job's result expired: remove its images from the output store (the cache keeps its own copies) and
+        its inputs from the input store.
 
-        A cache hit answers with the image already stored, so the image goes with the last readable job that
+        A cache hit answers with the image already stored, so an image goes with the last readable job that
         shares it, cache hit or not; an input goes with the last job whose payload names it.
         """
-        output = job.result.get("output_path") if job.result else None
-        if output and not any(other.id != job.id for other in self._queue.results_with("output_path", output)):
-            self._outputs.delete(Path(output))
+        for image in result_images(job.result) if job.result else []:
+            output = image.output_path
+            if not any(other.id != job.id for other in self._queue.results_with("output_path", output)):
+                self._outputs.delete(Path(output))
         digests = {name: digest for name in INPUT_FIELDS if isinstance(digest := job.payload.get(name), str)}
         with self._lock:
             self._remove_unused_inputs(digests, job_id=job.id)

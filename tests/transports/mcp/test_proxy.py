@@ -174,6 +174,25 @@ async def test_generate_image_returns_the_preview_and_the_full_image_saved_in_tm
     assert proxy.stray == [], "a line on stdout was not JSON-RPC"
 
 
+async def test_with_count_every_image_is_copied_here_and_linked_to_its_copy(server: Server, proxy: Proxy) -> None:
+    async with proxy.connect(server.url) as mcp:
+        result = await mcp.call_tool("generate_image", {**SMALL, "seed": 4, "count": 2})
+
+    assert not result.is_error, result.content
+    metadata = result.structured_content
+    assert isinstance(metadata, dict)
+    images = metadata["images"]
+    copies = [Path(image["output_path"]) for image in images]
+    assert [copy.parent for copy in copies] == [proxy.temp.resolve()] * 2
+    assert copies[0] == Path(metadata["output_path"])
+    for image, copy in zip(images, copies, strict=True):
+        remote = Path(image["remote_output_path"])
+        assert remote.parent == server.cwd / "outputs"
+        assert copy.read_bytes() == remote.read_bytes()
+    links = [block.uri for block in result.content if isinstance(block, ResourceLink)]
+    assert links == [copy.as_uri() for copy in copies]
+
+
 @pytest.mark.parametrize("legacy", [False, True], ids=["discover", "initialize-handshake"])
 async def test_the_servers_progress_notifications_reach_the_local_client(
     server: Server, proxy: Proxy, legacy: bool

@@ -238,6 +238,8 @@ def test_painted_mask_is_sent_white_where_painted_for_inpainting(browser: Browse
 
     canvas = page.get_by_label("Mask: paint the area to repaint")
     expect(canvas).to_be_visible()
+    # The mouse moves in the viewport: the canvas must be in it, wherever the last click scrolled the page.
+    canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
     assert box is not None
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
@@ -381,4 +383,25 @@ def test_with_keys_cancel_still_stops_a_running_job(browser: Browser, keyed_gate
     expect(page.locator("#progress-box")).to_be_hidden()
     expect(page.get_by_role("button", name="Generate")).to_be_enabled()
     expect(page.locator("#result")).to_be_hidden()
+    page.close()
+
+
+def test_several_images_show_as_a_strip_and_picking_one_shows_and_reuses_its_seed(
+    browser: Browser, served: str
+) -> None:
+    page = _open(browser, served)
+    page.get_by_label("Images").fill("3")
+    _generate(page, seed=21)
+
+    expect(page.get_by_role("img", name=re.compile(r"^Image \d, seed \d+$"))).to_have_count(3)
+    expect(page.locator("#result-meta")).to_contain_text("seed 21")
+    page.get_by_role("img", name="Image 3, seed 23").click()
+
+    expect(page.locator("#result-meta")).to_contain_text("seed 23")
+    result = _latest_job(served)["result"]
+    assert isinstance(result, dict)
+    third = result["images"][2]["url"]
+    expect(page.get_by_role("link", name="Download")).to_have_attribute("href", third)
+    page.get_by_role("button", name="Reuse last").click()
+    expect(page.get_by_label("Seed")).to_have_value("23")
     page.close()

@@ -36,6 +36,25 @@ def test_results_with_finds_only_readable_results_holding_the_value(tmp_path: Pa
         store.close()
 
 
+def test_results_with_finds_a_value_held_by_any_item_of_a_list_in_the_result(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.sqlite")
+    try:
+        listing = Job(
+            id="several",
+            kind="k",
+            payload={},
+            status=JobStatus.SUCCEEDED,
+            expires_at=200,
+            result={"file": "a.png", "items": [{"file": "a.png"}, {"file": "b.png"}]},
+        )
+        store.save(listing)
+
+        assert [job.id for job in store.results_with("file", "b.png", now=100)] == ["several"]
+        assert [job.id for job in store.results_with("file", "a.png", now=100)] == ["several"], "found once"
+    finally:
+        store.close()
+
+
 def test_payloads_with_finds_jobs_not_expired_naming_the_value_queued_running_or_readable(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs.sqlite")
     try:

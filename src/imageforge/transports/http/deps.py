@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -25,3 +26,11 @@ def _caller(request: Request) -> Caller:
 
 #: Who is asking, as the job queue sees it: whose jobs they may see and cancel, and what limits count by.
 RequestCaller = Annotated[Caller, Depends(_caller)]
+
+
+def image_url(request: Request, output_path: str) -> str:
+    """The absolute link to a stored result image; signed when API keys are on, so that a browser's <img src>
+    or curl opens it without a header."""
+    name = Path(output_path).name
+    query: str = request.app.state.image_query(name)
+    return str(request.url_for("get_image", name=name)) + query

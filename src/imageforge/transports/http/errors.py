@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from imageforge import errors
-from imageforge.domain import accepted_fields
+from imageforge.domain import HTTP_NAMES, accepted_fields
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,8 @@ CLIENT_CLOSED_REQUEST = 499
 
 BODY_TOO_LARGE_HINT = "Send a smaller image, or raise IMAGEFORGE_MAX_BODY_MB on the server."
 SCHEMA_HINT = "Send a JSON body matching the schema at /docs."
+#: The declared name of each request field the HTTP bodies name otherwise.
+_DECLARED_NAMES = {wire: name for name, wire in HTTP_NAMES.items()}
 
 
 def error_response(
@@ -105,7 +107,11 @@ def _problem(item: Mapping[str, Any]) -> str:
 def _hint(items: Sequence[Mapping[str, Any]]) -> str:
     """What the declaration accepts for the refused request fields (`steps: at least 1. ...`), else where the
     schema is."""
-    return accepted_fields(_field(tuple(item.get("loc", ()))) for item in items) or SCHEMA_HINT
+    fields = [_field(tuple(item.get("loc", ()))) for item in items]
+    # A declared name that HTTP spells otherwise (`count`, sent as `n`) is refused as unknown: say what to send.
+    spelled = [f"Send {name} as {HTTP_NAMES[name]}." for name in dict.fromkeys(fields) if name in HTTP_NAMES]
+    declared = accepted_fields((HTTP_NAMES.get(name, name) for name in fields), _DECLARED_NAMES)
+    return " ".join([*spelled, declared]).strip() or SCHEMA_HINT
 
 
 def _http_error_text(request: Request, exc: HTTPException) -> tuple[str, str]:

@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from imageforge.domain import (
     DEFAULT_STRENGTH,
+    HTTP_NAMES,
     AssistResult,
+    Count,
     GenerationParams,
     Health,
     ImageDescription,
@@ -16,6 +18,7 @@ from imageforge.domain import (
     ModelCatalog,
     Policy,
     RenderedTemplate,
+    ResultImage,
     ReturnModeChoice,
     Strength,
     StyleTemplate,
@@ -34,6 +37,7 @@ class GenerateBody(TextToImageFields):
     """POST /generate: text to image. Its fields are the domain's declaration (`TextToImageFields`)."""
 
     return_mode: ReturnModeChoice
+    count: Count = Field(alias=HTTP_NAMES["count"])
 
 
 class EditBody(GenerateBody):
@@ -80,13 +84,25 @@ class JobBody(InpaintBody):
         return self.to_params(self.task, init_image=self._init(), mask_image=mask, strength=strength)
 
 
+class ImageItem(ResultImage):
+    """One image of a result: its seed, where it is, and (synchronous answers) the image as `return_mode` asks."""
+
+    output_path: str | None = Field(description="The PNG on the server (return_mode path or both).")  # type: ignore[assignment]
+    image_base64: str | None = Field(
+        None, description="The PNG, base64 (return_mode base64 or both); null in a job's result."
+    )
+    url: str = Field(description="The full image (GET /images/{name}), a signed link when API keys are on.")
+
+
 class ImageResponse(ImageDescription):
-    """The result of /generate, /edit and /inpaint: the image's description, and the image or its path."""
+    """The result of /generate, /edit and /inpaint: the first image's description, and the image or its path;
+    `images` has every image of the request (`n` of them), the first included."""
 
     ok: Literal[True] = True
     output_path: str | None = Field(description="The PNG on the server (return_mode path or both).")
     image_base64: str | None = Field(description="The PNG, base64 (return_mode base64 or both).")
     mime: str
+    images: list[ImageItem] = Field(description="Every image, with consecutive seeds; the first is the one above.")
 
 
 class AssistBody(_Body):

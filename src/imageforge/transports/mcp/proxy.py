@@ -314,24 +314,34 @@ class _Proxy:
         return await self._with_local_image(result)
 
     async def _with_local_image(self, result: CallToolResult) -> CallToolResult:
-        """`result` with its full image copied into the image folder and `output_path` naming the copy."""
+        """`result` with each full image copied into the image folder and `output_path` naming the copy (in
+        `images` too, for a result of several)."""
         metadata = result.structured_content
         if not isinstance(metadata, dict) or "output_path" not in metadata:
             return result
-        url = _image_url(result)
-        if url is None:
+        urls = _image_urls(result)
+        if not urls:
             return result
+        local_paths: dict[str, Path] = {}
         try:
-            png = await self._remote.fetch(url)
-            local_path = await to_thread.run_sync(_save_image, self._image_folder, _local_name(url), png)
+            for url in urls:
+                png = await self._remote.fetch(url)
+                local_paths[url] = await to_thread.run_sync(_save_image, self._image_folder, _local_name(url), png)
+                log.info("Saved %s as %s", url, local_paths[url])
         except (ServerUnavailable, httpx2.HTTPStatusError, OSError) as exc:
             # The image exists and the preview shows it: a result that says where it is beats an error.
             log.warning("Could not copy %s here: %s", url, exc)
             notice = f"The full image could not be copied to this machine ({exc}); it is on the server at output_path."
-            return _with_metadata(result, {**metadata, "notice": _joined(metadata.get("notice"), notice)}, None)
-        log.info("Saved %s as %s", url, local_path)
-        localized = {**metadata, "output_path": str(local_path), "remote_output_path": metadata["output_path"]}
-        return _with_metadata(result, localized, local_path)
+            return _with_metadata(result, {**metadata, "notice": _joined(metadata.get("notice"), notice)}, {})
+        copies = list(local_paths.values())
+        localized = {**metadata, "output_path": str(copies[0]), "remote_output_path": metadata["output_path"]}
+        images = metadata.get("images")
+        if isinstance(images, list) and len(images) == len(copies):
+            localized["images"] = [
+                {**image, "output_path": str(copy), "remote_output_path": image.get("output_path")}
+                for image, copy in zip(images, copies, strict=True)
+            ]
+        return _with_metadata(result, localized, local_paths)
 
 
 async def _all_tools(client: Client) -> list[Tool]:
@@ -358,13 +368,17 @@ def _network_failure(exc: BaseException) -> BaseException | None:
     return None
 
 
-def _image_url(result: CallToolResult) -> str | None:
-    """Where the full image is: the result's link to it, else the `url` of its metadata."""
-    for block in result.content:
-        if isinstance(block, ResourceLink) and (block.mime_type or "").startswith("image/"):
-            return block.uri
+def _image_urls(result: CallToolResult) -> list[str]:
+    """Where the full images are: the result's links to them, else the `url` of its metadata."""
+    links = [
+        block.uri
+        for block in result.content
+        if isinstance(block, ResourceLink) and (block.mime_type or "").startswith("image/")
+    ]
+    if links:
+        return links
     url = result.structured_content.get("url") if isinstance(result.structured_content, dict) else None
-    return url if isinstance(url, str) and url else None
+    return [url] if isinstance(url, str) and url else []
 
 
 def _local_name(url: str) -> str:
@@ -380,17 +394,20 @@ def _save_image(folder: Path, name: str, png: bytes) -> Path:
     return path
 
 
-def _with_metadata(result: CallToolResult, metadata: dict[str, Any], local_path: Path | None) -> CallToolResult:
-    """`result` with new structured content, the same in its metadata text, and its link on the local copy."""
+def _with_metadata(result: CallToolResult, metadata: dict[str, Any], local_paths: dict[str, Path]) -> CallToolResult:
+    """`result` with new structured content, the same in its metadata text, and each link on its local copy."""
     original = result.structured_content
     content: list[ContentBlock] = []
     for block in result.content:
         if isinstance(block, TextContent) and _parses_to(block.text, original):
             content.append(metadata_content(metadata))
-        elif isinstance(block, ResourceLink) and local_path is not None:
+        elif isinstance(block, ResourceLink) and block.uri in local_paths:
             content.append(
                 block.model_copy(
-                    update={"uri": local_path.as_uri(), "description": "The full-resolution image, on this machine."}
+                    update={
+                        "uri": local_paths[block.uri].as_uri(),
+                        "description": "The full-resolution image, on this machine.",
+                    }
                 )
             )
         else:

@@ -12,15 +12,16 @@ from pathlib import Path
 from mcp_types import CallToolResult, ContentBlock, TextContent
 from pydantic import BaseModel, Field
 
-from imageforge.domain import ImageDescription, ImageResult
+from imageforge.domain import ImageDescription, ImageResult, ResultImage
 from imageforge.errors import ImageforgeError
-from imageforge.transports.mcp.content import image_link, metadata_content, preview_content
+from imageforge.transports.mcp.content import PREVIEW_BUDGET_BYTES, image_link, metadata_content, preview_content
 
 #: What an image tool's description says of its result.
 RESULT_NOTE = (
     " Returns an inline preview (at most IMAGEFORGE_MCP_PREVIEW_PX px; some clients do not show it, so tell the "
     "user the saved output_path, and the url when given), the metadata (seed, model, steps, size, elapsed_s, "
-    "output_path, url) and, over HTTP, a link to the full-resolution image. A seed makes the image reproducible."
+    "output_path, url) and, over HTTP, a link to the full-resolution image. A seed makes the image reproducible. "
+    "With count, one preview and one link per image, and every image's seed, output_path and url under images."
 )
 
 
@@ -34,8 +35,17 @@ class McpOptions:
     image_query: Callable[[str], str] = lambda name: ""
 
 
+class OutputImage(ResultImage):
+    """One image of an image tool's result: its seed, where it is saved (a local copy through the remote proxy),
+    and its link over HTTP."""
+
+    url: str | None = Field(None, description="The full image over HTTP, when the server is reached over HTTP.")
+    remote_output_path: str | None = Field(None, description="Through the remote proxy: the server's own path.")
+
+
 class ImageOutput(ImageDescription):
-    """The structured result of the image tools: the image's description, and where the full image is."""
+    """The structured result of the image tools: the first image's description and where the full image is, and
+    every image of the request (`count` of them) under `images`."""
 
     job_id: str
     output_path: str = Field(
@@ -44,6 +54,9 @@ class ImageOutput(ImageDescription):
     )
     remote_output_path: str | None = Field(None, description="Through the remote proxy: the server's own path.")
     url: str | None = Field(None, description="The full image over HTTP, when the server is reached over HTTP.")
+    images: list[OutputImage] = Field(
+        description="Every image, with consecutive seeds; the first is the one described above."
+    )
 
 
 class JobOutput(BaseModel):
@@ -60,15 +73,37 @@ class JobOutput(BaseModel):
 
 
 def image_result(job_id: str, result: ImageResult, base_url: str | None, options: McpOptions) -> CallToolResult:
-    """A job's image as a tool result: the inline preview, the metadata and, when the client came over HTTP
-    (`base_url`), a link to the full image."""
-    name = Path(result.output_path).name
-    url = f"{base_url}/images/{name}{options.image_query(name)}" if base_url else None
-    output = ImageOutput(**result.described().model_dump(), job_id=job_id, output_path=result.output_path, url=url)
+    """A job's images as a tool result: an inline preview of each (together within the preview budget), the
+    metadata and, when the client came over HTTP (`base_url`), a link to each full image."""
+
+    def url(image: ImageResult) -> str | None:
+        name = Path(image.output_path).name
+        return f"{base_url}/images/{name}{options.image_query(name)}" if base_url else None
+
+    images = [
+        OutputImage(
+            seed=image.seed,
+            output_path=image.output_path,
+            cached=image.cached,
+            elapsed_s=image.elapsed_s,
+            url=url(image),
+        )
+        for image in result.images
+    ]
+    output = ImageOutput(
+        **result.described().model_dump(),
+        job_id=job_id,
+        output_path=images[0].output_path,
+        url=images[0].url,
+        images=images,
+    )
     structured = output.model_dump(mode="json")
-    content: list[ContentBlock] = [preview_content(result.png, options.preview_px), metadata_content(structured)]
-    if url is not None:
-        content.append(image_link(url, name, len(result.png)))
+    budget = PREVIEW_BUDGET_BYTES // len(images)
+    previews = [preview_content(image.png, options.preview_px, budget) for image in result.images]
+    content: list[ContentBlock] = [*previews, metadata_content(structured)]
+    for image, listed in zip(result.images, images, strict=True):
+        if listed.url is not None:
+            content.append(image_link(listed.url, Path(image.output_path).name, len(image.png)))
     return CallToolResult(content=content, structured_content=structured)
 
 

@@ -15,11 +15,12 @@ from starlette.requests import ClientDisconnect
 from imageforge.domain import Caller, GenerationParams, ImageResult, Job, ReturnMode
 from imageforge.service import ImageService
 from imageforge.transports.http.audit import note_audit
-from imageforge.transports.http.deps import RequestCaller, Service
+from imageforge.transports.http.deps import RequestCaller, Service, image_url
 from imageforge.transports.http.schemas import (
     EditBody,
     ErrorResponse,
     GenerateBody,
+    ImageItem,
     ImageResponse,
     InpaintBody,
 )
@@ -30,12 +31,27 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 router = APIRouter(tags=["images"], responses=_ERRORS)
 
 
-def to_response(result: ImageResult, return_mode: ReturnMode) -> ImageResponse:
+def to_response(result: ImageResult, return_mode: ReturnMode, request: Request) -> ImageResponse:
+    """The answer of a synchronous route: the first image as before, and every image under `images`, each with
+    its path and bytes as `return_mode` asks and its link."""
+    paths, inline = return_mode in ("path", "both"), return_mode in ("base64", "both")
+    images = [
+        ImageItem(
+            seed=image.seed,
+            cached=image.cached,
+            elapsed_s=image.elapsed_s,
+            output_path=image.output_path if paths else None,
+            image_base64=base64.b64encode(image.png).decode() if inline else None,
+            url=image_url(request, image.output_path),
+        )
+        for image in result.images
+    ]
     return ImageResponse(
         **result.described().model_dump(),
-        output_path=result.output_path if return_mode in ("path", "both") else None,
-        image_base64=base64.b64encode(result.png).decode() if return_mode in ("base64", "both") else None,
+        output_path=images[0].output_path,
+        image_base64=images[0].image_base64,
         mime=result.mime,
+        images=images,
     )
 
 
@@ -76,17 +92,18 @@ async def _hang_up(request: Request) -> None:
 
 @router.post("/generate", summary="Text to image")
 async def generate(body: GenerateBody, service: Service, caller: RequestCaller, request: Request) -> ImageResponse:
-    return to_response(await _generate(body.to_params(), service, caller, request), body.return_mode)
+    return to_response(await _generate(body.to_params(), service, caller, request), body.return_mode, request)
 
 
 @router.post("/edit", summary="Image to image (strength 0.6 by default)")
 async def edit(body: EditBody, service: Service, caller: RequestCaller, request: Request) -> ImageResponse:
-    return to_response(await _generate(body.to_edit_params(), service, caller, request), body.return_mode)
+    return to_response(await _generate(body.to_edit_params(), service, caller, request), body.return_mode, request)
 
 
 @router.post("/inpaint", summary="Repaint the white part of a mask")
 async def inpaint(body: InpaintBody, service: Service, caller: RequestCaller, request: Request) -> ImageResponse:
-    return to_response(await _generate(body.to_inpaint_params(), service, caller, request), body.return_mode)
+    params = body.to_inpaint_params()
+    return to_response(await _generate(params, service, caller, request), body.return_mode, request)
 
 
 @router.get(

@@ -6,19 +6,19 @@ import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from imageforge.domain import Job, JobEvent, JobStatus
+from imageforge.domain import Job, JobEvent, JobStatus, result_images
 from imageforge.errors import ImageforgeError
 from imageforge.transports.http.audit import note_audit
-from imageforge.transports.http.deps import RequestCaller, Service
+from imageforge.transports.http.deps import RequestCaller, Service, image_url
 from imageforge.transports.http.schemas import (
     ErrorDetail,
     ErrorResponse,
+    ImageItem,
     ImageResponse,
     JobBody,
     JobLinks,
@@ -143,10 +143,13 @@ def job_view(job: Job, position: int | None, request: Request) -> JobResponse:
     image = None
     result = None
     if job.result is not None:
-        name = Path(job.result["output_path"]).name
-        # With API keys on, a signed link: a browser's <img src> or curl opens it without a header.
-        image = str(request.url_for("get_image", name=name)) + request.app.state.image_query(name)
-        result = ImageResponse.model_validate({**job.result, "image_base64": None, "mime": "image/png"})
+        image = image_url(request, job.result["output_path"])
+        images = [
+            ImageItem(**one.model_dump(), url=image_url(request, one.output_path)) for one in result_images(job.result)
+        ]
+        result = ImageResponse.model_validate(
+            {**job.result, "image_base64": None, "mime": "image/png", "images": images}
+        )
     own = str(request.url_for("get_job", job_id=job.id))
     return JobResponse(
         job_id=job.id,

@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const PRESETS = [[512, 512], [768, 768], [1024, 1024], [768, 512], [512, 768], [1024, 768], [768, 1024]];
-const state = { models: [], maxRes: 1024, job: null, events: null, lastSeed: null, lastResult: null, inputImage: null };
+const state = { models: [], maxRes: 1024, job: null, events: null, lastSeed: null, lastImage: null, inputImage: null };
 const KEY_STORE = "imageforge.apiKey";
 const TERMINAL = ["succeeded", "failed", "cancelled"];
 
@@ -208,6 +208,8 @@ function requestBody() {
   if ($("steps").value) body.steps = Number($("steps").value);
   if ($("guidance").value) body.guidance = Number($("guidance").value);
   if ($("decoder").value !== "full") body.decoder = $("decoder").value;
+  const count = Number($("count").value);
+  if (count > 1) body.n = count;
   if (task !== "text2img") {
     if (!state.inputImage) throw new ApiError({ code: "no_input", message: "Choose an input image first.", hint: "Upload a file, or use a result as input." });
     body.init_image = state.inputImage;
@@ -333,15 +335,28 @@ async function finish(jobId) {
   }
 }
 
-function showResult(job) {
+function showResult(job, index = 0) {
   const r = job.result;
-  state.lastResult = job;
-  state.lastSeed = r.seed;
+  // A result of several images lists them all; one from an older server has only its own fields.
+  const images = r.images && r.images.length ? r.images : [{ seed: r.seed, url: job.links.image, elapsed_s: r.elapsed_s }];
+  const image = images[index];
+  state.lastImage = image.url;
+  state.lastSeed = image.seed;
   $("seed-last").disabled = false;
-  $("result-image").src = job.links.image;
+  $("result-image").src = image.url;
   $("result-image").alt = `Generated: ${r.prompt}`;
-  $("download").href = job.links.image;
-  $("result-meta").textContent = `seed ${r.seed} · ${r.model} · ${r.width}×${r.height} · ${r.elapsed_s.toFixed(2)} s`;
+  $("download").href = image.url;
+  $("result-meta").textContent = `seed ${image.seed} · ${r.model} · ${r.width}×${r.height} · ${image.elapsed_s.toFixed(2)} s`;
+  const strip = $("result-images");
+  strip.replaceChildren(...images.map((one, i) => {
+    const thumb = document.createElement("img");
+    thumb.src = one.url;
+    thumb.alt = `Image ${i + 1}, seed ${one.seed}`;
+    thumb.setAttribute("aria-current", String(i === index));
+    thumb.addEventListener("click", () => showResult(job, i));
+    return thumb;
+  }));
+  strip.hidden = images.length < 2;
   $("result").hidden = false;
 }
 
@@ -411,8 +426,8 @@ function setInput(dataUrl) {
 }
 
 async function useResultAsInput() {
-  if (!state.lastResult) return;
-  const blob = await (await fetch(state.lastResult.links.image, { headers: withKey() })).blob();
+  if (!state.lastImage) return;
+  const blob = await (await fetch(state.lastImage, { headers: withKey() })).blob();
   setInput(await blobToDataUrl(blob));
   const task = currentTask() === "text2img" ? "img2img" : currentTask();
   document.querySelector(`input[name=task][value=${task}]`).checked = true;
