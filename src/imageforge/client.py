@@ -52,6 +52,8 @@ class GenerationOptions(TypedDict, total=False):
 
     negative_prompt: str
     model: str | None
+    #: a style template's key (`templates()`): it frames the prompt and fills in the size and negative prompt
+    style: str | None
     steps: int | None
     guidance: float | None
     width: int | None

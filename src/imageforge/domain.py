@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Annotated, Any
 
 from PIL import Image
@@ -142,6 +142,15 @@ NegativePrompt = Annotated[
 ModelKey = Annotated[
     str | None, Field(None, description="A catalog key (GET /models, list_models); the server's default when absent.")
 ]
+StyleKey = Annotated[
+    str | None,
+    Field(
+        None,
+        description="A style template's key (GET /templates, list_styles): the prompt becomes the subject of the "
+        "template's prompt, and its size (text to image only) and negative prompt apply where the request leaves "
+        "them out.",
+    ),
+]
 Steps = Annotated[
     int | None,
     Field(None, ge=1, description="Denoising steps, at most the server's MAX_STEPS; the model's default when absent."),
@@ -206,6 +215,7 @@ class TextToImageFields(BaseModel):
     prompt: Prompt = Field(examples=["a red fox in the snow"])
     negative_prompt: NegativePrompt
     model: ModelKey
+    style: StyleKey
     steps: Steps
     guidance: Guidance
     width: Width
@@ -284,6 +294,8 @@ class GenerationParams:
     prompt: str
     negative_prompt: str = ""
     model: str | None = None
+    #: a style template's key, applied by the service before validation (`StyleTemplate.frame`)
+    style: str | None = None
     steps: int | None = None
     guidance: float | None = None
     width: int | None = None
@@ -355,6 +367,8 @@ class QueuedRequest(RequestValues):
     mask_image: str | None
     assist_prompt: bool
     use_cache: bool
+    #: the style template the request named (its prompt and defaults are already in the fields above), or None
+    style: str | None = None
 
     def to_payload(self) -> dict[str, Any]:
         """This request as plain JSON data (a job's payload)."""
@@ -364,7 +378,9 @@ class QueuedRequest(RequestValues):
     def from_payload(cls, payload: Mapping[str, Any]) -> QueuedRequest:
         """The request `to_payload` wrote; `ValueError` for anything else (a payload of an older version)."""
         try:
-            fields = {name: payload[name] for name in cls.__dataclass_fields__}
+            # Payloads queued before styles existed have no `style`.
+            fields = {name: payload[name] for name in cls.__dataclass_fields__ if name != "style"}
+            fields["style"] = payload.get("style")
             fields["task"], fields["decoder"] = Task(fields["task"]), Decoder(fields["decoder"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a queued request: {exc!r}") from None
@@ -428,6 +444,9 @@ class ImageDescription(BaseModel):
         description="What the server's policy added to the prompts (GET /policy shows it), by version, and why not.",
     )
     decoder: str = Field("full", description="The decoder that made the image: full or fast.")
+    style: str | None = Field(
+        None, description="The style template the request named (its frame is in `prompt`); null when none."
+    )
     runtime: dict[str, Any] | None = Field(
         None, description="How the engine ran it: dtype, channels_last, attention, threads, memory_savers, compile."
     )
@@ -682,6 +701,20 @@ class StyleTemplate(BaseModel):
             negative_prompt=self.negative_prompt,
             width=width,
             height=height,
+        )
+
+    def frame(self, params: GenerationParams, *, max_side: int = MAX_SIZE) -> GenerationParams:
+        """`params` in this style: its prompt as the template's subject, and the template's negative prompt and
+        size (scaled to `max_side`) where `params` leaves them out. The size applies to text to image only: an
+        edit keeps its input image's size unless the request gives one."""
+        start = self.start(params.prompt, max_side=max_side)
+        sized = params.task is Task.TEXT2IMG
+        return replace(
+            params,
+            prompt=start.prompt,
+            negative_prompt=params.negative_prompt or start.negative_prompt,
+            width=start.width if params.width is None and sized else params.width,
+            height=start.height if params.height is None and sized else params.height,
         )
 
 

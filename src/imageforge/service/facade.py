@@ -124,11 +124,16 @@ class ImageService:
     ) -> Job:
         """Validate a request and queue it as `caller`'s job; bad input is refused here, before anything is queued.
 
+        A request that names a `style` is framed by that template first (`StyleTemplate.frame`); an unknown key
+        is `TemplateNotFound`.
+
         The caller's name (an API key's name, a peer address, or `local`) is what per-client limits count by;
         an isolated caller's idempotency key finds only its own jobs. While a folder or the job database cannot be
         written, the job is refused with that error (`StorageFull`, `StorageUnavailable`): it would only fail.
         """
         require_texts(params)
+        if params.style is not None:
+            params = self._templates.get(params.style).frame(params, max_side=self.limits.max_res)
         spec = self.catalog.require(params.model or self.default_model)
         request = self._validator.validate(params, spec)
         fault = self.storage_fault()
@@ -144,6 +149,7 @@ class ImageService:
                 mask_image=mask_digest,
                 assist_prompt=params.assist_prompt,
                 use_cache=params.use_cache,
+                style=params.style,
             ).to_payload()
             # Seeded requests with the same parameters make the same pixels: in flight together, they run once.
             dedupe_key = cache_key(payload) if params.seed is not None else None

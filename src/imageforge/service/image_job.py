@@ -66,7 +66,7 @@ class ImageJob:
         assist = self.assistant.expand(request.prompt) if queued.assist_prompt else None
         if assist is not None:
             request = replace(request, prompt=assist.prompt)
-        record = self._record(request, spec, assist)
+        record = self._record(request, spec, assist, queued.style)
 
         key = (
             cache_key(self._cache_parameters(request, spec, queued))
@@ -156,7 +156,9 @@ class ImageJob:
             "policy": self.policy.version,
         }
 
-    def _record(self, request: GenerationRequest, spec: ModelSpec, assist: AssistResult | None) -> dict[str, Any]:
+    def _record(
+        self, request: GenerationRequest, spec: ModelSpec, assist: AssistResult | None, style: str | None
+    ) -> dict[str, Any]:
         record: dict[str, Any] = {
             **request.values(),
             "model": spec.key,
@@ -167,6 +169,7 @@ class ImageJob:
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "imageforge_version": __version__,
             "engine": self.backend.fingerprint(),
+            "style": style,
         }
         if assist is not None:
             record["assist"] = {"source": assist.source, "reason": assist.reason, "tags": assist.tags}

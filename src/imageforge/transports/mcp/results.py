@@ -11,7 +11,7 @@ from pathlib import Path
 from mcp_types import CallToolResult, ContentBlock, TextContent
 from pydantic import BaseModel, Field
 
-from imageforge.domain import ImageDescription, ImageResult
+from imageforge.domain import ImageDescription, ImageResult, StyleTemplate
 from imageforge.errors import ImageforgeError
 from imageforge.transports.mcp.content import image_link, metadata_content, preview_content
 
@@ -56,6 +56,15 @@ class JobOutput(BaseModel):
     error: dict[str, str] | None = None
     expires_at: float | None = Field(None, description="Unix time after which the result is gone.")
     next: str = Field(description="What to do next.")
+
+
+class StyleListOutput(BaseModel):
+    """What list_styles answers: the style templates the drawing tools' `style` argument takes."""
+
+    styles: list[StyleTemplate] = Field(
+        description="Each style: its key (the `style` argument), title, what it is for, its prompt frame, size "
+        "and suggested negative prompt."
+    )
 
 
 def image_result(job_id: str, result: ImageResult, base_url: str | None, options: McpOptions) -> CallToolResult:

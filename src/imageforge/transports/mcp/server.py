@@ -36,8 +36,8 @@ Use generate_image for a picture from words, edit_image to change an existing im
 masked region. Results come back as a small inline preview plus metadata with the saved file path; some
 clients hide the preview, so always tell the user the output_path (and the url when there is one). For slow
 models or big sizes use submit_async_job and poll get_job_status every 5 seconds. For a common look (whiteboard
-diagram, icon, photo, sketch, poster, ...) the prompts style_<key> and resources imageforge://templates/<key>
-give a starting prompt and size to edit."""
+diagram, icon or logo, photo, sketch, poster, ...) pass a `style` key (list_styles lists them) with only the
+subject as the prompt; the prompts style_<key> give the same as a starting prompt and size to edit."""
 
 _DEFAULT_OPTIONS = McpOptions()
 
