@@ -54,6 +54,8 @@ async def test_the_tools_are_listed_with_guidance_and_output_schemas(mcp: Client
     assert set(tools) == IMAGE_TOOLS | {
         "assist_prompt",
         "list_models",
+        "list_styles",
+        "list_images",
         "submit_async_job",
         "get_job_status",
         "cancel_job",

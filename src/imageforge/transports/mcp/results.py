@@ -43,6 +43,10 @@ class ImageOutput(ImageDescription):
     )
     remote_output_path: str | None = Field(None, description="Through the remote proxy: the server's own path.")
     url: str | None = Field(None, description="The full image over HTTP, when the server is reached over HTTP.")
+    uri: str = Field(
+        description="The full image as an MCP resource of the server that made it (imageforge://images/<name>): "
+        "resources/read answers the PNG."
+    )
 
 
 class JobOutput(BaseModel):
@@ -67,16 +71,35 @@ class StyleListOutput(BaseModel):
     )
 
 
+#: The MCP resource of a result image, by its file name.
+IMAGE_URI_TEMPLATE = "imageforge://images/{name}"
+
+
+def image_uri(name: str) -> str:
+    """The MCP resource of the result image called `name`."""
+    return IMAGE_URI_TEMPLATE.format(name=name)
+
+
+def image_url(name: str, base_url: str | None, options: McpOptions) -> str | None:
+    """The result image called `name` on the HTTP API, when the client came over HTTP (`base_url`)."""
+    return f"{base_url}/images/{name}{options.image_query(name)}" if base_url else None
+
+
 def image_result(job_id: str, result: ImageResult, base_url: str | None, options: McpOptions) -> CallToolResult:
-    """A job's image as a tool result: the inline preview, the metadata and, when the client came over HTTP
-    (`base_url`), a link to the full image."""
+    """A job's image as a tool result: the inline preview, the metadata, and a link to the full image: on the
+    HTTP API when the client came over HTTP (`base_url`), else the MCP resource."""
     name = Path(result.output_path).name
-    url = f"{base_url}/images/{name}{options.image_query(name)}" if base_url else None
-    output = ImageOutput(**result.described().model_dump(), job_id=job_id, output_path=result.output_path, url=url)
+    url = image_url(name, base_url, options)
+    output = ImageOutput(
+        **result.described().model_dump(),
+        job_id=job_id,
+        output_path=result.output_path,
+        url=url,
+        uri=image_uri(name),
+    )
     structured = output.model_dump(mode="json")
     content: list[ContentBlock] = [preview_content(result.png, options.preview_px), metadata_content(structured)]
-    if url is not None:
-        content.append(image_link(url, name, len(result.png)))
+    content.append(image_link(url or output.uri, name, len(result.png)))
     return CallToolResult(content=content, structured_content=structured)
 
 
