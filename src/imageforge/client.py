@@ -91,6 +91,8 @@ class Job:
     events_url: str
     #: where the full image is, once succeeded
     image_url: str | None
+    #: about how many seconds until it ends; None once ended, or with nothing to go by yet
+    eta_s: float | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -424,6 +426,7 @@ def _job(data: Mapping[str, Any]) -> Job:
         url=links["self"],
         events_url=links["events"],
         image_url=links.get("image"),
+        eta_s=data.get("eta_s"),
     )
 
 

@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from PIL import Image
@@ -523,6 +524,11 @@ class AssistResult(BaseModel):
 LOCAL_CLIENT = "local"
 
 
+def iso_time(timestamp: float | None) -> str | None:
+    """A Unix time as ISO 8601 in UTC, to the millisecond: how every surface shows a job's times."""
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
 class JobStatus(enum.StrEnum):
     """Where a job is in its life; the last three are terminal."""
 
@@ -611,7 +617,8 @@ LOCAL_CALLER = Caller()
 
 @dataclass(frozen=True)
 class JobEvent:
-    """Something that happened to a job: `state` (status change), `progress` (one step) or `preview`."""
+    """Something that happened to a job: `state` (status change), `queue` (its new place while it waits), `stage`
+    (what it does before its steps: loading its model), `progress` (one step) or `preview`."""
 
     type: str
     job_id: str

@@ -214,6 +214,11 @@ class ImageService:
     def queue_position(self, job_id: str) -> int | None:
         return self._queue.position(job_id)
 
+    def job_eta(self, job_id: str) -> float | None:
+        """About how many seconds until the job ends, from recent step and run times; None once it has ended or
+        while nothing has run yet to go by."""
+        return self._queue.eta(job_id)
+
     def cancel_job(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
         """Cancel a job the caller may see; `JobNotFound` for any other."""
         return self._queue.cancel(job_id, caller=caller)

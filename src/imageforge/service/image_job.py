@@ -83,7 +83,7 @@ class ImageJob:
             mask_image=None if queued.mask_image is None else self.inputs.get(queued.mask_image),
         )
         started = time.perf_counter()
-        with self.pool.use(spec) as (model, load_s):
+        with self.pool.use(spec, on_load=lambda: context.stage("loading", {"model": spec.key})) as (model, load_s):
             context.timing("load_ms", load_s * 1000)
             applied = self._apply_policy(model, spec, request)
             record["policy_applied"] = applied.report

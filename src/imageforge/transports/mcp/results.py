@@ -31,6 +31,9 @@ class McpOptions:
     preview_px: int = 512
     #: what follows an image link to open it without an API key ("?exp=…&sig=…", "" when none is needed)
     image_query: Callable[[str], str] = lambda name: ""
+    #: how often a drawing tool repeats its last progress notification while its job shows nothing new (a queue
+    #: wait, a model download), so that a client that resets its timeout on progress keeps waiting
+    progress_every_s: float = 10.0
 
 
 class ImageOutput(ImageDescription):
@@ -57,8 +60,18 @@ class JobOutput(BaseModel):
     queue_position: int | None = Field(None, description="1 = next to run; 0 = running; null once ended.")
     step: int
     total: int
+    eta_s: float | None = Field(
+        None,
+        description="About how many seconds until the job ends, from recent step and run times; null once ended "
+        "or when nothing has run yet to go by.",
+    )
     error: dict[str, str] | None = None
-    expires_at: float | None = Field(None, description="Unix time after which the result is gone.")
+    expires_at: str | None = Field(
+        None, description="When the result is gone (ISO 8601, UTC), as GET /jobs/{id} says it; null until it ends."
+    )
+    message: str | None = Field(
+        None, description="What the call did, when the status does not say it (cancel_job on a running job)."
+    )
     next: str = Field(description="What to do next.")
 
 

@@ -4,7 +4,6 @@ answers an image's PNG. A caller with its own API key finds only the images of i
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +13,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 from pydantic import BaseModel, Field
 
-from imageforge.domain import Job, JobStatus
+from imageforge.domain import Job, JobStatus, iso_time
 from imageforge.errors import ImageforgeError
 from imageforge.transports.mcp.results import IMAGE_URI_TEMPLATE, McpOptions, image_uri, image_url
 from imageforge.transports.mcp.tools.toolkit import READING, Toolkit, base_url, caller_of
@@ -34,7 +33,7 @@ class ListedImage(BaseModel):
     width: int
     height: int
     style: str | None = None
-    created_at: str = Field(description="When it was made, ISO 8601 in UTC.")
+    created_at: str | None = Field(description="When it was made, ISO 8601 in UTC.")
     output_path: str = Field(description="Where the full image is saved on the server's machine.")
     uri: str = Field(description="The image as an MCP resource (imageforge://images/<name>): resources/read.")
     url: str | None = Field(None, description="The image over HTTP, when the server is reached over HTTP.")
@@ -88,7 +87,7 @@ def register_history(mcp: MCPServer, kit: Toolkit) -> None:
 def _listed(job: Job, origin: str | None, options: McpOptions) -> ListedImage:
     result: dict[str, Any] = job.result or {}
     name = Path(result["output_path"]).name
-    created = result.get("created_at") or _iso(job.finished_at or job.created_at)
+    created = result.get("created_at") or iso_time(job.finished_at)
     return ListedImage(
         job_id=job.id,
         prompt=result["prompt"],
@@ -102,7 +101,3 @@ def _listed(job: Job, origin: str | None, options: McpOptions) -> ListedImage:
         uri=image_uri(name),
         url=image_url(name, origin, options),
     )
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
