@@ -52,6 +52,8 @@ class GenerationOptions(TypedDict, total=False):
 
     negative_prompt: str
     model: str | None
+    #: a style template's key (`templates()`): it frames the prompt and fills in the size and negative prompt
+    style: str | None
     steps: int | None
     guidance: float | None
     width: int | None
@@ -91,6 +93,8 @@ class Job:
     events_url: str
     #: where the full image is, once succeeded
     image_url: str | None
+    #: about how many seconds until it ends; None once ended, or with nothing to go by yet
+    eta_s: float | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -429,6 +433,7 @@ def _job(data: Mapping[str, Any]) -> Job:
         url=links["self"],
         events_url=links["events"],
         image_url=links.get("image"),
+        eta_s=data.get("eta_s"),
     )
 
 

@@ -7,7 +7,8 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from PIL import Image
@@ -144,6 +145,15 @@ NegativePrompt = Annotated[
 ModelKey = Annotated[
     str | None, Field(None, description="A catalog key (GET /models, list_models); the server's default when absent.")
 ]
+StyleKey = Annotated[
+    str | None,
+    Field(
+        None,
+        description="A style template's key (GET /templates, list_styles): the prompt becomes the subject of the "
+        "template's prompt, and its size (text to image only) and negative prompt apply where the request leaves "
+        "them out.",
+    ),
+]
 Steps = Annotated[
     int | None,
     Field(None, ge=1, description="Denoising steps, at most the server's MAX_STEPS; the model's default when absent."),
@@ -217,6 +227,7 @@ class TextToImageFields(BaseModel):
     prompt: Prompt = Field(examples=["a red fox in the snow"])
     negative_prompt: NegativePrompt
     model: ModelKey
+    style: StyleKey
     steps: Steps
     guidance: Guidance
     width: Width
@@ -306,6 +317,8 @@ class GenerationParams:
     prompt: str
     negative_prompt: str = ""
     model: str | None = None
+    #: a style template's key, applied by the service before validation (`StyleTemplate.frame`)
+    style: str | None = None
     steps: int | None = None
     guidance: float | None = None
     width: int | None = None
@@ -381,6 +394,8 @@ class QueuedRequest(RequestValues):
     use_cache: bool
     #: how many images, with the seeds from `seed` (or the drawn one) on
     count: int = 1
+    #: the style template the request named (its prompt and defaults are already in the fields above), or None
+    style: str | None = None
 
     def to_payload(self) -> dict[str, Any]:
         """This request as plain JSON data (a job's payload)."""
@@ -391,7 +406,9 @@ class QueuedRequest(RequestValues):
         """The request `to_payload` wrote; `ValueError` for anything else (a payload of an older version)."""
         payload = {"count": 1, **payload}  # a payload from before `count` asks for one image
         try:
-            fields = {name: payload[name] for name in cls.__dataclass_fields__}
+            # Payloads queued before styles existed have no `style`.
+            fields = {name: payload[name] for name in cls.__dataclass_fields__ if name != "style"}
+            fields["style"] = payload.get("style")
             fields["task"], fields["decoder"] = Task(fields["task"]), Decoder(fields["decoder"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a queued request: {exc!r}") from None
@@ -455,6 +472,9 @@ class ImageDescription(BaseModel):
         description="What the server's policy added to the prompts (GET /policy shows it), by version, and why not.",
     )
     decoder: str = Field("full", description="The decoder that made the image: full or fast.")
+    style: str | None = Field(
+        None, description="The style template the request named (its frame is in `prompt`); null when none."
+    )
     runtime: dict[str, Any] | None = Field(
         None, description="How the engine ran it: dtype, channels_last, attention, threads, memory_savers, compile."
     )
@@ -563,6 +583,11 @@ class AssistResult(BaseModel):
 LOCAL_CLIENT = "local"
 
 
+def iso_time(timestamp: float | None) -> str | None:
+    """A Unix time as ISO 8601 in UTC, to the millisecond: how every surface shows a job's times."""
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
 class JobStatus(enum.StrEnum):
     """Where a job is in its life; the last three are terminal."""
 
@@ -651,7 +676,8 @@ LOCAL_CALLER = Caller()
 
 @dataclass(frozen=True)
 class JobEvent:
-    """Something that happened to a job: `state` (status change), `progress` (one step) or `preview`."""
+    """Something that happened to a job: `state` (status change), `queue` (its new place while it waits), `stage`
+    (what it does before its steps: loading its model), `progress` (one step) or `preview`."""
 
     type: str
     job_id: str
@@ -741,6 +767,20 @@ class StyleTemplate(BaseModel):
             negative_prompt=self.negative_prompt,
             width=width,
             height=height,
+        )
+
+    def frame(self, params: GenerationParams, *, max_side: int = MAX_SIZE) -> GenerationParams:
+        """`params` in this style: its prompt as the template's subject, and the template's negative prompt and
+        size (scaled to `max_side`) where `params` leaves them out. The size applies to text to image only: an
+        edit keeps its input image's size unless the request gives one."""
+        start = self.start(params.prompt, max_side=max_side)
+        sized = params.task is Task.TEXT2IMG
+        return replace(
+            params,
+            prompt=start.prompt,
+            negative_prompt=params.negative_prompt or start.negative_prompt,
+            width=start.width if params.width is None and sized else params.width,
+            height=start.height if params.height is None and sized else params.height,
         )
 
 

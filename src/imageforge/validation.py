@@ -192,7 +192,7 @@ class RequestValidator:
 
 def require_texts(params: GenerationParams) -> None:
     """Every text a request carries is checked before any of it is used, echoed in an error, or queued."""
-    for name in ("prompt", "negative_prompt", "model", "decoder"):
+    for name in ("prompt", "negative_prompt", "model", "style", "decoder"):
         require_text(getattr(params, name), field=name)
     for name, source in (("init_image", params.init_image), ("mask_image", params.mask_image)):
         if source is not None:

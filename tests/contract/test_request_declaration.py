@@ -148,7 +148,18 @@ def test_the_cli_generate_options_show_every_field_they_take_as_declared() -> No
         assert option.help == expected["description"], name
         bounds = (getattr(option, "min", None), getattr(option, "max", None))
         assert bounds == (expected.get("minimum"), expected.get("maximum")), name
-    assert taken == {"prompt", "model", "seed", "steps", "guidance", "width", "height", "count", *CLI_NAMES.values()}
+    assert taken == {
+        "prompt",
+        "model",
+        "style",
+        "seed",
+        "steps",
+        "guidance",
+        "width",
+        "height",
+        "count",
+        *CLI_NAMES.values(),
+    }
 
 
 def test_the_web_page_number_inputs_stay_within_the_declared_bounds() -> None:

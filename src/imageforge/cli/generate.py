@@ -51,10 +51,7 @@ def generate(
     fast: Annotated[
         bool, typer.Option("--fast", help="Decode with the tiny autoencoder: much faster on a CPU (decoder: fast).")
     ] = False,
-    style: Annotated[
-        str | None,
-        typer.Option(help="Start from this style template (imageforge templates); the prompt is its subject."),
-    ] = None,
+    style: Annotated[str | None, _declared("style")] = None,
     server: Annotated[
         str | None, typer.Option(help="Run the job on the imageforge server at this URL (http://HOST:PORT).")
     ] = None,
@@ -66,9 +63,9 @@ def generate(
 
     With --count N and -o FILE, the images are written to FILE-1, FILE-2, … (before its suffix).
 
-    With --style KEY the prompt is the template's body with PROMPT as its subject, at the template's size and
-    with its suggested negative prompt unless --width, --height or --negative say otherwise; the prompt used is
-    printed on stderr.
+    With --style KEY (imageforge templates) the prompt is the template's body with PROMPT as its subject, at the
+    template's size and with its suggested negative prompt unless --width, --height or --negative say otherwise;
+    the prompt drawn is printed on stderr.
 
     The job runs on the server given by --server, else on the one answering on HOST:PORT, else (or with
     --local) in this process.
@@ -88,22 +85,13 @@ def generate(
         assist_prompt=assist,
         decoder="fast" if fast else "full",
         count=count,
+        style=style,
     )
     settings = load_settings()
     if server is None and not local:
         server = running_server(settings)
         if server is not None:
             typer.echo(f"using the server at {server}", err=True)
-    if style is not None:
-        start = _style_start(style, prompt, settings, server)
-        prompt = start["prompt"]
-        options["width"] = start["width"] if width is None else width
-        options["height"] = start["height"] if height is None else height
-        options["negative_prompt"] = negative or start["negative_prompt"]
-        # A template is a starting point, never applied unseen: say what is sent.
-        typer.echo(f"style {style}, {options['width']}x{options['height']}: {prompt}", err=True)
-        if not negative and start["negative_prompt"]:
-            typer.echo(f"negative prompt (the style's): {start['negative_prompt']}", err=True)
     bar = _StepBar()
     try:
         if server is not None:
@@ -113,6 +101,11 @@ def generate(
             result = _generate_here(settings, prompt, options, bar)
     finally:
         bar.close()
+    if style is not None:
+        # The style changed what was drawn: say what.
+        typer.echo(f"style {style}, {result.width}x{result.height}: {result.prompt}", err=True)
+        if not negative and result.negative_prompt:
+            typer.echo(f"negative prompt (the style's): {result.negative_prompt}", err=True)
     paths = []
     for number, image in enumerate(result.images, start=1):
         path = Path(image.output_path)
@@ -159,17 +152,6 @@ class _StepBar:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-
-
-def _style_start(style: str, subject: str, settings: Settings, server: str | None) -> dict[str, Any]:
-    """The style template filled with `subject`, from the server that will run the job when there is one (its
-    templates file and MAX_RES are the ones that count), else from this process's settings."""
-    if server is not None:
-        with connect(server) as client:
-            return client.template(style, subject)
-    from imageforge.bootstrap import build_service
-
-    return build_service(settings).render_template(style, subject).model_dump()
 
 
 def _generate_here(settings: Settings, prompt: str, options: GenerationOptions, bar: _StepBar) -> ImageResult:

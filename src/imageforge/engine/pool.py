@@ -71,10 +71,11 @@ class ModelPool:
     # -- use ----------------------------------------------------------------------------------------
 
     @contextmanager
-    def use(self, spec: ModelSpec) -> Iterator[tuple[LoadedModel, float]]:
+    def use(self, spec: ModelSpec, *, on_load: Callable[[], None] | None = None) -> Iterator[tuple[LoadedModel, float]]:
         """The loaded model for `spec` and the seconds spent loading it now (0 when resident), held in use
-        until the block ends."""
-        model, load_s = self._acquire(spec)
+        until the block ends. `on_load` is called once first when the model is not resident: what follows is a
+        load (or a wait for another one), which may take minutes."""
+        model, load_s = self._acquire(spec, on_load)
         try:
             yield model, load_s
         except OutOfMemory:
@@ -92,11 +93,13 @@ class ModelPool:
         with self.use(spec) as (_model, load_s):
             return load_s
 
-    def _acquire(self, spec: ModelSpec) -> tuple[LoadedModel, float]:
+    def _acquire(self, spec: ModelSpec, on_load: Callable[[], None] | None) -> tuple[LoadedModel, float]:
         # A resident model is handed out without waiting for another model's load to finish.
         resident = self._take_resident(spec.key)
         if resident is not None:
             return resident, 0.0
+        if on_load is not None:
+            on_load()
         with self._load_lock:
             resident = self._take_resident(spec.key)
             if resident is not None:

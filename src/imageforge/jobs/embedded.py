@@ -66,6 +66,10 @@ class _Live:
     deadline: float | None = None
     previews_wanted: bool = False
     followers: list[_Waker] = field(default_factory=list)
+    #: when the job reported its last step (monotonic seconds), to time the next one
+    last_step_at: float | None = None
+    #: what the job reported doing (`stage` event data) until its next step: a late follower's first event says it
+    stage: dict[str, Any] | None = None
 
     def follows_by(self, client: str) -> int:
         return sum(1 for follower in self.followers if follower.client == client)
@@ -111,6 +115,10 @@ class EmbeddedJobQueue:
         self._closing = False
         self._threads: list[threading.Thread] = []
         self._recent_run_s: deque[float] = deque(maxlen=8)
+        #: how long recent steps took, from one step's report to the next, for `eta`
+        self._recent_step_s: deque[float] = deque(maxlen=32)
+        #: the job the worker runs now
+        self._running: _Live | None = None
         self._admission = Admission(
             max_queued=limits.max_queued,
             client_share=limits.client_share,
@@ -143,8 +151,8 @@ class EmbeddedJobQueue:
         for job in self._store.in_status(JobStatus.RUNNING):
             self._finish(_Live(job), JobStatus.FAILED, error=_interrupted_error())
         with self._changed:
-            for job in self._store.in_status(JobStatus.QUEUED):
-                self._live[job.id] = _Live(job, events=[_state_event(job, 0)])
+            for ahead, job in enumerate(self._store.in_status(JobStatus.QUEUED)):
+                self._live[job.id] = _Live(job, events=[_state_event(job, 0, ahead=ahead)])
                 self._pending.append(job.id)
                 if job.dedupe_key:
                     self._inflight_by_dedupe[job.dedupe_key] = job.id
@@ -231,7 +239,8 @@ class EmbeddedJobQueue:
             )
             self._save(job)
             self._admission.accepted(client, job.created_at)
-            self._live[job.id] = _Live(job, events=[_state_event(job, 0)])
+            ahead = len(self._pending) + int(self._running is not None)
+            self._live[job.id] = _Live(job, events=[_state_event(job, 0, ahead=ahead)])
             self._pending.append(job.id)
             if dedupe_key is not None:
                 self._inflight_by_dedupe[dedupe_key] = job.id
@@ -266,6 +275,31 @@ class EmbeddedJobQueue:
                 return 0
             return self._pending.index(job_id) + 1
 
+    def eta(self, job_id: str) -> float | None:
+        """About how many seconds until the job ends, from recent step and run times; None once it has ended, and
+        while there is nothing to go by (no job has run yet, or the running one has not reported a step).
+
+        A running job: its steps left at the recent time per step. A queued one: what is left of the running job,
+        then a recent job's run time for each job ahead of it and for itself.
+        """
+        with self._changed:
+            live = self._live.get(job_id)
+            if live is None or live.job.status.is_terminal:
+                return None
+            step_s = _mean(self._recent_step_s)
+            running = self._running
+            left = None
+            if running is not None and running.job.total and step_s is not None:
+                left = (running.job.total - running.job.step) * step_s
+            if live.job.status is JobStatus.RUNNING:
+                return None if left is None else round(left, 1)
+            run_s = _mean(self._recent_run_s)
+            if run_s is None:
+                return None
+            if running is not None and left is None:
+                left = run_s
+            return round((left or 0.0) + (self._pending.index(job_id) + 1) * run_s, 1)
+
     def cancel(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
         """Cancel a queued job at once, a running one at its next step; a finished job is `JobFinished`."""
         with self._changed:
@@ -274,6 +308,7 @@ class EmbeddedJobQueue:
             if live is not None and live.job.status is JobStatus.QUEUED:
                 self._pending.remove(job_id)
                 self._finish(live, JobStatus.CANCELLED, error=_cancelled_error())
+                self._publish_places()
                 return _copy(live.job)
             if live is not None and live.job.status is JobStatus.RUNNING:
                 live.cancel_requested = True
@@ -355,7 +390,7 @@ class EmbeddedJobQueue:
                     self._admission.check_share(client)
                 live.followers.append(waker)
                 live.previews_wanted |= previews
-                current = _state_event(live.job, len(live.events) - 1)
+                current = _state_event(live.job, len(live.events) - 1, ahead=self._ahead(job_id), stage=live.stage)
         if live is None:
             job = self.get(job_id, caller=caller)  # JobNotFound, JobExpired
             if after < 0:
@@ -412,7 +447,9 @@ class EmbeddedJobQueue:
                     # Not run: a result the store could not record would be lost at the next restart.
                     self._finish(live, JobStatus.FAILED, error=_failure(exc))
                     continue
+                self._running = live
                 self._publish(live, "state", _state_data(job))
+                self._publish_places()
             self._run(live)
 
     def _run(self, live: _Live) -> None:
@@ -475,6 +512,8 @@ class EmbeddedJobQueue:
                 self._unsaved[job.id] = job
         if job.dedupe_key and self._inflight_by_dedupe.get(job.dedupe_key) == job.id:
             del self._inflight_by_dedupe[job.dedupe_key]
+        if self._running is live:
+            self._running = None
         if job.id in self._live:
             self._publish(live, "state", _state_data(job))
 
@@ -515,6 +554,19 @@ class EmbeddedJobQueue:
         self._changed.notify_all()
         for follower in live.followers:
             follower.wake()
+
+    def _ahead(self, job_id: str) -> int | None:
+        """How many jobs start before the queued job `job_id`: those before it in the queue, and the running one;
+        None for a job not waiting (caller holds the lock)."""
+        if job_id not in self._pending:
+            return None
+        return self._pending.index(job_id) + int(self._running is not None)
+
+    def _publish_places(self) -> None:
+        """Tell each waiting job where it is now, as a `queue` event (caller holds the lock): the queue moved."""
+        running = int(self._running is not None)
+        for position, job_id in enumerate(self._pending, start=1):
+            self._publish(self._live[job_id], "queue", {"position": position, "ahead": position - 1 + running})
 
     def _timeout_error(self) -> dict[str, str]:
         return _error(
@@ -612,9 +664,19 @@ class _Context:
         self.job_id = live.job.id
 
     def progress(self, step: int, total: int) -> None:
+        now = time.monotonic()
         with self._queue._changed:
-            self._live.job.step, self._live.job.total = step, total
-            self._queue._publish(self._live, "progress", {"step": step, "total": total})
+            live = self._live
+            if live.last_step_at is not None and step > live.job.step:
+                self._queue._recent_step_s.append((now - live.last_step_at) / (step - live.job.step))
+            live.last_step_at, live.stage = now, None
+            live.job.step, live.job.total = step, total
+            self._queue._publish(live, "progress", {"step": step, "total": total})
+
+    def stage(self, stage: str, details: dict[str, Any]) -> None:
+        with self._queue._changed:
+            self._live.stage = {"stage": stage, **details}
+            self._queue._publish(self._live, "stage", self._live.stage)
 
     def wants_preview(self) -> bool:
         return self._live.previews_wanted
@@ -664,5 +726,12 @@ def _state_data(job: Job) -> dict[str, Any]:
     return {"status": job.status.value, "step": job.step, "total": job.total, "error": job.error}
 
 
-def _state_event(job: Job, index: int) -> JobEvent:
-    return JobEvent(type="state", job_id=job.id, data=_state_data(job), index=index)
+def _state_event(job: Job, index: int, *, ahead: int | None = None, stage: dict[str, Any] | None = None) -> JobEvent:
+    """The job's state as an event; a waiting job's says how many jobs start before it (`ahead`), a running job's
+    what it reported doing before its next step (`stage`)."""
+    extra = {name: value for name, value in (("ahead", ahead), ("stage", stage)) if value is not None}
+    return JobEvent(type="state", job_id=job.id, data={**_state_data(job), **extra}, index=index)
+
+
+def _mean(values: deque[float]) -> float | None:
+    return sum(values) / len(values) if values else None

@@ -1,7 +1,11 @@
 """The job queue's interface: what the service registers and calls, whichever queue runs the jobs.
 
 The queue runs job functions that the service registers by kind and knows nothing else about them: a payload goes
-in, a result comes out, both plain JSON-serialisable data. `EmbeddedJobQueue` (jobs/embedded.py) runs them in this
+in, a result comes out, both plain JSON-serialisable data. A job's events say what happens to it: `state` (a
+status change; a waiting job's says how many jobs start before it, `ahead`, and the first event a follower gets
+of a running job says what it is doing before its next step, `stage`), `queue` (a waiting job's new place
+when the queue moves), `stage` (what the job function reports doing before its steps, such as loading its model),
+`progress` (one step) and `preview`. `EmbeddedJobQueue` (jobs/embedded.py) runs them in this
 process over a SQLite store; a distributed queue (API nodes enqueue, GPU workers consume) implements the same
 `JobQueue` protocol.
 """
@@ -32,6 +36,11 @@ class JobContext(Protocol):
 
     def preview(self, data: dict[str, Any]) -> None:
         """Publish a live preview (kept in memory with the events, never stored)."""
+        ...
+
+    def stage(self, stage: str, details: dict[str, Any]) -> None:
+        """Publish what the job is doing before or between its steps (`loading`, with the model), as a `stage`
+        event: a wait its steps do not show."""
         ...
 
     def timing(self, name: str, ms: float) -> None:
@@ -75,6 +84,8 @@ class JobQueue(Protocol):
     ) -> list[Job]: ...
 
     def position(self, job_id: str) -> int | None: ...
+
+    def eta(self, job_id: str) -> float | None: ...
 
     def cancel(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job: ...
 

@@ -1,7 +1,8 @@
 """Style templates: named starting points for a prompt (a body with a `{subject}` placeholder and a size).
 
-A template is never applied on its own: a caller asks for one, gets the filled-in prompt and size back, and
-sends (or edits) them as an ordinary request. Users add their own, or replace a built-in, in a TOML file::
+A template is applied only when a caller names it: either as a request's `style` (the service frames the prompt
+and fills in the size and negative prompt the request leaves out), or by asking for the filled-in prompt and size
+to send (or edit) as an ordinary request. Users add their own, or replace a built-in, in a TOML file::
 
     [templates.blueprint]
     title = "Blueprint"
@@ -117,7 +118,8 @@ class TemplateCatalog:
         except KeyError:
             raise TemplateNotFound(
                 f"Unknown style template '{key}'.",
-                hint=f"Use one of: {', '.join(self._templates)} (see GET /templates or `imageforge templates`).",
+                hint=f"Use one of: {', '.join(self._templates)} (see list_styles over MCP, GET /templates over HTTP "
+                "or `imageforge templates`).",
             ) from None
 
 

@@ -125,11 +125,16 @@ class ImageService:
     ) -> Job:
         """Validate a request and queue it as `caller`'s job; bad input is refused here, before anything is queued.
 
+        A request that names a `style` is framed by that template first (`StyleTemplate.frame`); an unknown key
+        is `TemplateNotFound`.
+
         The caller's name (an API key's name, a peer address, or `local`) is what per-client limits count by;
         an isolated caller's idempotency key finds only its own jobs. While a folder or the job database cannot be
         written, the job is refused with that error (`StorageFull`, `StorageUnavailable`): it would only fail.
         """
         require_texts(params)
+        if params.style is not None:
+            params = self._templates.get(params.style).frame(params, max_side=self.limits.max_res)
         spec = self.catalog.require(params.model or self.default_model)
         request = self._validator.validate(params, spec)
         fault = self.storage_fault()
@@ -146,6 +151,7 @@ class ImageService:
                 assist_prompt=params.assist_prompt,
                 use_cache=params.use_cache,
                 count=params.count,
+                style=params.style,
             ).to_payload()
             # Seeded requests with the same parameters make the same pixels: in flight together, they run once.
             dedupe_key = cache_key(payload) if params.seed is not None else None
@@ -209,6 +215,11 @@ class ImageService:
 
     def queue_position(self, job_id: str) -> int | None:
         return self._queue.position(job_id)
+
+    def job_eta(self, job_id: str) -> float | None:
+        """About how many seconds until the job ends, from recent step and run times; None once it has ended or
+        while nothing has run yet to go by."""
+        return self._queue.eta(job_id)
 
     def cancel_job(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
         """Cancel a job the caller may see; `JobNotFound` for any other."""

@@ -112,7 +112,7 @@ class ImageJob:
         if run.context.should_stop():
             raise Cancelled("The job was stopped before its next image.")
         queued = run.queued
-        record = self._record(request, spec, assist)
+        record = self._record(request, spec, assist, queued.style)
         key = (
             cache_key(self._cache_parameters(request, spec, queued))
             if queued.use_cache and queued.seed is not None
@@ -129,7 +129,7 @@ class ImageJob:
             )
         request = replace(request, init_image=run.inputs[0], mask_image=run.inputs[1])
         started = time.perf_counter()
-        with self.pool.use(spec) as (model, load_s):
+        with self.pool.use(spec, on_load=lambda: run.context.stage("loading", {"model": spec.key})) as (model, load_s):
             run.load_s += load_s
             run.context.timing("load_ms", run.load_s * 1000)
             applied = self._apply_policy(model, spec, request)
@@ -206,7 +206,9 @@ class ImageJob:
             "policy": self.policy.version,
         }
 
-    def _record(self, request: GenerationRequest, spec: ModelSpec, assist: AssistResult | None) -> dict[str, Any]:
+    def _record(
+        self, request: GenerationRequest, spec: ModelSpec, assist: AssistResult | None, style: str | None
+    ) -> dict[str, Any]:
         record: dict[str, Any] = {
             **request.values(),
             "model": spec.key,
@@ -217,6 +219,7 @@ class ImageJob:
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "imageforge_version": __version__,
             "engine": self.backend.fingerprint(),
+            "style": style,
         }
         if assist is not None:
             record["assist"] = {"source": assist.source, "reason": assist.reason, "tags": assist.tags}

@@ -43,3 +43,31 @@ def test_a_silent_job_gets_keep_alives_and_its_stream_still_carries_every_event_
     assert (data[0]["status"], data[0]["step"]) == ("running", 1), "the first event is the state so far"
     assert data[1]["step"] == 2
     assert data[2]["status"] == "succeeded"
+
+
+def test_a_waiting_jobs_stream_says_how_many_jobs_start_before_it(settings: Settings) -> None:
+    backend = GatedBackend(DiffusersBackend(device="cpu", models_path=settings.models_path))
+    small = {"steps": 1, "width": 64, "height": 64}
+    with serving_app(create_app(build_service(settings, backend=backend))) as url:
+        try:
+            httpx.post(f"{url}/jobs", json={"prompt": "first", **small})
+            backend.wait_for_step()
+            httpx.post(f"{url}/jobs", json={"prompt": "second", **small})
+            third = httpx.post(f"{url}/jobs", json={"prompt": "third", **small}).json()
+            lines = []
+            with httpx.stream("GET", third["links"]["events"], timeout=WAIT_S) as response:
+                for line in response.iter_lines():
+                    lines.append(line)
+                    if line.startswith("data: ") and len(lines) == 3:
+                        backend.release(1)  # the first ends, the second starts
+                    if line.startswith("event: queue"):
+                        backend.release(1000)
+        finally:
+            backend.release(1000)
+
+    kinds = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
+    data = [json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")]
+    assert kinds[:3] == ["state", "queue", "state"]
+    assert (data[0]["status"], data[0]["ahead"]) == ("queued", 2), "the first (running) and the second"
+    assert data[1] == {"job_id": third["job_id"], "position": 1, "ahead": 1}, "the second is running"
+    assert data[2]["status"] == "running"

@@ -163,3 +163,25 @@ def test_a_job_queued_by_an_older_version_with_its_image_inside_fails_with_inval
     assert ended.error is not None
     assert ended.error["code"] == "invalid_request"
     assert "older version" in ended.error["message"]
+
+
+def test_a_job_queued_before_requests_named_a_style_still_runs(settings: Settings) -> None:
+    before_styles = {
+        "task": "text2img", "prompt": "p", "negative_prompt": "", "model": "tiny", "steps": 1, "guidance": 0.0,
+        "width": 64, "height": 64, "strength": 0.6, "decoder": "full", "seed": 3, "init_image": None,
+        "mask_image": None, "assist_prompt": False, "use_cache": True,
+    }  # fmt: skip
+    store = JobStore(settings.jobs_path)
+    store.save(Job(id="before-styles", kind="image", payload=before_styles, created_at=1.0))
+    store.close()
+
+    service = build_service(settings)
+    service.start()
+    try:
+        ended = service.wait_job("before-styles", timeout=WAIT_S)
+    finally:
+        service.close()
+
+    assert ended.status is JobStatus.SUCCEEDED, ended.error
+    assert ended.result is not None
+    assert (ended.result["seed"], ended.result["style"]) == (3, None)

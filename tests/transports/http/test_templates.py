@@ -94,3 +94,29 @@ def test_a_size_over_max_res_is_scaled_to_fit_it(settings: Settings) -> None:
 
     assert (start["width"], start["height"]) == (512, 384)
     assert (listed["width"], listed["height"]) == (1024, 768), "the list shows the template as written"
+
+
+def test_generate_with_a_style_draws_the_templates_prompt_at_its_size(settings: Settings) -> None:
+    app = create_app(build_service(settings.model_copy(update={"max_res": 128})))
+    with TestClient(app, base_url=LOCAL_URL) as client:
+        response = client.post(
+            "/generate", json={"prompt": "a paper plane", "style": "icon", "steps": 1, "return_mode": "path"}
+        )
+
+    assert response.status_code == 200, response.text
+    drawn = response.json()
+    assert drawn["prompt"].startswith("a flat vector clipart icon of a paper plane, ")
+    assert drawn["negative_prompt"].startswith("photorealistic")
+    assert (drawn["width"], drawn["height"], drawn["style"]) == (128, 128, "icon")
+
+
+def test_a_job_with_an_unknown_style_is_404_template_not_found_naming_the_keys(client: TestClient) -> None:
+    generated = client.post("/generate", json={"prompt": "a fox", "style": "watercolour"})
+    queued = client.post("/jobs", json={"prompt": "a fox", "style": "watercolour"})
+
+    for response in (generated, queued):
+        assert response.status_code == 404
+        error = response.json()["error"]
+        assert error["code"] == "template_not_found"
+        assert "Use one of: whiteboard, icon" in error["hint"]
+    assert client.get("/jobs").json()["jobs"] == []

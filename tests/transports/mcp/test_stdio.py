@@ -18,7 +18,7 @@ import pytest
 from mcp.client.client import Client
 from mcp.client.session import IncomingMessage
 from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp_types import CallToolResult, ImageContent, TextContent
+from mcp_types import BlobResourceContents, CallToolResult, ImageContent, ResourceLink, TextContent
 from PIL import Image
 
 from imageforge import __version__
@@ -34,6 +34,8 @@ TOOLS = {
     "inpaint_image",
     "assist_prompt",
     "list_models",
+    "list_styles",
+    "list_images",
     "submit_async_job",
     "get_job_status",
     "get_job_result",
@@ -114,7 +116,7 @@ async def test_the_initialize_handshake_names_the_server_and_gives_instructions(
     assert "output_path" in instructions
 
 
-async def test_the_nine_tools_are_listed_with_descriptions_and_image_output_schemas(stdio: StdioServer) -> None:
+async def test_the_tools_are_listed_with_descriptions_and_image_output_schemas(stdio: StdioServer) -> None:
     async with stdio.connect() as mcp:
         tools = {tool.name: tool for tool in (await mcp.list_tools()).tools}
 
@@ -127,28 +129,37 @@ async def test_the_nine_tools_are_listed_with_descriptions_and_image_output_sche
         assert {"output_path", "seed", "model"} <= set(schema["properties"])
 
 
-async def test_generate_image_reports_each_step_as_progress_and_returns_preview_and_metadata(
+async def test_generate_image_reports_progress_and_returns_preview_metadata_and_a_link_to_the_images_resource(
     stdio: StdioServer,
 ) -> None:
-    reported: list[tuple[float, float | None]] = []
+    reported: list[tuple[float, float | None, str | None]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        reported.append((progress, total))
+        reported.append((progress, total, message))
 
     async with stdio.connect() as mcp:
         arguments = {"prompt": "a fox", "seed": 3, "width": 64, "height": 64, "steps": 3}
         result = await mcp.call_tool("generate_image", arguments, progress_callback=on_progress)
+        assert result.structured_content is not None
+        read = await mcp.read_resource(result.structured_content["uri"])
 
     assert not result.is_error, result.content
-    assert reported == [(1, 3), (2, 3), (3, 3)]
+    # A new server process loads the model first, and says so (again every 10 s while it lasts: "… (10 s)").
+    said = [report for report in reported if not (report[2] or "").endswith(" s)")]
+    assert said == [(0.5, None, "loading tiny"), (1, 3, "step 1/3"), (2, 3, "step 2/3"), (3, 3, "step 3/3")]
     metadata = result.structured_content
     assert metadata is not None
     assert (metadata["model"], metadata["seed"], metadata["width"]) == ("tiny", 3, 64)
     assert json.loads(_text(result, index=1)) == metadata
     assert Path(metadata["output_path"]).is_file()
-    assert metadata["url"] is None, "no HTTP origin over stdio, so no link"
+    assert metadata["url"] is None, "no HTTP origin over stdio"
     [preview] = [block for block in result.content if isinstance(block, ImageContent)]
     assert Image.open(io.BytesIO(base64.b64decode(preview.data))).size == (64, 64)
+    [link] = [block for block in result.content if isinstance(block, ResourceLink)]
+    assert link.uri == metadata["uri"] == f"imageforge://images/{Path(metadata['output_path']).name}"
+    [contents] = read.contents
+    assert isinstance(contents, BlobResourceContents)
+    assert base64.b64decode(contents.blob) == Path(metadata["output_path"]).read_bytes()
 
 
 async def test_a_bad_request_is_a_tool_error_with_the_http_apis_code(stdio: StdioServer) -> None:
@@ -181,7 +192,8 @@ async def test_a_client_that_goes_mid_generation_leaves_the_job_cancelled_and_th
     first_step = anyio.Event()
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        first_step.set()
+        if (message or "").startswith("step"):
+            first_step.set()
 
     arguments = {"prompt": "a fox", "width": 256, "height": 256, "steps": LONG_STEPS}
     async with stdio.connect(env={"IMAGEFORGE_MAX_STEPS": str(LONG_STEPS)}) as mcp, anyio.create_task_group() as calls:

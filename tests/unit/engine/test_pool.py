@@ -250,3 +250,16 @@ def test_close_unloads_every_resident_model() -> None:
 
     assert pool.resident() == []
     assert all(model.closed for model in backend.loaded)
+
+
+def test_on_load_is_called_before_a_load_and_not_for_a_resident_model() -> None:
+    backend = RecordingBackend()
+    pool = ModelPool(backend)
+    told: list[int] = []
+
+    with pool.use(_spec("a"), on_load=lambda: told.append(len(backend.loaded))):
+        pass
+    with pool.use(_spec("a"), on_load=lambda: told.append(len(backend.loaded))):
+        pass
+
+    assert told == [0], "once, before the model was loaded"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -476,3 +476,53 @@ def test_a_second_queue_on_the_same_database_is_refused_until_the_first_closes(t
     first.close()
     second.start()
     second.close()
+
+
+def test_a_waiting_job_hears_how_many_start_before_it_each_time_the_queue_moves(
+    queue: EmbeddedJobQueue, steps: Steps
+) -> None:
+    running = queue.submit("steps", {"name": "running"})
+    assert steps.started.wait(WAIT)
+    second = queue.submit("steps", {"name": "second"})
+    third = queue.submit("steps", {"name": "third"})
+
+    queue.cancel(second.id)
+    steps.gate.release(3)
+    queue.wait(third.id, WAIT)
+
+    seen = [(event.type, event.data) for event in queue.events(third.id, after=-1, timeout=0)][:3]
+    assert seen[0][1]["ahead"] == 2, "the running job and the second"
+    assert seen[1] == ("queue", {"position": 1, "ahead": 1}), "the second was cancelled"
+    assert (seen[2][0], seen[2][1]["status"]) == ("state", "running"), "the running one ended: its turn"
+    assert "ahead" not in queue.events(running.id, after=-1, timeout=0)[-1].data
+
+
+def test_eta_is_unknown_until_a_step_and_a_job_were_timed_and_none_once_ended(
+    queue: EmbeddedJobQueue, steps: Steps
+) -> None:
+    first = queue.submit("steps", {"name": "first", "steps": 3})
+    assert steps.started.wait(WAIT)
+    waiting = queue.submit("steps", {"name": "waiting", "steps": 3})
+    unknown = (queue.eta(first.id), queue.eta(waiting.id))
+
+    steps.gate.release(2)
+    _wait_until(queue, first.id, lambda job: job.step == 2)
+    timed_step = (queue.eta(first.id), queue.eta(waiting.id))
+    steps.gate.release(4)
+    queue.wait(waiting.id, WAIT)
+
+    assert unknown == (None, None), "nothing has been timed yet"
+    running_eta, queued_eta = timed_step
+    assert running_eta is not None
+    assert running_eta >= 0, "one step left at the time the second step took"
+    assert queued_eta is None, "no job has finished yet to time a whole run"
+    assert queue.eta(first.id) is None, "ended"
+
+
+def _wait_until(queue: EmbeddedJobQueue, job_id: str, reached: Callable[[Job], bool]) -> None:
+    """Follow the job's events until `reached` holds for the job."""
+    after = -1
+    while not reached(queue.get(job_id)):
+        events = queue.events(job_id, after=after, timeout=WAIT)
+        assert events, "the job did not move"
+        after = events[-1].index

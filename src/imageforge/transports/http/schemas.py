@@ -154,7 +154,12 @@ class JobResponse(BaseModel):
     created_at: str
     started_at: str | None
     finished_at: str | None
-    expires_at: str | None = Field(None, description="After this the result answers 410 expired.")
+    expires_at: str | None = Field(None, description="After this the result answers 410 expired (ISO 8601, UTC).")
+    eta_s: float | None = Field(
+        None,
+        description="About how many seconds until the job ends, from recent step and run times; null once ended "
+        "or when nothing has run yet to go by.",
+    )
     timings: dict[str, float] = Field(..., description="queue_ms, load_ms, run_ms.")
     result: ImageResponse | None = None
     error: ErrorDetail | None = None

@@ -30,7 +30,18 @@ MaskInput = Annotated[
 JobId = Annotated[str, Field(description="The job_id submit_async_job returned.")]
 
 #: The declared request fields every image tool takes; the tools name `assist_prompt` `assist`.
-IMAGE_FIELDS = ("prompt", "model", "steps", "guidance", "seed", "negative_prompt", "assist_prompt", "decoder", "count")
+IMAGE_FIELDS = (
+    "prompt",
+    "model",
+    "style",
+    "steps",
+    "guidance",
+    "seed",
+    "negative_prompt",
+    "assist_prompt",
+    "decoder",
+    "count",
+)
 _TOOL_NAMES = {"assist_prompt": "assist"}
 _Tool = TypeVar("_Tool", bound=Callable[..., Any])
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from mcp_types import CallToolResult, ContentBlock, TextContent
 from pydantic import BaseModel, Field
 
-from imageforge.domain import ImageDescription, ImageResult, ResultImage
+from imageforge.domain import ImageDescription, ImageResult, ResultImage, StyleTemplate
 from imageforge.errors import ImageforgeError
 from imageforge.transports.mcp.content import PREVIEW_BUDGET_BYTES, image_link, metadata_content, preview_content
 
@@ -33,6 +33,9 @@ class McpOptions:
     preview_px: int = 512
     #: what follows an image link to open it without an API key ("?exp=…&sig=…", "" when none is needed)
     image_query: Callable[[str], str] = lambda name: ""
+    #: how often a drawing tool repeats its last progress notification while its job shows nothing new (a queue
+    #: wait, a model download), so that a client that resets its timeout on progress keeps waiting
+    progress_every_s: float = 10.0
 
 
 class OutputImage(ResultImage):
@@ -40,6 +43,7 @@ class OutputImage(ResultImage):
     and its link over HTTP."""
 
     url: str | None = Field(None, description="The full image over HTTP, when the server is reached over HTTP.")
+    uri: str = Field(description="The full image as an MCP resource (imageforge://images/<name>).")
     remote_output_path: str | None = Field(None, description="Through the remote proxy: the server's own path.")
 
 
@@ -54,6 +58,10 @@ class ImageOutput(ImageDescription):
     )
     remote_output_path: str | None = Field(None, description="Through the remote proxy: the server's own path.")
     url: str | None = Field(None, description="The full image over HTTP, when the server is reached over HTTP.")
+    uri: str = Field(
+        description="The full image as an MCP resource of the server that made it (imageforge://images/<name>): "
+        "resources/read answers the PNG."
+    )
     images: list[OutputImage] = Field(
         description="Every image, with consecutive seeds; the first is the one described above."
     )
@@ -67,26 +75,56 @@ class JobOutput(BaseModel):
     queue_position: int | None = Field(None, description="1 = next to run; 0 = running; null once ended.")
     step: int
     total: int
+    eta_s: float | None = Field(
+        None,
+        description="About how many seconds until the job ends, from recent step and run times; null once ended "
+        "or when nothing has run yet to go by.",
+    )
     error: dict[str, str] | None = None
-    expires_at: float | None = Field(None, description="Unix time after which the result is gone.")
+    expires_at: str | None = Field(
+        None, description="When the result is gone (ISO 8601, UTC), as GET /jobs/{id} says it; null until it ends."
+    )
+    message: str | None = Field(
+        None, description="What the call did, when the status does not say it (cancel_job on a running job)."
+    )
     next: str = Field(description="What to do next.")
+
+
+class StyleListOutput(BaseModel):
+    """What list_styles answers: the style templates the drawing tools' `style` argument takes."""
+
+    styles: list[StyleTemplate] = Field(
+        description="Each style: its key (the `style` argument), title, what it is for, its prompt frame, size "
+        "and suggested negative prompt."
+    )
+
+
+#: The MCP resource of a result image, by its file name.
+IMAGE_URI_TEMPLATE = "imageforge://images/{name}"
+
+
+def image_uri(name: str) -> str:
+    """The MCP resource of the result image called `name`."""
+    return IMAGE_URI_TEMPLATE.format(name=name)
+
+
+def image_url(name: str, base_url: str | None, options: McpOptions) -> str | None:
+    """The result image called `name` on the HTTP API, when the client came over HTTP (`base_url`)."""
+    return f"{base_url}/images/{name}{options.image_query(name)}" if base_url else None
 
 
 def image_result(job_id: str, result: ImageResult, base_url: str | None, options: McpOptions) -> CallToolResult:
     """A job's images as a tool result: an inline preview of each (together within the preview budget), the
-    metadata and, when the client came over HTTP (`base_url`), a link to each full image."""
-
-    def url(image: ImageResult) -> str | None:
-        name = Path(image.output_path).name
-        return f"{base_url}/images/{name}{options.image_query(name)}" if base_url else None
-
+    metadata, and a link to each full image: on the HTTP API when the client came over HTTP (`base_url`), else the
+    MCP resource."""
     images = [
         OutputImage(
             seed=image.seed,
             output_path=image.output_path,
             cached=image.cached,
             elapsed_s=image.elapsed_s,
-            url=url(image),
+            url=image_url(Path(image.output_path).name, base_url, options),
+            uri=image_uri(Path(image.output_path).name),
         )
         for image in result.images
     ]
@@ -95,6 +133,7 @@ def image_result(job_id: str, result: ImageResult, base_url: str | None, options
         job_id=job_id,
         output_path=images[0].output_path,
         url=images[0].url,
+        uri=images[0].uri,
         images=images,
     )
     structured = output.model_dump(mode="json")
@@ -102,8 +141,7 @@ def image_result(job_id: str, result: ImageResult, base_url: str | None, options
     previews = [preview_content(image.png, options.preview_px, budget) for image in result.images]
     content: list[ContentBlock] = [*previews, metadata_content(structured)]
     for image, listed in zip(result.images, images, strict=True):
-        if listed.url is not None:
-            content.append(image_link(listed.url, Path(image.output_path).name, len(image.png)))
+        content.append(image_link(listed.url or listed.uri, Path(image.output_path).name, len(image.png)))
     return CallToolResult(content=content, structured_content=structured)
 
 

@@ -5,8 +5,9 @@ with `isError` and the same `{"error": {"code", "message", "hint"}}` body the HT
 run as jobs: progress goes out as MCP progress notifications, and a client that cancels the request cancels
 the job.
 
-The parts: `tools/` (a module per group of tools), `templates` (the style templates as resources and prompts),
-`arguments` (the tools' arguments, from the request's declaration), `results` (what the tools answer).
+The parts: `tools/` (a module per group of tools, and the resource of earlier images), `templates` (the style
+templates as resources and prompts), `arguments` (the tools' arguments, from the request's declaration),
+`results` (what the tools answer).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from imageforge.transports.mcp.arguments import invalid_arguments, sealed_schema
 from imageforge.transports.mcp.results import ImageOutput, JobOutput, McpOptions, error_result
 from imageforge.transports.mcp.templates import register_templates
 from imageforge.transports.mcp.tools.catalog import register_catalog_tools
+from imageforge.transports.mcp.tools.history import register_history
 from imageforge.transports.mcp.tools.images import register_image_tools
 from imageforge.transports.mcp.tools.jobs import register_job_tools
 from imageforge.transports.mcp.tools.toolkit import Toolkit
@@ -37,8 +39,9 @@ Use generate_image for a picture from words, edit_image to change an existing im
 masked region. Results come back as a small inline preview plus metadata with the saved file path; some
 clients hide the preview, so always tell the user the output_path (and the url when there is one). For slow
 models or big sizes use submit_async_job and poll get_job_status every 5 seconds. For a common look (whiteboard
-diagram, icon, photo, sketch, poster, ...) the prompts style_<key> and resources imageforge://templates/<key>
-give a starting prompt and size to edit."""
+diagram, icon or logo, photo, sketch, poster, ...) pass a `style` key (list_styles lists them) with only the
+subject as the prompt; the prompts style_<key> give the same as a starting prompt and size to edit.
+list_images finds earlier results; resources/read on an image's uri (imageforge://images/<name>) answers its PNG."""
 
 _DEFAULT_OPTIONS = McpOptions()
 
@@ -54,6 +57,7 @@ def build_mcp_server(service: ImageService, options: McpOptions = _DEFAULT_OPTIO
     register_image_tools(mcp, kit)
     register_catalog_tools(mcp, kit)
     register_job_tools(mcp, kit)
+    register_history(mcp, kit)
     register_templates(mcp, service)
     return mcp
 

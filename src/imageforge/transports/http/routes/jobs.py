@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from imageforge.domain import Job, JobEvent, JobStatus, result_images
+from imageforge.domain import Job, JobEvent, JobStatus, iso_time, result_images
 from imageforge.errors import ImageforgeError
+from imageforge.service import ImageService
 from imageforge.transports.http.audit import note_audit
 from imageforge.transports.http.deps import RequestCaller, Service, image_url
 from imageforge.transports.http.schemas import (
@@ -50,7 +50,7 @@ def submit_job(
     note_audit(request, prompt=body.prompt)
     job = service.submit(body.to_job_params(), caller=caller, idempotency_key=idempotency_key)
     note_audit(request, job_id=job.id)
-    view = job_view(job, service.queue_position(job.id), request)
+    view = job_view(job, service, request)
     response.headers["Location"] = view.links.self
     return view
 
@@ -64,12 +64,12 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobListResponse:
     jobs = service.list_jobs(status or (), limit=limit, caller=caller)
-    return JobListResponse(jobs=[job_view(job, service.queue_position(job.id), request) for job in jobs])
+    return JobListResponse(jobs=[job_view(job, service, request) for job in jobs])
 
 
 @router.get("/jobs/{job_id}", summary="A job's status, queue position, progress, timings and result")
 def get_job(job_id: str, service: Service, caller: RequestCaller, request: Request) -> JobResponse:
-    return job_view(service.get_job(job_id, caller=caller), service.queue_position(job_id), request)
+    return job_view(service.get_job(job_id, caller=caller), service, request)
 
 
 @router.delete(
@@ -83,7 +83,7 @@ def cancel_job(
     job = service.cancel_job(job_id, caller=caller)
     if not job.status.is_terminal:
         response.status_code = 202
-    return job_view(job, service.queue_position(job_id), request)
+    return job_view(job, service, request)
 
 
 @router.get(
@@ -138,8 +138,9 @@ async def _with_keepalives(events: AsyncGenerator[JobEvent, None], every_s: floa
             await events.aclose()
 
 
-def job_view(job: Job, position: int | None, request: Request) -> JobResponse:
-    """The wire form of a job, with absolute links a client (or an agent) can follow."""
+def job_view(job: Job, service: ImageService, request: Request) -> JobResponse:
+    """The wire form of a job, with its place in the queue, its estimated time left and absolute links a client
+    (or an agent) can follow."""
     image = None
     result = None
     if job.result is not None:
@@ -156,21 +157,18 @@ def job_view(job: Job, position: int | None, request: Request) -> JobResponse:
         status=job.status.value,
         task=job.payload.get("task"),
         model=job.payload.get("model"),
-        queue_position=position,
+        queue_position=service.queue_position(job.id),
         progress=JobProgress(step=job.step, total=job.total),
-        created_at=_iso(job.created_at) or "",
-        started_at=_iso(job.started_at),
-        finished_at=_iso(job.finished_at),
-        expires_at=_iso(job.expires_at),
+        created_at=iso_time(job.created_at) or "",
+        started_at=iso_time(job.started_at),
+        finished_at=iso_time(job.finished_at),
+        expires_at=iso_time(job.expires_at),
+        eta_s=service.job_eta(job.id),
         timings=job.timings,
         result=result,
         error=ErrorDetail(**job.error) if job.error else None,
         links=JobLinks(self=own, events=str(request.url_for("job_events", job_id=job.id)), cancel=own, image=image),
     )
-
-
-def _iso(timestamp: float | None) -> str | None:
-    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
 
 
 def _event_data(event: JobEvent) -> dict[str, object]:

@@ -1,5 +1,5 @@
-"""The tools that help before drawing: list_models says what this server can run, assist_prompt writes a better
-prompt."""
+"""The tools that help before drawing: list_models says what this server can run, list_styles which styles the
+drawing tools take, assist_prompt writes a better prompt."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from mcp_types import CallToolResult
 from pydantic import Field
 
 from imageforge.domain import AssistResult, ModelCatalog, Prompt
+from imageforge.transports.mcp.results import StyleListOutput
 from imageforge.transports.mcp.tools.toolkit import READING, Toolkit
 
 
 def register_catalog_tools(mcp: MCPServer, kit: Toolkit) -> None:
-    """Add assist_prompt and list_models to `mcp`."""
+    """Add assist_prompt, list_models and list_styles to `mcp`."""
     service = kit.service
 
     @mcp.tool(
@@ -39,3 +40,13 @@ def register_catalog_tools(mcp: MCPServer, kit: Toolkit) -> None:
     )
     async def list_models() -> ModelCatalog:
         return await to_thread.run_sync(service.list_models)
+
+    @mcp.tool(
+        description="List the styles the drawing tools' `style` argument takes: key, title, what each is for, "
+        "its size (scaled down to the server's MAX_RES when larger) and the prompt it wraps the prompt in. "
+        "Use one when the user asks for a kind of picture (a logo or icon, a diagram, a photo, a sketch, a "
+        "poster): pass its key as `style` and only the subject as `prompt`.",
+        annotations=READING,
+    )
+    async def list_styles() -> StyleListOutput:
+        return StyleListOutput(styles=service.list_templates())

@@ -1,7 +1,8 @@
 """The image tools that draw and wait: generate_image, edit_image and inpaint_image.
 
-Each submits the caller's request as a job and follows it: its steps go out as MCP progress notifications, a
-client that cancels the call cancels the job, and the answer is the image.
+Each submits the caller's request as a job and follows it: where it waits in the queue ("queued, 2 ahead"), its
+model loading ("loading sd-turbo") and its steps ("step 3/20") go out as MCP progress notifications, a client that
+cancels the call cancels the job, and the answer is the image.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from anyio import to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import CallToolResult
 
-from imageforge.domain import Caller, GenerationParams, ImageResult, Task
+from imageforge.domain import Caller, GenerationParams, ImageResult, JobEvent, JobStatus, Task
 from imageforge.errors import ImageforgeError
 from imageforge.service import ImageService
 from imageforge.transports.mcp.arguments import IMAGE_FIELDS, ImageInput, MaskInput, declared_arguments, request_params
@@ -80,7 +81,7 @@ async def _draw(
         params = await to_thread.run_sync(build)
         job = await to_thread.run_sync(functools.partial(kit.service.submit, params, caller=caller))
         job_id = job.id
-        result = await _follow(kit.service, ctx, job.id, caller)
+        result = await _follow(kit.service, ctx, job.id, caller, kit.options.progress_every_s)
         answer = await to_thread.run_sync(image_result, job.id, result, base_url(ctx), kit.options)
     except ImageforgeError as exc:
         kit.record(client, tool, exc.code, job_id, fields.get("prompt"))
@@ -89,19 +90,79 @@ async def _draw(
     return answer
 
 
-async def _follow(service: ImageService, ctx: Context, job_id: str, caller: Caller) -> ImageResult:
-    """Report the job's steps as progress until it ends (holding no thread meanwhile), then read its image."""
+async def _follow(service: ImageService, ctx: Context, job_id: str, caller: Caller, every_s: float) -> ImageResult:
+    """Report the job's progress until it ends (holding no thread meanwhile), then read its image."""
+    reporter = _Reporter(ctx)
+    failure: ImageforgeError | None = None
     try:
-        async for event in service.follow(job_id, caller=caller):
-            if event.type == "progress":
-                step, total = event.data["step"], event.data["total"]
-                await ctx.report_progress(step, total, f"step {step}/{total}")
+        async with anyio.create_task_group() as group:
+            group.start_soon(reporter.repeat, every_s)
+            try:
+                async for event in service.follow(job_id, caller=caller):
+                    await reporter.report(event)
+            except ImageforgeError as exc:
+                failure = exc  # raised below as itself, not inside the task group's exception group
+            finally:
+                group.cancel_scope.cancel()
     except anyio.get_cancelled_exc_class():
         with anyio.CancelScope(shield=True):
             await to_thread.run_sync(_cancel_quietly, service, job_id)
         raise
+    if failure is not None:
+        raise failure
     job = await to_thread.run_sync(functools.partial(service.get_job, job_id, caller=caller))
     return await to_thread.run_sync(service.image_result, job)
+
+
+class _Reporter:
+    """A job's events as MCP progress notifications: its place in the queue, its model loading, its steps.
+
+    MCP wants each notification's progress above the last one's. A step's is its number (of `total`); a wait
+    before or within a step, which has no total, takes the n-th value between that step and the next one,
+    `step + n / (n + 1)`: "loading sd-turbo" comes before step 1 without claiming it, however long it lasts.
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._step = 0
+        self._waits = 0
+        self._total: float | None = None
+        self._message: str | None = None
+        self._since = anyio.current_time()
+
+    async def report(self, event: JobEvent) -> None:
+        """Notify what `event` says, if it says something the client wants to see."""
+        data = event.data
+        if event.type == "progress":
+            self._step, self._waits, self._total = data["step"], 0, data["total"]
+            await self._send(self._step, f"step {data['step']}/{data['total']}")
+        elif event.type == "queue" or (event.type == "state" and data.get("ahead") is not None):
+            if data["ahead"]:  # with none ahead, the job starts at once
+                await self._wait(f"queued, {data['ahead']} ahead")
+        elif event.type == "stage" or (event.type == "state" and data.get("stage") is not None):
+            stage = data if event.type == "stage" else data["stage"]
+            if stage["stage"] == "loading":
+                await self._wait(f"loading {stage['model']}")
+        elif event.type == "state" and data["status"] == JobStatus.RUNNING.value:
+            # No longer queued: said only by `repeat`, if nothing else comes first (prompt assist, a slow step).
+            self._message, self._since = "running", anyio.current_time()
+
+    async def repeat(self, every_s: float) -> None:
+        """Every `every_s` seconds, say the last thing again with how long it has lasted."""
+        while True:
+            await anyio.sleep(every_s)
+            if self._message is not None:
+                waited = anyio.current_time() - self._since
+                await self._wait(f"{self._message} ({waited:.0f} s)", again=True)
+
+    async def _wait(self, message: str, *, again: bool = False) -> None:
+        self._waits += 1
+        await self._send(self._step + self._waits / (self._waits + 1), message, again=again)
+
+    async def _send(self, progress: float, message: str, *, again: bool = False) -> None:
+        if not again:
+            self._message, self._since = message, anyio.current_time()
+        await self._ctx.report_progress(progress, self._total, message)
 
 
 def _cancel_quietly(service: ImageService, job_id: str) -> None:

@@ -10,7 +10,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from imageforge.domain import Job, JobStatus
+from imageforge.domain import Job, JobStatus, iso_time
 from imageforge.errors import ImageforgeError, JobNotReady
 from imageforge.service import ImageService
 from imageforge.transports.mcp.arguments import (
@@ -102,14 +102,15 @@ def _add_tools_on_a_job(mcp: MCPServer, kit: Toolkit) -> None:
 
     @mcp.tool(
         title="Cancel a job",
-        description="Cancel a job: a queued one at once, a running one at its next step. Other jobs are not affected.",
+        description="Cancel a job: a queued one at once, a running one at its next step (until then it stays "
+        "running, and the answer says cancelling was requested). Other jobs are not affected.",
         annotations=ToolAnnotations(
             read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
         ),
     )
     async def cancel_job(ctx: Context, job_id: JobId) -> Annotated[CallToolResult, JobOutput]:
         return await kit.answer(
-            lambda: _job_output(service, service.cancel_job(job_id, caller=caller_of(ctx))),
+            lambda: _cancelled(service, service.cancel_job(job_id, caller=caller_of(ctx))),
             audit=(ctx, "cancel_job", None),
         )
 
@@ -127,14 +128,28 @@ def _read_result(kit: Toolkit, ctx: Context, job_id: str) -> CallToolResult:
 
 
 def _job_output(service: ImageService, job: Job) -> JobOutput:
-    """`job`'s state, its place in the queue and what to do next."""
+    """`job`'s state, its place in the queue, its estimated time left and what to do next."""
     return JobOutput(
         job_id=job.id,
         status=job.status.value,
         queue_position=service.queue_position(job.id),
         step=job.step,
         total=job.total,
+        eta_s=service.job_eta(job.id),
         error=job.error,
-        expires_at=job.expires_at,
+        expires_at=iso_time(job.expires_at),
         next=_NEXT[job.status],
+    )
+
+
+def _cancelled(service: ImageService, job: Job) -> JobOutput:
+    """What cancel_job answers: the job as it is; a running one stops only at its next step, so say so."""
+    output = _job_output(service, job)
+    if job.status.is_terminal:
+        return output
+    return output.model_copy(
+        update={
+            "message": "Cancelling was requested: the job stops at its next step, and shows running until then.",
+            "next": f"Poll get_job_status in {POLL_INTERVAL_S} seconds to see it end cancelled.",
+        }
     )
