@@ -82,9 +82,7 @@ async def test_an_edit_in_a_style_keeps_the_input_images_size(mcp: Client, setti
     source.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (64, 64), "white").save(source)
 
-    result = await mcp.call_tool(
-        "edit_image", {"prompt": "a fox", "style": "sketch", "image_path": str(source), "steps": 2}
-    )
+    result = await mcp.call_tool("edit_image", {"prompt": "a fox", "style": "sketch", "image": str(source), "steps": 2})
 
     drawn = _structured(result)
     assert str(drawn["prompt"]).startswith("a graphite pencil sketch of a fox, ")

@@ -42,6 +42,7 @@ def register_catalog_tools(mcp: MCPServer, kit: Toolkit) -> None:
         return await to_thread.run_sync(service.list_models)
 
     @mcp.tool(
+        title="List styles",
         description="List the styles the drawing tools' `style` argument takes: key, title, what each is for, "
         "its size (scaled down to the server's MAX_RES when larger) and the prompt it wraps the prompt in. "
         "Use one when the user asks for a kind of picture (a logo or icon, a diagram, a photo, a sketch, a "

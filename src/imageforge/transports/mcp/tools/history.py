@@ -50,6 +50,7 @@ def register_history(mcp: MCPServer, kit: Toolkit) -> None:
     service = kit.service
 
     @mcp.tool(
+        title="List earlier images",
         description="List your recent finished images, newest first: job_id, prompt, seed, model, size, "
         "created_at, output_path, and uri (imageforge://images/<name>, which resources/read answers as the "
         "PNG) or url. Use it to find an image made earlier in this or another conversation; images are kept "
