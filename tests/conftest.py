@@ -28,6 +28,14 @@ _BARE_NAMES = {
 FUZZ_SUMMARY = "fuzz_summary"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # One torch thread per process, this one's and every server's it starts (they inherit the environment): the
+    # tests' models are small, and the test processes already share the cores, so more threads only contend for
+    # them (OpenMP's spinning threads took 2-4x the CPU time on a busy 2-core machine). Before any torch import:
+    # torch reads it once. A developer's own OMP_NUM_THREADS is kept.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for outcome in ("passed", "failed"):
         for report in terminalreporter.stats.get(outcome, []):
