@@ -71,7 +71,9 @@ class DiffusersBackend:
 
     def pull(self, spec: ModelSpec) -> str:
         """Fetch the weights of `spec` ahead of time; returns where they are."""
-        quiet_libraries()
+        if spec.builtin:
+            # Building it runs diffusers and transformers; a download from the Hub imports neither.
+            quiet_libraries()
         return self._weights.pull(spec)
 
     def load(self, spec: ModelSpec) -> DiffusersModel:
