@@ -16,6 +16,9 @@ pytestmark = pytest.mark.slow
 
 SMALL = {"width": 64, "height": 64, "steps": 1}
 FORGED = "203.0.113.9"
+#: The jobs these tests submit need not run: at stop the server waits a second for them, not the default five
+#: (the first job is still loading the model then).
+QUICK_STOP = {"IMAGEFORGE_SHUTDOWN_TIMEOUT_S": "1"}
 
 
 def _audited_clients(data: Path) -> list[tuple[str, str]]:
@@ -50,7 +53,7 @@ def test_a_forged_x_forwarded_for_neither_dodges_the_rate_limit_nor_reaches_the_
     tmp_path: Path, data_dir: Path
 ) -> None:
     data = private_data(tmp_path, data_dir)
-    with serving(tmp_path, data, settings={"IMAGEFORGE_RATE_LIMIT": "1"}) as server:
+    with serving(tmp_path, data, settings={"IMAGEFORGE_RATE_LIMIT": "1", **QUICK_STOP}) as server:
         first = httpx.post(f"{server.url}/jobs", json={"prompt": "a fox", **SMALL}, timeout=5.0)
         forged = httpx.post(
             f"{server.url}/jobs",
@@ -66,7 +69,7 @@ def test_a_forged_x_forwarded_for_neither_dodges_the_rate_limit_nor_reaches_the_
 
 def test_a_named_proxys_x_forwarded_for_names_the_client(tmp_path: Path, data_dir: Path) -> None:
     data = private_data(tmp_path, data_dir)
-    settings = {"IMAGEFORGE_RATE_LIMIT": "1", "IMAGEFORGE_TRUSTED_PROXIES": "127.0.0.1"}
+    settings = {"IMAGEFORGE_RATE_LIMIT": "1", "IMAGEFORGE_TRUSTED_PROXIES": "127.0.0.1", **QUICK_STOP}
     with serving(tmp_path, data, settings=settings) as server:
         answers = [
             httpx.post(

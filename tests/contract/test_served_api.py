@@ -222,21 +222,18 @@ def test_signal_stops_the_server_cleanly_with_every_log_on_stderr(
     assert "Traceback" not in stderr
 
 
-def test_a_second_server_on_the_same_data_folder_is_refused_in_one_line(tmp_path: Path, data_dir: Path) -> None:
-    data = private_data(tmp_path, data_dir)
-    (tmp_path / "first").mkdir()
-    with serving(tmp_path / "first", data) as first:
-        second = subprocess.run(
-            [str(IMAGEFORGE), "serve", "--port", str(free_port())],
-            cwd=first.cwd,
-            env=first.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert httpx.get(f"{first.url}/health", timeout=5.0).status_code == 200, "the first one keeps serving"
+def test_a_second_server_on_the_same_data_folder_is_refused_in_one_line(server: Server) -> None:
+    second = subprocess.run(
+        [str(IMAGEFORGE), "serve", "--port", str(free_port())],
+        cwd=server.cwd,
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert second.returncode == 1
     assert "error [data_dir_in_use]" in second.stderr
     assert "IMAGEFORGE_DATA_DIR" in second.stderr
     assert "Traceback" not in second.stderr
+    assert httpx.get(f"{server.url}/health", timeout=5.0).status_code == 200, "the first one keeps serving"

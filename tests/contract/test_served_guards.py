@@ -23,6 +23,8 @@ def test_serve_takes_hosts_origins_rate_and_audit_settings_from_the_environment(
         "IMAGEFORGE_CORS_ORIGINS": STUDIO,
         "IMAGEFORGE_RATE_LIMIT": "1",
         "IMAGEFORGE_AUDIT_PROMPTS": "1",
+        # The job it submits need not run: at stop the server waits a second for it, not the default five.
+        "IMAGEFORGE_SHUTDOWN_TIMEOUT_S": "1",
     }
     with serving(tmp_path, data, settings=settings) as server:
         named = httpx.get(f"{server.url}/health", headers={"Host": "imageforge.lan:8765"}, timeout=5.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from functools import partial
+from importlib.metadata import version
 from pathlib import Path
 
 from imageforge.domain import ModelSpec
@@ -28,14 +29,13 @@ class DiffusersBackend:
         self._info_lock = threading.Lock()
 
     def device_info(self) -> DeviceInfo:
-        """The device, dtype and library versions; the first call imports torch and diffusers and chooses the
-        runtime."""
+        """The device, dtype and library versions; the first call imports torch and chooses the runtime.
+
+        diffusers and transformers are imported by the first load, not here (their versions come from the package
+        metadata): they take longer to import than torch, and /health and a server's readiness need neither.
+        """
         with self._info_lock:
             if self._info is None:
-                import diffusers
-                import transformers
-
-                quiet_libraries()
                 torch = import_torch()
                 device = resolve_device(self._device_setting)
                 self._runtime = speed.choose_runtime(device, self._options)
@@ -46,8 +46,8 @@ class DiffusersBackend:
                     mps_available=torch.backends.mps.is_available(),
                     versions={
                         "torch": torch.__version__,
-                        "diffusers": diffusers.__version__,
-                        "transformers": transformers.__version__,
+                        "diffusers": version("diffusers"),
+                        "transformers": version("transformers"),
                     },
                     memory_gb=memory_gb(device),
                     runtime=self._runtime.as_dict(),
@@ -71,11 +71,15 @@ class DiffusersBackend:
 
     def pull(self, spec: ModelSpec) -> str:
         """Fetch the weights of `spec` ahead of time; returns where they are."""
+        if spec.builtin:
+            # Building it runs diffusers and transformers; a download from the Hub imports neither.
+            quiet_libraries()
         return self._weights.pull(spec)
 
     def load(self, spec: ModelSpec) -> DiffusersModel:
         """`spec` loaded on this backend's device, ready to generate."""
         runtime = self.runtime()
+        quiet_libraries()
         pipe, fast_decoder = loading.load(spec, runtime, self._weights)
         return DiffusersModel(
             spec,
