@@ -54,6 +54,7 @@ SERVER_BOUNDS = {
     "height": {"maximum", "multipleOf"},
     "steps": {"maximum"},
     "model": {"enum"},
+    "style": {"enum"},
 }
 HTTP_OWN = {"init_image", "init_image_path", "mask_image", "mask_image_path"}
 

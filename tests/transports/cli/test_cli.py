@@ -135,16 +135,10 @@ def test_models_pull_offline_exits_1_with_weights_unavailable_and_a_hint(
     assert done.stdout == ""
 
 
-@pytest.mark.parametrize("offline", [True, False], ids=["HF_HUB_OFFLINE", "hub-unreachable"])
 def test_generating_with_a_model_whose_weights_cannot_be_had_says_why_in_its_own_words(
-    user_env: dict[str, str], tmp_path: Path, offline: bool
+    user_env: dict[str, str], tmp_path: Path
 ) -> None:
-    # Unreachable: a Hub address where nothing listens, so that no run of this test ever downloads.
-    env = {**user_env, "HF_ENDPOINT": "http://127.0.0.1:9"}
-    env.pop("HF_HUB_OFFLINE", None)
-    if offline:
-        env["HF_HUB_OFFLINE"] = "1"
-    done = run([str(IMAGEFORGE), "generate", "a fox", "--model", "sd-turbo", "--local"], env, tmp_path)
+    done = run([str(IMAGEFORGE), "generate", "a fox", "--model", "sd-turbo", "--local"], user_env, tmp_path)
 
     assert done.returncode == 1, done.stderr
     error = done.stderr.splitlines()[-2]

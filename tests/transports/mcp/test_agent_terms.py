@@ -83,6 +83,8 @@ async def test_the_schemas_carry_this_servers_size_step_and_model_bounds(setting
         [model] = [branch for branch in properties["model"]["anyOf"] if branch["type"] == "string"]
         assert (steps["minimum"], steps["maximum"]) == (1, 12), name
         assert set(model["enum"]) == {key for key, available in listed.items() if available}, name
+        [style] = [branch for branch in properties["style"]["anyOf"] if branch["type"] == "string"]
+        assert set(style["enum"]) == {template.key for template in service.list_templates()}, name
     assert "flux-q4" in listed, "the catalog lists a guarded model"
     assert "flux-q4" not in model["enum"], "a model whose guard is closed is not offered"
     [strength] = [b for b in tools["edit_image"].input_schema["properties"]["strength"]["anyOf"] if b["type"] != "null"]

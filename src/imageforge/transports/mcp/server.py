@@ -64,10 +64,15 @@ def build_mcp_server(service: ImageService, options: McpOptions = _DEFAULT_OPTIO
 
 def _server_bounds(service: ImageService) -> dict[str, dict[str, Any]]:
     """What this server takes beyond the request's static bounds: its largest side and most steps (MAX_RES,
-    MAX_STEPS), and the models it can run (their guards open)."""
+    MAX_STEPS), the models it can run (their guards open) and its style templates' keys."""
     side = {"maximum": service.limits.max_res, "multipleOf": 8}
-    runnable = [model.key for model in service.list_models().models if model.available]
-    return {"width": side, "height": side, "steps": {"maximum": service.limits.max_steps}, "model": {"enum": runnable}}
+    return {
+        "width": side,
+        "height": side,
+        "steps": {"maximum": service.limits.max_steps},
+        "model": {"enum": [model.key for model in service.list_models().models if model.available]},
+        "style": {"enum": [template.key for template in service.list_templates()]},
+    }
 
 
 class _Server(MCPServer):
