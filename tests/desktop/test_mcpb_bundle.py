@@ -29,7 +29,8 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from imageforge.cli.desktop import MissingSetting, relay_arguments
 from tests.contract.conftest import free_port, private_data, stop
 from tests.transports.cli.test_client_only import CLIENT_ONLY
-from tests.transports.mcp.test_proxy import SMALL, _error, served
+from tests.transports.mcp.answers import error_of
+from tests.transports.mcp.test_proxy import SMALL, served
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "packaging" / "mcpb" / "build.py"
@@ -215,7 +216,7 @@ async def test_the_bundles_relay_launched_as_desktop_does_serves_a_real_server_a
         saved_in_tmp.append(local)
         assert local.parent == Path("/tmp").resolve()
         assert local.read_bytes().startswith(b"\x89PNG")
-    assert _error(down)["code"] == "server_unavailable"
+    assert error_of(down)["code"] == "server_unavailable"
     assert f"from {extension / 'src' / 'imageforge'}" in log.read_text()
 
 

@@ -5,37 +5,19 @@ Through the official MCP client, in memory, on the real tiny model."""
 from __future__ import annotations
 
 import base64
-import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from mcp.client.client import Client
-from mcp_types import CallToolResult, TextContent
 
 from imageforge.config import Settings
-from imageforge.service import ImageService
 from imageforge.transports.mcp.server import build_mcp_server
+from tests.transports.mcp.answers import error_of
 
 pytestmark = pytest.mark.anyio
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
 DRAWING_TOOLS = ("generate_image", "edit_image", "inpaint_image", "submit_async_job")
-
-
-@pytest.fixture
-async def mcp(service: ImageService) -> AsyncIterator[Client]:
-    async with Client(build_mcp_server(service)) as client:
-        yield client
-
-
-def _error(result: CallToolResult) -> dict[str, str]:
-    assert result.is_error
-    block = result.content[0]
-    assert isinstance(block, TextContent)
-    error: dict[str, str] = json.loads(block.text)["error"]
-    assert set(error) == {"code", "message", "hint"}
-    return error
 
 
 async def _drawn(mcp: Client) -> Path:
@@ -48,7 +30,7 @@ async def _drawn(mcp: Client) -> Path:
 async def test_an_unknown_argument_is_refused_naming_it_and_the_tools_arguments(mcp: Client) -> None:
     result = await mcp.call_tool("generate_image", {"prompt": "a fox", "num_images": 4, **SMALL})
 
-    error = _error(result)
+    error = error_of(result)
     assert error["code"] == "invalid_request"
     assert "num_images" in error["message"]
     assert "prompt" in error["hint"]
@@ -129,7 +111,7 @@ async def test_a_forbidden_path_is_refused_in_the_tools_terms_naming_the_folders
 ) -> None:
     result = await mcp.call_tool("edit_image", {"prompt": "a fox", "image": "/etc/passwd"})
 
-    error = _error(result)
+    error = error_of(result)
     assert error["code"] == "path_forbidden"
     assert error["message"].startswith("image '/etc/passwd'")
     assert "init_image" not in error["message"] + error["hint"]
@@ -140,13 +122,13 @@ async def test_a_forbidden_path_is_refused_in_the_tools_terms_naming_the_folders
 async def test_an_unknown_result_uri_is_image_not_found(mcp: Client) -> None:
     result = await mcp.call_tool("edit_image", {"prompt": "a fox", "image": "imageforge://images/nope.png"})
 
-    assert _error(result)["code"] == "image_not_found"
+    assert error_of(result)["code"] == "image_not_found"
 
 
 async def test_an_unknown_model_is_answered_with_the_models_that_can_run_now(mcp: Client) -> None:
     result = await mcp.call_tool("generate_image", {"prompt": "a fox", "model": "nope", **SMALL})
 
-    error = _error(result)
+    error = error_of(result)
     assert error["code"] == "model_not_found"
     assert "tiny" in error["hint"]
     assert "flux" not in error["hint"], "a model whose guard is closed cannot run"
@@ -156,7 +138,7 @@ async def test_an_unknown_model_is_answered_with_the_models_that_can_run_now(mcp
 async def test_a_wrong_type_is_the_same_error_body_without_library_links(mcp: Client) -> None:
     result = await mcp.call_tool("generate_image", {"prompt": "a fox", "width": "wide"})
 
-    error = _error(result)
+    error = error_of(result)
     assert error["code"] == "invalid_request"
     assert error["message"].startswith("width:")
     assert "http" not in error["message"] + error["hint"]

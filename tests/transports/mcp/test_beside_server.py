@@ -21,7 +21,8 @@ from mcp_types import CallToolResult
 from imageforge.jobs.owner import Owner, OwnerLock
 from tests.contract.conftest import IMAGEFORGE, free_port, private_data, stop, user_environment
 from tests.events import wait_for_end
-from tests.transports.mcp.test_proxy import LONG, SMALL, _error, served
+from tests.transports.mcp.answers import error_of
+from tests.transports.mcp.test_proxy import LONG, SMALL, served
 from tests.transports.mcp.test_stdio import CONSOLE_SCRIPT, StdioServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -140,7 +141,7 @@ async def test_the_relay_answers_server_unavailable_while_its_server_is_down_and
             again = await mcp.call_tool("generate_image", SMALL)
 
     assert not before.is_error, before.content
-    error = _error(down)
+    error = error_of(down)
     assert error["code"] == "server_unavailable"
     assert f"http://127.0.0.1:{port}" in error["message"]
     assert not again.is_error, again.content

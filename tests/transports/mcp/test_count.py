@@ -5,46 +5,29 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
 from mcp.client.client import Client
-from mcp_types import CallToolResult, ImageContent, ResourceLink, TextContent
+from mcp_types import CallToolResult, ImageContent, ResourceLink
 from PIL import Image
 
-from imageforge.bootstrap import build_service
 from imageforge.config import Settings
 from imageforge.domain import JobStatus
-from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
-from imageforge.transports.mcp.server import McpOptions, build_mcp_server
+from imageforge.transports.mcp.server import build_mcp_server
 from tests.gated import GatedBackend
 from tests.loopback import serving_app
+from tests.transports.mcp.answers import error_of
 
 pytestmark = pytest.mark.anyio
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
 WAIT_S = 30.0
 MEBIBYTE = 1024 * 1024
-
-
-@pytest.fixture
-async def mcp(service: ImageService) -> AsyncIterator[Client]:
-    async with Client(build_mcp_server(service, McpOptions(preview_px=512))) as client:
-        yield client
-
-
-def _error(result: CallToolResult) -> dict[str, str]:
-    assert result.is_error
-    block = result.content[0]
-    assert isinstance(block, TextContent)
-    error: dict[str, str] = json.loads(block.text)["error"]
-    return error
 
 
 def _previews(result: CallToolResult) -> list[Image.Image]:
@@ -113,21 +96,9 @@ async def test_count_5_is_refused_with_invalid_request_naming_the_field(mcp: Cli
     queued = await mcp.call_tool("submit_async_job", {"prompt": "a fox", "count": 0})
 
     for result in (refused, queued):
-        assert _error(result)["code"] == "invalid_request"
-        assert _error(result)["message"].startswith("count:")
-        assert _error(result)["hint"].startswith("count: at least 1 and at most 4.")
-
-
-@pytest.fixture
-def gated(settings: Settings) -> Iterator[tuple[ImageService, GatedBackend]]:
-    backend = GatedBackend(DiffusersBackend(device="cpu", models_path=settings.models_path))
-    service = build_service(settings, backend=backend)
-    service.start()
-    try:
-        yield service, backend
-    finally:
-        backend.release(1000)
-        service.close()
+        assert error_of(result)["code"] == "invalid_request"
+        assert error_of(result)["message"].startswith("count:")
+        assert error_of(result)["hint"].startswith("count: at least 1 and at most 4.")
 
 
 async def test_one_cancel_stops_a_running_count_3_job_and_no_further_image_is_made(
@@ -156,7 +127,7 @@ async def test_one_cancel_stops_a_running_count_3_job_and_no_further_image_is_ma
     assert cancelled.structured_content["status"] == "running"
     assert ended.status is JobStatus.CANCELLED
     assert ended.step == 3, "the third image never began"
-    assert _error(result)["code"] == "cancelled"
+    assert error_of(result)["code"] == "cancelled"
     assert list(settings.output_path.glob("*.png")) == [], "a cancelled job leaves no images behind"
 
 

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from mcp.client.client import Client
 from mcp_types import TextContent
 
-from imageforge.service import ImageService
-from imageforge.transports.mcp.server import McpOptions, build_mcp_server
-
 pytestmark = pytest.mark.anyio
 
 SMALL = {"width": 64, "height": 64, "steps": 2, "seed": 5}
-
-
-@pytest.fixture
-async def mcp(service: ImageService) -> AsyncIterator[Client]:
-    async with Client(build_mcp_server(service, McpOptions(preview_px=512))) as client:
-        yield client
 
 
 async def test_generate_image_with_the_fast_decoder_reports_it_and_how_the_engine_ran(mcp: Client) -> None:

@@ -4,7 +4,7 @@ each image result; in memory (as over stdio) and, with API keys, over HTTP, wher
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,8 @@ from mcp_types import BlobResourceContents, CallToolResult, ResourceLink
 from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
 from imageforge.transports.http.auth import ApiKeys
-from imageforge.transports.mcp.server import build_mcp_server
 from tests.loopback import serving_app
+from tests.transports.mcp.answers import structured_of
 
 pytestmark = pytest.mark.anyio
 
@@ -32,19 +32,6 @@ ROOT = "root-key-0123456789ab"
 KEYS = ApiKeys((("alice", ALICE), ("bob", BOB), ("root", ROOT, True)))
 
 
-@pytest.fixture
-async def mcp(service: ImageService) -> AsyncIterator[Client]:
-    async with Client(build_mcp_server(service)) as client:
-        yield client
-
-
-def _structured(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, result.content
-    structured: dict[str, Any] | None = result.structured_content
-    assert structured is not None
-    return structured
-
-
 async def _png(mcp: Client, uri: str) -> bytes:
     [contents] = (await mcp.read_resource(uri)).contents
     assert isinstance(contents, BlobResourceContents)
@@ -55,7 +42,7 @@ async def _png(mcp: Client, uri: str) -> bytes:
 async def test_an_image_result_without_http_links_to_the_images_resource(mcp: Client) -> None:
     result = await mcp.call_tool("generate_image", {"prompt": "a fox", **SMALL})
 
-    drawn = _structured(result)
+    drawn = structured_of(result)
     name = Path(drawn["output_path"]).name
     [link] = [block for block in result.content if isinstance(block, ResourceLink)]
     assert drawn["uri"] == link.uri == f"imageforge://images/{name}"
@@ -64,7 +51,7 @@ async def test_an_image_result_without_http_links_to_the_images_resource(mcp: Cl
 
 
 async def test_reading_an_images_uri_answers_its_png(mcp: Client) -> None:
-    drawn = _structured(await mcp.call_tool("generate_image", {"prompt": "a fox", **SMALL}))
+    drawn = structured_of(await mcp.call_tool("generate_image", {"prompt": "a fox", **SMALL}))
 
     png = await _png(mcp, drawn["uri"])
 
@@ -82,13 +69,13 @@ async def test_reading_an_unknown_image_is_an_error_with_image_not_found(mcp: Cl
 
 
 async def test_list_images_lists_the_finished_images_newest_first_with_where_they_are(mcp: Client) -> None:
-    first = _structured(await mcp.call_tool("generate_image", {"prompt": "a fox", "seed": 1, **SMALL}))
-    second = _structured(await mcp.call_tool("generate_image", {"prompt": "a cat", "seed": 2, **SMALL}))
+    first = structured_of(await mcp.call_tool("generate_image", {"prompt": "a fox", "seed": 1, **SMALL}))
+    second = structured_of(await mcp.call_tool("generate_image", {"prompt": "a cat", "seed": 2, **SMALL}))
     failed = await mcp.call_tool("submit_async_job", {"prompt": "no weights here", "model": "sd-turbo"})
     assert not failed.is_error
 
-    listed = _structured(await mcp.call_tool("list_images", {}))["images"]
-    one = _structured(await mcp.call_tool("list_images", {"limit": 1}))["images"]
+    listed = structured_of(await mcp.call_tool("list_images", {}))["images"]
+    one = structured_of(await mcp.call_tool("list_images", {"limit": 1}))["images"]
 
     assert [image["job_id"] for image in listed] == [second["job_id"], first["job_id"]], "only finished images"
     newest = listed[0]
@@ -127,15 +114,15 @@ async def _read_as(url: str, key: str, uri: str) -> bytes | dict[str, Any]:
 
 
 async def test_a_key_lists_and_reads_only_the_images_of_its_own_jobs(keyed_url: str) -> None:
-    alices = _structured(await _as(keyed_url, ALICE, "generate_image", {"prompt": "alice's fox", **SMALL}))
+    alices = structured_of(await _as(keyed_url, ALICE, "generate_image", {"prompt": "alice's fox", **SMALL}))
 
     listed = {
-        key: [image["job_id"] for image in _structured(await _as(keyed_url, key, "list_images", {}))["images"]]
+        key: [image["job_id"] for image in structured_of(await _as(keyed_url, key, "list_images", {}))["images"]]
         for key in (ALICE, BOB, ROOT)
     }
     refused = await _read_as(keyed_url, BOB, alices["uri"])
     read_by_alice = await _read_as(keyed_url, ALICE, alices["uri"])
-    [alices_entry] = _structured(await _as(keyed_url, ALICE, "list_images", {}))["images"]
+    [alices_entry] = structured_of(await _as(keyed_url, ALICE, "list_images", {}))["images"]
     name = Path(alices["output_path"]).name
 
     assert listed == {ALICE: [alices["job_id"]], BOB: [], ROOT: [alices["job_id"]]}

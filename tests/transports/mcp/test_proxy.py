@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -31,6 +30,7 @@ from imageforge.transports.http.app import create_app
 from tests.contract.conftest import IMAGEFORGE, Server, free_port, private_data, serving
 from tests.events import wait_for_end
 from tests.loopback import serving_app
+from tests.transports.mcp.answers import error_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -122,14 +122,6 @@ async def served(
         await to_thread.run_sync(running.__exit__, None, None, None)
 
 
-def _error(result: CallToolResult) -> dict[str, Any]:
-    assert result.is_error, result.content
-    block = result.content[0]
-    assert isinstance(block, TextContent)
-    error: dict[str, Any] = json.loads(block.text)["error"]
-    return error
-
-
 async def test_the_proxy_lists_the_servers_tools_and_instructions_as_they_are(server: Server, proxy: Proxy) -> None:
     async with Client(f"{server.url}/mcp") as direct:
         expected = (await direct.list_tools()).tools
@@ -215,7 +207,7 @@ async def test_a_servers_tool_error_reaches_the_local_client_with_its_code(serve
     async with proxy.connect(server.url) as mcp:
         result = await mcp.call_tool("generate_image", {"prompt": "a fox", "width": 100})
 
-    error = _error(result)
+    error = error_of(result)
     assert error["code"] == "invalid_request"
     assert error["hint"]
 
@@ -257,7 +249,7 @@ async def test_the_proxy_answers_server_unavailable_while_the_server_is_down_and
         async with served(tmp_path / "second", data, port) as second:
             again = await mcp.call_tool("generate_image", SMALL)
 
-    error = _error(down)
+    error = error_of(down)
     assert error["code"] == "server_unavailable"
     assert url in error["message"]
     assert "reconnects by itself" in error["hint"]
@@ -292,10 +284,10 @@ async def test_a_server_that_dies_mid_call_answers_server_unavailable(
         afterwards = await mcp.call_tool("list_models", {})
 
     [result] = results
-    error = _error(result)
+    error = error_of(result)
     assert error["code"] == "server_unavailable"
     assert "closed before it answered" in error["message"]
-    assert _error(afterwards)["code"] == "server_unavailable", "the proxy went on serving"
+    assert error_of(afterwards)["code"] == "server_unavailable", "the proxy went on serving"
 
 
 class AuthorizationLog:

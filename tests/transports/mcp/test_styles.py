@@ -6,14 +6,11 @@ The server's MAX_RES is 128 here, so each template's size comes scaled down (ico
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mcp.client.client import Client
-from mcp_types import CallToolResult, TextContent
 from PIL import Image
 
 from imageforge.bootstrap import build_service
@@ -21,6 +18,7 @@ from imageforge.config import Settings
 from imageforge.prompting.templates import BUILTIN_TEMPLATES
 from imageforge.service import ImageService
 from imageforge.transports.mcp.server import build_mcp_server
+from tests.transports.mcp.answers import error_of, structured_of
 
 pytestmark = pytest.mark.anyio
 
@@ -41,25 +39,10 @@ async def mcp(small_service: ImageService) -> AsyncIterator[Client]:
         yield client
 
 
-def _structured(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, result.content
-    structured: dict[str, Any] | None = result.structured_content
-    assert structured is not None
-    return structured
-
-
-def _error(result: CallToolResult) -> dict[str, str]:
-    assert result.is_error
-    block = result.content[0]
-    assert isinstance(block, TextContent)
-    error: dict[str, str] = json.loads(block.text)["error"]
-    return error
-
-
 async def test_a_style_wraps_the_prompt_in_its_template_at_its_size_with_its_negative_prompt(mcp: Client) -> None:
     result = await mcp.call_tool("generate_image", {"prompt": "a paper plane", "style": "icon", **ONE_STEP})
 
-    drawn = _structured(result)
+    drawn = structured_of(result)
     assert str(drawn["prompt"]).startswith("a flat vector clipart icon of a paper plane, ")
     assert str(drawn["negative_prompt"]).startswith("photorealistic, 3d render")
     assert (drawn["width"], drawn["height"]) == (128, 128), "icon's 512x512, scaled to MAX_RES"
@@ -72,7 +55,7 @@ async def test_the_size_and_negative_prompt_the_caller_gives_win_over_the_styles
     arguments = {"prompt": "a fox", "style": "photo", "width": 64, "height": 64, "negative_prompt": "cats"}
     result = await mcp.call_tool("generate_image", {**arguments, **ONE_STEP})
 
-    drawn = _structured(result)
+    drawn = structured_of(result)
     assert str(drawn["prompt"]).startswith("a photograph of a fox, ")
     assert (drawn["width"], drawn["height"], drawn["negative_prompt"]) == (64, 64, "cats")
 
@@ -84,13 +67,13 @@ async def test_an_edit_in_a_style_keeps_the_input_images_size(mcp: Client, setti
 
     result = await mcp.call_tool("edit_image", {"prompt": "a fox", "style": "sketch", "image": str(source), "steps": 2})
 
-    drawn = _structured(result)
+    drawn = structured_of(result)
     assert str(drawn["prompt"]).startswith("a graphite pencil sketch of a fox, ")
     assert (drawn["width"], drawn["height"]) == (64, 64)
 
 
 async def test_submit_async_job_takes_a_style_too(mcp: Client, small_service: ImageService) -> None:
-    submitted = _structured(await mcp.call_tool("submit_async_job", {"prompt": "a fox", "style": "photo"}))
+    submitted = structured_of(await mcp.call_tool("submit_async_job", {"prompt": "a fox", "style": "photo"}))
 
     job = small_service.get_job(str(submitted["job_id"]))
     assert str(job.payload["prompt"]).startswith("a photograph of a fox, ")
@@ -102,7 +85,7 @@ async def test_an_unknown_style_is_refused_with_template_not_found_and_the_keys(
 ) -> None:
     result = await mcp.call_tool("generate_image", {"prompt": "a fox", "style": "watercolour"})
 
-    error = _error(result)
+    error = error_of(result)
     assert error["code"] == "template_not_found"
     assert "Use one of: whiteboard, icon, illustration, photo, sketch, poster" in error["hint"]
     assert "list_styles" in error["hint"]
@@ -113,7 +96,7 @@ async def test_list_styles_gives_each_styles_key_title_purpose_and_size(mcp: Cli
     tools = {tool.name: tool for tool in (await mcp.list_tools()).tools}
     result = await mcp.call_tool("list_styles", {})
 
-    styles = _structured(result)["styles"]
+    styles = structured_of(result)["styles"]
     assert isinstance(styles, list)
     assert [style["key"] for style in styles] == [template.key for template in BUILTIN_TEMPLATES]
     icon = next(style for style in styles if style["key"] == "icon")
@@ -131,8 +114,8 @@ async def test_the_styles_of_the_templates_file_are_styles_too(settings: Setting
     service.start()
     try:
         async with Client(build_mcp_server(service)) as mcp:
-            listed = _structured(await mcp.call_tool("list_styles", {}))["styles"]
-            drawn = _structured(await mcp.call_tool("generate_image", {"prompt": "a bridge", "style": "blueprint"}))
+            listed = structured_of(await mcp.call_tool("list_styles", {}))["styles"]
+            drawn = structured_of(await mcp.call_tool("generate_image", {"prompt": "a bridge", "style": "blueprint"}))
     finally:
         service.close()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from mcp.client.client import Client
@@ -13,16 +12,9 @@ from mcp_types import GetPromptResult, TextContent, TextResourceContents
 from imageforge.bootstrap import build_service
 from imageforge.config import Settings
 from imageforge.prompting.templates import BUILTIN_TEMPLATES
-from imageforge.service import ImageService
 from imageforge.transports.mcp.server import build_mcp_server
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def mcp(service: ImageService) -> AsyncIterator[Client]:
-    async with Client(build_mcp_server(service)) as client:
-        yield client
 
 
 def _text(result: GetPromptResult) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
@@ -17,30 +16,16 @@ from PIL import Image
 from imageforge.bootstrap import build_service
 from imageforge.config import Settings
 from imageforge.domain import JobStatus
-from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.service import ImageService
-from imageforge.transports.mcp.server import McpOptions, build_mcp_server
+from imageforge.transports.mcp.server import build_mcp_server
 from tests.gated import GatedBackend
+from tests.transports.mcp.answers import error_of
 
 pytestmark = pytest.mark.anyio
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
 IMAGE_TOOLS = {"generate_image", "edit_image", "inpaint_image", "get_job_result"}
 WAIT_S = 30.0
-
-
-@pytest.fixture
-async def mcp(service: ImageService) -> AsyncIterator[Client]:
-    async with Client(build_mcp_server(service, McpOptions(preview_px=512))) as client:
-        yield client
-
-
-def _error(result: CallToolResult) -> dict[str, str]:
-    assert result.is_error
-    block = result.content[0]
-    assert isinstance(block, TextContent)
-    error: dict[str, str] = json.loads(block.text)["error"]
-    return error
 
 
 def _preview(result: CallToolResult) -> Image.Image:
@@ -108,10 +93,10 @@ async def test_bad_input_is_a_tool_error_with_the_http_code_and_hint(mcp: Client
     model = await mcp.call_tool("generate_image", {"prompt": "a fox", "model": "nope"})
     outside = await mcp.call_tool("edit_image", {"prompt": "a fox", "image": "/etc/passwd"})
 
-    assert _error(size)["code"] == "invalid_request"
-    assert "multiple of 8" in _error(size)["hint"]
-    assert _error(model)["code"] == "model_not_found"
-    assert _error(outside)["code"] == "path_forbidden"
+    assert error_of(size)["code"] == "invalid_request"
+    assert "multiple of 8" in error_of(size)["hint"]
+    assert error_of(model)["code"] == "model_not_found"
+    assert error_of(outside)["code"] == "path_forbidden"
 
 
 async def test_edit_and_inpaint_read_images_by_path_in_the_outputs(mcp: Client, settings: Settings) -> None:
@@ -186,21 +171,9 @@ async def test_job_results_answer_distinct_errors_for_unknown_failed_and_cancell
     bad_task = await mcp.call_tool("submit_async_job", {"prompt": "a fox", "task": "paint"})
     no_image = await mcp.call_tool("submit_async_job", {"prompt": "a fox", "task": "img2img"})
 
-    assert _error(unknown)["code"] == "job_not_found"
-    assert _error(bad_task)["code"] == "invalid_request"
-    assert _error(no_image)["code"] == "invalid_request"
-
-
-@pytest.fixture
-def gated(settings: Settings) -> Iterator[tuple[ImageService, GatedBackend]]:
-    backend = GatedBackend(DiffusersBackend(device="cpu", models_path=settings.models_path))
-    service = build_service(settings, backend=backend)
-    service.start()
-    try:
-        yield service, backend
-    finally:
-        backend.release(1000)
-        service.close()
+    assert error_of(unknown)["code"] == "job_not_found"
+    assert error_of(bad_task)["code"] == "invalid_request"
+    assert error_of(no_image)["code"] == "invalid_request"
 
 
 async def test_result_of_a_running_job_says_it_is_not_ready_and_cancel_stops_it(
@@ -220,14 +193,14 @@ async def test_result_of_a_running_job_says_it_is_not_ready_and_cancel_stops_it(
         result = await mcp.call_tool("get_job_result", {"job_id": job_id})
         again = await mcp.call_tool("cancel_job", {"job_id": job_id})
 
-    assert _error(early)["code"] == "job_not_ready"
-    assert "step 1 of 20" in _error(early)["message"]
+    assert error_of(early)["code"] == "job_not_ready"
+    assert "step 1 of 20" in error_of(early)["message"]
     assert cancelled.structured_content is not None
     assert cancelled.structured_content["status"] == "running", "a running job stops at its next step"
     assert ended.status is JobStatus.CANCELLED
     assert ended.step < 20
-    assert _error(result)["code"] == "cancelled"
-    assert _error(again)["code"] == "job_finished"
+    assert error_of(result)["code"] == "cancelled"
+    assert error_of(again)["code"] == "job_finished"
 
 
 async def test_cancelling_the_tool_call_cancels_its_job(gated: tuple[ImageService, GatedBackend]) -> None:
@@ -274,21 +247,21 @@ async def test_results_of_failed_and_expired_jobs_say_so_with_their_codes(settin
     finally:
         service.close()
 
-    assert _error(failed)["code"] == "weights_unavailable"
+    assert error_of(failed)["code"] == "weights_unavailable"
     assert status.structured_content is not None
     assert status.structured_content["status"] == "failed"
     assert "see error" in status.structured_content["next"]
-    assert _error(expired)["code"] == "expired"
+    assert error_of(expired)["code"] == "expired"
 
 
 async def test_arguments_the_input_schema_refuses_are_a_tool_error_with_invalid_request(mcp: Client) -> None:
     wrong_type = await mcp.call_tool("generate_image", {"prompt": "a fox", "steps": "many"})
     out_of_bounds = await mcp.call_tool("submit_async_job", {"prompt": "a fox", "seed": -1})
 
-    assert _error(wrong_type)["code"] == "invalid_request"
-    assert _error(wrong_type)["message"].startswith("steps:")
-    assert _error(wrong_type)["hint"].startswith("steps: at least 1.")
-    assert _error(out_of_bounds)["message"] == "seed: Input should be greater than or equal to 0"
+    assert error_of(wrong_type)["code"] == "invalid_request"
+    assert error_of(wrong_type)["message"].startswith("steps:")
+    assert error_of(wrong_type)["hint"].startswith("steps: at least 1.")
+    assert error_of(out_of_bounds)["message"] == "seed: Input should be greater than or equal to 0"
 
 
 async def test_the_policy_profile_reaches_agents_in_the_tool_descriptions_and_in_each_result(

@@ -4,7 +4,6 @@ does. Through the official MCP client, on the tiny model held at each step (test
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -14,39 +13,18 @@ import pytest
 from mcp.client.client import Client
 from mcp_types import CallToolResult
 
-from imageforge.bootstrap import build_service
-from imageforge.config import Settings
 from imageforge.domain import GenerationParams, JobStatus, Task
-from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
 from imageforge.transports.mcp.server import McpOptions, build_mcp_server
 from tests.gated import GatedBackend
 from tests.loopback import serving_app
+from tests.transports.mcp.answers import structured_of
 
 pytestmark = pytest.mark.anyio
 
 SMALL: dict[str, Any] = {"width": 64, "height": 64, "steps": 1}
 WAIT_S = 60.0
-
-
-@pytest.fixture
-def gated(settings: Settings) -> Iterator[tuple[ImageService, GatedBackend]]:
-    backend = GatedBackend(DiffusersBackend(device="cpu", models_path=settings.models_path))
-    service = build_service(settings, backend=backend)
-    service.start()
-    try:
-        yield service, backend
-    finally:
-        backend.release(1000)
-        service.close()
-
-
-def _structured(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, result.content
-    structured: dict[str, Any] | None = result.structured_content
-    assert structured is not None
-    return structured
 
 
 class Heard:
@@ -127,18 +105,18 @@ async def test_job_status_gives_eta_s_and_the_iso_expiry_get_jobs_gives(
     service, backend = gated
     with serving_app(create_app(service)) as url:
         async with Client(build_mcp_server(service)) as mcp:
-            job_id = _structured(await mcp.call_tool("submit_async_job", {"prompt": "a fox", **SMALL, "steps": 3}))[
+            job_id = structured_of(await mcp.call_tool("submit_async_job", {"prompt": "a fox", **SMALL, "steps": 3}))[
                 "job_id"
             ]
             await anyio.to_thread.run_sync(backend.wait_for_step)
-            one_step = _structured(await mcp.call_tool("get_job_status", {"job_id": job_id}))
+            one_step = structured_of(await mcp.call_tool("get_job_status", {"job_id": job_id}))
             backend.release(1)
             await anyio.to_thread.run_sync(backend.wait_for_step)
-            timed = _structured(await mcp.call_tool("get_job_status", {"job_id": job_id}))
+            timed = structured_of(await mcp.call_tool("get_job_status", {"job_id": job_id}))
             timed_over_http = httpx.get(f"{url}/jobs/{job_id}").json()
             backend.release(1000)
             await anyio.to_thread.run_sync(lambda: service.wait_job(job_id, WAIT_S))
-            ended = _structured(await mcp.call_tool("get_job_status", {"job_id": job_id}))
+            ended = structured_of(await mcp.call_tool("get_job_status", {"job_id": job_id}))
             ended_over_http = httpx.get(f"{url}/jobs/{job_id}").json()
 
     assert (one_step["step"], one_step["eta_s"], one_step["expires_at"]) == (1, None, None), "no step timed yet"
@@ -156,14 +134,14 @@ async def test_cancelling_a_running_job_says_cancelling_was_requested_until_its_
 ) -> None:
     service, backend = gated
     async with Client(build_mcp_server(service)) as mcp:
-        job_id = _structured(await mcp.call_tool("submit_async_job", {"prompt": "slow", **{**SMALL, "steps": 20}}))[
+        job_id = structured_of(await mcp.call_tool("submit_async_job", {"prompt": "slow", **{**SMALL, "steps": 20}}))[
             "job_id"
         ]
         await anyio.to_thread.run_sync(backend.wait_for_step)
-        requested = _structured(await mcp.call_tool("cancel_job", {"job_id": job_id}))
+        requested = structured_of(await mcp.call_tool("cancel_job", {"job_id": job_id}))
         backend.release(1)
         ended = await anyio.to_thread.run_sync(lambda: service.wait_job(job_id, WAIT_S))
-        status = _structured(await mcp.call_tool("get_job_status", {"job_id": job_id}))
+        status = structured_of(await mcp.call_tool("get_job_status", {"job_id": job_id}))
 
     assert requested["status"] == "running"
     assert requested["message"].startswith("Cancelling was requested")
