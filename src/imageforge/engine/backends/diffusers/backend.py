@@ -71,10 +71,12 @@ class DiffusersBackend:
 
     def pull(self, spec: ModelSpec) -> str:
         """Fetch the weights of `spec` ahead of time; returns where they are."""
-        if spec.builtin:
-            # Building it runs diffusers and transformers; a download from the Hub imports neither.
-            quiet_libraries()
-        return self._weights.pull(spec)
+        if not spec.builtin:
+            return self._weights.pull(spec)
+        # Building it runs diffusers and transformers; a download from the Hub imports neither.
+        quiet_libraries()
+        with loading.BUILDING:
+            return self._weights.pull(spec)
 
     def load(self, spec: ModelSpec) -> DiffusersModel:
         """`spec` loaded on this backend's device, ready to generate."""

@@ -8,6 +8,7 @@ fused in, and the scheduler may be swapped for the one the catalog names.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,11 @@ from imageforge.errors import ModelUnsupported, WeightsUnavailable
 
 log = logging.getLogger(__name__)
 
+#: Held while diffusers or transformers build a model. They build under process-wide state (torch's default
+#: dtype, torch functions patched to initialise on the meta device), so two builds at once in one process (two
+#: services, or a fast decoder loading beside another model) corrupt each other, and every later load fails.
+BUILDING = threading.RLock()
+
 _PIPELINES = {
     Family.SD: "StableDiffusionPipeline",
     Family.SDXL: "StableDiffusionXLPipeline",
@@ -43,6 +49,11 @@ _PIPELINES = {
 def load(spec: ModelSpec, runtime: speed.Runtime, weights: Weights) -> tuple[Any, Any]:
     """The text2img pipeline of `spec`, ready on the runtime's device, and its fast decoder when that is on disk
     (None otherwise: the first request for it loads it, see `load_fast_decoder`)."""
+    with BUILDING:
+        return _load(spec, runtime, weights)
+
+
+def _load(spec: ModelSpec, runtime: speed.Runtime, weights: Weights) -> tuple[Any, Any]:
     dtype = getattr(import_torch(), runtime.dtype)
     pipeline_class = _pipeline_class(spec)
     failure = None
@@ -76,6 +87,11 @@ def load(spec: ModelSpec, runtime: speed.Runtime, weights: Weights) -> tuple[Any
 
 def load_fast_decoder(spec: ModelSpec, runtime: speed.Runtime, weights: Weights) -> Any:
     """The tiny autoencoder of `spec`, through the same offline and safetensors rules as every model."""
+    with BUILDING:
+        return _load_fast_decoder(spec, runtime, weights)
+
+
+def _load_fast_decoder(spec: ModelSpec, runtime: speed.Runtime, weights: Weights) -> Any:
     from diffusers import AutoencoderTiny
 
     assert spec.fast_decoder is not None
