@@ -1,0 +1,191 @@
+"""The web UI's features beyond the basics (zoom, batch grid, queue, drop and paste, dark mode, kept settings), in
+a real headless Chromium against a real server on loopback, on the offline `tiny` model."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Browser, Page, ViewportSize, expect
+
+from tests.gated import GatedBackend
+from tests.transports.web.test_page import (
+    _generate,
+    _open,
+    _wait_for_result_image,
+    browser,
+    gated,
+    served,
+)
+
+# The fixtures are shared with the base page's tests; naming them here is what makes pytest find them.
+__all__ = ["browser", "gated", "served"]
+pytestmark = pytest.mark.slow
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+
+
+def _open_at(browser: Browser, base_url: str, viewport: ViewportSize) -> Page:
+    page = _open(browser, base_url)
+    page.set_viewport_size(viewport)
+    return page
+
+
+# A 96x64 PNG made in the page itself, as a File: what a drop or a paste hands the page.
+MAKE_FILE = """async () => {
+  const canvas = document.createElement('canvas');
+  canvas.width = 96; canvas.height = 64;
+  const ctx = canvas.getContext('2d');
+  ctx.fillStyle = '#c33'; ctx.fillRect(0, 0, 96, 64);
+  const blob = await new Promise((resolve) => canvas.toBlob(resolve, 'image/png'));
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([blob], 'fox.png', { type: 'image/png' }));
+  return transfer;
+}"""
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_clicking_the_result_opens_it_at_full_size_and_escape_closes_it(
+    browser: Browser, served: str, viewport: ViewportSize
+) -> None:
+    page = _open_at(browser, served, viewport)
+    page.get_by_label("Size", exact=True).select_option("768x768")
+    _generate(page, seed=8)
+    expect(page.locator("#result-meta")).to_contain_text("seed 8")
+    _wait_for_result_image(page)
+    shown = page.locator("#result-image").bounding_box()
+    assert shown is not None
+    assert shown["width"] < 768  # the page fits it to its column
+
+    page.locator("#result-image").click()
+
+    dialog = page.get_by_role("dialog", name="Full-size image")
+    expect(dialog).to_be_visible()
+    full = dialog.get_by_role("img")
+    page.wait_for_function("() => document.querySelector('#zoom img').naturalWidth > 0")
+    box = full.bounding_box()
+    assert box is not None
+    assert round(box["width"]) == 768
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    page.close()
+
+
+def test_a_batch_shows_its_images_as_a_grid_of_large_thumbnails(browser: Browser, served: str) -> None:
+    page = _open_at(browser, served, DESKTOP)
+    page.get_by_label("Images").fill("4")
+    _generate(page, seed=31)
+
+    thumbs = page.get_by_role("img", name=re.compile(r"^Image \d, seed \d+$"))
+    expect(thumbs).to_have_count(4)
+    boxes = [thumbs.nth(i).bounding_box() for i in range(4)]
+    assert all(box is not None and box["width"] >= 140 for box in boxes)
+    rows = {round(box["y"]) for box in boxes if box is not None}
+    assert len(rows) < 4  # side by side, wrapping into rows where the column is narrow
+    page.close()
+
+
+def test_prompts_added_while_one_runs_are_queued_with_positions_and_cancel_from_the_panel(
+    browser: Browser, gated: tuple[str, GatedBackend]
+) -> None:
+    base_url, backend = gated
+    page = _open_at(browser, base_url, DESKTOP)
+    _generate(page, prompt="a running fox", seed=1)
+    backend.wait_for_step()
+
+    page.get_by_label("Prompt", exact=True).fill("a queued owl")
+    page.get_by_role("button", name="Add to queue").click()
+    page.get_by_label("Prompt", exact=True).fill("a queued cat")
+    page.get_by_role("button", name="Add to queue").click()
+
+    queue = page.get_by_role("region", name="Queue")
+    # The running job is the one the form follows, with its own progress and Cancel above.
+    expect(queue.get_by_role("listitem")).to_have_count(2)
+    expect(queue.get_by_role("listitem").filter(has_text="a queued owl")).to_contain_text("queued, position 1")
+    expect(queue.get_by_role("listitem").filter(has_text="a queued cat")).to_contain_text("queued, position 2")
+
+    queue.get_by_role("button", name="Cancel a queued owl").click()
+    expect(queue.get_by_role("listitem").filter(has_text="a queued owl")).to_have_count(0)
+    expect(queue.get_by_role("listitem").filter(has_text="a queued cat")).to_contain_text("queued, position 1")
+
+    backend.release(1000)
+    expect(page.get_by_role("button", name="Restore: a queued cat")).to_be_visible()
+    expect(page.get_by_role("img", name="Generated: a queued cat")).to_be_visible()
+    expect(queue).to_be_hidden()
+    page.close()
+
+
+def test_an_image_dropped_on_the_page_becomes_the_input_of_an_edit(browser: Browser, served: str) -> None:
+    page = _open_at(browser, served, DESKTOP)
+
+    transfer = page.evaluate_handle(MAKE_FILE)
+    page.dispatch_event("main", "drop", {"dataTransfer": transfer})
+
+    expect(page.get_by_label("Edit (image to image)")).to_be_checked()
+    expect(page.get_by_role("img", name="Input image")).to_be_visible()
+    page.wait_for_function("() => document.querySelector('#input-image').naturalWidth === 96")
+    page.close()
+
+
+def test_an_image_pasted_into_the_page_becomes_the_input_and_pasted_text_stays_text(
+    browser: Browser, served: str
+) -> None:
+    page = _open_at(browser, served, DESKTOP)
+    prompt = page.get_by_label("Prompt", exact=True)
+    prompt.fill("a fox")
+
+    transfer = page.evaluate_handle(MAKE_FILE)
+    paste = "(el, transfer) => el.dispatchEvent(new ClipboardEvent('paste', {clipboardData: transfer, bubbles: true}))"
+    prompt.evaluate(paste, transfer)
+
+    expect(page.get_by_label("Edit (image to image)")).to_be_checked()
+    page.wait_for_function("() => document.querySelector('#input-image').naturalWidth === 96")
+    expect(prompt).to_have_value("a fox")
+    page.close()
+
+
+def _contrast(page: Page, selector: str) -> float:
+    """The WCAG contrast ratio of an element's text colour on the background of its nearest painted ancestor."""
+    return float(
+        page.evaluate(
+            """(selector) => {
+              const rgb = (s) => s.match(/[\\d.]+/g).slice(0, 4).map(Number);
+              const lum = ([r, g, b]) => {
+                const f = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+                return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+              };
+              const el = document.querySelector(selector);
+              let bg = el;
+              while (bg && (getComputedStyle(bg).backgroundColor === 'rgba(0, 0, 0, 0)')) bg = bg.parentElement;
+              const a = lum(rgb(getComputedStyle(el).color));
+              const b = lum(rgb(getComputedStyle(bg || document.body).backgroundColor));
+              return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+            }""",
+            selector,
+        )
+    )
+
+
+def _luminance_of_background(page: Page, selector: str) -> float:
+    return float(
+        page.evaluate(
+            "(s) => getComputedStyle(document.querySelector(s)).backgroundColor.match(/\\d+/g).slice(0, 3)"
+            ".map(Number).reduce((a, b) => a + b, 0) / 765",
+            selector,
+        )
+    )
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_page_follows_the_browsers_colour_scheme_and_keeps_text_readable(
+    browser: Browser, served: str, scheme: str
+) -> None:
+    page = _open_at(browser, served, DESKTOP)
+    page.emulate_media(color_scheme=scheme)  # type: ignore[arg-type]
+
+    panel = _luminance_of_background(page, "#form")
+    assert (panel < 0.3) if scheme == "dark" else (panel > 0.8)
+    for selector in ["label[for=prompt]", "#prompt", "#model-info", "#policy", "#generate", "#result-panel h2"]:
+        assert _contrast(page, selector) >= 4.5, selector
+    page.close()
+
