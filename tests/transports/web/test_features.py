@@ -189,3 +189,68 @@ def test_the_page_follows_the_browsers_colour_scheme_and_keeps_text_readable(
         assert _contrast(page, selector) >= 4.5, selector
     page.close()
 
+
+def test_the_forms_settings_are_kept_across_a_reload(browser: Browser, served: str) -> None:
+    page = _open_at(browser, served, DESKTOP)
+    page.get_by_label("Prompt", exact=True).fill("a kept fox")
+    page.get_by_label("Negative prompt").fill("blurry")
+    page.get_by_label("Size", exact=True).select_option("768x512")
+    page.get_by_label("Images").fill("2")
+
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+
+    expect(page.get_by_label("Prompt", exact=True)).to_have_value("a kept fox")
+    expect(page.get_by_label("Negative prompt")).to_have_value("blurry")
+    expect(page.get_by_label("Size", exact=True)).to_have_value("768x512")
+    expect(page.get_by_label("Images")).to_have_value("2")
+    page.close()
+
+
+def test_prompts_that_were_generated_are_offered_again_after_a_reload(browser: Browser, served: str) -> None:
+    page = _open_at(browser, served, DESKTOP)
+    _generate(page, prompt="a first fox", seed=1)
+    expect(page.locator("#result-meta")).to_contain_text("seed 1")
+    _generate(page, prompt="a second fox", seed=2)
+    expect(page.locator("#result-meta")).to_contain_text("seed 2")
+
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    recent = page.get_by_label("Recent prompts")
+    expect(recent.locator("option")).to_have_text(["Recent prompts…", "a second fox", "a first fox"])
+    recent.select_option("a first fox")
+
+    expect(page.get_by_label("Prompt", exact=True)).to_have_value("a first fox")
+    page.close()
+
+
+def test_copy_buttons_put_the_shown_images_seed_and_prompt_on_the_clipboard(browser: Browser, served: str) -> None:
+    context = browser.new_context(viewport=DESKTOP, permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    page.goto(served + "/")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    page.get_by_label("Images").fill("2")
+    _generate(page, prompt="a copied fox", seed=40)
+    expect(page.locator("#result-meta")).to_contain_text("seed 40")
+    page.get_by_role("img", name="Image 2, seed 41").click()
+
+    page.get_by_role("button", name="Copy seed").click()
+    expect(page.get_by_role("button", name="Seed copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == "41"
+    page.get_by_role("button", name="Copy prompt").click()
+    assert page.evaluate("navigator.clipboard.readText()") == "a copied fox"
+    context.close()
+
+
+def test_history_thumbnails_show_their_prompt_underneath(browser: Browser, served: str) -> None:
+    page = _open_at(browser, served, PHONE)
+    _generate(page, prompt="a captioned fox", seed=9)
+
+    item = page.get_by_role("button", name="Restore: a captioned fox")
+    expect(item).to_contain_text("a captioned fox")
+    image = item.get_by_role("img").bounding_box()
+    text = item.locator(".history-caption").bounding_box()
+    assert image is not None
+    assert text is not None
+    assert text["y"] >= image["y"] + image["height"] - 1
+    page.close()
