@@ -3,10 +3,12 @@ a real headless Chromium against a real server on loopback, on the offline `tiny
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
-from playwright.sync_api import Browser, Page, ViewportSize, expect
+from PIL import Image
+from playwright.sync_api import Browser, FloatRect, Page, ViewportSize, expect
 
 from tests.gated import GatedBackend
 from tests.transports.web.test_page import (
@@ -253,4 +255,143 @@ def test_history_thumbnails_show_their_prompt_underneath(browser: Browser, serve
     assert image is not None
     assert text is not None
     assert text["y"] >= image["y"] + image["height"] - 1
+    page.close()
+
+
+def _inpaint_a_dropped_image(page: Page, colour: str = "#c33") -> None:
+    """Drop a 384x256 image of one colour and switch to Inpaint."""
+    transfer = page.evaluate_handle(MAKE_FILE.replace("96", "384").replace("64", "256").replace("#c33", colour))
+    page.dispatch_event("main", "drop", {"dataTransfer": transfer})
+    page.wait_for_function("() => document.querySelector('#mask').width === 384")
+    page.get_by_label("Inpaint").check()
+
+
+def _mask_box(page: Page) -> FloatRect:
+    """The mask canvas's box on screen, scrolled into view: the mouse moves in the viewport."""
+    canvas = page.get_by_label("Mask: paint the area to repaint")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    assert box is not None
+    return box
+
+
+def _stroke(page: Page, y: float = 0.5) -> None:
+    box = _mask_box(page)
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * y, steps=5)
+    page.mouse.up()
+
+
+def _painted(page: Page, x: float, y: float) -> bool:
+    """Whether the mask is painted at (x, y), as fractions of its size."""
+    return bool(
+        page.evaluate(
+            "([x, y]) => { const c = document.querySelector('#mask');"
+            " return c.getContext('2d').getImageData(c.width * x, c.height * y, 1, 1).data[3] > 0 }",
+            [x, y],
+        )
+    )
+
+
+def test_the_mask_shows_in_a_visible_colour_and_the_eraser_takes_paint_away(browser: Browser, served: str) -> None:
+    page = _open_at(browser, served, DESKTOP)
+    # A light input: a mask shown in white at half opacity would hardly show on it.
+    _inpaint_a_dropped_image(page, colour="#f4f4f4")
+
+    _stroke(page)
+    assert _painted(page, 0.5, 0.5)
+    page.mouse.move(0, 0)
+    shot = Image.open(io.BytesIO(page.get_by_label("Mask: paint the area to repaint").screenshot())).convert("RGB")
+    painted = shot.getpixel((shot.width // 2, shot.height // 2))
+    unpainted = shot.getpixel((shot.width // 2, shot.height * 9 // 10))
+    assert isinstance(painted, tuple)
+    assert isinstance(unpainted, tuple)
+    assert sum(abs(a - b) for a, b in zip(painted, unpainted, strict=True)) > 90
+
+    page.get_by_role("button", name="Eraser").click()
+    expect(page.get_by_role("button", name="Eraser")).to_have_attribute("aria-pressed", "true")
+    _stroke(page)
+    assert not _painted(page, 0.5, 0.5)
+    page.close()
+
+
+def test_mask_undo_and_redo_take_back_strokes_and_leave_the_prompts_text_alone(browser: Browser, served: str) -> None:
+    page = _open_at(browser, served, DESKTOP)
+    prompt = page.get_by_label("Prompt", exact=True)
+    prompt.fill("a snowy owl")
+    _inpaint_a_dropped_image(page)
+    _stroke(page, y=0.3)
+    _stroke(page, y=0.7)
+
+    page.keyboard.press("Control+z")
+    assert _painted(page, 0.5, 0.3)
+    assert not _painted(page, 0.5, 0.7)
+    page.get_by_role("button", name="Undo").click()
+    assert not _painted(page, 0.5, 0.3)
+    expect(page.get_by_role("button", name="Undo")).to_be_disabled()
+    page.get_by_role("button", name="Redo").click()
+    page.get_by_label("Mask: paint the area to repaint").focus()
+    page.keyboard.press("Control+Shift+z")
+    assert _painted(page, 0.5, 0.3)
+    assert _painted(page, 0.5, 0.7)
+
+    expect(prompt).to_have_value("a snowy owl")
+    page.close()
+
+
+def test_mask_invert_and_the_brush_size_as_a_number_with_an_outline_cursor_of_that_size(
+    browser: Browser, served: str
+) -> None:
+    page = _open_at(browser, served, DESKTOP)
+    _inpaint_a_dropped_image(page)
+    page.get_by_label("Brush diameter (px)").fill("40")
+    expect(page.get_by_label("Brush size", exact=True)).to_have_value("40")
+
+    box = _mask_box(page)
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    outline = page.locator("#brush-cursor")
+    expect(outline).to_be_visible()
+    ring = outline.bounding_box()
+    assert ring is not None
+    assert round(ring["width"]) == 40
+    assert abs(ring["x"] + 20 - (box["x"] + box["width"] / 2)) <= 1
+
+    _stroke(page)
+    page.get_by_role("button", name="Invert").click()
+    assert not _painted(page, 0.5, 0.5)
+    assert _painted(page, 0.05, 0.05)
+    page.close()
+
+
+def test_an_edits_result_can_be_wiped_against_its_input_with_a_before_after_slider(
+    browser: Browser, served: str
+) -> None:
+    page = _open_at(browser, served, DESKTOP)
+    _generate(page, seed=3)
+    expect(page.locator("#result-meta")).to_contain_text("seed 3")
+    expect(page.get_by_label("Before / after")).to_be_hidden()  # nothing to compare a text-to-image result with
+
+    transfer = page.evaluate_handle(MAKE_FILE.replace("96", "256").replace("64", "256"))
+    page.dispatch_event("main", "drop", {"dataTransfer": transfer})
+    expect(page.get_by_label("Edit (image to image)")).to_be_checked()
+    _generate(page, prompt="the fox at night", seed=4)
+    expect(page.locator("#result-meta")).to_contain_text("seed 4")
+    _wait_for_result_image(page)
+
+    slider = page.get_by_label("Before / after")
+    expect(slider).to_be_visible()
+    frame = page.locator("#compare-frame")
+
+    def centre() -> tuple[int, ...]:
+        page.mouse.move(0, 0)
+        shot = Image.open(io.BytesIO(frame.screenshot())).convert("RGB")
+        pixel = shot.getpixel((shot.width // 2, shot.height // 2))
+        assert isinstance(pixel, tuple)
+        return pixel
+
+    slider.fill("100")
+    assert centre() == (204, 51, 51)  # the red input
+    slider.fill("0")
+    assert centre() != (204, 51, 51)  # the result
     page.close()
