@@ -395,3 +395,21 @@ def test_an_edits_result_can_be_wiped_against_its_input_with_a_before_after_slid
     slider.fill("0")
     assert centre() != (204, 51, 51)  # the result
     page.close()
+
+
+def test_a_result_smaller_than_the_window_is_enlarged_to_fill_it_when_zoomed(browser: Browser, served: str) -> None:
+    page = _open_at(browser, served, DESKTOP)
+    page.get_by_label("Size", exact=True).select_option("256x256")
+    _generate(page, seed=12)
+    expect(page.locator("#result-meta")).to_contain_text("seed 12")
+    _wait_for_result_image(page)
+
+    page.locator("#result-image").click()
+
+    full = page.get_by_role("dialog", name="Full-size image").get_by_role("img")
+    expect(full).to_be_visible()
+    page.wait_for_function("() => parseFloat(document.querySelector('#zoom img').style.width) > 0")
+    box = full.bounding_box()
+    assert box is not None
+    assert box["height"] > 0.8 * 800
+    page.close()

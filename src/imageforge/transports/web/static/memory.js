@@ -55,6 +55,7 @@ function fillRecent() {
 }
 
 function remember() {
+  saveSettings();
   const prompt = $("prompt").value.trim();
   if (!prompt) return;
   const prompts = [prompt, ...read(PROMPTS_KEY, []).filter((p) => p !== prompt)].slice(0, MAX_PROMPTS);

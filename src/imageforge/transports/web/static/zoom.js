@@ -1,5 +1,5 @@
 // Click-to-zoom: the result opens in a dialog at its full pixel size, scrollable where it is larger than the
-// window; Escape, the Close button or a click outside the image closes it.
+// window, and enlarged to fill the window where it is smaller; Escape, Close or a click outside closes it.
 const result = document.getElementById("result-image");
 
 const dialog = document.createElement("dialog");
@@ -13,10 +13,19 @@ full.alt = "Full-size result";
 dialog.append(close, full);
 document.body.append(dialog);
 
+function fit() {
+  if (!full.naturalWidth) return;
+  const scale = Math.min((0.92 * innerWidth) / full.naturalWidth, (0.92 * innerHeight) / full.naturalHeight);
+  full.style.width = `${full.naturalWidth * Math.max(1, scale)}px`;
+}
+full.addEventListener("load", fit);
+
 function open() {
   if (!result.src) return;
   full.src = result.src;
   full.alt = `Full size: ${result.alt}`;
+  // An image already in the cache may be complete before a load listener could hear it.
+  if (full.complete) fit();
   dialog.showModal();
   close.focus();
 }
