@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 
+import httpx
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, FloatRect, Page, ViewportSize, expect
@@ -412,4 +413,25 @@ def test_a_result_smaller_than_the_window_is_enlarged_to_fill_it_when_zoomed(bro
     box = full.bounding_box()
     assert box is not None
     assert box["height"] > 0.8 * 800
+    page.close()
+
+
+def test_all_results_past_historys_twenty_open_as_a_gallery_and_one_restores_from_it(
+    browser: Browser, served: str
+) -> None:
+    for i in range(22):
+        reply = httpx.post(f"{served}/generate", json={"prompt": f"fox number {i}", "seed": i}, timeout=120)
+        assert reply.status_code == 200
+    page = _open_at(browser, served, DESKTOP)
+    expect(page.locator("#history img")).to_have_count(20)
+
+    page.get_by_role("button", name="All results").click()
+
+    gallery = page.get_by_role("dialog", name="All results")
+    expect(gallery).to_contain_text("All results (22)")
+    expect(gallery.get_by_role("img")).to_have_count(22)
+    gallery.get_by_role("button", name="Restore: fox number 0", exact=True).click()
+    expect(gallery).to_be_hidden()
+    expect(page.get_by_label("Prompt", exact=True)).to_have_value("fox number 0")
+    expect(page.get_by_label("Seed")).to_have_value("0")
     page.close()

@@ -399,7 +399,7 @@ export async function loadHistory() {
   }
 }
 
-function restore(job) {
+export function restore(job) {
   const r = job.result;
   $("prompt").value = r.original_prompt || r.prompt;
   $("negative").value = r.negative_prompt || "";
