@@ -38,6 +38,9 @@ document.addEventListener("drop", (e) => {
 document.addEventListener("paste", (e) => {
   const file = imageFile(e.clipboardData);
   if (!file) return;
+  // Office copies text with a picture of it: pasted into a text field, that is text.
+  const inText = e.target instanceof HTMLTextAreaElement || e.target instanceof HTMLInputElement;
+  if (inText && e.clipboardData.types.includes("text/plain")) return;
   e.preventDefault();
   take(file);
 });
