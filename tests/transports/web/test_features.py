@@ -88,15 +88,16 @@ def test_a_batch_shows_its_images_as_a_grid_of_large_thumbnails(browser: Browser
     page.close()
 
 
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_prompts_added_while_one_runs_are_queued_with_positions_and_cancel_from_the_panel(
-    browser: Browser, gated: tuple[str, GatedBackend]
+    browser: Browser, gated: tuple[str, GatedBackend], viewport: ViewportSize
 ) -> None:
     base_url, backend = gated
-    page = _open_at(browser, base_url, DESKTOP)
+    page = _open_at(browser, base_url, viewport)
     _generate(page, prompt="a running fox", seed=1)
     backend.wait_for_step()
 
-    page.get_by_label("Prompt", exact=True).fill("a queued owl")
+    page.get_by_label("Prompt", exact=True).fill("a queued owl" + ", in a snowy forest at dawn" * 6)
     page.get_by_role("button", name="Add to queue").click()
     page.get_by_label("Prompt", exact=True).fill("a queued cat")
     page.get_by_role("button", name="Add to queue").click()
@@ -107,7 +108,12 @@ def test_prompts_added_while_one_runs_are_queued_with_positions_and_cancel_from_
     expect(queue.get_by_role("listitem").filter(has_text="a queued owl")).to_contain_text("queued, position 1")
     expect(queue.get_by_role("listitem").filter(has_text="a queued cat")).to_contain_text("queued, position 2")
 
-    queue.get_by_role("button", name="Cancel a queued owl").click()
+    cancel = queue.get_by_role("button", name="Cancel a queued owl")
+    cancel.scroll_into_view_if_needed()
+    right = cancel.bounding_box()
+    assert right is not None
+    assert right["x"] + right["width"] <= viewport["width"]  # a long prompt never pushes Cancel off the screen
+    cancel.click()
     expect(queue.get_by_role("listitem").filter(has_text="a queued owl")).to_have_count(0)
     expect(queue.get_by_role("listitem").filter(has_text="a queued cat")).to_contain_text("queued, position 1")
 
