@@ -22,7 +22,7 @@ function withKey(headers = {}) {
   return key ? { ...headers, Authorization: `Bearer ${key}` } : headers;
 }
 
-async function api(path, options = {}) {
+export async function api(path, options = {}) {
   const response = await fetch(path, { ...options, headers: withKey(options.headers) });
   let body = null;
   try {
@@ -63,7 +63,7 @@ function forgetKey() {
   location.reload();
 }
 
-function showError(error) {
+export function showError(error) {
   const box = $("error");
   box.replaceChildren();
   const message = document.createElement("strong");
@@ -78,7 +78,7 @@ function showError(error) {
   box.hidden = false;
 }
 
-function clearError() {
+export function clearError() {
   $("error").hidden = true;
 }
 
@@ -189,7 +189,7 @@ function currentTask() {
   return document.querySelector("input[name=task]:checked").value;
 }
 
-function requestBody() {
+export function requestBody() {
   const task = currentTask();
   const body = { task, prompt: $("prompt").value, model: $("model").value };
   const negative = $("negative").value.trim();
@@ -242,6 +242,7 @@ async function submit() {
   try {
     const job = await api("/jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     state.job = job.job_id;
+    document.dispatchEvent(new CustomEvent("imageforge:job", { detail: { job } }));
     $("progress-text").textContent = job.queue_position > 1 ? `queued (position ${job.queue_position})` : "queued";
     follow(job.job_id);
   } catch (error) {
@@ -335,7 +336,7 @@ async function finish(jobId) {
   }
 }
 
-function showResult(job, index = 0) {
+export function showResult(job, index = 0) {
   const r = job.result;
   // A result of several images lists them all; one from an older server has only its own fields.
   const images = r.images && r.images.length ? r.images : [{ seed: r.seed, url: job.links.image, elapsed_s: r.elapsed_s }];
@@ -358,6 +359,8 @@ function showResult(job, index = 0) {
   }));
   strip.hidden = images.length < 2;
   $("result").hidden = false;
+  // For the feature modules (zoom, comparison, copy buttons): which image is shown, and of which job.
+  document.dispatchEvent(new CustomEvent("imageforge:result", { detail: { job, image } }));
 }
 
 async function cancel() {
@@ -371,7 +374,7 @@ async function cancel() {
   }
 }
 
-async function loadHistory() {
+export async function loadHistory() {
   try {
     const body = await api("/jobs?status=succeeded");
     const list = $("history");
@@ -396,7 +399,7 @@ async function loadHistory() {
   }
 }
 
-function restore(job) {
+export function restore(job) {
   const r = job.result;
   $("prompt").value = r.original_prompt || r.prompt;
   $("negative").value = r.negative_prompt || "";
@@ -413,7 +416,7 @@ function restore(job) {
 
 // --- input image and mask ---
 
-function setInput(dataUrl) {
+export function setInput(dataUrl) {
   state.inputImage = dataUrl;
   // The mask canvas takes the image's own pixel size: the server wants a mask exactly as large as the input.
   $("input-image").onload = () => {
@@ -423,6 +426,7 @@ function setInput(dataUrl) {
   };
   $("input-image").src = dataUrl;
   $("input-box").hidden = false;
+  document.dispatchEvent(new CustomEvent("imageforge:input", { detail: { dataUrl } }));
 }
 
 async function useResultAsInput() {
@@ -434,7 +438,7 @@ async function useResultAsInput() {
   onTaskChange();
 }
 
-function blobToDataUrl(blob) {
+export function blobToDataUrl(blob) {
   return new Promise((resolve, reject) => {
     const reader = new FileReader();
     reader.onload = () => resolve(reader.result);

@@ -1,0 +1,60 @@
+// The gallery: every kept result (GET /jobs?status=succeeded, up to the API's 500), where History shows the last 20,
+// as a grid with prompts in a dialog; a click restores one as History does.
+import { api, restore, showError } from "./app.js";
+
+const LIMIT = 500;
+
+const open = document.createElement("button");
+open.type = "button";
+open.id = "open-gallery";
+open.textContent = "All results";
+document.getElementById("history").before(open);
+
+const dialog = document.createElement("dialog");
+dialog.id = "gallery";
+dialog.setAttribute("aria-label", "All results");
+const bar = document.createElement("div");
+bar.className = "row";
+const title = document.createElement("h2");
+const close = document.createElement("button");
+close.type = "button";
+close.textContent = "Close";
+bar.append(title, close);
+const grid = document.createElement("ol");
+grid.className = "gallery-grid";
+dialog.append(bar, grid);
+document.body.append(dialog);
+
+function tile(job) {
+  const prompt = job.result.original_prompt || job.result.prompt;
+  const item = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  const img = document.createElement("img");
+  img.src = job.links.image;
+  img.alt = `Restore: ${prompt}`;
+  img.loading = "lazy";
+  const caption = document.createElement("span");
+  caption.textContent = prompt;
+  caption.setAttribute("aria-hidden", "true");
+  button.append(img, caption);
+  button.addEventListener("click", () => { dialog.close(); restore(job); });
+  item.append(button);
+  return item;
+}
+
+async function show() {
+  try {
+    const body = await api(`/jobs?status=succeeded&limit=${LIMIT}`);
+    const jobs = body.jobs.filter((job) => job.result && job.links.image);
+    title.textContent = `All results (${jobs.length})`;
+    grid.replaceChildren(...jobs.map(tile));
+    dialog.showModal();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+open.addEventListener("click", show);
+close.addEventListener("click", () => dialog.close());
+dialog.addEventListener("click", (e) => { if (e.target === dialog) dialog.close(); });
