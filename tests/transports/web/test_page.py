@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 from imageforge.bootstrap import build_service
 from imageforge.config import Settings
@@ -46,8 +46,8 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-def _open(browser: Browser, base_url: str) -> Page:
-    page = browser.new_page()
+def _open(browser: Browser, base_url: str, viewport: ViewportSize | None = None) -> Page:
+    page = browser.new_page(viewport=viewport or {"width": 1280, "height": 800})
     # Everything the page's Content-Security-Policy blocks is kept for the tests to read.
     page.add_init_script(
         "window.cspViolations = [];"
@@ -404,4 +404,43 @@ def test_several_images_show_as_a_strip_and_picking_one_shows_and_reuses_its_see
     expect(page.get_by_role("link", name="Download")).to_have_attribute("href", third)
     page.get_by_role("button", name="Reuse last").click()
     expect(page.get_by_label("Seed")).to_have_value("23")
+    page.close()
+
+
+def _see_progress_then_the_result(page: Page, backend: GatedBackend, seed: int) -> None:
+    backend.wait_for_step()
+    expect(page.locator("#progress-box")).to_be_in_viewport()
+    backend.release(1000)
+    expect(page.locator("#result-meta")).to_contain_text(f"seed {seed}")
+    _wait_for_result_image(page)
+    expect(page.get_by_role("img", name=re.compile("^Generated"))).to_be_in_viewport(ratio=0.9)
+
+
+def test_progress_and_result_stay_in_view_when_generating_from_the_bottom_of_a_long_form(
+    browser: Browser, gated: tuple[str, GatedBackend]
+) -> None:
+    base_url, backend = gated
+    page = _open(browser, base_url)
+    page.get_by_label("Prompt", exact=True).fill("a fox seen from afar")
+    page.get_by_label("Seed").fill("8")
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+
+    page.get_by_role("button", name="Generate").click()
+
+    _see_progress_then_the_result(page, backend, seed=8)
+    page.close()
+
+
+def test_on_a_phone_generating_from_the_prompt_scrolls_progress_and_result_into_view(
+    browser: Browser, gated: tuple[str, GatedBackend]
+) -> None:
+    base_url, backend = gated
+    page = _open(browser, base_url, viewport={"width": 400, "height": 800})
+    page.get_by_label("Seed").fill("9")
+    prompt = page.get_by_label("Prompt", exact=True)
+    prompt.fill("a fox on a phone")
+
+    prompt.press("Control+Enter")
+
+    _see_progress_then_the_result(page, backend, seed=9)
     page.close()

@@ -76,6 +76,7 @@ function showError(error) {
     box.append(hint);
   }
   box.hidden = false;
+  bringIntoView(box);
 }
 
 function clearError() {
@@ -236,6 +237,7 @@ async function submit() {
     return;
   }
   setRunning(true);
+  bringIntoView($("progress-box"));
   $("progress").value = 0;
   $("progress").removeAttribute("max");
   $("progress-text").textContent = "submitting…";
@@ -358,6 +360,13 @@ function showResult(job, index = 0) {
   }));
   strip.hidden = images.length < 2;
   $("result").hidden = false;
+  bringIntoView($("result"));
+}
+
+// On a phone the result panel sits below the form: scroll what just changed there into view.
+function bringIntoView(element) {
+  const box = element.getBoundingClientRect();
+  if (box.top < 0 || box.bottom > window.innerHeight) element.scrollIntoView({ block: "start" });
 }
 
 async function cancel() {
