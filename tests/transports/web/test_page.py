@@ -444,3 +444,49 @@ def test_on_a_phone_generating_from_the_prompt_scrolls_progress_and_result_into_
 
     _see_progress_then_the_result(page, backend, seed=9)
     page.close()
+
+
+def test_generating_without_a_prompt_says_what_to_write_beside_the_prompt_and_sends_nothing(
+    browser: Browser, served: str
+) -> None:
+    page = _open(browser, served)
+    posted: list[str] = []
+    page.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
+
+    page.get_by_role("button", name="Generate").click()
+
+    expect(page.get_by_role("alert")).to_have_text("Write a prompt first: describe what to draw.")
+    expect(page.get_by_label("Prompt", exact=True)).to_be_focused()
+    assert posted == []
+    page.get_by_label("Prompt", exact=True).fill("a fox")
+    expect(page.get_by_role("alert")).to_have_count(0)
+    page.close()
+
+
+def test_a_model_without_weights_says_in_one_sentence_what_to_do(browser: Browser, served: str) -> None:
+    page = _open(browser, served)
+    # No weights are on this machine and the Hub is unreachable (HF_HUB_OFFLINE): the job fails at load.
+    page.get_by_label("Model").select_option("sd-turbo")
+    _generate(page)
+
+    alert = page.get_by_role("alert")
+    expect(alert.locator("strong")).to_have_text(
+        "This model's weights are not on this machine: choose another model, or pull its weights first (see Details)."
+    )
+    expect(alert.get_by_text("imageforge models pull sd-turbo")).to_be_hidden()
+    page.close()
+
+
+def test_a_server_that_stopped_is_reported_as_such_not_as_failed_to_fetch(
+    browser: Browser, service: ImageService
+) -> None:
+    with serving_app(create_app(service)) as base_url:
+        page = _open(browser, base_url)
+
+    _generate(page)
+
+    expect(page.get_by_role("alert")).to_have_text(
+        "The server does not answer: check that `imageforge serve` is still running, then try again."
+    )
+    expect(page.get_by_role("button", name="Generate")).to_be_enabled()
+    page.close()

@@ -22,8 +22,28 @@ function withKey(headers = {}) {
   return key ? { ...headers, Authorization: `Bearer ${key}` } : headers;
 }
 
+// A fetch that cannot reach the server at all rejects with the browser's own words ("Failed to fetch").
+const UNREACHABLE = {
+  code: "server_unreachable",
+  message: "The server does not answer: check that `imageforge serve` is still running, then try again.",
+  hint: "",
+};
+
+// Input the page refuses before sending: said beside the field it concerns, which gets the focus.
+class FieldError extends Error {
+  constructor(field, message) {
+    super(message);
+    this.field = field;
+  }
+}
+
 async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: withKey(options.headers) });
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers: withKey(options.headers) });
+  } catch {
+    throw new ApiError(UNREACHABLE);
+  }
   let body = null;
   try {
     body = await response.json();
@@ -63,16 +83,39 @@ function forgetKey() {
   location.reload();
 }
 
+// What to do about the errors a person can run into from this page, in one sentence each; the server's own
+// message and hint stay readable under "Details".
+const ADVICE = {
+  weights_unavailable: "This model's weights are not on this machine: choose another model, or pull its weights first (see Details).",
+  model_guarded: "This model is switched off on this server: choose another model (Details says how to switch it on).",
+  model_busy: "This model is busy being loaded or removed: try again in a moment.",
+  out_of_memory: "The server ran out of memory: try a smaller size, fewer images or a lighter model.",
+  generation_failed: "The generation failed on the server: try again, or another model or size (see Details).",
+  invalid_image: "The input image could not be read: choose a PNG, JPEG or WebP file.",
+  payload_too_large: "The input image is too large to send: choose a smaller file.",
+  queue_full: "The server's queue is full: try again in a minute.",
+  rate_limited: "Too many requests at once: wait a moment, then try again.",
+  storage_full: "The server's disk is full: free some space on it, then try again.",
+};
+
 function showError(error) {
   const box = $("error");
   box.replaceChildren();
   const message = document.createElement("strong");
-  message.textContent = error.message;
+  message.textContent = ADVICE[error.code] || error.message;
   box.append(message);
-  if (error.hint) {
-    const hint = document.createElement("p");
-    hint.className = "hint";
-    hint.textContent = error.hint;
+  const hint = document.createElement("p");
+  hint.className = "hint";
+  hint.textContent = error.hint || "";
+  if (ADVICE[error.code]) {
+    const details = document.createElement("details");
+    const summary = document.createElement("summary");
+    summary.textContent = "Details";
+    const said = document.createElement("p");
+    said.textContent = error.message;
+    details.append(summary, said, hint);
+    box.append(details);
+  } else if (error.hint) {
     box.append(hint);
   }
   box.hidden = false;
@@ -81,6 +124,29 @@ function showError(error) {
 
 function clearError() {
   $("error").hidden = true;
+}
+
+function showFieldError(error) {
+  const field = error.field;
+  const id = `${field.id}-error`;
+  let note = document.getElementById(id);
+  if (!note) {
+    note = document.createElement("p");
+    note.id = id;
+    note.className = "field-error";
+    note.setAttribute("role", "alert");
+    field.insertAdjacentElement("afterend", note);
+    field.setAttribute("aria-describedby", `${field.getAttribute("aria-describedby") || ""} ${id}`.trim());
+  }
+  note.textContent = error.message;
+  note.hidden = false;
+  field.setAttribute("aria-invalid", "true");
+  field.focus();
+}
+
+function clearFieldErrors() {
+  for (const note of document.querySelectorAll(".field-error")) note.hidden = true;
+  for (const field of document.querySelectorAll("[aria-invalid]")) field.removeAttribute("aria-invalid");
 }
 
 function selectedModel() {
@@ -192,6 +258,7 @@ function currentTask() {
 
 function requestBody() {
   const task = currentTask();
+  if (!$("prompt").value.trim()) throw new FieldError($("prompt"), "Write a prompt first: describe what to draw.");
   const body = { task, prompt: $("prompt").value, model: $("model").value };
   const negative = $("negative").value.trim();
   if (negative) body.negative_prompt = negative;
@@ -212,7 +279,7 @@ function requestBody() {
   const count = Number($("count").value);
   if (count > 1) body.n = count;
   if (task !== "text2img") {
-    if (!state.inputImage) throw new ApiError({ code: "no_input", message: "Choose an input image first.", hint: "Upload a file, or use a result as input." });
+    if (!state.inputImage) throw new FieldError($("upload"), "Choose an input image first, or use a result as input.");
     body.init_image = state.inputImage;
     body.strength = Number($("strength").value);
   }
@@ -229,11 +296,13 @@ function setRunning(running) {
 async function submit() {
   if (state.job) return;
   clearError();
+  clearFieldErrors();
   let body;
   try {
     body = requestBody();
   } catch (error) {
-    showError(error);
+    if (error instanceof FieldError) showFieldError(error);
+    else showError(error);
     return;
   }
   setRunning(true);
@@ -514,6 +583,11 @@ function wire() {
     if (file) setInput(await blobToDataUrl(file));
   });
   for (const radio of document.querySelectorAll("input[name=task]")) radio.addEventListener("change", onTaskChange);
+  // A field the page refused is fine again once the user changes it.
+  $("form").addEventListener("input", (e) => {
+    if (e.target.id) document.getElementById(`${e.target.id}-error`)?.setAttribute("hidden", "");
+    e.target.removeAttribute?.("aria-invalid");
+  });
   $("strength").addEventListener("input", () => { $("strength-value").textContent = $("strength").value; });
   paintMask();
   $("login").addEventListener("submit", (e) => { e.preventDefault(); logIn(); });
