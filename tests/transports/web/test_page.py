@@ -490,3 +490,27 @@ def test_a_server_that_stopped_is_reported_as_such_not_as_failed_to_fetch(
     )
     expect(page.get_by_role("button", name="Generate")).to_be_enabled()
     page.close()
+
+
+def test_restoring_an_edit_from_history_restores_its_mode_input_image_and_strength(
+    browser: Browser, served: str
+) -> None:
+    page = _open(browser, served)
+    _generate(page, prompt="a fox to edit", seed=3)
+    expect(page.locator("#result-meta")).to_contain_text("seed 3")
+    _wait_for_result_image(page)
+    page.get_by_role("button", name="Use as input").click()
+    expect(page.locator("#input-image")).to_have_attribute("src", re.compile(r"^data:image/png"))
+    sent = page.locator("#input-image").get_attribute("src")
+    page.get_by_label(re.compile("^Strength")).fill("0.3")
+    _generate(page, prompt="the fox at night", seed=4)
+    expect(page.locator("#result-meta")).to_contain_text("seed 4")
+    page.get_by_label("Text to image").check()
+
+    page.get_by_role("button", name="Restore: the fox at night").click()
+
+    expect(page.get_by_label("Edit (image to image)")).to_be_checked()
+    expect(page.get_by_label(re.compile("^Strength"))).to_have_value("0.3")
+    expect(page.locator("#input-image")).to_have_attribute("src", sent or "")
+    expect(page.locator("#input-image")).to_be_visible()
+    page.close()

@@ -4,7 +4,8 @@
 
 const $ = (id) => document.getElementById(id);
 const PRESETS = [[512, 512], [768, 768], [1024, 1024], [768, 512], [512, 768], [1024, 768], [768, 1024]];
-const state = { models: [], maxRes: 1024, job: null, events: null, lastSeed: null, lastImage: null, inputImage: null };
+// inputs: the input image each job of this visit was sent, by job id (the API does not hand inputs back).
+const state = { models: [], maxRes: 1024, job: null, events: null, lastSeed: null, lastImage: null, inputImage: null, inputs: new Map() };
 const KEY_STORE = "imageforge.apiKey";
 const TERMINAL = ["succeeded", "failed", "cancelled"];
 
@@ -313,6 +314,7 @@ async function submit() {
   try {
     const job = await api("/jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     state.job = job.job_id;
+    if (body.init_image) state.inputs.set(job.job_id, body.init_image);
     $("progress-text").textContent = job.queue_position > 1 ? `queued (position ${job.queue_position})` : "queued";
     follow(job.job_id);
   } catch (error) {
@@ -486,6 +488,21 @@ function restore(job) {
   $("seed").value = r.seed;
   $("steps").value = r.steps;
   $("guidance").value = r.guidance;
+  const task = job.task || r.task || "text2img";
+  const radio = document.querySelector(`input[name=task][value=${task}]`);
+  if (radio && !radio.disabled) {
+    radio.checked = true;
+    onTaskChange();
+  }
+  if (task !== "text2img") {
+    if (r.strength !== null && r.strength !== undefined) {
+      $("strength").value = r.strength;
+      $("strength-value").textContent = $("strength").value;
+    }
+    const input = state.inputs.get(job.job_id);
+    if (input) setInput(input);
+    else showFieldError(new FieldError($("upload"), "Choose this job's input image again: the page no longer holds it."));
+  }
   showResult(job);
 }
 
