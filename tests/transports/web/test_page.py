@@ -514,3 +514,48 @@ def test_restoring_an_edit_from_history_restores_its_mode_input_image_and_streng
     expect(page.locator("#input-image")).to_have_attribute("src", sent or "")
     expect(page.locator("#input-image")).to_be_visible()
     page.close()
+
+
+def test_choosing_a_second_style_replaces_the_first_around_the_same_subject(browser: Browser, served: str) -> None:
+    page = _open(browser, served)
+    prompt = page.get_by_label("Prompt", exact=True)
+    prompt.fill("a paper plane")
+
+    page.get_by_label("Style").select_option("photo")
+    page.get_by_label("Style").select_option("sketch")
+
+    expect(prompt).to_have_value(re.compile(r"^a graphite pencil sketch of a paper plane, "))
+    assert "photograph" not in prompt.input_value()
+    assert "50mm" not in prompt.input_value()
+    expect(page.get_by_label("Negative prompt")).to_have_value(re.compile(r"^colour, paint"))
+    page.get_by_label("Style").select_option("")
+    expect(prompt).to_have_value("a paper plane")
+    expect(page.get_by_label("Negative prompt")).to_have_value("")
+    page.close()
+
+
+def test_replacing_a_styled_prompt_drops_the_style_and_its_negative_prompt(browser: Browser, served: str) -> None:
+    page = _open(browser, served)
+    prompt = page.get_by_label("Prompt", exact=True)
+    prompt.fill("a paper plane")
+    page.get_by_label("Style").select_option("photo")
+    expect(page.get_by_label("Negative prompt")).not_to_have_value("")
+
+    prompt.fill("a lighthouse at dusk")
+
+    expect(page.get_by_label("Negative prompt")).to_have_value("")
+    expect(page.get_by_label("Style")).to_have_value("")
+    page.close()
+
+
+def test_a_style_on_an_empty_prompt_waits_for_the_subject_at_the_cursor(browser: Browser, served: str) -> None:
+    page = _open(browser, served)
+    prompt = page.get_by_label("Prompt", exact=True)
+
+    page.get_by_label("Style").select_option("photo")
+
+    assert "your subject" not in prompt.input_value()
+    expect(prompt).to_be_focused()
+    page.keyboard.type("a red bicycle")
+    expect(prompt).to_have_value(re.compile(r"^a photograph of a red bicycle, natural light"))
+    page.close()

@@ -5,7 +5,7 @@
 const $ = (id) => document.getElementById(id);
 const PRESETS = [[512, 512], [768, 768], [1024, 1024], [768, 512], [512, 768], [1024, 768], [768, 1024]];
 // inputs: the input image each job of this visit was sent, by job id (the API does not hand inputs back).
-const state = { models: [], maxRes: 1024, job: null, events: null, lastSeed: null, lastImage: null, inputImage: null, inputs: new Map() };
+const state = { templates: [], style: null, models: [], maxRes: 1024, job: null, events: null, lastSeed: null, lastImage: null, inputImage: null, inputs: new Map() };
 const KEY_STORE = "imageforge.apiKey";
 const TERMINAL = ["succeeded", "failed", "cancelled"];
 
@@ -223,6 +223,7 @@ async function loadModels() {
 
 async function loadTemplates() {
   const body = await api("/templates");
+  state.templates = body.templates;
   $("template").length = 1; // keep "(none)"
   for (const t of body.templates) $("template").add(new Option(`${t.title} (${t.width}×${t.height})`, t.key));
 }
@@ -237,20 +238,49 @@ async function loadPolicy() {
   $("policy").value = parts.join("\n") || "(no policy additions)";
 }
 
-// A template fills the prompt for editing (never applied behind the user's back) and sets its size.
-async function applyTemplate() {
-  const key = $("template").value;
-  if (!key) return;
-  const subject = $("prompt").value.trim() || "your subject";
-  clearError();
-  try {
-    const t = await api(`/templates/${encodeURIComponent(key)}?subject=${encodeURIComponent(subject)}`);
-    $("prompt").value = t.prompt;
-    if (t.negative_prompt) $("negative").value = t.negative_prompt;
-    setSize(t.width, t.height);
-  } catch (error) {
-    showError(error);
+// A style fills the prompt for editing (never applied behind the user's back) and sets its size. The style in
+// the prompt is its body's text around {subject}: choosing another style swaps that text around the same subject
+// instead of wrapping the old style, and editing the text away drops the style and the negative prompt it brought.
+function applyTemplate() {
+  const previous = state.style;
+  const subject = subjectOf($("prompt").value).trim();
+  const t = state.templates.find((one) => one.key === $("template").value);
+  if (previous && $("negative").value === previous.negative) $("negative").value = "";
+  state.style = null;
+  if (!t) {
+    if (previous) $("prompt").value = subject;
+    return;
   }
+  const [prefix, suffix = ""] = t.body.split("{subject}");
+  state.style = { prefix, suffix, negative: t.negative_prompt || "" };
+  $("prompt").value = prefix + subject + suffix;
+  if (t.negative_prompt && !$("negative").value.trim()) $("negative").value = t.negative_prompt;
+  setSize(t.width, t.height);
+  if (!subject) {
+    // No subject yet: the caret waits where it goes.
+    $("prompt").focus();
+    $("prompt").setSelectionRange(prefix.length, prefix.length);
+  }
+}
+
+// The user's own words in the prompt: without the chosen style's text around them.
+function subjectOf(prompt) {
+  const style = state.style;
+  if (!style || !isStyled(prompt)) return prompt;
+  return prompt.slice(style.prefix.length, prompt.length - style.suffix.length);
+}
+
+function isStyled(prompt) {
+  const style = state.style;
+  return Boolean(style) && prompt.length >= style.prefix.length + style.suffix.length &&
+    prompt.startsWith(style.prefix) && prompt.endsWith(style.suffix);
+}
+
+function onPromptEdit() {
+  if (!state.style || isStyled($("prompt").value)) return;
+  if ($("negative").value === state.style.negative) $("negative").value = "";
+  state.style = null;
+  $("template").value = "";
 }
 
 function currentTask() {
@@ -260,6 +290,9 @@ function currentTask() {
 function requestBody() {
   const task = currentTask();
   if (!$("prompt").value.trim()) throw new FieldError($("prompt"), "Write a prompt first: describe what to draw.");
+  if (state.style && !subjectOf($("prompt").value).trim()) {
+    throw new FieldError($("prompt"), "Write what to draw where the cursor is: the style needs a subject.");
+  }
   const body = { task, prompt: $("prompt").value, model: $("model").value };
   const negative = $("negative").value.trim();
   if (negative) body.negative_prompt = negative;
@@ -478,6 +511,8 @@ async function loadHistory() {
 
 function restore(job) {
   const r = job.result;
+  state.style = null;
+  $("template").value = "";
   $("prompt").value = r.original_prompt || r.prompt;
   $("negative").value = r.negative_prompt || "";
   if ([...$("model").options].some((o) => o.value === r.model)) {
@@ -590,6 +625,7 @@ function wire() {
   });
   $("model").addEventListener("change", describeModel);
   $("template").addEventListener("change", applyTemplate);
+  $("prompt").addEventListener("input", onPromptEdit);
   $("size").addEventListener("change", () => { $("custom-size").hidden = $("size").value !== "custom"; });
   $("seed-random").addEventListener("click", () => { $("seed").value = ""; });
   $("seed-last").addEventListener("click", () => { if (state.lastSeed !== null) $("seed").value = state.lastSeed; });
