@@ -84,7 +84,7 @@ def gated(settings: Settings) -> Iterator[tuple[str, GatedBackend]]:
         yield served
 
 
-def _generate(page: Page, prompt: str = "a red fox", seed: int = 7) -> None:
+def _generate(page: Page, prompt: str = "a red fox", seed: int | str = 7) -> None:
     page.get_by_label("Prompt", exact=True).fill(prompt)
     page.get_by_label("Seed").fill(str(seed))
     page.get_by_role("button", name="Generate").click()
@@ -181,16 +181,18 @@ def test_cancel_during_a_running_job_shows_cancelled_and_frees_the_form(
     page.close()
 
 
-def test_invalid_custom_size_shows_the_server_message_and_hint_in_place(browser: Browser, served: str) -> None:
+def test_invalid_custom_size_is_refused_beside_the_field_with_the_bounds_the_server_declares(
+    browser: Browser, served: str
+) -> None:
     page = _open(browser, served)
+    max_res = httpx.get(served + "/models").json()["max_res"]
 
     page.get_by_label("Size", exact=True).select_option("custom")
     page.get_by_label("Width").fill("100")
     _generate(page)
 
-    alert = page.get_by_role("alert")
-    expect(alert).to_contain_text("width 100 is not a multiple of 8.")
-    expect(alert).to_contain_text("Use a multiple of 8")
+    expect(page.get_by_role("alert")).to_have_text(f"Width must be a multiple of 8 from 64 to {max_res}.")
+    expect(page.get_by_label("Width")).to_be_focused()
     expect(page.get_by_role("button", name="Generate")).to_be_enabled()
     page.close()
 
@@ -558,4 +560,108 @@ def test_a_style_on_an_empty_prompt_waits_for_the_subject_at_the_cursor(browser:
     expect(prompt).to_be_focused()
     page.keyboard.type("a red bicycle")
     expect(prompt).to_have_value(re.compile(r"^a photograph of a red bicycle, natural light"))
+    page.close()
+
+
+def _posted_jobs(page: Page) -> list[str]:
+    posted: list[str] = []
+    page.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
+    return posted
+
+
+def test_a_seed_that_is_not_a_number_is_refused_beside_the_field_with_the_declared_range(
+    browser: Browser, served: str
+) -> None:
+    page = _open(browser, served)
+    posted = _posted_jobs(page)
+    seed = httpx.get(served + "/openapi.json").json()["components"]["schemas"]["JobBody"]["properties"]["seed"]
+    maximum = int(next(kind["maximum"] for kind in seed["anyOf"] if kind.get("type") == "integer"))
+
+    _generate(page, seed="abc")
+
+    expect(page.get_by_role("alert")).to_have_text(
+        f"Seed must be a whole number from 0 to {maximum}, or empty for a random one."
+    )
+    expect(page.get_by_label("Seed")).to_be_focused()
+    _generate(page, seed=maximum + 1)
+    expect(page.get_by_role("alert")).to_contain_text("Seed must be a whole number")
+    assert posted == []
+    page.close()
+
+
+def test_a_file_that_is_not_an_image_is_refused_when_chosen(browser: Browser, served: str) -> None:
+    page = _open(browser, served)
+    page.get_by_label("Edit (image to image)").check()
+
+    page.get_by_label("Input image").set_input_files(
+        files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"these are words, not pixels"}]
+    )
+
+    expect(page.get_by_role("alert")).to_have_text("That file is not an image: choose a PNG, JPEG or WebP file.")
+    assert page.locator("#input-image").get_attribute("src") is None
+    page.close()
+
+
+def test_inpainting_with_an_empty_mask_asks_to_paint_first(browser: Browser, served: str) -> None:
+    page = _open(browser, served)
+    _generate(page, seed=5)
+    expect(page.locator("#result-meta")).to_contain_text("seed 5")
+    _wait_for_result_image(page)
+    page.get_by_role("button", name="Use as input").click()
+    page.get_by_label("Inpaint").check()
+    expect(page.locator("#input-image")).to_have_attribute("src", re.compile(r"^data:image/png"))
+    posted = _posted_jobs(page)
+
+    _generate(page, prompt="a snowy owl", seed=6)
+
+    expect(page.get_by_role("alert")).to_have_text("Paint the area to repaint on the image first.")
+    assert posted == []
+    page.close()
+
+
+def _png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 120, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_choosing_an_input_image_clears_the_request_to_choose_one(browser: Browser, served: str) -> None:
+    page = _open(browser, served)
+    page.get_by_label("Edit (image to image)").check()
+    _generate(page)
+    expect(page.get_by_role("alert")).to_have_text("Choose an input image first, or use a result as input.")
+
+    page.get_by_label("Input image").set_input_files(
+        files=[{"name": "orange.png", "mimeType": "image/png", "buffer": _png(64, 64)}]
+    )
+
+    expect(page.locator("#input-image")).to_have_attribute("src", re.compile(r"^data:image/png"))
+    expect(page.get_by_role("alert")).to_have_count(0)
+    page.close()
+
+
+def test_a_failed_generation_hides_the_previous_result(browser: Browser, served: str) -> None:
+    page = _open(browser, served)
+    _generate(page, seed=3)
+    expect(page.locator("#result-meta")).to_contain_text("seed 3")
+    page.get_by_label("Model").select_option("sd-turbo")
+
+    _generate(page, seed=4)
+
+    expect(page.get_by_role("alert")).to_contain_text("weights are not on this machine")
+    expect(page.locator("#result")).to_be_hidden()
+    page.close()
+
+
+def test_on_a_phone_use_as_input_names_the_result_in_the_file_field(browser: Browser, served: str) -> None:
+    page = _open(browser, served, viewport={"width": 400, "height": 800})
+    _generate(page, seed=3)
+    expect(page.locator("#result-meta")).to_contain_text("seed 3")
+    _wait_for_result_image(page)
+
+    page.get_by_role("button", name="Use as input").click()
+
+    expect(page.locator("#input-image")).to_have_attribute("src", re.compile(r"^data:image/png"))
+    files = page.get_by_label("Input image").evaluate("input => [...input.files].map(file => file.name)")
+    assert files == ["result-seed-3.png"]
     page.close()

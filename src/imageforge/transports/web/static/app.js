@@ -5,7 +5,7 @@
 const $ = (id) => document.getElementById(id);
 const PRESETS = [[512, 512], [768, 768], [1024, 1024], [768, 512], [512, 768], [1024, 768], [768, 1024]];
 // inputs: the input image each job of this visit was sent, by job id (the API does not hand inputs back).
-const state = { templates: [], style: null, models: [], maxRes: 1024, job: null, events: null, lastSeed: null, lastImage: null, inputImage: null, inputs: new Map() };
+const state = { fields: {}, templates: [], style: null, models: [], maxRes: 1024, job: null, events: null, lastSeed: null, lastImage: null, inputImage: null, inputs: new Map() };
 const KEY_STORE = "imageforge.apiKey";
 const TERMINAL = ["succeeded", "failed", "cancelled"];
 
@@ -136,7 +136,8 @@ function showFieldError(error) {
     note.id = id;
     note.className = "field-error";
     note.setAttribute("role", "alert");
-    field.insertAdjacentElement("afterend", note);
+    // After the row a field shares with its buttons, not inside it.
+    (field.closest(".row") || field).insertAdjacentElement("afterend", note);
     field.setAttribute("aria-describedby", `${field.getAttribute("aria-describedby") || ""} ${id}`.trim());
   }
   note.textContent = error.message;
@@ -221,6 +222,50 @@ async function loadModels() {
   describeModel();
 }
 
+// The request fields and their bounds, as the server declares them (the one declaration behind its OpenAPI
+// schema): the page checks input against these, never against numbers of its own.
+async function loadFields() {
+  const body = await api("/openapi.json");
+  state.fields = body.components.schemas.JobBody.properties;
+  const seed = declared("seed");
+  $("seed-help").textContent = `A whole number from ${seed.minimum} to ${seed.maximum}; empty means random.`;
+  for (const [id, name] of [["steps", "steps"], ["guidance", "guidance"], ["count", "n"], ["width", "width"], ["height", "height"]]) {
+    const bounds = declared(name);
+    if (bounds.minimum !== undefined) $(id).min = bounds.minimum;
+    if (bounds.maximum !== undefined) $(id).max = bounds.maximum;
+  }
+  const strength = declared("strength");
+  const step = Number($("strength").step);
+  $("strength").min = strength.exclusiveMinimum !== undefined ? strength.exclusiveMinimum + step : strength.minimum;
+  $("strength").max = strength.maximum;
+}
+
+// One field's type and bounds: {type, minimum, maximum, exclusiveMinimum, maxLength}, whichever it declares.
+function declared(name) {
+  const field = state.fields[name] || {};
+  const kinds = field.anyOf || [field];
+  return { ...field, ...(kinds.find((kind) => kind.type && kind.type !== "null") || {}) };
+}
+
+// The value of a number field, refused beside the field when the server would refuse it.
+function checkedNumber(id, name, label) {
+  const raw = $(id).value.trim();
+  if (!raw) return undefined;
+  const bounds = declared(name);
+  const value = Number(raw);
+  const whole = bounds.type === "integer";
+  const ok = Number.isFinite(value) && (!whole || Number.isInteger(value)) &&
+    (bounds.minimum === undefined || value >= bounds.minimum) &&
+    (bounds.exclusiveMinimum === undefined || value > bounds.exclusiveMinimum) &&
+    (bounds.maximum === undefined || value <= bounds.maximum);
+  if (!ok) {
+    const low = bounds.exclusiveMinimum !== undefined ? `above ${bounds.exclusiveMinimum}` : `at least ${bounds.minimum}`;
+    const high = bounds.maximum !== undefined ? ` and at most ${bounds.maximum}` : "";
+    throw new FieldError($(id), `${label} must be ${whole ? "a whole number" : "a number"} ${low}${high}.`);
+  }
+  return value;
+}
+
 async function loadTemplates() {
   const body = await api("/templates");
   state.templates = body.templates;
@@ -293,12 +338,16 @@ function requestBody() {
   if (state.style && !subjectOf($("prompt").value).trim()) {
     throw new FieldError($("prompt"), "Write what to draw where the cursor is: the style needs a subject.");
   }
+  const maxLength = declared("prompt").maxLength;
+  if (maxLength && $("prompt").value.length > maxLength) {
+    throw new FieldError($("prompt"), `Shorten the prompt to at most ${maxLength} characters.`);
+  }
   const body = { task, prompt: $("prompt").value, model: $("model").value };
   const negative = $("negative").value.trim();
   if (negative) body.negative_prompt = negative;
   if ($("size").value === "custom") {
-    body.width = Number($("width").value);
-    body.height = Number($("height").value);
+    body.width = checkedSize("width", "Width");
+    body.height = checkedSize("height", "Height");
   } else if (task === "text2img") {
     // Edits keep the input image's size (the server's default) unless a custom size is asked for.
     const [w, h] = $("size").value.split("x").map(Number);
@@ -306,19 +355,50 @@ function requestBody() {
     body.height = h;
   }
   const seed = $("seed").value.trim();
-  if (seed) body.seed = Number(seed);
-  if ($("steps").value) body.steps = Number($("steps").value);
-  if ($("guidance").value) body.guidance = Number($("guidance").value);
+  if (seed) {
+    const bounds = declared("seed");
+    if (!/^\d+$/.test(seed) || Number(seed) > bounds.maximum) {
+      throw new FieldError($("seed"), `Seed must be a whole number from ${bounds.minimum} to ${bounds.maximum}, or empty for a random one.`);
+    }
+    body.seed = Number(seed);
+  }
+  const steps = checkedNumber("steps", "steps", "Steps");
+  if (steps !== undefined) body.steps = steps;
+  const guidance = checkedNumber("guidance", "guidance", "Guidance");
+  if (guidance !== undefined) body.guidance = guidance;
   if ($("decoder").value !== "full") body.decoder = $("decoder").value;
-  const count = Number($("count").value);
+  const count = checkedNumber("count", "n", "Images") ?? 1;
   if (count > 1) body.n = count;
   if (task !== "text2img") {
     if (!state.inputImage) throw new FieldError($("upload"), "Choose an input image first, or use a result as input.");
     body.init_image = state.inputImage;
-    body.strength = Number($("strength").value);
+    body.strength = checkedNumber("strength", "strength", "Strength");
   }
-  if (task === "inpaint") body.mask_image = maskDataUrl();
+  if (task === "inpaint") {
+    if (!maskPainted()) throw new FieldError($("mask"), "Paint the area to repaint on the image first.");
+    body.mask_image = maskDataUrl();
+  }
   return body;
+}
+
+// A custom width or height: within the declared minimum and the server's MAX_RES, a multiple of the model's step.
+function checkedSize(id, label) {
+  const model = selectedModel();
+  const multiple = model ? model.size_multiple : 8;
+  const low = declared(id).minimum;
+  const value = Number($(id).value);
+  if (!Number.isInteger(value) || value < low || value > state.maxRes || value % multiple !== 0) {
+    throw new FieldError($(id), `${label} must be a multiple of ${multiple} from ${low} to ${state.maxRes}.`);
+  }
+  return value;
+}
+
+function maskPainted() {
+  const canvas = $("mask");
+  if (!canvas.width || !canvas.height) return false;
+  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  for (let i = 3; i < pixels.length; i += 4) if (pixels[i]) return true;
+  return false;
 }
 
 function setRunning(running) {
@@ -354,8 +434,14 @@ async function submit() {
     state.job = null;
     setRunning(false);
     $("progress-box").hidden = true;
-    showError(error);
+    showGenerationError(error);
   }
+}
+
+// A generation that failed shows why, and no longer the previous result, which would read as its outcome.
+function showGenerationError(error) {
+  $("result").hidden = true;
+  showError(error);
 }
 
 // Follows the job's SSE stream, read with fetch (EventSource cannot send the API key); whatever ends it (the
@@ -427,12 +513,12 @@ async function finish(jobId) {
       showResult(job);
       loadHistory();
     } else if (job.error) {
-      showError(job.error);
+      showGenerationError(job.error);
     } else if (!TERMINAL.includes(job.status)) {
-      showError({ message: `The job is ${job.status} but its event stream ended.`, hint: "Reload the page to follow it." });
+      showGenerationError({ message: `The job is ${job.status} but its event stream ended.`, hint: "Reload the page to follow it." });
     }
   } catch (error) {
-    showError(error);
+    showGenerationError(error);
   } finally {
     state.job = null;
     $("preview").hidden = true;
@@ -559,6 +645,11 @@ async function useResultAsInput() {
   if (!state.lastImage) return;
   const blob = await (await fetch(state.lastImage, { headers: withKey() })).blob();
   setInput(await blobToDataUrl(blob));
+  // The file field names the result it now holds, rather than "No file chosen".
+  const files = new DataTransfer();
+  files.items.add(new File([blob], `result-seed-${state.lastSeed}.png`, { type: blob.type || "image/png" }));
+  $("upload").files = files.files;
+  clearFieldErrors();
   const task = currentTask() === "text2img" ? "img2img" : currentTask();
   document.querySelector(`input[name=task][value=${task}]`).checked = true;
   onTaskChange();
@@ -633,7 +724,16 @@ function wire() {
   $("use-input").addEventListener("click", useResultAsInput);
   $("upload").addEventListener("change", async () => {
     const file = $("upload").files[0];
-    if (file) setInput(await blobToDataUrl(file));
+    if (!file) return;
+    try {
+      // Decoding it here refuses a file that is no image at once, instead of after Generate.
+      (await createImageBitmap(file)).close();
+    } catch {
+      $("upload").value = "";
+      showFieldError(new FieldError($("upload"), "That file is not an image: choose a PNG, JPEG or WebP file."));
+      return;
+    }
+    setInput(await blobToDataUrl(file));
   });
   for (const radio of document.querySelectorAll("input[name=task]")) radio.addEventListener("change", onTaskChange);
   // A field the page refused is fine again once the user changes it.
@@ -651,7 +751,7 @@ function wire() {
 async function load() {
   clearError();
   try {
-    await Promise.all([loadModels(), loadTemplates(), loadPolicy()]);
+    await Promise.all([loadModels(), loadTemplates(), loadPolicy(), loadFields()]);
     document.body.dataset.ready = "true";
   } catch (error) {
     // A missing or wrong key shows the key field (askForKey) instead.
