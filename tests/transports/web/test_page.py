@@ -665,3 +665,21 @@ def test_on_a_phone_use_as_input_names_the_result_in_the_file_field(browser: Bro
     files = page.get_by_label("Input image").evaluate("input => [...input.files].map(file => file.name)")
     assert files == ["result-seed-3.png"]
     page.close()
+
+
+def test_an_edit_shows_and_makes_the_real_output_size_of_its_input(browser: Browser, served: str) -> None:
+    page = _open(browser, served)
+    page.get_by_label("Edit (image to image)").check()
+    page.get_by_label("Input image").set_input_files(
+        files=[{"name": "wide.png", "mimeType": "image/png", "buffer": _png(300, 200)}]
+    )
+
+    size = page.get_by_label("Size", exact=True)
+    expect(size.locator("option:checked")).to_have_text("296\N{MULTIPLICATION SIGN}200 (the input's size)")
+    expect(size).not_to_contain_text("model default")
+    _generate(page, prompt="the same, in blue", seed=2)
+
+    expect(page.locator("#result-meta")).to_contain_text("296\N{MULTIPLICATION SIGN}200")
+    page.get_by_label("Text to image").check()
+    expect(size.locator("option:checked")).to_contain_text("(model default)")
+    page.close()

@@ -168,16 +168,37 @@ function fillSizes(keep) {
     if (w <= state.maxRes && h <= state.maxRes && w % multiple === 0 && h % multiple === 0) sizes.push([w, h]);
   }
   const seen = new Set();
+  const editing = currentTask() !== "text2img";
+  if (editing) {
+    // An edit is as large as its input unless a size is chosen: offer that first, with the size it comes out.
+    const out = inputOutputSize();
+    select.add(new Option(out ? `${out[0]}×${out[1]} (the input's size)` : "The input's size", "input"));
+  }
   for (const [w, h] of sizes) {
     const value = `${w}x${h}`;
     if (seen.has(value)) continue;
     seen.add(value);
-    select.add(new Option(model && seen.size === 1 ? `${value} (model default)` : value, value));
+    select.add(new Option(model && !editing && seen.size === 1 ? `${value} (model default)` : value, value));
   }
   select.add(new Option("Custom…", "custom"));
-  if (previous && [...select.options].some((o) => o.value === previous)) select.value = previous;
+  if (previous && previous !== "custom" && [...select.options].some((o) => o.value === previous)) select.value = previous;
+  else if (previous === "custom") select.value = "custom";
   $("custom-size").hidden = select.value !== "custom";
   $("width").max = $("height").max = state.maxRes;
+}
+
+// The size the server makes an edit of the input image when none is asked for: the input's, scaled down to fit
+// MAX_RES and rounded down to the model's multiple (as the server's validation does it).
+function inputOutputSize() {
+  const image = $("input-image");
+  if (!state.inputImage || !image.naturalWidth) return null;
+  const model = selectedModel();
+  const multiple = model ? model.size_multiple : 8;
+  const smallest = declared("width").minimum || multiple;
+  const largest = Math.floor(state.maxRes / multiple) * multiple;
+  const scale = Math.min(1, state.maxRes / Math.max(image.naturalWidth, image.naturalHeight));
+  return [image.naturalWidth, image.naturalHeight].map((side) =>
+    Math.min(largest, Math.max(smallest, Math.floor(Math.floor(side * scale) / multiple) * multiple)));
 }
 
 function setSize(width, height) {
@@ -348,8 +369,7 @@ function requestBody() {
   if ($("size").value === "custom") {
     body.width = checkedSize("width", "Width");
     body.height = checkedSize("height", "Height");
-  } else if (task === "text2img") {
-    // Edits keep the input image's size (the server's default) unless a custom size is asked for.
+  } else if ($("size").value !== "input") {
     const [w, h] = $("size").value.split("x").map(Number);
     body.width = w;
     body.height = h;
@@ -636,6 +656,7 @@ function setInput(dataUrl) {
     const canvas = $("mask");
     canvas.width = $("input-image").naturalWidth;
     canvas.height = $("input-image").naturalHeight;
+    fillSizes();
   };
   $("input-image").src = dataUrl;
   $("input-box").hidden = false;
@@ -671,6 +692,11 @@ function onTaskChange() {
   // The server's defaults: 0.6 to edit, 1.0 to inpaint.
   $("strength").value = task === "inpaint" ? 1 : 0.6;
   $("strength-value").textContent = $("strength").value;
+  // Each mode starts at its natural size: the model's for text to image, the input's for an edit.
+  if ($("size").value !== "custom") {
+    $("size").value = "";
+    fillSizes(task === "text2img" ? "" : "input");
+  }
 }
 
 function paintMask() {
