@@ -683,3 +683,41 @@ def test_an_edit_shows_and_makes_the_real_output_size_of_its_input(browser: Brow
     page.get_by_label("Text to image").check()
     expect(size.locator("option:checked")).to_contain_text("(model default)")
     page.close()
+
+
+def test_a_reload_picks_up_the_running_job_with_its_progress(browser: Browser, gated: tuple[str, GatedBackend]) -> None:
+    base_url, backend = gated
+    page = _open(browser, base_url)
+    _generate(page, seed=13)
+    backend.wait_for_step()
+
+    page.reload()
+
+    expect(page.locator("#progress-text")).to_have_text(re.compile(r"step 1 of \d+"))
+    expect(page.get_by_role("button", name="Generate")).to_be_disabled()
+    backend.release(1000)
+    expect(page.locator("#result-meta")).to_contain_text("seed 13")
+    expect(page.get_by_role("button", name="Generate")).to_be_enabled()
+    page.close()
+
+
+def test_a_tab_behind_a_running_job_shows_its_place_in_line_also_after_a_reload(
+    browser: Browser, gated: tuple[str, GatedBackend]
+) -> None:
+    base_url, backend = gated
+    first = _open(browser, base_url)
+    _generate(first, prompt="the first job", seed=14)
+    backend.wait_for_step()
+    second = _open(browser, base_url)
+
+    _generate(second, prompt="the second job", seed=15)
+    expect(second.locator("#progress-text")).to_have_text("queued (position 1)")
+    second.reload()
+
+    expect(second.locator("#progress-text")).to_have_text("queued (position 1)")
+    expect(second.get_by_role("button", name="Generate")).to_be_disabled()
+    backend.release(1000)
+    expect(second.locator("#result-meta")).to_contain_text("seed 15")
+    expect(first.locator("#result-meta")).to_contain_text("seed 14")
+    first.close()
+    second.close()

@@ -5,9 +5,13 @@
 const $ = (id) => document.getElementById(id);
 const PRESETS = [[512, 512], [768, 768], [1024, 1024], [768, 512], [512, 768], [1024, 768], [768, 1024]];
 // inputs: the input image each job of this visit was sent, by job id (the API does not hand inputs back).
-const state = { fields: {}, templates: [], style: null, models: [], maxRes: 1024, job: null, events: null, lastSeed: null, lastImage: null, inputImage: null, inputs: new Map() };
+const state = { status: null, fields: {}, templates: [], style: null, models: [], maxRes: 1024, job: null, events: null, lastSeed: null, lastImage: null, inputImage: null, inputs: new Map() };
 const KEY_STORE = "imageforge.apiKey";
 const TERMINAL = ["succeeded", "failed", "cancelled"];
+// The job this tab follows, kept per tab across a reload.
+const JOB_STORE = "imageforge.job";
+// How often a queued job's place in line is read again: the event stream reports state changes, not places.
+const POSITION_POLL_MS = 2000;
 
 // Every API error body is {"ok": false, "error": {code, message, hint}}; anything else becomes one of those.
 class ApiError extends Error {
@@ -448,8 +452,9 @@ async function submit() {
     const job = await api("/jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     state.job = job.job_id;
     if (body.init_image) state.inputs.set(job.job_id, body.init_image);
-    $("progress-text").textContent = job.queue_position > 1 ? `queued (position ${job.queue_position})` : "queued";
-    follow(job.job_id);
+    sessionStorage.setItem(JOB_STORE, job.job_id);
+    $("progress-text").textContent = queuedText(job.queue_position);
+    follow(job.job_id, job.status);
   } catch (error) {
     state.job = null;
     setRunning(false);
@@ -466,9 +471,51 @@ function showGenerationError(error) {
 
 // Follows the job's SSE stream, read with fetch (EventSource cannot send the API key); whatever ends it (the
 // terminal state, a dropped stream, a cancel) ends in finish().
-async function follow(jobId) {
+function queuedText(position) {
+  return position ? `queued (position ${position})` : "queued";
+}
+
+// While the followed job waits in line, show its place as it moves up.
+async function showPlaceInLine(jobId) {
+  while (state.job === jobId && state.status === "queued") {
+    await new Promise((resolve) => setTimeout(resolve, POSITION_POLL_MS));
+    try {
+      const job = await api(`/jobs/${encodeURIComponent(jobId)}`);
+      if (state.job === jobId && state.status === "queued" && job.status === "queued") {
+        $("progress-text").textContent = queuedText(job.queue_position);
+      }
+    } catch {
+      return; // the stream's end reports what happened
+    }
+  }
+}
+
+// After a reload, follow again the job this tab had running or queued (another tab's jobs stay with it).
+async function resumeJob() {
+  const own = sessionStorage.getItem(JOB_STORE);
+  if (state.job || !own) return;
+  let jobs;
+  try {
+    jobs = (await api("/jobs?status=running&status=queued")).jobs;
+  } catch {
+    return;
+  }
+  const job = jobs.find((one) => one.job_id === own);
+  if (!job) sessionStorage.removeItem(JOB_STORE);
+  if (!job || state.job) return;
+  state.job = job.job_id;
+  sessionStorage.setItem(JOB_STORE, job.job_id);
+  setRunning(true);
+  $("progress").removeAttribute("max");
+  $("progress-text").textContent = job.status === "queued" ? queuedText(job.queue_position) : "running";
+  follow(job.job_id, job.status);
+}
+
+async function follow(jobId, status = "queued") {
   const controller = new AbortController();
   state.events = controller;
+  state.status = status;
+  if (status === "queued") showPlaceInLine(jobId);
   const progress = (data) => {
     if (!data.total) return;
     $("progress").max = data.total;
@@ -483,6 +530,7 @@ async function follow(jobId) {
       progress(data);
     },
     state: (data) => {
+      state.status = data.status;
       if (data.status === "running") $("progress-text").textContent = data.total ? `step ${data.step} of ${data.total}` : "running (loading the model…)";
     },
   };
@@ -527,6 +575,7 @@ async function finish(jobId) {
   if (state.events) state.events.abort();
   state.events = null;
   if (state.job !== jobId) return;
+  if (sessionStorage.getItem(JOB_STORE) === jobId) sessionStorage.removeItem(JOB_STORE);
   try {
     const job = await api(`/jobs/${encodeURIComponent(jobId)}`);
     if (job.status === "succeeded") {
@@ -785,6 +834,7 @@ async function load() {
     return;
   }
   loadHistory();
+  resumeJob();
 }
 
 async function start() {
