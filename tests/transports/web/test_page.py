@@ -721,3 +721,23 @@ def test_a_tab_behind_a_running_job_shows_its_place_in_line_also_after_a_reload(
     expect(first.locator("#result-meta")).to_contain_text("seed 14")
     first.close()
     second.close()
+
+
+def test_models_say_why_they_are_off_whether_their_weights_are_here_and_their_notice(
+    browser: Browser, served: str
+) -> None:
+    page = _open(browser, served)
+    catalog = {model["key"]: model for model in httpx.get(served + "/models").json()["models"]}
+    model = page.get_by_label("Model")
+
+    expect(model.locator("option[value=flux-q4]")).to_have_text("flux-q4 — off on this server")
+    expect(page.locator("#model-off")).to_contain_text(catalog["flux-q4"]["guard"]["reason"])
+    expect(page.locator("#model-off")).to_contain_text("Set ALLOW_FLUX=1")
+    expect(model.locator("option[value=sd-turbo]")).to_contain_text("(not downloaded)")
+    expect(model.locator("option[value=tiny]")).not_to_contain_text("not downloaded")
+    model.select_option("sd-turbo")
+    expect(page.locator("#model-info")).to_contain_text(", 1 step,")
+    expect(page.locator("#model-info")).to_contain_text("imageforge models pull sd-turbo")
+    model.select_option("sdxl-portrait")
+    expect(page.locator("#model-info")).to_contain_text(catalog["sdxl-portrait"]["notice"])
+    page.close()

@@ -218,8 +218,15 @@ function describeModel() {
   const model = selectedModel();
   if (!model) return;
   const d = model.defaults;
-  $("model-info").textContent =
-    `${model.description} Tasks: ${model.tasks.join(", ")}. Default ${d.width}×${d.height}, ${d.steps} steps, guidance ${d.guidance}.`;
+  const steps = `${d.steps} ${d.steps === 1 ? "step" : "steps"}`;
+  const notes = [
+    `${model.description} Tasks: ${model.tasks.join(", ")}. Default ${d.width}×${d.height}, ${steps}, guidance ${d.guidance}.`,
+  ];
+  if (model.notice) notes.push(model.notice);
+  if (!model.weights_present) {
+    notes.push(`Its weights are not on this machine yet: \`imageforge models pull ${model.key}\` on the server fetches them.`);
+  }
+  $("model-info").textContent = notes.join(" ");
   $("steps").placeholder = d.steps;
   $("guidance").placeholder = d.guidance;
   for (const radio of document.querySelectorAll("input[name=task]")) {
@@ -238,11 +245,19 @@ async function loadModels() {
   state.maxRes = body.max_res || 1024;
   const select = $("model");
   select.replaceChildren();
+  const off = [];
   for (const model of body.models) {
-    const option = new Option(`${model.key} — ${model.tasks.join(", ")}`, model.key);
+    let label = `${model.key} — ${model.tasks.join(", ")}`;
+    if (!model.available) label = `${model.key} — off on this server`;
+    else if (!model.weights_present) label += " (not downloaded)";
+    const option = new Option(label, model.key);
     option.disabled = !model.available;
     select.add(option);
+    // A disabled option cannot show why it is off: the reason, and the setting that turns it on, go below.
+    if (!model.available && model.guard) off.push(`${model.key}: ${model.guard.reason} Set ${model.guard.setting}=1 on the server to use it.`);
   }
+  $("model-off").textContent = off.length ? `Off on this server — ${off.join(" ")}` : "";
+  $("model-off").hidden = !off.length;
   select.value = body.default;
   describeModel();
 }
