@@ -741,3 +741,21 @@ def test_models_say_why_they_are_off_whether_their_weights_are_here_and_their_no
     model.select_option("sdxl-portrait")
     expect(page.locator("#model-info")).to_contain_text(catalog["sdxl-portrait"]["notice"])
     page.close()
+
+
+def test_a_cached_repeat_says_it_came_from_the_cache_and_is_listed_once_in_history(
+    browser: Browser, served: str
+) -> None:
+    page = _open(browser, served)
+    _generate(page, prompt="a fox, twice", seed=31)
+    expect(page.locator("#result-meta")).to_contain_text("seed 31")
+    expect(page.locator("#history img")).to_have_count(1)
+    first_job = _latest_job(served)["job_id"]
+
+    _generate(page, prompt="a fox, twice", seed=31)
+
+    expect(page.locator("#result-meta")).to_contain_text("from the cache")
+    assert _latest_job(served)["job_id"] != first_job
+    page.reload()  # the history as a fresh visit lists it
+    expect(page.locator("#history img")).to_have_count(1)
+    page.close()

@@ -614,7 +614,7 @@ async function finish(jobId) {
 function showResult(job, index = 0) {
   const r = job.result;
   // A result of several images lists them all; one from an older server has only its own fields.
-  const images = r.images && r.images.length ? r.images : [{ seed: r.seed, url: job.links.image, elapsed_s: r.elapsed_s }];
+  const images = r.images && r.images.length ? r.images : [{ seed: r.seed, url: job.links.image, elapsed_s: r.elapsed_s, cached: r.cached }];
   const image = images[index];
   state.lastImage = image.url;
   state.lastSeed = image.seed;
@@ -622,7 +622,9 @@ function showResult(job, index = 0) {
   $("result-image").src = image.url;
   $("result-image").alt = `Generated: ${r.prompt}`;
   $("download").href = image.url;
-  $("result-meta").textContent = `seed ${image.seed} · ${r.model} · ${r.width}×${r.height} · ${image.elapsed_s.toFixed(2)} s`;
+  // A cached image took no time to make now: say where it came from instead of "0.00 s".
+  const took = image.cached ? "from the cache (made earlier with these settings)" : `${image.elapsed_s.toFixed(2)} s`;
+  $("result-meta").textContent = `seed ${image.seed} · ${r.model} · ${r.width}×${r.height} · ${took}`;
   const strip = $("result-images");
   strip.replaceChildren(...images.map((one, i) => {
     const thumb = document.createElement("img");
@@ -659,8 +661,13 @@ async function loadHistory() {
     const body = await api("/jobs?status=succeeded");
     const list = $("history");
     list.replaceChildren();
+    // A cached repeat is a new job with the same image file: the image is listed once, at its newest job.
+    const shown = new Set();
     for (const job of body.jobs.slice(0, 20)) {
       if (!job.result || !job.links.image) continue;
+      const file = new URL(job.links.image, location.href).pathname;
+      if (shown.has(file)) continue;
+      shown.add(file);
       const item = document.createElement("li");
       const button = document.createElement("button");
       button.type = "button";
