@@ -759,3 +759,48 @@ def test_a_cached_repeat_says_it_came_from_the_cache_and_is_listed_once_in_histo
     page.reload()  # the history as a fresh visit lists it
     expect(page.locator("#history img")).to_have_count(1)
     page.close()
+
+
+def test_pressing_enter_on_generate_keeps_the_keyboard_focus_on_cancel_then_generate(
+    browser: Browser, gated: tuple[str, GatedBackend]
+) -> None:
+    base_url, backend = gated
+    page = _open(browser, base_url)
+    page.get_by_label("Prompt", exact=True).fill("a fox by keyboard")
+    page.get_by_label("Seed").fill("17")
+
+    page.get_by_role("button", name="Generate").press("Enter")
+
+    backend.wait_for_step()
+    expect(page.get_by_role("button", name="Cancel")).to_be_focused()
+    backend.release(1000)
+    expect(page.locator("#result-meta")).to_contain_text("seed 17")
+    expect(page.get_by_role("button", name="Generate")).to_be_focused()
+    page.close()
+
+
+def test_the_mask_can_be_painted_by_keyboard(browser: Browser, served: str) -> None:
+    page = _open(browser, served)
+    _generate(page, seed=5)
+    expect(page.locator("#result-meta")).to_contain_text("seed 5")
+    _wait_for_result_image(page)
+    page.get_by_role("button", name="Use as input").click()
+    page.get_by_label("Inpaint").check()
+    expect(page.locator("#input-image")).to_have_attribute("src", re.compile(r"^data:image/png"))
+    page.get_by_label("Brush size").focus()
+
+    page.keyboard.press("Shift+Tab")
+    canvas = page.get_by_label("Mask: paint the area to repaint")
+    expect(canvas).to_be_focused()
+    page.keyboard.press("Space")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Space")
+    with page.expect_request(lambda r: r.url.endswith("/jobs") and r.method == "POST") as submitted:
+        _generate(page, prompt="a snowy owl", seed=6)
+
+    body = submitted.value.post_data_json
+    assert body is not None
+    mask = Image.open(io.BytesIO(base64.b64decode(body["mask_image"].split(",", 1)[1]))).convert("L")
+    assert mask.getpixel((mask.width // 2, mask.height // 2)) == 255
+    assert mask.getpixel((0, 0)) == 0
+    page.close()

@@ -441,9 +441,13 @@ function maskPainted() {
 }
 
 function setRunning(running) {
+  const focused = document.activeElement;
   $("generate").disabled = running;
   $("progress-box").hidden = !running && !state.job;
   $("cancel").hidden = !running;
+  // A disabled or hidden button drops the keyboard focus to the page: hand it to the button that takes over.
+  if (running && focused === $("generate")) $("cancel").focus({ preventScroll: true });
+  if (!running && (focused === $("cancel") || focused === document.body)) $("generate").focus({ preventScroll: true });
 }
 
 async function submit() {
@@ -774,16 +778,49 @@ function paintMask() {
   const canvas = $("mask");
   const ctx = canvas.getContext("2d");
   let drawing = false;
-  const dot = (e) => {
-    const box = canvas.getBoundingClientRect();
-    const x = ((e.clientX - box.left) * canvas.width) / box.width;
-    const y = ((e.clientY - box.top) * canvas.height) / box.height;
-    const radius = (Number($("brush").value) * canvas.width) / box.width / 2;
+  // The brush size is in screen pixels; the canvas has the input image's own pixels.
+  const radius = () => (Number($("brush").value) * canvas.width) / canvas.getBoundingClientRect().width / 2;
+  const paintAt = (x, y) => {
     ctx.fillStyle = "#fff";
     ctx.beginPath();
-    ctx.arc(x, y, radius, 0, 2 * Math.PI);
+    ctx.arc(x, y, radius(), 0, 2 * Math.PI);
     ctx.fill();
   };
+  const dot = (e) => {
+    const box = canvas.getBoundingClientRect();
+    paintAt(((e.clientX - box.left) * canvas.width) / box.width, ((e.clientY - box.top) * canvas.height) / box.height);
+  };
+  // By keyboard: arrows move the brush (Shift: further), Space or Enter paints where it is, shown by a ring.
+  const spot = { x: null, y: null };
+  const ring = document.createElement("div");
+  ring.id = "mask-spot";
+  ring.hidden = true;
+  canvas.after(ring);
+  const showSpot = () => {
+    const scale = canvas.getBoundingClientRect().width / canvas.width;
+    const size = 2 * radius() * scale;
+    ring.style.width = ring.style.height = `${size}px`;
+    ring.style.left = `${spot.x * scale - size / 2}px`;
+    ring.style.top = `${spot.y * scale - size / 2}px`;
+    ring.hidden = false;
+  };
+  const MOVES = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+  canvas.addEventListener("keydown", (e) => {
+    if (spot.x === null) [spot.x, spot.y] = [canvas.width / 2, canvas.height / 2];
+    if (MOVES[e.key]) {
+      const step = radius() * (e.shiftKey ? 2 : 0.5);
+      spot.x = Math.min(canvas.width, Math.max(0, spot.x + MOVES[e.key][0] * step));
+      spot.y = Math.min(canvas.height, Math.max(0, spot.y + MOVES[e.key][1] * step));
+    } else if (e.key === " " || (e.key === "Enter" && !e.ctrlKey && !e.metaKey)) {
+      paintAt(spot.x, spot.y);
+    } else {
+      return;
+    }
+    e.preventDefault();
+    showSpot();
+  });
+  canvas.addEventListener("focus", () => { if (spot.x !== null) showSpot(); });
+  canvas.addEventListener("blur", () => { ring.hidden = true; });
   canvas.addEventListener("pointerdown", (e) => { drawing = true; canvas.setPointerCapture(e.pointerId); dot(e); });
   canvas.addEventListener("pointermove", (e) => { if (drawing) dot(e); });
   canvas.addEventListener("pointerup", () => { drawing = false; });
