@@ -128,7 +128,7 @@ def test_page_fills_models_policy_and_sizes_from_the_api(browser: Browser, serve
 
     expect(page.get_by_label("Model")).to_have_value("tiny")
     expect(page.locator("#model-info")).to_contain_text("Tasks:")
-    expect(page.get_by_label("Excluded by policy")).to_have_value(re.compile("watermark"))
+    expect(page.get_by_role("region", name="What the server's policy adds")).to_contain_text("watermark")
     expect(page.get_by_label("Size", exact=True)).to_contain_text("(model default)")
     page.close()
 
@@ -146,7 +146,7 @@ def test_generate_shows_step_progress_then_the_image_with_its_metadata(
     _wait_for_result_image(page)
     expect(page.locator("#history img")).to_have_count(1)
     page.get_by_role("button", name="Random").click()
-    expect(page.get_by_label("Seed")).to_have_value("")
+    expect(page.get_by_label("Seed")).to_have_value(re.compile(r"^\d+$"))
     page.get_by_role("button", name="Reuse last").click()
     expect(page.get_by_label("Seed")).to_have_value("7")
     page.close()
@@ -803,4 +803,45 @@ def test_the_mask_can_be_painted_by_keyboard(browser: Browser, served: str) -> N
     mask = Image.open(io.BytesIO(base64.b64decode(body["mask_image"].split(",", 1)[1]))).convert("L")
     assert mask.getpixel((mask.width // 2, mask.height // 2)) == 255
     assert mask.getpixel((0, 0)) == 0
+    page.close()
+
+
+def test_the_policy_box_shows_all_of_what_is_excluded_apart_from_what_is_added(browser: Browser, served: str) -> None:
+    page = _open(browser, served)
+    policy = httpx.get(served + "/policy").json()
+
+    excluded = page.locator("#policy-excluded")
+    added = page.locator("#policy-added")
+    expect(excluded).to_have_text(policy["negative_prompt"])
+    expect(excluded).not_to_contain_text(policy["no_text_directive"])
+    expect(added).to_contain_text(policy["no_text_directive"])
+    # Nothing is cut off: the box is as tall as its text.
+    assert page.locator("#policy").evaluate("box => box.scrollHeight <= box.clientHeight")
+    page.close()
+
+
+def test_random_draws_a_seed_within_the_declared_range_and_shows_it(browser: Browser, served: str) -> None:
+    page = _open(browser, served)
+
+    page.get_by_role("button", name="Random").click()
+    first = page.get_by_label("Seed").input_value()
+    page.get_by_role("button", name="Random").click()
+
+    assert re.fullmatch(r"\d+", first)
+    assert 0 <= int(first) <= 4294967295
+    assert page.get_by_label("Seed").input_value() != first
+    page.close()
+
+
+def test_the_page_loads_without_a_missing_file_not_even_a_favicon(browser: Browser, served: str) -> None:
+    page = browser.new_page()
+    missing: list[str] = []
+    page.on("response", lambda r: missing.append(r.url) if r.status >= 400 else None)
+    page.goto(served + "/")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    icon = page.locator("link[rel=icon]").get_attribute("href")
+
+    assert icon is not None
+    assert httpx.get(served + icon).status_code == 200
+    assert missing == []
     page.close()

@@ -315,12 +315,13 @@ async function loadTemplates() {
 
 async function loadPolicy() {
   const body = await api("/policy");
-  const parts = [];
-  if (body.negative_prompt) parts.push(`Always avoided: ${body.negative_prompt}`);
-  if (body.directive) parts.push(`Added to a prompt that asks for text: ${body.directive}`);
-  if (body.no_text_directive) parts.push(`Added to any other prompt: ${body.no_text_directive}`);
-  if (body.profile !== "none") parts.push(`Profile: ${body.profile}`);
-  $("policy").value = parts.join("\n") || "(no policy additions)";
+  // What is excluded and what is added are told apart: the added directives are no exclusions.
+  $("policy-excluded").textContent = body.negative_prompt || "nothing";
+  const added = [];
+  if (body.directive) added.push(`to a prompt that asks for text: “${body.directive}”`);
+  if (body.no_text_directive) added.push(`to any other prompt: “${body.no_text_directive}”`);
+  if (body.profile !== "none") added.push(`profile ${body.profile}`);
+  $("policy-added").textContent = added.join("; ") || "nothing";
 }
 
 // A style fills the prompt for editing (never applied behind the user's back) and sets its size. The style in
@@ -852,7 +853,10 @@ function wire() {
   $("template").addEventListener("change", applyTemplate);
   $("prompt").addEventListener("input", onPromptEdit);
   $("size").addEventListener("change", () => { $("custom-size").hidden = $("size").value !== "custom"; });
-  $("seed-random").addEventListener("click", () => { $("seed").value = ""; });
+  // A drawn seed, shown, so that a result worth keeping can be made again.
+  $("seed-random").addEventListener("click", () => {
+    $("seed").value = Math.floor(Math.random() * (declared("seed").maximum + 1));
+  });
   $("seed-last").addEventListener("click", () => { if (state.lastSeed !== null) $("seed").value = state.lastSeed; });
   $("cancel").addEventListener("click", cancel);
   $("use-input").addEventListener("click", useResultAsInput);
