@@ -351,6 +351,11 @@ class ImageService:
         self._queue.start()
         self._pool.start()
 
+    def end_follows(self) -> None:
+        """End every open `follow` with `Interrupted` at once, leaving the jobs running: the first step of a
+        server's shutdown, which would otherwise wait on each open event stream."""
+        self._queue.end_follows()
+
     def close(self) -> None:
         """Stop running jobs (the running one ends `interrupted` within `limits.shutdown_timeout_s`, queued ones
         stay queued for the next start) and unload the models."""

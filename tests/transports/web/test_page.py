@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Browser, FilePayload, Page, ViewportSize, expect, sync_playwright
 
 from imageforge.bootstrap import build_service
 from imageforge.config import Settings
@@ -594,7 +594,7 @@ def test_a_file_that_is_not_an_image_is_refused_when_chosen(browser: Browser, se
     page.get_by_label("Edit (image to image)").check()
 
     page.get_by_label("Input image").set_input_files(
-        files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"these are words, not pixels"}]
+        files=[FilePayload(name="notes.png", mimeType="image/png", buffer=b"these are words, not pixels")]
     )
 
     expect(page.get_by_role("alert")).to_have_text("That file is not an image: choose a PNG, JPEG or WebP file.")
@@ -632,7 +632,7 @@ def test_choosing_an_input_image_clears_the_request_to_choose_one(browser: Brows
     expect(page.get_by_role("alert")).to_have_text("Choose an input image first, or use a result as input.")
 
     page.get_by_label("Input image").set_input_files(
-        files=[{"name": "orange.png", "mimeType": "image/png", "buffer": _png(64, 64)}]
+        files=[FilePayload(name="orange.png", mimeType="image/png", buffer=_png(64, 64))]
     )
 
     expect(page.locator("#input-image")).to_have_attribute("src", re.compile(r"^data:image/png"))
@@ -671,7 +671,7 @@ def test_an_edit_shows_and_makes_the_real_output_size_of_its_input(browser: Brow
     page = _open(browser, served)
     page.get_by_label("Edit (image to image)").check()
     page.get_by_label("Input image").set_input_files(
-        files=[{"name": "wide.png", "mimeType": "image/png", "buffer": _png(300, 200)}]
+        files=[FilePayload(name="wide.png", mimeType="image/png", buffer=_png(300, 200))]
     )
 
     size = page.get_by_label("Size", exact=True)
