@@ -204,3 +204,23 @@ def test_close_does_not_wait_past_its_timeout_for_a_step_that_does_not_end(tmp_p
     stored = JobStore(path).get(running.id)
     assert stored is not None
     assert stored.status is JobStatus.FAILED
+
+
+async def _drain(events: AsyncIterator[JobEvent]) -> None:
+    async for _ in events:
+        pass
+
+
+async def test_ending_follows_ends_an_open_follow_interrupted_and_leaves_its_job_running(
+    queue: EmbeddedJobQueue, steps: Steps
+) -> None:
+    running = queue.submit("steps", {"name": "running"})
+    events = queue.follow(running.id)
+    assert (await anext(events)).data["status"] in ("queued", "running")
+
+    queue.end_follows()
+
+    with pytest.raises(Interrupted):
+        await asyncio.wait_for(_drain(events), WAIT)
+    assert not queue.get(running.id).status.is_terminal
+    assert queue.held_by(LOCAL_CALLER.name) == 1
