@@ -256,7 +256,11 @@ async function loadModels() {
     // A disabled option cannot show why it is off: the reason, and the setting that turns it on, go below.
     if (!model.available && model.guard) off.push(`${model.key}: ${model.guard.reason} Set ${model.guard.setting}=1 on the server to use it.`);
   }
-  $("model-off").textContent = off.length ? `Off on this server — ${off.join(" ")}` : "";
+  const summary = document.createElement("summary");
+  summary.textContent = `${off.length} ${off.length === 1 ? "model is" : "models are"} off on this server: why`;
+  const reasons = document.createElement("p");
+  reasons.textContent = off.join(" ");
+  $("model-off").replaceChildren(summary, reasons);
   $("model-off").hidden = !off.length;
   select.value = body.default;
   describeModel();
@@ -268,7 +272,7 @@ async function loadFields() {
   const body = await api("/openapi.json");
   state.fields = body.components.schemas.JobBody.properties;
   const seed = declared("seed");
-  $("seed-help").textContent = `A whole number from ${seed.minimum} to ${seed.maximum}; empty means random.`;
+  $("seed-help").textContent = `A whole number from ${seed.minimum} to ${seed.maximum}; empty means a new random seed each time.`;
   for (const [id, name] of [["steps", "steps"], ["guidance", "guidance"], ["count", "n"], ["width", "width"], ["height", "height"]]) {
     const bounds = declared(name);
     if (bounds.minimum !== undefined) $(id).min = bounds.minimum;
