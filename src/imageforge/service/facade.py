@@ -201,6 +201,16 @@ class ImageService:
         """The job as it is now; `JobNotFound` also for a job the caller may not see (`Caller`)."""
         return self._queue.get(job_id, caller=caller)
 
+    def job_input(self, job_id: str, name: str, *, caller: Caller = LOCAL_CALLER) -> bytes:
+        """The PNG of a job's input image, `init_image` or `mask_image`, kept as long as the job is readable (a
+        client restoring the job needs it back); `ImageNotFound` when the job had none."""
+        png = self._files.input_png(self._queue.get(job_id, caller=caller), name)
+        if png is None:
+            raise ImageNotFound(
+                f"Job '{job_id}' has no {name}.", hint="Only img2img and inpaint jobs have an input image."
+            )
+        return png
+
     def list_jobs(
         self, statuses: Iterable[JobStatus] = (), *, limit: int = 100, caller: Caller = LOCAL_CALLER
     ) -> list[Job]:
