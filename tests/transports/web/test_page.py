@@ -845,3 +845,30 @@ def test_the_page_loads_without_a_missing_file_not_even_a_favicon(browser: Brows
     assert httpx.get(served + icon).status_code == 200
     assert missing == []
     page.close()
+
+
+def test_after_a_reload_restoring_an_inpaint_brings_back_its_input_image_and_mask(
+    browser: Browser, served: str
+) -> None:
+    page = _open(browser, served)
+    page.get_by_label("Inpaint").check()
+    page.get_by_label("Input image").set_input_files(
+        files=[FilePayload(name="orange.png", mimeType="image/png", buffer=_png(64, 64))]
+    )
+    expect(page.locator("#input-image")).to_have_attribute("src", re.compile(r"^data:image/png"))
+    page.get_by_label("Mask: paint the area to repaint").focus()
+    page.keyboard.press("Space")
+    _generate(page, prompt="an inpainted fox", seed=41)
+    expect(page.locator("#result-meta")).to_contain_text("seed 41")
+
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    page.get_by_role("button", name="Restore: an inpainted fox").click()
+
+    expect(page.get_by_label("Inpaint")).to_be_checked()
+    page.wait_for_function("() => document.querySelector('#input-image').naturalWidth === 64")
+    painted = "c => { const d = c.getContext('2d').getImageData(32, 32, 1, 1).data; return d[3] > 0 && d[0] === 255 }"
+    page.wait_for_function(f"() => ({painted})(document.querySelector('#mask'))")
+    corner = "c => c.getContext('2d').getImageData(0, 0, 1, 1).data[3]"
+    assert page.get_by_label("Mask: paint the area to repaint").evaluate(corner) == 0
+    page.close()

@@ -720,26 +720,63 @@ function restore(job) {
       $("strength").value = r.strength;
       $("strength-value").textContent = $("strength").value;
     }
-    const input = state.inputs.get(job.job_id);
-    if (input) setInput(input);
-    else showFieldError(new FieldError($("upload"), "Choose this job's input image again: the page no longer holds it."));
+    restoreInputs(job);
   }
   showResult(job);
 }
 
+// The job's input image (and mask) from this visit, else from the server, which keeps them with the job.
+async function restoreInputs(job) {
+  const load = async (url) => {
+    const response = await fetch(url, { headers: withKey() });
+    if (!response.ok) throw new Error(`${url} answered ${response.status}`);
+    return blobToDataUrl(await response.blob());
+  };
+  try {
+    const input = state.inputs.get(job.job_id) || (job.links.init_image && await load(job.links.init_image));
+    if (!input) throw new Error("no input image");
+    await setInput(input);
+    if (job.links.mask_image) drawMask(await load(job.links.mask_image));
+  } catch {
+    showFieldError(new FieldError($("upload"), "Choose this job's input image again: the server no longer has it."));
+  }
+}
+
+// A stored mask (white = repaint, black = keep) painted back onto the canvas as strokes: white where it repaints.
+async function drawMask(dataUrl) {
+  const image = new Image();
+  image.src = dataUrl;
+  await image.decode();
+  const canvas = $("mask");
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.drawImage(image, 0, 0, canvas.width, canvas.height);
+  const pixels = ctx.getImageData(0, 0, canvas.width, canvas.height);
+  for (let i = 0; i < pixels.data.length; i += 4) {
+    pixels.data[i + 3] = pixels.data[i];
+    pixels.data[i] = pixels.data[i + 1] = pixels.data[i + 2] = 255;
+  }
+  ctx.putImageData(pixels, 0, 0);
+}
+
 // --- input image and mask ---
 
+// Resolves once the image is shown and the mask canvas has its size.
 function setInput(dataUrl) {
   state.inputImage = dataUrl;
-  // The mask canvas takes the image's own pixel size: the server wants a mask exactly as large as the input.
-  $("input-image").onload = () => {
-    const canvas = $("mask");
-    canvas.width = $("input-image").naturalWidth;
-    canvas.height = $("input-image").naturalHeight;
-    fillSizes();
-  };
+  const shown = new Promise((resolve) => {
+    // The mask canvas takes the image's own pixel size: the server wants a mask exactly as large as the input.
+    $("input-image").onload = () => {
+      const canvas = $("mask");
+      canvas.width = $("input-image").naturalWidth;
+      canvas.height = $("input-image").naturalHeight;
+      fillSizes();
+      resolve();
+    };
+  });
   $("input-image").src = dataUrl;
   $("input-box").hidden = false;
+  return shown;
 }
 
 async function useResultAsInput() {
