@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.contract.conftest import private_data, serving
-from tests.events import wait_for_end, wait_for_step
+from tests.events import job_events, wait_for_end, wait_for_step
 from tests.faults.test_kill9 import at, submitted
 
 pytestmark = pytest.mark.slow
@@ -82,3 +82,41 @@ def test_sigterm_interrupts_the_running_job_keeps_the_queued_one_and_exits_withi
     assert interrupted["status"] == "failed", interrupted
     assert interrupted["error"]["code"] == "interrupted"
     assert at(kept["started_at"]) > stopped_at, "the queued job stayed queued and ran after the restart"
+
+
+def test_ctrl_c_ends_an_open_event_stream_at_once_instead_of_waiting_on_it(tmp_path: Path, data_dir: Path) -> None:
+    """A page following the running job holds its event stream open; Ctrl+C ends that stream first, so the server
+    stops without waiting out its shutdown timeout (here far longer than the test waits) and the job ends."""
+    data = private_data(tmp_path, data_dir)
+    (tmp_path / "first").mkdir()
+    patient = {"IMAGEFORGE_SHUTDOWN_TIMEOUT_S": "3600"}
+    with serving(tmp_path / "first", data, settings=patient) as server:
+        with httpx.Client(base_url=server.url, timeout=30.0) as client:
+            running = submitted(client, SLOW)
+        stepped, ended = threading.Event(), threading.Event()
+
+        def follow() -> None:
+            with httpx.Client(timeout=30.0) as follower, contextlib.suppress(httpx.HTTPError):
+                for kind, _ in job_events(follower, running["links"]["events"]):
+                    if kind == "progress":
+                        stepped.set()
+            ended.set()
+
+        threading.Thread(target=follow, name="page-follower", daemon=True).start()
+        assert stepped.wait(EXIT_WITHIN_S), "the job never reported a step"
+
+        server.process.send_signal(signal.SIGINT)
+        try:
+            server.process.wait(timeout=EXIT_WITHIN_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"imageforge serve still waited on the event stream {EXIT_WITHIN_S:.0f}s after Ctrl+C")
+        assert ended.wait(EXIT_WITHIN_S), "the event stream stayed open"
+
+    (tmp_path / "second").mkdir()
+    with (
+        serving(tmp_path / "second", data, settings=SETTINGS) as server,
+        httpx.Client(base_url=server.url, timeout=30.0) as client,
+    ):
+        interrupted = client.get(f"/jobs/{running['job_id']}").json()
+    assert interrupted["status"] == "failed", interrupted
+    assert interrupted["error"]["code"] == "interrupted"

@@ -113,6 +113,8 @@ class EmbeddedJobQueue:
         self._inflight_by_dedupe: dict[str, str] = {}
         self._changed = threading.Condition()
         self._closing = False
+        #: set when the server begins to stop: open follows end, so that none holds the shutdown up
+        self._follows_ended = False
         self._threads: list[threading.Thread] = []
         self._recent_run_s: deque[float] = deque(maxlen=8)
         #: how long recent steps took, from one step's report to the next, for `eta`
@@ -183,6 +185,18 @@ class EmbeddedJobQueue:
                     self._finish(live, JobStatus.FAILED, error=_interrupted_error())
         self._threads.clear()
         self._owner.release()
+
+    def end_follows(self) -> None:
+        """End every open follow now with `Interrupted`, and each later one after its first event; jobs go on.
+
+        A server calls this as it begins to stop: it waits for open requests, and an event stream stays open as
+        long as its job runs, so a follower would hold the shutdown (and the job) up until its timeout.
+        """
+        with self._changed:
+            self._follows_ended = True
+            for live in self._live.values():
+                for follower in live.followers:
+                    follower.wake()
 
     # -- submit and observe -------------------------------------------------------------------------
 
@@ -407,7 +421,7 @@ class EmbeddedJobQueue:
                     fresh = [
                         event for event in live.events if event.index > after and (previews or event.type != "preview")
                     ]
-                    closing = self._closing
+                    closing = self._closing or self._follows_ended
                 for event in fresh:
                     after = event.index
                     yield event

@@ -117,6 +117,8 @@ class JobQueue(Protocol):
 
     def close(self, timeout_s: float = ...) -> None: ...
 
+    def end_follows(self) -> None: ...
+
 
 def request_hash(kind: str, payload: dict[str, Any]) -> str:
     canonical = json.dumps({"kind": kind, "payload": payload}, sort_keys=True, separators=(",", ":"), default=str)

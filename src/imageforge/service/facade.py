@@ -207,6 +207,16 @@ class ImageService:
         """The job as it is now; `JobNotFound` also for a job the caller may not see (`Caller`)."""
         return self._queue.get(job_id, caller=caller)
 
+    def job_input(self, job_id: str, name: str, *, caller: Caller = LOCAL_CALLER) -> bytes:
+        """The PNG of a job's input image, `init_image` or `mask_image`, kept as long as the job is readable (a
+        client restoring the job needs it back); `ImageNotFound` when the job had none."""
+        png = self._files.input_png(self._queue.get(job_id, caller=caller), name)
+        if png is None:
+            raise ImageNotFound(
+                f"Job '{job_id}' has no {name}.", hint="Only img2img and inpaint jobs have an input image."
+            )
+        return png
+
     def list_jobs(
         self, statuses: Iterable[JobStatus] = (), *, limit: int = 100, caller: Caller = LOCAL_CALLER
     ) -> list[Job]:
@@ -361,6 +371,11 @@ class ImageService:
         """Start running jobs (and recover those a previous run left) and the idle-unload timer."""
         self._queue.start()
         self._pool.start()
+
+    def end_follows(self) -> None:
+        """End every open `follow` with `Interrupted` at once, leaving the jobs running: the first step of a
+        server's shutdown, which would otherwise wait on each open event stream."""
+        self._queue.end_follows()
 
     def close(self) -> None:
         """Stop running jobs (the running one ends `interrupted` within `limits.shutdown_timeout_s`, queued ones

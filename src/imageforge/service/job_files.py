@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -56,6 +57,16 @@ class JobFiles:
                 self._pinned -= Counter(digests.values())
                 if not queued:
                     self._remove_unused_inputs(digests, job_id=None)
+
+    def input_png(self, job: Job, name: str) -> bytes | None:
+        """The PNG of the job's input image `name` (one of INPUT_FIELDS), as it was stored; None when the job had
+        none. `InputMissing` when it is no longer in the store."""
+        digest = job.payload.get(name)
+        if name not in INPUT_FIELDS or not isinstance(digest, str):
+            return None
+        buffer = io.BytesIO()
+        self._inputs.get(digest).save(buffer, format="PNG", compress_level=1)
+        return buffer.getvalue()
 
     def expire(self, job: Job) -> None:
         """A job's result expired: remove its images from the output store (the cache keeps its own copies) and

@@ -70,6 +70,7 @@ def test_another_key_gets_404_for_a_job_it_did_not_submit(shared: tuple[str, Gat
             httpx.get(job["links"]["self"], headers=_bearer(BOB)),
             httpx.delete(job["links"]["cancel"], headers=_bearer(BOB)),
             httpx.get(job["links"]["events"], headers=_bearer(BOB)),
+            httpx.get(f"{job['links']['self']}/init_image", headers=_bearer(BOB)),
         ]
     unknown = httpx.get(f"{url}/jobs/0123456789abcdef", headers=_bearer(BOB))
     listed = httpx.get(f"{url}/jobs", headers=_bearer(BOB)).json()["jobs"]

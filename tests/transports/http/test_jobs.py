@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from imageforge.bootstrap import build_service
 from imageforge.config import Settings
@@ -257,3 +259,26 @@ def test_events_with_preview_carry_an_image_per_step(gated: tuple[TestClient, Ga
     image = decode_png(encoded)
     # tiny's tiny autoencoder decodes the latents at the image's size (ADR 0012)
     assert image.size == (64, 64) == (previews[-1]["width"], previews[-1]["height"])
+
+
+def test_a_job_links_its_input_image_and_mask_which_come_back_as_sent(client: TestClient) -> None:
+    init = png_base64((64, 72))
+    mask = png_base64((64, 72), 255, mode="L")
+    inpaint = client.post(
+        "/jobs", json={"task": "inpaint", "prompt": "p", "init_image": init, "mask_image": mask}
+    ).json()
+    text = client.post("/jobs", json={"prompt": "p", **SMALL}).json()
+
+    sent_init = decode_png(init)
+    back_init = client.get(inpaint["links"]["init_image"])
+    back_mask = client.get(inpaint["links"]["mask_image"])
+
+    assert back_init.headers["content-type"] == "image/png"
+    back = Image.open(io.BytesIO(back_init.content))
+    assert (back.size, back.mode) == (sent_init.size, sent_init.mode)
+    assert back.tobytes() == sent_init.tobytes()
+    assert Image.open(io.BytesIO(back_mask.content)).size == (64, 72)
+    assert text["links"]["init_image"] is None
+    missing = client.get(f"/jobs/{text['job_id']}/init_image")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "image_not_found"

@@ -211,3 +211,23 @@ async def _next_but_queue(events: AsyncGenerator[JobEvent, None]) -> JobEvent:
     while (event := await asyncio.wait_for(anext(events), WAIT)).type == "queue":
         pass
     return event
+
+
+async def _drain(events: AsyncIterator[JobEvent]) -> None:
+    async for _ in events:
+        pass
+
+
+async def test_ending_follows_ends_an_open_follow_interrupted_and_leaves_its_job_running(
+    queue: EmbeddedJobQueue, steps: Steps
+) -> None:
+    running = queue.submit("steps", {"name": "running"})
+    events = queue.follow(running.id)
+    assert (await anext(events)).data["status"] in ("queued", "running")
+
+    queue.end_follows()
+
+    with pytest.raises(Interrupted):
+        await asyncio.wait_for(_drain(events), WAIT)
+    assert not queue.get(running.id).status.is_terminal
+    assert queue.held_by(LOCAL_CALLER.name) == 1

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import signal
 import threading
-from collections.abc import AsyncIterator, Collection
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
+from types import FrameType
+from typing import Any
 
 from fastapi import FastAPI
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
@@ -83,8 +87,9 @@ def create_app(
         service.start()
         # Detecting the device imports torch (seconds); do it beside startup so /health answers at once later.
         threading.Thread(target=_prepare, args=(service, warmup), name="imageforge-warmup", daemon=True).start()
-        async with mcp.session_manager.run():
-            yield
+        with _ending_follows_on_stop_signals(service):
+            async with mcp.session_manager.run():
+                yield
         service.close()
 
     app = FastAPI(
@@ -122,6 +127,41 @@ def create_app(
     # The MCP endpoint joins the app's own routes (a mount would answer /mcp with a redirect to /mcp/).
     app.router.routes.append(Route(MCP_PATH, endpoint=mcp_endpoint))
     return app
+
+
+_SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+#: The signals a server stops on (Ctrl+C, and a service manager's stop).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def _ending_follows_on_stop_signals(service: ImageService) -> Iterator[None]:
+    """While open, a stop signal first ends every open event stream, then goes to the server's own handler.
+
+    The server waits for open requests before it stops the service, and a job's event stream stays open as long
+    as the job runs: without this, one open page would hold Ctrl+C up for the whole shutdown timeout while its
+    job ran on. Signals reach only the main thread; a server in another thread (tests) is left as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    previous: dict[int, _SignalHandler] = {}
+
+    def on_stop(number: int, frame: FrameType | None) -> None:
+        # A signal handler may interrupt code holding the queue's lock: end the follows from the loop instead.
+        loop.call_soon_threadsafe(service.end_follows)
+        handler = previous.get(number)
+        if callable(handler):
+            handler(number, frame)
+
+    for stop_signal in STOP_SIGNALS:
+        previous[stop_signal] = signal.signal(stop_signal, on_stop)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _prepare(service: ImageService, warmup: bool) -> None:

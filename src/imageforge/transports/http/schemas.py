@@ -134,6 +134,8 @@ class JobLinks(BaseModel):
     events: str
     cancel: str
     image: str | None = Field(None, description="The full image, once the job succeeded.")
+    init_image: str | None = Field(None, description="The input image of an img2img or inpaint job, as a PNG.")
+    mask_image: str | None = Field(None, description="The mask of an inpaint job, as a PNG.")
 
 
 class JobProgress(BaseModel):

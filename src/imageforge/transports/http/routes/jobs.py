@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -138,6 +138,19 @@ async def _with_keepalives(events: AsyncGenerator[JobEvent, None], every_s: floa
             await events.aclose()
 
 
+# Declared after /events, which this pattern would otherwise catch.
+@router.get(
+    "/jobs/{job_id}/{name}",
+    summary="A job's input image or mask, as a PNG, for as long as the job is readable",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def get_job_input(
+    job_id: str, name: Literal["init_image", "mask_image"], service: Service, caller: RequestCaller
+) -> Response:
+    return Response(service.job_input(job_id, name, caller=caller), media_type="image/png")
+
+
 def job_view(job: Job, service: ImageService, request: Request) -> JobResponse:
     """The wire form of a job, with its place in the queue, its estimated time left and absolute links a client
     (or an agent) can follow."""
@@ -152,6 +165,11 @@ def job_view(job: Job, service: ImageService, request: Request) -> JobResponse:
             {**job.result, "image_base64": None, "mime": "image/png", "images": images}
         )
     own = str(request.url_for("get_job", job_id=job.id))
+    inputs = {
+        name: str(request.url_for("get_job_input", job_id=job.id, name=name))
+        for name in ("init_image", "mask_image")
+        if job.payload.get(name)
+    }
     return JobResponse(
         job_id=job.id,
         status=job.status.value,
@@ -167,7 +185,9 @@ def job_view(job: Job, service: ImageService, request: Request) -> JobResponse:
         timings=job.timings,
         result=result,
         error=ErrorDetail(**job.error) if job.error else None,
-        links=JobLinks(self=own, events=str(request.url_for("job_events", job_id=job.id)), cancel=own, image=image),
+        links=JobLinks(
+            self=own, events=str(request.url_for("job_events", job_id=job.id)), cancel=own, image=image, **inputs
+        ),
     )
 
 
