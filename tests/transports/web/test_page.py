@@ -100,6 +100,16 @@ def _generate_with_progress(page: Page, backend: GatedBackend, seed: int) -> Non
     expect(page.locator("#result-meta")).to_contain_text(f"seed {seed}")
 
 
+def _inpaint_a_result(page: Page) -> None:
+    """Draw an image (seed 5) and take it as the input of an inpaint."""
+    _generate(page, seed=5)
+    expect(page.locator("#result-meta")).to_contain_text("seed 5")
+    _wait_for_result_image(page)
+    page.get_by_role("button", name="Use as input").click()
+    page.get_by_label("Inpaint").check()
+    expect(page.locator("#input-image")).to_have_attribute("src", re.compile(r"^data:image/png"))
+
+
 def _wait_for_result_image(page: Page) -> None:
     """Wait until the result image has loaded: the browser fetches it after the page shows the metadata, so a
     check at once can come before its bytes on a busy machine."""
@@ -604,12 +614,7 @@ def test_a_file_that_is_not_an_image_is_refused_when_chosen(browser: Browser, se
 
 def test_inpainting_with_an_empty_mask_asks_to_paint_first(browser: Browser, served: str) -> None:
     page = _open(browser, served)
-    _generate(page, seed=5)
-    expect(page.locator("#result-meta")).to_contain_text("seed 5")
-    _wait_for_result_image(page)
-    page.get_by_role("button", name="Use as input").click()
-    page.get_by_label("Inpaint").check()
-    expect(page.locator("#input-image")).to_have_attribute("src", re.compile(r"^data:image/png"))
+    _inpaint_a_result(page)
     posted = _posted_jobs(page)
 
     _generate(page, prompt="a snowy owl", seed=6)
@@ -781,12 +786,7 @@ def test_pressing_enter_on_generate_keeps_the_keyboard_focus_on_cancel_then_gene
 
 def test_the_mask_can_be_painted_by_keyboard(browser: Browser, served: str) -> None:
     page = _open(browser, served)
-    _generate(page, seed=5)
-    expect(page.locator("#result-meta")).to_contain_text("seed 5")
-    _wait_for_result_image(page)
-    page.get_by_role("button", name="Use as input").click()
-    page.get_by_label("Inpaint").check()
-    expect(page.locator("#input-image")).to_have_attribute("src", re.compile(r"^data:image/png"))
+    _inpaint_a_result(page)
     page.get_by_label("Brush size").focus()
 
     page.keyboard.press("Shift+Tab")
