@@ -148,7 +148,7 @@ class DataFolderInUse(ImageforgeError):
 
 
 class JobNotReady(ImageforgeError):
-    """A job's result was asked for before the job ended."""
+    """A job's result was asked for, or deleted, before the job ended."""
 
     code = "job_not_ready"
 

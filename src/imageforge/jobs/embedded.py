@@ -23,6 +23,7 @@ from imageforge.errors import (
     JobExpired,
     JobFinished,
     JobNotFound,
+    JobNotReady,
     StorageUnavailable,
 )
 from imageforge.jobs.admission import Admission
@@ -332,6 +333,23 @@ class EmbeddedJobQueue:
             f"Job '{job_id}' already ended ({job.status.value}); there is nothing to cancel.",
             hint="Only queued and running jobs can be cancelled.",
         )
+
+    def forget(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> None:
+        """Delete an ended job, expired or not: its record goes, then its kind's expire hook removes its files
+        (those no other job shares), and the job is unknown from then on. A queued or running job is
+        `JobNotReady`: it must end first."""
+        with self._changed:
+            job = self._find(job_id, caller)
+            if not job.status.is_terminal:
+                raise JobNotReady(
+                    f"Job '{job_id}' is {job.status.value}; only a job that has ended can be deleted.",
+                    hint="Cancel it first, then delete it once it has ended.",
+                )
+            # The record first: a store that refuses the delete leaves the job whole, files and all.
+            self._store.delete([job_id])
+            self._unsaved.pop(job_id, None)
+            self._live.pop(job_id, None)
+        self._drop_files(job)
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """Block until the job ends (or `timeout` passes) and return it as it is then."""

@@ -89,6 +89,10 @@ class JobQueue(Protocol):
 
     def cancel(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job: ...
 
+    def forget(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> None:
+        """Delete an ended job: its record, and through its kind's expire hook its files."""
+        ...
+
     def wait(self, job_id: str, timeout: float | None = None) -> Job: ...
 
     def events(

@@ -120,8 +120,12 @@ class JobStore:
         )
 
     def delete(self, job_ids: Iterable[str]) -> None:
+        """Remove the records of `job_ids`; `StorageFull` or `StorageUnavailable` when the write fails."""
         with self._lock:
-            self._db.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id in job_ids])
+            try:
+                self._db.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id in job_ids])
+            except sqlite3.OperationalError as exc:
+                raise _write_error(exc) from exc
 
     def close(self) -> None:
         with self._lock:

@@ -235,6 +235,11 @@ class ImageService:
         """Cancel a job the caller may see; `JobNotFound` for any other."""
         return self._queue.cancel(job_id, caller=caller)
 
+    def delete_job(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> None:
+        """Delete an ended job the caller may see, with its image and its inputs unless another job shares them;
+        `JobNotFound` for any other job, `JobNotReady` while it is queued or running."""
+        self._queue.forget(job_id, caller=caller)
+
     def image_result(self, job: Job) -> ImageResult:
         """The image of a finished job, with every image it made as `images`; the job's error when it failed or
         was cancelled."""

@@ -105,6 +105,21 @@ def test_reads_are_not_recorded_but_cancels_and_model_loads_are(audited: tuple[s
     ]
 
 
+def test_deleting_a_job_is_recorded_with_its_job_id_and_outcome(audited: tuple[str, Path]) -> None:
+    url, path = audited
+    job = httpx.post(f"{url}/jobs", json={"prompt": "a fox", **SMALL}, headers=AUTH).json()
+    with httpx.stream("GET", job["links"]["events"], headers=AUTH) as events:
+        for _ in events.iter_lines():
+            pass
+    deleted = httpx.delete(f"{job['links']['self']}/result", headers=AUTH)
+    again = httpx.delete(f"{job['links']['self']}/result", headers=AUTH)
+
+    assert (deleted.status_code, again.status_code) == (204, 404)
+    records = [(entry["action"], entry["outcome"], entry["status"], entry.get("job_id")) for entry in _entries(path)]
+    action = f"DELETE /jobs/{job['job_id']}/result"
+    assert records[1:] == [(action, "ok", 204, job["job_id"]), (action, "job_not_found", 404, job["job_id"])]
+
+
 @pytest.mark.anyio
 async def test_mcp_tool_calls_are_recorded_per_tool_with_the_key_name(settings: Settings, tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"

@@ -86,6 +86,28 @@ def test_another_key_gets_404_for_a_job_it_did_not_submit(shared: tuple[str, Gat
     assert alices_view == {running["job_id"]: "running", queued["job_id"]: "queued"}, "nothing was cancelled"
 
 
+def test_another_key_gets_404_deleting_a_job_it_did_not_submit_and_the_image_stays(
+    shared: tuple[str, GatedBackend],
+) -> None:
+    url, backend = shared
+    backend.release(10)
+    submitted = httpx.post(f"{url}/jobs", json={"prompt": "alice's", **SMALL}, headers=_bearer(ALICE)).json()
+    with httpx.stream("GET", submitted["links"]["events"], headers=_bearer(ALICE)) as events:
+        for _ in events.iter_lines():
+            pass
+    job = httpx.get(submitted["links"]["self"], headers=_bearer(ALICE)).json()
+    output = Path(job["result"]["output_path"])
+
+    refused = httpx.delete(f"{job['links']['self']}/result", headers=_bearer(BOB))
+
+    assert refused.status_code == 404
+    assert refused.json()["error"]["code"] == "job_not_found"
+    assert output.exists()
+    assert httpx.get(job["links"]["self"], headers=_bearer(ALICE)).json()["status"] == "succeeded"
+    assert httpx.delete(f"{job['links']['self']}/result", headers=_bearer(ALICE)).status_code == 204
+    assert not output.exists()
+
+
 def test_the_same_idempotency_key_from_another_key_makes_its_own_job(shared: tuple[str, GatedBackend]) -> None:
     url, backend = shared
     _, queued = _alices_jobs(url, backend)

@@ -150,6 +150,48 @@ def test_cancel_finished_job_answers_409(client: TestClient) -> None:
     assert response.json()["error"]["code"] == "job_finished"
 
 
+def test_deleting_an_ended_job_removes_its_image_and_inputs_and_then_it_answers_404(
+    client: TestClient, settings: Settings
+) -> None:
+    body = {"task": "img2img", "prompt": "p", "steps": 2, "init_image": png_base64()}
+    job = client.post("/jobs", json=body).json()
+    _events(client, job["links"]["events"])
+    done = client.get(job["links"]["self"]).json()
+    output = Path(done["result"]["output_path"])
+    inputs = settings.data_path / "inputs"
+    assert output.exists()
+    assert [path for path in inputs.rglob("*") if path.is_file()], "the input image is stored"
+
+    response = client.delete(f"{job['links']['self']}/result")
+
+    assert response.status_code == 204
+    assert not output.exists()
+    assert [path for path in inputs.rglob("*") if path.is_file()] == [], "its input image went with it"
+    assert client.get(job["links"]["self"]).json()["error"]["code"] == "job_not_found"
+    assert client.get(job["links"]["self"]).status_code == 404
+    assert client.get(done["links"]["image"]).status_code == 404
+    assert job["job_id"] not in [listed["job_id"] for listed in client.get("/jobs").json()["jobs"]]
+    assert client.delete(f"{job['links']['self']}/result").status_code == 404
+
+
+def test_deleting_a_queued_or_running_job_answers_409_job_not_ready(gated: tuple[TestClient, GatedBackend]) -> None:
+    client, backend = gated
+    running = client.post("/jobs", json={"prompt": "long", "steps": 2, **SMALL}).json()
+    backend.wait_for_step()
+    queued = client.post("/jobs", json={"prompt": "queued", "steps": 1, **SMALL}).json()
+
+    answers = [client.delete(f"{job['links']['self']}/result") for job in (running, queued)]
+
+    for answer in answers:
+        assert answer.status_code == 409
+        assert answer.json()["error"]["code"] == "job_not_ready"
+        assert "Cancel it first" in answer.json()["error"]["hint"]
+    backend.release(10)
+    _events(client, queued["links"]["events"])
+    assert client.get(running["links"]["self"]).json()["status"] == "succeeded", "the refused delete left it alone"
+    assert client.get(queued["links"]["self"]).json()["status"] == "succeeded"
+
+
 def test_cancel_queued_at_once_and_running_at_next_step(gated: tuple[TestClient, GatedBackend]) -> None:
     client, backend = gated
     running = client.post("/jobs", json={"prompt": "long", "steps": 20, **SMALL}).json()

@@ -19,6 +19,7 @@ from imageforge.errors import (
     JobExpired,
     JobFinished,
     JobNotFound,
+    JobNotReady,
     QueueFull,
     QueueShareExceeded,
     RateLimited,
@@ -526,3 +527,56 @@ def _wait_until(queue: EmbeddedJobQueue, job_id: str, reached: Callable[[Job], b
         events = queue.events(job_id, after=after, timeout=WAIT)
         assert events, "the job did not move"
         after = events[-1].index
+
+
+def test_forgetting_an_ended_job_runs_its_expire_hook_and_makes_it_unknown(tmp_path: Path, steps: Steps) -> None:
+    expired: list[str] = []
+    queue = EmbeddedJobQueue(JobStore(tmp_path / "jobs.sqlite"), QueueLimits(), clock=Clock())
+    queue.register("steps", steps, on_expire=lambda job: expired.append(job.id))
+    queue.start()
+    try:
+        kept = queue.submit("steps", {"name": "kept", "gated": False})
+        job = queue.submit("steps", {"name": "gone", "gated": False})
+        queue.wait(kept.id, WAIT)
+        queue.wait(job.id, WAIT)
+
+        queue.forget(job.id)
+
+        assert expired == [job.id]
+        with pytest.raises(JobNotFound):
+            queue.get(job.id)
+        with pytest.raises(JobNotFound):
+            queue.forget(job.id)
+        assert [listed.id for listed in queue.recent()] == [kept.id]
+        assert queue.sweep() == [], "a forgotten job has nothing left to sweep"
+    finally:
+        queue.close()
+    assert JobStore(tmp_path / "jobs.sqlite").get(job.id) is None, "the record is gone from the store"
+
+
+def test_forgetting_a_queued_or_running_job_is_refused_and_it_goes_on(queue: EmbeddedJobQueue, steps: Steps) -> None:
+    running = queue.submit("steps", {"name": "running"})
+    assert steps.started.wait(WAIT)
+    waiting = queue.submit("steps", {"name": "waiting", "gated": False})
+
+    for job in (running, waiting):
+        with pytest.raises(JobNotReady) as refused:
+            queue.forget(job.id)
+        assert "Cancel it first" in refused.value.hint
+
+    steps.gate.release()
+    assert queue.wait(running.id, WAIT).status is JobStatus.SUCCEEDED
+    assert queue.wait(waiting.id, WAIT).status is JobStatus.SUCCEEDED
+
+
+def test_a_client_cannot_forget_another_clients_job(queue: EmbeddedJobQueue) -> None:
+    job = queue.submit("steps", {"name": "a", "gated": False}, caller=ALICE)
+    queue.wait(job.id, WAIT)
+
+    with pytest.raises(JobNotFound):
+        queue.forget(job.id, caller=BOB)
+
+    assert queue.get(job.id, caller=ALICE).status is JobStatus.SUCCEEDED
+    queue.forget(job.id, caller=ADMIN)
+    with pytest.raises(JobNotFound):
+        queue.get(job.id, caller=ALICE)

@@ -1,4 +1,5 @@
-"""Jobs: POST /jobs, GET /jobs, GET /jobs/{id}, GET /jobs/{id}/events (Server-Sent Events), DELETE /jobs/{id}."""
+"""Jobs: POST /jobs, GET /jobs, GET /jobs/{id}, GET /jobs/{id}/events (Server-Sent Events), DELETE /jobs/{id}
+(cancel), DELETE /jobs/{id}/result (delete an ended job and its image)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,18 @@ def cancel_job(
     if not job.status.is_terminal:
         response.status_code = 202
     return job_view(job, service, request)
+
+
+@router.delete(
+    "/jobs/{job_id}/result",
+    status_code=204,
+    summary="Delete an ended job: its image and inputs (unless another job shares them) and its record",
+    response_class=Response,
+)
+def delete_job(job_id: str, service: Service, caller: RequestCaller, request: Request) -> Response:
+    note_audit(request, job_id=job_id)
+    service.delete_job(job_id, caller=caller)
+    return Response(status_code=204)
 
 
 @router.get(
