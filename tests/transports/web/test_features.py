@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 
 import httpx
 import pytest
@@ -454,4 +455,33 @@ def test_all_results_past_historys_twenty_open_as_a_gallery_and_one_restores_fro
     expect(gallery).to_be_hidden()
     expect(page.get_by_label("Prompt", exact=True)).to_have_value("fox number 0")
     expect(page.get_by_label("Seed")).to_have_value("0")
+    page.close()
+
+
+def test_a_result_deleted_from_the_gallery_after_confirming_leaves_it_history_and_the_disk(
+    browser: Browser, served: str
+) -> None:
+    for prompt in ("a fox to keep", "a fox to delete"):
+        reply = httpx.post(f"{served}/generate", json={"prompt": prompt, "seed": 1}, timeout=120)
+        assert reply.status_code == 200
+    jobs = {job["result"]["prompt"]: job for job in httpx.get(f"{served}/jobs").json()["jobs"]}
+    doomed = jobs["a fox to delete"]
+    page = _open_at(browser, served, DESKTOP)
+    expect(page.locator("#history img")).to_have_count(2)
+    page.get_by_role("button", name="All results").click()
+    gallery = page.get_by_role("dialog", name="All results")
+
+    gallery.get_by_role("button", name="Delete: a fox to keep", exact=True).click()
+    gallery.get_by_role("button", name="Keep", exact=True).click()
+    gallery.get_by_role("button", name="Delete: a fox to delete", exact=True).click()
+    gallery.get_by_role("button", name="Yes, delete: a fox to delete", exact=True).click()
+
+    expect(gallery).to_contain_text("All results (1)")
+    expect(gallery.get_by_role("button", name="Restore: a fox to delete")).to_have_count(0)
+    expect(gallery.get_by_role("button", name="Restore: a fox to keep")).to_have_count(1)
+    expect(page.locator("#history img")).to_have_count(1)
+    assert httpx.get(doomed["links"]["self"]).status_code == 404
+    assert httpx.get(doomed["links"]["image"]).status_code == 404
+    assert not Path(doomed["result"]["output_path"]).exists()
+    assert Path(jobs["a fox to keep"]["result"]["output_path"]).exists(), "Keep kept it"
     page.close()

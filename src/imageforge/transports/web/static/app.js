@@ -49,6 +49,7 @@ export async function api(path, options = {}) {
   } catch {
     throw new ApiError(UNREACHABLE);
   }
+  if (response.status === 204) return null; // a delete: nothing to say
   let body = null;
   try {
     body = await response.json();

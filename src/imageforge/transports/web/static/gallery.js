@@ -1,6 +1,7 @@
 // The gallery: every kept result (GET /jobs?status=succeeded, up to the API's 500), where History shows the last 20,
-// as a grid with prompts in a dialog; a click restores one as History does.
-import { api, restore, showError } from "./app.js";
+// as a grid with prompts in a dialog; a click restores one as History does, and each can be deleted for good
+// (DELETE /jobs/{id}/result) after a confirmation in the tile itself.
+import { api, loadHistory, restore, showError } from "./app.js";
 
 const LIMIT = 500;
 
@@ -39,8 +40,51 @@ function tile(job) {
   caption.setAttribute("aria-hidden", "true");
   button.append(img, caption);
   button.addEventListener("click", () => { dialog.close(); restore(job); });
-  item.append(button);
+  item.append(button, deleteControls(job, prompt, item));
   return item;
+}
+
+// A Delete button that asks again in place (a native confirm dialog would block the page): Delete, or Keep.
+function deleteControls(job, prompt, item) {
+  const controls = document.createElement("div");
+  controls.className = "gallery-delete";
+  const ask = document.createElement("button");
+  ask.type = "button";
+  ask.textContent = "Delete";
+  ask.setAttribute("aria-label", `Delete: ${prompt}`);
+  const question = document.createElement("span");
+  question.textContent = "Delete for good?";
+  const yes = document.createElement("button");
+  yes.type = "button";
+  yes.textContent = "Delete";
+  yes.setAttribute("aria-label", `Yes, delete: ${prompt}`);
+  const keep = document.createElement("button");
+  keep.type = "button";
+  keep.textContent = "Keep";
+  const confirming = (on) => {
+    ask.hidden = on;
+    for (const part of [question, yes, keep]) part.hidden = !on;
+  };
+  confirming(false);
+  ask.addEventListener("click", () => { confirming(true); keep.focus(); });
+  keep.addEventListener("click", () => { confirming(false); ask.focus(); });
+  yes.addEventListener("click", async () => {
+    try {
+      await api(`/jobs/${encodeURIComponent(job.job_id)}/result`, { method: "DELETE" });
+    } catch (error) {
+      // job_not_found: it is gone already (deleted from another tab, or expired and swept).
+      if (error.code !== "job_not_found") {
+        confirming(false);
+        showError(error);
+        return;
+      }
+    }
+    item.remove();
+    title.textContent = `All results (${grid.children.length})`;
+    loadHistory();
+  });
+  controls.append(ask, question, yes, keep);
+  return controls;
 }
 
 async function show() {
