@@ -93,7 +93,8 @@ class _Server(MCPServer):
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
-        schema = next((tool.input_schema for tool in await self.list_tools() if tool.name == name), None)
+        # The declared arguments are the same sealed or not; the SDK's own listing copies nothing.
+        schema = next((tool.input_schema for tool in await super().list_tools() if tool.name == name), None)
         if schema is not None and (unknown := set(arguments) - set(schema.get("properties", {}))):
             return error_result(unknown_arguments(name, unknown, schema))
         try:
