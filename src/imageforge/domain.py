@@ -404,11 +404,10 @@ class QueuedRequest(RequestValues):
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> QueuedRequest:
         """The request `to_payload` wrote; `ValueError` for anything else (a payload of an older version)."""
-        payload = {"count": 1, **payload}  # a payload from before `count` asks for one image
+        # A payload from before `count` asks for one image; one from before styles names none.
+        payload = {"count": 1, "style": None, **payload}
         try:
-            # Payloads queued before styles existed have no `style`.
-            fields = {name: payload[name] for name in cls.__dataclass_fields__ if name != "style"}
-            fields["style"] = payload.get("style")
+            fields = {name: payload[name] for name in cls.__dataclass_fields__}
             fields["task"], fields["decoder"] = Task(fields["task"]), Decoder(fields["decoder"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a queued request: {exc!r}") from None
