@@ -148,16 +148,7 @@ def test_a_job_queued_by_an_older_version_with_its_image_inside_fails_with_inval
         "width": None, "height": None, "seed": None, "strength": None, "assist_prompt": False, "use_cache": True,
         "decoder": "full", "init_image": {"base64": png_base64(), "path": None}, "mask_image": None,
     }  # fmt: skip
-    store = JobStore(settings.jobs_path)
-    store.save(Job(id="older", kind="image", payload=older, created_at=1.0))
-    store.close()
-
-    service = build_service(settings)
-    service.start()
-    try:
-        ended = service.wait_job("older", timeout=WAIT_S)
-    finally:
-        service.close()
+    ended = _run_stored(settings, "older", older)
 
     assert ended.status is JobStatus.FAILED
     assert ended.error is not None
@@ -171,17 +162,21 @@ def test_a_job_queued_before_requests_named_a_style_still_runs(settings: Setting
         "width": 64, "height": 64, "strength": 0.6, "decoder": "full", "seed": 3, "init_image": None,
         "mask_image": None, "assist_prompt": False, "use_cache": True,
     }  # fmt: skip
-    store = JobStore(settings.jobs_path)
-    store.save(Job(id="before-styles", kind="image", payload=before_styles, created_at=1.0))
-    store.close()
-
-    service = build_service(settings)
-    service.start()
-    try:
-        ended = service.wait_job("before-styles", timeout=WAIT_S)
-    finally:
-        service.close()
+    ended = _run_stored(settings, "before-styles", before_styles)
 
     assert ended.status is JobStatus.SUCCEEDED, ended.error
     assert ended.result is not None
     assert (ended.result["seed"], ended.result["style"]) == (3, None)
+
+
+def _run_stored(settings: Settings, job_id: str, payload: dict[str, Any]) -> Job:
+    """Queue `payload` straight into the job database, as an earlier version left it, and run it to its end."""
+    store = JobStore(settings.jobs_path)
+    store.save(Job(id=job_id, kind="image", payload=payload, created_at=1.0))
+    store.close()
+    service = build_service(settings)
+    service.start()
+    try:
+        return service.wait_job(job_id, timeout=WAIT_S)
+    finally:
+        service.close()
