@@ -25,6 +25,7 @@ from imageforge.service import ImageService
 from imageforge.transports.http import browser
 from imageforge.transports.http.audit import AuditTrail
 from imageforge.transports.http.auth import AccessRule, ApiKeys, RequireApiKey
+from imageforge.transports.http.error_shapes import ErrorBody, SurfaceErrors
 from imageforge.transports.http.errors import install_error_handlers
 from imageforge.transports.http.head import HeadAsGet
 from imageforge.transports.http.limits import BodySizeLimit
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 #: How long a signed image link opens its image when the caller gives no lifetime (the result TTL's default).
 DEFAULT_LINK_LIFETIME_S = 3600.0
 MCP_PATH = "/mcp"
+#: The error shape of each compatible API, by the prefix of its paths.
+ERROR_SHAPES: dict[str, ErrorBody] = {}
 
 
 def create_app(
@@ -119,6 +122,8 @@ def create_app(
     app.state.allowed_hosts = "*" if hosts is None else sorted(hosts)
     app.add_middleware(browser.AllowedHosts, hosts=hosts)
     app.add_middleware(AuditTrail, service=service, tool_paths=[MCP_PATH])
+    # Outside every check that answers an error, so that each answer under a compatible API takes its shape.
+    app.add_middleware(SurfaceErrors, shapes=ERROR_SHAPES)
     # Outermost: every check below sees a HEAD as the GET it stands for.
     app.add_middleware(HeadAsGet)
     for router in (health.router, models.router, images.router, jobs.router, prompting.router):
