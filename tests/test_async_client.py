@@ -39,7 +39,7 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture
 def anyio_backend() -> str:
-    """asyncio, whose `gather` the tests use; the client itself runs on trio too."""
+    """asyncio, whose `gather` the tests use."""
     return "asyncio"
 
 

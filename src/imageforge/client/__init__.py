@@ -1,4 +1,4 @@
-"""Python clients of the imageforge HTTP API: `Client` (blocking) and `AsyncClient` (asyncio or trio), with the same
+"""Python clients of the imageforge HTTP API: `Client` (blocking) and `AsyncClient` (asyncio), with the same
 methods and the same results.
 
     with Client("http://127.0.0.1:8765") as client:

@@ -1,4 +1,4 @@
-"""`AsyncClient`: the HTTP API's calls (`_wire`) sent with an asynchronous httpx client, for asyncio or trio."""
+"""`AsyncClient`: the HTTP API's calls (`_wire`) sent with an asynchronous httpx client, for asyncio."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ AsyncProgressCallback = Callable[[Progress], Awaitable[None] | None]
 
 
 class AsyncClient:
-    """`Client` for asyncio (or trio): the same methods, each a coroutine, and `events` an async iterator. Use it as
+    """`Client` for asyncio: the same methods, each a coroutine, and `events` an async iterator. Use it as
     an async context manager, or call `aclose()`. One client may run many calls at once (`asyncio.gather`).
 
     `base_url`, `api_key`, `verify` and `timeout` are `Client`'s; `transport` replaces httpx's asynchronous
