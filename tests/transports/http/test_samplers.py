@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from imageforge.infotext import parse_infotext, request_fields
 from tests.helpers import decode_png
 
 SMALL = {"prompt": "a fox", "seed": 11, "width": 64, "height": 64, "steps": 3}
@@ -78,3 +79,15 @@ def test_the_cache_keeps_each_samplers_image_apart(client: TestClient) -> None:
     assert _pixels(heun) != _pixels(euler)
     assert again["image_base64"] == euler["image_base64"]
     assert (again["sampler"], heun["sampler"]) == ("euler", "heun")
+
+
+def test_a_results_png_reads_back_as_automatic1111_parameters_naming_the_same_fields(client: TestClient) -> None:
+    prompt = 'a sign reading "OPEN, 24/7: come in"\nat night'
+    result = _generate(client, prompt=prompt, negative_prompt="blur, text", sampler="dpmpp_2m_sde", guidance=2.5)
+
+    text = decode_png(str(result["image_base64"])).info["parameters"]
+    fields = request_fields(parse_infotext(text))
+
+    named = ("negative_prompt", "steps", "sampler", "schedule", "guidance", "seed", "width", "height", "model")
+    assert fields == {"prompt": result["prompt"], **{name: result[name] for name in named}}
+    assert result["prompt"].startswith(prompt)
