@@ -83,22 +83,23 @@ class Schedule(enum.StrEnum):
     EXPONENTIAL = "exponential"
 
 
-#: The schedules each sampler runs: the others are refused rather than ignored.
+_SPACED = frozenset(Schedule)
+_OWN_SPACING = frozenset({Schedule.DEFAULT})
+#: The schedules each sampler runs (those whose diffusers scheduler has the spacing's switch); the others are
+#: refused rather than ignored.
 SAMPLER_SCHEDULES: Mapping[Sampler, frozenset[Schedule]] = {
-    sampler: frozenset(Schedule)
-    if sampler
-    in (
-        Sampler.EULER,
-        Sampler.HEUN,
-        Sampler.DPM2,
-        Sampler.DPM2_A,
-        Sampler.DPMPP_2M,
-        Sampler.DPMPP_2M_SDE,
-        Sampler.UNIPC,
-        Sampler.DEIS,
-    )
-    else frozenset({Schedule.DEFAULT})
-    for sampler in Sampler
+    Sampler.EULER: _SPACED,
+    Sampler.EULER_A: _OWN_SPACING,
+    Sampler.HEUN: _SPACED,
+    Sampler.DPM2: _SPACED,
+    Sampler.DPM2_A: _SPACED,
+    Sampler.DPMPP_2M: _SPACED,
+    Sampler.DPMPP_2M_SDE: _SPACED,
+    Sampler.DDIM: _OWN_SPACING,
+    Sampler.PNDM: _OWN_SPACING,
+    Sampler.UNIPC: _SPACED,
+    Sampler.LCM: _OWN_SPACING,
+    Sampler.DEIS: _SPACED,
 }
 #: The samplers of the flow-matching families (FLUX): their own Euler only.
 FLOW_MATCHING_SAMPLERS = frozenset({Sampler.EULER})

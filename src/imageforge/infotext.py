@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from imageforge.domain import A1111_SAMPLER_NAMES, A1111_SCHEDULE_NAMES
+from imageforge.domain import A1111_SAMPLER_NAMES, A1111_SCHEDULE_NAMES, Schedule
 
 NEGATIVE_PREFIX = "Negative prompt:"
 #: One `Key: value` pair of the last line: a key of words, then a JSON string or anything up to the next comma.
@@ -108,7 +108,8 @@ def parse_infotext(text: str) -> dict[str, str]:
 
 def request_fields(parsed: Mapping[str, str]) -> dict[str, Any]:
     """The request fields an infotext (`parse_infotext`) names, under imageforge's names and types; pairs with no
-    field here (Model hash, Clip skip, a sampler imageforge does not run) are left out."""
+    field here (Model hash, Clip skip, a sampler imageforge does not run) are left out, and so is a schedule
+    without its sampler. An older infotext's "DPM++ 2M Karras" is the sampler dpmpp_2m with the karras schedule."""
     fields: dict[str, Any] = {"prompt": parsed.get("Prompt", ""), "negative_prompt": parsed.get("Negative prompt", "")}
     for key, name, kind in (
         ("Steps", "steps", int),
@@ -125,8 +126,13 @@ def request_fields(parsed: Mapping[str, str]) -> dict[str, Any]:
                 continue
     if "Model" in parsed:
         fields["model"] = parsed["Model"]
-    if parsed.get("Sampler") in _SAMPLERS_BY_NAME:
-        fields["sampler"] = _SAMPLERS_BY_NAME[parsed["Sampler"]].value
-    if parsed.get("Schedule type") in _SCHEDULES_BY_NAME:
-        fields["schedule"] = _SCHEDULES_BY_NAME[parsed["Schedule type"]].value
+    sampler, schedule = parsed.get("Sampler", ""), parsed.get("Schedule type")
+    # Before AUTOMATIC1111 1.9 the schedule was part of the sampler's name: "DPM++ 2M Karras".
+    for spacing, name in A1111_SCHEDULE_NAMES.items():
+        if spacing is not Schedule.DEFAULT and sampler.endswith(f" {name}") and schedule is None:
+            sampler, schedule = sampler.removesuffix(f" {name}"), name
+    if sampler in _SAMPLERS_BY_NAME:
+        fields["sampler"] = _SAMPLERS_BY_NAME[sampler].value
+        if schedule in _SCHEDULES_BY_NAME:
+            fields["schedule"] = _SCHEDULES_BY_NAME[schedule].value
     return fields

@@ -106,3 +106,12 @@ def test_every_sampler_and_schedule_has_one_automatic1111_name() -> None:
     for sampler in Sampler:
         parsed = parse_infotext(format_infotext({**RECORD, "sampler": sampler.value}))
         assert request_fields(parsed)["sampler"] == sampler.value
+
+
+def test_an_older_infotexts_sampler_with_its_schedule_in_the_name_reads_as_both() -> None:
+    older = "a fox\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1, Size: 512x512"
+
+    fields = request_fields(parse_infotext(older))
+
+    assert (fields["sampler"], fields["schedule"]) == ("dpmpp_2m", "karras")
+    assert "sampler" not in request_fields(parse_infotext(older.replace("DPM++ 2M", "DPM fast")))
