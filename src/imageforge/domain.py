@@ -312,7 +312,9 @@ ScheduleChoice = Annotated[
     Field(
         Schedule.DEFAULT,
         description="How the steps' noise levels are spaced: default (the sampler's own), or karras or exponential "
-        "with a sampler that supports them (euler, heun, dpm2, dpm2_a, dpmpp_2m, dpmpp_2m_sde, unipc, deis).",
+        "with a sampler that runs them ("
+        + ", ".join(sampler.value for sampler, schedules in SAMPLER_SCHEDULES.items() if len(schedules) > 1)
+        + ").",
     ),
 ]
 ReturnModeChoice = Annotated[
