@@ -21,7 +21,9 @@ from imageforge.domain import A1111_SAMPLER_NAMES, A1111_SCHEDULE_NAMES, Schedul
 
 NEGATIVE_PREFIX = "Negative prompt:"
 #: One `Key: value` pair of the last line: a key of words, then a JSON string or anything up to the next comma.
-_PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+#: A key is at most 64 characters (AUTOMATIC1111's and its extensions' are under 40): unbounded, a long line without
+#: a colon costs time in the square of its length, and the text may come from anyone's PNG.
+_PAIR = re.compile(r'\s*(\w[\w \-/]{1,63}):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 #: A last line with fewer pairs than this is part of the prompt, as AUTOMATIC1111 reads it.
 _LEAST_PAIRS = 3

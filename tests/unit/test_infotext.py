@@ -115,3 +115,14 @@ def test_an_older_infotexts_sampler_with_its_schedule_in_the_name_reads_as_both(
 
     assert (fields["sampler"], fields["schedule"]) == ("dpmpp_2m", "karras")
     assert "sampler" not in request_fields(parse_infotext(older.replace("DPM++ 2M", "DPM fast")))
+
+
+def test_a_long_line_without_pairs_is_read_as_prompt_in_one_pass() -> None:
+    # Anyone's PNG may carry this text: with keys of any length, reading it took time in the square of its length
+    # (half a minute for this one); keys are at most 64 characters, so it reads at once.
+    line = "word " * 20_000
+
+    parsed = parse_infotext(f"{line}\n{line}")
+
+    assert parsed["Prompt"] == f"{line.strip()}\n{line.strip()}"
+    assert request_fields(parsed) == {"prompt": parsed["Prompt"], "negative_prompt": ""}
