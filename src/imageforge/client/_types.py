@@ -35,6 +35,10 @@ class GenerationOptions(TypedDict, total=False):
     decoder: str
     #: how many images (1 to 4), with consecutive seeds; sent as `n`. The result is the first, with all as `images`
     count: int
+    #: a sampler (euler, euler_a, dpmpp_2m, …), or None for the model's own
+    sampler: str | None
+    #: "default", "karras" or "exponential" (the last two with a sampler that runs them)
+    schedule: str
 
 
 @dataclass(frozen=True)
