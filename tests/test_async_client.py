@@ -126,18 +126,29 @@ async def test_submit_then_events_stream_each_step_up_to_the_final_state(url: st
     assert_png(png, (64, 64))
 
 
-async def test_wait_reports_each_step_to_a_function_or_a_coroutine_and_returns_the_image(url: str) -> None:
+async def test_wait_reports_each_step_to_a_function_or_a_coroutine_and_returns_the_image(
+    gated: tuple[str, GatedBackend],
+) -> None:
+    url, backend = gated
     plain: list[Progress] = []
     awaited: list[Progress] = []
+
+    def step_on(progress: Progress) -> None:
+        # Each job holds at the end of each step until the report of that step reached the caller.
+        plain.append(progress)
+        backend.release()
 
     async def report(progress: Progress) -> None:
         await anyio.lowlevel.checkpoint()
         awaited.append(progress)
+        backend.release()
 
     async with AsyncClient(url) as client:
         first = await client.submit("a fox", seed=5, steps=3, width=64, height=64)
+        await anyio.to_thread.run_sync(backend.wait_for_step)
+        result = await client.wait(first.job_id, on_progress=step_on)
         second = await client.submit("an owl", seed=6, steps=2, width=64, height=64)
-        result = await client.wait(first.job_id, on_progress=plain.append)
+        await anyio.to_thread.run_sync(backend.wait_for_step)
         owl = await client.wait(second.job_id, on_progress=report)
 
     assert [(progress.step, progress.total) for progress in plain] == [(1, 3), (2, 3), (3, 3)]

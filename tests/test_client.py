@@ -168,11 +168,18 @@ def test_events_of_an_ended_job_are_its_final_state_alone(remote: Client) -> Non
     assert [(event.type, event.data["status"]) for event in events] == [("state", "succeeded")]
 
 
-def test_wait_reports_each_step_and_returns_the_image(remote: Client) -> None:
-    job = remote.submit("a fox", seed=5, steps=3, width=64, height=64)
+def test_wait_reports_each_step_and_returns_the_image(gated: tuple[Client, GatedBackend]) -> None:
+    client, backend = gated
+    job = client.submit("a fox", seed=5, steps=3, width=64, height=64)
+    backend.wait_for_step()
     seen: list[Progress] = []
 
-    result = remote.wait(job.job_id, on_progress=seen.append)
+    def step_on(progress: Progress) -> None:
+        # The job holds at the end of each step until the report of that step reached the caller.
+        seen.append(progress)
+        backend.release()
+
+    result = client.wait(job.job_id, on_progress=step_on)
 
     assert [progress.step for progress in seen] == [1, 2, 3]
     assert {progress.total for progress in seen} == {3}

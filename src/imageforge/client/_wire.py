@@ -219,10 +219,13 @@ class EventStream:
 
 
 def progress(event: JobEvent) -> Progress | None:
-    """The step a `progress` event reports."""
-    if event.type != "progress":
-        return None
-    return Progress(step=int(event.data["step"]), total=int(event.data["total"]))
+    """The step an event reports: a `progress` event's, or the step a running job had reached when the stream
+    began (its first, `state`, event), so that a caller who starts following mid-job sees where it is."""
+    if event.type == "progress":
+        return Progress(step=int(event.data["step"]), total=int(event.data["total"]))
+    if event.type == "state" and event.data.get("status") == "running" and int(event.data.get("step") or 0) > 0:
+        return Progress(step=int(event.data["step"]), total=int(event.data["total"]))
+    return None
 
 
 def succeeded(job: Job) -> tuple[dict[str, Any], list[str]]:
