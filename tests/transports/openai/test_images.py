@@ -17,8 +17,14 @@ from openai import OpenAI
 from openai.types import ImagesResponse
 from PIL import Image
 
+from imageforge.bootstrap import build_service
+from imageforge.config import Settings
 from imageforge.domain import Task
 from imageforge.service import ImageService
+from imageforge.storage.audit import AuditLog
+from imageforge.transports.http.app import create_app
+from imageforge.transports.http.auth import ApiKeys
+from tests.loopback import serving_app
 from tests.transports.openai.conftest import BEARER, KEY, TIMEOUT_S, png
 
 SMALL = {"steps": 1}
@@ -231,3 +237,28 @@ def test_an_error_under_v1_has_openais_shape(served: str) -> None:
     assert set(error) >= {"message", "type", "param", "code", "hint"}
     assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", "prompt", "invalid_request")
     assert json.loads(answer.text) == {"error": error}
+
+
+@pytest.mark.parametrize(("quality", "factor", "answered"), [("low", 0.5, "low"), ("hd", 2, "high")])
+def test_quality_scales_the_models_default_steps(
+    sdk: OpenAI, service: ImageService, quality: Literal["low", "hd"], factor: float, answered: str
+) -> None:
+    answer = sdk.images.generate(model="tiny", prompt="a red fox", size="64x64", quality=quality)
+
+    [job] = service.list_jobs()
+    assert job.payload["steps"] == max(1, int(service.catalog.require("tiny").default_steps * factor))
+    assert answer.quality == answered
+
+
+def test_the_openai_user_is_recorded_in_the_audit_log(settings: Settings, tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    service = build_service(settings, audit=AuditLog(log))
+    with (
+        serving_app(create_app(service, api_keys=ApiKeys([("alice", KEY)]))) as url,
+        OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=TIMEOUT_S) as sdk,
+    ):
+        sdk.images.generate(prompt="a red fox", size="64x64", user="end-user-42", extra_body=SMALL)
+
+    [record] = [json.loads(line) for line in log.read_text().splitlines()]
+    assert (record["client"], record["action"]) == ("alice", "POST /v1/images/generations")
+    assert (record["openai_user"], record["outcome"]) == ("end-user-42", "ok")
