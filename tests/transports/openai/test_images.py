@@ -262,3 +262,17 @@ def test_the_openai_user_is_recorded_in_the_audit_log(settings: Settings, tmp_pa
     [record] = [json.loads(line) for line in log.read_text().splitlines()]
     assert (record["client"], record["action"]) == ("alice", "POST /v1/images/generations")
     assert (record["openai_user"], record["outcome"]) == ("end-user-42", "ok")
+
+
+def test_the_servers_model_aliases_replace_openais_names(service: ImageService) -> None:
+    app = create_app(service, api_keys=ApiKeys([("alice", KEY)]), openai_model_aliases={"house-model": "tiny"})
+    with (
+        serving_app(app) as url,
+        OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=TIMEOUT_S) as sdk,
+    ):
+        sdk.images.generate(model="house-model", prompt="a red fox", size="64x64", extra_body=SMALL)
+        with pytest.raises(openai.NotFoundError):
+            sdk.images.generate(model="gpt-image-1", prompt="a red fox")
+
+    [job] = service.list_jobs()
+    assert job.payload["model"] == "tiny"
