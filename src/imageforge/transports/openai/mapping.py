@@ -117,11 +117,9 @@ def to_params(
     own = extras.model_dump(mode="json", exclude_unset=True)
     width, height = _size(wire.size)
     model = None if wire.model is None else aliases.get(wire.model, wire.model)
-    style = None
+    style = None if wire.style in OPENAI_STYLES else wire.style
     if isinstance(wire, PromptFields):
         _refuse_transparency(wire)
-        if wire.style not in OPENAI_STYLES:
-            style = wire.style
         if wire.quality is not None and "steps" not in own:
             own["steps"] = _quality_steps(wire.quality, service, model)
     return GenerationParams(

@@ -38,6 +38,9 @@ class AnswerFields(_Wire):
     )
     user: str | None = Field(None, max_length=256, description="The end user, recorded in the audit log.")
     safety_identifier: str | None = Field(None, max_length=256, description="Recorded like `user`.")
+    style: str | None = Field(
+        None, description="OpenAI's vivid or natural (ignored), or else the key of an imageforge style template."
+    )
 
 
 class PromptFields(AnswerFields):
@@ -53,9 +56,6 @@ class PromptFields(AnswerFields):
     stream: bool = Field(False, description="Answer with Server-Sent Events: partial images, then each image.")
     partial_images: int | None = Field(
         None, ge=0, le=3, description="How many partial images a stream sends, from the live previews."
-    )
-    style: str | None = Field(
-        None, description="OpenAI's vivid or natural (ignored), or else the key of an imageforge style template."
     )
 
 
