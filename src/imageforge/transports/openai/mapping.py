@@ -119,7 +119,7 @@ def to_params(
     model = None if wire.model is None else aliases.get(wire.model, wire.model)
     style = None if wire.style in OPENAI_STYLES else wire.style
     if isinstance(wire, PromptFields):
-        _refuse_transparency(wire)
+        _check_answerable(wire)
         if wire.quality is not None and "steps" not in own:
             own["steps"] = _quality_steps(wire.quality, service, model)
     return GenerationParams(
@@ -148,7 +148,8 @@ def _size(size: str | None) -> tuple[int | None, int | None]:
     return int(found.group(1)), int(found.group(2))
 
 
-def _refuse_transparency(wire: PromptFields) -> None:
+def _check_answerable(wire: PromptFields) -> None:
+    """Refuse an answer the server cannot give: a transparent background, or a link to a format not stored."""
     if wire.background == "transparent":
         raise UnsupportedOperation(
             "background: transparent is not supported; the models draw opaque images.",
