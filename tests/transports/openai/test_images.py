@@ -215,7 +215,7 @@ def test_the_model_list_is_the_catalog_and_openai_names_resolve(sdk: OpenAI, ser
         sdk.models.retrieve("no-such-model")
 
 
-@pytest.mark.parametrize("body", sorted(BODIES.glob("open_webui_*.json")), ids=lambda path: path.stem)
+@pytest.mark.parametrize("body", sorted(BODIES.glob("open_webui_generation_*.json")), ids=lambda path: path.stem)
 def test_open_webuis_request_bodies_are_answered(served: str, body: Path) -> None:
     answer = httpx.post(
         f"{served}/v1/images/generations",
@@ -227,6 +227,38 @@ def test_open_webuis_request_bodies_are_answered(served: str, body: Path) -> Non
     assert answer.status_code == 200, answer.text
     [image] = answer.json()["data"]
     assert _decoded(image["b64_json"]).format == "PNG"
+
+
+def test_open_webuis_edit_form_is_answered(served: str, service: ImageService) -> None:
+    fields = json.loads((BODIES / "open_webui_edit.json").read_text())
+    answer = httpx.post(
+        f"{served}/v1/images/edits",
+        data=fields,
+        files=[("image", ("0b8f.png", png(), "image/png"))],
+        headers=BEARER,
+        timeout=TIMEOUT_S,
+    )
+
+    assert answer.status_code == 200, answer.text
+    [image] = answer.json()["data"]
+    assert _decoded(image["b64_json"]).size == (64, 64)
+    [job] = service.list_jobs()
+    assert job.payload["task"] == Task.IMG2IMG
+
+
+def test_a_form_field_an_edit_refuses_is_named_as_openai_names_it(sdk: OpenAI, service: ImageService) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.images.edit(image=("photo.png", png(), "image/png"), prompt="a blue door", n=9)
+
+    assert (refused.value.code, refused.value.param) == ("invalid_request", "n")
+    assert service.list_jobs() == []
+
+
+def test_several_input_images_are_refused(sdk: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.images.edit(image=[("a.png", png(), "image/png"), ("b.png", png(), "image/png")], prompt="a blue door")
+
+    assert (refused.value.code, refused.value.param) == ("invalid_request", "image")
 
 
 def test_an_error_under_v1_has_openais_shape(served: str) -> None:
