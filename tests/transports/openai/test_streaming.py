@@ -7,6 +7,7 @@ import base64
 import io
 from collections.abc import Iterator
 
+import httpx
 import openai
 import pytest
 from openai import OpenAI
@@ -23,6 +24,7 @@ from imageforge.config import Settings
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.transports.http.app import create_app
 from imageforge.transports.http.auth import ApiKeys
+from imageforge.transports.openai import streaming
 from tests.gated import GatedBackend
 from tests.loopback import serving_app
 from tests.transports.openai.conftest import KEY, TIMEOUT_S, png
@@ -93,3 +95,20 @@ def test_a_job_cancelled_mid_stream_is_raised_as_the_sdks_api_error(gated: tuple
         list(stream)
 
     assert failed.value.code == "cancelled"
+
+
+def test_a_quiet_stream_sends_keepalive_comments_the_sdk_skips(
+    gated: tuple[OpenAI, GatedBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sdk, backend = gated
+    monkeypatch.setattr(streaming, "KEEPALIVE_S", 0.01)
+    body = {"prompt": "a red fox", "size": "64x64", "stream": True, "steps": 2}
+    url = f"{str(sdk.base_url).rstrip('/')}/images/generations"
+
+    with httpx.stream("POST", url, json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=TIMEOUT_S) as answer:
+        lines = answer.iter_lines()
+        assert next(line for line in lines if line.startswith(":")) == ": keep-alive"  # while the job holds
+        backend.release(1000)
+        events = [line for line in lines if line.startswith("event: ")]
+
+    assert events == ["event: image_generation.completed"]

@@ -23,6 +23,7 @@ from imageforge.errors import ImageforgeError
 from imageforge.service import ImageService
 from imageforge.transports.http.audit import note_audit
 from imageforge.transports.http.errors import STATUS_BY_CODE
+from imageforge.transports.http.routes.jobs import KEEPALIVE_S, with_keepalives
 from imageforge.transports.openai.errors import error_body
 from imageforge.transports.openai.mapping import answer_quality, encoded
 from imageforge.transports.openai.schemas import PromptFields
@@ -54,16 +55,15 @@ async def stream_images(
     note_audit(request, job_id=job.id)
     partials = wire.partial_images or 0
     events = service.follow(job.id, previews=partials > 0, caller=caller)
-    first = await anext(events)
+    await anext(events)  # the job's state now: what the follow refuses is raised here, before the answer starts
     return StreamingResponse(
-        _events(first, events, partials, wire, kind, service=service, caller=caller, job_id=job.id),
+        _events(events, partials, wire, kind, service=service, caller=caller, job_id=job.id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache"},
     )
 
 
 async def _events(
-    first: JobEvent,
     events: AsyncGenerator[JobEvent, None],
     partials: int,
     wire: PromptFields,
@@ -80,8 +80,12 @@ async def _events(
         "size": wire.size or "auto",
     }
     sent = 0
+    keepalive = with_keepalives(events, KEEPALIVE_S)
     try:
-        async for event in _chained(first, events):
+        async for event in keepalive:
+            if event is None:
+                yield ": keep-alive\n\n"  # a comment, which the SDK skips; it keeps proxies from closing a quiet stream
+                continue
             if event.type != "preview" or sent >= partials:
                 continue
             # The partials are spread evenly over the job's steps: with 2 of them, at a third and two thirds.
@@ -102,13 +106,7 @@ async def _events(
         native = {"code": exc.code, "message": exc.message, "hint": exc.hint}
         yield _sse("error", error_body(STATUS_BY_CODE.get(exc.code, 500), native))
     finally:
-        await events.aclose()
-
-
-async def _chained(first: JobEvent, events: AsyncGenerator[JobEvent, None]) -> AsyncIterator[JobEvent]:
-    yield first
-    async for event in events:
-        yield event
+        await keepalive.aclose()  # closes the job's follow, which frees the caller's place in the queue
 
 
 def _image(png: bytes, wire: PromptFields) -> dict[str, str]:
