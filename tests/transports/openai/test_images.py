@@ -282,6 +282,13 @@ def test_quality_scales_the_models_default_steps(
     assert answer.quality == answered
 
 
+def test_low_quality_on_an_edit_keeps_one_denoising_step(sdk: OpenAI, service: ImageService) -> None:
+    sdk.images.edit(image=("photo.png", png(), "image/png"), prompt="a blue door", quality="low")
+
+    [job] = service.list_jobs()
+    assert int(job.payload["steps"] * job.payload["strength"]) >= 1
+
+
 def test_the_openai_user_is_recorded_in_the_audit_log(settings: Settings, tmp_path: Path) -> None:
     log = tmp_path / "audit.jsonl"
     service = build_service(settings, audit=AuditLog(log))

@@ -19,7 +19,15 @@ from fastapi.exceptions import RequestValidationError
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from imageforge.domain import REQUEST_FIELDS, GenerationParams, ImageResult, ImageSource, Task, TextToImageFields
+from imageforge.domain import (
+    DEFAULT_STRENGTH,
+    REQUEST_FIELDS,
+    GenerationParams,
+    ImageResult,
+    ImageSource,
+    Task,
+    TextToImageFields,
+)
 from imageforge.errors import InvalidImage, InvalidRequest, UnsupportedOperation
 from imageforge.service import ImageService
 from imageforge.transports.openai.schemas import (
@@ -121,7 +129,7 @@ def to_params(
     if isinstance(wire, PromptFields):
         _check_answerable(wire)
         if wire.quality is not None and "steps" not in own:
-            own["steps"] = _quality_steps(wire.quality, service, model)
+            own["steps"] = _quality_steps(wire.quality, service, model, task, own.get("strength"))
     return GenerationParams(
         task=task,
         prompt=prompt,
@@ -162,14 +170,18 @@ def _check_answerable(wire: PromptFields) -> None:
         )
 
 
-def _quality_steps(quality: str, service: ImageService, model: str | None) -> int | None:
-    """The steps `quality` asks of `model`: its default scaled by `QUALITY_STEPS`, at least 1 and at most the
-    server's MAX_STEPS; None (the default itself) for medium."""
+def _quality_steps(
+    quality: str, service: ImageService, model: str | None, task: Task, strength: float | None
+) -> int | None:
+    """The steps `quality` asks of `model`: its default scaled by `QUALITY_STEPS`, at most the server's MAX_STEPS,
+    and at least one (an edit runs `steps * strength` of them: at least one of those); None (the default itself)
+    for medium."""
     factor = QUALITY_STEPS[quality]
     if factor == 1:
         return None
+    least = 1 if task is Task.TEXT2IMG else math.ceil(1 / (strength or DEFAULT_STRENGTH[task]))
     default = service.catalog.require(model or service.default_model).default_steps
-    return max(1, min(service.limits.max_steps, math.ceil(default * factor)))
+    return max(least, min(service.limits.max_steps, math.ceil(default * factor)))
 
 
 def mask_from_alpha(data: bytes, *, max_pixels: int) -> ImageSource:
