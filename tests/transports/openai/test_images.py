@@ -315,3 +315,16 @@ def test_the_servers_model_aliases_replace_openais_names(service: ImageService) 
 
     [job] = service.list_jobs()
     assert job.payload["model"] == "tiny"
+
+
+def test_the_per_client_rate_limit_is_the_sdks_rate_limit_error(settings: Settings) -> None:
+    service = build_service(settings.model_copy(update={"rate_limit": 1}))
+    with (
+        serving_app(create_app(service, api_keys=ApiKeys([("alice", KEY)]))) as url,
+        OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=TIMEOUT_S) as sdk,
+    ):
+        sdk.images.generate(prompt="a red fox", size="64x64", extra_body=SMALL)
+        with pytest.raises(openai.RateLimitError) as refused:
+            sdk.images.generate(prompt="a red fox", size="64x64", extra_body=SMALL)
+
+    assert (refused.value.code, refused.value.type) == ("rate_limited", "rate_limit_error")
