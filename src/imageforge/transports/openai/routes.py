@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 from starlette.datastructures import FormData, UploadFile
 
 from imageforge.domain import ImageSource, Task
@@ -22,7 +23,6 @@ from imageforge.transports.http.deps import RequestCaller, Service, image_url
 from imageforge.transports.http.routes.images import submit_and_wait
 from imageforge.transports.openai.errors import OpenAIErrorResponse
 from imageforge.transports.openai.mapping import (
-    DEFAULT_MODEL_ALIASES,
     EDIT_EXTRAS,
     GENERATION_EXTRAS,
     images_response,
@@ -51,8 +51,17 @@ _STREAM: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream
 router = APIRouter(prefix=PREFIX.rstrip("/"), tags=["openai"], responses=_ERRORS)
 
 
+def _form(fields: type[BaseModel], *files: str) -> dict[str, Any]:
+    """The OpenAPI description of a multipart body: `fields` as form fields, and `files` (the first required)."""
+    schema = fields.model_json_schema()
+    binary = {"type": "string", "format": "binary"}
+    properties = {**schema["properties"], **dict.fromkeys(files, binary)}
+    body = {"type": "object", "properties": properties, "required": [*schema.get("required", []), files[0]]}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": body}}}}
+
+
 def _aliases(request: Request) -> Mapping[str, str | None]:
-    aliases: Mapping[str, str | None] = getattr(request.app.state, "openai_model_aliases", DEFAULT_MODEL_ALIASES)
+    aliases: Mapping[str, str | None] = request.app.state.openai_model_aliases
     return aliases
 
 
@@ -82,6 +91,7 @@ async def create_image(
 @router.post(
     "/images/edits",
     summary="OpenAI: edit an image (multipart: image, and a mask whose transparent pixels are repainted)",
+    openapi_extra=_form(ImageEditFields, "image", "mask"),
     response_model=ImagesResponse,
     response_model_exclude_none=True,
     responses=_STREAM,
@@ -111,6 +121,7 @@ async def create_image_edit(
 @router.post(
     "/images/variations",
     summary="OpenAI: a variation of an image (img2img); imageforge needs a prompt, sent as an extra field",
+    openapi_extra=_form(ImageVariationFields, "image"),
     response_model_exclude_none=True,
 )
 async def create_image_variation(
