@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import struct
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -126,6 +128,31 @@ def _create_variation(sdk: OpenAI, **options: Any) -> ImagesResponse:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="deprecated", category=DeprecationWarning)
         return sdk.images.create_variation(image=("photo.png", png(), "image/png"), **options)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that claims an RGBA canvas of `width` x `height` with no pixel data: a decompression bomb's header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [5_000, 100_000])
+def test_a_mask_claiming_a_huge_canvas_is_refused_before_it_is_decoded(
+    sdk: OpenAI, service: ImageService, side: int
+) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.images.edit(
+            image=("photo.png", png(), "image/png"),
+            mask=("mask.png", _png_header(side, side), "image/png"),
+            prompt="a blue door",
+        )
+
+    assert (refused.value.code, refused.value.param) == ("invalid_image", "mask")
+    assert service.list_jobs() == []
 
 
 def test_a_variation_is_image_to_image_with_the_prompt_sent_as_an_extra_field(
