@@ -14,9 +14,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
-from imageforge.domain import ImageSource, Task
+from imageforge.domain import ImageResult, ImageSource, Task
 from imageforge.errors import InvalidRequest, ModelNotFound
 from imageforge.transports.http.audit import note_audit
 from imageforge.transports.http.deps import RequestCaller, Service, image_url
@@ -85,7 +86,7 @@ async def create_image(
     if body.stream:
         return await stream_images(params, body, "image_generation", service=service, caller=caller, request=request)
     result = await submit_and_wait(params, service, caller, request)
-    return images_response(result, body, [image_url(request, image.output_path) for image in result.images])
+    return await _answer(result, body, request)
 
 
 @router.post(
@@ -115,7 +116,7 @@ async def create_image_edit(
     if wire.stream:
         return await stream_images(params, wire, "image_edit", service=service, caller=caller, request=request)
     result = await submit_and_wait(params, service, caller, request)
-    return images_response(result, wire, [image_url(request, image.output_path) for image in result.images])
+    return await _answer(result, wire, request)
 
 
 @router.post(
@@ -141,7 +142,7 @@ async def create_image_variation(
         wire, extras, Task.IMG2IMG, service=service, aliases=aliases, prompt=wire.prompt, init_image=init
     )
     result = await submit_and_wait(params, service, caller, request)
-    return images_response(result, wire, [image_url(request, image.output_path) for image in result.images])
+    return await _answer(result, wire, request)
 
 
 @router.get("/models", summary="OpenAI: the model catalog as model objects")
@@ -173,6 +174,12 @@ async def _image_source(form: FormData) -> ImageSource:
 def _text_fields(form: FormData) -> dict[str, Any]:
     """The form's fields other than its files, as the schema reads them (numbers and booleans as text)."""
     return {name: value for name, value in form.multi_items() if name not in ("image", "image[]", "mask")}
+
+
+async def _answer(result: ImageResult, wire: AnswerFields, request: Request) -> ImagesResponse:
+    """OpenAI's answer for `result`, built in a thread: re-encoding and base64 of full images take a while."""
+    urls = [image_url(request, image.output_path) for image in result.images]
+    return await run_in_threadpool(images_response, result, wire, urls)
 
 
 def _note_user(request: Request, wire: AnswerFields) -> None:

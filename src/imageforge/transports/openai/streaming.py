@@ -100,7 +100,8 @@ async def _events(
         result = await run_in_threadpool(service.image_result, service.get_job(job_id, caller=caller))
         for image in result.images:
             size = {"size": f"{image.width}x{image.height}"}
-            data = {**common, **size, **_image(image.png, wire), "created_at": int(time.time()), "usage": _NO_USAGE}
+            encoded_image = await run_in_threadpool(_image, image.png, wire)
+            data = {**common, **size, **encoded_image, "created_at": int(time.time()), "usage": _NO_USAGE}
             yield _sse(f"{kind}.completed", data)
     except ImageforgeError as exc:
         native = {"code": exc.code, "message": exc.message, "hint": exc.hint}
