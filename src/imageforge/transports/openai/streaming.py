@@ -97,7 +97,8 @@ async def _events(
                 {**common, **_image(preview, wire), "partial_image_index": sent, "created_at": int(time.time())},
             )
             sent += 1
-        result = await run_in_threadpool(service.image_result, service.get_job(job_id, caller=caller))
+        job = await run_in_threadpool(service.get_job, job_id, caller=caller)
+        result = await run_in_threadpool(service.image_result, job)
         for image in result.images:
             size = {"size": f"{image.width}x{image.height}"}
             encoded_image = await run_in_threadpool(_image, image.png, wire)
