@@ -145,4 +145,5 @@ def http_app_from_env() -> FastAPI:
         cors_origins=settings.cors_origins,
         insecure_no_auth=settings.insecure_no_auth,
         mcp_sessions_per_client=settings.mcp_sessions_per_client,
+        openai_model_aliases=settings.openai_model_aliases,
     )

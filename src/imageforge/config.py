@@ -355,6 +355,16 @@ class Settings(BaseSettings):
         validation_alias=_env("AUDIT_PROMPTS", bare=False),
         description="also write each job's prompt to the audit log",
     )
+    # The OpenAI-compatible API (issue 18).
+    openai_model_aliases: Annotated[dict[str, str | None] | None, NoDecode] = Field(
+        None,
+        validation_alias=_env("OPENAI_MODEL_ALIASES", bare=False),
+        description=(
+            "the OpenAI model names `/v1` takes, comma-separated: `name` means the default model, `name=key` a catalog "
+            "key (`dall-e-3=sdxl`); unset: OpenAI's image model names (`gpt-image-1`, `dall-e-3`, …) mean the default "
+            "model (see [OpenAI API](openai-api.md))"
+        ),
+    )
     shutdown_timeout_s: float = Field(
         5.0,
         ge=0,
@@ -478,6 +488,15 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: object) -> object:
         """`IMAGEFORGE_ALLOWED_HOSTS` and `IMAGEFORGE_CORS_ORIGINS` are comma lists; names ignore case."""
         return [part.strip().lower() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("openai_model_aliases", mode="before")
+    @classmethod
+    def _alias_pairs(cls, value: object) -> object:
+        """`IMAGEFORGE_OPENAI_MODEL_ALIASES` is a comma list of `name` (the default model) and `name=key`."""
+        if not isinstance(value, str):
+            return value
+        pairs = (entry.strip().partition("=") for entry in value.split(",") if entry.strip())
+        return {name.strip(): key.strip() or None for name, _, key in pairs}
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -329,3 +329,11 @@ def test_an_api_keys_entry_ending_in_admin_is_an_admin_key(monkeypatch: pytest.M
     monkeypatch.setenv("IMAGEFORGE_API_KEYS", "ci:ci-key-0123456789abc, root:root-key-0123456789ab:admin")
 
     assert settings().api_keys == [("ci", "ci-key-0123456789abc", False), ("root", "root-key-0123456789ab", True)]
+
+
+def test_openai_model_aliases_name_the_default_model_or_a_catalog_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEFORGE_OPENAI_MODEL_ALIASES", " gpt-image-1 , dall-e-3=sdxl,,")
+
+    assert Settings(_env_file=None).openai_model_aliases == {"gpt-image-1": None, "dall-e-3": "sdxl"}
+    monkeypatch.delenv("IMAGEFORGE_OPENAI_MODEL_ALIASES")
+    assert Settings(_env_file=None).openai_model_aliases is None

@@ -7,7 +7,7 @@ import logging
 import secrets
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from types import FrameType
@@ -22,6 +22,7 @@ from starlette.routing import Route
 from imageforge import __version__
 from imageforge.domain import is_loopback
 from imageforge.service import ImageService
+from imageforge.transports import openai
 from imageforge.transports.http import browser
 from imageforge.transports.http.audit import AuditTrail
 from imageforge.transports.http.auth import AccessRule, ApiKeys, RequireApiKey
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LINK_LIFETIME_S = 3600.0
 MCP_PATH = "/mcp"
 #: The error shape of each compatible API, by the prefix of its paths.
-ERROR_SHAPES: dict[str, ErrorBody] = {}
+ERROR_SHAPES: dict[str, ErrorBody] = {openai.PREFIX: openai.error_body}
 
 
 def create_app(
@@ -57,6 +58,7 @@ def create_app(
     cors_origins: Collection[str] = (),
     insecure_no_auth: bool = False,
     mcp_sessions_per_client: int = 16,
+    openai_model_aliases: Mapping[str, str | None] | None = None,
 ) -> FastAPI:
     """The HTTP API on `service`, with MCP over Streamable HTTP at `/mcp` in the same process.
 
@@ -65,7 +67,8 @@ def create_app(
     may call the API; the service's audit log records who did what. While `api_keys` has any key, image links in
     results are signed by `image_urls` (by default with a secret of this process's own). Without any key, the
     server answers everyone on a loopback `host` or with `insecure_no_auth`, and nobody elsewhere (`AccessRule`).
-    Each client may hold `mcp_sessions_per_client` MCP sessions.
+    Each client may hold `mcp_sessions_per_client` MCP sessions. `openai_model_aliases` are the OpenAI model names
+    the /v1 API takes for a catalog key (None: the default model); by default OpenAI's image model names.
     """
     # Not `api_keys or`: an ApiKeys whose file holds no key yet is false, and must stay to see keys added later.
     keys = api_keys if api_keys is not None else ApiKeys()
@@ -102,6 +105,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.openai_model_aliases = (
+        openai.DEFAULT_MODEL_ALIASES if openai_model_aliases is None else dict(openai_model_aliases)
+    )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     # Added last, so it runs first: an unauthenticated request is refused before its body is read.
@@ -126,7 +132,7 @@ def create_app(
     app.add_middleware(SurfaceErrors, shapes=ERROR_SHAPES)
     # Outermost: every check below sees a HEAD as the GET it stands for.
     app.add_middleware(HeadAsGet)
-    for router in (health.router, models.router, images.router, jobs.router, prompting.router):
+    for router in (health.router, models.router, images.router, jobs.router, prompting.router, openai.router):
         app.include_router(router)
     mount_web_ui(app)
     # The MCP endpoint joins the app's own routes (a mount would answer /mcp with a redirect to /mcp/).

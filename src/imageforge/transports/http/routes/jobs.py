@@ -119,7 +119,7 @@ async def job_events(
     async def stream() -> AsyncIterator[str]:
         yield _sse("state", current.index, _event_data(current))
         try:
-            async for event in _with_keepalives(events, KEEPALIVE_S):
+            async for event in with_keepalives(events, KEEPALIVE_S):
                 yield ": keep-alive\n\n" if event is None else _sse(event.type, event.index, _event_data(event))
         except ImageforgeError:
             return  # the server is stopping: the stream ends, and the client reconnects to a later one
@@ -127,7 +127,9 @@ async def job_events(
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-async def _with_keepalives(events: AsyncGenerator[JobEvent, None], every_s: float) -> AsyncIterator[JobEvent | None]:
+async def with_keepalives(
+    events: AsyncGenerator[JobEvent, None], every_s: float
+) -> AsyncGenerator[JobEvent | None, None]:
     """`events`, with None after each `every_s` seconds without one; closing this closes `events` too."""
     pending: asyncio.Future[JobEvent] | None = None
     try:
