@@ -175,10 +175,17 @@ def test_a_variation_without_a_prompt_is_refused_naming_it(sdk: OpenAI) -> None:
 
 def test_an_unknown_extra_field_is_refused_naming_it_before_any_job(sdk: OpenAI, service: ImageService) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
-        sdk.images.generate(prompt="a red fox", extra_body={"sampler": "euler"})
+        sdk.images.generate(prompt="a red fox", extra_body={"sampler_name": "Euler"})
 
-    assert (refused.value.code, refused.value.param) == ("invalid_request", "sampler")
+    assert (refused.value.code, refused.value.param) == ("invalid_request", "sampler_name")
     assert service.list_jobs() == []
+
+
+def test_a_field_added_to_the_native_request_is_an_extra_field_here_too(sdk: OpenAI, service: ImageService) -> None:
+    sdk.images.generate(prompt="a red fox", size="64x64", extra_body={"sampler": "heun", "schedule": "karras"})
+
+    [job] = service.list_jobs()
+    assert (job.payload["sampler"], job.payload["schedule"]) == ("heun", "karras")
 
 
 def test_a_size_over_max_res_is_refused_with_our_code_before_any_job(sdk: OpenAI, service: ImageService) -> None:
