@@ -460,9 +460,9 @@ def test_over_long_prompt_is_refused_with_invalid_request(client: TestClient, fi
 
 
 def test_unknown_extra_field_is_refused_naming_the_field(client: TestClient) -> None:
-    error = error_of(client.post("/generate", json={"prompt": "x", "sampler": "euler"}), 400, "invalid_request")
+    error = error_of(client.post("/generate", json={"prompt": "x", "sampler_name": "Euler"}), 400, "invalid_request")
 
-    assert "sampler: Extra inputs are not permitted" in error["message"]
+    assert "sampler_name: Extra inputs are not permitted" in error["message"]
     assert "/docs" in error["hint"]
 
 
