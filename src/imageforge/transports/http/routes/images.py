@@ -55,7 +55,9 @@ def to_response(result: ImageResult, return_mode: ReturnMode, request: Request) 
     )
 
 
-async def _generate(params: GenerationParams, service: ImageService, caller: Caller, request: Request) -> ImageResult:
+async def submit_and_wait(
+    params: GenerationParams, service: ImageService, caller: Caller, request: Request
+) -> ImageResult:
     """Submit the caller's job and wait for its image (the job goes on if the caller goes away).
 
     Only submitting (which decodes input images) and reading the result take a thread, briefly; the wait holds
@@ -92,18 +94,20 @@ async def _hang_up(request: Request) -> None:
 
 @router.post("/generate", summary="Text to image")
 async def generate(body: GenerateBody, service: Service, caller: RequestCaller, request: Request) -> ImageResponse:
-    return to_response(await _generate(body.to_params(), service, caller, request), body.return_mode, request)
+    return to_response(await submit_and_wait(body.to_params(), service, caller, request), body.return_mode, request)
 
 
 @router.post("/edit", summary="Image to image (strength 0.6 by default)")
 async def edit(body: EditBody, service: Service, caller: RequestCaller, request: Request) -> ImageResponse:
-    return to_response(await _generate(body.to_edit_params(), service, caller, request), body.return_mode, request)
+    return to_response(
+        await submit_and_wait(body.to_edit_params(), service, caller, request), body.return_mode, request
+    )
 
 
 @router.post("/inpaint", summary="Repaint the white part of a mask")
 async def inpaint(body: InpaintBody, service: Service, caller: RequestCaller, request: Request) -> ImageResponse:
     params = body.to_inpaint_params()
-    return to_response(await _generate(params, service, caller, request), body.return_mode, request)
+    return to_response(await submit_and_wait(params, service, caller, request), body.return_mode, request)
 
 
 @router.get(
