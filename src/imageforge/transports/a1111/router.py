@@ -122,6 +122,7 @@ def progress(
     running = next((job for job in jobs if job.status is JobStatus.RUNNING), None)
     if running is None:
         return ProgressAnswer(progress=0.0, eta_relative=0.0, state=ProgressState(job_count=len(jobs)))
+    running = service.get_job(running.id, caller=caller)  # the listing is stored; the steps are live
     preview = None if skip_current_image else service.live_preview(running.id, caller=caller)
     started = datetime.fromtimestamp(running.started_at or running.created_at)
     return ProgressAnswer(
