@@ -54,7 +54,10 @@ REFUSED: Mapping[str, tuple[tuple[Any, ...], str]] = {
 #: The option that picks a request's model, in `override_settings` and in POST /sdapi/v1/options.
 CHECKPOINT_OPTION = "sd_model_checkpoint"
 #: Other `override_settings` accepted, at these values only: what our pipelines do anyway.
-NEUTRAL_SETTINGS: Mapping[str, tuple[Any, ...]] = {"CLIP_stop_at_last_layers": (1, None)}
+NEUTRAL_SETTINGS: Mapping[str, tuple[Any, ...]] = {
+    "CLIP_stop_at_last_layers": (1, None),
+    "sd_vae": ("Automatic", "None", None),
+}
 #: `scheduler` values that ask for nothing but the sampler's own schedule.
 AUTOMATIC_SCHEDULER = ("", "automatic", "Automatic")
 #: A1111's names of our declared request fields, for errors.
