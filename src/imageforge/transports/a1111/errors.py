@@ -10,16 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from imageforge.transports.a1111.schemas import A1111Error
+
 
 def error_body(status: int, error: Mapping[str, str]) -> dict[str, Any]:
     """A native error (`{"code", "message", "hint"}`) as A1111's API words an error."""
     message, hint = error.get("message", ""), error.get("hint", "")
-    return {
-        "error": error["code"],
-        "detail": f"{message} {hint}".strip(),
-        "body": "",
-        "errors": message,
-        "code": error["code"],
-        "message": message,
-        "hint": hint,
-    }
+    code = error["code"]
+    shaped = A1111Error(
+        error=code, detail=f"{message} {hint}".strip(), errors=message, code=code, message=message, hint=hint
+    )
+    return shaped.model_dump()

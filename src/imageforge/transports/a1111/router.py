@@ -19,6 +19,7 @@ from imageforge.service import ImageService
 from imageforge.transports.a1111 import mapping
 from imageforge.transports.a1111.checkpoints import CheckpointChoices
 from imageforge.transports.a1111.schemas import (
+    A1111Error,
     ImagesAnswer,
     Img2ImgBody,
     PngInfoAnswer,
@@ -34,7 +35,10 @@ from imageforge.transports.http.routes.images import submit_and_wait
 log = logging.getLogger(__name__)
 
 PREFIX = "/sdapi/v1"
-router = APIRouter(prefix=PREFIX, tags=["AUTOMATIC1111-compatible"])
+_ERRORS: dict[int | str, dict[str, object]] = {
+    status: {"model": A1111Error} for status in (400, 401, 403, 404, 409, 410, 413, 429, 500, 501, 503)
+}
+router = APIRouter(prefix=PREFIX, tags=["AUTOMATIC1111-compatible"], responses=_ERRORS)
 
 
 def _choices(request: Request) -> CheckpointChoices:

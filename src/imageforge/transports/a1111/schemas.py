@@ -98,3 +98,15 @@ class SdModel(BaseModel):
     sha256: str
     filename: str
     config: str | None = None
+
+
+class A1111Error(BaseModel):
+    """An error as A1111's API answers one (its `handle_exception`), with our stable code, message and hint."""
+
+    error: str = Field(description="The stable code, where A1111 names its exception.")
+    detail: str = Field(description="The message and the hint: what A1111 clients show.")
+    body: str = ""
+    errors: str = Field(description="The message.")
+    code: str = Field(description="The stable code (docs/http-api.md lists them).")
+    message: str
+    hint: str = Field(description="What to change.")
