@@ -18,7 +18,7 @@ def test_every_a1111_route_is_in_the_docs_table() -> None:
     missing = [
         f"{method} {route.path}"
         for route in routes
-        for method in route.methods
+        for method in route.methods or ()
         if f"`{method} {route.path}`" not in DOC
     ]
     assert missing == []
