@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import re
+import warnings
 from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
@@ -286,10 +287,14 @@ def png_text(data: str) -> tuple[str, dict[str, Any]]:
     """The `parameters` text and the other text chunks of a base64 PNG; its pixels are never decoded."""
     raw = data.partition(",")[2] if data.startswith("data:") else data
     try:
-        with Image.open(io.BytesIO(base64.b64decode(raw, validate=True))) as image:
-            chunks = {str(key): value for key, value in image.info.items() if isinstance(value, str)}
-    except (ValueError, OSError, Image.DecompressionBombError):
-        raise InvalidImage(
-            "image is not a base64 PNG or other image file.", hint="Send the PNG base64-encoded."
-        ) from None
+        with warnings.catch_warnings():
+            # Only the header and text chunks are read, so a large pixel count costs nothing here; past twice
+            # Pillow's limit it still refuses to open the file at all.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(base64.b64decode(raw, validate=True))) as image:
+                chunks = {str(key): value for key, value in image.info.items() if isinstance(value, str)}
+    except Image.DecompressionBombError:
+        raise InvalidImage("image declares too many pixels to open.", hint="Send a smaller PNG.") from None
+    except (ValueError, OSError):
+        raise InvalidImage("image is not a base64 image file.", hint="Send the PNG base64-encoded.") from None
     return chunks.pop("parameters", ""), chunks
