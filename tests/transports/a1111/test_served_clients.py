@@ -95,6 +95,8 @@ def test_a_model_switch_through_options_changes_the_next_txt2img_of_that_client_
     assert bob.get_options()["sd_model_checkpoint"] == "tiny"
     assert alice.txt2img(prompt="a heron", width=64, height=64).info["sd_model_name"] == TWIN
     assert bob.txt2img(prompt="a heron", width=64, height=64).info["sd_model_name"] == "tiny"
+    one_off = alice.txt2img(prompt="a heron", width=64, height=64, override_settings={"sd_model_checkpoint": "tiny"})
+    assert one_off.info["sd_model_name"] == "tiny", "override_settings picks the model of one request"
 
 
 def test_png_info_reads_back_the_parameters_of_an_image_we_made(server: Server) -> None:
