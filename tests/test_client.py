@@ -378,3 +378,11 @@ def test_wait_on_a_job_with_count_fetches_every_image(remote: Client) -> None:
 
     assert [image.seed for image in result.images] == [30, 31]
     assert [image.png for image in result.images] == [Path(image.output_path).read_bytes() for image in result.images]
+
+
+def test_generate_with_a_sampler_returns_the_sampler_and_schedule_that_ran(remote: Client) -> None:
+    chosen = remote.generate("a fox", seed=2, width=64, height=64, sampler="heun", schedule="exponential")
+    own = remote.generate("a fox", seed=2, width=64, height=64)
+
+    assert (chosen.sampler, chosen.schedule) == ("heun", "exponential")
+    assert (own.sampler, own.schedule) == ("euler", "default")

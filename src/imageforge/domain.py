@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
@@ -40,6 +40,92 @@ class Decoder(enum.StrEnum):
     FULL = "full"
     #: the tiny autoencoder (TAESD/TAESDXL): a much faster decode, an approximation of the VAE's
     FAST = "fast"
+
+
+class Sampler(enum.StrEnum):
+    """The sampling methods a request may choose (`sampler`), each run by a diffusers scheduler on SD and SDXL
+    models; a request without one runs the model's own. FLUX models sample by flow matching: only `euler`."""
+
+    #: Euler (EulerDiscreteScheduler)
+    EULER = "euler"
+    #: Euler ancestral (EulerAncestralDiscreteScheduler): adds fresh noise at each step
+    EULER_A = "euler_a"
+    #: Heun (HeunDiscreteScheduler): two model evaluations per step
+    HEUN = "heun"
+    #: DPM2 (KDPM2DiscreteScheduler)
+    DPM2 = "dpm2"
+    #: DPM2 ancestral (KDPM2AncestralDiscreteScheduler)
+    DPM2_A = "dpm2_a"
+    #: DPM++ 2M (DPMSolverMultistepScheduler, dpmsolver++)
+    DPMPP_2M = "dpmpp_2m"
+    #: DPM++ 2M SDE (DPMSolverMultistepScheduler, sde-dpmsolver++)
+    DPMPP_2M_SDE = "dpmpp_2m_sde"
+    #: DDIM (DDIMScheduler)
+    DDIM = "ddim"
+    #: PNDM (PNDMScheduler), which AUTOMATIC1111 calls PLMS
+    PNDM = "pndm"
+    #: UniPC (UniPCMultistepScheduler)
+    UNIPC = "unipc"
+    #: LCM (LCMScheduler): for latent-consistency models and LoRAs, at 4-8 steps
+    LCM = "lcm"
+    #: DEIS (DEISMultistepScheduler)
+    DEIS = "deis"
+
+
+class Schedule(enum.StrEnum):
+    """How the noise levels of the steps are spaced (`schedule`)."""
+
+    #: the sampler's own spacing, as the model configures it
+    DEFAULT = "default"
+    #: Karras et al. (2022): more steps at low noise
+    KARRAS = "karras"
+    #: evenly spaced in log noise
+    EXPONENTIAL = "exponential"
+
+
+_SPACED = frozenset(Schedule)
+_OWN_SPACING = frozenset({Schedule.DEFAULT})
+#: The schedules each sampler runs (those whose diffusers scheduler has the spacing's switch); the others are
+#: refused rather than ignored.
+SAMPLER_SCHEDULES: Mapping[Sampler, frozenset[Schedule]] = {
+    Sampler.EULER: _SPACED,
+    Sampler.EULER_A: _OWN_SPACING,
+    Sampler.HEUN: _SPACED,
+    Sampler.DPM2: _SPACED,
+    Sampler.DPM2_A: _SPACED,
+    Sampler.DPMPP_2M: _SPACED,
+    Sampler.DPMPP_2M_SDE: _SPACED,
+    Sampler.DDIM: _OWN_SPACING,
+    Sampler.PNDM: _OWN_SPACING,
+    Sampler.UNIPC: _SPACED,
+    Sampler.LCM: _OWN_SPACING,
+    Sampler.DEIS: _SPACED,
+}
+#: The samplers of the flow-matching families (FLUX): their own Euler only.
+FLOW_MATCHING_SAMPLERS = frozenset({Sampler.EULER})
+
+#: AUTOMATIC1111's name for each sampler: its infotext (the PNG `parameters` text) and its API say these.
+A1111_SAMPLER_NAMES: Mapping[Sampler, str] = {
+    Sampler.EULER: "Euler",
+    Sampler.EULER_A: "Euler a",
+    Sampler.HEUN: "Heun",
+    Sampler.DPM2: "DPM2",
+    Sampler.DPM2_A: "DPM2 a",
+    Sampler.DPMPP_2M: "DPM++ 2M",
+    Sampler.DPMPP_2M_SDE: "DPM++ 2M SDE",
+    Sampler.DDIM: "DDIM",
+    Sampler.PNDM: "PLMS",
+    Sampler.UNIPC: "UniPC",
+    Sampler.LCM: "LCM",
+    # AUTOMATIC1111 has no DEIS; this is the name other front ends show.
+    Sampler.DEIS: "DEIS",
+}
+#: AUTOMATIC1111's name for each schedule ("Schedule type"); its "Automatic" is the sampler's own.
+A1111_SCHEDULE_NAMES: Mapping[Schedule, str] = {
+    Schedule.DEFAULT: "Automatic",
+    Schedule.KARRAS: "Karras",
+    Schedule.EXPONENTIAL: "Exponential",
+}
 
 
 class Family(enum.StrEnum):
@@ -213,6 +299,24 @@ DecoderChoice = Annotated[
         Decoder.FULL, description='"full" (the model\'s VAE) or "fast" (the tiny autoencoder: a much faster decode).'
     ),
 ]
+SamplerChoice = Annotated[
+    Sampler | None,
+    Field(
+        None,
+        description="The sampling method; the model's own scheduler when absent. FLUX models take only euler "
+        "(their own).",
+    ),
+]
+ScheduleChoice = Annotated[
+    Schedule,
+    Field(
+        Schedule.DEFAULT,
+        description="How the steps' noise levels are spaced: default (the sampler's own), or karras or exponential "
+        "with a sampler that runs them ("
+        + ", ".join(sampler.value for sampler, schedules in SAMPLER_SCHEDULES.items() if len(schedules) > 1)
+        + ").",
+    ),
+]
 ReturnModeChoice = Annotated[
     ReturnMode, Field(ReturnMode.BOTH, description="both (the PNG as base64, and its path), base64 or path.")
 ]
@@ -237,6 +341,8 @@ class TextToImageFields(BaseModel):
     use_cache: UseCache
     decoder: DecoderChoice
     count: Count
+    sampler: SamplerChoice
+    schedule: ScheduleChoice
 
     def to_params(
         self,
@@ -249,7 +355,12 @@ class TextToImageFields(BaseModel):
         """The request for `ImageService.submit`, as `task` on these inputs."""
         values = {name: getattr(self, name) for name in TextToImageFields.model_fields}
         return GenerationParams(
-            **values | {"decoder": self.decoder.value},
+            **values
+            | {
+                "decoder": self.decoder.value,
+                "sampler": None if self.sampler is None else self.sampler.value,
+                "schedule": self.schedule.value,
+            },
             task=task,
             init_image=init_image,
             mask_image=mask_image,
@@ -281,6 +392,14 @@ _BOUND_WORDS = (
 )
 
 
+def declared_enum(declared: FieldInfo) -> type[enum.Enum] | None:
+    """The enum a declared field's values come from (`Sampler` for `Sampler | None`), or None."""
+    for candidate in (declared.annotation, *get_args(declared.annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, enum.Enum):
+            return candidate
+    return None
+
+
 def accepted(name: str, shown: str | None = None) -> str:
     """What the declaration of the request field `name` accepts, in words, with its description: the hint for a
     value a surface refused before the service saw it. `shown` is the surface's name for the field, if another."""
@@ -292,8 +411,9 @@ def accepted(name: str, shown: str | None = None) -> str:
         for bound, words in _BOUND_WORDS
         if (value := getattr(rule, bound, None)) is not None
     ]
-    if isinstance(declared.annotation, type) and issubclass(declared.annotation, enum.Enum):
-        rules.append("one of " + ", ".join(str(member.value) for member in declared.annotation))
+    choices = declared_enum(declared)
+    if choices is not None:
+        rules.append("one of " + ", ".join(str(member.value) for member in choices))
     return f"{shown}: {' and '.join(rules)}. {declared.description}" if rules else f"{shown}: {declared.description}"
 
 
@@ -333,6 +453,10 @@ class GenerationParams:
     decoder: str = Decoder.FULL.value
     #: how many images, with the seeds from `seed` on
     count: int = 1
+    #: a `Sampler`, or None for the model's own; a string until validated
+    sampler: str | None = None
+    #: a `Schedule`; a string until validated
+    schedule: str = Schedule.DEFAULT.value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -349,6 +473,9 @@ class RequestValues:
     height: int
     strength: float = 0.6
     decoder: Decoder = Decoder.FULL
+    #: None: the model's own scheduler
+    sampler: Sampler | None = None
+    schedule: Schedule = Schedule.DEFAULT
 
     def shared(self) -> dict[str, Any]:
         """These values as keyword arguments, to carry them into another form of the request."""
@@ -366,6 +493,8 @@ class RequestValues:
             "height": self.height,
             "strength": self.strength if self.task is not Task.TEXT2IMG else None,
             "decoder": self.decoder.value,
+            "sampler": None if self.sampler is None else self.sampler.value,
+            "schedule": self.schedule.value,
         }
 
 
@@ -399,16 +528,25 @@ class QueuedRequest(RequestValues):
 
     def to_payload(self) -> dict[str, Any]:
         """This request as plain JSON data (a job's payload)."""
-        return {**asdict(self), "task": self.task.value, "decoder": self.decoder.value}
+        return {
+            **asdict(self),
+            "task": self.task.value,
+            "decoder": self.decoder.value,
+            "sampler": None if self.sampler is None else self.sampler.value,
+            "schedule": self.schedule.value,
+        }
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> QueuedRequest:
         """The request `to_payload` wrote; `ValueError` for anything else (a payload of an older version)."""
-        # A payload from before `count` asks for one image; one from before styles names none.
-        payload = {"count": 1, "style": None, **payload}
+        # A payload from before `count` asks for one image; one from before styles names none; one from before
+        # samplers runs the model's own.
+        payload = {"count": 1, "style": None, "sampler": None, "schedule": Schedule.DEFAULT.value, **payload}
         try:
             fields = {name: payload[name] for name in cls.__dataclass_fields__}
             fields["task"], fields["decoder"] = Task(fields["task"]), Decoder(fields["decoder"])
+            fields["sampler"] = None if fields["sampler"] is None else Sampler(fields["sampler"])
+            fields["schedule"] = Schedule(fields["schedule"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a queued request: {exc!r}") from None
         # An older payload has the same names, with None for the defaults and the images themselves.
@@ -471,6 +609,10 @@ class ImageDescription(BaseModel):
         description="What the server's policy added to the prompts (GET /policy shows it), by version, and why not.",
     )
     decoder: str = Field("full", description="The decoder that made the image: full or fast.")
+    sampler: str | None = Field(
+        None, description="The sampler that made the image (the model's own unless the request chose one)."
+    )
+    schedule: str | None = Field(None, description="The noise schedule it ran: default, karras or exponential.")
     style: str | None = Field(
         None, description="The style template the request named (its frame is in `prompt`); null when none."
     )

@@ -12,16 +12,21 @@ from PIL import Image
 
 from imageforge.domain import (
     DEFAULT_STRENGTH,
+    FLOW_MATCHING_SAMPLERS,
     MAX_COUNT,
     MAX_GUIDANCE,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     MIN_SIZE,
+    SAMPLER_SCHEDULES,
     Decoder,
+    Family,
     GenerationParams,
     GenerationRequest,
     ImageSource,
     ModelSpec,
+    Sampler,
+    Schedule,
     Task,
 )
 from imageforge.errors import InvalidRequest, UnsupportedOperation
@@ -75,6 +80,7 @@ class RequestValidator:
 
         width, height = self._size(params, spec, init_image)
         decoder = self._decoder(params, spec)
+        sampler, schedule = _sampling(params, spec)
         strength = DEFAULT_STRENGTH.get(params.task, 1.0) if params.strength is None else params.strength
         if params.task is not Task.TEXT2IMG and not 0.0 < strength <= 1.0:
             raise InvalidRequest(f"strength {strength} is out of range.", hint="Use a value in (0, 1].")
@@ -107,6 +113,8 @@ class RequestValidator:
             seed=seed,
             strength=strength,
             decoder=decoder,
+            sampler=sampler,
+            schedule=schedule,
             init_image=init_image,
             mask_image=mask_image,
         )
@@ -190,9 +198,52 @@ class RequestValidator:
         return decode_image(data, field=field, limits=limits, mode=mode)
 
 
+def _sampling(params: GenerationParams, spec: ModelSpec) -> tuple[Sampler | None, Schedule]:
+    """The sampler and schedule a request asks for, when its model runs them; a combination that would be ignored
+    is refused, since the image would not be the one asked for."""
+    try:
+        sampler = None if params.sampler is None else Sampler(params.sampler)
+    except ValueError:
+        raise InvalidRequest(
+            f"sampler {params.sampler!r} is not one of {', '.join(Sampler)}.",
+            hint="Name one of those, or leave sampler out for the model's own.",
+        ) from None
+    try:
+        schedule = Schedule(params.schedule)
+    except ValueError:
+        raise InvalidRequest(
+            f"schedule {params.schedule!r} is not one of {', '.join(Schedule)}.",
+            hint='Name one of those, or leave schedule out ("default").',
+        ) from None
+    if spec.family in (Family.FLUX, Family.FLUX2_KLEIN):
+        if (sampler is not None and sampler not in FLOW_MATCHING_SAMPLERS) or schedule is not Schedule.DEFAULT:
+            raise InvalidRequest(
+                f"Model '{spec.key}' ({spec.family.value}) samples by flow matching with its own scheduler.",
+                hint=f"Leave sampler and schedule out for {spec.key}, or pick an sd or sdxl model.",
+            )
+        return sampler, schedule
+    if schedule is not Schedule.DEFAULT:
+        if sampler is None:
+            raise InvalidRequest(
+                f"schedule {schedule.value!r} needs a sampler.",
+                hint=f"Name a sampler that runs it: {', '.join(_running(schedule))}.",
+            )
+        if schedule not in SAMPLER_SCHEDULES[sampler]:
+            raise InvalidRequest(
+                f"sampler {sampler.value!r} does not run the {schedule.value} schedule.",
+                hint=f'Use schedule "default" with {sampler.value}, or a sampler that runs {schedule.value}: '
+                f"{', '.join(_running(schedule))}.",
+            )
+    return sampler, schedule
+
+
+def _running(schedule: Schedule) -> list[str]:
+    return [sampler.value for sampler, schedules in SAMPLER_SCHEDULES.items() if schedule in schedules]
+
+
 def require_texts(params: GenerationParams) -> None:
     """Every text a request carries is checked before any of it is used, echoed in an error, or queued."""
-    for name in ("prompt", "negative_prompt", "model", "style", "decoder"):
+    for name in ("prompt", "negative_prompt", "model", "style", "decoder", "sampler", "schedule"):
         require_text(getattr(params, name), field=name)
     for name, source in (("init_image", params.init_image), ("mask_image", params.mask_image)):
         if source is not None:

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from imageforge.cli.main import app as cli_app
 from imageforge.client import GenerationOptions
-from imageforge.domain import DEFAULT_STRENGTH, HTTP_NAMES, REQUEST_FIELDS, Task, TextToImageFields
+from imageforge.domain import DEFAULT_STRENGTH, HTTP_NAMES, REQUEST_FIELDS, Task, TextToImageFields, declared_enum
 from imageforge.service import ImageService
 from imageforge.transports.mcp.server import build_mcp_server
 from imageforge.transports.web.ui import STATIC_DIR
@@ -70,8 +70,9 @@ def declared_schema(name: str) -> dict[str, Any]:
         for bound, keyword in SCHEMA_BOUNDS.items():
             if getattr(rule, bound, None) is not None:
                 expected[keyword] = getattr(rule, bound)
-    if isinstance(field.annotation, type) and issubclass(field.annotation, enum.Enum):
-        expected["enum"] = [member.value for member in field.annotation]
+    choices = declared_enum(field)
+    if choices is not None:
+        expected["enum"] = [member.value for member in choices]
     return expected
 
 
@@ -159,6 +160,8 @@ def test_the_cli_generate_options_show_every_field_they_take_as_declared() -> No
         "width",
         "height",
         "count",
+        "sampler",
+        "schedule",
         *CLI_NAMES.values(),
     }
 

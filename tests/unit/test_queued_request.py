@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from imageforge.domain import Decoder, QueuedRequest, Task
+from dataclasses import replace
+
+from imageforge.domain import Decoder, QueuedRequest, Sampler, Schedule, Task
 
 QUEUED = QueuedRequest(
     task=Task.TEXT2IMG,
@@ -32,3 +34,20 @@ def test_a_payload_queued_before_count_asks_for_one_image() -> None:
     del payload["count"]
 
     assert QueuedRequest.from_payload(payload).count == 1
+
+
+def test_a_payload_keeps_the_sampler_and_schedule_as_their_types() -> None:
+    chosen = replace(QUEUED, sampler=Sampler.DPMPP_2M_SDE, schedule=Schedule.KARRAS)
+    payload = chosen.to_payload()
+
+    assert (payload["sampler"], payload["schedule"]) == ("dpmpp_2m_sde", "karras")
+    assert QueuedRequest.from_payload(payload) == chosen
+
+
+def test_a_payload_queued_before_samplers_runs_the_models_own() -> None:
+    payload = QUEUED.to_payload()
+    del payload["sampler"], payload["schedule"]
+
+    read = QueuedRequest.from_payload(payload)
+
+    assert (read.sampler, read.schedule) == (None, Schedule.DEFAULT)

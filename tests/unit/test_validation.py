@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from imageforge.domain import Decoder, GenerationParams, ImageSource, ModelSpec, Task
+from imageforge.domain import (
+    SAMPLER_SCHEDULES,
+    Decoder,
+    GenerationParams,
+    ImageSource,
+    ModelSpec,
+    Sampler,
+    Schedule,
+    Task,
+)
 from imageforge.engine.catalog import BUILTIN_MODELS
 from imageforge.errors import InvalidRequest, PathForbidden, UnsupportedOperation
 from imageforge.inputs import InputPaths
@@ -123,3 +132,35 @@ def test_the_seeds_of_several_images_stay_within_the_largest_seed(validator: Req
         validator.validate(over, _spec("tiny"))
     assert "up to seed+3" in refused.value.message
     assert f"Use 0 to {last - 3}" in refused.value.hint
+
+
+def test_every_schedule_a_sampler_runs_is_accepted_on_sd_and_sdxl(validator: RequestValidator) -> None:
+    for key in ("sd-turbo", "sdxl"):
+        for sampler, schedules in SAMPLER_SCHEDULES.items():
+            for schedule in schedules:
+                params = GenerationParams(task=Task.TEXT2IMG, prompt="x", sampler=sampler, schedule=schedule)
+
+                request = validator.validate(params, _spec(key))
+
+                assert (request.sampler, request.schedule) == (sampler, schedule)
+
+
+@pytest.mark.parametrize(("sampler", "schedule"), [("dpmpp_2m", "default"), ("euler", "karras"), (None, "exponential")])
+def test_flux_takes_no_sampler_but_its_own_euler(
+    validator: RequestValidator, sampler: str | None, schedule: str
+) -> None:
+    params = GenerationParams(task=Task.TEXT2IMG, prompt="x", sampler=sampler, schedule=schedule)
+
+    with pytest.raises(InvalidRequest) as refused:
+        validator.validate(params, _spec("flux-q4"))
+
+    assert "flow matching" in refused.value.message
+    assert "Leave sampler and schedule out" in refused.value.hint
+
+
+def test_flux_accepts_euler_its_own_sampler(validator: RequestValidator) -> None:
+    params = GenerationParams(task=Task.TEXT2IMG, prompt="x", sampler="euler")
+
+    request = validator.validate(params, _spec("flux-q4"))
+
+    assert (request.sampler, request.schedule) == (Sampler.EULER, Schedule.DEFAULT)

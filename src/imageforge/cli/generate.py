@@ -13,7 +13,7 @@ from imageforge.cli.ctrl_c import INTERRUPTED, follow_until_ctrl_c
 from imageforge.cli.remote import connect, running_server
 from imageforge.cli.server_side import require_server_side
 from imageforge.cli.settings import load_settings
-from imageforge.domain import REQUEST_FIELDS
+from imageforge.domain import REQUEST_FIELDS, Sampler, Schedule
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -52,6 +52,8 @@ def generate(
         bool, typer.Option("--fast", help="Decode with the tiny autoencoder: much faster on a CPU (decoder: fast).")
     ] = False,
     style: Annotated[str | None, _declared("style")] = None,
+    sampler: Annotated[Sampler | None, _declared("sampler")] = None,
+    schedule: Annotated[Schedule, _declared("schedule")] = Schedule.DEFAULT,
     server: Annotated[
         str | None, typer.Option(help="Run the job on the imageforge server at this URL (http://HOST:PORT).")
     ] = None,
@@ -86,6 +88,8 @@ def generate(
         decoder="fast" if fast else "full",
         count=count,
         style=style,
+        sampler=None if sampler is None else sampler.value,
+        schedule=schedule.value,
     )
     settings = load_settings()
     if server is None and not local:

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from imageforge.domain import CancelCheck, GenerationRequest, ModelSpec, ProgressCallback
+from imageforge.domain import CancelCheck, GenerationRequest, ModelSpec, ProgressCallback, Sampler, Schedule
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,10 @@ class Generated:
 
     image: Image.Image
     runtime: dict[str, Any]
+    #: the sampler and schedule that ran (the model's own when the request named none); None when the engine
+    #: cannot name them
+    sampler: Sampler | None = None
+    schedule: Schedule | None = None
 
 
 class LoadedModel(Protocol):

@@ -137,6 +137,10 @@ class ImageJob:
             model_request = replace(request, prompt=applied.prompt, negative_prompt=applied.negative_prompt)
             generated = self._run(model, spec, model_request, index, run)
         record["runtime"] = generated.runtime
+        # A request without a sampler ran the model's own: the result names it when the engine can.
+        for name, used in (("sampler", generated.sampler), ("schedule", generated.schedule)):
+            if used is not None:
+                record[name] = used.value
         record["elapsed_s"] = round(time.perf_counter() - started, 3)
         png = encode_png(generated.image, record)
         output = self.faults.stored(self.outputs, lambda: self.outputs.save(png, record))
@@ -186,7 +190,8 @@ class ImageJob:
             run.written.append(saved)
             output = str(saved)
         # What the policy added and how the engine ran made the stored image: report those, not today's.
-        kept: dict[str, Any] = {name: stored[name] for name in ("policy_applied", "runtime") if name in stored}
+        made_by = ("policy_applied", "runtime", "sampler", "schedule")
+        kept: dict[str, Any] = {name: stored[name] for name in made_by if name in stored}
         return {**record, **kept, "output_path": output, "elapsed_s": 0.0, "cached": True}
 
     def _cache_parameters(self, request: GenerationRequest, spec: ModelSpec, queued: QueuedRequest) -> dict[str, Any]:

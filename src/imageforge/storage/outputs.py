@@ -1,8 +1,8 @@
 """OutputStore: every result as a PNG with its parameters embedded, plus a JSON sidecar.
 
-The PNG carries two text chunks: `parameters`, in the plain-text form that common image tools and other
-Stable Diffusion front ends read, and `imageforge`, the full JSON record. Either is enough to reproduce the
-image from the file alone.
+The PNG carries two text chunks: `parameters`, AUTOMATIC1111's infotext (`imageforge.infotext`), which its PNG
+Info, Civitai and other Stable Diffusion tools read, and `imageforge`, the full JSON record. Either is enough to
+reproduce the image from the file alone.
 """
 
 from __future__ import annotations
@@ -18,34 +18,17 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from imageforge.errors import ImageNotFound, storage_error
+from imageforge.infotext import format_infotext
 from imageforge.storage.files import probe_folder, write_with_sidecar
 
 PNG_RECORD_KEY = "imageforge"
 PNG_PARAMETERS_KEY = "parameters"
 
 
-def parameters_text(record: dict[str, Any]) -> str:
-    """The record in the `parameters` text layout that PNG-info readers understand."""
-    lines = [str(record.get("prompt", ""))]
-    if record.get("negative_prompt"):
-        lines.append(f"Negative prompt: {record['negative_prompt']}")
-    fields = [
-        ("Steps", record.get("steps")),
-        ("CFG scale", record.get("guidance")),
-        ("Seed", record.get("seed")),
-        ("Size", f"{record.get('width')}x{record.get('height')}"),
-        ("Model", record.get("model")),
-        ("Denoising strength", record.get("strength")),
-        ("Task", record.get("task")),
-    ]
-    lines.append(", ".join(f"{name}: {value}" for name, value in fields if value is not None))
-    return "\n".join(lines)
-
-
 def encode_png(image: Image.Image, record: dict[str, Any]) -> bytes:
     """Encode `image` as PNG with `record` embedded as text chunks."""
     info = PngImagePlugin.PngInfo()
-    info.add_text(PNG_PARAMETERS_KEY, parameters_text(record))
+    info.add_text(PNG_PARAMETERS_KEY, format_infotext(record))
     info.add_text(PNG_RECORD_KEY, json.dumps(record, sort_keys=True))
     buffer = io.BytesIO()
     # zlib's fastest level: a 512 px result encodes in a third of the time of Pillow's default (level 6) for

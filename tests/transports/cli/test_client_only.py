@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,10 @@ from anyio import fail_after
 from mcp.client.client import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
+from imageforge.service import ImageService
+from imageforge.transports.http.app import create_app
 from tests.contract.conftest import IMAGEFORGE, free_port, private_data, serving, user_environment
+from tests.loopback import serving_app
 
 pytestmark = pytest.mark.slow
 
@@ -86,3 +90,40 @@ def test_any_command_that_needs_the_engine_here_says_so_instead_of_a_traceback(t
     assert done.returncode == 1, done.stderr
     assert "error [server_side_missing]: This command needs imageforge's server side" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+#: A program that uses both Python clients and reports which server-side packages got imported.
+BOTH_CLIENTS = """
+import asyncio, sys
+from imageforge.client import AsyncClient, Client
+
+async def main():
+    async with AsyncClient(sys.argv[1]) as client:
+        job = await client.submit("an owl", seed=8, steps=2, width=64, height=64)
+        steps = []
+        owl = await client.wait(job.job_id, on_progress=steps.append)
+        foxes = await asyncio.gather(*(client.generate("a fox", seed=s, steps=1, width=64, height=64) for s in (1, 2)))
+    print("async", owl.seed, len(steps), [fox.seed for fox in foxes])
+
+asyncio.run(main())
+with Client(sys.argv[1]) as client:
+    print("sync", client.generate("a fox", seed=3, steps=1, width=64, height=64).seed)
+print("loaded", sorted(name for name in ("torch", "diffusers", "fastapi", "uvicorn") if name in sys.modules))
+"""
+
+
+def test_both_python_clients_work_without_the_server_side(service: ImageService, tmp_path: Path) -> None:
+    with serving_app(create_app(service)) as url:
+        done = subprocess.run(
+            [sys.executable, "-c", BOTH_CLIENTS, url],
+            env=client_only(user_environment(tmp_path / "data")),
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
+            check=False,
+        )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["async 8 2 [1, 2]", "sync 3", "loaded []"]

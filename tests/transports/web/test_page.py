@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, FilePayload, Page, ViewportSize, expect
 
 from imageforge.bootstrap import build_service
 from imageforge.config import Settings
-from imageforge.domain import Progress
+from imageforge.domain import Progress, Sampler
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
@@ -871,4 +871,21 @@ def test_after_a_reload_restoring_an_inpaint_brings_back_its_input_image_and_mas
     page.wait_for_function(f"() => ({painted})(document.querySelector('#mask'))")
     corner = "c => c.getContext('2d').getImageData(0, 0, 1, 1).data[3]"
     assert page.get_by_label("Mask: paint the area to repaint").evaluate(corner) == 0
+    page.close()
+
+
+def test_the_advanced_sampler_and_schedule_offer_the_servers_choices_and_go_with_the_request(
+    browser: Browser, served: str, service: ImageService
+) -> None:
+    page = _open(browser, served)
+    page.get_by_text("Advanced").click()
+
+    expect(page.get_by_label("Sampler").locator("option")).to_have_count(len(Sampler) + 1)
+    page.get_by_label("Sampler").select_option("dpmpp_2m")
+    page.get_by_label("Noise schedule").select_option("karras")
+    _generate(page, seed=5)
+    _wait_for_result_image(page)
+
+    [job] = service.list_jobs()
+    assert (job.payload["sampler"], job.payload["schedule"]) == ("dpmpp_2m", "karras")
     page.close()

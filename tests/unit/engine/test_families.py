@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from imageforge.domain import GenerationRequest, ModelSpec, Progress, Task
+from imageforge.domain import SAMPLER_SCHEDULES, GenerationRequest, ModelSpec, Progress, Sampler, Schedule, Task
 from imageforge.engine.backends import tiny
 from imageforge.engine.backends.diffusers import DiffusersBackend, DiffusersModel
 from imageforge.engine.catalog import Catalog, build_catalog
@@ -165,6 +165,40 @@ def _assert_image(image: Image.Image) -> None:
     assert image.size == (WIDTH, HEIGHT)
 
 
+@pytest.mark.parametrize("key", ["tiny", "tiny-sdxl"])
+def test_every_sampler_runs_each_of_its_schedules_and_the_model_gets_its_own_back(families: Families, key: str) -> None:
+    model = families.load(key)
+    own = model.generate(_request(model.spec), _record, _never)
+    assert (own.sampler, own.schedule) == (Sampler.EULER, Schedule.DEFAULT)
+
+    for sampler, schedules in SAMPLER_SCHEDULES.items():
+        images = {}
+        for schedule in schedules:
+            # Four steps: at two, every spacing runs between the same two noise levels.
+            chosen = replace(_request(model.spec, steps=4), sampler=sampler, schedule=schedule)
+
+            generated = model.generate(chosen, _record, _never)
+
+            _assert_image(generated.image)
+            assert (generated.sampler, generated.schedule) == (sampler, schedule)
+            images[schedule] = generated.image.tobytes()
+        assert len(set(images.values())) == len(schedules), f"{sampler}: a schedule changed nothing"
+    again = model.generate(_request(model.spec), _record, _never)
+    assert again.image.tobytes() == own.image.tobytes()
+
+
+def test_a_catalog_scheduler_is_the_models_own_and_named_in_the_result(families: Families) -> None:
+    model = families.load("tiny-sdxl-lcm")
+
+    generated = model.generate(_request(model.spec), _record, _never)
+
+    assert (generated.sampler, generated.schedule) == (Sampler.LCM, Schedule.DEFAULT)
+
+
+def _record(progress: Progress) -> None:
+    pass
+
+
 def test_models_file_entries_carry_their_settings(families: Families) -> None:
     spec = families.catalog.get("tiny-sdxl-lcm")
 
@@ -243,6 +277,18 @@ def test_flux_entry_runs_text2img_img2img_and_inpaint(families: Families) -> Non
         image, events = _generate(model, _request(model.spec, task, steps=4, strength=0.5))
         _assert_image(image)
         _assert_one_event_per_step(events, 2)
+
+
+@pytest.mark.skipif(not HAS_FLUX, reason="this diffusers has no FluxPipeline")
+def test_flux_runs_its_own_flow_matching_euler_when_euler_is_asked_for(families: Families) -> None:
+    model = families.load("tiny-flux")
+    own = model.generate(_request(model.spec), _record, _never)
+
+    euler = model.generate(replace(_request(model.spec), sampler=Sampler.EULER), _record, _never)
+
+    assert type(model.pipeline.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+    assert (own.sampler, own.schedule) == (euler.sampler, euler.schedule) == (Sampler.EULER, Schedule.DEFAULT)
+    assert euler.image.tobytes() == own.image.tobytes()
 
 
 @pytest.mark.skipif(not (HAS_FLUX and HAS_GGUF), reason="needs diffusers' FluxPipeline and the gguf package")

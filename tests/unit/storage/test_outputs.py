@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from imageforge.storage.outputs import OutputStore, encode_png, parameters_text, read_record
+from imageforge.storage.outputs import OutputStore, encode_png, read_record
 
 RECORD = {
     "task": "img2img",
@@ -22,6 +22,8 @@ RECORD = {
     "width": 64,
     "height": 32,
     "strength": 0.6,
+    "sampler": "dpmpp_2m",
+    "schedule": "karras",
 }
 
 
@@ -29,7 +31,7 @@ def _png() -> bytes:
     return encode_png(Image.new("RGB", (64, 32), (10, 20, 30)), RECORD)
 
 
-def test_png_carries_the_record_and_the_common_parameters_text() -> None:
+def test_png_carries_the_record_and_automatic1111s_parameters_text() -> None:
     png = _png()
 
     assert read_record(png) == RECORD
@@ -38,15 +40,10 @@ def test_png_carries_the_record_and_the_common_parameters_text() -> None:
         text = image.info["parameters"]
     assert text.splitlines()[0] == "a red fox"
     assert text.splitlines()[1] == "Negative prompt: blur"
-    assert "Steps: 4, CFG scale: 1.5, Seed: 42, Size: 64x32, Model: tiny, Denoising strength: 0.6" in text
-
-
-def test_parameters_text_leaves_out_what_is_absent() -> None:
-    text = parameters_text({"prompt": "p", "negative_prompt": "", "seed": 1, "strength": None})
-
-    assert "Negative prompt" not in text
-    assert "Denoising strength" not in text
-    assert "Seed: 1" in text
+    assert text.splitlines()[2] == (
+        "Steps: 4, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 1.5, Seed: 42, Size: 64x32, Model: tiny, "
+        "Denoising strength: 0.6"
+    )
 
 
 def test_read_record_of_a_foreign_png_is_empty() -> None:

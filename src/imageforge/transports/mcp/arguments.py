@@ -41,6 +41,8 @@ IMAGE_FIELDS = (
     "assist_prompt",
     "decoder",
     "count",
+    "sampler",
+    "schedule",
 )
 _TOOL_NAMES = {"assist_prompt": "assist"}
 _Tool = TypeVar("_Tool", bound=Callable[..., Any])

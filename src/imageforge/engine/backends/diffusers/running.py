@@ -23,9 +23,12 @@ from imageforge.domain import (
     ModelSpec,
     Progress,
     ProgressCallback,
+    Sampler,
+    Schedule,
     Task,
 )
 from imageforge.engine.backends import speed
+from imageforge.engine.backends.diffusers import sampling
 from imageforge.engine.backends.diffusers.device import import_torch, is_out_of_memory, out_of_memory, release_memory
 from imageforge.engine.protocol import Generated
 from imageforge.errors import Cancelled
@@ -94,6 +97,9 @@ class DiffusersModel:
         self._savers_on = False
         #: the shapes already run once; with compile on, the first run of each compiles
         self._shapes: set[tuple[Task, int, int, Decoder]] = set()
+        #: the scheduler the model loaded with (the catalog's, if it names one): a job without a sampler runs it
+        self._own_scheduler = pipe.scheduler
+        self._schedulers: dict[tuple[Sampler, Schedule], Any] = {}
 
     @property
     def pipeline(self) -> Any:
@@ -129,6 +135,8 @@ class DiffusersModel:
         """The image `request` asks for; each step is reported to `on_progress`, and `should_cancel` stops it."""
         torch = import_torch()
         pipe = self._pipeline(request.task)
+        # Every job sets its pipeline's scheduler, so that no job runs with the sampler of the one before.
+        pipe.scheduler = self._scheduler(request)
         fast = request.decoder is Decoder.FAST
         if fast and self._fast_decoder is None:
             self._fast_decoder = self._load_fast_decoder()
@@ -188,7 +196,17 @@ class DiffusersModel:
                 "first %s run at %dx%d with torch.compile took %.1fs", *shape[:3], runtime["first_run_with_compile_s"]
             )
         self._shapes.add(shape)
-        return Generated(image, runtime)
+        return Generated(image, runtime, *sampling.named(pipe.scheduler))
+
+    def _scheduler(self, request: GenerationRequest) -> Any:
+        """The scheduler of the request's sampler and schedule, built once per model; the model's own when the
+        request names no sampler, or the model samples by flow matching (validation allows only its own there)."""
+        if request.sampler is None or sampling.is_flow_matching(self._own_scheduler):
+            return self._own_scheduler
+        key = (request.sampler, request.schedule)
+        if key not in self._schedulers:
+            self._schedulers[key] = sampling.build(self._own_scheduler, *key)
+        return self._schedulers[key]
 
     def _prompt_embeddings(self, pipe: Any, request: GenerationRequest) -> dict[str, Any]:
         """The prompt's embeddings from a small LRU, so a repeated prompt skips the text encoder.
@@ -246,5 +264,6 @@ class DiffusersModel:
         """Drop the pipelines, the fast decoder and the cached embeddings, and give their memory back."""
         self._pipelines.clear()
         self._embeddings.clear()
+        self._schedulers.clear()
         self._fast_decoder = None
         release_memory(self._device)

@@ -283,6 +283,12 @@ async function loadFields() {
   const step = Number($("strength").step);
   $("strength").min = strength.exclusiveMinimum !== undefined ? strength.exclusiveMinimum + step : strength.minimum;
   $("strength").max = strength.maximum;
+  // The choices of the enum fields, from their declared schemas.
+  for (const [id, schema] of [["sampler", "Sampler"], ["schedule", "Schedule"]]) {
+    for (const value of body.components.schemas[schema]?.enum || []) {
+      if (![...$(id).options].some((o) => o.value === value)) $(id).append(new Option(value, value));
+    }
+  }
 }
 
 // One field's type and bounds: {type, minimum, maximum, exclusiveMinimum, maxLength}, whichever it declares.
@@ -412,6 +418,8 @@ export function requestBody() {
   const guidance = checkedNumber("guidance", "guidance", "Guidance");
   if (guidance !== undefined) body.guidance = guidance;
   if ($("decoder").value !== "full") body.decoder = $("decoder").value;
+  if ($("sampler").value) body.sampler = $("sampler").value;
+  if ($("schedule").value !== "default") body.schedule = $("schedule").value;
   const count = checkedNumber("count", "n", "Images") ?? 1;
   if (count > 1) body.n = count;
   if (task !== "text2img") {
@@ -713,6 +721,10 @@ export function restore(job) {
   $("seed").value = r.seed;
   $("steps").value = r.steps;
   $("guidance").value = r.guidance;
+  // The result names the sampler that ran, the model's own included: choosing it again draws the same image.
+  for (const name of ["sampler", "schedule"]) {
+    if ([...$(name).options].some((o) => o.value === r[name])) $(name).value = r[name];
+  }
   const task = job.task || r.task || "text2img";
   const radio = document.querySelector(`input[name=task][value=${task}]`);
   if (radio && !radio.disabled) {
