@@ -7,10 +7,18 @@ import io
 import json
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from imageforge.domain import DEFAULT_STRENGTH, Task
+from imageforge.domain import (
+    A1111_SAMPLER_NAMES,
+    A1111_SCHEDULE_NAMES,
+    DEFAULT_STRENGTH,
+    Sampler,
+    Schedule,
+    Task,
+)
 from imageforge.service import ImageService
 
 SMALL = {"prompt": "a fox", "width": 64, "height": 64, "steps": 2}
@@ -65,3 +73,40 @@ def test_absent_numbers_take_the_models_defaults_and_the_answer_echoes_the_reque
     assert (info["steps"], info["cfg_scale"]) == (tiny.defaults.steps, tiny.defaults.guidance)
     assert (info["width"], info["height"]) == (tiny.defaults.width, tiny.defaults.height)
     assert answer.json()["parameters"]["eta"] == 1.0, "fields we ignore are echoed as sent, as A1111 does"
+
+
+def test_samplers_and_schedulers_list_exactly_the_a1111_names_we_map(client: TestClient) -> None:
+    samplers = client.get("/sdapi/v1/samplers").json()
+    schedulers = client.get("/sdapi/v1/schedulers").json()
+
+    assert [entry["name"] for entry in samplers] == [A1111_SAMPLER_NAMES[sampler] for sampler in Sampler]
+    assert [entry["label"] for entry in schedulers] == [A1111_SCHEDULE_NAMES[schedule] for schedule in Schedule]
+    assert [entry["name"] for entry in schedulers] == ["automatic", "karras", "exponential"]
+
+
+@pytest.mark.parametrize(
+    ("sent", "sampler", "schedule"),
+    [
+        ({"sampler_name": "DPM++ 2M", "scheduler": "karras"}, Sampler.DPMPP_2M, Schedule.KARRAS),
+        ({"sampler_name": "DPM++ 2M", "scheduler": "Exponential"}, Sampler.DPMPP_2M, Schedule.EXPONENTIAL),
+        ({"sampler_name": "DPM++ 2M Karras"}, Sampler.DPMPP_2M, Schedule.KARRAS),
+        ({"sampler_index": "Euler a", "scheduler": "automatic"}, Sampler.EULER_A, Schedule.DEFAULT),
+        ({"sampler_name": "PLMS"}, Sampler.PNDM, Schedule.DEFAULT),
+        ({"sampler_name": "unipc"}, Sampler.UNIPC, Schedule.DEFAULT),
+        ({}, None, Schedule.DEFAULT),
+    ],
+)
+def test_a1111_sampler_and_scheduler_names_run_that_sampler_and_schedule(
+    client: TestClient, service: ImageService, sent: dict[str, str], sampler: Sampler | None, schedule: Schedule
+) -> None:
+    info = _info(client.post("/sdapi/v1/txt2img", json={**SMALL, **sent}))
+
+    [job] = service.list_jobs()
+    assert (job.payload["sampler"], job.payload["schedule"]) == (sampler and sampler.value, schedule.value)
+    # Without a choice the model runs its own sampler, which the answer names too.
+    ran = A1111_SAMPLER_NAMES[sampler] if sampler else info["sampler_name"]
+    assert info["sampler_name"] == ran
+    assert ran in A1111_SAMPLER_NAMES.values()
+    assert f"Sampler: {ran}" in info["infotexts"][0]
+    spaced = {"Schedule type": A1111_SCHEDULE_NAMES[schedule]} if schedule is not Schedule.DEFAULT else {}
+    assert info["extra_generation_params"] == spaced

@@ -47,7 +47,7 @@ def held(settings: Settings) -> Iterator[tuple[webuiapi.WebUIApi, GatedBackend, 
     service = build_service(settings, backend=backend)
     with serving_app(create_app(service)) as url:
         address = urlsplit(url)
-        api = webuiapi.WebUIApi(host=address.hostname, port=address.port, sampler=None, scheduler=None)
+        api = webuiapi.WebUIApi(host=address.hostname, port=address.port)
         try:
             yield api, backend, service
         finally:

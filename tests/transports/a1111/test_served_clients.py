@@ -22,6 +22,7 @@ BOB_KEY = "bob-key-0123456789ab"
 #: A second model on the tiny model's weights, so that a switch shows in which model ran.
 TWIN = "tiny-twin"
 OPENWEBUI = Path(__file__).parent / "openwebui"
+SILLYTAVERN = Path(__file__).parent / "sillytavern"
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +40,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator
 
 
 def webui(server: Server, key: str) -> webuiapi.WebUIApi:
-    """A `webuiapi` client as its users make one, with the key as A1111's --api-auth password (HTTP Basic)."""
-    return webuiapi.WebUIApi(
-        host=server.host, port=server.port, username="any", password=key, sampler=None, scheduler=None, steps=2
-    )
+    """A `webuiapi` client as its users make one (its default sampler, "Euler a"), with the key as A1111's
+    --api-auth password (HTTP Basic)."""
+    return webuiapi.WebUIApi(host=server.host, port=server.port, username="any", password=key, steps=2)
 
 
 def basic(key: str) -> dict[str, str]:
@@ -65,6 +65,7 @@ def test_webuiapi_txt2img_with_batch_size_2_answers_two_images_and_the_seeds_use
     assert result.info["all_seeds"] == [seed, seed + 1]
     assert f"Seed: {seed}" in result.info["infotexts"][0]
     assert result.parameters["batch_size"] == 2, "the request is echoed as sent"
+    assert result.info["sampler_name"] == "Euler a"
 
 
 def test_webuiapi_img2img_with_a_mask_runs_an_inpaint_job_at_the_strength_sent(server: Server) -> None:
@@ -111,8 +112,8 @@ def test_png_info_reads_back_the_parameters_of_an_image_we_made(server: Server) 
     assert (read.parameters["Size-1"], read.parameters["Size-2"]) == ("64", "64")
 
 
-def _fixture(name: str) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads((OPENWEBUI / name).read_text())
+def _fixture(name: str, folder: Path = OPENWEBUI) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads((folder / name).read_text())
     return body
 
 
@@ -135,6 +136,21 @@ def test_open_webuis_automatic1111_flow_lists_switches_and_generates(server: Ser
     assert first.size == (body["width"], body["height"])
     assert info["sd_model_name"] == "tiny"
     assert info["steps"] == body.get("steps", 2), "without steps, the model's own default"
+
+
+def test_sillytaverns_startup_calls_and_its_txt2img_body_work(server: Server) -> None:
+    headers = basic(BOB_KEY)
+    api = f"{server.url}/sdapi/v1"
+    for path in ("options", "samplers", "schedulers", "sd-models", "upscalers", "latent-upscale-modes", "sd-vae"):
+        assert httpx.get(f"{api}/{path}", headers=headers).status_code == 200, path
+    body = _fixture("txt2img.json", SILLYTAVERN)
+
+    answer = httpx.post(f"{api}/txt2img", json=body, headers=headers, timeout=120)
+
+    info = json.loads(answer.json()["info"])
+    assert len(answer.json()["images"]) == 1
+    assert (info["sampler_name"], info["extra_generation_params"]) == ("DPM++ 2M", {"Schedule type": "Karras"})
+    assert info["negative_prompt"].endswith("lowres, bad anatomy")
 
 
 def test_a_request_without_a_valid_key_is_refused_in_a1111s_error_shape(server: Server) -> None:

@@ -23,11 +23,15 @@ from pydantic import ValidationError
 
 from imageforge import __version__
 from imageforge.domain import (
+    A1111_SAMPLER_NAMES,
+    A1111_SCHEDULE_NAMES,
     MAX_COUNT,
     GenerationParams,
     ImageResult,
     ImageSource,
     ModelInfo,
+    Sampler,
+    Schedule,
     Strength,
     Task,
     TextToImageFields,
@@ -59,8 +63,15 @@ NEUTRAL_SETTINGS: Mapping[str, tuple[Any, ...]] = {
     "CLIP_stop_at_last_layers": (1, None),
     "sd_vae": ("Automatic", "None", None),
 }
-#: `scheduler` values that ask for nothing but the sampler's own schedule.
-AUTOMATIC_SCHEDULER = ("", "automatic", "Automatic")
+#: Each sampler by its A1111 name and by ours (A1111 lists other names as aliases too).
+_SAMPLERS: Mapping[str, Sampler] = {
+    **{sampler.value: sampler for sampler in Sampler},
+    **{name: sampler for sampler, name in A1111_SAMPLER_NAMES.items()},
+}
+#: Each schedule by A1111's name (lowercase), its label, and ours.
+_SCHEDULES: Mapping[str, Schedule] = {
+    key: schedule for schedule, label in A1111_SCHEDULE_NAMES.items() for key in (label.lower(), label, schedule.value)
+}
 #: A1111's names of our declared request fields, for errors.
 A1111_NAMES = {"guidance": "cfg_scale", "count": "batch_size", "style": "styles", "strength": "denoising_strength"}
 _DECLARED = {a1111: declared for declared, a1111 in A1111_NAMES.items()}
@@ -105,20 +116,54 @@ def checkpoint_key(title: str) -> str:
     return re.sub(r"\s*\[[0-9a-f]{8,64}\]$", "", title.strip())
 
 
-def sampler_fields(body: Txt2ImgBody) -> None:
-    """Refuse a sampler or scheduler other than the model's own: until samplers are request fields, only the
-    sampler each model runs with can be honoured."""
-    sampler = body.sampler_name or body.sampler_index
-    if sampler:
+def sampling(body: Txt2ImgBody) -> tuple[Sampler | None, Schedule]:
+    """The sampler and schedule A1111's `sampler_name` (or `sampler_index`) and `scheduler` name: by A1111's names
+    (`GET /sdapi/v1/samplers`, `schedulers`), ours as aliases, and a name from before A1111 1.9 that carries its
+    schedule ("DPM++ 2M Karras"). An unknown name is refused, never ignored; which sampler runs which schedule on
+    which model is the service's rule."""
+    name = body.sampler_name or body.sampler_index or ""
+    schedule = _schedule(body.scheduler)
+    for spacing, label in A1111_SCHEDULE_NAMES.items():
+        if spacing is not Schedule.DEFAULT and name.endswith(f" {label}") and name not in _SAMPLERS:
+            name, schedule = name.removesuffix(f" {label}"), spacing
+    if not name:
+        return None, schedule
+    if name not in _SAMPLERS:
         raise InvalidRequest(
-            f"sampler_name {sampler!r} cannot be chosen on this server: each model runs its own sampler.",
-            hint="Leave sampler_name (and sampler_index) out or null; GET /sdapi/v1/samplers lists the choices.",
+            f"sampler_name {name!r} is not a sampler this server runs.",
+            hint=f"Send one of: {', '.join(A1111_SAMPLER_NAMES.values())} (GET /sdapi/v1/samplers), or leave it "
+            "out for the model's own.",
         )
-    if body.scheduler not in (None, *AUTOMATIC_SCHEDULER):
+    return _SAMPLERS[name], schedule
+
+
+def _schedule(name: str | None) -> Schedule:
+    if not name:
+        return Schedule.DEFAULT
+    if name not in _SCHEDULES:
         raise InvalidRequest(
-            f"scheduler {body.scheduler!r} cannot be chosen on this server: each model runs its own schedule.",
-            hint='Send scheduler "automatic" or leave it out; GET /sdapi/v1/schedulers lists the choices.',
+            f"scheduler {name!r} is not a schedule this server runs.",
+            hint=f"Send one of: {', '.join(label.lower() for label in A1111_SCHEDULE_NAMES.values())} "
+            "(GET /sdapi/v1/schedulers); automatic is the sampler's own.",
         )
+    return _SCHEDULES[name]
+
+
+def sampler_entry(sampler: Sampler) -> dict[str, Any]:
+    """A sampler as GET /sdapi/v1/samplers lists it: A1111's name, ours as an alias."""
+    return {"name": A1111_SAMPLER_NAMES[sampler], "aliases": [sampler.value], "options": {}}
+
+
+def schedule_entry(schedule: Schedule) -> dict[str, Any]:
+    """A schedule as GET /sdapi/v1/schedulers lists it: A1111's name and label, ours as an alias."""
+    label = A1111_SCHEDULE_NAMES[schedule]
+    return {
+        "name": label.lower(),
+        "label": label,
+        "aliases": [schedule.value],
+        "default_rho": -1,
+        "need_inner_model": False,
+    }
 
 
 def count_of(body: Txt2ImgBody) -> int:
@@ -150,7 +195,7 @@ def to_params(body: Txt2ImgBody, *, model: str, templates: Collection[str]) -> G
     """The request for `ImageService.submit`: text to image, or for an `Img2ImgBody` image to image (inpaint
     with a mask). `InvalidRequest` for what we cannot honour, in A1111's field names."""
     refuse_unhonoured(body)
-    sampler_fields(body)
+    sampler, schedule = sampling(body)
     values: dict[str, Any] = {
         "prompt": body.prompt,
         "negative_prompt": body.negative_prompt,
@@ -162,6 +207,8 @@ def to_params(body: Txt2ImgBody, *, model: str, templates: Collection[str]) -> G
         "height": body.height,
         "seed": None if body.seed in (None, -1) else body.seed,
         "count": count_of(body),
+        "sampler": sampler,
+        "schedule": schedule,
         "strength": body.denoising_strength if isinstance(body, Img2ImgBody) else None,
     }
     try:
@@ -224,7 +271,7 @@ def answer(result: ImageResult, body: Txt2ImgBody) -> ImagesAnswer:
         "subseed_strength": 0,
         "width": result.width,
         "height": result.height,
-        "sampler_name": None,
+        "sampler_name": A1111_SAMPLER_NAMES.get(Sampler(result.sampler)) if result.sampler else None,
         "cfg_scale": result.guidance,
         "steps": result.steps,
         "batch_size": body.batch_size,
@@ -233,7 +280,7 @@ def answer(result: ImageResult, body: Txt2ImgBody) -> ImagesAnswer:
         "seed_resize_from_w": -1,
         "seed_resize_from_h": -1,
         "denoising_strength": result.strength,
-        "extra_generation_params": {},
+        "extra_generation_params": _schedule_parameter(result.schedule),
         "index_of_first_image": 0,
         "infotexts": [infotext(image.png) for image in images],
         "styles": [result.style] if result.style else [],
@@ -248,39 +295,11 @@ def answer(result: ImageResult, body: Txt2ImgBody) -> ImagesAnswer:
     return ImagesAnswer(images=pngs, parameters=parameters, info=json.dumps(info))
 
 
-# -- png-info: a minimal infotext parser, for the lead: the samplers branch brings the full one --------------
-
-_PARAMETER = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
-_SIZE = re.compile(r"^(\d+)x(\d+)$")
-
-
-def parse_infotext(text: str) -> dict[str, Any]:
-    """A `parameters` text as A1111's png-info parses it: `Prompt`, `Negative prompt`, and each `Key: value` of
-    the last line as a string (`Size` as `Size-1` and `Size-2`)."""
-    lines = text.strip().split("\n")
-    parsed: dict[str, Any] = {}
-    last = lines[-1] if len(lines) > 1 and len(_PARAMETER.findall(lines[-1])) >= 3 else ""
-    if last:
-        lines = lines[:-1]
-    prompt: list[str] = []
-    negative: list[str] = []
-    for line in lines:
-        if line.startswith("Negative prompt:") or negative:
-            negative.append(line.removeprefix("Negative prompt:").strip())
-        else:
-            prompt.append(line)
-    parsed["Prompt"] = "\n".join(prompt).strip()
-    parsed["Negative prompt"] = "\n".join(negative).strip()
-    for key, value in _PARAMETER.findall(last):
-        value = value.strip()
-        if len(value) > 1 and value[0] == value[-1] == '"':
-            value = json.loads(value)
-        size = _SIZE.match(value)
-        if size:
-            parsed[f"{key}-1"], parsed[f"{key}-2"] = size.group(1), size.group(2)
-        else:
-            parsed[key] = value
-    return parsed
+def _schedule_parameter(schedule: str | None) -> dict[str, str]:
+    """A1111's extra infotext parameter for a schedule other than the sampler's own."""
+    if not schedule or schedule == Schedule.DEFAULT:
+        return {}
+    return {"Schedule type": A1111_SCHEDULE_NAMES[Schedule(schedule)]}
 
 
 def png_text(data: str) -> tuple[str, dict[str, Any]]:

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from imageforge.domain import Caller, Job, JobStatus
+from imageforge.domain import Caller, Job, JobStatus, Sampler, Schedule
+from imageforge.infotext import parse_infotext
 from imageforge.service import ImageService
 from imageforge.transports.a1111 import mapping
 from imageforge.transports.a1111.checkpoints import CheckpointChoices
@@ -102,12 +103,12 @@ def set_options(options: dict[str, Any], service: Service, caller: RequestCaller
 
 @router.get("/samplers", summary="The samplers a request may name")
 def samplers() -> list[dict[str, Any]]:
-    return []
+    return [mapping.sampler_entry(sampler) for sampler in Sampler]
 
 
 @router.get("/schedulers", summary="The schedulers a request may name")
 def schedulers() -> list[dict[str, Any]]:
-    return [{"name": "automatic", "label": "Automatic", "aliases": None, "default_rho": -1, "need_inner_model": False}]
+    return [mapping.schedule_entry(schedule) for schedule in Schedule]
 
 
 def _own_jobs(service: ImageService, caller: Caller) -> list[Job]:
@@ -163,7 +164,7 @@ def skip(service: Service, caller: RequestCaller) -> dict[str, Any]:
 @router.post("/png-info", summary="A PNG's generation parameters, as A1111 reads them")
 def png_info(body: PngInfoBody) -> PngInfoAnswer:
     text, items = mapping.png_text(body.image)
-    return PngInfoAnswer(info=text, items=items, parameters=mapping.parse_infotext(text) if text else {})
+    return PngInfoAnswer(info=text, items=items, parameters=parse_infotext(text) if text else {})
 
 
 @router.get("/prompt-styles", summary="Our style templates as A1111 styles")
