@@ -203,6 +203,14 @@ class ImageService:
             pass  # the follow ends with the job's terminal event
         return self._queue.get(job_id, caller=caller)
 
+    def live_preview(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> str | None:
+        """The newest live preview of a running job (a PNG data URL), or None; asking makes the job publish one
+        at each step from its next on, so that a client polling for it (A1111's progress) sees one from then.
+        `JobNotFound` for a job the caller may not see."""
+        events = self._queue.events(job_id, timeout=0, previews=True, caller=caller)
+        previews = [event for event in events if event.type == "preview"]
+        return str(previews[-1].data["image"]) if previews else None
+
     def get_job(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
         """The job as it is now; `JobNotFound` also for a job the caller may not see (`Caller`)."""
         return self._queue.get(job_id, caller=caller)

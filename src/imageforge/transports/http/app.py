@@ -22,7 +22,7 @@ from starlette.routing import Route
 from imageforge import __version__
 from imageforge.domain import is_loopback
 from imageforge.service import ImageService
-from imageforge.transports import openai
+from imageforge.transports import a1111, openai
 from imageforge.transports.http import browser
 from imageforge.transports.http.audit import AuditTrail
 from imageforge.transports.http.auth import AccessRule, ApiKeys, RequireApiKey
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LINK_LIFETIME_S = 3600.0
 MCP_PATH = "/mcp"
 #: The error shape of each compatible API, by the prefix of its paths.
-ERROR_SHAPES: dict[str, ErrorBody] = {openai.PREFIX: openai.error_body}
+ERROR_SHAPES: dict[str, ErrorBody] = {openai.PREFIX: openai.error_body, "/sdapi/": a1111.error_body}
 
 
 def create_app(
@@ -108,12 +108,13 @@ def create_app(
     app.state.openai_model_aliases = (
         openai.DEFAULT_MODEL_ALIASES if openai_model_aliases is None else dict(openai_model_aliases)
     )
+    app.state.sd_checkpoints = a1111.CheckpointChoices()
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     # Added last, so it runs first: an unauthenticated request is refused before its body is read.
     app.state.image_query = image_query
     app.state.access = AccessRule(keys, loopback=is_loopback(host), insecure_no_auth=insecure_no_auth)
-    app.add_middleware(RequireApiKey, rule=app.state.access, signer=signer)
+    app.add_middleware(RequireApiKey, rule=app.state.access, signer=signer, basic_prefixes=[a1111.PREFIX])
     # Outside the key check: a browser's CORS preflight carries no key, and a refusal must be recorded.
     app.add_middleware(browser.SameOriginWrites, origins=cors_origins)
     if cors_origins:
@@ -132,7 +133,15 @@ def create_app(
     app.add_middleware(SurfaceErrors, shapes=ERROR_SHAPES)
     # Outermost: every check below sees a HEAD as the GET it stands for.
     app.add_middleware(HeadAsGet)
-    for router in (health.router, models.router, images.router, jobs.router, prompting.router, openai.router):
+    for router in (
+        health.router,
+        models.router,
+        images.router,
+        jobs.router,
+        prompting.router,
+        openai.router,
+        a1111.router,
+    ):
         app.include_router(router)
     mount_web_ui(app)
     # The MCP endpoint joins the app's own routes (a mount would answer /mcp with a redirect to /mcp/).

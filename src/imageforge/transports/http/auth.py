@@ -5,15 +5,19 @@ again whenever it changes, so that a key added or removed while the server runs 
 at all the server answers everyone only where `AccessRule` allows it: on a loopback address, or with
 IMAGEFORGE_INSECURE_NO_AUTH set. Anywhere else no key means no entry, for the life of the process: removing the
 last key locks the server (503 `no_api_keys`) rather than opening it.
+Under the prefixes a compatible API names (A1111's `/sdapi/`, whose clients know only HTTP Basic auth), the
+key may also come as the password of `Authorization: Basic`, with any user name.
 Open without a key: `GET /health` (reduced to liveness), the web page's static files, which hold no data, and
 `GET /images/{name}` with a valid signature (signed_urls.py), so that `<img src>` and curl need no header.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -135,10 +139,13 @@ class RequireApiKey:
     (job ownership, audit, per-key limits).
     """
 
-    def __init__(self, app: ASGIApp, *, rule: AccessRule, signer: ImageUrlSigner) -> None:
+    def __init__(
+        self, app: ASGIApp, *, rule: AccessRule, signer: ImageUrlSigner, basic_prefixes: Collection[str] = ()
+    ) -> None:
         self.app = app
         self.rule = rule
         self.signer = signer
+        self.basic_prefixes = tuple(basic_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in CONNECTIONS:
@@ -154,6 +161,8 @@ class RequireApiKey:
         headers = dict(scope.get("headers", []))
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         holder = self.rule.keys.holder_of(token.strip()) if scheme.lower() == "bearer" else None
+        if scheme.lower() == "basic" and scope.get("path", "").startswith(self.basic_prefixes):
+            holder = self.rule.keys.holder_of(_basic_password(token.strip()))
         if holder is not None:
             state = scope.setdefault("state", {})
             state["api_key_name"], state["api_key_admin"] = holder.name, holder.admin
@@ -189,6 +198,14 @@ class RequireApiKey:
             message,
             "Ask for the job again (GET /jobs/{id}) for a fresh link, or send 'Authorization: Bearer <key>'.",
         )
+
+
+def _basic_password(credentials: str) -> str:
+    """The password of HTTP Basic credentials (`user:password`, base64), or empty when they are malformed."""
+    try:
+        return base64.b64decode(credentials, validate=True).decode("utf-8").partition(":")[2]
+    except (binascii.Error, ValueError):
+        return ""
 
 
 def _locked() -> Response:
