@@ -65,7 +65,7 @@ bootstrap() {
     echo "$TORCH_SPEC" > "$VENV/.imageforge-torch"
   fi
   # Reinstall when pyproject.toml changes, or when extras are asked for that are not installed yet
-  # (`test` installs server,dev, which serve `api` just as well, so going back and forth installs nothing).
+  # (`test` installs server,distributed,dev, which serve `api` just as well, so going back and forth installs nothing).
   local project installed have="" wanted extra
   project="$(sha256sum < pyproject.toml | cut -c1-16)"
   installed="$(cat "$VENV/.imageforge-project" 2>/dev/null || true)"
@@ -95,24 +95,27 @@ seed_env() {
   fi
 }
 
-# The web UI tests drive the system's Chromium through Playwright (whose own browser download is not used).
-ensure_chromium() {
-  [ -x /usr/bin/chromium ] && return 0
+# Test tools from the system's packages: Chromium for the web UI tests (driven by Playwright, whose own browser
+# download is not used) and redis-server for the distributed queue's tests. Without them those tests are skipped.
+ensure_system_package() {  # package, the file it installs, what needs it
+  local package="$1" file="$2" purpose="$3"
+  [ -x "$file" ] && return 0
   local sudo=""
   if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
       sudo="sudo -n"
     else
-      say "no /usr/bin/chromium: the web UI tests will be skipped; install it with: sudo apt-get install -y chromium"
+      say "no $file: the $purpose will be skipped; install it with: sudo apt-get install -y $package"
       return 0
     fi
   fi
   if command -v apt-get >/dev/null 2>&1; then
-    say "installing chromium for the web UI tests"
-    $sudo apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null \
-      || say "could not install chromium; the web UI tests will be skipped (apt-get install -y chromium)"
+    say "installing $package for the $purpose"
+    { [ -n "${APT_UPDATED:-}" ] || $sudo apt-get update -qq >/dev/null; } && APT_UPDATED=1 \
+      && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$package" >/dev/null \
+      || say "could not install $package; the $purpose will be skipped (apt-get install -y $package)"
   else
-    say "no /usr/bin/chromium and no apt-get: install Chromium at /usr/bin/chromium to run the web UI tests"
+    say "no $file and no apt-get: install $package to run the $purpose"
   fi
 }
 
@@ -138,8 +141,9 @@ case "$mode" in
     exec "$VENV/bin/imageforge" check "$@"
     ;;
   test)
-    bootstrap server,dev >&2
-    ensure_chromium
+    bootstrap server,distributed,dev >&2
+    ensure_system_package chromium /usr/bin/chromium "web UI tests"
+    ensure_system_package redis-server /usr/bin/redis-server "distributed queue tests"
     bin="$VENV/bin"
     say "ruff check";        "$bin/ruff" check .
     say "ruff format";       "$bin/ruff" format --check .
