@@ -155,12 +155,14 @@ class Process:
 
 
 class Cluster:
-    """Redis, workers and API nodes on loopback, all with one shared data folder (`data`) under `root`."""
+    """Redis, workers and API nodes on loopback, all with one shared folder (`shared`: data, outputs, cache)
+    under `root`, and each with its own working folder."""
 
     def __init__(self, root: Path, models: Path, redis: RedisServer, settings: Mapping[str, str] | None = None):
         self.root = root
         self.redis = redis
-        self.data = root / "data"
+        self.shared = root / "shared"
+        self.data = self.shared / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         if not (self.data / "models").exists():
             # The session's built models, shared: the tiny model is built once, not per cluster.
@@ -174,8 +176,14 @@ class Cluster:
         return self.redis.url
 
     def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        """A user's environment with the shared data folder, the cluster's settings and `extra`."""
-        return {**user_environment(self.data), **self.settings, **(extra or {})}
+        """A user's environment with the shared folders, the cluster's settings and `extra`."""
+        # Outputs and cache default to folders under each process's working folder: a deployment points every
+        # node at the shared ones, as deploy/ does.
+        shared = {
+            "IMAGEFORGE_OUTPUT_DIR": str(self.shared / "outputs"),
+            "IMAGEFORGE_CACHE_DIR": str(self.shared / "cache"),
+        }
+        return {**user_environment(self.data), **shared, **self.settings, **(extra or {})}
 
     def start(self, spec: ProcessSpec) -> Process:
         """Start `spec` in its own working folder and return once it is ready."""
