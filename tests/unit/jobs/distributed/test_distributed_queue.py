@@ -1,0 +1,120 @@
+"""The distributed queue against a real Redis and a real Celery worker: the embedded queue's semantics."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from threading import Event
+
+import pytest
+
+from imageforge.domain import Caller, JobEvent, JobStatus
+from imageforge.jobs.distributed.queue import DistributedJobQueue
+from imageforge.jobs.embedded import QueueLimits
+from tests.redis_server import RedisServer
+from tests.unit.jobs.distributed.conftest import WAIT_S, Gate, gated, make_queue, running_worker
+
+pytestmark = pytest.mark.slow
+
+
+def _follow_in_thread(queue: DistributedJobQueue, job_id: str) -> tuple[threading.Thread, list[JobEvent], Event]:
+    """Follow the job from another thread's event loop; the event is set once the first event came."""
+    events: list[JobEvent] = []
+    first = Event()
+
+    async def collect() -> None:
+        async for event in queue.follow(job_id):
+            events.append(event)
+            first.set()
+
+    thread = threading.Thread(target=lambda: asyncio.run(asyncio.wait_for(collect(), WAIT_S)))
+    thread.start()
+    return thread, events, first
+
+
+def test_a_job_submitted_on_an_api_node_runs_on_a_worker_and_its_result_is_readable(
+    redis_server: RedisServer,
+) -> None:
+    api = make_queue(redis_server.url)
+    worker_side = make_queue(redis_server.url)
+    with running_worker(worker_side):
+        job = api.submit("echo", {"model": "m", "text": "hello"})
+        done = api.wait(job.id, timeout=WAIT_S)
+
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.result == {"echo": "hello"}
+    assert api.get(job.id).step == 3
+
+
+def test_a_follower_on_another_node_sees_each_step_and_the_end_in_order(redis_server: RedisServer) -> None:
+    api = make_queue(redis_server.url)
+    job = api.submit("echo", {"model": "m", "steps": 4})
+    follower, events, first = _follow_in_thread(make_queue(redis_server.url), job.id)
+    assert first.wait(WAIT_S)
+    with running_worker(make_queue(redis_server.url)):
+        follower.join(WAIT_S)
+
+    assert [event.type for event in events] == ["state", "state", "stage", *["progress"] * 4, "state"]
+    assert [event.data["step"] for event in events if event.type == "progress"] == [1, 2, 3, 4]
+    assert [event.data["status"] for event in events if event.type == "state"] == ["queued", "running", "succeeded"]
+    assert [event.index for event in events] == list(range(len(events)))
+
+
+def test_cancelling_a_queued_job_ends_it_before_any_worker_runs_it(redis_server: RedisServer) -> None:
+    api = make_queue(redis_server.url)
+    job = api.submit("echo", {"model": "nobody-serves-this"})
+
+    cancelled = api.cancel(job.id)
+
+    assert cancelled.status is JobStatus.CANCELLED
+    assert api.get(job.id).error == {"code": "cancelled", "message": "The job was cancelled.", "hint": ""}
+
+
+def test_cancelling_a_running_job_stops_it_at_its_next_step(redis_server: RedisServer) -> None:
+    gate = Gate()
+    api = make_queue(redis_server.url)
+    worker_side = make_queue(redis_server.url)
+    worker_side.register("gated", gated(gate))
+    api.register("gated", gated(gate))
+    with running_worker(worker_side):
+        job = api.submit("gated", {"model": "m"})
+        assert gate.reached.wait(WAIT_S)
+        assert api.cancel(job.id).status is JobStatus.RUNNING
+        gate.opened.set()
+        done = api.wait(job.id, timeout=WAIT_S)
+
+    assert done.status is JobStatus.CANCELLED
+
+
+def test_the_same_idempotency_key_answers_the_same_job(redis_server: RedisServer) -> None:
+    api = make_queue(redis_server.url)
+    other_node = make_queue(redis_server.url)
+
+    first = api.submit("echo", {"model": "idle"}, idempotency_key="k1")
+    again = other_node.submit("echo", {"model": "idle"}, idempotency_key="k1")
+
+    assert again.id == first.id
+
+
+def test_a_client_past_its_share_is_refused_while_others_get_in(redis_server: RedisServer) -> None:
+    from imageforge.errors import QueueShareExceeded
+
+    api = make_queue(redis_server.url, QueueLimits(client_share=1))
+    alice, bob = Caller("alice"), Caller("bob")
+    api.submit("echo", {"model": "idle", "n": 1}, caller=alice)
+
+    with pytest.raises(QueueShareExceeded):
+        make_queue(redis_server.url, QueueLimits(client_share=1)).submit("echo", {"model": "idle"}, caller=alice)
+    assert api.submit("echo", {"model": "idle", "n": 2}, caller=bob).status is JobStatus.QUEUED
+
+
+def test_a_full_queue_refuses_a_new_job_with_queue_full(redis_server: RedisServer) -> None:
+    from imageforge.errors import QueueFull
+
+    api = make_queue(redis_server.url, QueueLimits(max_queued=2))
+    for n in range(2):
+        api.submit("echo", {"model": "idle", "n": n})
+
+    with pytest.raises(QueueFull) as refused:
+        api.submit("echo", {"model": "idle", "n": 3})
+    assert refused.value.code == "queue_full"
