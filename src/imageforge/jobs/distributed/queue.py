@@ -535,6 +535,20 @@ class DistributedJobQueue:
         """None: the records are in Redis, whose faults answer `QueueUnavailable` where they happen."""
         return None
 
+    def describe(self) -> dict[str, Any]:
+        """The distributed queue: whether Redis answers, how many jobs wait and run, and the workers seen (their
+        models and device), from their heartbeats."""
+        try:
+            return {
+                "kind": "redis",
+                "reachable": True,
+                "waiting": self._records.waiting(),
+                "running": self._records.running_count(),
+                "workers": sorted(self._records.workers(), key=lambda worker: str(worker.get("name"))),
+            }
+        except redis.RedisError:
+            return {"kind": "redis", "reachable": False, "waiting": None, "running": None, "workers": []}
+
     # -- the worker side ----------------------------------------------------------------------------
 
     def consume(self, routes: list[str], *, device: str, name: str | None = None) -> None:
