@@ -52,6 +52,7 @@ def make_app(url: str, *, job_timeout_s: float | None = None) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
         worker_send_task_events=False,
         task_send_sent_event=False,
         worker_enable_remote_control=False,

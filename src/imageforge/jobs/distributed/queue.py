@@ -451,17 +451,21 @@ class DistributedJobQueue:
     def recover_stale(self) -> list[str]:
         """Run again (once) each running job whose heartbeat expired, or end it `interrupted` once its re-run
         budget is spent; returns the ids re-dispatched. One node at a time does this, under a short lock."""
-        if not self._records.try_lock("heartbeats", ttl_s=max(self._heartbeat_sweep_s, 1.0)):
+        token = self._records.try_lock("heartbeats", ttl_s=30.0)
+        if token is None:
             return []
         redispatched = []
-        for job_id in self._records.running_ids():
-            if self._records.heartbeat_alive(job_id):
-                continue
-            record = self._recover(job_id)
-            if record is not None:
-                log.warning("job %s lost its worker; running it again (attempt %d)", job_id, record.attempt)
-                dispatch.send(self.app, job_id, record.attempt, record.route)
-                redispatched.append(job_id)
+        try:
+            for job_id in self._records.running_ids():
+                if self._records.heartbeat_alive(job_id):
+                    continue
+                record = self._recover(job_id)
+                if record is not None:
+                    log.warning("job %s lost its worker; running it again (attempt %d)", job_id, record.attempt)
+                    dispatch.send(self.app, job_id, record.attempt, record.route)
+                    redispatched.append(job_id)
+        finally:
+            self._records.unlock("heartbeats", token)
         return redispatched
 
     def _recover(self, job_id: str) -> Record | None:
@@ -562,7 +566,7 @@ class DistributedJobQueue:
         name = self.serve_as_worker(routes, device=device, name=name).worker
         worker_ready.connect(_announce_ready, weak=False, dispatch_uid="imageforge-worker-ready")
         return self.app.Worker(
-            hostname=f"{name}@%h",
+            hostname=f"{name}@{socket.gethostname()}",
             queues=[dispatch.queue_name(route) for route in routes],
             pool_cls="solo",
             concurrency=1,
@@ -575,7 +579,7 @@ class DistributedJobQueue:
     def serve_as_worker(self, routes: list[str], *, device: str, name: str | None = None) -> JobRunner:
         """Bind this queue's task to a new `JobRunner` and publish this worker's heartbeat (its models and
         device) until the queue closes; a Celery worker on this queue's `app` then runs the jobs."""
-        name = name or f"imageforge-{socket.gethostname()}-{secrets.token_hex(3)}"
+        name = name or f"imageforge-worker-{secrets.token_hex(3)}"
         runner = self.runner(name)
         dispatch.bind_task(self.app, runner.run)
         beat = threading.Thread(

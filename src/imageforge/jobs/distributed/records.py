@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -42,6 +43,13 @@ if tonumber(ARGV[2]) > 0 then
   redis.call('EXPIRE', KEYS[2], ARGV[2])
 end
 return n - 1
+"""
+
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
 """
 
 
@@ -92,6 +100,7 @@ class Records:
         self.prefix = prefix
         self.redis = connect(url)
         self._publish = self.redis.register_script(_PUBLISH)
+        self._unlock = self.redis.register_script(_UNLOCK)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -260,9 +269,16 @@ class Records:
         if self.by_key("idem", key) == job_id:
             self.redis.delete(self.key("idem", key))
 
-    def try_lock(self, name: str, ttl_s: float) -> bool:
-        """Take a short lock (one node sweeps at a time); it lapses by itself after `ttl_s`."""
-        return bool(self.redis.set(self.key("lock", name), "1", nx=True, px=int(ttl_s * 1000)))
+    def try_lock(self, name: str, ttl_s: float) -> str | None:
+        """Take a short lock (one node sweeps at a time), or None when another holds it; it lapses by itself
+        after `ttl_s` (a node that dies holding it) and `unlock` with the returned token frees it now."""
+        token = secrets.token_hex(8)
+        taken = self.redis.set(self.key("lock", name), token, nx=True, px=int(ttl_s * 1000))
+        return token if taken else None
+
+    def unlock(self, name: str, token: str) -> None:
+        """Free a lock `try_lock` gave `token`, unless it lapsed and another node took it since."""
+        self._unlock(keys=[self.key("lock", name)], args=[token])
 
     # -- workers ------------------------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 from celery.contrib.testing.worker import start_worker
 
+from imageforge.errors import Cancelled
 from imageforge.jobs.distributed import dispatch
 from imageforge.jobs.distributed.queue import DEFAULT_LIMITS, DistributedJobQueue
 from imageforge.jobs.distributed.worker import JobRunner
@@ -39,6 +42,44 @@ class Gate:
         assert self.opened.wait(WAIT_S), "the test never opened the gate"
 
 
+class Turnstile:
+    """Holds each run of a job function until the test lets that run through."""
+
+    def __init__(self) -> None:
+        self._arrivals: queue.Queue[threading.Event] = queue.Queue()
+
+    def hold(self) -> None:
+        passage = threading.Event()
+        self._arrivals.put(passage)
+        assert passage.wait(WAIT_S), "the test never let this run through"
+
+    def arrival(self) -> threading.Event:
+        """The next run that reached the turnstile (waiting for it); set it to let that run through."""
+        return self._arrivals.get(timeout=WAIT_S)
+
+
+def held(turnstile: Turnstile) -> Callable[[dict[str, Any], JobContext], dict[str, Any]]:
+    """A job function that reports a step, waits at the turnstile, then stops at the next step if asked to."""
+
+    def run(payload: dict[str, Any], context: JobContext) -> dict[str, Any]:
+        context.progress(1, 2)
+        turnstile.hold()
+        if context.should_stop():
+            raise Cancelled("stopped")
+        context.progress(2, 2)
+        return {"echo": payload.get("text", "")}
+
+    return run
+
+
+def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait until `condition` holds (checked every 50 ms), failing with `what` after WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        threading.Event().wait(0.05)
+
+
 def echo(payload: dict[str, Any], context: JobContext) -> dict[str, Any]:
     """A job function of a few steps that answers its payload."""
     steps = int(payload.get("steps", 3))
@@ -52,8 +93,6 @@ def gated(gate: Gate) -> Callable[[dict[str, Any], JobContext], dict[str, Any]]:
     """A job function that reports one step, waits at the gate, then stops at the next step if asked to."""
 
     def run(payload: dict[str, Any], context: JobContext) -> dict[str, Any]:
-        from imageforge.errors import Cancelled
-
         context.progress(1, 2)
         gate.hold()
         if context.should_stop():
@@ -74,12 +113,15 @@ def make_queue(url: str, limits: QueueLimits = DEFAULT_LIMITS, **options: Any) -
 def running_worker(queue: DistributedJobQueue, routes: list[str] = ["m"]) -> Iterator[JobRunner]:  # noqa: B006
     """A real Celery worker of `queue` (solo pool, in a thread) consuming the queues of `routes`."""
     runner = queue.serve_as_worker(routes, device="cpu", name="test-worker")
-    with start_worker(
-        queue.app,
-        pool="solo",
-        perform_ping_check=False,
-        queues=[dispatch.queue_name(route) for route in routes],
-        shutdown_timeout=WAIT_S,
-        loglevel="WARNING",
-    ):
-        yield runner
+    try:
+        with start_worker(
+            queue.app,
+            pool="solo",
+            perform_ping_check=False,
+            queues=[dispatch.queue_name(route) for route in routes],
+            shutdown_timeout=WAIT_S,
+            loglevel="WARNING",
+        ):
+            yield runner
+    finally:
+        queue.close()

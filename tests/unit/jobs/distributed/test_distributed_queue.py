@@ -12,7 +12,16 @@ from imageforge.domain import Caller, JobEvent, JobStatus
 from imageforge.jobs.distributed.queue import DistributedJobQueue
 from imageforge.jobs.embedded import QueueLimits
 from tests.redis_server import RedisServer
-from tests.unit.jobs.distributed.conftest import WAIT_S, Gate, gated, make_queue, running_worker
+from tests.unit.jobs.distributed.conftest import (
+    WAIT_S,
+    Gate,
+    Turnstile,
+    gated,
+    held,
+    make_queue,
+    running_worker,
+    until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -118,3 +127,75 @@ def test_a_full_queue_refuses_a_new_job_with_queue_full(redis_server: RedisServe
     with pytest.raises(QueueFull) as refused:
         api.submit("echo", {"model": "idle", "n": 3})
     assert refused.value.code == "queue_full"
+
+
+def _dead_heartbeats(worker_side: DistributedJobQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's job heartbeats stop renewing, as when its process was killed: each lapses after its TTL."""
+    monkeypatch.setattr(worker_side.records, "beat", lambda *_args, **_kwargs: None)
+
+
+def test_a_job_whose_worker_stopped_beating_runs_again_once_and_succeeds(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    turnstile = Turnstile()
+    api = make_queue(redis_server.url)
+    worker_side = make_queue(redis_server.url, heartbeat_ttl_s=1.0)
+    for queue in (api, worker_side):
+        queue.register("held", held(turnstile))
+    _dead_heartbeats(worker_side, monkeypatch)
+    with running_worker(worker_side):
+        job = api.submit("held", {"model": "m"})
+        first_run = turnstile.arrival()
+        until(lambda: not api.records.heartbeat_alive(job.id), "the first run's heartbeat lapsed")
+
+        assert api.recover_stale() == [job.id]
+        assert api.get(job.id).status is JobStatus.QUEUED
+        first_run.set()  # the first run finds the job given to another attempt, and records nothing
+        turnstile.arrival().set()
+        done = api.wait(job.id, timeout=WAIT_S)
+
+    assert done.status is JobStatus.SUCCEEDED
+    assert api.records.load(job.id) is not None
+    assert api.records.load(job.id).attempt == 2  # type: ignore[union-attr]
+
+
+def test_a_job_whose_worker_died_twice_ends_interrupted(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    turnstile = Turnstile()
+    api = make_queue(redis_server.url)
+    worker_side = make_queue(redis_server.url, heartbeat_ttl_s=1.0)
+    for queue in (api, worker_side):
+        queue.register("held", held(turnstile))
+    _dead_heartbeats(worker_side, monkeypatch)
+    with running_worker(worker_side):
+        job = api.submit("held", {"model": "m"})
+        first_run = turnstile.arrival()
+        until(lambda: not api.records.heartbeat_alive(job.id), "the first run's heartbeat lapsed")
+        assert api.recover_stale() == [job.id]
+        first_run.set()
+        second_run = turnstile.arrival()
+        until(lambda: api.get(job.id).status is JobStatus.RUNNING, "the second run started")
+        until(lambda: not api.records.heartbeat_alive(job.id), "the second run's heartbeat lapsed")
+
+        assert api.recover_stale() == []
+        done = api.get(job.id)
+        second_run.set()
+
+    assert done.status is JobStatus.FAILED
+    assert done.error is not None and done.error["code"] == "interrupted"
+
+
+def test_a_late_delivery_of_an_old_attempt_is_dropped(redis_server: RedisServer) -> None:
+    api = make_queue(redis_server.url)
+    worker_side = make_queue(redis_server.url)
+    with running_worker(worker_side):
+        job = api.submit("echo", {"model": "m", "text": "once"})
+        done = api.wait(job.id, timeout=WAIT_S)
+
+    worker_side.runner("late").run(job.id, 1)  # Celery may deliver a task twice
+
+    again = api.get(job.id)
+    assert again.status is JobStatus.SUCCEEDED
+    assert again.finished_at == done.finished_at
+    assert again.result == {"echo": "once"}
