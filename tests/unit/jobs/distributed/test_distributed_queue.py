@@ -155,8 +155,9 @@ def test_a_job_whose_worker_stopped_beating_runs_again_once_and_succeeds(
         done = api.wait(job.id, timeout=WAIT_S)
 
     assert done.status is JobStatus.SUCCEEDED
-    assert api.records.load(job.id) is not None
-    assert api.records.load(job.id).attempt == 2  # type: ignore[union-attr]
+    record = api.records.load(job.id)
+    assert record is not None
+    assert record.attempt == 2
 
 
 def test_a_job_whose_worker_died_twice_ends_interrupted(
@@ -183,7 +184,8 @@ def test_a_job_whose_worker_died_twice_ends_interrupted(
         second_run.set()
 
     assert done.status is JobStatus.FAILED
-    assert done.error is not None and done.error["code"] == "interrupted"
+    assert done.error is not None
+    assert done.error["code"] == "interrupted"
 
 
 def test_a_late_delivery_of_an_old_attempt_is_dropped(redis_server: RedisServer) -> None:
