@@ -27,8 +27,8 @@ def worker(
 ) -> None:
     """Run jobs from the shared queue (one process per device, one job at a time) until stopped.
 
-    Writes `imageforge worker ready` to stderr once it takes jobs. SIGTERM or Ctrl+C: the running job finishes
-    first (a second one stops it at its next step, ending it `interrupted`).
+    Writes `imageforge worker ready` to stderr once it takes jobs. SIGTERM or Ctrl+C: it takes no new job, lets
+    the running one finish, then exits; a worker killed before that has its job run again on another.
     """
     from imageforge.cli.server_side import require_server_side
 

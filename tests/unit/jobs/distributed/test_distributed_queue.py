@@ -201,3 +201,18 @@ def test_a_late_delivery_of_an_old_attempt_is_dropped(redis_server: RedisServer)
     assert again.status is JobStatus.SUCCEEDED
     assert again.finished_at == done.finished_at
     assert again.result == {"echo": "once"}
+
+
+def test_jobs_queued_before_a_redis_restart_run_after_it_and_the_api_node_takes_new_ones(
+    redis_server: RedisServer,
+) -> None:
+    api = make_queue(redis_server.url)
+    before = api.submit("echo", {"model": "m", "text": "before"})
+
+    redis_server.restart()
+    after = api.submit("echo", {"model": "m", "text": "after"})
+    with running_worker(make_queue(redis_server.url)):
+        done = [api.wait(job.id, timeout=WAIT_S) for job in (before, after)]
+
+    assert [job.status for job in done] == [JobStatus.SUCCEEDED, JobStatus.SUCCEEDED]
+    assert [job.result for job in done] == [{"echo": "before"}, {"echo": "after"}]
