@@ -3,6 +3,7 @@ and one data folder, on the `tiny` model."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,9 +13,12 @@ from fastapi.testclient import TestClient
 
 from imageforge.bootstrap import build_queue, build_service
 from imageforge.config import Settings
+from imageforge.engine.backends.diffusers import DiffusersBackend
+from imageforge.engine.protocol import ImageBackend
 from imageforge.jobs.distributed.queue import DistributedJobQueue
 from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
+from tests.gated import GatedBackend
 from tests.loopback import LOCAL_URL
 from tests.redis_server import RedisServer
 from tests.unit.jobs.distributed.conftest import WAIT_S, running_worker
@@ -33,10 +37,10 @@ def api_node(settings: Settings) -> Iterator[tuple[TestClient, ImageService]]:
 
 
 @contextmanager
-def worker_node(settings: Settings) -> Iterator[ImageService]:
+def worker_node(settings: Settings, backend: ImageBackend | None = None) -> Iterator[ImageService]:
     queue = build_queue(settings)
     assert isinstance(queue, DistributedJobQueue)
-    service = build_service(settings, queue=queue)
+    service = build_service(settings, queue=queue, backend=backend)
     service.start()
     try:
         with running_worker(queue, ["tiny"]):
@@ -111,3 +115,39 @@ def test_a_full_queue_answers_429_queue_full_with_retry_after(distributed: Setti
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "queue_full"
     assert refused.headers["Retry-After"]
+
+
+def test_a_running_job_cancelled_on_one_api_node_stops_on_its_worker_and_another_node_sees_it(
+    distributed: Settings,
+) -> None:
+    backend = GatedBackend(DiffusersBackend(device="cpu", models_path=distributed.models_path))
+    with (
+        api_node(distributed) as (first, api),
+        api_node(distributed) as (second, _),
+        worker_node(distributed, backend),
+    ):
+        job_id = first.post("/jobs", json={"prompt": "stop me", **SMALL}).json()["job_id"]
+        backend.wait_for_step()
+        cancelling = second.delete(f"/jobs/{job_id}")
+        backend.release(SMALL["steps"])
+        api.wait_job(job_id, timeout=WAIT_S)
+        seen = first.get(f"/jobs/{job_id}").json()
+
+    assert cancelling.status_code == 202
+    assert seen["status"] == "cancelled"
+    assert seen["error"]["code"] == "cancelled"
+
+
+def test_an_api_node_streams_the_steps_a_worker_makes_as_server_sent_events(distributed: Settings) -> None:
+    backend = GatedBackend(DiffusersBackend(device="cpu", models_path=distributed.models_path))
+    with api_node(distributed) as (client, _), worker_node(distributed, backend):
+        job_id = client.post("/jobs", json={"prompt": "watch me", **SMALL}).json()["job_id"]
+        backend.wait_for_step()
+        with client.stream("GET", f"/jobs/{job_id}/events") as stream:
+            backend.release(SMALL["steps"])
+            lines = [line for line in stream.iter_lines() if line.startswith(("event: ", "data: "))]
+
+    kinds = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
+    last = json.loads(lines[-1].removeprefix("data: "))
+    assert kinds == ["state", "progress", "state"]
+    assert last["status"] == "succeeded"
