@@ -9,6 +9,7 @@ results are removed.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -18,7 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Iterable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import redis
 import redis.asyncio
@@ -70,12 +71,27 @@ FOLLOW_BLOCK_S = 1.0
 
 
 DEFAULT_LIMITS = QueueLimits()
+P = ParamSpec("P")
+R = TypeVar("R")
 _SWEEPER = "imageforge-distributed-sweeper"
 
 
 def route_by_model(kind: str, payload: dict[str, Any]) -> str:
     """Jobs go to the Celery queue of their model (`payload["model"]`), or of their kind when they name none."""
     return str(payload.get("model") or kind)
+
+
+def _redis_answers(method: Callable[P, R]) -> Callable[P, R]:
+    """`method`, with a Redis that does not answer reported as `QueueUnavailable` (503), not as a bug."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except redis.RedisError as exc:
+            raise unavailable(exc) from None
+
+    return call
 
 
 class DistributedJobQueue:
@@ -236,6 +252,7 @@ class DistributedJobQueue:
         text = reader.hget(self._records.key("job", job_id), "job")
         return None if text is None else job_from_json(text)
 
+    @_redis_answers
     def get(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
         """The job as it is now; `JobNotFound` when unknown (or not the caller's), `JobExpired` once its result has
         expired."""
@@ -247,17 +264,16 @@ class DistributedJobQueue:
             )
         return job
 
+    @_redis_answers
     def _find(self, job_id: str, caller: Caller) -> Job:
-        try:
-            record = self._records.load(job_id)
-        except redis.RedisError as exc:
-            raise unavailable(exc) from None
+        record = self._records.load(job_id)
         if record is None or not caller.sees(record.job):
             raise JobNotFound(
                 f"No job '{job_id}'.", hint="Check the id: it is the job_id that submitting the job answered."
             )
         return record.job
 
+    @_redis_answers
     def recent(
         self, statuses: Iterable[JobStatus] = (), *, limit: int = 100, caller: Caller = LOCAL_CALLER
     ) -> list[Job]:
@@ -274,6 +290,7 @@ class DistributedJobQueue:
                 break
         return jobs
 
+    @_redis_answers
     def position(self, job_id: str) -> int | None:
         """1 for the next job to start, 2 after it…; 0 while running; None once finished."""
         record = self._records.load(job_id)
@@ -288,6 +305,7 @@ class DistributedJobQueue:
         """None: the distributed queue keeps no run times to go by."""
         return None
 
+    @_redis_answers
     def cancel(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
         """Cancel a queued job at once, a running one at its next step (its worker reads the flag); a finished
         job is `JobFinished`."""
@@ -318,6 +336,7 @@ class DistributedJobQueue:
             hint="Only queued and running jobs can be cancelled.",
         )
 
+    @_redis_answers
     def forget(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> None:
         """Delete an ended job: its record, then through its kind's expire hook its files."""
         job = self._find(job_id, caller)
@@ -329,6 +348,7 @@ class DistributedJobQueue:
         self._records.delete(job)
         self._drop_files(job)
 
+    @_redis_answers
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """Block until the job ends (or `timeout` passes) and return it as it is then."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -345,6 +365,7 @@ class DistributedJobQueue:
                 after = events[-1].index
         return self.get(job_id)
 
+    @_redis_answers
     def events(
         self,
         job_id: str,
@@ -401,7 +422,10 @@ class DistributedJobQueue:
                         f"The server is stopping; job '{job_id}' goes on.",
                         hint="Ask for it by its id on any server of this queue.",
                     )
-                reply = await reader.xread({stream: f"0-{after + 1}"}, block=int(FOLLOW_BLOCK_S * 1000))
+                try:
+                    reply = await reader.xread({stream: f"0-{after + 1}"}, block=int(FOLLOW_BLOCK_S * 1000))
+                except redis.RedisError as exc:
+                    raise unavailable(exc) from None
                 for event in parse_events(job_id, reply):
                     after = event.index
                     if event.type == "preview" and not previews:

@@ -151,3 +151,15 @@ def test_an_api_node_streams_the_steps_a_worker_makes_as_server_sent_events(dist
     last = json.loads(lines[-1].removeprefix("data: "))
     assert kinds == ["state", "progress", "state"]
     assert last["status"] == "succeeded"
+
+
+def test_with_redis_down_reading_a_job_answers_503_queue_unavailable(
+    distributed: Settings, redis_server: RedisServer
+) -> None:
+    with api_node(distributed) as (client, _):
+        job_id = client.post("/jobs", json={"prompt": "kept in redis", **SMALL}).json()["job_id"]
+        redis_server.stop()
+        answers = [client.get(f"/jobs/{job_id}"), client.get("/jobs"), client.delete(f"/jobs/{job_id}")]
+
+    assert [answer.status_code for answer in answers] == [503, 503, 503]
+    assert {answer.json()["error"]["code"] for answer in answers} == {"queue_unavailable"}
