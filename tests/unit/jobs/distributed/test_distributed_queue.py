@@ -216,3 +216,62 @@ def test_jobs_queued_before_a_redis_restart_run_after_it_and_the_api_node_takes_
 
     assert [job.status for job in done] == [JobStatus.SUCCEEDED, JobStatus.SUCCEEDED]
     assert [job.result for job in done] == [{"echo": "before"}, {"echo": "after"}]
+
+
+def test_a_started_api_node_reruns_the_job_of_a_dead_worker_by_itself(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    turnstile = Turnstile()
+    api = make_queue(redis_server.url, heartbeat_sweep_s=0.2)
+    worker_side = make_queue(redis_server.url, heartbeat_ttl_s=1.0)
+    for queue in (api, worker_side):
+        queue.register("held", held(turnstile))
+    _dead_heartbeats(worker_side, monkeypatch)
+    api.start()
+    try:
+        with running_worker(worker_side):
+            job = api.submit("held", {"model": "m"})
+            first_run = turnstile.arrival()
+            until(lambda: getattr(api.records.load(job.id), "attempt", 0) == 2, "the sweeper gave the job a rerun")
+            first_run.set()
+            turnstile.arrival().set()
+            done = api.wait(job.id, timeout=WAIT_S)
+    finally:
+        api.close()
+
+    assert done.status is JobStatus.SUCCEEDED
+
+
+def test_in_flight_duplicates_run_once(redis_server: RedisServer) -> None:
+    api = make_queue(redis_server.url)
+
+    first = api.submit("echo", {"model": "idle", "seed": 1}, dedupe_key="same-pixels")
+    second = make_queue(redis_server.url).submit("echo", {"model": "idle", "seed": 1}, dedupe_key="same-pixels")
+
+    assert second.id == first.id
+
+
+def test_an_idempotency_key_reused_with_another_body_is_a_conflict(redis_server: RedisServer) -> None:
+    from imageforge.errors import IdempotencyConflict
+
+    api = make_queue(redis_server.url)
+    api.submit("echo", {"model": "idle", "text": "a"}, idempotency_key="k")
+
+    with pytest.raises(IdempotencyConflict):
+        api.submit("echo", {"model": "idle", "text": "b"}, idempotency_key="k")
+
+
+def test_a_result_is_readable_until_it_expires_then_answers_expired(redis_server: RedisServer) -> None:
+    from imageforge.errors import JobExpired
+
+    now = [1_000_000.0]
+    limits = QueueLimits(result_ttl_s=60.0)
+    api = make_queue(redis_server.url, limits, clock=lambda: now[0])
+    with running_worker(make_queue(redis_server.url, limits, clock=lambda: now[0])):
+        job = api.submit("echo", {"model": "m", "text": "short-lived"})
+        assert api.wait(job.id, timeout=WAIT_S).result == {"echo": "short-lived"}
+
+    now[0] += 61.0
+    assert api.sweep() == [job.id]
+    with pytest.raises(JobExpired):
+        api.get(job.id)
