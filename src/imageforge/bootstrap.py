@@ -15,6 +15,7 @@ from imageforge.errors import folder_unwritable
 from imageforge.inputs import ImageLimits, InputPaths
 from imageforge.jobs.embedded import EmbeddedJobQueue, QueueLimits
 from imageforge.jobs.owner import Owner
+from imageforge.jobs.queue import JobQueue
 from imageforge.jobs.store import JobStore
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import load_policy
@@ -45,6 +46,23 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 
+def build_queue(settings: Settings, *, clock: Callable[[], float] = time.time, owner: Owner | None = None) -> JobQueue:
+    """The job queue `settings` ask for: the embedded SQLite queue of one machine, or with IMAGEFORGE_QUEUE_URL
+    the distributed one on Redis and Celery (imported only then: it is an optional extra)."""
+    limits = QueueLimits(
+        max_queued=settings.max_queue,
+        job_timeout_s=settings.job_timeout_s,
+        result_ttl_s=settings.result_ttl_s,
+        client_share=settings.client_queue_share,
+        client_jobs_per_minute=settings.rate_limit,
+    )
+    if settings.queue_url:
+        from imageforge.jobs.distributed.queue import DistributedJobQueue
+
+        return DistributedJobQueue(settings.queue_url, limits, clock=clock)
+    return EmbeddedJobQueue(JobStore(settings.jobs_path), limits, clock=clock, owner=owner)
+
+
 def build_service(
     settings: Settings,
     *,
@@ -52,14 +70,15 @@ def build_service(
     clock: Callable[[], float] = time.time,
     audit: AuditLog | None = None,
     owner: Owner | None = None,
+    queue: JobQueue | None = None,
 ) -> ImageService:
     """An `ImageService` for `settings`. Cheap: no model loads and torch is not imported until needed.
 
     `backend` replaces the diffusers backend (tests wrap the real one to hold a job at a step); `clock` is the
     jobs' wall clock (tests move it to expire results); `audit` keeps the audit log (the served HTTP app's; the
     CLI and MCP over stdio are the local user's own process and keep none); `owner` is what the data folder's lock
-    records of this process for the others it turns away (a server's URL). `FolderUnwritable` when a folder it
-    writes is unusable.
+    records of this process for the others it turns away (a server's URL); `queue` replaces the one `build_queue`
+    makes (a worker keeps its own to consume from). `FolderUnwritable` when a folder it writes is unusable.
     """
     check_folders(settings)
     guards = [name for name, on in (("ALLOW_FLUX", settings.allow_flux), ("ALLOW_KLEIN", settings.allow_klein)) if on]
@@ -92,18 +111,7 @@ def build_service(
         policy=load_policy(settings.resolve(settings.policy_file), settings.policy_profile),
         templates=load_templates(settings.resolve(settings.templates_file)),
         paths=InputPaths(settings.root_dir, settings.input_roots),
-        queue=EmbeddedJobQueue(
-            JobStore(settings.jobs_path),
-            QueueLimits(
-                max_queued=settings.max_queue,
-                job_timeout_s=settings.job_timeout_s,
-                result_ttl_s=settings.result_ttl_s,
-                client_share=settings.client_queue_share,
-                client_jobs_per_minute=settings.rate_limit,
-            ),
-            clock=clock,
-            owner=owner,
-        ),
+        queue=queue or build_queue(settings, clock=clock, owner=owner),
         default_model=settings.default_model,
         limits=ServiceLimits(
             max_res=settings.max_res,
@@ -134,7 +142,8 @@ def http_app_from_env() -> FastAPI:
     return create_app(
         build_service(settings, audit=AuditLog(settings.audit_path, prompts=settings.audit_prompts), owner=owner),
         max_body_bytes=int(settings.max_body_mb * 1024 * 1024),
-        warmup=settings.warmup,
+        # An API node of the distributed queue runs no job: its models load on the workers.
+        warmup=settings.warmup and not settings.queue_url,
         mcp_options=McpOptions(preview_px=settings.mcp_preview_px),
         host=settings.host,
         api_keys=ApiKeys(settings.api_keys, file=settings.keys_path),

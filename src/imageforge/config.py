@@ -318,6 +318,19 @@ class Settings(BaseSettings):
         description="the most jobs one client may submit per minute; one more answers 429 `rate_limited`; `0` is off",
     )
     # Client isolation and forwarded headers (issue 14).
+    queue_url: str = Field(
+        "",
+        validation_alias=_env("QUEUE_URL", bare=False),
+        description=(
+            "the Redis (`redis://HOST:PORT/DB`) that API nodes (`imageforge serve --queue`) and GPU workers "
+            "(`imageforge worker`) share for the job queue across machines; empty: the embedded queue of one machine"
+        ),
+    )
+    worker_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_env("WORKER_MODELS", bare=False),
+        description="the model keys an `imageforge worker` runs jobs for (comma-separated); empty: every model",
+    )
     mcp_sessions_per_client: int = Field(
         16,
         ge=1,
@@ -488,6 +501,20 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: object) -> object:
         """`IMAGEFORGE_ALLOWED_HOSTS` and `IMAGEFORGE_CORS_ORIGINS` are comma lists; names ignore case."""
         return [part.strip().lower() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("worker_models", mode="before")
+    @classmethod
+    def _model_keys(cls, value: object) -> object:
+        """`IMAGEFORGE_WORKER_MODELS` is a comma list of model keys."""
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("queue_url", mode="after")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        """A Redis URL, or empty for the embedded queue."""
+        if url and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("give a Redis URL: redis://HOST:PORT/DB (rediss:// for TLS), or leave it empty")
+        return url
 
     @field_validator("openai_model_aliases", mode="before")
     @classmethod

@@ -949,6 +949,11 @@ class Health(BaseModel):
     versions: dict[str, str] = Field(description="torch, diffusers and transformers.")
     runtime: dict[str, Any] = Field(description="How the engine runs: dtype, channels_last, attention, threads, …")
     ollama: dict[str, Any] = Field(description="Prompt assist's Ollama: url, model, reachable, model_available.")
+    queue: dict[str, Any] = Field(
+        default_factory=lambda: {"kind": "embedded"},
+        description='The job queue: `kind` ("embedded", or "redis" across machines, with `reachable`, `waiting`, '
+        "`running` and the `workers` seen: name, models, device, running job).",
+    )
 
 
 # -- the policy --------------------------------------------------------------------------------------------

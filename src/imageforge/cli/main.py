@@ -1,4 +1,5 @@
-"""The `imageforge` command: serve | generate | assist | templates | models | check | selftest | mcp | keys | tls.
+"""The `imageforge` command: serve | worker | generate | assist | templates | models | check | selftest | mcp | keys
+| tls.
 
 Each command lives in the module of its name (check and selftest in diagnostics); this one registers them and
 holds the one place where an imageforge error becomes what the user reads. Importing it, and `imageforge --help`,
@@ -22,6 +23,7 @@ from imageforge.cli.mcp import mcp
 from imageforge.cli.serve import serve
 from imageforge.cli.server_side import SERVER_SIDE_MODULES, server_side_missing
 from imageforge.cli.templates import templates
+from imageforge.cli.worker import worker
 from imageforge.errors import ImageforgeError
 
 P = ParamSpec("P")
@@ -58,7 +60,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for command in (serve, generate, assist, templates, check, config, selftest, mcp):
+for command in (serve, worker, generate, assist, templates, check, config, selftest, mcp):
     app.command()(_reporting_errors(command))
 
 models_app = typer.Typer(help="List the model catalog, or pull a model's weights ahead of time.")

@@ -18,6 +18,13 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (PORT).")] = None,
     reload: Annotated[bool, typer.Option(help="Restart when the code changes (development).")] = False,
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve as an API node of the queue across machines on this Redis, redis://HOST:PORT/DB "
+            "(IMAGEFORGE_QUEUE_URL): it loads no model and runs no job; `imageforge worker` processes do."
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP API and MCP over Streamable HTTP (/mcp) on one port."""
     from imageforge.cli.server_side import require_server_side
@@ -32,12 +39,14 @@ def serve(
     from imageforge.jobs.owner import OwnerLock
     from imageforge.transports.http.keyfile import KeyFile
 
-    settings = load_settings(host=host, port=port)
+    settings = load_settings(host=host, port=port, queue_url=queue)
     # Said here in one line; the server would otherwise fail its start-up with a traceback.
     check_folders(settings)
     lock = OwnerLock.of_database(settings.jobs_path)
     try:
-        lock.check_free()
+        # API nodes and workers of the distributed queue share the data folder by design: no lock to hold.
+        if not settings.queue_url:
+            lock.check_free()
     except DataFolderInUse as exc:
         holder = lock.holder()
         if holder is None or holder.url is not None:
@@ -79,6 +88,9 @@ def serve(
     # The factory reads Settings() from the environment again in the server process (and in each reloaded one):
     # --host and --port go there too, since the Host allow-list and the auth mode depend on the bound address.
     os.environ["IMAGEFORGE_HOST"], os.environ["IMAGEFORGE_PORT"] = settings.host, str(settings.port)
+    if settings.queue_url:
+        os.environ["IMAGEFORGE_QUEUE_URL"] = settings.queue_url
+        typer.echo("an API node of the job queue on Redis: jobs run on `imageforge worker` processes", err=True)
     uvicorn.run(
         "imageforge.bootstrap:http_app_from_env",
         factory=True,

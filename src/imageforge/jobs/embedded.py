@@ -581,6 +581,10 @@ class EmbeddedJobQueue:
                 self._fault = exc
             return self._fault
 
+    def describe(self) -> dict[str, Any]:
+        """The embedded queue: jobs run in this process."""
+        return {"kind": "embedded"}
+
     def _publish(self, live: _Live, kind: str, data: dict[str, Any]) -> None:
         live.events.append(JobEvent(type=kind, job_id=live.job.id, data=data, index=len(live.events)))
         self._changed.notify_all()

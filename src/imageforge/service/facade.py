@@ -362,6 +362,7 @@ class ImageService:
             versions=info.versions,
             runtime=info.runtime,
             ollama=self._assistant.status(),
+            queue=self._queue.describe(),
         )
 
     def load_model(self, key: str) -> float:

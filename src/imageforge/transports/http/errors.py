@@ -35,6 +35,7 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.Interrupted.code: 503,
     errors.StorageUnavailable.code: 503,
     errors.StorageFull.code: 503,
+    errors.QueueUnavailable.code: 503,
     errors.FolderUnwritable.code: 503,
     errors.InputMissing.code: 410,
     errors.Timeout.code: 504,

@@ -1,0 +1,66 @@
+"""`imageforge worker`: one GPU worker of the job queue across machines; it runs the jobs of its models, one at
+a time, that API nodes (`imageforge serve --queue`) accepted into the shared Redis."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from imageforge.cli.settings import load_settings
+
+
+def worker(
+    queue: Annotated[
+        str | None, typer.Option(help="The shared Redis, redis://HOST:PORT/DB (IMAGEFORGE_QUEUE_URL).")
+    ] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            help="Run jobs of these model keys only, comma-separated (IMAGEFORGE_WORKER_MODELS); default all."
+        ),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="The device: cuda, cuda:N (one GPU of several), mps or cpu (DEVICE).")
+    ] = None,
+) -> None:
+    """Run jobs from the shared queue (one process per device, one job at a time) until stopped.
+
+    Writes `imageforge worker ready` to stderr once it takes jobs. SIGTERM or Ctrl+C: it takes no new job, lets
+    the running one finish, then exits; a worker killed before that has its job run again on another.
+    """
+    from imageforge.cli.server_side import require_server_side
+
+    require_server_side("`imageforge worker`")
+    from imageforge.errors import InvalidRequest
+
+    shown_device = device
+    if device is not None and device.startswith("cuda:"):
+        # One process per GPU: the process sees only its own, as `cuda`, before torch is imported.
+        index = device.partition(":")[2]
+        if not index.isdigit():
+            raise InvalidRequest(f"--device {device}: not a GPU index.", hint="Give cuda:0, cuda:1, …")
+        os.environ["CUDA_VISIBLE_DEVICES"] = index
+        device = "cuda"
+    settings = load_settings(queue_url=queue, worker_models=models, device=device)
+    if not settings.queue_url:
+        raise InvalidRequest(
+            "`imageforge worker` needs the shared queue's Redis.",
+            hint="Pass --queue redis://HOST:PORT/DB or set IMAGEFORGE_QUEUE_URL, the same as the API nodes'.",
+        )
+    from imageforge.bootstrap import build_queue, build_service
+    from imageforge.jobs.distributed.queue import DistributedJobQueue
+
+    job_queue = build_queue(settings)
+    assert isinstance(job_queue, DistributedJobQueue)
+    service = build_service(settings, queue=job_queue)
+    routes = [service.catalog.require(key).key for key in settings.worker_models] or [
+        spec.key for spec in service.catalog if service.catalog.is_allowed(spec)
+    ]
+    typer.echo(f"imageforge worker: models {', '.join(routes)} on {shown_device or settings.device}", err=True)
+    service.start()
+    try:
+        job_queue.make_worker(routes, device=shown_device or settings.device).start()
+    finally:
+        service.close()

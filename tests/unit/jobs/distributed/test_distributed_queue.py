@@ -1,0 +1,277 @@
+"""The distributed queue against a real Redis and a real Celery worker: the embedded queue's semantics."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from threading import Event
+
+import pytest
+
+from imageforge.domain import Caller, JobEvent, JobStatus
+from imageforge.jobs.distributed.queue import DistributedJobQueue
+from imageforge.jobs.embedded import QueueLimits
+from tests.redis_server import RedisServer
+from tests.unit.jobs.distributed.conftest import (
+    WAIT_S,
+    Gate,
+    Turnstile,
+    gated,
+    held,
+    make_queue,
+    running_worker,
+    until,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def _follow_in_thread(queue: DistributedJobQueue, job_id: str) -> tuple[threading.Thread, list[JobEvent], Event]:
+    """Follow the job from another thread's event loop; the event is set once the first event came."""
+    events: list[JobEvent] = []
+    first = Event()
+
+    async def collect() -> None:
+        async for event in queue.follow(job_id):
+            events.append(event)
+            first.set()
+
+    thread = threading.Thread(target=lambda: asyncio.run(asyncio.wait_for(collect(), WAIT_S)))
+    thread.start()
+    return thread, events, first
+
+
+def test_a_job_submitted_on_an_api_node_runs_on_a_worker_and_its_result_is_readable(
+    redis_server: RedisServer,
+) -> None:
+    api = make_queue(redis_server.url)
+    worker_side = make_queue(redis_server.url)
+    with running_worker(worker_side):
+        job = api.submit("echo", {"model": "m", "text": "hello"})
+        done = api.wait(job.id, timeout=WAIT_S)
+
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.result == {"echo": "hello"}
+    assert api.get(job.id).step == 3
+
+
+def test_a_follower_on_another_node_sees_each_step_and_the_end_in_order(redis_server: RedisServer) -> None:
+    api = make_queue(redis_server.url)
+    job = api.submit("echo", {"model": "m", "steps": 4})
+    follower, events, first = _follow_in_thread(make_queue(redis_server.url), job.id)
+    assert first.wait(WAIT_S)
+    with running_worker(make_queue(redis_server.url)):
+        follower.join(WAIT_S)
+
+    assert [event.type for event in events] == ["state", "state", "stage", *["progress"] * 4, "state"]
+    assert [event.data["step"] for event in events if event.type == "progress"] == [1, 2, 3, 4]
+    assert [event.data["status"] for event in events if event.type == "state"] == ["queued", "running", "succeeded"]
+    assert [event.index for event in events] == list(range(len(events)))
+
+
+def test_cancelling_a_queued_job_ends_it_before_any_worker_runs_it(redis_server: RedisServer) -> None:
+    api = make_queue(redis_server.url)
+    job = api.submit("echo", {"model": "nobody-serves-this"})
+
+    cancelled = api.cancel(job.id)
+
+    assert cancelled.status is JobStatus.CANCELLED
+    assert api.get(job.id).error == {"code": "cancelled", "message": "The job was cancelled.", "hint": ""}
+
+
+def test_cancelling_a_running_job_stops_it_at_its_next_step(redis_server: RedisServer) -> None:
+    gate = Gate()
+    api = make_queue(redis_server.url)
+    worker_side = make_queue(redis_server.url)
+    worker_side.register("gated", gated(gate))
+    api.register("gated", gated(gate))
+    with running_worker(worker_side):
+        job = api.submit("gated", {"model": "m"})
+        assert gate.reached.wait(WAIT_S)
+        assert api.cancel(job.id).status is JobStatus.RUNNING
+        gate.opened.set()
+        done = api.wait(job.id, timeout=WAIT_S)
+
+    assert done.status is JobStatus.CANCELLED
+
+
+def test_the_same_idempotency_key_answers_the_same_job(redis_server: RedisServer) -> None:
+    api = make_queue(redis_server.url)
+    other_node = make_queue(redis_server.url)
+
+    first = api.submit("echo", {"model": "idle"}, idempotency_key="k1")
+    again = other_node.submit("echo", {"model": "idle"}, idempotency_key="k1")
+
+    assert again.id == first.id
+
+
+def test_a_client_past_its_share_is_refused_while_others_get_in(redis_server: RedisServer) -> None:
+    from imageforge.errors import QueueShareExceeded
+
+    api = make_queue(redis_server.url, QueueLimits(client_share=1))
+    alice, bob = Caller("alice"), Caller("bob")
+    api.submit("echo", {"model": "idle", "n": 1}, caller=alice)
+
+    with pytest.raises(QueueShareExceeded):
+        make_queue(redis_server.url, QueueLimits(client_share=1)).submit("echo", {"model": "idle"}, caller=alice)
+    assert api.submit("echo", {"model": "idle", "n": 2}, caller=bob).status is JobStatus.QUEUED
+
+
+def test_a_full_queue_refuses_a_new_job_with_queue_full(redis_server: RedisServer) -> None:
+    from imageforge.errors import QueueFull
+
+    api = make_queue(redis_server.url, QueueLimits(max_queued=2))
+    for n in range(2):
+        api.submit("echo", {"model": "idle", "n": n})
+
+    with pytest.raises(QueueFull) as refused:
+        api.submit("echo", {"model": "idle", "n": 3})
+    assert refused.value.code == "queue_full"
+
+
+def _dead_heartbeats(worker_side: DistributedJobQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's job heartbeats stop renewing, as when its process was killed: each lapses after its TTL."""
+    monkeypatch.setattr(worker_side.records, "beat", lambda *_args, **_kwargs: None)
+
+
+def test_a_job_whose_worker_stopped_beating_runs_again_once_and_succeeds(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    turnstile = Turnstile()
+    api = make_queue(redis_server.url)
+    worker_side = make_queue(redis_server.url, heartbeat_ttl_s=1.0)
+    for queue in (api, worker_side):
+        queue.register("held", held(turnstile))
+    _dead_heartbeats(worker_side, monkeypatch)
+    with running_worker(worker_side):
+        job = api.submit("held", {"model": "m"})
+        first_run = turnstile.arrival()
+        until(lambda: not api.records.heartbeat_alive(job.id), "the first run's heartbeat lapsed")
+
+        assert api.recover_stale() == [job.id]
+        assert api.get(job.id).status is JobStatus.QUEUED
+        first_run.set()  # the first run finds the job given to another attempt, and records nothing
+        turnstile.arrival().set()
+        done = api.wait(job.id, timeout=WAIT_S)
+
+    assert done.status is JobStatus.SUCCEEDED
+    record = api.records.load(job.id)
+    assert record is not None
+    assert record.attempt == 2
+
+
+def test_a_job_whose_worker_died_twice_ends_interrupted(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    turnstile = Turnstile()
+    api = make_queue(redis_server.url)
+    worker_side = make_queue(redis_server.url, heartbeat_ttl_s=1.0)
+    for queue in (api, worker_side):
+        queue.register("held", held(turnstile))
+    _dead_heartbeats(worker_side, monkeypatch)
+    with running_worker(worker_side):
+        job = api.submit("held", {"model": "m"})
+        first_run = turnstile.arrival()
+        until(lambda: not api.records.heartbeat_alive(job.id), "the first run's heartbeat lapsed")
+        assert api.recover_stale() == [job.id]
+        first_run.set()
+        second_run = turnstile.arrival()
+        until(lambda: api.get(job.id).status is JobStatus.RUNNING, "the second run started")
+        until(lambda: not api.records.heartbeat_alive(job.id), "the second run's heartbeat lapsed")
+
+        assert api.recover_stale() == []
+        done = api.get(job.id)
+        second_run.set()
+
+    assert done.status is JobStatus.FAILED
+    assert done.error is not None
+    assert done.error["code"] == "interrupted"
+
+
+def test_a_late_delivery_of_an_old_attempt_is_dropped(redis_server: RedisServer) -> None:
+    api = make_queue(redis_server.url)
+    worker_side = make_queue(redis_server.url)
+    with running_worker(worker_side):
+        job = api.submit("echo", {"model": "m", "text": "once"})
+        done = api.wait(job.id, timeout=WAIT_S)
+
+    worker_side.runner("late").run(job.id, 1)  # Celery may deliver a task twice
+
+    again = api.get(job.id)
+    assert again.status is JobStatus.SUCCEEDED
+    assert again.finished_at == done.finished_at
+    assert again.result == {"echo": "once"}
+
+
+def test_jobs_queued_before_a_redis_restart_run_after_it_and_the_api_node_takes_new_ones(
+    redis_server: RedisServer,
+) -> None:
+    api = make_queue(redis_server.url)
+    before = api.submit("echo", {"model": "m", "text": "before"})
+
+    redis_server.restart()
+    after = api.submit("echo", {"model": "m", "text": "after"})
+    with running_worker(make_queue(redis_server.url)):
+        done = [api.wait(job.id, timeout=WAIT_S) for job in (before, after)]
+
+    assert [job.status for job in done] == [JobStatus.SUCCEEDED, JobStatus.SUCCEEDED]
+    assert [job.result for job in done] == [{"echo": "before"}, {"echo": "after"}]
+
+
+def test_a_started_api_node_reruns_the_job_of_a_dead_worker_by_itself(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    turnstile = Turnstile()
+    api = make_queue(redis_server.url, heartbeat_sweep_s=0.2)
+    worker_side = make_queue(redis_server.url, heartbeat_ttl_s=1.0)
+    for queue in (api, worker_side):
+        queue.register("held", held(turnstile))
+    _dead_heartbeats(worker_side, monkeypatch)
+    api.start()
+    try:
+        with running_worker(worker_side):
+            job = api.submit("held", {"model": "m"})
+            first_run = turnstile.arrival()
+            until(lambda: getattr(api.records.load(job.id), "attempt", 0) == 2, "the sweeper gave the job a rerun")
+            first_run.set()
+            turnstile.arrival().set()
+            done = api.wait(job.id, timeout=WAIT_S)
+    finally:
+        api.close()
+
+    assert done.status is JobStatus.SUCCEEDED
+
+
+def test_in_flight_duplicates_run_once(redis_server: RedisServer) -> None:
+    api = make_queue(redis_server.url)
+
+    first = api.submit("echo", {"model": "idle", "seed": 1}, dedupe_key="same-pixels")
+    second = make_queue(redis_server.url).submit("echo", {"model": "idle", "seed": 1}, dedupe_key="same-pixels")
+
+    assert second.id == first.id
+
+
+def test_an_idempotency_key_reused_with_another_body_is_a_conflict(redis_server: RedisServer) -> None:
+    from imageforge.errors import IdempotencyConflict
+
+    api = make_queue(redis_server.url)
+    api.submit("echo", {"model": "idle", "text": "a"}, idempotency_key="k")
+
+    with pytest.raises(IdempotencyConflict):
+        api.submit("echo", {"model": "idle", "text": "b"}, idempotency_key="k")
+
+
+def test_a_result_is_readable_until_it_expires_then_answers_expired(redis_server: RedisServer) -> None:
+    from imageforge.errors import JobExpired
+
+    now = [1_000_000.0]
+    limits = QueueLimits(result_ttl_s=60.0)
+    api = make_queue(redis_server.url, limits, clock=lambda: now[0])
+    with running_worker(make_queue(redis_server.url, limits, clock=lambda: now[0])):
+        job = api.submit("echo", {"model": "m", "text": "short-lived"})
+        assert api.wait(job.id, timeout=WAIT_S).result == {"echo": "short-lived"}
+
+    now[0] += 61.0
+    assert api.sweep() == [job.id]
+    with pytest.raises(JobExpired):
+        api.get(job.id)
