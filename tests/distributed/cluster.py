@@ -89,13 +89,13 @@ class Process:
         if self.spec.ready_line is not None:
             self._ready.wait(timeout_s)
             if not self.alive:
-                raise ClusterError(self._trouble("exited"))
+                raise ClusterError(self.trouble("exited"))
             if self._ready.is_set():
                 return
         elif self.spec.port is not None:
             self._wait_healthy(timeout_s)
             return
-        raise ClusterError(self._trouble(f"was not ready within {timeout_s:.0f}s"))
+        raise ClusterError(self.trouble(f"was not ready within {timeout_s:.0f}s"))
 
     def kill9(self) -> None:
         """SIGKILL the process and everything it started, at once, and reap it."""
@@ -145,10 +145,11 @@ class Process:
                 self.popen.wait(timeout=0.1)
             except subprocess.TimeoutExpired:
                 continue
-            raise ClusterError(self._trouble("exited"))
-        raise ClusterError(self._trouble(f"was not healthy within {timeout_s:.0f}s"))
+            raise ClusterError(self.trouble("exited"))
+        raise ClusterError(self.trouble(f"was not healthy within {timeout_s:.0f}s"))
 
-    def _trouble(self, what: str) -> str:
+    def trouble(self, what: str) -> str:
+        """`what` happened to this process, with its exit code and log."""
         code = self.popen.poll()
         exit_note = f" (exit code {code})" if code is not None else ""
         return f"{self.name} {what}{exit_note}; its log:\n{self.logs()}"
@@ -206,6 +207,25 @@ class Cluster:
         port = free_port()
         command = (str(IMAGEFORGE), "serve", "--queue", self.queue_url, "--port", str(port), *options)
         return self.start(ProcessSpec(name, command, port=port, env=env or {}))
+
+    def worker_running(self, job_id: str, api: Process, timeout_s: float = READY_TIMEOUT_S) -> Process:
+        """The worker process that runs `job_id`, as `api`'s /health reports it (workers report every few
+        seconds), found by the name its log starts with (Celery's banner: `NAME@host`)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            queue = httpx.get(f"{api.url}/health", timeout=10.0).json()["queue"]
+            names = [seen["name"] for seen in queue["workers"] if seen.get("job") == job_id]
+            for process in self.processes:
+                # A killed worker's last report outlives it by a few seconds: only a live one can run the job.
+                alive = process.name.startswith("worker-") and process.alive
+                if alive and any(f"{name}@" in process.logs() for name in names):
+                    return process
+            try:
+                api.popen.wait(timeout=0.2)  # paces the polling; returns only if the API node died
+            except subprocess.TimeoutExpired:
+                continue
+            raise ClusterError(api.trouble("exited"))
+        raise ClusterError(f"no worker reported running {job_id} within {timeout_s:.0f}s:\n{self.logs()}")
 
     def kill9(self, process: Process) -> None:
         """Kill one process as a crash of its machine would: no clean-up, no goodbye to Redis."""

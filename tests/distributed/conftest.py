@@ -27,6 +27,10 @@ def built_models(data_dir: Path) -> Path:
     return models
 
 
+#: How a test's workers run: the `tiny` model only, on the CPU.
+WORKER_OPTIONS = ("--models", TINY, "--device", "cpu")
+
+
 @pytest.fixture
 def cluster(tmp_path: Path, built_models: Path) -> Iterator[Cluster]:
     """A running Redis and an empty cluster on it; the test starts the workers and API nodes it needs."""
@@ -37,12 +41,24 @@ def cluster(tmp_path: Path, built_models: Path) -> Iterator[Cluster]:
         yield started
 
 
+@pytest.fixture(scope="module")
+def two_by_two(tmp_path_factory: pytest.TempPathFactory, built_models: Path) -> Iterator[Cluster]:
+    """Two workers and two API nodes on one Redis, shared by a module's tests that kill nothing."""
+    root = tmp_path_factory.mktemp("two-by-two")
+    with running_redis(root / "redis") as redis, running_cluster(root / "cluster", built_models, redis) as started:
+        for _ in range(2):
+            started.worker(*WORKER_OPTIONS)
+            started.api()
+        yield started
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
-    cluster = getattr(item, "funcargs", {}).get("cluster")
-    if report.failed and isinstance(cluster, Cluster):
-        report.sections.append((LOGS_SECTION, cluster.logs()))
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, Cluster):
+                report.sections.append((LOGS_SECTION, value.logs()))
     return report
