@@ -53,7 +53,9 @@ class Process:
     def __init__(self, spec: ProcessSpec, cwd: Path, env: Mapping[str, str]) -> None:
         self.spec = spec
         self.log = cwd.parent / f"{spec.name}.log"
-        self._ready = threading.Event()
+        #: Set when the ready line appears, or when the output ends (the process is gone or going).
+        self._ready_or_ended = threading.Event()
+        self._said_ready = False
         self._group_killed = False
         # Its own process group, so that a kill reaches the children it forks (Celery's pool) too.
         self.popen = subprocess.Popen(
@@ -87,11 +89,13 @@ class Process:
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Return once the process says it is ready; `ClusterError` with its log if it exits or takes too long."""
         if self.spec.ready_line is not None:
-            self._ready.wait(timeout_s)
-            if not self.alive:
-                raise ClusterError(self.trouble("exited"))
-            if self._ready.is_set():
+            self._ready_or_ended.wait(timeout_s)
+            if self._said_ready and self.alive:
                 return
+            if self._ready_or_ended.is_set():
+                with suppress(subprocess.TimeoutExpired):
+                    self.popen.wait(STOP_TIMEOUT_S)  # for its exit code
+                raise ClusterError(self.trouble("exited"))
         elif self.spec.port is not None:
             self._wait_healthy(timeout_s)
             return
@@ -129,8 +133,9 @@ class Process:
                 log.write(line)
                 log.flush()
                 if marker is not None and marker in line:
-                    self._ready.set()
-        self._ready.set()  # the output ended: wait_ready notices that the process is gone
+                    self._said_ready = True
+                    self._ready_or_ended.set()
+        self._ready_or_ended.set()
 
     def _wait_healthy(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
