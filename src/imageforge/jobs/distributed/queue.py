@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import secrets
 import socket
 import sys
@@ -626,7 +627,13 @@ class DistributedJobQueue:
         )
 
     def _worker_beat(self, runner: JobRunner, routes: list[str], device: str) -> None:
-        info = {"name": runner.worker, "models": routes, "device": device}
+        info = {
+            "name": runner.worker,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "models": routes,
+            "device": device,
+        }
         while not self._stopping.is_set():
             try:
                 self._records.worker_beat(runner.worker, {**info, "job": runner.current}, ttl_s=10.0)
