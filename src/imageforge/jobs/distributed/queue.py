@@ -397,7 +397,7 @@ class DistributedJobQueue:
         follow of a job not the caller's own counts against its share of the queue. Ends with `Interrupted` when
         this node stops first.
         """
-        job = self._find(job_id, caller)
+        job = self.get(job_id, caller=caller)  # JobNotFound, JobExpired
         client = caller.name
         counted = not job.status.is_terminal and job.client != client
         if counted:

@@ -72,8 +72,6 @@ class JobRunner:
         self._job_timeout_s = job_timeout_s
         self._clock = clock
         self._heartbeat_ttl_s = heartbeat_ttl_s
-        #: set when the worker stops (SIGTERM, Ctrl+C): the running job stops at its next step
-        self.stopping = threading.Event()
         #: the id of the job running now, for the worker's heartbeat
         self.current: str | None = None
 
@@ -126,10 +124,9 @@ class JobRunner:
         try:
             result = self._functions[job.kind](job.payload, run)
         except Cancelled:
+            # Stopped at a step: cancelled, past its deadline, or given to another attempt (which `finish` skips).
             if self._records.cancel_requested(job.id):
                 run.finish(JobStatus.CANCELLED, error=error("cancelled", "The job was cancelled."))
-            elif self.stopping.is_set():
-                run.finish(JobStatus.FAILED, error=interrupted_error())
             else:
                 run.finish(JobStatus.FAILED, error=self._timeout_error())
             return
@@ -204,7 +201,7 @@ class _Run:
         self.record.job.timings[name] = round(ms, 1)
 
     def should_stop(self) -> bool:
-        if self.superseded.is_set() or self._runner.stopping.is_set():
+        if self.superseded.is_set():
             return True
         if self._deadline is not None and self._runner._clock() > self._deadline:
             return True
