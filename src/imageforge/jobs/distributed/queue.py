@@ -132,6 +132,7 @@ class DistributedJobQueue:
             held_by=self.held_by,
             retry_after_s=lambda: 5,
             clock=clock,
+            rate_log=self._records,
         )
 
     @property

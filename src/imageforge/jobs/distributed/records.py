@@ -10,7 +10,8 @@ All keys live under one prefix (`imageforge:` by default):
   any API node resumes after the last index it saw; `evn:<id>` counts them;
 - `cancel:<id>`: set when a running job is cancelled, read by the worker at each step;
 - `hb:<id>`: the running job's heartbeat, a key with a short TTL its worker renews;
-- `worker:<name>`: each worker's heartbeat (its models and device), for /health.
+- `worker:<name>`: each worker's heartbeat (its models and device), for /health;
+- `rate:<client>`: when a client's jobs of the last minute were accepted, for the per-client rate.
 
 State changes are compare-and-set transactions (WATCH on the job's hash), so an API node's cancel, a worker's
 claim and the sweeper's re-dispatch never both win.
@@ -279,6 +280,23 @@ class Records:
     def unlock(self, name: str, token: str) -> None:
         """Free a lock `try_lock` gave `token`, unless it lapsed and another node took it since."""
         self._unlock(keys=[self.key("lock", name)], args=[token])
+
+    # -- the per-client rate -------------------------------------------------------------------------
+
+    def recent(self, client: str, since: float) -> list[float]:
+        """When `client`'s jobs accepted after `since` were, oldest first, counted by every API node (`RateLog`)."""
+        key = self.key("rate", client)
+        pipe = self.redis.pipeline()
+        pipe.zremrangebyscore(key, "-inf", since)
+        pipe.zrange(key, 0, -1, withscores=True)
+        return [float(score) for _member, score in pipe.execute()[1]]
+
+    def note(self, client: str, at: float) -> None:
+        key = self.key("rate", client)
+        pipe = self.redis.pipeline()
+        pipe.zadd(key, {f"{at}:{secrets.token_hex(4)}": at})
+        pipe.expire(key, 3600)
+        pipe.execute()
 
     # -- workers ------------------------------------------------------------------------------------
 

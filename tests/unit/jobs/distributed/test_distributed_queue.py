@@ -275,3 +275,18 @@ def test_a_result_is_readable_until_it_expires_then_answers_expired(redis_server
     assert api.sweep() == [job.id]
     with pytest.raises(JobExpired):
         api.get(job.id)
+
+
+def test_the_per_client_rate_counts_the_jobs_a_client_sent_to_every_api_node(redis_server: RedisServer) -> None:
+    from imageforge.errors import RateLimited
+
+    limits = QueueLimits(client_jobs_per_minute=2)
+    first, second = make_queue(redis_server.url, limits), make_queue(redis_server.url, limits)
+    alice = Caller("alice")
+    first.submit("echo", {"model": "idle", "n": 1}, caller=alice)
+    second.submit("echo", {"model": "idle", "n": 2}, caller=alice)
+
+    with pytest.raises(RateLimited) as refused:
+        first.submit("echo", {"model": "idle", "n": 3}, caller=alice)
+    assert refused.value.retry_after_s >= 1
+    assert second.submit("echo", {"model": "idle", "n": 4}, caller=Caller("bob")).status is JobStatus.QUEUED
