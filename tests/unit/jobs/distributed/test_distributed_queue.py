@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from threading import Event
 
@@ -290,3 +291,57 @@ def test_the_per_client_rate_counts_the_jobs_a_client_sent_to_every_api_node(red
         first.submit("echo", {"model": "idle", "n": 3}, caller=alice)
     assert refused.value.retry_after_s >= 1
     assert second.submit("echo", {"model": "idle", "n": 4}, caller=Caller("bob")).status is JobStatus.QUEUED
+
+
+def test_a_running_job_finishes_through_a_redis_restart(redis_server: RedisServer) -> None:
+    turnstile = Turnstile()
+    api = make_queue(redis_server.url)
+    worker_side = make_queue(redis_server.url)
+    for queue in (api, worker_side):
+        queue.register("held", held(turnstile))
+    with running_worker(worker_side):
+        job = api.submit("held", {"model": "m", "text": "survived"})
+        run = turnstile.arrival()
+        redis_server.restart()
+        run.set()
+        done = api.wait(job.id, timeout=WAIT_S)
+
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.result == {"echo": "survived"}
+
+
+class _LogSeen(logging.Handler):
+    """Sets `seen` once a record whose message holds `text` is logged."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+def test_a_job_that_ends_while_redis_is_down_is_recorded_once_redis_is_back(redis_server: RedisServer) -> None:
+    turnstile = Turnstile()
+    api = make_queue(redis_server.url)
+    worker_side = make_queue(redis_server.url)
+    for queue in (api, worker_side):
+        queue.register("held", held(turnstile))
+    retrying = _LogSeen("recording its end failed")
+    logging.getLogger("imageforge.jobs.distributed.worker").addHandler(retrying)
+    try:
+        with running_worker(worker_side):
+            job = api.submit("held", {"model": "m", "text": "kept"})
+            run = turnstile.arrival()
+            redis_server.stop()
+            run.set()
+            assert retrying.seen.wait(WAIT_S), "the worker never tried to record the end"
+            redis_server.start()
+            done = api.wait(job.id, timeout=WAIT_S)
+    finally:
+        logging.getLogger("imageforge.jobs.distributed.worker").removeHandler(retrying)
+
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.result == {"echo": "kept"}
