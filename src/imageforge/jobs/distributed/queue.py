@@ -156,12 +156,14 @@ class DistributedJobQueue:
         self._threads.append(thread)
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Stop sweeping and following; jobs go on on the workers."""
+        """Stop sweeping and following, and let go of the connections to Redis; jobs go on on the workers."""
         self._stopping.set()
         deadline = time.monotonic() + timeout_s
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._threads.clear()
+        self._records.close()
+        self.app.close()
 
     def end_follows(self) -> None:
         """End every open follow with `Interrupted` within about a second; the jobs go on."""

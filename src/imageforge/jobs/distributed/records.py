@@ -103,6 +103,10 @@ class Records:
         self._publish = self.redis.register_script(_PUBLISH)
         self._unlock = self.redis.register_script(_UNLOCK)
 
+    def close(self) -> None:
+        """Close the connections to Redis."""
+        self.redis.close()
+
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
