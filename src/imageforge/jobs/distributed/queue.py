@@ -564,7 +564,12 @@ class DistributedJobQueue:
         return [job for job in jobs if not _expired(job, now) and _holds(job.payload, key, value)]
 
     def storage_fault(self) -> StorageUnavailable | None:
-        """None: the records are in Redis, whose faults answer `QueueUnavailable` where they happen."""
+        """`QueueUnavailable` while Redis, which holds the jobs, does not answer: /health says `degraded` and
+        submissions are refused at once."""
+        try:
+            self._records.redis.ping()
+        except redis.RedisError as exc:
+            return unavailable(exc)
         return None
 
     def describe(self) -> dict[str, Any]:

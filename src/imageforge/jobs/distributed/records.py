@@ -67,7 +67,7 @@ def connect(url: str, *, block_s: float = 0.0) -> redis.Redis:
 def unavailable(exc: Exception) -> QueueUnavailable:
     """The `QueueUnavailable` for a Redis error."""
     return QueueUnavailable(
-        f"The job queue's Redis did not answer ({type(exc).__name__}: {exc}); nothing was queued.",
+        f"The job queue's Redis did not answer ({type(exc).__name__}).",
         hint="Try again shortly; the server's admin checks that Redis (IMAGEFORGE_QUEUE_URL) is running.",
     )
 
