@@ -285,14 +285,17 @@ class DistributedJobQueue:
         `statuses`."""
         wanted = set(statuses)
         now = self._clock()
-        jobs = []
-        for job in self._records.load_many(self._records.newest()):
-            if _expired(job, now) or (wanted and job.status not in wanted) or not caller.sees(job):
-                continue
-            jobs.append(job)
-            if len(jobs) >= limit:
+        jobs: list[Job] = []
+        start, page = 0, max(limit, 100)
+        while len(jobs) < limit:
+            ids = self._records.newest(start, page)
+            if not ids:
                 break
-        return jobs
+            start += page
+            for job in self._records.load_many(ids):
+                if not (_expired(job, now) or (wanted and job.status not in wanted) or not caller.sees(job)):
+                    jobs.append(job)
+        return jobs[:limit]
 
     @_redis_answers
     def position(self, job_id: str) -> int | None:
@@ -554,13 +557,13 @@ class DistributedJobQueue:
     def results_with(self, key: str, value: str) -> list[Job]:
         """Jobs whose result is still readable and has `value` under `key`, at any depth."""
         now = self._clock()
-        jobs = self._records.load_many(self._records.newest())
+        jobs = self._records.load_many(self._records.live_ids(now))
         return [job for job in jobs if not _expired(job, now) and _holds(job.result, key, value)]
 
     def payloads_with(self, key: str, value: str) -> list[Job]:
         """Jobs not expired whose payload has `value` under `key`, at any depth."""
         now = self._clock()
-        jobs = self._records.load_many(self._records.newest())
+        jobs = self._records.load_many(self._records.live_ids(now))
         return [job for job in jobs if not _expired(job, now) and _holds(job.payload, key, value)]
 
     def storage_fault(self) -> StorageUnavailable | None:

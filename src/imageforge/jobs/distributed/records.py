@@ -125,10 +125,18 @@ class Records:
             pipe.hget(self.key("job", job_id), "job")
         return [job_from_json(text) for text in pipe.execute() if text is not None]
 
-    def newest(self, limit: int | None = None) -> list[str]:
-        """Job ids, newest first."""
-        end = -1 if limit is None else limit - 1
-        return [_text(raw) for raw in self.redis.zrevrange(self.key("jobs"), 0, end)]
+    def newest(self, start: int, count: int) -> list[str]:
+        """`count` job ids from the `start`th newest on, newest first."""
+        return [_text(raw) for raw in self.redis.zrevrange(self.key("jobs"), start, start + count - 1)]
+
+    def live_ids(self, now: float) -> list[str]:
+        """The jobs not expired by `now`: waiting, running, or ended with a result still readable."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(self.key("queued"), 0, -1)
+        pipe.smembers(self.key("running"))
+        pipe.zrangebyscore(self.key("ended"), f"({now}", "+inf")
+        queued, running, ended = pipe.execute()
+        return [_text(raw) for raw in [*queued, *running, *ended]]
 
     def waiting(self) -> int:
         return int(self.redis.zcard(self.key("queued")))

@@ -345,3 +345,14 @@ def test_a_job_that_ends_while_redis_is_down_is_recorded_once_redis_is_back(redi
 
     assert done.status is JobStatus.SUCCEEDED
     assert done.result == {"echo": "kept"}
+
+
+def test_recent_jobs_come_newest_first_and_an_isolated_caller_sees_only_its_own(redis_server: RedisServer) -> None:
+    api = make_queue(redis_server.url)
+    alice, bob = Caller("alice", isolated=True), Caller("bob", isolated=True)
+    ids = [api.submit("echo", {"model": "idle", "n": n}, caller=alice if n % 2 else bob).id for n in range(5)]
+    api.cancel(ids[4])
+
+    assert [job.id for job in api.recent(caller=alice)] == [ids[3], ids[1]]
+    assert [job.id for job in api.recent(limit=2)] == [ids[4], ids[3]]
+    assert [job.id for job in api.recent([JobStatus.CANCELLED])] == [ids[4]]
