@@ -334,6 +334,7 @@ class DistributedJobQueue:
         if record is None:
             raise JobNotFound(f"No job '{job_id}'.", hint="Check the id.")
         if cancelled:
+            self._records.publish_places()
             return record.job
         if record.job.status is JobStatus.RUNNING:
             self._records.request_cancel(job_id, ttl_s=self._limits.result_ttl_s)

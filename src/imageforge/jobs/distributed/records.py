@@ -258,6 +258,13 @@ class Records:
         keys = [self.key("events", job_id), self.key("evn", job_id)]
         self._publish(keys=keys, args=[json.dumps(event), int(ttl_s)], client=client or self.redis)
 
+    def publish_places(self) -> None:
+        """Tell each waiting job where it is now, as a `queue` event: the queue moved (a job started or left)."""
+        waiting = [_text(raw) for raw in self.redis.zrange(self.key("queued"), 0, -1)]
+        running = self.running_count()
+        for position, job_id in enumerate(waiting, start=1):
+            self.publish(job_id, {"type": "queue", "data": {"position": position, "ahead": position - 1 + running}})
+
     def last_index(self, job_id: str) -> int:
         raw = self.redis.get(self.key("evn", job_id))
         return -1 if raw is None else int(raw) - 1

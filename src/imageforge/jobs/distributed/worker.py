@@ -96,6 +96,8 @@ class JobRunner:
             log.info("dropped a delivery of job %s attempt %d: not this attempt's to run", job_id, attempt)
             return
         self.current = job_id
+        with _redis_blip("queue places", job_id):
+            self._records.publish_places()
         run = _Run(self, record)
         beating = threading.Thread(target=run.beat, name=f"imageforge-heartbeat-{job_id}", daemon=True)
         beating.start()

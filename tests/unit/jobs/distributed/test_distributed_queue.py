@@ -356,3 +356,16 @@ def test_recent_jobs_come_newest_first_and_an_isolated_caller_sees_only_its_own(
     assert [job.id for job in api.recent(caller=alice)] == [ids[3], ids[1]]
     assert [job.id for job in api.recent(limit=2)] == [ids[4], ids[3]]
     assert [job.id for job in api.recent([JobStatus.CANCELLED])] == [ids[4]]
+
+
+def test_a_waiting_job_hears_its_new_place_when_the_job_ahead_of_it_leaves(redis_server: RedisServer) -> None:
+    api = make_queue(redis_server.url)
+    first = api.submit("echo", {"model": "idle", "n": 1})
+    second = api.submit("echo", {"model": "idle", "n": 2})
+    before = api.records.last_index(second.id)
+
+    api.cancel(first.id)
+
+    moved = api.events(second.id, after=before, timeout=WAIT_S)
+    assert [(event.type, event.data) for event in moved] == [("queue", {"position": 1, "ahead": 0})]
+    assert api.position(second.id) == 1
