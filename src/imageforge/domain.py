@@ -952,7 +952,7 @@ class Health(BaseModel):
     queue: dict[str, Any] = Field(
         default_factory=lambda: {"kind": "embedded"},
         description='The job queue: `kind` ("embedded", or "redis" across machines, with `reachable`, `waiting`, '
-        "`running` and the `workers` seen: name, models, device, running job).",
+        "`running` and the `workers` seen: name, host, pid, models, device, running job).",
     )
 
 

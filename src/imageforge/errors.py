@@ -193,16 +193,16 @@ class StorageUnavailable(ImageforgeError):
     code = "storage_unavailable"
 
 
-class QueueUnavailable(ImageforgeError):
-    """The distributed queue's Redis (IMAGEFORGE_QUEUE_URL) did not answer: nothing was queued."""
-
-    code = "queue_unavailable"
-
-
 class StorageFull(StorageUnavailable):
     """The disk holding a folder the service writes, or the job database, is full."""
 
     code = "storage_full"
+
+
+class QueueUnavailable(StorageUnavailable):
+    """The distributed queue's Redis (IMAGEFORGE_QUEUE_URL), where its jobs are stored, did not answer."""
+
+    code = "queue_unavailable"
 
 
 class InputMissing(ImageforgeError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from imageforge.errors import QueueFull, QueueShareExceeded, RateLimited
 
@@ -13,12 +14,47 @@ from imageforge.errors import QueueFull, QueueShareExceeded, RateLimited
 RATE_WINDOW_S = 60.0
 
 
+class RateLog(Protocol):
+    """When each client's recent jobs were accepted, for the per-client rate."""
+
+    def recent(self, client: str, since: float) -> list[float]:
+        """When `client`'s jobs accepted after `since` were, oldest first; older entries are forgotten."""
+        ...
+
+    def note(self, client: str, at: float) -> None:
+        """Remember that a job of `client` was accepted at `at`."""
+        ...
+
+
+class MemoryRateLog:
+    """A `RateLog` in this process's memory: one process's queue."""
+
+    def __init__(self) -> None:
+        #: per client, when its jobs of the last RATE_WINDOW_S were accepted
+        self._accepted_at: dict[str, deque[float]] = {}
+
+    def recent(self, client: str, since: float) -> list[float]:
+        accepted = self._accepted_at.get(client)
+        if accepted is None:
+            return []
+        while accepted and accepted[0] <= since:
+            accepted.popleft()
+        if not accepted:
+            del self._accepted_at[client]
+        return list(accepted)
+
+    def note(self, client: str, at: float) -> None:
+        self._accepted_at.setdefault(client, deque()).append(at)
+
+
 class Admission:
     """The queue's limits on what it accepts: `max_queued` jobs waiting in all, `client_share` jobs and waits held
     by one client (None: no share), `jobs_per_minute` new jobs of one client (0: no rate limit).
 
     `held_by(client)` says what a client holds now and `retry_after_s()` when a refused caller should try again;
-    the queue, which knows both, supplies them. Callers hold the queue's lock.
+    the queue, which knows both, supplies them, and `rate_log` where accepted jobs are counted (this process's
+    memory unless given: a queue across machines keeps it where all its nodes count). Callers hold the queue's
+    lock.
     """
 
     def __init__(
@@ -30,6 +66,7 @@ class Admission:
         held_by: Callable[[str], int],
         retry_after_s: Callable[[], int],
         clock: Callable[[], float],
+        rate_log: RateLog | None = None,
     ) -> None:
         self._max_queued = max_queued
         self._client_share = client_share
@@ -37,8 +74,7 @@ class Admission:
         self._held_by = held_by
         self._retry_after_s = retry_after_s
         self._clock = clock
-        #: per client, when its jobs of the last RATE_WINDOW_S were accepted
-        self._accepted_at: dict[str, deque[float]] = {}
+        self._rate_log = rate_log or MemoryRateLog()
 
     def check_job(self, client: str, waiting: int) -> None:
         """Refuse a new job of `client`, with `waiting` jobs queued: `QueueFull`, `QueueShareExceeded` or
@@ -69,15 +105,13 @@ class Admission:
     def accepted(self, client: str, at: float) -> None:
         """Count a job of `client` accepted at `at` against its rate."""
         if self._jobs_per_minute:
-            self._accepted_at.setdefault(client, deque()).append(at)
+            self._rate_log.note(client, at)
 
     def _check_rate(self, client: str) -> None:
-        accepted = self._accepted_at.get(client)
-        if not self._jobs_per_minute or not accepted:
+        if not self._jobs_per_minute:
             return
         now = self._clock()
-        while accepted and accepted[0] <= now - RATE_WINDOW_S:
-            accepted.popleft()
+        accepted = self._rate_log.recent(client, now - RATE_WINDOW_S)
         if len(accepted) >= self._jobs_per_minute:
             raise RateLimited(
                 f"You submitted {len(accepted)} jobs in the last minute, the most this server accepts.",
@@ -85,5 +119,3 @@ class Admission:
                 "IMAGEFORGE_RATE_LIMIT.",
                 retry_after_s=max(1, math.ceil(accepted[0] + RATE_WINDOW_S - now)),
             )
-        if not accepted:
-            del self._accepted_at[client]

@@ -19,7 +19,7 @@ from typer.testing import CliRunner, Result
 from imageforge.cli.main import app
 from imageforge.engine.catalog import BUILTIN_MODELS
 
-COMMANDS = ("serve", "generate", "models", "check", "selftest", "mcp")
+COMMANDS = ("serve", "worker", "generate", "models", "check", "selftest", "mcp")
 IMAGEFORGE = Path(sys.executable).parent / "imageforge"
 
 
@@ -93,6 +93,19 @@ def test_generate_with_a_bad_size_exits_1_with_the_error_and_a_hint(user_env: di
     assert_refused(result, "invalid_request")
     assert "width 100 is not a multiple of 8" in result.stderr
     assert "generating" not in result.stderr  # no progress bar for a request that never ran
+
+
+def test_worker_without_a_queue_exits_1_saying_it_needs_the_shared_redis(user_env: dict[str, str]) -> None:
+    result = invoke("worker")
+
+    assert_refused(result, "invalid_request")
+    assert "--queue redis://" in result.stderr
+
+
+def test_worker_with_an_unknown_model_exits_1_with_model_not_found(user_env: dict[str, str]) -> None:
+    result = invoke("worker", "--queue", "redis://127.0.0.1:9/0", "--models", "no-such-model")
+
+    assert_refused(result, "model_not_found")
 
 
 def test_generate_with_an_unknown_model_exits_1_with_model_not_found(user_env: dict[str, str]) -> None:

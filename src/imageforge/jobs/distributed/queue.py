@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import secrets
 import socket
 import sys
@@ -131,6 +132,7 @@ class DistributedJobQueue:
             held_by=self.held_by,
             retry_after_s=lambda: 5,
             clock=clock,
+            rate_log=self._records,
         )
 
     @property
@@ -154,12 +156,14 @@ class DistributedJobQueue:
         self._threads.append(thread)
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Stop sweeping and following; jobs go on on the workers."""
+        """Stop sweeping and following, and let go of the connections to Redis; jobs go on on the workers."""
         self._stopping.set()
         deadline = time.monotonic() + timeout_s
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._threads.clear()
+        self._records.close()
+        self.app.close()
 
     def end_follows(self) -> None:
         """End every open follow with `Interrupted` within about a second; the jobs go on."""
@@ -281,14 +285,17 @@ class DistributedJobQueue:
         `statuses`."""
         wanted = set(statuses)
         now = self._clock()
-        jobs = []
-        for job in self._records.load_many(self._records.newest()):
-            if _expired(job, now) or (wanted and job.status not in wanted) or not caller.sees(job):
-                continue
-            jobs.append(job)
-            if len(jobs) >= limit:
+        jobs: list[Job] = []
+        start, page = 0, max(limit, 100)
+        while len(jobs) < limit:
+            ids = self._records.newest(start, page)
+            if not ids:
                 break
-        return jobs
+            start += page
+            for job in self._records.load_many(ids):
+                if not (_expired(job, now) or (wanted and job.status not in wanted) or not caller.sees(job)):
+                    jobs.append(job)
+        return jobs[:limit]
 
     @_redis_answers
     def position(self, job_id: str) -> int | None:
@@ -327,6 +334,7 @@ class DistributedJobQueue:
         if record is None:
             raise JobNotFound(f"No job '{job_id}'.", hint="Check the id.")
         if cancelled:
+            self._records.publish_places()
             return record.job
         if record.job.status is JobStatus.RUNNING:
             self._records.request_cancel(job_id, ttl_s=self._limits.result_ttl_s)
@@ -396,7 +404,7 @@ class DistributedJobQueue:
         follow of a job not the caller's own counts against its share of the queue. Ends with `Interrupted` when
         this node stops first.
         """
-        job = self._find(job_id, caller)
+        job = self.get(job_id, caller=caller)  # JobNotFound, JobExpired
         client = caller.name
         counted = not job.status.is_terminal and job.client != client
         if counted:
@@ -550,17 +558,22 @@ class DistributedJobQueue:
     def results_with(self, key: str, value: str) -> list[Job]:
         """Jobs whose result is still readable and has `value` under `key`, at any depth."""
         now = self._clock()
-        jobs = self._records.load_many(self._records.newest())
+        jobs = self._records.load_many(self._records.live_ids(now))
         return [job for job in jobs if not _expired(job, now) and _holds(job.result, key, value)]
 
     def payloads_with(self, key: str, value: str) -> list[Job]:
         """Jobs not expired whose payload has `value` under `key`, at any depth."""
         now = self._clock()
-        jobs = self._records.load_many(self._records.newest())
+        jobs = self._records.load_many(self._records.live_ids(now))
         return [job for job in jobs if not _expired(job, now) and _holds(job.payload, key, value)]
 
     def storage_fault(self) -> StorageUnavailable | None:
-        """None: the records are in Redis, whose faults answer `QueueUnavailable` where they happen."""
+        """`QueueUnavailable` while Redis, which holds the jobs, does not answer: /health says `degraded` and
+        submissions are refused at once."""
+        try:
+            self._records.redis.ping()
+        except redis.RedisError as exc:
+            return unavailable(exc)
         return None
 
     def describe(self) -> dict[str, Any]:
@@ -626,7 +639,13 @@ class DistributedJobQueue:
         )
 
     def _worker_beat(self, runner: JobRunner, routes: list[str], device: str) -> None:
-        info = {"name": runner.worker, "models": routes, "device": device}
+        info = {
+            "name": runner.worker,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "models": routes,
+            "device": device,
+        }
         while not self._stopping.is_set():
             try:
                 self._records.worker_beat(runner.worker, {**info, "job": runner.current}, ttl_s=10.0)

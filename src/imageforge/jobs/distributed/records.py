@@ -10,7 +10,8 @@ All keys live under one prefix (`imageforge:` by default):
   any API node resumes after the last index it saw; `evn:<id>` counts them;
 - `cancel:<id>`: set when a running job is cancelled, read by the worker at each step;
 - `hb:<id>`: the running job's heartbeat, a key with a short TTL its worker renews;
-- `worker:<name>`: each worker's heartbeat (its models and device), for /health.
+- `worker:<name>`: each worker's heartbeat (its models and device), for /health;
+- `rate:<client>`: when a client's jobs of the last minute were accepted, for the per-client rate.
 
 State changes are compare-and-set transactions (WATCH on the job's hash), so an API node's cancel, a worker's
 claim and the sweeper's re-dispatch never both win.
@@ -66,7 +67,7 @@ def connect(url: str, *, block_s: float = 0.0) -> redis.Redis:
 def unavailable(exc: Exception) -> QueueUnavailable:
     """The `QueueUnavailable` for a Redis error."""
     return QueueUnavailable(
-        f"The job queue's Redis did not answer ({type(exc).__name__}: {exc}); nothing was queued.",
+        f"The job queue's Redis did not answer ({type(exc).__name__}).",
         hint="Try again shortly; the server's admin checks that Redis (IMAGEFORGE_QUEUE_URL) is running.",
     )
 
@@ -102,6 +103,10 @@ class Records:
         self._publish = self.redis.register_script(_PUBLISH)
         self._unlock = self.redis.register_script(_UNLOCK)
 
+    def close(self) -> None:
+        """Close the connections to Redis."""
+        self.redis.close()
+
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
@@ -120,10 +125,18 @@ class Records:
             pipe.hget(self.key("job", job_id), "job")
         return [job_from_json(text) for text in pipe.execute() if text is not None]
 
-    def newest(self, limit: int | None = None) -> list[str]:
-        """Job ids, newest first."""
-        end = -1 if limit is None else limit - 1
-        return [_text(raw) for raw in self.redis.zrevrange(self.key("jobs"), 0, end)]
+    def newest(self, start: int, count: int) -> list[str]:
+        """`count` job ids from the `start`th newest on, newest first."""
+        return [_text(raw) for raw in self.redis.zrevrange(self.key("jobs"), start, start + count - 1)]
+
+    def live_ids(self, now: float) -> list[str]:
+        """The jobs not expired by `now`: waiting, running, or ended with a result still readable."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(self.key("queued"), 0, -1)
+        pipe.smembers(self.key("running"))
+        pipe.zrangebyscore(self.key("ended"), f"({now}", "+inf")
+        queued, running, ended = pipe.execute()
+        return [_text(raw) for raw in [*queued, *running, *ended]]
 
     def waiting(self) -> int:
         return int(self.redis.zcard(self.key("queued")))
@@ -245,6 +258,13 @@ class Records:
         keys = [self.key("events", job_id), self.key("evn", job_id)]
         self._publish(keys=keys, args=[json.dumps(event), int(ttl_s)], client=client or self.redis)
 
+    def publish_places(self) -> None:
+        """Tell each waiting job where it is now, as a `queue` event: the queue moved (a job started or left)."""
+        waiting = [_text(raw) for raw in self.redis.zrange(self.key("queued"), 0, -1)]
+        running = self.running_count()
+        for position, job_id in enumerate(waiting, start=1):
+            self.publish(job_id, {"type": "queue", "data": {"position": position, "ahead": position - 1 + running}})
+
     def last_index(self, job_id: str) -> int:
         raw = self.redis.get(self.key("evn", job_id))
         return -1 if raw is None else int(raw) - 1
@@ -279,6 +299,23 @@ class Records:
     def unlock(self, name: str, token: str) -> None:
         """Free a lock `try_lock` gave `token`, unless it lapsed and another node took it since."""
         self._unlock(keys=[self.key("lock", name)], args=[token])
+
+    # -- the per-client rate -------------------------------------------------------------------------
+
+    def recent(self, client: str, since: float) -> list[float]:
+        """When `client`'s jobs accepted after `since` were, oldest first, counted by every API node (`RateLog`)."""
+        key = self.key("rate", client)
+        pipe = self.redis.pipeline()
+        pipe.zremrangebyscore(key, "-inf", since)
+        pipe.zrange(key, 0, -1, withscores=True)
+        return [float(score) for _member, score in pipe.execute()[1]]
+
+    def note(self, client: str, at: float) -> None:
+        key = self.key("rate", client)
+        pipe = self.redis.pipeline()
+        pipe.zadd(key, {f"{at}:{secrets.token_hex(4)}": at})
+        pipe.expire(key, 3600)
+        pipe.execute()
 
     # -- workers ------------------------------------------------------------------------------------
 

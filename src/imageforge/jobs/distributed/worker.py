@@ -3,13 +3,15 @@ keep its heartbeat alive, and drop a delivery that must not run (Celery may deli
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import redis
 from redis.client import Pipeline
 
 from imageforge.domain import Job, JobStatus
@@ -23,6 +25,18 @@ log = logging.getLogger(__name__)
 HEARTBEAT_TTL_S = 5.0
 #: The line a worker writes to stderr once it consumes: supervisors and tests wait on it.
 READY_LINE = "imageforge worker ready"
+#: How often a worker tries to record a job's end while Redis does not answer (about a second apart).
+FINISH_TRIES = 5
+
+
+@contextlib.contextmanager
+def _redis_blip(what: str, job_id: str) -> Iterator[None]:
+    """Let a job go on through a Redis that does not answer for a moment: its `what` (a step's report, a cancel
+    check) is skipped, and the next one tries again."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        log.warning("job %s: %s skipped, Redis did not answer: %s", job_id, what, exc)
 
 
 def error(code: str, message: str, hint: str = "") -> dict[str, str]:
@@ -72,8 +86,6 @@ class JobRunner:
         self._job_timeout_s = job_timeout_s
         self._clock = clock
         self._heartbeat_ttl_s = heartbeat_ttl_s
-        #: set when the worker stops (SIGTERM, Ctrl+C): the running job stops at its next step
-        self.stopping = threading.Event()
         #: the id of the job running now, for the worker's heartbeat
         self.current: str | None = None
 
@@ -84,6 +96,8 @@ class JobRunner:
             log.info("dropped a delivery of job %s attempt %d: not this attempt's to run", job_id, attempt)
             return
         self.current = job_id
+        with _redis_blip("queue places", job_id):
+            self._records.publish_places()
         run = _Run(self, record)
         beating = threading.Thread(target=run.beat, name=f"imageforge-heartbeat-{job_id}", daemon=True)
         beating.start()
@@ -126,10 +140,9 @@ class JobRunner:
         try:
             result = self._functions[job.kind](job.payload, run)
         except Cancelled:
+            # Stopped at a step: cancelled, past its deadline, or given to another attempt (which `finish` skips).
             if self._records.cancel_requested(job.id):
                 run.finish(JobStatus.CANCELLED, error=error("cancelled", "The job was cancelled."))
-            elif self.stopping.is_set():
-                run.finish(JobStatus.FAILED, error=interrupted_error())
             else:
                 run.finish(JobStatus.FAILED, error=self._timeout_error())
             return
@@ -187,28 +200,35 @@ class _Run:
     def progress(self, step: int, total: int) -> None:
         job = self.record.job
         job.step, job.total = step, total
-        self._save({"type": "progress", "data": {"step": step, "total": total}}, clear_stage=True)
+        with _redis_blip("progress", self.job_id):
+            self._save({"type": "progress", "data": {"step": step, "total": total}}, clear_stage=True)
 
     def wants_preview(self) -> bool:
-        return bool(self._records.redis.exists(self._records.key("previews", self.job_id)))
+        with _redis_blip("preview check", self.job_id):
+            return bool(self._records.redis.exists(self._records.key("previews", self.job_id)))
+        return False
 
     def preview(self, data: dict[str, Any]) -> None:
-        self._records.publish(self.job_id, {"type": "preview", "data": data})
+        with _redis_blip("preview", self.job_id):
+            self._records.publish(self.job_id, {"type": "preview", "data": data})
 
     def stage(self, stage: str, details: dict[str, Any]) -> None:
         data = {"stage": stage, **details}
-        self._records.redis.set(self._records.key("stage", self.job_id), json.dumps(data), ex=3600)
-        self._records.publish(self.job_id, {"type": "stage", "data": data})
+        with _redis_blip("stage", self.job_id):
+            self._records.redis.set(self._records.key("stage", self.job_id), json.dumps(data), ex=3600)
+            self._records.publish(self.job_id, {"type": "stage", "data": data})
 
     def timing(self, name: str, ms: float) -> None:
         self.record.job.timings[name] = round(ms, 1)
 
     def should_stop(self) -> bool:
-        if self.superseded.is_set() or self._runner.stopping.is_set():
+        if self.superseded.is_set():
             return True
         if self._deadline is not None and self._runner._clock() > self._deadline:
             return True
-        return self._records.cancel_requested(self.job_id)
+        with _redis_blip("cancel check", self.job_id):
+            return self._records.cancel_requested(self.job_id)
+        return False
 
     # -- recording ----------------------------------------------------------------------------------
 
@@ -244,4 +264,12 @@ class _Run:
             runner = self._runner
             return lambda pipe: end(self._records, pipe, mine, result_ttl_s=runner._result_ttl_s, now=runner._clock())
 
-        self._records.change(self.job_id, decide)
+        for attempt in range(FINISH_TRIES):
+            try:
+                self._records.change(self.job_id, decide)
+                return
+            except redis.RedisError as exc:
+                log.warning("job %s: recording its end failed (%s), try %d", self.job_id, exc, attempt + 1)
+                self.done.wait(1.0)
+        # The heartbeat lapses with this run, and the sweeper gives the job to another attempt.
+        log.error("job %s ended but its end could not be recorded", self.job_id)

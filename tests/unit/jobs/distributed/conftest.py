@@ -103,9 +103,22 @@ def gated(gate: Gate) -> Callable[[dict[str, Any], JobContext], dict[str, Any]]:
     return run
 
 
+_made: list[DistributedJobQueue] = []
+
+
+@pytest.fixture(autouse=True)
+def _queues_closed() -> Iterator[None]:
+    """Every queue a test made is closed after it, with its connections."""
+    yield
+    while _made:
+        _made.pop().close()
+
+
 def make_queue(url: str, limits: QueueLimits = DEFAULT_LIMITS, **options: Any) -> DistributedJobQueue:
+    """A queue on the Redis at `url` with the `echo` job function, closed after the test."""
     queue = DistributedJobQueue(url, limits, **options)
     queue.register("echo", echo)
+    _made.append(queue)
     return queue
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from threading import Event
 
@@ -275,3 +276,96 @@ def test_a_result_is_readable_until_it_expires_then_answers_expired(redis_server
     assert api.sweep() == [job.id]
     with pytest.raises(JobExpired):
         api.get(job.id)
+
+
+def test_the_per_client_rate_counts_the_jobs_a_client_sent_to_every_api_node(redis_server: RedisServer) -> None:
+    from imageforge.errors import RateLimited
+
+    limits = QueueLimits(client_jobs_per_minute=2)
+    first, second = make_queue(redis_server.url, limits), make_queue(redis_server.url, limits)
+    alice = Caller("alice")
+    first.submit("echo", {"model": "idle", "n": 1}, caller=alice)
+    second.submit("echo", {"model": "idle", "n": 2}, caller=alice)
+
+    with pytest.raises(RateLimited) as refused:
+        first.submit("echo", {"model": "idle", "n": 3}, caller=alice)
+    assert refused.value.retry_after_s >= 1
+    assert second.submit("echo", {"model": "idle", "n": 4}, caller=Caller("bob")).status is JobStatus.QUEUED
+
+
+def test_a_running_job_finishes_through_a_redis_restart(redis_server: RedisServer) -> None:
+    turnstile = Turnstile()
+    api = make_queue(redis_server.url)
+    worker_side = make_queue(redis_server.url)
+    for queue in (api, worker_side):
+        queue.register("held", held(turnstile))
+    with running_worker(worker_side):
+        job = api.submit("held", {"model": "m", "text": "survived"})
+        run = turnstile.arrival()
+        redis_server.restart()
+        run.set()
+        done = api.wait(job.id, timeout=WAIT_S)
+
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.result == {"echo": "survived"}
+
+
+class _LogSeen(logging.Handler):
+    """Sets `seen` once a record whose message holds `text` is logged."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+def test_a_job_that_ends_while_redis_is_down_is_recorded_once_redis_is_back(redis_server: RedisServer) -> None:
+    turnstile = Turnstile()
+    api = make_queue(redis_server.url)
+    worker_side = make_queue(redis_server.url)
+    for queue in (api, worker_side):
+        queue.register("held", held(turnstile))
+    retrying = _LogSeen("recording its end failed")
+    logging.getLogger("imageforge.jobs.distributed.worker").addHandler(retrying)
+    try:
+        with running_worker(worker_side):
+            job = api.submit("held", {"model": "m", "text": "kept"})
+            run = turnstile.arrival()
+            redis_server.stop()
+            run.set()
+            assert retrying.seen.wait(WAIT_S), "the worker never tried to record the end"
+            redis_server.start()
+            done = api.wait(job.id, timeout=WAIT_S)
+    finally:
+        logging.getLogger("imageforge.jobs.distributed.worker").removeHandler(retrying)
+
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.result == {"echo": "kept"}
+
+
+def test_recent_jobs_come_newest_first_and_an_isolated_caller_sees_only_its_own(redis_server: RedisServer) -> None:
+    api = make_queue(redis_server.url)
+    alice, bob = Caller("alice", isolated=True), Caller("bob", isolated=True)
+    ids = [api.submit("echo", {"model": "idle", "n": n}, caller=alice if n % 2 else bob).id for n in range(5)]
+    api.cancel(ids[4])
+
+    assert [job.id for job in api.recent(caller=alice)] == [ids[3], ids[1]]
+    assert [job.id for job in api.recent(limit=2)] == [ids[4], ids[3]]
+    assert [job.id for job in api.recent([JobStatus.CANCELLED])] == [ids[4]]
+
+
+def test_a_waiting_job_hears_its_new_place_when_the_job_ahead_of_it_leaves(redis_server: RedisServer) -> None:
+    api = make_queue(redis_server.url)
+    first = api.submit("echo", {"model": "idle", "n": 1})
+    second = api.submit("echo", {"model": "idle", "n": 2})
+    before = api.records.last_index(second.id)
+
+    api.cancel(first.id)
+
+    moved = api.events(second.id, after=before, timeout=WAIT_S)
+    assert [(event.type, event.data) for event in moved] == [("queue", {"position": 1, "ahead": 0})]
+    assert api.position(second.id) == 1

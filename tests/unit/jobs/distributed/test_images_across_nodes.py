@@ -163,3 +163,18 @@ def test_with_redis_down_reading_a_job_answers_503_queue_unavailable(
 
     assert [answer.status_code for answer in answers] == [503, 503, 503]
     assert {answer.json()["error"]["code"] for answer in answers} == {"queue_unavailable"}
+
+
+def test_health_on_an_api_node_says_degraded_with_queue_unavailable_while_redis_is_down(
+    distributed: Settings, redis_server: RedisServer
+) -> None:
+    with api_node(distributed) as (client, _):
+        redis_server.stop()
+        down = client.get("/health").json()
+        redis_server.start()
+        back = client.get("/health").json()
+
+    assert down["status"] == "degraded"
+    assert down["reason"]["code"] == "queue_unavailable"
+    assert down["queue"]["reachable"] is False
+    assert back["status"] == "ok"

@@ -102,6 +102,7 @@ const ADVICE = {
   queue_full: "The server's queue is full: try again in a minute.",
   rate_limited: "Too many requests at once: wait a moment, then try again.",
   storage_full: "The server's disk is full: free some space on it, then try again.",
+  queue_unavailable: "The server cannot reach its job queue right now: try again in a moment.",
 };
 
 export function showError(error) {
