@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imageforge.client import Client, GenerationOptions, JobEvent
+from imageforge.client import Client, GenerationOptions, JobEvent, QueueFull
 from tests.distributed.cluster import Cluster, Process
 
 pytestmark = pytest.mark.slow
@@ -105,3 +105,27 @@ def test_a_queued_job_submitted_on_one_api_node_is_cancelled_at_once_from_anothe
     for job in running:
         on_b.cancel(job.job_id)
         assert list(on_a.events(job.job_id))[-1].data["status"] == "cancelled"
+
+
+def test_an_idempotency_key_sent_to_two_api_nodes_names_one_job(clients: tuple[Client, Client]) -> None:
+    on_a, on_b = clients
+
+    first = on_a.submit("a lighthouse at dusk", width=64, height=64, steps=2, idempotency_key="order-19")
+    again = on_b.submit("a lighthouse at dusk", width=64, height=64, steps=2, idempotency_key="order-19")
+
+    assert again.job_id == first.job_id
+    assert on_b.wait(first.job_id).png.startswith(PNG_SIGNATURE)
+
+
+def test_a_queue_filled_through_one_api_node_refuses_the_next_job_on_another(cluster: Cluster) -> None:
+    # No worker: the first job stays waiting, and the queue holds one.
+    limits = {"IMAGEFORGE_MAX_QUEUE": "1"}
+    first, second = cluster.api(env=limits), cluster.api(env=limits)
+    with Client(first.url, timeout=60) as on_a, Client(second.url, timeout=60) as on_b:
+        waiting = on_a.submit("a lighthouse at dusk", width=64, height=64, steps=2)
+
+        with pytest.raises(QueueFull) as refused:
+            on_b.submit("a lighthouse at dusk", width=64, height=64, steps=2)
+
+        assert on_b.job(waiting.job_id).status == "queued"
+    assert refused.value.code == "queue_full"
