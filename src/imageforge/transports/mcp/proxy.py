@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx2
 from anyio import to_thread
+from anyio.lowlevel import checkpoint
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.context import ServerRequestContext
@@ -134,6 +135,38 @@ def remote_http_client(*, api_key: str | None, verify_tls: bool | ssl.SSLContext
     timeout = httpx2.Timeout(30.0, connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S)
     # The MCP transport follows only same-origin redirects by itself; downloads follow none either.
     return httpx2.AsyncClient(headers=headers, timeout=timeout, verify=verify_tls)
+
+
+class _ProgressRelay:
+    """Passes the remote's progress notifications on to the local client, and lets the call wait for those still
+    on their way.
+
+    The SDK runs each progress callback as a task of its own, so the remote's answer can arrive while the last
+    steps are still being relayed; a step relayed after the answer belongs to a finished call, and the local
+    client drops it.
+    """
+
+    def __init__(self, ctx: ServerRequestContext[Any]) -> None:
+        self._ctx = ctx
+        self._sending = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
+        if self._sending == 0:
+            self._idle = anyio.Event()
+        self._sending += 1
+        try:
+            await self._ctx.session.report_progress(progress, total, message)
+        finally:
+            self._sending -= 1
+            if self._sending == 0:
+                self._idle.set()
+
+    async def drained(self) -> None:
+        """Return once every step reported before the answer was relayed."""
+        await checkpoint()  # relays spawned before the answer arrived start first
+        await self._idle.wait()
 
 
 class RemoteImageforge:
@@ -299,9 +332,7 @@ class _Proxy:
         return ListToolsResult(tools=self._tools)
 
     async def call_tool(self, ctx: ServerRequestContext[Any], params: CallToolRequestParams) -> CallToolResult:
-        async def relay(progress: float, total: float | None, message: str | None) -> None:
-            await ctx.session.report_progress(progress, total, message)
-
+        relay = _ProgressRelay(ctx)
         # The remote reports progress only when asked, and is asked only when the local client asked.
         wants_progress = progress_token_from_params(ctx.params) is not None
         try:
@@ -309,6 +340,7 @@ class _Proxy:
         except ImageforgeError as exc:
             log.warning("%s (tool %s)", exc.message, params.name)
             return error_result(exc)
+        await relay.drained()
         if result.is_error:
             return result
         return await self._with_local_image(result)
