@@ -121,9 +121,18 @@ ensure_system_package() {  # package, the file it installs, what needs it
 
 case "$mode" in
   api|serve)
-    bootstrap server >&2
+    # An API node of the queue across machines (--queue, or IMAGEFORGE_QUEUE_URL) needs the distributed extra.
+    extras=server
+    case " $* " in *" --queue"*) extras=server,distributed ;; esac
+    [ -n "${IMAGEFORGE_QUEUE_URL:-}" ] && extras=server,distributed
+    bootstrap "$extras" >&2
     seed_env
     exec "$VENV/bin/imageforge" serve "$@"
+    ;;
+  worker)
+    bootstrap server,distributed >&2
+    seed_env
+    exec "$VENV/bin/imageforge" worker "$@"
     ;;
   mcp)
     bootstrap server >&2  # stdout stays clean (the MCP server speaks on it)
@@ -154,7 +163,7 @@ case "$mode" in
     say "pytest";            "$bin/python" -m pytest -n auto --durations=15 "$@"
     ;;
   *)
-    say "unknown mode '$mode': use api [--reload] | mcp | selftest | check | test"
+    say "unknown mode '$mode': use api [--reload] | worker | mcp | selftest | check | test"
     exit 2
     ;;
 esac

@@ -27,7 +27,7 @@ def serve(
     ] = None,
 ) -> None:
     """Run the HTTP API and MCP over Streamable HTTP (/mcp) on one port."""
-    from imageforge.cli.server_side import require_server_side
+    from imageforge.cli.server_side import require_distributed, require_server_side
 
     require_server_side("`imageforge serve`")
     import uvicorn
@@ -40,6 +40,8 @@ def serve(
     from imageforge.transports.http.keyfile import KeyFile
 
     settings = load_settings(host=host, port=port, queue_url=queue)
+    if settings.queue_url:
+        require_distributed("`imageforge serve --queue`")
     # Said here in one line; the server would otherwise fail its start-up with a traceback.
     check_folders(settings)
     lock = OwnerLock.of_database(settings.jobs_path)

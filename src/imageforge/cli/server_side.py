@@ -25,6 +25,21 @@ def require_server_side(doing: str) -> None:
         raise server_side_missing(doing, missing)
 
 
+#: What the `distributed` extra brings: the job queue across machines (`--queue`), by import name.
+DISTRIBUTED_MODULES = frozenset({"celery", "kombu", "redis"})
+
+
+def require_distributed(doing: str) -> None:
+    """Raise `ServerSideMissing` when the distributed queue's libraries (Celery, redis) are not installed."""
+    missing = sorted(name for name in DISTRIBUTED_MODULES if not _installed(name))
+    if missing:
+        raise ServerSideMissing(
+            f"{doing} on the shared queue needs Celery and redis, which this install lacks ({', '.join(missing)}).",
+            hint="Install them with pip install 'imageforge[server,distributed]' (./start.sh worker does, and "
+            "./start.sh serve with --queue or IMAGEFORGE_QUEUE_URL).",
+        )
+
+
 def server_side_missing(doing: str, missing: list[str]) -> ServerSideMissing:
     """The refusal of `doing` on an install that lacks the `missing` modules of the server side."""
     return ServerSideMissing(

@@ -30,7 +30,7 @@ def worker(
     Writes `imageforge worker ready` to stderr once it takes jobs. SIGTERM or Ctrl+C: it takes no new job, lets
     the running one finish, then exits; a worker killed before that has its job run again on another.
     """
-    from imageforge.cli.server_side import require_server_side
+    from imageforge.cli.server_side import require_distributed, require_server_side
 
     require_server_side("`imageforge worker`")
     from imageforge.errors import InvalidRequest
@@ -49,6 +49,7 @@ def worker(
             "`imageforge worker` needs the shared queue's Redis.",
             hint="Pass --queue redis://HOST:PORT/DB or set IMAGEFORGE_QUEUE_URL, the same as the API nodes'.",
         )
+    require_distributed("`imageforge worker`")
     from imageforge.bootstrap import build_queue, build_service
     from imageforge.jobs.distributed.queue import DistributedJobQueue
 

@@ -63,6 +63,26 @@ def test_a_command_that_would_run_the_engine_here_says_to_install_the_server_sid
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "doing"),
+    [
+        (["worker", "--queue", "redis://127.0.0.1:1/0"], "`imageforge worker`"),
+        (["serve", "--port", str(free_port()), "--queue", "redis://127.0.0.1:1/0"], "`imageforge serve --queue`"),
+    ],
+    ids=["worker", "serve"],
+)
+def test_a_command_on_the_shared_queue_without_celery_installed_says_to_install_the_distributed_extra(
+    tmp_path: Path, args: list[str], doing: str
+) -> None:
+    env = {**user_environment(tmp_path / "data"), "IMAGEFORGE_TEST_ABSENT": "celery,kombu,redis"}
+    done = _run(args, env, tmp_path)
+
+    assert done.returncode == 1, done.stderr
+    assert f"error [server_side_missing]: {doing} on the shared queue needs Celery and redis" in done.stderr
+    assert "pip install 'imageforge[server,distributed]'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 @pytest.mark.anyio
 async def test_the_client_only_mcp_relays_to_the_server_beside_it(tmp_path: Path, data_dir: Path) -> None:
     data = private_data(tmp_path, data_dir)
