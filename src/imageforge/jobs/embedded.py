@@ -28,7 +28,7 @@ from imageforge.errors import (
 )
 from imageforge.jobs.admission import Admission
 from imageforge.jobs.owner import Owner, OwnerLock
-from imageforge.jobs.queue import ExpireHook, JobFunction, request_hash
+from imageforge.jobs.queue import ExpireHook, JobFunction, drop_files, is_expired, request_hash
 from imageforge.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -228,7 +228,7 @@ class EmbeddedJobQueue:
         with self._changed:
             if idempotency_key is not None:
                 earlier = self._store.by_idempotency_key(idempotency_key)
-                if earlier is not None and _expired(earlier, self._clock()):
+                if earlier is not None and is_expired(earlier, self._clock()):
                     # The job and its result are gone; a client retrying that late means a new request.
                     self._store.release_idempotency_key(earlier.id)
                     earlier = None
@@ -266,7 +266,7 @@ class EmbeddedJobQueue:
         """The job as it is now; `JobNotFound` when unknown (or not the caller's), `JobExpired` once its result has
         expired."""
         job = self._find(job_id, caller)
-        if _expired(job, self._clock()):
+        if is_expired(job, self._clock()):
             raise JobExpired(
                 f"Job '{job_id}' finished and its result expired.",
                 hint="Results are kept for IMAGEFORGE_RESULT_TTL_S seconds; submit the job again.",
@@ -349,7 +349,7 @@ class EmbeddedJobQueue:
             self._store.delete([job_id])
             self._unsaved.pop(job_id, None)
             self._live.pop(job_id, None)
-        self._drop_files(job)
+        drop_files(self._expire_hooks, job)
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """Block until the job ends (or `timeout` passes) and return it as it is then."""
@@ -538,7 +538,7 @@ class EmbeddedJobQueue:
         except Exception as exc:
             log.error("job %s ended %s but its record was not saved: %s", job.id, status.value, exc)
             if status is JobStatus.SUCCEEDED:
-                self._drop_files(job)
+                drop_files(self._expire_hooks, job)
                 job.status, job.result, job.error = JobStatus.FAILED, None, _failure(exc)
             if isinstance(exc, StorageUnavailable):
                 self._unsaved[job.id] = job
@@ -664,7 +664,7 @@ class EmbeddedJobQueue:
         now = self._clock() if now is None else now
         swept = []
         for job in self._store.expired(now):
-            self._drop_files(job)
+            drop_files(self._expire_hooks, job)
             job.result = None
             job.payload = {}
             self._store.save(job)
@@ -672,15 +672,6 @@ class EmbeddedJobQueue:
                 self._live.pop(job.id, None)
             swept.append(job.id)
         return swept
-
-    def _drop_files(self, job: Job) -> None:
-        """Remove what the job's result points to (its kind's expire hook)."""
-        hook = self._expire_hooks.get(job.kind)
-        try:
-            if hook is not None:
-                hook(job)
-        except Exception:
-            log.exception("removing the files of job %s failed", job.id)
 
     def results_with(self, key: str, value: str) -> list[Job]:
         """Jobs whose result is still readable and has `value` under `key`, at any depth: an expire hook asks
@@ -733,10 +724,6 @@ class _Context:
 
 def _copy(job: Job) -> Job:
     return Job(**{**job.__dict__, "timings": dict(job.timings)})
-
-
-def _expired(job: Job, now: float) -> bool:
-    return job.expires_at is not None and job.expires_at <= now
 
 
 def _error(code: str, message: str, hint: str = "") -> dict[str, str]:

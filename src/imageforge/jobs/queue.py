@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Any, Protocol
 
 from imageforge.domain import LOCAL_CALLER, Caller, Job, JobEvent, JobStatus
 from imageforge.errors import StorageUnavailable
+
+log = logging.getLogger(__name__)
 
 
 class JobContext(Protocol):
@@ -131,3 +134,19 @@ class JobQueue(Protocol):
 def request_hash(kind: str, payload: dict[str, Any]) -> str:
     canonical = json.dumps({"kind": kind, "payload": payload}, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def is_expired(job: Job, now: float) -> bool:
+    """Whether the job's result is past its `expires_at` (an unfinished job never is)."""
+    return job.expires_at is not None and job.expires_at <= now
+
+
+def drop_files(hooks: dict[str, ExpireHook], job: Job) -> None:
+    """Remove what the job's result points to, through its kind's expire hook; a failure is logged, never raised:
+    the job's record goes either way."""
+    hook = hooks.get(job.kind)
+    try:
+        if hook is not None:
+            hook(job)
+    except Exception:
+        log.exception("removing the files of job %s failed", job.id)

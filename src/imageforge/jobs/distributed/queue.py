@@ -59,7 +59,7 @@ from imageforge.jobs.distributed.worker import (
     state_data,
 )
 from imageforge.jobs.embedded import QueueLimits
-from imageforge.jobs.queue import ExpireHook, JobFunction, request_hash
+from imageforge.jobs.queue import ExpireHook, JobFunction, drop_files, is_expired, request_hash
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ class DistributedJobQueue:
         if idempotency_key is not None:
             raw = reader.get(self._records.key("idem", idempotency_key))
             earlier = None if raw is None else self._load(reader, _text(raw))
-            if earlier is not None and _expired(earlier, self._clock()):
+            if earlier is not None and is_expired(earlier, self._clock()):
                 earlier = None  # its result is gone: a retry that late is a new request
             if earlier is not None:
                 if earlier.request_hash != digest:
@@ -261,7 +261,7 @@ class DistributedJobQueue:
         """The job as it is now; `JobNotFound` when unknown (or not the caller's), `JobExpired` once its result has
         expired."""
         job = self._find(job_id, caller)
-        if _expired(job, self._clock()):
+        if is_expired(job, self._clock()):
             raise JobExpired(
                 f"Job '{job_id}' finished and its result expired.",
                 hint="Results are kept for IMAGEFORGE_RESULT_TTL_S seconds; submit the job again.",
@@ -293,7 +293,7 @@ class DistributedJobQueue:
                 break
             start += page
             for job in self._records.load_many(ids):
-                if not (_expired(job, now) or (wanted and job.status not in wanted) or not caller.sees(job)):
+                if not (is_expired(job, now) or (wanted and job.status not in wanted) or not caller.sees(job)):
                     jobs.append(job)
         return jobs[:limit]
 
@@ -354,7 +354,7 @@ class DistributedJobQueue:
                 hint="Cancel it first, then delete it once it has ended.",
             )
         self._records.delete(job)
-        self._drop_files(job)
+        drop_files(self._expire_hooks, job)
 
     @_redis_answers
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
@@ -387,7 +387,7 @@ class DistributedJobQueue:
         job = self._find(job_id, caller)
         if previews:
             self._want_previews(job_id)
-        if _expired(job, self._clock()):
+        if is_expired(job, self._clock()):
             return [_state_event(job, 0)] if after < 0 else []
         events = self._records.events_after(job_id, after, block_s=timeout)
         return [event for event in events if previews or event.type != "preview"]
@@ -538,7 +538,7 @@ class DistributedJobQueue:
             self._records.redis.zrem(self._records.key("ended"), job_id)
             if record is None:
                 continue
-            self._drop_files(record.job)
+            drop_files(self._expire_hooks, record.job)
             record.job.result, record.job.payload = None, {}
             pipe = self._records.redis.pipeline()
             self._records.write(pipe, record.job, attempt=record.attempt, route=record.route)
@@ -547,25 +547,17 @@ class DistributedJobQueue:
             swept.append(job_id)
         return swept
 
-    def _drop_files(self, job: Job) -> None:
-        hook = self._expire_hooks.get(job.kind)
-        try:
-            if hook is not None:
-                hook(job)
-        except Exception:
-            log.exception("removing the files of job %s failed", job.id)
-
     def results_with(self, key: str, value: str) -> list[Job]:
         """Jobs whose result is still readable and has `value` under `key`, at any depth."""
         now = self._clock()
         jobs = self._records.load_many(self._records.live_ids(now))
-        return [job for job in jobs if not _expired(job, now) and _holds(job.result, key, value)]
+        return [job for job in jobs if not is_expired(job, now) and _holds(job.result, key, value)]
 
     def payloads_with(self, key: str, value: str) -> list[Job]:
         """Jobs not expired whose payload has `value` under `key`, at any depth."""
         now = self._clock()
         jobs = self._records.load_many(self._records.live_ids(now))
-        return [job for job in jobs if not _expired(job, now) and _holds(job.payload, key, value)]
+        return [job for job in jobs if not is_expired(job, now) and _holds(job.payload, key, value)]
 
     def storage_fault(self) -> StorageUnavailable | None:
         """`QueueUnavailable` while Redis, which holds the jobs, does not answer: /health says `degraded` and
@@ -660,10 +652,6 @@ def _announce_ready(**_: Any) -> None:
 
 def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
-
-
-def _expired(job: Job, now: float) -> bool:
-    return job.expires_at is not None and job.expires_at <= now
 
 
 def _state_event(job: Job, index: int) -> JobEvent:
