@@ -20,15 +20,13 @@ from imageforge.errors import (
     IdempotencyConflict,
     ImageforgeError,
     Interrupted,
-    JobExpired,
     JobFinished,
-    JobNotFound,
     JobNotReady,
     StorageUnavailable,
 )
 from imageforge.jobs.admission import Admission
 from imageforge.jobs.owner import Owner, OwnerLock
-from imageforge.jobs.queue import ExpireHook, JobFunction, drop_files, is_expired, request_hash
+from imageforge.jobs.queue import ExpireHook, JobFunction, drop_files, is_expired, readable, request_hash, unknown_job
 from imageforge.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -265,13 +263,7 @@ class EmbeddedJobQueue:
     def get(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
         """The job as it is now; `JobNotFound` when unknown (or not the caller's), `JobExpired` once its result has
         expired."""
-        job = self._find(job_id, caller)
-        if is_expired(job, self._clock()):
-            raise JobExpired(
-                f"Job '{job_id}' finished and its result expired.",
-                hint="Results are kept for IMAGEFORGE_RESULT_TTL_S seconds; submit the job again.",
-            )
-        return job
+        return readable(self._find(job_id, caller), self._clock())
 
     def recent(
         self, statuses: Iterable[JobStatus] = (), *, limit: int = 100, caller: Caller = LOCAL_CALLER
@@ -633,9 +625,7 @@ class EmbeddedJobQueue:
         if job is None:
             job = self._store.get(job_id)
         if job is None or not caller.sees(job):
-            raise JobNotFound(
-                f"No job '{job_id}'.", hint="Check the id: it is the job_id that submitting the job answered."
-            )
+            raise unknown_job(job_id)
         return job
 
     def _current(self, job_id: str) -> Job:

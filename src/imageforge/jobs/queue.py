@@ -19,7 +19,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Any, Protocol
 
 from imageforge.domain import LOCAL_CALLER, Caller, Job, JobEvent, JobStatus
-from imageforge.errors import StorageUnavailable
+from imageforge.errors import JobExpired, JobNotFound, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +150,18 @@ def drop_files(hooks: dict[str, ExpireHook], job: Job) -> None:
             hook(job)
     except Exception:
         log.exception("removing the files of job %s failed", job.id)
+
+
+def unknown_job(job_id: str) -> JobNotFound:
+    """The refusal of a job id that names no job the caller may see (never telling which)."""
+    return JobNotFound(f"No job '{job_id}'.", hint="Check the id: it is the job_id that submitting the job answered.")
+
+
+def readable(job: Job, now: float) -> Job:
+    """`job`, unless its result has expired: then `JobExpired`."""
+    if is_expired(job, now):
+        raise JobExpired(
+            f"Job '{job.id}' finished and its result expired.",
+            hint="Results are kept for IMAGEFORGE_RESULT_TTL_S seconds; submit the job again.",
+        )
+    return job

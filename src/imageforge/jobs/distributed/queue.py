@@ -32,9 +32,7 @@ from imageforge.domain import LOCAL_CALLER, Caller, Job, JobEvent, JobStatus
 from imageforge.errors import (
     IdempotencyConflict,
     Interrupted,
-    JobExpired,
     JobFinished,
-    JobNotFound,
     JobNotReady,
     StorageUnavailable,
 )
@@ -59,7 +57,7 @@ from imageforge.jobs.distributed.worker import (
     state_data,
 )
 from imageforge.jobs.embedded import QueueLimits
-from imageforge.jobs.queue import ExpireHook, JobFunction, drop_files, is_expired, request_hash
+from imageforge.jobs.queue import ExpireHook, JobFunction, drop_files, is_expired, readable, request_hash, unknown_job
 
 log = logging.getLogger(__name__)
 
@@ -260,21 +258,13 @@ class DistributedJobQueue:
     def get(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
         """The job as it is now; `JobNotFound` when unknown (or not the caller's), `JobExpired` once its result has
         expired."""
-        job = self._find(job_id, caller)
-        if is_expired(job, self._clock()):
-            raise JobExpired(
-                f"Job '{job_id}' finished and its result expired.",
-                hint="Results are kept for IMAGEFORGE_RESULT_TTL_S seconds; submit the job again.",
-            )
-        return job
+        return readable(self._find(job_id, caller), self._clock())
 
     @_redis_answers
     def _find(self, job_id: str, caller: Caller) -> Job:
         record = self._records.load(job_id)
         if record is None or not caller.sees(record.job):
-            raise JobNotFound(
-                f"No job '{job_id}'.", hint="Check the id: it is the job_id that submitting the job answered."
-            )
+            raise unknown_job(job_id)
         return record.job
 
     @_redis_answers
@@ -332,7 +322,7 @@ class DistributedJobQueue:
 
         record = self._records.change(job_id, decide)
         if record is None:
-            raise JobNotFound(f"No job '{job_id}'.", hint="Check the id.")
+            raise unknown_job(job_id)
         if cancelled:
             self._records.publish_places()
             return record.job
@@ -450,7 +440,7 @@ class DistributedJobQueue:
     def _current_event(self, job_id: str) -> JobEvent:
         record = self._records.load(job_id)
         if record is None:
-            raise JobNotFound(f"No job '{job_id}'.", hint="Check the id.")
+            raise unknown_job(job_id)
         job = record.job
         extra: dict[str, Any] = {}
         if job.status is JobStatus.QUEUED:
