@@ -9,6 +9,7 @@ run the engine in its own process checks first, and says what to do instead of f
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 from imageforge.errors import ServerSideMissing
 
@@ -50,6 +51,9 @@ def server_side_missing(doing: str, missing: list[str]) -> ServerSideMissing:
 
 
 def _installed(name: str) -> bool:
+    if sys.modules.get(name) is not None:
+        # Imported already. kombu swaps its module for a lazy one without `__spec__`, which find_spec refuses.
+        return True
     try:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
