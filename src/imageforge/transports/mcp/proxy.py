@@ -44,7 +44,6 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
-from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from mcp_types import (
@@ -137,13 +136,13 @@ def remote_http_client(*, api_key: str | None, verify_tls: bool | ssl.SSLContext
     return httpx2.AsyncClient(headers=headers, timeout=timeout, verify=verify_tls)
 
 
-class _ProgressRelay:
+class ProgressRelay:
     """Passes the remote's progress notifications on to the local client, and lets the call wait for those still
     on their way.
 
     The SDK runs each progress callback as a task of its own, so the remote's answer can arrive while the last
-    steps are still being relayed; a step relayed after the answer belongs to a finished call, and the local
-    client drops it.
+    steps are still being relayed, and closing the remote session then cancels them; a step relayed after the
+    answer would belong to a finished call, and the local client would drop it.
     """
 
     def __init__(self, ctx: ServerRequestContext[Any]) -> None:
@@ -198,11 +197,15 @@ class RemoteImageforge:
             return await _all_tools(client)
 
     async def call_tool(
-        self, name: str, arguments: dict[str, Any] | None, on_progress: ProgressFnT | None
+        self, name: str, arguments: dict[str, Any] | None, on_progress: ProgressRelay | None
     ) -> CallToolResult:
         """Call the remote tool `name`; a cancelled caller cancels the remote call (the request is dropped)."""
         async with self._session() as client:
-            return await client.call_tool(name, arguments, progress_callback=on_progress)
+            result = await client.call_tool(name, arguments, progress_callback=on_progress)
+            if on_progress is not None:
+                # Inside the session: closing it cancels the relays of the last steps if they are still running.
+                await on_progress.drained()
+            return result
 
     async def fetch(self, url: str) -> bytes:
         """The file at `url`, a link in one of the remote's results."""
@@ -332,7 +335,7 @@ class _Proxy:
         return ListToolsResult(tools=self._tools)
 
     async def call_tool(self, ctx: ServerRequestContext[Any], params: CallToolRequestParams) -> CallToolResult:
-        relay = _ProgressRelay(ctx)
+        relay = ProgressRelay(ctx)
         # The remote reports progress only when asked, and is asked only when the local client asked.
         wants_progress = progress_token_from_params(ctx.params) is not None
         try:
@@ -340,7 +343,6 @@ class _Proxy:
         except ImageforgeError as exc:
             log.warning("%s (tool %s)", exc.message, params.name)
             return error_result(exc)
-        await relay.drained()
         if result.is_error:
             return result
         return await self._with_local_image(result)
