@@ -13,9 +13,9 @@ from imageforge.engine.pool import ModelPool, PoolPolicy
 from imageforge.engine.protocol import EngineOptions, ImageBackend
 from imageforge.errors import folder_unwritable
 from imageforge.inputs import ImageLimits, InputPaths
-from imageforge.jobs.embedded import EmbeddedJobQueue, QueueLimits
+from imageforge.jobs.embedded import EmbeddedJobQueue
 from imageforge.jobs.owner import Owner
-from imageforge.jobs.queue import JobQueue
+from imageforge.jobs.queue import JobQueue, QueueLimits
 from imageforge.jobs.store import JobStore
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import load_policy

@@ -26,7 +26,17 @@ from imageforge.errors import (
 )
 from imageforge.jobs.admission import Admission
 from imageforge.jobs.owner import Owner, OwnerLock
-from imageforge.jobs.queue import ExpireHook, JobFunction, drop_files, is_expired, readable, request_hash, unknown_job
+from imageforge.jobs.queue import (
+    DEFAULT_LIMITS,
+    ExpireHook,
+    JobFunction,
+    QueueLimits,
+    drop_files,
+    is_expired,
+    readable,
+    request_hash,
+    unknown_job,
+)
 from imageforge.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -74,27 +84,13 @@ class _Live:
         return sum(1 for follower in self.followers if follower.client == client)
 
 
-@dataclass(frozen=True)
-class QueueLimits:
-    """How many jobs may wait, how long one may run, how long results stay readable, and what one client may
-    hold (waiting and running jobs, and its open waits on them: see `EmbeddedJobQueue.held_by`) and submit per
-    minute (0: no rate limit)."""
-
-    max_queued: int = 32
-    job_timeout_s: float | None = None
-    result_ttl_s: float = 3600.0
-    sweep_interval_s: float = 60.0
-    client_share: int | None = None
-    client_jobs_per_minute: int = 0
-
-
 class EmbeddedJobQueue:
     """One worker thread running jobs FIFO, records in a `JobStore`, events kept in memory."""
 
     def __init__(
         self,
         store: JobStore,
-        limits: QueueLimits = QueueLimits(),
+        limits: QueueLimits = DEFAULT_LIMITS,
         *,
         clock: Callable[[], float] = time.time,
         owner: Owner | None = None,

@@ -16,12 +16,31 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncGenerator, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from imageforge.domain import LOCAL_CALLER, Caller, Job, JobEvent, JobStatus
 from imageforge.errors import JobExpired, JobNotFound, StorageUnavailable
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """How many jobs may wait, how long one may run, how long results stay readable, and what one client may
+    hold (waiting and running jobs, and its open waits on them: see each queue's `held_by`) and submit per
+    minute (0: no rate limit)."""
+
+    max_queued: int = 32
+    job_timeout_s: float | None = None
+    result_ttl_s: float = 3600.0
+    sweep_interval_s: float = 60.0
+    client_share: int | None = None
+    client_jobs_per_minute: int = 0
+
+
+#: The limits of a queue built without any.
+DEFAULT_LIMITS = QueueLimits()
 
 
 class JobContext(Protocol):

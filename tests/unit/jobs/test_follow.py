@@ -12,8 +12,8 @@ import pytest
 
 from imageforge.domain import LOCAL_CALLER, Caller, JobEvent, JobStatus
 from imageforge.errors import Cancelled, Interrupted, QueueShareExceeded
-from imageforge.jobs.embedded import EmbeddedJobQueue, QueueLimits
-from imageforge.jobs.queue import JobContext
+from imageforge.jobs.embedded import EmbeddedJobQueue
+from imageforge.jobs.queue import JobContext, QueueLimits
 from imageforge.jobs.store import JobStore
 from tests.unit.jobs.test_queue import WAIT, Clock, Steps
 

@@ -24,8 +24,8 @@ from imageforge.errors import (
     QueueShareExceeded,
     RateLimited,
 )
-from imageforge.jobs.embedded import EmbeddedJobQueue, QueueLimits
-from imageforge.jobs.queue import JobContext
+from imageforge.jobs.embedded import EmbeddedJobQueue
+from imageforge.jobs.queue import JobContext, QueueLimits
 from imageforge.jobs.store import JobStore
 
 WAIT = 10.0

@@ -56,8 +56,17 @@ from imageforge.jobs.distributed.worker import (
     interrupted_error,
     state_data,
 )
-from imageforge.jobs.embedded import QueueLimits
-from imageforge.jobs.queue import ExpireHook, JobFunction, drop_files, is_expired, readable, request_hash, unknown_job
+from imageforge.jobs.queue import (
+    DEFAULT_LIMITS,
+    ExpireHook,
+    JobFunction,
+    QueueLimits,
+    drop_files,
+    is_expired,
+    readable,
+    request_hash,
+    unknown_job,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +78,6 @@ MAX_RERUNS = 1
 FOLLOW_BLOCK_S = 1.0
 
 
-DEFAULT_LIMITS = QueueLimits()
 P = ParamSpec("P")
 R = TypeVar("R")
 _SWEEPER = "imageforge-distributed-sweeper"

@@ -15,10 +15,9 @@ from celery.contrib.testing.worker import start_worker
 
 from imageforge.errors import Cancelled
 from imageforge.jobs.distributed import dispatch
-from imageforge.jobs.distributed.queue import DEFAULT_LIMITS, DistributedJobQueue
+from imageforge.jobs.distributed.queue import DistributedJobQueue
 from imageforge.jobs.distributed.worker import JobRunner
-from imageforge.jobs.embedded import QueueLimits
-from imageforge.jobs.queue import JobContext
+from imageforge.jobs.queue import DEFAULT_LIMITS, JobContext, QueueLimits
 from tests.redis_server import RedisServer, running_redis
 
 WAIT_S = 60.0

@@ -11,7 +11,7 @@ import pytest
 
 from imageforge.domain import Caller, JobEvent, JobStatus
 from imageforge.jobs.distributed.queue import DistributedJobQueue
-from imageforge.jobs.embedded import QueueLimits
+from imageforge.jobs.queue import QueueLimits
 from tests.redis_server import RedisServer
 from tests.unit.jobs.distributed.conftest import (
     WAIT_S,
