@@ -3,13 +3,16 @@ shared folder, driven through HTTP with the official Python client, as a team's 
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from imageforge.client import Client, GenerationOptions, JobEvent, QueueFull
+from tests.contract.conftest import IMAGEFORGE
 from tests.distributed.cluster import Cluster, Process
+from tests.distributed.conftest import WORKER_OPTIONS
 
 pytestmark = pytest.mark.slow
 
@@ -129,3 +132,54 @@ def test_a_queue_filled_through_one_api_node_refuses_the_next_job_on_another(clu
 
         assert on_b.job(waiting.job_id).status == "queued"
     assert refused.value.code == "queue_full"
+
+
+def test_a_clients_share_counts_its_jobs_on_every_api_node_while_another_client_gets_in(cluster: Cluster) -> None:
+    alice, bob = (add_key(cluster, name) for name in ("alice", "bob"))
+    # No worker: every accepted job stays waiting.
+    limits = {"IMAGEFORGE_QUEUE_SHARE": "1"}
+    first, second = cluster.api(env=limits), cluster.api(env=limits)
+    with (
+        Client(first.url, api_key=alice, timeout=60) as alice_on_a,
+        Client(second.url, api_key=alice, timeout=60) as alice_on_b,
+        Client(second.url, api_key=bob, timeout=60) as bob_on_b,
+    ):
+        waiting = alice_on_a.submit("a lighthouse at dusk", width=64, height=64, steps=2)
+
+        with pytest.raises(QueueFull) as refused:
+            alice_on_b.submit("a harbour at noon", width=64, height=64, steps=2)
+        bobs = bob_on_b.submit("a harbour at noon", width=64, height=64, steps=2)
+
+        assert alice_on_b.job(waiting.job_id).status == "queued"
+    assert refused.value.code == "queue_share_exceeded"
+    assert bobs.status == "queued"
+
+
+def test_the_same_seeded_request_sent_to_two_api_nodes_while_it_waits_is_one_job(cluster: Cluster) -> None:
+    first, second = cluster.api(), cluster.api()
+    request: GenerationOptions = {"width": 64, "height": 64, "steps": 2, "seed": 19}
+    with Client(first.url, timeout=60) as on_a, Client(second.url, timeout=60) as on_b:
+        waiting = on_a.submit("a lighthouse at dusk", **request)
+        same = on_b.submit("a lighthouse at dusk", **request)
+        other_seed = on_b.submit("a lighthouse at dusk", **(request | {"seed": 20}))
+
+        cluster.worker(*WORKER_OPTIONS)
+        result = on_b.wait(same.job_id)
+        assert on_a.wait(other_seed.job_id).png != result.png
+
+    assert same.job_id == waiting.job_id
+    assert other_seed.job_id != waiting.job_id
+    assert result.png.startswith(PNG_SIGNATURE)
+
+
+def add_key(cluster: Cluster, name: str) -> str:
+    """A new API key named `name` in the cluster's shared data folder, as `imageforge keys add` prints it."""
+    added = subprocess.run(
+        [str(IMAGEFORGE), "keys", "add", name],
+        env=cluster.environment(),
+        cwd=cluster.root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return added.stdout.strip()

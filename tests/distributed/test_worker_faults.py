@@ -5,6 +5,7 @@ lost with it and does not stay `running` without a heartbeat: it runs again once
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +88,33 @@ def test_a_job_whose_worker_dies_again_on_its_second_run_ends_interrupted(cluste
     assert ended.error is not None
     assert ended.error["code"] == "interrupted"
     assert ended_after_s < WITHIN_S
+
+
+def test_a_worker_that_loses_the_shared_store_fails_its_job_with_a_code_and_runs_the_next_once_it_is_back(
+    cluster: Cluster,
+) -> None:
+    cluster.worker(*WORKER_OPTIONS)
+    api = cluster.api()
+    outputs = cluster.shared / "outputs"
+    outputs.mkdir(exist_ok=True)
+    away = cluster.shared / "outputs-away"
+    with Client(api.url, timeout=120) as client:
+        # The share goes from under the worker: where its output folder was, there is a plain file now.
+        outputs.rename(away)
+        outputs.write_text("the share is gone")
+        lost = client.submit("a lighthouse at dusk", width=64, height=64, steps=2)
+        lost_end = list(client.events(lost.job_id))[-1]
+        failed = client.job(lost.job_id)
+
+        outputs.unlink()
+        away.rename(outputs)
+        back = client.submit("a lighthouse at dusk", width=64, height=64, steps=2)
+        result = client.wait(back.job_id)
+
+    assert lost_end.data["status"] == "failed"
+    assert failed.error is not None
+    assert failed.error["code"] == "storage_unavailable"
+    assert "OUTPUT_DIR" in failed.error["message"]
+    assert all(process.alive for process in cluster.processes), "a process of the cluster died"
+    assert result.png.startswith(b"\x89PNG")
+    assert Path(result.output_path).parent == outputs.resolve()
