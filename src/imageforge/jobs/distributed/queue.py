@@ -306,9 +306,30 @@ class DistributedJobQueue:
         ahead = self._records.ahead_of(job_id)
         return None if ahead is None else ahead + 1
 
+    @_redis_answers
     def eta(self, job_id: str) -> float | None:
-        """None: the distributed queue keeps no run times to go by."""
-        return None
+        """About how many seconds until the job ends; None once it has ended, and while there is nothing to go by.
+
+        A running job: its steps left at the pace of its steps so far. A waiting one: a recent run time of its
+        model for each round its model's live workers need to reach it and run it. Rougher than one process's
+        estimate: every waiting job counts as ahead, whatever its model.
+        """
+        record = self._records.load(job_id)
+        if record is None or record.job.status.is_terminal:
+            return None
+        job = record.job
+        if job.status is JobStatus.RUNNING:
+            if not job.step or not job.total or job.started_at is None:
+                return None
+            per_step = (self._clock() - job.started_at) / job.step
+            return round(max(0.0, (job.total - job.step) * per_step), 1)
+        runs = self._records.recent_runs(record.route)
+        ahead = self._records.ahead_of(job_id)
+        if not runs or ahead is None:
+            return None
+        workers = sum(record.route in seen.get("models", ()) for seen in self._records.workers())
+        rounds = ahead // max(1, workers) + 1
+        return round(rounds * sum(runs) / len(runs), 1)
 
     @_redis_answers
     def cancel(self, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:

@@ -11,7 +11,8 @@ All keys live under one prefix (`imageforge:` by default):
 - `cancel:<id>`: set when a running job is cancelled, read by the worker at each step;
 - `hb:<id>`: the running job's heartbeat, a key with a short TTL its worker renews;
 - `worker:<name>`: each worker's heartbeat (its models and device), for /health;
-- `rate:<client>`: when a client's jobs of the last minute were accepted, for the per-client rate.
+- `rate:<client>`: when a client's jobs of the last minute were accepted, for the per-client rate;
+- `runs:<route>`: how long the last jobs of a route (a model) ran, newest first, for `eta_s`.
 
 State changes are compare-and-set transactions (WATCH on the job's hash), so an API node's cancel, a worker's
 claim and the sweeper's re-dispatch never both win.
@@ -34,6 +35,9 @@ from imageforge.errors import QueueUnavailable
 #: Redis socket timeouts (seconds): a Redis that is down or unreachable answers `QueueUnavailable`, never a hang.
 CONNECT_TIMEOUT_S = 3.0
 SOCKET_TIMEOUT_S = 10.0
+
+#: How many run times per route `eta_s` goes by.
+RECENT_RUNS = 10
 
 # Appends one event with the next index: atomic, so two publishers never race for an index.
 _PUBLISH = """
@@ -316,6 +320,19 @@ class Records:
         pipe.zadd(key, {f"{at}:{secrets.token_hex(4)}": at})
         pipe.expire(key, 3600)
         pipe.execute()
+
+    # -- run times ----------------------------------------------------------------------------------
+
+    def note_run(self, pipe: Pipeline, route: str, run_s: float) -> None:
+        """Queue the writes that add a finished job's run time to its route's recent ones."""
+        key = self.key("runs", route)
+        pipe.lpush(key, round(run_s, 3))
+        pipe.ltrim(key, 0, RECENT_RUNS - 1)
+        pipe.expire(key, 86400)
+
+    def recent_runs(self, route: str) -> list[float]:
+        """How long the route's last jobs ran (seconds), newest first."""
+        return [float(raw) for raw in self.redis.lrange(self.key("runs", route), 0, -1)]
 
     # -- workers ------------------------------------------------------------------------------------
 

@@ -62,6 +62,8 @@ def end(records: Records, pipe: Pipeline, record: Record, *, result_ttl_s: float
     job.finished_at = now
     job.expires_at = now + result_ttl_s
     records.write(pipe, job, attempt=record.attempt, route=record.route)
+    if job.status is JobStatus.SUCCEEDED and "run_ms" in job.timings:
+        records.note_run(pipe, record.route, job.timings["run_ms"] / 1000)
     records.publish(job.id, {"type": "state", "data": state_data(job)}, client=pipe, ttl_s=result_ttl_s + 60)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from imageforge.domain import Caller, JobEvent, JobStatus
 from imageforge.jobs.distributed.queue import DistributedJobQueue
+from imageforge.jobs.distributed.records import Records
 from imageforge.jobs.queue import QueueLimits
 from tests.redis_server import RedisServer
 from tests.unit.jobs.distributed.conftest import (
@@ -369,3 +370,54 @@ def test_a_waiting_job_hears_its_new_place_when_the_job_ahead_of_it_leaves(redis
     moved = api.events(second.id, after=before, timeout=WAIT_S)
     assert [(event.type, event.data) for event in moved] == [("queue", {"position": 1, "ahead": 0})]
     assert api.position(second.id) == 1
+
+
+def test_a_finished_jobs_run_time_is_kept_for_its_model(redis_server: RedisServer) -> None:
+    api = make_queue(redis_server.url)
+    with running_worker(make_queue(redis_server.url)):
+        job = api.wait(api.submit("echo", {"model": "m"}).id, timeout=WAIT_S)
+
+    records = Records(redis_server.url)
+    assert records.recent_runs("m") == [round(job.timings["run_ms"] / 1000, 3)]
+
+
+def test_a_waiting_jobs_eta_counts_the_rounds_its_models_workers_need_to_reach_it(redis_server: RedisServer) -> None:
+    api = make_queue(redis_server.url)
+    records = Records(redis_server.url)
+    first, second, third = (api.submit("echo", {"model": "m", "n": n}) for n in range(3))
+    assert api.eta(first.id) is None, "no run time to go by yet"
+
+    pipe = records.redis.pipeline()
+    for run_s in (5.0, 7.0):
+        records.note_run(pipe, "m", run_s)
+    pipe.execute()
+    alone = [api.eta(job.id) for job in (first, second, third)]
+    for name in ("gpu-1", "gpu-2"):
+        records.worker_beat(name, {"name": name, "models": ["m"]}, ttl_s=60.0)
+    records.worker_beat("other", {"name": "other", "models": ["another-model"]}, ttl_s=60.0)
+    with_two_workers = [api.eta(job.id) for job in (first, second, third)]
+
+    assert alone == [6.0, 12.0, 18.0]
+    assert with_two_workers == [6.0, 6.0, 12.0]
+
+
+def test_a_running_jobs_eta_is_its_steps_left_at_the_pace_of_its_steps_so_far(redis_server: RedisServer) -> None:
+    now = [1_000_000.0]
+    gate = Gate()
+    api = make_queue(redis_server.url, clock=lambda: now[0])
+    worker_side = make_queue(redis_server.url, clock=lambda: now[0])
+    for queue in (api, worker_side):
+        queue.register("gated", gated(gate))
+    with running_worker(worker_side):
+        job = api.submit("gated", {"model": "m"})
+        try:
+            assert gate.reached.wait(WAIT_S)
+            until(lambda: api.get(job.id).step == 1, "the job reported its first step")
+            now[0] += 4.0
+            eta = api.eta(job.id)
+        finally:
+            gate.opened.set()
+        done = api.wait(job.id, timeout=WAIT_S)
+
+    assert eta == 4.0
+    assert api.eta(done.id) is None
