@@ -199,7 +199,6 @@ class DistributedJobQueue:
                 earlier = self._earlier(idempotency_key, dedupe_key, digest)
                 if earlier is not None:
                     return earlier
-                self._admission.check_job(caller.name, waiting=self._records.waiting())
                 job = Job(
                     id=secrets.token_hex(8),
                     kind=kind,
@@ -214,7 +213,10 @@ class DistributedJobQueue:
                 event = {"type": "state", "data": {**state_data(job), "ahead": ahead}}
 
                 def check(pipe: Pipeline) -> Job | None:
-                    return self._earlier(idempotency_key, dedupe_key, digest, client=pipe)
+                    earlier = self._earlier(idempotency_key, dedupe_key, digest, client=pipe)
+                    if earlier is None:
+                        self._admission.check_job(caller.name, waiting=self._records.waiting())
+                    return earlier
 
                 accepted = self._records.create(job, route, event, check)
                 if accepted is not job:

@@ -182,10 +182,18 @@ class Records:
         event: dict[str, Any],
         check: Callable[[Pipeline], Job | None],
     ) -> Job:
-        """Store a new queued job with its first event, unless `check` (run under WATCH of the job's idempotency
-        and dedupe keys) returns the job those keys already name, which is returned instead."""
-        watched = [self.key("idem", k) for k in (job.idempotency_key,) if k] + [
-            self.key("dedupe", k) for k in (job.dedupe_key,) if k
+        """Store a new queued job with its first event, unless `check` returns the job its idempotency or dedupe
+        key already names, which is returned instead, or raises to refuse it.
+
+        `check` runs under WATCH of those keys, the waiting jobs and the client's jobs: when another node writes
+        any of them before this job is stored, `check` runs again on what it wrote, so that admission counts
+        every node's jobs (two nodes at once never both take the last place).
+        """
+        watched = [
+            *(self.key("idem", k) for k in (job.idempotency_key,) if k),
+            *(self.key("dedupe", k) for k in (job.dedupe_key,) if k),
+            self.key("queued"),
+            self.key("active", job.client),
         ]
 
         def body(pipe: Pipeline) -> Job:

@@ -421,3 +421,25 @@ def test_a_running_jobs_eta_is_its_steps_left_at_the_pace_of_its_steps_so_far(re
 
     assert eta == 4.0
     assert api.eta(done.id) is None
+
+
+def test_two_api_nodes_taking_the_last_place_at_once_accept_one_job(redis_server: RedisServer) -> None:
+    from imageforge.errors import QueueFull
+
+    limits = QueueLimits(max_queued=1)
+    first, second = make_queue(redis_server.url, limits), make_queue(redis_server.url, limits)
+    counted = first._records.waiting
+    taken: list[str] = []
+
+    def waiting_while_the_other_node_takes_the_place() -> int:
+        # The first node counts the waiting jobs; the second accepts a job before the first one stores its own.
+        seen = counted()
+        if not taken:
+            taken.append(second.submit("echo", {"model": "idle", "n": 2}).id)
+        return seen
+
+    first._records.waiting = waiting_while_the_other_node_takes_the_place  # type: ignore[method-assign]
+
+    with pytest.raises(QueueFull):
+        first.submit("echo", {"model": "idle", "n": 1})
+    assert [job.id for job in second.recent(limit=10)] == taken
