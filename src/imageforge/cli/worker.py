@@ -51,6 +51,9 @@ def worker(
         )
     require_distributed("`imageforge worker`")
     from imageforge.bootstrap import build_queue, build_service
+    from imageforge.logs import log_to_stderr
+
+    log_to_stderr(settings.log_format)
     from imageforge.jobs.distributed.queue import DistributedJobQueue
 
     job_queue = build_queue(settings)
