@@ -380,6 +380,15 @@ class Settings(BaseSettings):
             "see [Logs](deployment.md#logs)"
         ),
     )
+    tracing_endpoint: str = Field(
+        "",
+        validation_alias=AliasChoices("IMAGEFORGE_TRACING_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description=(
+            "an OpenTelemetry collector's OTLP/HTTP address (`http://collector:4318`): each job's spans (request, "
+            "queue, load, denoise, decode, store) go there; needs `pip install 'imageforge[tracing]'`; empty: off "
+            "(see [Tracing](deployment.md#tracing))"
+        ),
+    )
     # The OpenAI-compatible API (issue 18).
     openai_model_aliases: Annotated[dict[str, str | None] | None, NoDecode] = Field(
         None,

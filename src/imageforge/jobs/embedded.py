@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from imageforge import tracing
 from imageforge.domain import LOCAL_CALLER, Caller, Job, JobEvent, JobStatus
 from imageforge.errors import (
     Cancelled,
@@ -476,7 +477,7 @@ class EmbeddedJobQueue:
 
     def _run(self, live: _Live) -> None:
         job = live.job
-        with job_context(job.id, job.client):
+        with job_context(job.id, job.client), tracing.run(job.id, job.kind, job.created_at):
             log.info("job started: %s, after %.0f ms in the queue", job.kind, job.timings.get("queue_ms", 0.0))
             self._execute(live)
 

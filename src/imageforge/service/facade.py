@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imageforge import __version__
+from imageforge import __version__, tracing
 from imageforge.domain import (
     LOCAL_CALLER,
     AssistResult,
@@ -162,6 +162,7 @@ class ImageService:
             job = self._queue.submit(
                 IMAGE_JOB, payload, idempotency_key=idempotency_key, dedupe_key=dedupe_key, caller=caller
             )
+        tracing.submitted(job.id)
         with job_context(job.id, caller.name):
             # The prompt is the client's own words: in the log only where the operator audits prompts.
             prompt = f", prompt {request.prompt!r}" if self._audit.prompts else ""

@@ -14,6 +14,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from imageforge import tracing
 from imageforge.domain import Job, JobStatus
 from imageforge.errors import Cancelled, ImageforgeError
 from imageforge.jobs.distributed.records import Record, Records
@@ -97,7 +98,7 @@ class JobRunner:
             log.info("dropped a delivery of job %s attempt %d: not this attempt's to run", job_id, attempt)
             return
         self.current = job_id
-        with job_context(job_id, record.job.client):
+        with job_context(job_id, record.job.client), tracing.run(job_id, record.job.kind, record.job.created_at):
             log.info(
                 "job started: %s, attempt %d, after %.0f ms in the queue",
                 record.job.kind,
