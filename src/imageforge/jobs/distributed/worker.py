@@ -116,7 +116,10 @@ class JobRunner:
                 run.done.set()
                 beating.join()
                 self.current = None
-            log.info("job %s", ended(record.job))
+            if record.job.status.is_terminal:
+                log.info("job %s", ended(record.job))
+            else:
+                log.info("job left to another attempt: this one was superseded")
 
     def _claim(self, job_id: str, attempt: int) -> Record | None:
         claimed: list[Record] = []
