@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from imageforge import tracing
 from imageforge.config import Settings
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.engine.catalog import build_catalog
@@ -136,6 +137,7 @@ def http_app_from_env() -> FastAPI:
     from imageforge.transports.mcp.server import McpOptions
 
     settings = Settings()
+    tracing.configure(settings.tracing_endpoint)
     tls = settings.tls
     # Recorded with the data folder's lock: `imageforge mcp` started beside this server finds it there.
     owner = Owner("imageforge serve", url=settings.local_url, ca_cert=None if tls is None else str(tls[0]))

@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from imageforge.domain import PolicyProfileName, is_loopback
+from imageforge.logs import LogFormat
 
 DeviceSetting = Literal["auto", "cuda", "mps", "cpu"]
 DtypeSetting = Literal["auto", "float32", "bfloat16", "float16"]
@@ -367,6 +368,26 @@ class Settings(BaseSettings):
         False,
         validation_alias=_env("AUDIT_PROMPTS", bare=False),
         description="also write each job's prompt to the audit log",
+    )
+    # Operations: logs and tracing (issue 22).
+    log_format: LogFormat = Field(
+        "text",
+        validation_alias=_env("LOG_FORMAT", bare=False),
+        description=(
+            "the server's log on stderr: `text` (a line a person reads), `json` (one JSON object a line, for a log "
+            "system) or `auto` (text on a terminal, JSON otherwise); every line of a job's life carries its job id and "
+            "client, no line carries a key, a signature or a prompt (prompts only with `IMAGEFORGE_AUDIT_PROMPTS`); "
+            "see [Logs](deployment.md#logs)"
+        ),
+    )
+    tracing_endpoint: str = Field(
+        "",
+        validation_alias=AliasChoices("IMAGEFORGE_TRACING_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description=(
+            "an OpenTelemetry collector's OTLP/HTTP address (`http://collector:4318`): each job's spans (request, "
+            "queue, load, denoise, decode, store) go there; needs `pip install 'imageforge[tracing]'`; empty: off "
+            "(see [Tracing](deployment.md#tracing))"
+        ),
     )
     # The OpenAI-compatible API (issue 18).
     openai_model_aliases: Annotated[dict[str, str | None] | None, NoDecode] = Field(

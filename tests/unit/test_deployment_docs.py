@@ -15,7 +15,12 @@ from imageforge.config import Settings
 REPOSITORY = Path(__file__).resolve().parents[2]
 DEPLOY = REPOSITORY / "deploy"
 PAGE = REPOSITORY / "docs" / "deployment.md"
-DEPLOY_FILES = ["compose.yaml", "systemd/imageforge-api.service", "systemd/imageforge-worker@.service"]
+DEPLOY_FILES = [
+    "compose.yaml",
+    "docker/Dockerfile",
+    "systemd/imageforge-api.service",
+    "systemd/imageforge-worker@.service",
+]
 
 
 def compose() -> dict[str, Any]:

@@ -127,10 +127,15 @@ def _serve_here(settings: Settings) -> None:
     from imageforge.cli.server_side import require_server_side
 
     require_server_side("With no imageforge server running on this data folder, `imageforge mcp`")
+    from imageforge import tracing
     from imageforge.bootstrap import build_service
     from imageforge.jobs.owner import Owner
+    from imageforge.logs import log_to_stderr
     from imageforge.transports.mcp.server import McpOptions
     from imageforge.transports.mcp.stdio import serve_stdio
+
+    log_to_stderr(settings.log_format)
+    tracing.configure(settings.tracing_endpoint)
 
     # What a server started meanwhile reads in the lock when it is refused: an agent's process, reached by no URL.
     owner = Owner("imageforge mcp over stdio, started by an agent")

@@ -28,8 +28,8 @@ from PIL import Image
 
 from imageforge import __version__
 from imageforge.config import Settings
+from imageforge.logs import log_to_stderr
 from imageforge.transports.mcp.server import McpOptions, build_mcp_server
-from imageforge.transports.mcp.stdio import log_to_stderr
 
 #: The tools an agent must find; the image tools also declare an output schema.
 EXPECTED_TOOLS = (

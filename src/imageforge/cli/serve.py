@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from imageforge.cli.settings import load_settings
+from imageforge.logs import JsonLines, LogFormat, formatter_class
 
 
 def serve(
@@ -93,13 +95,15 @@ def serve(
     if settings.queue_url:
         os.environ["IMAGEFORGE_QUEUE_URL"] = settings.queue_url
         typer.echo("an API node of the job queue on Redis: jobs run on `imageforge worker` processes", err=True)
+    # Python's warnings (a library's deprecation) become log lines in the same format.
+    logging.captureWarnings(True)
     uvicorn.run(
         "imageforge.bootstrap:http_app_from_env",
         factory=True,
         host=settings.host,
         port=settings.port,
         log_level="info",
-        log_config=_server_logging(),
+        log_config=_server_logging(settings.log_format),
         reload=reload,
         # Watch imageforge's own code only: the default, the working folder, may hold a virtual environment
         # and the outputs, which are no reason to restart.
@@ -115,19 +119,31 @@ def serve(
     )
 
 
-def _server_logging() -> dict[str, Any]:
-    """uvicorn's logging, with every log (access lines and imageforge's own) on stderr.
+def _server_logging(log_format: LogFormat) -> dict[str, Any]:
+    """uvicorn's logging, with every log (access lines and imageforge's own) on stderr in `log_format`.
 
     uvicorn writes access lines to stdout by default; a server's stdout stays free for what a caller may
-    capture, and one stream keeps the log in order. Access lines show image links without their signatures.
+    capture, and one stream keeps the log in order. No line shows a secret: image links lose their signatures.
+    imageforge's own lines carry the job and client they are about; in JSON, uvicorn's lines are JSON too.
     """
     from uvicorn.config import LOGGING_CONFIG
 
+    lines = formatter_class(log_format)
+    formatter = {"()": f"imageforge.logs.{lines.__name__}"}
     config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["imageforge"] = formatter
+    if lines is JsonLines:
+        config["formatters"]["default"] = config["formatters"]["access"] = formatter
     config["handlers"]["access"]["stream"] = "ext://sys.stderr"
-    config.setdefault("filters", {})["redact_signatures"] = {
-        "()": "imageforge.transports.http.signed_urls.RedactSignatures"
+    config["handlers"]["imageforge"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "imageforge",
+        "stream": "ext://sys.stderr",
     }
-    config["handlers"]["access"]["filters"] = ["redact_signatures"]
-    config["loggers"]["imageforge"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config.setdefault("filters", {})["redact_secrets"] = {"()": "imageforge.logs.RedactSecrets"}
+    for handler in config["handlers"].values():
+        handler["filters"] = ["redact_secrets"]
+    config["loggers"]["imageforge"] = {"handlers": ["imageforge"], "level": "INFO", "propagate": False}
+    # The libraries' warnings (diffusers', transformers') in the same format, rather than Python's bare last resort.
+    config["root"] = {"handlers": ["imageforge"], "level": "WARNING"}
     return config

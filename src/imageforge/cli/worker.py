@@ -50,7 +50,12 @@ def worker(
             hint="Pass --queue redis://HOST:PORT/DB or set IMAGEFORGE_QUEUE_URL, the same as the API nodes'.",
         )
     require_distributed("`imageforge worker`")
+    from imageforge import tracing
     from imageforge.bootstrap import build_queue, build_service
+    from imageforge.logs import log_to_stderr
+
+    log_to_stderr(settings.log_format)
+    tracing.configure(settings.tracing_endpoint)
     from imageforge.jobs.distributed.queue import DistributedJobQueue
 
     job_queue = build_queue(settings)

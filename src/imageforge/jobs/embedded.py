@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from imageforge import tracing
 from imageforge.domain import LOCAL_CALLER, Caller, Job, JobEvent, JobStatus
 from imageforge.errors import (
     Cancelled,
@@ -32,12 +33,14 @@ from imageforge.jobs.queue import (
     JobFunction,
     QueueLimits,
     drop_files,
+    ended,
     is_expired,
     readable,
     request_hash,
     unknown_job,
 )
 from imageforge.jobs.store import JobStore
+from imageforge.logs import job_context
 
 log = logging.getLogger(__name__)
 
@@ -474,6 +477,12 @@ class EmbeddedJobQueue:
 
     def _run(self, live: _Live) -> None:
         job = live.job
+        with job_context(job.id, job.client), tracing.run(job.id, job.kind, job.created_at):
+            log.info("job started: %s, after %.0f ms in the queue", job.kind, job.timings.get("queue_ms", 0.0))
+            self._execute(live)
+
+    def _execute(self, live: _Live) -> None:
+        job = live.job
         context = _Context(self, live)
         started = time.perf_counter()
         try:
@@ -521,6 +530,8 @@ class EmbeddedJobQueue:
         job.error = error
         job.finished_at = self._clock()
         job.expires_at = job.finished_at + self._limits.result_ttl_s
+        with job_context(job.id, job.client):
+            log.info("job %s", ended(job))
         try:
             self._save(job)
         except Exception as exc:

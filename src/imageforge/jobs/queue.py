@@ -171,6 +171,14 @@ def drop_files(hooks: dict[str, ExpireHook], job: Job) -> None:
         log.exception("removing the files of job %s failed", job.id)
 
 
+def ended(job: Job) -> str:
+    """How a job ended, for its last log line: `succeeded in 1234 ms`, `failed: timeout`."""
+    if job.status is JobStatus.SUCCEEDED:
+        return f"succeeded in {job.timings.get('run_ms', 0.0):.0f} ms"
+    code = (job.error or {}).get("code")
+    return f"{job.status.value}: {code}" if code else job.status.value
+
+
 def unknown_job(job_id: str) -> JobNotFound:
     """The refusal of a job id that names no job the caller may see (never telling which)."""
     return JobNotFound(f"No job '{job_id}'.", hint="Check the id: it is the job_id that submitting the job answered.")

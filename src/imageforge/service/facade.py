@@ -9,13 +9,14 @@ never call each other.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imageforge import __version__
+from imageforge import __version__, tracing
 from imageforge.domain import (
     LOCAL_CALLER,
     AssistResult,
@@ -48,6 +49,7 @@ from imageforge.errors import (
 )
 from imageforge.inputs import InputPaths, require_text
 from imageforge.jobs.queue import JobQueue
+from imageforge.logs import job_context
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.templates import TemplateCatalog
 from imageforge.service.faults import StorageFaults
@@ -58,6 +60,8 @@ from imageforge.storage.cache import ArtifactCache, cache_key
 from imageforge.storage.inputs import InputStore
 from imageforge.storage.outputs import OutputStore
 from imageforge.validation import RequestLimits, RequestValidator, assist_texts, require_texts
+
+log = logging.getLogger(__name__)
 
 #: The kind under which image jobs are registered with the queue.
 IMAGE_JOB = "image"
@@ -155,9 +159,24 @@ class ImageService:
             ).to_payload()
             # Seeded requests with the same parameters make the same pixels: in flight together, they run once.
             dedupe_key = cache_key(payload) if params.seed is not None else None
-            return self._queue.submit(
+            job = self._queue.submit(
                 IMAGE_JOB, payload, idempotency_key=idempotency_key, dedupe_key=dedupe_key, caller=caller
             )
+        tracing.submitted(job.id)
+        with job_context(job.id, caller.name):
+            # The prompt is the client's own words: in the log only where the operator audits prompts.
+            prompt = f", prompt {request.prompt!r}" if self._audit.prompts else ""
+            log.info(
+                "job submitted: %s %s, %dx%d, %d steps, %d image(s)%s",
+                request.task.value,
+                spec.key,
+                request.width,
+                request.height,
+                request.steps,
+                params.count,
+                prompt,
+            )
+        return job
 
     def generate(
         self,

@@ -14,7 +14,7 @@ from typing import Any
 
 from PIL import Image
 
-from imageforge import __version__
+from imageforge import __version__, tracing
 from imageforge.domain import (
     MAX_SEED,
     AssistResult,
@@ -130,6 +130,9 @@ class ImageJob:
         request = replace(request, init_image=run.inputs[0], mask_image=run.inputs[1])
         started = time.perf_counter()
         with self.pool.use(spec, on_load=lambda: run.context.stage("loading", {"model": spec.key})) as (model, load_s):
+            if load_s:
+                loaded_ns = time.time_ns()
+                tracing.record("load", loaded_ns - int(load_s * 1e9), loaded_ns, **{"imageforge.model": spec.key})
             run.load_s += load_s
             run.context.timing("load_ms", run.load_s * 1000)
             applied = self._apply_policy(model, spec, request)
@@ -142,18 +145,22 @@ class ImageJob:
             if used is not None:
                 record[name] = used.value
         record["elapsed_s"] = round(time.perf_counter() - started, 3)
-        png = encode_png(generated.image, record)
-        output = self.faults.stored(self.outputs, lambda: self.outputs.save(png, record))
-        run.written.append(output)
-        record["output_path"] = str(output)
-        if key is not None:
-            self.faults.stored(self.cache, lambda: self.cache.put(key, png, record))
+        with tracing.span("store"):
+            png = encode_png(generated.image, record)
+            output = self.faults.stored(self.outputs, lambda: self.outputs.save(png, record))
+            run.written.append(output)
+            record["output_path"] = str(output)
+            if key is not None:
+                self.faults.stored(self.cache, lambda: self.cache.put(key, png, record))
         return {**record, "cached": False}
 
     def _run(self, model: LoadedModel, spec: ModelSpec, request: GenerationRequest, index: int, run: _Run) -> Generated:
         context = run.context
+        started_ns = last_step_ns = time.time_ns()
 
         def on_progress(progress: Progress) -> None:
+            nonlocal last_step_ns
+            last_step_ns = time.time_ns()
             # The job's steps count over all its images: an image's steps follow those of the images before it.
             step, total = index * progress.total + progress.step, run.queued.count * progress.total
             context.progress(step, total)
@@ -161,7 +168,12 @@ class ImageJob:
                 context.preview({"step": step, "total": total, **_preview_data(progress.preview())})
 
         try:
-            return model.generate(request, on_progress, context.should_stop)
+            generated = model.generate(request, on_progress, context.should_stop)
+            # The steps are the denoising; what follows the last one, until the image is back, is its decode.
+            attributes = {"imageforge.model": spec.key, "imageforge.steps": request.steps}
+            tracing.record("denoise", started_ns, last_step_ns, **attributes)
+            tracing.record("decode", last_step_ns, time.time_ns(), **{"imageforge.decoder": request.decoder.value})
+            return generated
         except ImageforgeError:
             raise
         except Exception as exc:

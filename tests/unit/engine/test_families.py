@@ -11,6 +11,7 @@ import importlib.util
 import os
 import pickle
 import shutil
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from imageforge.domain import SAMPLER_SCHEDULES, GenerationRequest, ModelSpec, P
 from imageforge.engine.backends import tiny
 from imageforge.engine.backends.diffusers import DiffusersBackend, DiffusersModel
 from imageforge.engine.catalog import Catalog, build_catalog
-from imageforge.errors import Cancelled, WeightsUnavailable
+from imageforge.errors import Cancelled, ModelUnsupported, WeightsUnavailable
 
 pytestmark = pytest.mark.slow
 
@@ -305,6 +306,20 @@ def test_flux_entry_with_gguf_transformer_loads_it_quantised_offline(families: F
     image, events = _generate(model, _request(spec))
     _assert_image(image)
     _assert_one_event_per_step(events, 2)
+
+
+@pytest.mark.skipif(not HAS_FLUX, reason="needs diffusers' FluxPipeline")
+def test_a_gguf_entry_without_the_gguf_package_is_unsupported_and_names_the_extra_to_install(
+    families: Families, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A None in sys.modules is how Python marks a module that cannot be imported: what a plain install looks like.
+    monkeypatch.setitem(sys.modules, "gguf", None)
+
+    with pytest.raises(ModelUnsupported) as refused:
+        families.load("tiny-flux-q8")
+
+    assert "needs the gguf package" in refused.value.message
+    assert "pip install 'imageforge[gguf]'" in refused.value.hint
 
 
 @pytest.mark.skipif(not HAS_KLEIN, reason="this diffusers has no Flux2KleinPipeline")

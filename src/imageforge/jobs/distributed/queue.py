@@ -25,7 +25,7 @@ from typing import Any, ParamSpec, TypeVar
 import redis
 import redis.asyncio
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import setup_logging, worker_ready
 from redis.client import Pipeline
 
 from imageforge.domain import LOCAL_CALLER, Caller, Job, JobEvent, JobStatus
@@ -615,6 +615,9 @@ class DistributedJobQueue:
         """A Celery worker (solo pool: one job at a time, in its thread) of the queues of `routes`."""
         name = self.serve_as_worker(routes, device=device, name=name).worker
         worker_ready.connect(_announce_ready, weak=False, dispatch_uid="imageforge-worker-ready")
+        # The process's logging is its own (`imageforge worker` sets it up, in IMAGEFORGE_LOG_FORMAT): with a
+        # receiver here Celery leaves it as it is instead of replacing the root logger's handlers with its own.
+        setup_logging.connect(_keep_logging, weak=False, dispatch_uid="imageforge-keep-logging")
         return self.app.Worker(
             hostname=f"{name}@{socket.gethostname()}",
             queues=[dispatch.queue_name(route) for route in routes],
@@ -665,6 +668,10 @@ class DistributedJobQueue:
             except redis.RedisError as exc:
                 log.warning("worker heartbeat failed: %s", exc)
             self._stopping.wait(3.0)
+
+
+def _keep_logging(**_: Any) -> None:
+    pass
 
 
 def _announce_ready(**_: Any) -> None:

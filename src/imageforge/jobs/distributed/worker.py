@@ -14,10 +14,12 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from imageforge import tracing
 from imageforge.domain import Job, JobStatus
 from imageforge.errors import Cancelled, ImageforgeError
 from imageforge.jobs.distributed.records import Record, Records
-from imageforge.jobs.queue import JobFunction
+from imageforge.jobs.queue import JobFunction, ended
+from imageforge.logs import job_context
 
 log = logging.getLogger(__name__)
 
@@ -98,17 +100,28 @@ class JobRunner:
             log.info("dropped a delivery of job %s attempt %d: not this attempt's to run", job_id, attempt)
             return
         self.current = job_id
-        with _redis_blip("queue places", job_id):
-            self._records.publish_places()
-        run = _Run(self, record)
-        beating = threading.Thread(target=run.beat, name=f"imageforge-heartbeat-{job_id}", daemon=True)
-        beating.start()
-        try:
-            self._execute(run)
-        finally:
-            run.done.set()
-            beating.join()
-            self.current = None
+        with job_context(job_id, record.job.client), tracing.run(job_id, record.job.kind, record.job.created_at):
+            log.info(
+                "job started: %s, attempt %d, after %.0f ms in the queue",
+                record.job.kind,
+                attempt,
+                record.job.timings.get("queue_ms", 0.0),
+            )
+            with _redis_blip("queue places", job_id):
+                self._records.publish_places()
+            run = _Run(self, record)
+            beating = threading.Thread(target=run.beat, name=f"imageforge-heartbeat-{job_id}", daemon=True)
+            beating.start()
+            try:
+                self._execute(run)
+            finally:
+                run.done.set()
+                beating.join()
+                self.current = None
+            if record.job.status.is_terminal:
+                log.info("job %s", ended(record.job))
+            else:
+                log.info("job left to another attempt: this one was superseded")
 
     def _claim(self, job_id: str, attempt: int) -> Record | None:
         claimed: list[Record] = []

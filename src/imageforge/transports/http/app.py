@@ -31,6 +31,7 @@ from imageforge.transports.http.errors import install_error_handlers
 from imageforge.transports.http.head import HeadAsGet
 from imageforge.transports.http.limits import BodySizeLimit
 from imageforge.transports.http.mcp_sessions import McpSessions
+from imageforge.transports.http.request_context import RequestContext
 from imageforge.transports.http.routes import health, images, jobs, models, prompting
 from imageforge.transports.http.signed_urls import SECRET_BYTES, ImageUrlSigner
 from imageforge.transports.mcp.server import McpOptions, build_mcp_server
@@ -111,6 +112,7 @@ def create_app(
     app.state.sd_checkpoints = a1111.CheckpointChoices()
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(RequestContext)
     # Added last, so it runs first: an unauthenticated request is refused before its body is read.
     app.state.image_query = image_query
     app.state.access = AccessRule(keys, loopback=is_loopback(host), insecure_no_auth=insecure_no_auth)

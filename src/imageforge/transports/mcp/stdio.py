@@ -10,36 +10,22 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 
 import anyio
 
+from imageforge.logs import log_to_stderr
 from imageforge.service import ImageService
 from imageforge.transports.mcp.server import McpOptions, build_mcp_server
-
-#: The format of the server's log lines on stderr.
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def log_to_stderr() -> None:
-    """Send every log record to stderr: imageforge's from INFO, the libraries' from WARNING.
-
-    `MCPServer` configures the root logger when it is built (`logging.basicConfig`, which does nothing once a
-    handler is there); configuring it first keeps one plain format and keeps the SDK's per-request INFO lines
-    out of the log.
-    """
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    logging.getLogger("imageforge").setLevel(logging.INFO)
 
 
 def serve_stdio(service: ImageService, options: McpOptions) -> None:
     """Serve the MCP tools on `service` over stdin and stdout until the client closes stdin.
 
     Starts the service, and closes it when the client goes or on SIGINT or SIGTERM (raised as
-    KeyboardInterrupt), which cancels a job still running.
+    KeyboardInterrupt), which cancels a job still running. Logs go to stderr, as text unless the caller set
+    logging up first (`imageforge mcp` does, in `IMAGEFORGE_LOG_FORMAT`): the SDK's `logging.basicConfig` when the
+    server is built then does nothing, which also keeps its per-request INFO lines out of the log.
     """
     log_to_stderr()
     server = build_mcp_server(service, options)

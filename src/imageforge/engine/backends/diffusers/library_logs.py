@@ -14,6 +14,12 @@ def quiet_libraries() -> None:
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+    if logging.getLogger().handlers:
+        # The process set its log up (`imageforge serve`, `worker`, `mcp`): the libraries' lines go through it, in
+        # its format (JSON lines included), instead of through a handler of their own.
+        for library in (diffusers.utils.logging, transformers.utils.logging):
+            library.disable_default_handler()
+            library.enable_propagation()
     _keep_prompts_out_of_logs(logging.getLogger("diffusers"))
 
 

@@ -30,6 +30,7 @@ from imageforge.engine.backends.diffusers.weights import (
     why_unavailable,
 )
 from imageforge.errors import ModelUnsupported, WeightsUnavailable
+from imageforge.extras import install_line, missing
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,14 @@ def _quantized_transformer(reference: str, dtype: Any, *, config: str, revision:
     Naming the config source keeps the load offline once the source is on disk; without it diffusers
     guesses a Hub repo from the checkpoint's keys and fetches that repo's config.
     """
+    if missing("gguf"):
+        # Said before the file is fetched: ~7 GB downloaded only to fail on a package would be a poor answer.
+        raise ModelUnsupported(
+            f"The transformer file {reference} is GGUF-quantised, and reading it needs the gguf package, which this "
+            "installation lacks.",
+            hint=f"Install it with {install_line('gguf')} (or pip install gguf into imageforge's environment) and "
+            "restart.",
+        )
     from diffusers import FluxTransformer2DModel, GGUFQuantizationConfig
 
     if not reference.lower().endswith(".gguf"):

@@ -17,6 +17,7 @@ from anyio import to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import CallToolResult
 
+from imageforge import tracing
 from imageforge.domain import Caller, GenerationParams, ImageResult, JobEvent, JobStatus, Task
 from imageforge.errors import ImageforgeError
 from imageforge.service import ImageService
@@ -79,7 +80,9 @@ async def _draw(
     job_id = None
     try:
         params = await to_thread.run_sync(build)
-        job = await to_thread.run_sync(functools.partial(kit.service.submit, params, caller=caller))
+        # The agent's trace, when its call carries one in `_meta` (`traceparent`), goes on through the job.
+        with tracing.continuing(ctx.request_context.meta), tracing.span(f"MCP {tool}", **{"mcp.tool": tool}):
+            job = await to_thread.run_sync(functools.partial(kit.service.submit, params, caller=caller))
         job_id = job.id
         result = await _follow(kit.service, ctx, job.id, caller, kit.options.progress_every_s)
         answer = await to_thread.run_sync(image_result, job.id, result, base_url(ctx), kit.options)
