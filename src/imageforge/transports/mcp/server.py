@@ -7,7 +7,8 @@ the job.
 
 The parts: `tools/` (a module per group of tools, and the resource of earlier images), `templates` (the style
 templates as resources and prompts), `arguments` (the tools' arguments, from the request's declaration),
-`results` (what the tools answer).
+`results` (what the tools answer), `tasks` (MCP Tasks on the drawing tools' jobs, a middleware of the SDK's lower
+layer).
 """
 
 from __future__ import annotations
