@@ -109,6 +109,18 @@ async def test_a_queued_task_is_cancelled_at_once(gated: tuple[ImageService, Gat
     assert cancelled.status == "cancelled"
 
 
+async def test_edit_image_called_as_a_task_answers_the_edited_image(service: ImageService) -> None:
+    async with _tasks(service) as calls:
+        source = structured_of(await calls.client.call_tool("generate_image", {"prompt": "a fox", **SMALL}))
+        arguments = {"prompt": "a red fox", "image": source["uri"], "strength": 0.5, "steps": 2}
+        task = (await calls.create("edit_image", arguments)).task
+        edited = structured_of(await calls.result(task.task_id))
+
+    assert edited["job_id"] == task.task_id
+    assert edited["task"] == "img2img"
+    assert edited["output_path"] != source["output_path"]
+
+
 async def test_the_drawing_tools_say_they_run_as_tasks_and_a_call_without_task_still_waits_for_the_image(
     service: ImageService,
 ) -> None:
