@@ -109,7 +109,8 @@ class TaskMiddleware:
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method == "initialize":
             return _advertised(await call_next(ctx))
-        if ctx.request_id is None or ctx.protocol_version != TASKS_VERSION:
+        # Before the handshake, the SDK's own gate answers; after it, only the revision with Tasks has them.
+        if ctx.request_id is None or ctx.session.client_params is None or ctx.protocol_version != TASKS_VERSION:
             return await call_next(ctx)
         params: Mapping[str, Any] = ctx.params or {}
         if ctx.method == "tools/call" and params.get("task") is not None:
@@ -181,8 +182,11 @@ class TaskMiddleware:
     async def _list(self, caller: Caller, params: PaginatedRequestParams) -> HandlerResult:
         if params.cursor is not None:
             raise MCPError(INVALID_PARAMS, "Unknown cursor.", data={"code": "invalid_request", "hint": "Omit it."})
-        jobs = await to_thread.run_sync(functools.partial(self._kit.service.list_jobs, limit=LIST_LIMIT, caller=caller))
-        return {"tasks": [await to_thread.run_sync(self._task, job) for job in jobs]}
+
+        def listed() -> list[dict[str, Any]]:
+            return [self._task(job) for job in self._kit.service.list_jobs(limit=LIST_LIMIT, caller=caller)]
+
+        return {"tasks": await to_thread.run_sync(listed)}
 
     async def _job(self, caller: Caller, task_id: str) -> Job:
         """The caller's job of that id; another caller's, an unknown or an expired one is an unknown task."""
