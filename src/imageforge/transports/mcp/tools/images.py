@@ -84,7 +84,8 @@ async def _draw(
         job = await to_thread.run_sync(functools.partial(kit.service.submit, params, caller=caller))
         job_id = job.id
         if (ticket := task_ticket()) is not None:
-            ticket.job_id = job.id  # the client follows it as a task (tasks/get, tasks/result)
+            # The task middleware answers the call with this job; the client follows it with tasks/get.
+            ticket.job_id = job.id
             kit.record(client, tool, "ok", job_id, fields.get("prompt"))
             return CallToolResult(content=[])
         result = await _follow(kit.service, ctx, job.id, caller, kit.options.progress_every_s)
