@@ -7,7 +7,8 @@ the job.
 
 The parts: `tools/` (a module per group of tools, and the resource of earlier images), `templates` (the style
 templates as resources and prompts), `arguments` (the tools' arguments, from the request's declaration),
-`results` (what the tools answer).
+`results` (what the tools answer), `tasks` (MCP Tasks on the drawing tools' jobs, a middleware of the SDK's lower
+layer).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from imageforge import __version__
 from imageforge.service import ImageService
 from imageforge.transports.mcp.arguments import invalid_arguments, sealed_schema, unknown_arguments
 from imageforge.transports.mcp.results import ImageOutput, JobOutput, McpOptions, error_result
+from imageforge.transports.mcp.tasks import TaskMiddleware, with_task_support
 from imageforge.transports.mcp.templates import register_templates
 from imageforge.transports.mcp.tools.catalog import register_catalog_tools
 from imageforge.transports.mcp.tools.history import register_history
@@ -54,6 +56,7 @@ def build_mcp_server(service: ImageService, options: McpOptions = _DEFAULT_OPTIO
         _server_bounds(service), name="imageforge", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING"
     )
     kit = Toolkit(service, options)
+    mcp.middleware.append(TaskMiddleware(kit))
     register_image_tools(mcp, kit)
     register_catalog_tools(mcp, kit)
     register_job_tools(mcp, kit)
@@ -87,7 +90,8 @@ class _Server(MCPServer):
     async def list_tools(self) -> list[MCPTool]:
         tools = await super().list_tools()
         return [
-            tool.model_copy(update={"input_schema": sealed_schema(tool.input_schema, self._bounds)}) for tool in tools
+            with_task_support(tool.model_copy(update={"input_schema": sealed_schema(tool.input_schema, self._bounds)}))
+            for tool in tools
         ]
 
     async def call_tool(

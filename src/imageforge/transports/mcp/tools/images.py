@@ -23,6 +23,7 @@ from imageforge.errors import ImageforgeError
 from imageforge.service import ImageService
 from imageforge.transports.mcp.arguments import IMAGE_FIELDS, ImageInput, MaskInput, declared_arguments, request_params
 from imageforge.transports.mcp.results import RESULT_NOTE, ImageOutput, error_result, image_result
+from imageforge.transports.mcp.tasks import task_ticket
 from imageforge.transports.mcp.tools.toolkit import DRAWING, Toolkit, base_url, caller_of, client_of
 
 
@@ -75,7 +76,8 @@ async def _draw(
     kit: Toolkit, ctx: Context, tool: str, fields: dict[str, Any], build: Callable[[], GenerationParams]
 ) -> CallToolResult:
     """Submit the caller's job (the request `build` makes of the arguments `fields`), report its steps as
-    progress, and return its image; cancelling the call cancels it. The call is audited as `tool`."""
+    progress, and return its image; cancelling the call cancels it. The call is audited as `tool`. Called as a
+    task (`task_ticket`), it hands the submitted job to the ticket and returns at once."""
     client, caller = client_of(ctx), caller_of(ctx)
     job_id = None
     try:
@@ -84,6 +86,11 @@ async def _draw(
         with tracing.continuing(ctx.request_context.meta), tracing.span(f"MCP {tool}", **{"mcp.tool": tool}):
             job = await to_thread.run_sync(functools.partial(kit.service.submit, params, caller=caller))
         job_id = job.id
+        if (ticket := task_ticket()) is not None:
+            # The task middleware answers the call with this job; the client follows it with tasks/get.
+            ticket.job_id = job.id
+            kit.record(client, tool, "ok", job_id, fields.get("prompt"))
+            return CallToolResult(content=[])
         result = await _follow(kit.service, ctx, job.id, caller, kit.options.progress_every_s)
         answer = await to_thread.run_sync(image_result, job.id, result, base_url(ctx), kit.options)
     except ImageforgeError as exc:

@@ -69,19 +69,34 @@ class Toolkit:
 
 def client_of(ctx: Context) -> str:
     """Who calls: over HTTP, the request's API key name or peer address; over stdio, the local user."""
-    scope = getattr(ctx.request_context.request, "scope", None)
-    return LOCAL_CLIENT if scope is None else clients.client_of(scope)
+    return request_client(ctx.request_context.request)
 
 
 def caller_of(ctx: Context) -> Caller:
     """Whose jobs the caller may see: over HTTP, as its request's API key says; over stdio, the local user's."""
-    scope = getattr(ctx.request_context.request, "scope", None)
-    return LOCAL_CALLER if scope is None else clients.caller_of(scope)
+    return request_caller(ctx.request_context.request)
 
 
 def base_url(ctx: Context) -> str | None:
     """The HTTP origin the client reached this server at; None over stdio."""
-    request = ctx.request_context.request
+    return request_base_url(ctx.request_context.request)
+
+
+def request_client(request: object) -> str:
+    """`client_of` for the transport's request of an MCP message (a Starlette request over HTTP, None over
+    stdio), for code below the tools that has no tool context."""
+    scope = getattr(request, "scope", None)
+    return LOCAL_CLIENT if scope is None else clients.client_of(scope)
+
+
+def request_caller(request: object) -> Caller:
+    """`caller_of` for the transport's request of an MCP message."""
+    scope = getattr(request, "scope", None)
+    return LOCAL_CALLER if scope is None else clients.caller_of(scope)
+
+
+def request_base_url(request: object) -> str | None:
+    """`base_url` for the transport's request of an MCP message."""
     headers = getattr(request, "headers", None)
     url = getattr(request, "url", None)
     if headers is None or url is None or "host" not in headers:
