@@ -102,6 +102,11 @@ class Metrics:
             "Memory of the device models run on (GPU memory on CUDA, RAM on CPU and MPS); NaN where unknown.",
             registry=registry,
         )
+        self.device_memory_used_bytes = Gauge(
+            "imageforge_device_memory_used_bytes",
+            "Memory torch's allocator holds on the device now (CUDA, MPS); NaN where the device does not say (CPU).",
+            registry=registry,
+        )
         self.cache_lookups = Counter(
             "imageforge_cache_lookups",
             "Lookups of seeded results in the artifact cache, by result (hit, miss).",
@@ -115,6 +120,7 @@ class Metrics:
             registry=registry,
         )
         self.device_memory_bytes.set(math.nan)
+        self.device_memory_used_bytes.set(math.nan)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one HTTP request answered with `status` after `seconds`, under its route template."""
@@ -122,17 +128,10 @@ class Metrics:
         self.requests.labels(route, method, str(status)).inc()
         self.request_seconds.labels(route).observe(seconds)
 
-    def watch_device_memory(self, read_gb: Callable[[], float | None]) -> None:
-        """Read the device's memory (GB, None when unknown) with `read_gb` at each scrape."""
-
-        def read_bytes() -> float:
-            try:
-                gb = read_gb()
-            except Exception:  # a scrape must not fail on the device: the gauge reads NaN instead
-                return math.nan
-            return math.nan if gb is None else gb * 2**30
-
-        self.device_memory_bytes.set_function(read_bytes)
+    def watch_device_memory(self, total_gb: Callable[[], float | None], used_gb: Callable[[], float | None]) -> None:
+        """Read the device's memory, in all and in use (GB, None when unknown), at each scrape."""
+        self.device_memory_bytes.set_function(_bytes_or_nan(total_gb))
+        self.device_memory_used_bytes.set_function(_bytes_or_nan(used_gb))
 
     def watch_queue(self, waiting: Callable[[], int], running: Callable[[], int]) -> None:
         """Read the queue's depth and running jobs with these at each scrape (NaN when they fail)."""
@@ -157,6 +156,17 @@ class Metrics:
     def exposition(self) -> bytes:
         """Every metric now, in Prometheus's text format (`CONTENT_TYPE`)."""
         return generate_latest(self.registry)
+
+
+def _bytes_or_nan(read_gb: Callable[[], float | None]) -> Callable[[], float]:
+    def reading() -> float:
+        try:
+            gb = read_gb()
+        except Exception:  # a scrape must not fail on the device: the gauge reads NaN instead
+            return math.nan
+        return math.nan if gb is None else gb * 2**30
+
+    return reading
 
 
 def _or_nan(read: Callable[[], int]) -> Callable[[], float]:

@@ -129,7 +129,7 @@ class ImageService:
         self._assist_slots = threading.BoundedSemaphore(limits.assist_concurrency)
         self._audit = audit or AuditLog()
         self.metrics = metrics or Metrics()
-        self.metrics.watch_device_memory(lambda: backend.device_info().memory_gb)
+        self.metrics.watch_device_memory(lambda: backend.device_info().memory_gb, backend.memory_in_use_gb)
         self._folders = tuple(folders)
         run = ImageJob(catalog, backend, pool, outputs, cache, inputs, assistant, policy, self._faults, self.metrics)
         queue.register(IMAGE_JOB, run, on_expire=self._files.expire)

@@ -92,6 +92,7 @@ def test_metrics_after_a_few_jobs_count_them_with_histogram_buckets_and_no_unbou
     assert value(found, "imageforge_model_resident", model="tiny") == 1
     assert value(found, "imageforge_model_memory_bytes", model="tiny") > 0
     assert value(found, "imageforge_device_memory_bytes") > 0, "the CPU's memory is the machine's RAM"
+    assert math.isnan(value(found, "imageforge_device_memory_used_bytes")), "the CPU does not say what is in use"
 
     assert value(found, "imageforge_http_requests_total", route="/generate", method="POST", status="200") == 2
     assert value(found, "imageforge_http_requests_total", route="/jobs/{job_id}", method="GET", status="200") == 1
