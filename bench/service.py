@@ -14,8 +14,13 @@ model, in the same process and run:
 With `--full-size` it measures the end-to-end overhead alone, on the sd-turbo architecture with random weights
 (built as `bench/engine.py` builds it and served through a models-file entry), at 512x512 and 1 step.
 
+With `--metrics` it measures what the Prometheus metrics cost a `tiny` request (issue 22): the same HTTP
+`POST /generate` on two servers in this process, one counting and one whose metrics record nothing, in turn;
+and the recording calls one such request makes, timed alone.
+
     PYTHONPATH=src .venv/bin/python bench/service.py [--runs 20] [--clients 4] [--json]
     PYTHONPATH=src .venv/bin/python bench/service.py --full-size [--runs 6] [--json]
+    PYTHONPATH=src .venv/bin/python bench/service.py --metrics [--runs 200] [--json]
 
 `--json` prints one JSON object as the last line. The targets are printed with pass/fail.
 """
@@ -24,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import functools
 import io
 import json
 import os
@@ -54,8 +61,10 @@ from imageforge.config import Settings
 from imageforge.domain import GenerationParams, Task
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.engine.protocol import LoadedModel
-from imageforge.jobs.queue import EmbeddedJobQueue, QueueLimits
+from imageforge.jobs.embedded import EmbeddedJobQueue
+from imageforge.jobs.queue import QueueLimits
 from imageforge.jobs.store import JobStore
+from imageforge.metrics import Metrics
 from imageforge.service import ImageService
 from imageforge.storage.cache import ArtifactCache
 from imageforge.storage.outputs import OutputStore, encode_png
@@ -68,6 +77,8 @@ PROMPT = "a red fox in the snow"
 HTTP_OVERHEAD_MS_MAX = 25.0
 CACHE_HIT_P50_MS_MAX = 20.0
 FULL_SIZE_OVERHEAD_PCT_MAX = 3.0
+#: What the metrics may add to one `tiny` request (issue 22).
+METRICS_OVERHEAD_MS_MAX = 1.0
 
 
 @dataclass(frozen=True)
@@ -350,6 +361,112 @@ def full_size(runs: int) -> dict[str, Any]:
     return results
 
 
+class _Ignored:
+    """A metric family that records nothing, standing in for each of `Metrics`' families."""
+
+    def labels(self, *values: str) -> _Ignored:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        return None
+
+    def observe(self, amount: float) -> None:
+        return None
+
+    def set(self, value: float) -> None:
+        return None
+
+    def set_function(self, read: Callable[[], float]) -> None:
+        return None
+
+    def remove(self, *values: str) -> None:
+        return None
+
+
+class NoMetrics(Metrics):
+    """`Metrics` whose every family records nothing: the service as it was before it counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name, family in list(vars(self).items()):
+            if name != "registry" and hasattr(family, "labels"):
+                setattr(self, name, _Ignored())
+
+
+def one_requests_recording(metrics: Metrics) -> None:
+    """The recording calls one unseeded `tiny` `POST /generate` makes, in the order it makes them."""
+    metrics.jobs_submitted.labels("image").inc()
+    metrics.queue_wait.observe(0.001)
+    metrics.generation_seconds.labels("tiny", "text2img", "cpu/float32").observe(0.02)
+    metrics.job_finished("image", "succeeded", None)
+    metrics.observe_request("/generate", "POST", 200, 0.03)
+
+
+def metrics_overhead(runs: int) -> dict[str, Any]:
+    """A `tiny` request (64x64, 1 step, no cache) over HTTP with metrics and without, in turn, plus a second server
+    without metrics as the noise reference (the same comparison where nothing differs), and the recording calls of
+    one request timed alone (averaged over many)."""
+    names = ("with", "without", "without_again")
+    with tempfile.TemporaryDirectory(prefix="imageforge-bench-") as folder, contextlib.ExitStack() as stack:
+        root = Path(folder)
+        payload = {"prompt": PROMPT, "width": 64, "height": 64, "steps": 1, "use_cache": False}
+        calls: dict[str, Callable[[], object]] = {}
+        for name in names:
+            settings = Settings(
+                _env_file=None,
+                default_model="tiny",
+                root_dir=root / name,
+                data_dir=root / name / "data",
+                ollama_url="http://127.0.0.1:9",
+            )
+            service = build_service(settings, metrics=Metrics() if name == "with" else NoMetrics())
+            url = stack.enter_context(serving(create_app(service)))
+            client = stack.enter_context(httpx.Client(base_url=url, timeout=120))
+            calls[name] = functools.partial(http_generate, client, payload)
+        samples: dict[str, list[float]] = {name: [] for name in names}
+        # The order turns each round: the first request of a round is slower, whichever server gets it.
+        for round_ in range(5 + runs):
+            for name in names[round_ % 3 :] + names[: round_ % 3]:
+                started = time.perf_counter()
+                calls[name]()
+                if round_ >= 5:
+                    samples[name].append(time.perf_counter() - started)
+    timings = {name: Timings(values) for name, values in samples.items()}
+    metrics = Metrics()
+    repeats = 20_000
+    started = time.perf_counter()
+    for _ in range(repeats):
+        one_requests_recording(metrics)
+    recording_ms = 1000 * (time.perf_counter() - started) / repeats
+    with_, without, again = timings["with"], timings["without"], timings["without_again"]
+    return {
+        "runs": runs,
+        "with_ms": with_.p50,
+        "without_ms": without.p50,
+        "with_best_ms": with_.best,
+        "without_best_ms": without.best,
+        "difference_ms": with_.p50 - without.p50,
+        "ratio": with_.p50 / without.p50,
+        "noise_ms": again.p50 - without.p50,
+        "recording_per_request_ms": recording_ms,
+    }
+
+
+def report_metrics(results: dict[str, Any]) -> list[tuple[str, bool]]:
+    print(f"tiny, 64x64, 1 step, HTTP POST /generate, {results['runs']} runs each, in turn; p50 (fastest)")
+    print(f"  with metrics:    {results['with_ms']:7.2f} ms ({results['with_best_ms']:.2f})")
+    print(f"  without metrics: {results['without_ms']:7.2f} ms ({results['without_best_ms']:.2f})")
+    print(f"  difference:      {results['difference_ms']:+7.2f} ms (ratio {results['ratio']:.3f})")
+    print(f"  noise: a second server without metrics differs by {results['noise_ms']:+.2f} ms")
+    print(f"  the recording calls of one request, alone: {1000 * results['recording_per_request_ms']:.1f} µs")
+    target = (
+        f"metrics' recording per tiny request < {METRICS_OVERHEAD_MS_MAX:g} ms",
+        results["recording_per_request_ms"] < METRICS_OVERHEAD_MS_MAX,
+    )
+    print(f"\n{'PASS' if target[1] else 'FAIL'}  {target[0]}")
+    return [target]
+
+
 def report_full_size(results: dict[str, Any]) -> list[tuple[str, bool]]:
     direct_s, best_s = results["direct_ms"] / 1000, results["direct_best_ms"] / 1000
     print(f"sd-turbo architecture, 512x512, 1 step, {results['runs']} runs")
@@ -412,9 +529,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients for the throughput run")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="image sides in px")
     parser.add_argument("--full-size", action="store_true", help="only the overhead, on the sd-turbo architecture")
+    parser.add_argument("--metrics", action="store_true", help="only the cost of the Prometheus metrics, on tiny")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     arguments = parser.parse_args()
-    if arguments.full_size:
+    if arguments.metrics:
+        results = metrics_overhead(arguments.runs)
+        targets = report_metrics(results)
+    elif arguments.full_size:
         results = full_size(arguments.runs)
         targets = report_full_size(results)
     else:

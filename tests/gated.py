@@ -22,6 +22,9 @@ class StepHookBackend:
     def device_info(self) -> DeviceInfo:
         return self.inner.device_info()
 
+    def memory_in_use_gb(self) -> float | None:
+        return self.inner.memory_in_use_gb()
+
     def fingerprint(self) -> str:
         return self.inner.fingerprint()
 

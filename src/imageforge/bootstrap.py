@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imageforge import tracing
@@ -18,6 +19,7 @@ from imageforge.jobs.embedded import EmbeddedJobQueue
 from imageforge.jobs.owner import Owner
 from imageforge.jobs.queue import JobQueue, QueueLimits
 from imageforge.jobs.store import JobStore
+from imageforge.metrics import Metrics
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import load_policy
 from imageforge.prompting.templates import load_templates
@@ -29,14 +31,19 @@ from imageforge.storage.inputs import FolderInputStore
 from imageforge.storage.outputs import OutputStore
 
 
-def check_folders(settings: Settings) -> None:
-    """Refuse to start on a folder the service writes that is not a writable folder (made when missing):
-    `FolderUnwritable` naming the setting, before any job runs and fails on it."""
-    for setting, folder in (
+def written_folders(settings: Settings) -> tuple[tuple[str, Path], ...]:
+    """The folders the service writes, each with the setting that names it."""
+    return (
         ("IMAGEFORGE_DATA_DIR", settings.data_path),
         ("OUTPUT_DIR", settings.output_path),
         ("CACHE_DIR", settings.cache_path),
-    ):
+    )
+
+
+def check_folders(settings: Settings) -> None:
+    """Refuse to start on a folder the service writes that is not a writable folder (made when missing):
+    `FolderUnwritable` naming the setting, before any job runs and fails on it."""
+    for setting, folder in written_folders(settings):
         try:
             probe_folder(folder)
         except OSError as exc:
@@ -47,9 +54,16 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 
-def build_queue(settings: Settings, *, clock: Callable[[], float] = time.time, owner: Owner | None = None) -> JobQueue:
+def build_queue(
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.time,
+    owner: Owner | None = None,
+    metrics: Metrics | None = None,
+) -> JobQueue:
     """The job queue `settings` ask for: the embedded SQLite queue of one machine, or with IMAGEFORGE_QUEUE_URL
-    the distributed one on Redis and Celery (imported only then: it is an optional extra)."""
+    the distributed one on Redis and Celery (imported only then: it is an optional extra); it counts in
+    `metrics`."""
     limits = QueueLimits(
         max_queued=settings.max_queue,
         job_timeout_s=settings.job_timeout_s,
@@ -60,8 +74,8 @@ def build_queue(settings: Settings, *, clock: Callable[[], float] = time.time, o
     if settings.queue_url:
         from imageforge.jobs.distributed.queue import DistributedJobQueue
 
-        return DistributedJobQueue(settings.queue_url, limits, clock=clock)
-    return EmbeddedJobQueue(JobStore(settings.jobs_path), limits, clock=clock, owner=owner)
+        return DistributedJobQueue(settings.queue_url, limits, clock=clock, metrics=metrics)
+    return EmbeddedJobQueue(JobStore(settings.jobs_path), limits, clock=clock, owner=owner, metrics=metrics)
 
 
 def build_service(
@@ -72,6 +86,7 @@ def build_service(
     audit: AuditLog | None = None,
     owner: Owner | None = None,
     queue: JobQueue | None = None,
+    metrics: Metrics | None = None,
 ) -> ImageService:
     """An `ImageService` for `settings`. Cheap: no model loads and torch is not imported until needed.
 
@@ -79,9 +94,12 @@ def build_service(
     jobs' wall clock (tests move it to expire results); `audit` keeps the audit log (the served HTTP app's; the
     CLI and MCP over stdio are the local user's own process and keep none); `owner` is what the data folder's lock
     records of this process for the others it turns away (a server's URL); `queue` replaces the one `build_queue`
-    makes (a worker keeps its own to consume from). `FolderUnwritable` when a folder it writes is unusable.
+    makes (a worker keeps its own to consume from); `metrics` is where the service and its components count
+    (a fresh registry unless given: a given `queue` should count in the same). `FolderUnwritable` when a folder it
+    writes is unusable.
     """
     check_folders(settings)
+    metrics = metrics or Metrics()
     guards = [name for name, on in (("ALLOW_FLUX", settings.allow_flux), ("ALLOW_KLEIN", settings.allow_klein)) if on]
     catalog = build_catalog(
         lora_portrait=settings.lora_portrait,
@@ -102,17 +120,21 @@ def build_service(
         catalog=catalog,
         backend=backend,
         pool=ModelPool(
-            backend, PoolPolicy(memory_budget_gb=settings.memory_budget_gb, idle_unload_s=settings.idle_unload_s)
+            backend,
+            PoolPolicy(memory_budget_gb=settings.memory_budget_gb, idle_unload_s=settings.idle_unload_s),
+            metrics=metrics,
         ),
         outputs=OutputStore(settings.output_path),
-        cache=ArtifactCache(settings.cache_path),
+        cache=ArtifactCache(settings.cache_path, metrics=metrics),
         # Beside the job database, whose payloads name them: expired with their jobs, never served.
         inputs=FolderInputStore(settings.data_path / "inputs"),
-        assistant=PromptAssistant(settings.ollama_url, settings.ollama_model, timeout_s=settings.assist_timeout_s),
+        assistant=PromptAssistant(
+            settings.ollama_url, settings.ollama_model, timeout_s=settings.assist_timeout_s, metrics=metrics
+        ),
         policy=load_policy(settings.resolve(settings.policy_file), settings.policy_profile),
         templates=load_templates(settings.resolve(settings.templates_file)),
         paths=InputPaths(settings.root_dir, settings.input_roots),
-        queue=queue or build_queue(settings, clock=clock, owner=owner),
+        queue=queue or build_queue(settings, clock=clock, owner=owner, metrics=metrics),
         default_model=settings.default_model,
         limits=ServiceLimits(
             max_res=settings.max_res,
@@ -122,6 +144,8 @@ def build_service(
             shutdown_timeout_s=settings.shutdown_timeout_s,
         ),
         audit=audit,
+        metrics=metrics,
+        folders=written_folders(settings),
     )
 
 

@@ -332,6 +332,20 @@ class Settings(BaseSettings):
         validation_alias=_env("WORKER_MODELS", bare=False),
         description="the model keys an `imageforge worker` runs jobs for (comma-separated); empty: every model",
     )
+    worker_metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        validation_alias=_env("WORKER_METRICS_PORT", bare=False),
+        description="the port an `imageforge worker` serves its Prometheus metrics on (`/metrics`, no key: see "
+        "[deployment](deployment.md#monitoring)); 0: none",
+    )
+    worker_metrics_host: str = Field(
+        "127.0.0.1",
+        validation_alias=_env("WORKER_METRICS_HOST", bare=False),
+        description="the address a worker's metrics port listens on; loopback unless a scraper on another machine "
+        "must reach it",
+    )
     mcp_sessions_per_client: int = Field(
         16,
         ge=1,

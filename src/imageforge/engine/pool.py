@@ -13,6 +13,7 @@ from typing import Any, Literal
 from imageforge.domain import ModelSpec
 from imageforge.engine.protocol import ImageBackend, LoadedModel
 from imageforge.errors import ModelBusy, OutOfMemory
+from imageforge.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ class ModelPool:
 
     A model in use by a generation is never unloaded under it: eviction skips it and an explicit unload is
     `ModelBusy`. Out of memory while loading unloads every idle model and tries once more; out of memory while
-    generating unloads the other idle models so that the next job has room.
+    generating unloads the other idle models so that the next job has room. Loads, and which models are resident
+    with their estimated memory, are counted in `metrics`.
     """
 
     def __init__(
@@ -56,8 +58,10 @@ class ModelPool:
         policy: PoolPolicy = PoolPolicy(memory_budget_gb=None, idle_unload_s=0),
         *,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self._backend = backend
+        self._metrics = metrics or Metrics()
         self._policy = policy
         self._clock = clock
         self._resident: dict[str, _Resident] = {}
@@ -65,6 +69,8 @@ class ModelPool:
         self._lock = threading.Condition()
         #: one load at a time: two large loads at once are the surest way to run out of memory
         self._load_lock = threading.Lock()
+        #: the key of the model being loaded now, if any
+        self._loading: str | None = None
         self._closing = False
         self._idle_thread: threading.Thread | None = None
 
@@ -106,6 +112,7 @@ class ModelPool:
                 return resident, 0.0
             self._make_room(spec)
             started = time.perf_counter()
+            self._loading = spec.key
             try:
                 model = self._backend.load(spec)
             except OutOfMemory:
@@ -113,8 +120,11 @@ class ModelPool:
                     raise
                 log.warning("out of memory loading %s; unloaded the idle models and trying again", spec.key)
                 model = self._backend.load(spec)
+            finally:
+                self._loading = None
             load_s = time.perf_counter() - started
             log.info("loaded %s in %.2fs", spec.key, load_s)
+            self._metrics.model_loaded(spec.key, load_s, spec.est_memory_gb)
             now = self._clock()
             with self._lock:
                 self._resident[spec.key] = _Resident(model, loaded_at=now, last_used=now, users=1)
@@ -198,8 +208,8 @@ class ModelPool:
             self._close(key, entry.model, "to recover from running out of memory")
         return bool(victims)
 
-    @staticmethod
-    def _close(key: str, model: LoadedModel, why: str) -> None:
+    def _close(self, key: str, model: LoadedModel, why: str) -> None:
+        self._metrics.model_unloaded(key)
         model.close()
         log.info("unloaded %s %s", key, why)
 
@@ -212,6 +222,10 @@ class ModelPool:
             total = self._backend.device_info().memory_gb
             return None if total is None else round(total * AUTO_BUDGET_SHARE, 1)
         return budget
+
+    def loading(self) -> str | None:
+        """The key of the model being loaded now, or None."""
+        return self._loading
 
     def resident(self) -> list[str]:
         """The keys of the resident models, least recently used first."""

@@ -88,6 +88,11 @@ class ImageBackend(Protocol):
 
     def device_info(self) -> DeviceInfo: ...
 
+    def memory_in_use_gb(self) -> float | None:
+        """The memory the device's allocator holds now, in GB, where the device reports it (CUDA, MPS); None on
+        the CPU, and before anything ran on the device."""
+        ...
+
     def fingerprint(self) -> str:
         """What besides the request changes the pixels (library versions, device, dtype): part of cache keys."""
         ...

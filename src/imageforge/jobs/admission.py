@@ -8,7 +8,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from imageforge.errors import QueueFull, QueueShareExceeded, RateLimited
+from imageforge.errors import ImageforgeError, QueueFull, QueueShareExceeded, RateLimited
+from imageforge.metrics import Metrics
 
 #: The window of the per-client rate limit.
 RATE_WINDOW_S = 60.0
@@ -53,8 +54,8 @@ class Admission:
 
     `held_by(client)` says what a client holds now and `retry_after_s()` when a refused caller should try again;
     the queue, which knows both, supplies them, and `rate_log` where accepted jobs are counted (this process's
-    memory unless given: a queue across machines keeps it where all its nodes count). Callers hold the queue's
-    lock.
+    memory unless given: a queue across machines keeps it where all its nodes count). Each refusal is counted in
+    `metrics` by its code. Callers hold the queue's lock.
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class Admission:
         retry_after_s: Callable[[], int],
         clock: Callable[[], float],
         rate_log: RateLog | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._max_queued = max_queued
         self._client_share = client_share
@@ -75,15 +77,18 @@ class Admission:
         self._retry_after_s = retry_after_s
         self._clock = clock
         self._rate_log = rate_log or MemoryRateLog()
+        self._metrics = metrics or Metrics()
 
     def check_job(self, client: str, waiting: int) -> None:
         """Refuse a new job of `client`, with `waiting` jobs queued: `QueueFull`, `QueueShareExceeded` or
         `RateLimited`."""
         if waiting >= self._max_queued:
-            raise QueueFull(
-                f"The queue is full ({self._max_queued} jobs waiting).",
-                hint="Retry after the time in the Retry-After header.",
-                retry_after_s=self._retry_after_s(),
+            raise self._refused(
+                QueueFull(
+                    f"The queue is full ({self._max_queued} jobs waiting).",
+                    hint="Retry after the time in the Retry-After header.",
+                    retry_after_s=self._retry_after_s(),
+                )
             )
         self.check_share(client)
         self._check_rate(client)
@@ -94,12 +99,14 @@ class Admission:
             return
         held = self._held_by(client)
         if held >= self._client_share:
-            raise QueueShareExceeded(
-                f"You have {held} jobs waiting or running (each request waiting on one counts), your share of "
-                "this server's queue.",
-                hint="Wait for one to finish (or cancel one, or close a wait on one), then try again; the server's "
-                "admin sets the share with IMAGEFORGE_QUEUE_SHARE.",
-                retry_after_s=self._retry_after_s(),
+            raise self._refused(
+                QueueShareExceeded(
+                    f"You have {held} jobs waiting or running (each request waiting on one counts), your share of "
+                    "this server's queue.",
+                    hint="Wait for one to finish (or cancel one, or close a wait on one), then try again; the server's "
+                    "admin sets the share with IMAGEFORGE_QUEUE_SHARE.",
+                    retry_after_s=self._retry_after_s(),
+                )
             )
 
     def accepted(self, client: str, at: float) -> None:
@@ -113,9 +120,15 @@ class Admission:
         now = self._clock()
         accepted = self._rate_log.recent(client, now - RATE_WINDOW_S)
         if len(accepted) >= self._jobs_per_minute:
-            raise RateLimited(
-                f"You submitted {len(accepted)} jobs in the last minute, the most this server accepts.",
-                hint="Retry after the time in the Retry-After header; the server's admin sets the rate with "
-                "IMAGEFORGE_RATE_LIMIT.",
-                retry_after_s=max(1, math.ceil(accepted[0] + RATE_WINDOW_S - now)),
+            raise self._refused(
+                RateLimited(
+                    f"You submitted {len(accepted)} jobs in the last minute, the most this server accepts.",
+                    hint="Retry after the time in the Retry-After header; the server's admin sets the rate with "
+                    "IMAGEFORGE_RATE_LIMIT.",
+                    retry_after_s=max(1, math.ceil(accepted[0] + RATE_WINDOW_S - now)),
+                )
             )
+
+    def _refused(self, refusal: ImageforgeError) -> ImageforgeError:
+        self._metrics.refusals.labels(refusal.code).inc()
+        return refusal

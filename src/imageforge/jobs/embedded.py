@@ -41,6 +41,7 @@ from imageforge.jobs.queue import (
 )
 from imageforge.jobs.store import JobStore
 from imageforge.logs import job_context
+from imageforge.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,9 @@ class _Live:
 class EmbeddedJobQueue:
     """One worker thread running jobs FIFO, records in a `JobStore`, events kept in memory."""
 
+    #: jobs run in this process, on its worker thread
+    runs_in_process = True
+
     def __init__(
         self,
         store: JobStore,
@@ -97,8 +101,11 @@ class EmbeddedJobQueue:
         *,
         clock: Callable[[], float] = time.time,
         owner: Owner | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        #: where submissions, waits, ends and refusals are counted
+        self._metrics = metrics or Metrics()
         #: `owner` is how this process describes itself to the ones its lock turns away
         self._owner = OwnerLock.of_database(store.path, owner)
         #: wall-clock seconds for timestamps and expiry (tests pass their own)
@@ -126,7 +133,9 @@ class EmbeddedJobQueue:
             held_by=self.held_by,
             retry_after_s=self._retry_after_s,
             clock=clock,
+            metrics=self._metrics,
         )
+        self._metrics.watch_queue(lambda: len(self._pending), lambda: int(self._running is not None))
         #: the store's last write failure, until a write succeeds again
         self._fault: StorageUnavailable | None = None
         #: records the store could not take, kept in memory (and readable) until it can
@@ -250,6 +259,7 @@ class EmbeddedJobQueue:
                 client=client,
             )
             self._save(job)
+            self._metrics.jobs_submitted.labels(kind).inc()
             self._admission.accepted(client, job.created_at)
             ahead = len(self._pending) + int(self._running is not None)
             self._live[job.id] = _Live(job, events=[_state_event(job, 0, ahead=ahead)])
@@ -462,6 +472,7 @@ class EmbeddedJobQueue:
                 job.status = JobStatus.RUNNING
                 job.started_at = self._clock()
                 job.timings["queue_ms"] = round((job.started_at - job.created_at) * 1000, 1)
+                self._metrics.queue_wait.observe(max(0.0, job.started_at - job.created_at))
                 if self._limits.job_timeout_s:
                     live.deadline = self._clock() + self._limits.job_timeout_s
                 try:
@@ -541,6 +552,7 @@ class EmbeddedJobQueue:
                 job.status, job.result, job.error = JobStatus.FAILED, None, _failure(exc)
             if isinstance(exc, StorageUnavailable):
                 self._unsaved[job.id] = job
+        self._metrics.job_finished(job.kind, job.status.value, None if job.error is None else job.error["code"])
         if job.dedupe_key and self._inflight_by_dedupe.get(job.dedupe_key) == job.id:
             del self._inflight_by_dedupe[job.dedupe_key]
         if self._running is live:
@@ -583,6 +595,16 @@ class EmbeddedJobQueue:
     def describe(self) -> dict[str, Any]:
         """The embedded queue: jobs run in this process."""
         return {"kind": "embedded"}
+
+    def why_not_running(self) -> str | None:
+        """Why jobs do not run now (not started, stopping, the worker thread gone), or None while they do."""
+        if not self._threads:
+            return "The job queue has not started."
+        if self._closing:
+            return "The job queue is stopping."
+        if not all(thread.is_alive() for thread in self._threads):
+            return "The job queue's worker thread has stopped."
+        return None
 
     def _publish(self, live: _Live, kind: str, data: dict[str, Any]) -> None:
         live.events.append(JobEvent(type=kind, job_id=live.job.id, data=data, index=len(live.events)))

@@ -87,6 +87,9 @@ class JobQueue(Protocol):
     (see `Caller`), exactly as a job that never existed.
     """
 
+    #: whether the jobs submitted here run in this process (the embedded queue) or on workers elsewhere
+    runs_in_process: bool
+
     def register(self, kind: str, run: JobFunction, *, on_expire: ExpireHook | None = None) -> None: ...
 
     def submit(
@@ -141,6 +144,10 @@ class JobQueue(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """What /health says of the queue: its `kind`, and for a distributed one the workers seen."""
+        ...
+
+    def why_not_running(self) -> str | None:
+        """Why the queue cannot take and run jobs now, in words for /health/ready, or None while it can."""
         ...
 
     def start(self) -> None: ...

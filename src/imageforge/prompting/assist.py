@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from imageforge.domain import ASSIST_SOURCE_OLLAMA, ASSIST_SOURCE_PASSTHROUGH, AssistResult
+from imageforge.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ _Key = tuple[str, str | None, str]
 class PromptAssistant:
     """A client for one Ollama server and model, with a bounded cache of the expansions it got.
 
-    Only expansions are cached: a passthrough is not, so that the next request notices Ollama coming back.
+    Only expansions are cached: a passthrough is not, so that the next request notices Ollama coming back. Each
+    call is counted in `metrics` by outcome (`assisted`, `passed_through`).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class PromptAssistant:
         timeout_s: float = 20.0,
         probe_timeout_s: float = 1.0,
         cache_size: int = CACHE_SIZE,
+        metrics: Metrics | None = None,
     ) -> None:
         # Ollama's own OLLAMA_HOST takes `host:port` alone; so does this.
         self.url = (url if "://" in url else f"http://{url}").rstrip("/")
@@ -64,6 +67,7 @@ class PromptAssistant:
         self._probe_timeout_s = probe_timeout_s
         self._cache: OrderedDict[_Key, AssistResult] = OrderedDict()
         self._cache_size = cache_size
+        self._metrics = metrics or Metrics()
         # Jobs run in the queue's worker while requests call `expand` from the server's threads.
         self._lock = threading.Lock()
 
@@ -88,8 +92,10 @@ class PromptAssistant:
             cached = self._cache.get(key)
             if cached is not None:
                 self._cache.move_to_end(key)
+                self._metrics.assist_calls.labels("assisted").inc()
                 return cached
         result = self._ask(prompt, style)
+        self._metrics.assist_calls.labels("assisted" if result.assisted else "passed_through").inc()
         if result.assisted:
             with self._lock:
                 self._cache[key] = result

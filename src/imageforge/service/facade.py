@@ -41,22 +41,29 @@ from imageforge.engine.pool import ModelPool
 from imageforge.engine.protocol import ImageBackend
 from imageforge.errors import (
     AssistBusy,
+    ImageforgeError,
     ImageNotFound,
     JobExpired,
     JobNotFound,
+    QueueUnavailable,
     StorageUnavailable,
+    WeightsUnavailable,
     from_code,
+    storage_error,
 )
 from imageforge.inputs import InputPaths, require_text
 from imageforge.jobs.queue import JobQueue
 from imageforge.logs import job_context
+from imageforge.metrics import Metrics
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.templates import TemplateCatalog
 from imageforge.service.faults import StorageFaults
 from imageforge.service.image_job import ImageJob
 from imageforge.service.job_files import JobFiles
+from imageforge.service.readiness import CheckFailure, Readiness
 from imageforge.storage.audit import AuditLog
 from imageforge.storage.cache import ArtifactCache, cache_key
+from imageforge.storage.files import probe_folder
 from imageforge.storage.inputs import InputStore
 from imageforge.storage.outputs import OutputStore
 from imageforge.validation import RequestLimits, RequestValidator, assist_texts, require_texts
@@ -84,7 +91,11 @@ def _ignore_progress(progress: Progress) -> None:
 
 
 class ImageService:
-    """Generate, edit and inpaint images; list models; report health."""
+    """Generate, edit and inpaint images; list models; report health, readiness and metrics.
+
+    `metrics` is where this service and its components count (the components built with the same one);
+    `folders` are the folders it writes, by the setting that names them, which readiness probes.
+    """
 
     def __init__(
         self,
@@ -103,6 +114,8 @@ class ImageService:
         default_model: str,
         limits: ServiceLimits,
         audit: AuditLog | None = None,
+        metrics: Metrics | None = None,
+        folders: Iterable[tuple[str, Path]] = (),
     ) -> None:
         self.catalog = catalog
         self._backend = backend
@@ -119,7 +132,10 @@ class ImageService:
         self._files = JobFiles(queue, inputs, outputs, self._faults)
         self._assist_slots = threading.BoundedSemaphore(limits.assist_concurrency)
         self._audit = audit or AuditLog()
-        run = ImageJob(catalog, backend, pool, outputs, cache, inputs, assistant, policy, self._faults)
+        self.metrics = metrics or Metrics()
+        self.metrics.watch_device_memory(lambda: backend.device_info().memory_gb, backend.memory_in_use_gb)
+        self._folders = tuple(folders)
+        run = ImageJob(catalog, backend, pool, outputs, cache, inputs, assistant, policy, self._faults, self.metrics)
         queue.register(IMAGE_JOB, run, on_expire=self._files.expire)
 
     # -- jobs ---------------------------------------------------------------------------------------
@@ -304,6 +320,7 @@ class ImageService:
         """
         prompt, style = assist_texts(prompt, style)
         if not self._assist_slots.acquire(blocking=False):
+            self.metrics.assist_calls.labels("busy").inc()
             raise AssistBusy(
                 f"{self.limits.assist_concurrency} prompt expansions are already waiting on the local LLM.",
                 hint="Retry after the time in the Retry-After header; the server's admin sets how many run at "
@@ -382,6 +399,43 @@ class ImageService:
             runtime=info.runtime,
             ollama=self._assistant.status(),
             queue=self._queue.describe(),
+        )
+
+    def readiness(self) -> Readiness:
+        """Whether this service can take and run jobs now (`service.readiness`): the folders it writes take a
+        write and the job store takes writes, the queue runs, and the default model is resident, loading or
+        loadable here. Probes each folder with a small write, so that a folder that broke is seen before a job
+        fails on it."""
+        return Readiness({"storage": self._storage_check(), "queue": self._queue_check(), "model": self._model_check()})
+
+    def _storage_check(self) -> CheckFailure | None:
+        for setting, folder in self._folders:
+            try:
+                probe_folder(folder)
+            except OSError as exc:
+                return CheckFailure.of(storage_error(exc, "A folder the server writes", setting))
+        fault = self.storage_fault()
+        return None if fault is None else CheckFailure.of(fault)
+
+    def _queue_check(self) -> CheckFailure | None:
+        why = self._queue.why_not_running()
+        if why is None:
+            return None
+        return CheckFailure(QueueUnavailable.code, why, "Jobs are refused until it runs; see the server's log.")
+
+    def _model_check(self) -> CheckFailure | None:
+        try:
+            spec = self.catalog.require(self.default_model)
+        except ImageforgeError as exc:
+            return CheckFailure.of(exc)
+        if not self._queue.runs_in_process or spec.key in self._pool.resident() or self._pool.loading() == spec.key:
+            return None
+        if self._backend.weights_present(spec):
+            return None
+        return CheckFailure(
+            WeightsUnavailable.code,
+            f"The default model '{spec.key}' is not loaded and its weights are not on this machine.",
+            f"Fetch them with `imageforge models pull {spec.key}`, or set IMAGEFORGE_MODEL to a model that is here.",
         )
 
     def load_model(self, key: str) -> float:

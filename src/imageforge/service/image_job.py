@@ -30,6 +30,7 @@ from imageforge.engine.pool import ModelPool
 from imageforge.engine.protocol import Generated, ImageBackend, LoadedModel
 from imageforge.errors import Cancelled, GenerationFailed, ImageforgeError, InvalidRequest
 from imageforge.jobs.queue import JobContext
+from imageforge.metrics import Metrics
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import AppliedPolicy, apply_policy
 from imageforge.service.faults import StorageFaults
@@ -63,7 +64,8 @@ class ImageJob:
     The payload was validated at submit; its images are read from the input store by digest only when the cache
     does not answer. A request for `count` images makes them one after the other with consecutive seeds, each
     cached and stored as a request for that seed alone would be; the result is the first image's record with
-    every image (seed, output_path, cached, elapsed_s) under `images`.
+    every image (seed, output_path, cached, elapsed_s) under `images`. Each image made (not a cache hit) is timed
+    in `metrics` by model, task and runtime.
     """
 
     catalog: Catalog
@@ -75,6 +77,7 @@ class ImageJob:
     assistant: PromptAssistant
     policy: Policy
     faults: StorageFaults
+    metrics: Metrics
 
     def __call__(self, payload: dict[str, Any], context: JobContext) -> dict[str, Any]:
         try:
@@ -138,7 +141,12 @@ class ImageJob:
             applied = self._apply_policy(model, spec, request)
             record["policy_applied"] = applied.report
             model_request = replace(request, prompt=applied.prompt, negative_prompt=applied.negative_prompt)
+            generating = time.perf_counter()
             generated = self._run(model, spec, model_request, index, run)
+            runtime = _runtime_label(self.backend.device_info().device, generated.runtime)
+            self.metrics.generation_seconds.labels(spec.key, request.task.value, runtime).observe(
+                time.perf_counter() - generating
+            )
         record["runtime"] = generated.runtime
         # A request without a sampler ran the model's own: the result names it when the engine can.
         for name, used in (("sampler", generated.sampler), ("schedule", generated.schedule)):
@@ -243,6 +251,12 @@ class ImageJob:
         if spec.notice:
             record["notice"] = spec.notice
         return record
+
+
+def _runtime_label(device: str, runtime: dict[str, Any]) -> str:
+    """The runtime as a metric label: the device, the dtype, and whether torch.compile ran (a bounded set)."""
+    label = f"{device}/{runtime.get('dtype', 'unknown')}"
+    return f"{label}/compiled" if runtime.get("compile") else label
 
 
 def _preview_data(image: Image.Image) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from imageforge.errors import storage_error
+from imageforge.metrics import Metrics
 from imageforge.storage.files import probe_folder, write_with_sidecar
 
 
@@ -18,10 +19,12 @@ def cache_key(parameters: dict[str, Any]) -> str:
 
 
 class ArtifactCache:
-    """PNG bytes plus their JSON record, stored as `<root>/<2 hex>/<key>.png|.json`."""
+    """PNG bytes plus their JSON record, stored as `<root>/<2 hex>/<key>.png|.json`; lookups are counted in
+    `metrics` as hits and misses."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, metrics: Metrics | None = None) -> None:
         self.root = root
+        self._metrics = metrics or Metrics()
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.png"
@@ -34,9 +37,12 @@ class ArtifactCache:
         png_path = self._path(key)
         try:
             record = json.loads(png_path.with_suffix(".json").read_text())
-            return png_path.read_bytes(), record
+            found = png_path.read_bytes(), record
         except (OSError, ValueError):
+            self._metrics.cache_lookups.labels("miss").inc()
             return None
+        self._metrics.cache_lookups.labels("hit").inc()
+        return found
 
     def put(self, key: str, png: bytes, record: dict[str, Any]) -> None:
         """Store a result; the record is written last, so a reader never finds a record without its image.

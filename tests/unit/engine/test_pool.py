@@ -62,6 +62,9 @@ class RecordingBackend:
             memory_gb=self.memory_gb,
         )
 
+    def memory_in_use_gb(self) -> float | None:
+        return None
+
     def fingerprint(self) -> str:
         return "recording"
 

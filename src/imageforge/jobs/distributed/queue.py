@@ -67,6 +67,7 @@ from imageforge.jobs.queue import (
     request_hash,
     unknown_job,
 )
+from imageforge.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,14 @@ def _redis_answers(method: Callable[P, R]) -> Callable[P, R]:
 
 
 class DistributedJobQueue:
-    """Jobs in Redis, run by Celery workers; the same semantics as `EmbeddedJobQueue` across machines."""
+    """Jobs in Redis, run by Celery workers; the same semantics as `EmbeddedJobQueue` across machines.
+
+    Its `metrics` count what happens in this process: on an API node the submissions and refusals, on a worker
+    (`runner`) the jobs it ran, their waits and ends; both read the shared queue's depth from Redis.
+    """
+
+    #: jobs run on the workers (`imageforge worker`), never in the process that submits them
+    runs_in_process = False
 
     def __init__(
         self,
@@ -114,8 +122,10 @@ class DistributedJobQueue:
         route: Callable[[str, dict[str, Any]], str] = route_by_model,
         heartbeat_sweep_s: float = HEARTBEAT_SWEEP_S,
         heartbeat_ttl_s: float = HEARTBEAT_TTL_S,
+        metrics: Metrics | None = None,
     ) -> None:
         self.url = url
+        self._metrics = metrics or Metrics()
         self._records = Records(url, prefix=prefix)
         self._limits = limits
         self._clock = clock
@@ -139,7 +149,9 @@ class DistributedJobQueue:
             retry_after_s=lambda: 5,
             clock=clock,
             rate_log=self._records,
+            metrics=self._metrics,
         )
+        self._metrics.watch_queue(self._records.waiting, self._records.running_count)
 
     @property
     def records(self) -> Records:
@@ -234,6 +246,7 @@ class DistributedJobQueue:
             except redis.RedisError:
                 log.warning("job %s was accepted but not dispatched, and could not be taken back", job.id)
             raise unavailable(exc) from None
+        self._metrics.jobs_submitted.labels(kind).inc()
         return job
 
     def _earlier(
@@ -603,6 +616,11 @@ class DistributedJobQueue:
         except redis.RedisError:
             return {"kind": "redis", "reachable": False, "waiting": None, "running": None, "workers": []}
 
+    def why_not_running(self) -> str | None:
+        """While Redis does not answer, why: this node can neither take nor follow jobs."""
+        fault = self.storage_fault()
+        return None if fault is None else fault.message
+
     # -- the worker side ----------------------------------------------------------------------------
 
     def consume(self, routes: list[str], *, device: str, name: str | None = None) -> None:
@@ -652,6 +670,7 @@ class DistributedJobQueue:
             job_timeout_s=self._limits.job_timeout_s,
             clock=self._clock,
             heartbeat_ttl_s=self._heartbeat_ttl_s,
+            metrics=self._metrics,
         )
 
     def _worker_beat(self, runner: JobRunner, routes: list[str], device: str) -> None:

@@ -20,6 +20,7 @@ from imageforge.errors import Cancelled, ImageforgeError
 from imageforge.jobs.distributed.records import Record, Records
 from imageforge.jobs.queue import JobFunction, ended
 from imageforge.logs import job_context
+from imageforge.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def end(records: Records, pipe: Pipeline, record: Record, *, result_ttl_s: float
 
 
 class JobRunner:
-    """Runs the jobs Celery delivers to this worker, one at a time."""
+    """Runs the jobs Celery delivers to this worker, one at a time, counting their waits and ends in `metrics`."""
 
     def __init__(
         self,
@@ -82,8 +83,10 @@ class JobRunner:
         job_timeout_s: float | None,
         clock: Callable[[], float] = time.time,
         heartbeat_ttl_s: float = HEARTBEAT_TTL_S,
+        metrics: Metrics | None = None,
     ) -> None:
         self._records = records
+        self._metrics = metrics or Metrics()
         self._functions = functions
         self.worker = worker
         self._result_ttl_s = result_ttl_s
@@ -109,6 +112,9 @@ class JobRunner:
             )
             with _redis_blip("queue places", job_id):
                 self._records.publish_places()
+            job = record.job
+            if job.started_at is not None:
+                self._metrics.queue_wait.observe(max(0.0, job.started_at - job.created_at))
             run = _Run(self, record)
             beating = threading.Thread(target=run.beat, name=f"imageforge-heartbeat-{job_id}", daemon=True)
             beating.start()
@@ -282,6 +288,10 @@ class _Run:
         for attempt in range(FINISH_TRIES):
             try:
                 self._records.change(self.job_id, decide)
+                if mine.job.status is status:
+                    self._runner._metrics.job_finished(
+                        mine.job.kind, status.value, None if error is None else error["code"]
+                    )
                 return
             except redis.RedisError as exc:
                 log.warning("job %s: recording its end failed (%s), try %d", self.job_id, exc, attempt + 1)

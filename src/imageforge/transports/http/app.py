@@ -32,6 +32,7 @@ from imageforge.transports.http.head import HeadAsGet
 from imageforge.transports.http.limits import BodySizeLimit
 from imageforge.transports.http.mcp_sessions import McpSessions
 from imageforge.transports.http.request_context import RequestContext
+from imageforge.transports.http.request_metrics import RequestMetrics
 from imageforge.transports.http.routes import health, images, jobs, models, prompting
 from imageforge.transports.http.signed_urls import SECRET_BYTES, ImageUrlSigner
 from imageforge.transports.mcp.server import McpOptions, build_mcp_server
@@ -133,6 +134,8 @@ def create_app(
     app.add_middleware(AuditTrail, service=service, tool_paths=[MCP_PATH])
     # Outside every check that answers an error, so that each answer under a compatible API takes its shape.
     app.add_middleware(SurfaceErrors, shapes=ERROR_SHAPES)
+    # Outside every check, so that refusals count too.
+    app.add_middleware(RequestMetrics, service=service, router=app.router, openapi=app.openapi)
     # Outermost: every check below sees a HEAD as the GET it stands for.
     app.add_middleware(HeadAsGet)
     for router in (

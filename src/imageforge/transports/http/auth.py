@@ -7,7 +7,8 @@ IMAGEFORGE_INSECURE_NO_AUTH set. Anywhere else no key means no entry, for the li
 last key locks the server (503 `no_api_keys`) rather than opening it.
 Under the prefixes a compatible API names (A1111's `/sdapi/`, whose clients know only HTTP Basic auth), the
 key may also come as the password of `Authorization: Basic`, with any user name.
-Open without a key: `GET /health` (reduced to liveness), the web page's static files, which hold no data, and
+Open without a key: `GET /health` (reduced to liveness), the orchestrators' `/health/live` and `/health/ready`
+(check names and error codes only), the web page's static files, which hold no data, and
 `GET /images/{name}` with a valid signature (signed_urls.py), so that `<img src>` and curl need no header.
 """
 
@@ -33,8 +34,9 @@ from imageforge.transports.http.signed_urls import IMAGES_PREFIX, ImageUrlSigner
 
 log = logging.getLogger(__name__)
 
-#: Paths anyone may read: liveness, and the web page (its data comes from the API, behind the key).
-OPEN_PATHS = frozenset({"/health", "/", "/favicon.ico"})
+#: Paths anyone may read: liveness and readiness (an orchestrator's probe carries no key), and the web page (its
+#: data comes from the API, behind the key). /metrics is not among them: it is behind the key like every route.
+OPEN_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/", "/favicon.ico"})
 OPEN_PREFIXES = ("/ui/",)
 
 

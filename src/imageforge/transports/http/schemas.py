@@ -198,6 +198,31 @@ class LockedResponse(BaseModel):
     hint: str = Field(description="What to do.")
 
 
+class AliveResponse(BaseModel):
+    """GET /health/live: the process answers. Open to every caller, and says nothing else."""
+
+    ok: Literal[True] = True
+    status: Literal["alive"] = "alive"
+
+
+class ReadinessCheckSchema(BaseModel):
+    """One readiness check: whether it passes, and when not, its error code (and, for a caller who may read
+    /health in full, the message and hint)."""
+
+    ok: bool
+    code: str | None = Field(None, description="The error code of a failing check.")
+    message: str | None = Field(None, description="Why it fails; only for a caller who may read /health in full.")
+    hint: str | None = Field(None, description="What to change; only where the message is.")
+
+
+class ReadinessResponse(BaseModel):
+    """GET /health/ready: whether the server takes and runs jobs now (200), or which checks fail (503)."""
+
+    ok: bool
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, ReadinessCheckSchema] = Field(description="storage, queue and model.")
+
+
 class PolicyResponse(Policy):
     """GET /policy: the policy in force, with its version and source."""
 

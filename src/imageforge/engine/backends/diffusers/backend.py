@@ -10,7 +10,7 @@ from pathlib import Path
 from imageforge.domain import ModelSpec
 from imageforge.engine.backends import speed
 from imageforge.engine.backends.diffusers import loading
-from imageforge.engine.backends.diffusers.device import import_torch, memory_gb, resolve_device
+from imageforge.engine.backends.diffusers.device import import_torch, memory_gb, memory_in_use_gb, resolve_device
 from imageforge.engine.backends.diffusers.library_logs import quiet_libraries
 from imageforge.engine.backends.diffusers.running import DiffusersModel
 from imageforge.engine.backends.diffusers.weights import Weights
@@ -53,6 +53,12 @@ class DiffusersBackend:
                     runtime=self._runtime.as_dict(),
                 )
             return self._info
+
+    def memory_in_use_gb(self) -> float | None:
+        """What torch's allocator holds on the device now (CUDA, MPS); None on the CPU and before the device was
+        chosen (reading it must not import torch for a scrape)."""
+        info = self._info
+        return None if info is None else memory_in_use_gb(info.device)
 
     def runtime(self) -> speed.Runtime:
         """The speed settings chosen for this device (chosen with `device_info`, once per backend)."""

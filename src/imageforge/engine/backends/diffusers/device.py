@@ -43,6 +43,16 @@ def memory_gb(device: str) -> float | None:
         return None
 
 
+def memory_in_use_gb(device: str) -> float | None:
+    """What torch's allocator holds on `device` now, in GB (CUDA, MPS); None on the CPU, which does not say."""
+    torch = import_torch()
+    if device.startswith("cuda"):
+        return float(torch.cuda.memory_allocated(torch.device(device))) / 2**30
+    if device == "mps":
+        return float(torch.mps.current_allocated_memory()) / 2**30
+    return None
+
+
 #: How allocators word running out of memory: CUDA, MPS ("MPS backend out of memory") and the CPU allocator.
 _OUT_OF_MEMORY_MARKERS = ("out of memory", "can't allocate memory", "not enough memory")
 
