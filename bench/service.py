@@ -58,9 +58,10 @@ from PIL import Image
 
 from imageforge.bootstrap import build_service
 from imageforge.config import Settings
-from imageforge.domain import GenerationParams, Task
+from imageforge.domain import GenerationParams, GenerationRequest, Task
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.engine.protocol import LoadedModel
+from imageforge.inputs import InputPaths
 from imageforge.jobs.embedded import EmbeddedJobQueue
 from imageforge.jobs.queue import QueueLimits
 from imageforge.jobs.store import JobStore
@@ -71,6 +72,7 @@ from imageforge.storage.outputs import OutputStore, encode_png
 from imageforge.transports.http.app import create_app
 from imageforge.transports.mcp.content import preview_content
 from imageforge.transports.mcp.server import McpOptions
+from imageforge.validation import RequestValidator
 
 PROMPT = "a red fox in the snow"
 #: Targets on the reference machine (issue 8).
@@ -226,6 +228,11 @@ def parts(root: Path, image_png: bytes, runs: int) -> dict[str, Timings]:
     }
 
 
+def validated(service: ImageService, params: GenerationParams, model: str) -> GenerationRequest:
+    """The request the engine runs for `params`, as the service's own check makes it (text only: no input paths)."""
+    return RequestValidator(service.limits, InputPaths(Path.cwd(), [])).validate(params, service.catalog.require(model))
+
+
 def latencies(
     service: ImageService,
     engine: LoadedModel,
@@ -236,7 +243,7 @@ def latencies(
 ) -> dict[str, float]:
     """One image of `size` through the engine alone, the service in-process, HTTP and MCP: p50 and p95 in ms."""
     params = GenerationParams(task=Task.TEXT2IMG, prompt=PROMPT, width=size, height=size, use_cache=False)
-    request = service.validate(params, service.catalog.require("tiny"))
+    request = validated(service, params, "tiny")
     timings = interleaved(
         runs,
         {
@@ -326,7 +333,7 @@ def full_size(runs: int) -> dict[str, Any]:
         backend = DiffusersBackend(device=settings.device, models_path=settings.models_path)
         service = build_service(settings, backend=backend)
         params = GenerationParams(task=Task.TEXT2IMG, prompt=PROMPT, width=512, height=512, use_cache=False)
-        request = service.validate(params, service.catalog.require("bench"))
+        request = validated(service, params, "bench")
         engine = backend.load(service.catalog.require("bench"))  # a second copy, outside the service's pool
 
         def direct() -> float:
