@@ -331,6 +331,32 @@ class Settings(BaseSettings):
         validation_alias=_env("WORKER_MODELS", bare=False),
         description="the model keys an `imageforge worker` runs jobs for (comma-separated); empty: every model",
     )
+    # Webhooks (issue 23, part 5; docs/webhooks.md).
+    webhook_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_env("WEBHOOK_ALLOW", bare=False),
+        description=(
+            "where job webhooks may go (comma-separated): `host`, `host:port`, an address or a network "
+            "(`10.0.0.0/8`), or `*` for any public address; loopback, link-local and metadata addresses only when "
+            "an address entry names them (`127.0.0.1:9000`); empty: webhooks are refused (`webhook_not_allowed`)"
+        ),
+    )
+    webhook_secret: str = Field(
+        "",
+        validation_alias=_env("WEBHOOK_SECRET", bare=False),
+        description=(
+            "the secret webhooks are signed with, `whsec_` and base64 (Standard Webhooks); empty: one made on first "
+            "use and kept in the data folder (`imageforge webhooks secret` prints it)"
+        ),
+    )
+    webhook_retry_s: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0],
+        validation_alias=_env("WEBHOOK_RETRY_S", bare=False),
+        description=(
+            "seconds between a failed webhook attempt and the next (comma-separated): one more attempt than "
+            "entries, then the delivery is given up; default `5,30,120,600,1800`, six attempts over about 42 minutes"
+        ),
+    )
     mcp_sessions_per_client: int = Field(
         16,
         ge=1,
@@ -502,6 +528,27 @@ class Settings(BaseSettings):
         """`IMAGEFORGE_ALLOWED_HOSTS` and `IMAGEFORGE_CORS_ORIGINS` are comma lists; names ignore case."""
         return [part.strip().lower() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
+    @field_validator("webhook_allow", "webhook_retry_s", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        """`IMAGEFORGE_WEBHOOK_ALLOW` and `IMAGEFORGE_WEBHOOK_RETRY_S` are comma lists."""
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("webhook_retry_s", mode="after")
+    @classmethod
+    def _delays(cls, delays: list[float]) -> list[float]:
+        if any(delay < 0 for delay in delays):
+            raise ValueError("give each delay as seconds, 0 or more")
+        return delays
+
+    @field_validator("webhook_secret", mode="after")
+    @classmethod
+    def _secret_form(cls, secret: str) -> str:
+        """Standard Webhooks' form: receivers' libraries read it as it is."""
+        if secret and not secret.startswith("whsec_"):
+            raise ValueError("give whsec_ followed by base64 (at least 16 bytes), or leave it empty")
+        return secret
+
     @field_validator("worker_models", mode="before")
     @classmethod
     def _model_keys(cls, value: object) -> object:
@@ -613,6 +660,16 @@ class Settings(BaseSettings):
     def jobs_path(self) -> Path:
         """The SQLite file of job records."""
         return self.data_path / "jobs.sqlite"
+
+    @property
+    def webhooks_path(self) -> Path:
+        """The SQLite file of webhook deliveries, beside the job database."""
+        return self.data_path / "webhooks.sqlite"
+
+    @property
+    def webhook_secret_path(self) -> Path:
+        """Where the webhook secret made on first use is kept (when `IMAGEFORGE_WEBHOOK_SECRET` is empty)."""
+        return self.data_path / "webhook.secret"
 
     @property
     def compile_cache_path(self) -> Path:

@@ -26,6 +26,7 @@ from imageforge.domain import (
     Job,
     JobEvent,
     JobStatus,
+    JobWebhook,
     ModelCatalog,
     Policy,
     Progress,
@@ -44,10 +45,12 @@ from imageforge.errors import (
     JobExpired,
     JobNotFound,
     StorageUnavailable,
+    WebhooksUnavailable,
     from_code,
 )
 from imageforge.inputs import InputPaths, require_text
 from imageforge.jobs.queue import JobQueue
+from imageforge.jobs.webhooks import WebhookDispatcher
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.templates import TemplateCatalog
 from imageforge.service.faults import StorageFaults
@@ -99,6 +102,7 @@ class ImageService:
         default_model: str,
         limits: ServiceLimits,
         audit: AuditLog | None = None,
+        webhooks: WebhookDispatcher | None = None,
     ) -> None:
         self.catalog = catalog
         self._backend = backend
@@ -117,6 +121,8 @@ class ImageService:
         self._audit = audit or AuditLog()
         run = ImageJob(catalog, backend, pool, outputs, cache, inputs, assistant, policy, self._faults)
         queue.register(IMAGE_JOB, run, on_expire=self._files.expire)
+        #: None where jobs carry no webhook: none was given, or the queue cannot tell it of every job's events
+        self._webhooks = webhooks if webhooks is not None and queue.listen(webhooks.on_event) else None
 
     # -- jobs ---------------------------------------------------------------------------------------
 
@@ -137,6 +143,7 @@ class ImageService:
             params = self._templates.get(params.style).frame(params, max_side=self.limits.max_res)
         spec = self.catalog.require(params.model or self.default_model)
         request = self._validator.validate(params, spec)
+        webhook = self._webhook(params)
         fault = self.storage_fault()
         if fault is not None:
             raise type(fault)(fault.message, hint=fault.hint)  # a new one each time: threads may raise it at once
@@ -153,11 +160,37 @@ class ImageService:
                 count=params.count,
                 style=params.style,
             ).to_payload()
+            if webhook is not None:
+                payload["webhook"] = webhook
             # Seeded requests with the same parameters make the same pixels: in flight together, they run once.
             dedupe_key = cache_key(payload) if params.seed is not None else None
             return self._queue.submit(
                 IMAGE_JOB, payload, idempotency_key=idempotency_key, dedupe_key=dedupe_key, caller=caller
             )
+
+    def _webhook(self, params: GenerationParams) -> dict[str, Any] | None:
+        """The webhook `params` asks for, as its job's payload carries it, once its URL is one the operator allows
+        (`WebhookNotAllowed`) on a queue that can send it (`WebhooksUnavailable`); None when it asks for none."""
+        if params.webhook is None:
+            return None
+        if self._webhooks is None:
+            raise WebhooksUnavailable(
+                "This server sends no webhooks: its jobs run on the distributed queue's workers.",
+                hint="Follow the job with GET /jobs/{id}/events or poll GET /jobs/{id}; webhooks need the embedded "
+                "queue (imageforge serve without --queue).",
+            )
+        self._webhooks.check(params.webhook)
+        return {"url": params.webhook, "events": sorted({event.value for event in params.webhook_events})}
+
+    def job_webhook(self, job: Job) -> JobWebhook | None:
+        """`job`'s webhook with each of its deliveries so far (attempts, last status, delivered or given up), or
+        None when it has none."""
+        return None if self._webhooks is None else self._webhooks.webhook(job)
+
+    def settle_webhooks(self, timeout_s: float) -> bool:
+        """Wait until no webhook delivery is being posted or due now, or `timeout_s` has passed; whether it
+        settled (a delivery due later, after a failed attempt, does not count)."""
+        return self._webhooks is None or self._webhooks.settle(timeout_s)
 
     def generate(
         self,
@@ -385,6 +418,8 @@ class ImageService:
         """Start running jobs (and recover those a previous run left) and the idle-unload timer."""
         self._queue.start()
         self._pool.start()
+        if self._webhooks is not None:
+            self._webhooks.start()
 
     def end_follows(self) -> None:
         """End every open `follow` with `Interrupted` at once, leaving the jobs running: the first step of a
@@ -396,3 +431,5 @@ class ImageService:
         stay queued for the next start) and unload the models."""
         self._queue.close(self.limits.shutdown_timeout_s)
         self._pool.close()
+        if self._webhooks is not None:
+            self._webhooks.close(self.limits.shutdown_timeout_s)
