@@ -13,14 +13,16 @@ from fastapi.testclient import TestClient
 from standardwebhooks import Webhook
 
 from imageforge.bootstrap import build_service, build_webhooks, webhook_secret
+from imageforge.client import Client
 from imageforge.config import Settings
 from imageforge.domain import GenerationParams, JobWebhook, Task
+from imageforge.errors import ImageforgeError
 from imageforge.jobs.embedded import EmbeddedJobQueue
 from imageforge.jobs.store import JobStore
 from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
 from tests.events import wait_for_end
-from tests.loopback import LOCAL_URL
+from tests.loopback import LOCAL_URL, serving_app
 from tests.webhook_receiver import REDIRECT_PATH, Receiver, receiving
 
 SETTLE_S = 60.0
@@ -232,6 +234,24 @@ def test_a_pending_delivery_is_posted_after_a_restart(settings: Settings, receiv
     assert retried.headers["webhook-id"] == failed.headers["webhook-id"] == delivered.id
     Webhook(webhook_secret(settings)).verify(retried.body, retried.headers)
     assert (delivered.status, delivered.attempts, delivered.last_status_code) == ("delivered", 2, 200)
+
+
+def test_the_python_client_gives_a_job_a_webhook_and_reads_its_deliveries(
+    settings: Settings, receiver: Receiver
+) -> None:
+    service = build_service(allowing(settings, receiver, retry_s=[]))
+    with serving_app(create_app(service)) as url, Client(url) as client:
+        job = client.submit("a fox", steps=2, width=64, height=64, webhook=receiver.url, webhook_events=["started"])
+        client.wait(job.job_id)
+        assert service.settle_webhooks(SETTLE_S)
+        shown = client.job(job.job_id)
+        with pytest.raises(ImageforgeError) as refused:
+            client.submit("a fox", webhook="http://169.254.169.254/latest/")
+
+    assert shown.webhook is not None
+    assert shown.webhook["events"] == ["started"]
+    assert [delivery["status"] for delivery in shown.webhook["deliveries"]] == ["delivered"]
+    assert refused.value.code == "webhook_not_allowed"
 
 
 def test_a_webhook_is_refused_on_the_distributed_queue(settings: Settings) -> None:
