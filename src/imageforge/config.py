@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,6 +30,55 @@ from imageforge.domain import PolicyProfileName, is_loopback
 DeviceSetting = Literal["auto", "cuda", "mps", "cpu"]
 DtypeSetting = Literal["auto", "float32", "bfloat16", "float16"]
 AutoOnOff = Literal["auto", "on", "off"]
+
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class WebhookAllowEntry:
+    """One IMAGEFORGE_WEBHOOK_ALLOW entry: `*` (any public address), a host name, or an address or network, each
+    with or without a port (jobs/webhook_targets.py says what each admits)."""
+
+    name: str | None = None
+    network: Network | None = None
+    port: int | None = None
+    anywhere: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> WebhookAllowEntry:
+        """`*`, `host`, `host:port`, an address (`10.0.0.5`, `::1`), `[::1]:8080`, `address:port` or a network
+        (`10.0.0.0/8`); `ValueError` for anything else."""
+        text = text.strip().lower().rstrip(".")
+        if text == "*":
+            return cls(anywhere=True)
+        if "://" in text:
+            raise ValueError(f"{text!r}: give *, a host, host:port, an address or a network, not a URL")
+        try:
+            return cls(network=ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            pass
+        host, port = text, None
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            port = _port(rest.removeprefix(":"), text) if rest else None
+        elif text.count(":") == 1:
+            host, _, number = text.partition(":")
+            port = _port(number, text)
+        try:
+            return cls(network=ipaddress.ip_network(host), port=port)
+        except ValueError:
+            pass
+        if not host or "/" in host or ":" in host:
+            raise ValueError(f"{text!r}: give *, a host, host:port, an address or a network (10.0.0.0/8)")
+        return cls(name=host, port=port)
+
+
+def _port(number: str, entry: str) -> int:
+    if not number.isdigit() or not 0 < int(number) < 65536:
+        raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
+    return int(number)
 
 
 #: What ends an IMAGEFORGE_API_KEYS entry that is an admin key (`name:key:admin`).
@@ -533,6 +583,13 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: object) -> object:
         """`IMAGEFORGE_WEBHOOK_ALLOW` and `IMAGEFORGE_WEBHOOK_RETRY_S` are comma lists."""
         return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("webhook_allow", mode="after")
+    @classmethod
+    def _allow_entries(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            WebhookAllowEntry.parse(entry)
+        return entries
 
     @field_validator("webhook_retry_s", mode="after")
     @classmethod

@@ -10,10 +10,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from imageforge.config import Address, Network, WebhookAllowEntry
 from imageforge.errors import WebhookNotAllowed
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: Resolves a host name and port to its addresses (`socket.getaddrinfo` by default; tests pass their own).
 Resolver = Callable[[str, int], list[Address]]
 
@@ -54,34 +53,27 @@ class Target:
     addresses: tuple[Address, ...]
 
 
-@dataclass(frozen=True)
-class _Entry:
-    """One allow-list entry: `*`, a host name, or an address or network, each with or without a port."""
-
-    name: str | None = None
-    network: Network | None = None
-    port: int | None = None
-    anywhere: bool = False
-
-    def admits(self, host: str, port: int, address: Address) -> bool:
-        if self.port is not None and self.port != port:
-            return False
-        if self.network is not None:
-            return address in self.network
-        if _guarded(address):
-            return False
-        if self.anywhere:
-            return address.is_global
-        return host == self.name
+def _admits(entry: WebhookAllowEntry, host: str, port: int, address: Address) -> bool:
+    """Whether `entry` lets a webhook to `host`:`port` go to `address`: an address entry by the address alone, a
+    name entry or `*` never to a guarded address."""
+    if entry.port is not None and entry.port != port:
+        return False
+    if entry.network is not None:
+        return address in entry.network
+    if _guarded(address):
+        return False
+    if entry.anywhere:
+        return address.is_global
+    return host == entry.name
 
 
 class WebhookTargets:
     """The allow-list: which URLs a job's webhook may name. Empty (the default): webhooks are refused."""
 
     def __init__(self, entries: Sequence[str], *, resolver: Resolver = resolve) -> None:
-        """`ValueError` naming the setting and the first entry that is not one."""
+        """`ValueError` naming the setting and the first entry that is not one (`Settings` refuses those first)."""
         try:
-            self._entries = [_entry(entry) for entry in entries]
+            self._entries = [WebhookAllowEntry.parse(entry) for entry in entries]
         except ValueError as exc:
             raise ValueError(f"{SETTING}: {exc}") from None
         self._resolve = resolver
@@ -123,7 +115,7 @@ class WebhookTargets:
         return Target(url=url, scheme=scheme, host=host, port=port, addresses=tuple(addresses))
 
     def _admitted(self, host: str, port: int, address: Address) -> bool:
-        return any(entry.admits(host, port, address) for entry in self._entries)
+        return any(_admits(entry, host, port, address) for entry in self._entries)
 
 
 def _parse(url: str) -> tuple[str, str, int]:
@@ -143,38 +135,6 @@ def _parse(url: str) -> tuple[str, str, int]:
             hint="Verify deliveries by their webhook-signature header instead (docs/webhooks.md).",
         )
     return parts.scheme, parts.hostname.rstrip(".").lower(), port or _DEFAULT_PORTS[parts.scheme]
-
-
-def _entry(text: str) -> _Entry:
-    """An allow-list entry: `*`, `host`, `host:port`, an address (`10.0.0.5`, `::1`), `[::1]:8080`, `addr:port`
-    or a network (`10.0.0.0/8`); `ValueError` for anything else."""
-    text = text.strip().lower().rstrip(".")
-    if text == "*":
-        return _Entry(anywhere=True)
-    try:
-        return _Entry(network=ipaddress.ip_network(text, strict=False))
-    except ValueError:
-        pass
-    host, port = text, None
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = _port(rest.removeprefix(":"), text) if rest else None
-    elif text.count(":") == 1:
-        host, _, number = text.partition(":")
-        port = _port(number, text)
-    try:
-        return _Entry(network=ipaddress.ip_network(host), port=port)
-    except ValueError:
-        pass
-    if not host or "/" in host or ":" in host:
-        raise ValueError(f"{text!r}: give *, a host, host:port, an address or a network (10.0.0.0/8)")
-    return _Entry(name=host, port=port)
-
-
-def _port(number: str, entry: str) -> int:
-    if not number.isdigit() or not 0 < int(number) < 65536:
-        raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
-    return int(number)
 
 
 def _guarded(address: Address) -> bool:

@@ -6,8 +6,9 @@ import ipaddress
 
 import pytest
 
+from imageforge.config import Address
 from imageforge.errors import WebhookNotAllowed
-from imageforge.jobs.webhook_targets import Address, WebhookTargets
+from imageforge.jobs.webhook_targets import WebhookTargets
 
 PUBLIC = "93.184.216.34"
 #: What each test host resolves to.

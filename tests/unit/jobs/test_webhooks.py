@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from imageforge.config import Address
 from imageforge.domain import DeliveryStatus, Job, JobEvent, JobStatus
-from imageforge.jobs.webhook_targets import Address, WebhookTargets
+from imageforge.jobs.webhook_targets import WebhookTargets
 from imageforge.jobs.webhooks import DeliveryStore, WebhookDispatcher, secret_from_file
 from tests.webhook_receiver import Receiver, receiving
 
