@@ -15,7 +15,7 @@ from standardwebhooks import Webhook
 from imageforge.bootstrap import build_service, build_webhooks, webhook_secret
 from imageforge.client import Client
 from imageforge.config import Settings
-from imageforge.domain import GenerationParams, JobWebhook, Task
+from imageforge.domain import GenerationParams, Job, JobStatus, JobWebhook, Task
 from imageforge.errors import ImageforgeError
 from imageforge.jobs.embedded import EmbeddedJobQueue
 from imageforge.jobs.store import JobStore
@@ -234,6 +234,27 @@ def test_a_pending_delivery_is_posted_after_a_restart(settings: Settings, receiv
     assert retried.headers["webhook-id"] == failed.headers["webhook-id"] == delivered.id
     Webhook(webhook_secret(settings)).verify(retried.body, retried.headers)
     assert (delivered.status, delivered.attempts, delivered.last_status_code) == ("delivered", 2, 200)
+
+
+def test_a_job_that_was_running_when_the_server_died_posts_its_end_at_the_next_start(
+    settings: Settings, receiver: Receiver
+) -> None:
+    store = JobStore(settings.jobs_path)
+    webhook = {"url": receiver.url, "events": ["completed"]}
+    store.save(Job(id="was-running", kind="image", payload={"webhook": webhook}, status=JobStatus.RUNNING))
+    store.close()
+
+    service = build_service(allowing(settings, receiver, retry_s=[]))
+    service.start()
+    try:
+        assert service.settle_webhooks(SETTLE_S)
+    finally:
+        service.close()
+
+    (delivery,) = receiver.wait_for(1)
+    ended = Webhook(webhook_secret(settings)).verify(delivery.body, delivery.headers)
+    assert (ended["type"], ended["data"]["status"]) == ("job.completed", "failed")
+    assert ended["data"]["error"]["code"] == "interrupted"
 
 
 def test_the_python_client_gives_a_job_a_webhook_and_reads_its_deliveries(
