@@ -103,7 +103,13 @@ class WebhookTargets:
                 "address or a network); until then, poll GET /jobs/{id} or follow its events.",
             )
         scheme, host, port = _parse(url)
-        addresses = list(dict.fromkeys(_plain(address) for address in self._resolve(host, port)))
+        try:
+            resolved = self._resolve(host, port)
+        except ValueError:  # a name the resolver cannot encode (an over-long label, a NUL): no host at all
+            raise WebhookNotAllowed(
+                f"The webhook's host {host!r} is not a valid host name.", hint="Check the URL's host name."
+            ) from None
+        addresses = list(dict.fromkeys(_plain(address) for address in resolved))
         refused = [address for address in addresses if not self._admitted(host, port, address)]
         if refused or not addresses:
             raise WebhookNotAllowed(

@@ -80,6 +80,12 @@ def test_a_url_outside_the_allow_list_is_refused(entries: list[str], url: str) -
         targets(*entries).check(url)
 
 
+@pytest.mark.parametrize("host", ["a" * 64 + ".example.net", "hooks\x00.example.net"])
+def test_a_host_name_the_resolver_cannot_take_is_refused_not_a_crash(host: str) -> None:
+    with pytest.raises(WebhookNotAllowed):
+        WebhookTargets(["*"]).check(f"http://{host}/x")
+
+
 def test_an_empty_allow_list_refuses_every_webhook_and_names_the_setting() -> None:
     with pytest.raises(WebhookNotAllowed) as refused:
         targets().check("https://hooks.example.net/x")
