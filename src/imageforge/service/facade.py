@@ -34,6 +34,7 @@ from imageforge.domain import (
     QueuedRequest,
     RenderedTemplate,
     StyleTemplate,
+    WebhookEvent,
     result_images,
 )
 from imageforge.engine.catalog import Catalog
@@ -180,7 +181,10 @@ class ImageService:
                 "queue (imageforge serve without --queue).",
             )
         self._webhooks.check(params.webhook)
-        return {"url": params.webhook, "events": sorted({event.value for event in params.webhook_events})}
+        return {
+            "url": params.webhook,
+            "events": [event.value for event in WebhookEvent if event in params.webhook_events],
+        }
 
     def job_webhook(self, job: Job) -> JobWebhook | None:
         """`job`'s webhook with each of its deliveries so far (attempts, last status, delivered or given up), or

@@ -107,6 +107,7 @@ def test_a_job_that_asks_for_every_event_posts_them_in_order(
     assert [body["type"] for body in bodies] == ["job.started", "job.progress", "job.progress", "job.completed"]
     assert [body["data"]["step"] for body in bodies[1:3]] == [1, 2]
     assert len({delivery["id"] for delivery in job["webhook"]["deliveries"]}) == 4
+    assert job["webhook"]["events"] == ["started", "progress", "completed"]
 
 
 def test_a_receiver_that_hangs_holds_up_no_job(served: tuple[TestClient, ImageService], receiver: Receiver) -> None:
