@@ -352,7 +352,7 @@ class WebhookDispatcher:
         with self._changed:
             self._seq += 1
             heapq.heappush(self._due, _Due(at, self._seq, delivery_id, job_id))
-            self._changed.notify()
+            self._changed.notify_all()  # a sender and whoever waits to settle may both be waiting
 
     def _send(self) -> None:
         while True:
