@@ -19,6 +19,8 @@ from imageforge.jobs.embedded import EmbeddedJobQueue
 from imageforge.jobs.owner import Owner
 from imageforge.jobs.queue import JobQueue, QueueLimits
 from imageforge.jobs.store import JobStore
+from imageforge.jobs.webhook_targets import WebhookTargets
+from imageforge.jobs.webhooks import DeliveryStore, WebhookDispatcher, secret_from_file
 from imageforge.metrics import Metrics
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import load_policy
@@ -76,6 +78,26 @@ def build_queue(
 
         return DistributedJobQueue(settings.queue_url, limits, clock=clock, metrics=metrics)
     return EmbeddedJobQueue(JobStore(settings.jobs_path), limits, clock=clock, owner=owner, metrics=metrics)
+
+
+def webhook_secret(settings: Settings) -> str:
+    """The secret webhooks are signed with: IMAGEFORGE_WEBHOOK_SECRET, or the one kept in the data folder (made on
+    first use)."""
+    return settings.webhook_secret or secret_from_file(settings.webhook_secret_path)
+
+
+def build_webhooks(settings: Settings) -> WebhookDispatcher | None:
+    """The webhook sender of the embedded queue; None on the distributed queue, which refuses webhooks. It keeps
+    the real time whatever clock the jobs get: receivers check a delivery's timestamp against theirs."""
+    if settings.queue_url:
+        return None
+    return WebhookDispatcher(
+        DeliveryStore(settings.webhooks_path),
+        WebhookTargets(settings.webhook_allow),
+        webhook_secret(settings),
+        retry_s=settings.webhook_retry_s,
+        keep_s=max(settings.result_ttl_s, 86400.0),
+    )
 
 
 def build_service(
@@ -146,6 +168,7 @@ def build_service(
         audit=audit,
         metrics=metrics,
         folders=written_folders(settings),
+        webhooks=build_webhooks(settings) if queue is None else None,
     )
 
 

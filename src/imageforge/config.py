@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,6 +31,55 @@ from imageforge.logs import LogFormat
 DeviceSetting = Literal["auto", "cuda", "mps", "cpu"]
 DtypeSetting = Literal["auto", "float32", "bfloat16", "float16"]
 AutoOnOff = Literal["auto", "on", "off"]
+
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class WebhookAllowEntry:
+    """One IMAGEFORGE_WEBHOOK_ALLOW entry: `*` (any public address), a host name, or an address or network, each
+    with or without a port (jobs/webhook_targets.py says what each admits)."""
+
+    name: str | None = None
+    network: Network | None = None
+    port: int | None = None
+    anywhere: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> WebhookAllowEntry:
+        """`*`, `host`, `host:port`, an address (`10.0.0.5`, `::1`), `[::1]:8080`, `address:port` or a network
+        (`10.0.0.0/8`); `ValueError` for anything else."""
+        text = text.strip().lower().rstrip(".")
+        if text == "*":
+            return cls(anywhere=True)
+        if "://" in text:
+            raise ValueError(f"{text!r}: give *, a host, host:port, an address or a network, not a URL")
+        try:
+            return cls(network=ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            pass
+        host, port = text, None
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            port = _port(rest.removeprefix(":"), text) if rest else None
+        elif text.count(":") == 1:
+            host, _, number = text.partition(":")
+            port = _port(number, text)
+        try:
+            return cls(network=ipaddress.ip_network(host), port=port)
+        except ValueError:
+            pass
+        if not host or "/" in host or ":" in host:
+            raise ValueError(f"{text!r}: give *, a host, host:port, an address or a network (10.0.0.0/8)")
+        return cls(name=host, port=port)
+
+
+def _port(number: str, entry: str) -> int:
+    if not number.isdigit() or not 0 < int(number) < 65536:
+        raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
+    return int(number)
 
 
 #: What ends an IMAGEFORGE_API_KEYS entry that is an admin key (`name:key:admin`).
@@ -346,6 +396,32 @@ class Settings(BaseSettings):
         description="the address a worker's metrics port listens on; loopback unless a scraper on another machine "
         "must reach it",
     )
+    # Webhooks (issue 23, part 5; docs/webhooks.md).
+    webhook_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_env("WEBHOOK_ALLOW", bare=False),
+        description=(
+            "where job webhooks may go (comma-separated): `host`, `host:port`, an address or a network "
+            "(`10.0.0.0/8`), or `*` for any public address; loopback, link-local and metadata addresses only when "
+            "an address entry names them (`127.0.0.1:9000`); empty: webhooks are refused (`webhook_not_allowed`)"
+        ),
+    )
+    webhook_secret: str = Field(
+        "",
+        validation_alias=_env("WEBHOOK_SECRET", bare=False),
+        description=(
+            "the secret webhooks are signed with, `whsec_` and base64 (Standard Webhooks); empty: one made on first "
+            "use and kept in the data folder (`imageforge webhooks secret` prints it)"
+        ),
+    )
+    webhook_retry_s: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0],
+        validation_alias=_env("WEBHOOK_RETRY_S", bare=False),
+        description=(
+            "seconds between a failed webhook attempt and the next (comma-separated): one more attempt than "
+            "entries, then the delivery is given up; default `5,30,120,600,1800`, six attempts over about 42 minutes"
+        ),
+    )
     mcp_sessions_per_client: int = Field(
         16,
         ge=1,
@@ -537,6 +613,34 @@ class Settings(BaseSettings):
         """`IMAGEFORGE_ALLOWED_HOSTS` and `IMAGEFORGE_CORS_ORIGINS` are comma lists; names ignore case."""
         return [part.strip().lower() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
+    @field_validator("webhook_allow", "webhook_retry_s", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        """`IMAGEFORGE_WEBHOOK_ALLOW` and `IMAGEFORGE_WEBHOOK_RETRY_S` are comma lists."""
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("webhook_allow", mode="after")
+    @classmethod
+    def _allow_entries(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            WebhookAllowEntry.parse(entry)
+        return entries
+
+    @field_validator("webhook_retry_s", mode="after")
+    @classmethod
+    def _delays(cls, delays: list[float]) -> list[float]:
+        if any(delay < 0 for delay in delays):
+            raise ValueError("give each delay as seconds, 0 or more")
+        return delays
+
+    @field_validator("webhook_secret", mode="after")
+    @classmethod
+    def _secret_form(cls, secret: str) -> str:
+        """Standard Webhooks' form: receivers' libraries read it as it is."""
+        if secret and not secret.startswith("whsec_"):
+            raise ValueError("give whsec_ followed by base64 (at least 16 bytes), or leave it empty")
+        return secret
+
     @field_validator("worker_models", mode="before")
     @classmethod
     def _model_keys(cls, value: object) -> object:
@@ -648,6 +752,16 @@ class Settings(BaseSettings):
     def jobs_path(self) -> Path:
         """The SQLite file of job records."""
         return self.data_path / "jobs.sqlite"
+
+    @property
+    def webhooks_path(self) -> Path:
+        """The SQLite file of webhook deliveries, beside the job database."""
+        return self.data_path / "webhooks.sqlite"
+
+    @property
+    def webhook_secret_path(self) -> Path:
+        """Where the webhook secret made on first use is kept (when `IMAGEFORGE_WEBHOOK_SECRET` is empty)."""
+        return self.data_path / "webhook.secret"
 
     @property
     def compile_cache_path(self) -> Path:

@@ -193,6 +193,17 @@ class ImageSource:
     path: str | None = None
 
 
+class WebhookEvent(enum.StrEnum):
+    """What a job's webhook is told about (`webhook_events`)."""
+
+    #: the job began running
+    STARTED = "started"
+    #: one denoising step done (as many deliveries as steps)
+    PROGRESS = "progress"
+    #: the job ended: succeeded, failed or cancelled, with the job as the body
+    COMPLETED = "completed"
+
+
 class ReturnMode(enum.StrEnum):
     """How a synchronous HTTP answer carries its image."""
 
@@ -320,6 +331,26 @@ ScheduleChoice = Annotated[
 ReturnModeChoice = Annotated[
     ReturnMode, Field(ReturnMode.BOTH, description="both (the PNG as base64, and its path), base64 or path.")
 ]
+#: The longest webhook URL a job may carry.
+MAX_WEBHOOK_URL = 2000
+WebhookUrl = Annotated[
+    str | None,
+    Field(
+        None,
+        max_length=MAX_WEBHOOK_URL,
+        description="An http(s) URL to post the job's events to, signed the Standard Webhooks way and retried on "
+        "failure; its host must be one the server's IMAGEFORGE_WEBHOOK_ALLOW lists. None: no webhook.",
+    ),
+]
+WebhookEvents = Annotated[
+    tuple[WebhookEvent, ...],
+    Field(
+        (WebhookEvent.COMPLETED,),
+        min_length=1,
+        description="Which events the webhook gets: started, progress (each step) and completed (the job ended: "
+        "succeeded, failed or cancelled).",
+    ),
+]
 
 
 class TextToImageFields(BaseModel):
@@ -374,6 +405,8 @@ class _RequestFields(TextToImageFields):
     strength: Strength
     task: TaskChoice
     return_mode: ReturnModeChoice
+    webhook: WebhookUrl
+    webhook_events: WebhookEvents
 
 
 #: Every declared request field by name, with its type, bounds, default and description.
@@ -457,6 +490,9 @@ class GenerationParams:
     sampler: str | None = None
     #: a `Schedule`; a string until validated
     schedule: str = Schedule.DEFAULT.value
+    #: where to post the job's events (an http(s) URL the server allows), or None
+    webhook: str | None = None
+    webhook_events: tuple[WebhookEvent, ...] = (WebhookEvent.COMPLETED,)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -829,6 +865,41 @@ class JobEvent:
     @property
     def is_terminal(self) -> bool:
         return self.type == "state" and JobStatus(self.data["status"]).is_terminal
+
+
+# -- webhooks ---------------------------------------------------------------------------------------------
+
+
+class DeliveryStatus(enum.StrEnum):
+    """Where one webhook delivery is."""
+
+    #: not yet answered with a 2xx: its next attempt is at `next_attempt_at`
+    PENDING = "pending"
+    #: the receiver answered 2xx
+    DELIVERED = "delivered"
+    #: every attempt failed, or the URL is no longer allowed: no more attempts
+    GIVEN_UP = "given_up"
+
+
+class WebhookDelivery(BaseModel):
+    """One event of a job posted to its webhook: what was sent, how many times, and how it went."""
+
+    id: str = Field(description="The `webhook-id` header: the same on every attempt, so a receiver drops repeats.")
+    event: WebhookEvent
+    status: DeliveryStatus
+    attempts: int = Field(description="How many times it was posted.")
+    last_status_code: int | None = Field(None, description="The receiver's HTTP status at the last attempt.")
+    last_error: str | None = Field(None, description="Why the last attempt failed, when it did.")
+    next_attempt_at: str | None = Field(None, description="When it is posted again, while pending (ISO 8601, UTC).")
+    finished_at: str | None = Field(None, description="When it was delivered or given up (ISO 8601, UTC).")
+
+
+class JobWebhook(BaseModel):
+    """A job's webhook: where its events go, which ones, and each delivery so far."""
+
+    url: str
+    events: list[WebhookEvent]
+    deliveries: list[WebhookDelivery] = Field(default_factory=list, description="Oldest first.")
 
 
 # -- style templates --------------------------------------------------------------------------------------

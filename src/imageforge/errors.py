@@ -12,6 +12,8 @@ ImageforgeError
 ├── ModelBusy               model_busy         the model is in use and cannot be unloaded now
 ├── PathForbidden           path_forbidden     a path outside the allowed roots
 ├── TemplateNotFound        template_not_found  no style template has that key
+├── WebhookNotAllowed       webhook_not_allowed  a webhook URL whose host the operator does not allow (no SSRF)
+├── WebhooksUnavailable     webhooks_unavailable  this queue cannot send webhooks (the distributed queue)
 ├── GenerationFailed        generation_failed  the backend failed on a valid request
 ├── Cancelled               cancelled          the generation was stopped on request
 ├── QueueFull               queue_full         no room in the queue now (each carries `retry_after_s`)
@@ -179,6 +181,19 @@ class TemplateNotFound(ImageforgeError):
     """No style template has the requested key."""
 
     code = "template_not_found"
+
+
+class WebhookNotAllowed(ImageforgeError):
+    """A job's webhook URL that is not http(s), or whose host (or the addresses it resolves to) the operator's
+    IMAGEFORGE_WEBHOOK_ALLOW does not list: the server never posts to a place it was not told it may."""
+
+    code = "webhook_not_allowed"
+
+
+class WebhooksUnavailable(ImageforgeError):
+    """A job with a webhook on a queue that cannot send them (the distributed queue, for now)."""
+
+    code = "webhooks_unavailable"
 
 
 class ServerUnavailable(ImageforgeError):

@@ -8,15 +8,15 @@ Changing a default or a bound on one surface only fails here.
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Iterator
-from typing import Any, get_type_hints
+from typing import Any, get_origin, get_type_hints
 
 import anyio
 import pytest
 import typer
 from fastapi.testclient import TestClient
+from pydantic import TypeAdapter
 
 from imageforge.cli.main import app as cli_app
 from imageforge.client import GenerationOptions
@@ -34,6 +34,8 @@ SCHEMA_BOUNDS = {
     "min_length": "minLength",
     "max_length": "maxLength",
 }
+#: JSON Schema's name for a length bound on a list (`webhook_events`).
+LIST_BOUNDS = {"minLength": "minItems", "maxLength": "maxItems"}
 #: The HTTP bodies and what their `strength` defaults to (absent: the body has none).
 BODIES = {
     "GenerateBody": None,
@@ -64,12 +66,13 @@ def declared_schema(name: str) -> dict[str, Any]:
     field = REQUEST_FIELDS[name]
     expected: dict[str, Any] = {"description": field.description}
     if not field.is_required():
-        default = field.default
-        expected["default"] = default.value if isinstance(default, enum.Enum) else default
+        assert field.annotation is not None, name
+        expected["default"] = TypeAdapter[Any](field.annotation).dump_python(field.default, mode="json")
+    listed = get_origin(field.annotation) in (tuple, list)
     for rule in field.metadata:
         for bound, keyword in SCHEMA_BOUNDS.items():
             if getattr(rule, bound, None) is not None:
-                expected[keyword] = getattr(rule, bound)
+                expected[LIST_BOUNDS.get(keyword, keyword) if listed else keyword] = getattr(rule, bound)
     choices = declared_enum(field)
     if choices is not None:
         expected["enum"] = [member.value for member in choices]
@@ -80,10 +83,11 @@ def shown(prop: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
     """What a JSON Schema property says of a field, in `declared_schema`'s terms: `anyOf [X, null]` and `$ref`
     resolved."""
     seen: dict[str, Any] = {key: prop[key] for key in ("description", "default") if key in prop}
-    for branch in [prop, *prop.get("anyOf", [])]:
+    for branch in [prop, *prop.get("anyOf", []), *([prop["items"]] if "items" in prop else [])]:
         if "$ref" in branch:
             branch = definitions[branch["$ref"].rsplit("/", 1)[-1]]
-        seen.update({key: branch[key] for key in [*SCHEMA_BOUNDS.values(), "enum"] if key in branch})
+        keywords = [*SCHEMA_BOUNDS.values(), *LIST_BOUNDS.values(), "enum"]
+        seen.update({key: branch[key] for key in keywords if key in branch})
     return seen
 
 

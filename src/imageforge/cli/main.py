@@ -14,7 +14,7 @@ from typing import ParamSpec
 
 import typer
 
-from imageforge.cli import keys, models, tls
+from imageforge.cli import keys, models, tls, webhooks
 from imageforge.cli.assist import assist
 from imageforge.cli.config import config
 from imageforge.cli.diagnostics import check, selftest
@@ -77,6 +77,10 @@ app.add_typer(keys_app, name="keys")
 tls_app = typer.Typer(help="Certificates for serving HTTPS (IMAGEFORGE_TLS_CERT, IMAGEFORGE_TLS_KEY).")
 tls_app.command("selfsigned")(_reporting_errors(tls.selfsigned))
 app.add_typer(tls_app, name="tls")
+
+webhooks_app = typer.Typer(help="Job webhooks: the secret their signatures use (docs/webhooks.md).")
+webhooks_app.command("secret")(_reporting_errors(webhooks.secret))
+app.add_typer(webhooks_app, name="webhooks")
 
 
 def main() -> None:

@@ -32,7 +32,8 @@ def load_settings(**overrides: Any) -> Settings:
         }
         for error in exc.errors(include_url=False):
             name = ".".join(str(part) for part in error["loc"])
-            shown = "<hidden>" if "key" in name.lower() else repr(error.get("input"))  # never print a secret
+            secret = any(word in name.lower() for word in ("key", "secret"))
+            shown = "<hidden>" if secret else repr(error.get("input"))  # never print a secret
             typer.secho(
                 f"error [invalid_settings]: {names.get(name, name)} = {shown}: {error['msg']}",
                 err=True,

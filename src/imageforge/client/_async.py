@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import ssl
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from contextlib import aclosing
 from pathlib import Path
 from types import TracebackType
@@ -140,14 +140,21 @@ class AsyncClient:
         mask_image_path: str | None = None,
         strength: float | None = None,
         idempotency_key: str | None = None,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
         **options: Unpack[GenerationOptions],
     ) -> Job:
         """`POST /jobs`: queue a generation and return the job at once; `wait` follows it to its image.
 
-        Resending the same `idempotency_key` returns the same job.
+        Resending the same `idempotency_key` returns the same job. A `webhook` (a URL the server allows) gets the
+        job's `webhook_events` (started, progress, completed; completed by default), signed (docs/webhooks.md).
         """
         images = wire.Images(init_image, init_image_path, mask_image, mask_image_path)
-        return await self._send(wire.submit(prompt, task, images, strength, idempotency_key, options))
+        return await self._send(
+            wire.submit(
+                prompt, task, images, strength, idempotency_key, options, wire.webhook_fields(webhook, webhook_events)
+            )
+        )
 
     async def job(self, job_id: str) -> Job:
         """`GET /jobs/{id}`: the job now."""

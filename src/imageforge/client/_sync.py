@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar, Unpack
@@ -138,14 +138,21 @@ class Client:
         mask_image_path: str | None = None,
         strength: float | None = None,
         idempotency_key: str | None = None,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
         **options: Unpack[GenerationOptions],
     ) -> Job:
         """`POST /jobs`: queue a generation and return the job at once; `wait` follows it to its image.
 
-        Resending the same `idempotency_key` returns the same job.
+        Resending the same `idempotency_key` returns the same job. A `webhook` (a URL the server allows) gets the
+        job's `webhook_events` (started, progress, completed; completed by default), signed (docs/webhooks.md).
         """
         images = wire.Images(init_image, init_image_path, mask_image, mask_image_path)
-        return self._send(wire.submit(prompt, task, images, strength, idempotency_key, options))
+        return self._send(
+            wire.submit(
+                prompt, task, images, strength, idempotency_key, options, wire.webhook_fields(webhook, webhook_events)
+            )
+        )
 
     def job(self, job_id: str) -> Job:
         """`GET /jobs/{id}`: the job now."""

@@ -69,6 +69,8 @@ class Job:
     image_url: str | None
     #: about how many seconds until it ends; None once ended, or with nothing to go by yet
     eta_s: float | None = None
+    #: its webhook: {"url", "events", "deliveries": [{"id", "event", "status", "attempts", …}]}, or None
+    webhook: dict[str, Any] | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -8,7 +8,7 @@ import base64
 import json
 import os
 import ssl
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,10 +157,21 @@ def submit(
     strength: float | None,
     idempotency_key: str | None,
     options: GenerationOptions,
+    webhook: Mapping[str, Any] | None = None,
 ) -> Call[Job]:
-    body = _with_strength({"task": str(task), "prompt": prompt, **options, **images.fields()}, strength)
+    body = _with_strength(
+        {"task": str(task), "prompt": prompt, **options, **images.fields(), **(webhook or {})}, strength
+    )
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
     return Call("POST", "/jobs", _job_answer, json=_on_the_wire(body), headers=headers)
+
+
+def webhook_fields(webhook: str | None, events: Sequence[str] | None) -> dict[str, Any]:
+    """The fields of `POST /jobs` that give the job a webhook (none when `webhook` is None)."""
+    fields: dict[str, Any] = {"webhook": webhook} if webhook is not None else {}
+    if events is not None:
+        fields["webhook_events"] = list(events)
+    return fields
 
 
 def job(job_id: str) -> Call[Job]:
@@ -338,6 +349,7 @@ def _job(data: Mapping[str, Any]) -> Job:
         events_url=links["events"],
         image_url=links.get("image"),
         eta_s=data.get("eta_s"),
+        webhook=data.get("webhook"),
     )
 
 

@@ -29,6 +29,7 @@ from imageforge.jobs.admission import Admission
 from imageforge.jobs.owner import Owner, OwnerLock
 from imageforge.jobs.queue import (
     DEFAULT_LIMITS,
+    EventListener,
     ExpireHook,
     JobFunction,
     QueueLimits,
@@ -113,6 +114,7 @@ class EmbeddedJobQueue:
         self._limits = limits
         self._functions: dict[str, JobFunction] = {}
         self._expire_hooks: dict[str, ExpireHook] = {}
+        self._listeners: list[EventListener] = []
         self._pending: deque[str] = deque()
         self._live: dict[str, _Live] = {}
         self._inflight_by_dedupe: dict[str, str] = {}
@@ -147,6 +149,11 @@ class EmbeddedJobQueue:
         self._functions[kind] = run
         if on_expire is not None:
             self._expire_hooks[kind] = on_expire
+
+    def listen(self, listener: EventListener) -> bool:
+        """Tell `listener` of every event from now on, from the thread that publishes it, with the lock held."""
+        self._listeners.append(listener)
+        return True
 
     def start(self) -> None:
         """Recover from the last run, then start the worker and the sweeper.
@@ -559,6 +566,8 @@ class EmbeddedJobQueue:
             self._running = None
         if job.id in self._live:
             self._publish(live, "state", _state_data(job))
+        else:  # a job recovered as interrupted at start: nobody follows it, but listeners hear how it ended
+            self._tell(job, JobEvent(type="state", job_id=job.id, data=_state_data(job)))
 
     def _save(self, job: Job) -> None:
         """Save the records kept in memory since a failed write, then `job` (caller holds the lock, except at
@@ -607,10 +616,20 @@ class EmbeddedJobQueue:
         return None
 
     def _publish(self, live: _Live, kind: str, data: dict[str, Any]) -> None:
-        live.events.append(JobEvent(type=kind, job_id=live.job.id, data=data, index=len(live.events)))
+        event = JobEvent(type=kind, job_id=live.job.id, data=data, index=len(live.events))
+        live.events.append(event)
+        # Listeners first: whoever sees the event next may look for what they did with it (a stored delivery).
+        self._tell(live.job, event)
         self._changed.notify_all()
         for follower in live.followers:
             follower.wake()
+
+    def _tell(self, job: Job, event: JobEvent) -> None:
+        for listener in self._listeners:
+            try:
+                listener(job, event)
+            except Exception:  # a listener's bug must not end the worker
+                log.exception("a listener failed on an event of job %s", job.id)
 
     def _ahead(self, job_id: str) -> int | None:
         """How many jobs start before the queued job `job_id`: those before it in the queue, and the running one;

@@ -78,6 +78,9 @@ class JobContext(Protocol):
 JobFunction = Callable[[dict[str, Any], JobContext], dict[str, Any]]
 #: Called when a finished job's result expires, to remove what it points to (served files).
 ExpireHook = Callable[[Job], None]
+#: Told of each event of a job (with the job as it is then), with the queue's lock held: it must be quick and
+#: never raise (webhooks store a delivery and return).
+EventListener = Callable[[Job, JobEvent], None]
 
 
 class JobQueue(Protocol):
@@ -91,6 +94,11 @@ class JobQueue(Protocol):
     runs_in_process: bool
 
     def register(self, kind: str, run: JobFunction, *, on_expire: ExpireHook | None = None) -> None: ...
+
+    def listen(self, listener: EventListener) -> bool:
+        """Tell `listener` of every event of every job from now on; False when this queue cannot (the distributed
+        queue's events happen on its workers)."""
+        ...
 
     def submit(
         self,

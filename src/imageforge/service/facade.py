@@ -27,6 +27,7 @@ from imageforge.domain import (
     Job,
     JobEvent,
     JobStatus,
+    JobWebhook,
     ModelCatalog,
     Policy,
     Progress,
@@ -34,6 +35,7 @@ from imageforge.domain import (
     QueuedRequest,
     RenderedTemplate,
     StyleTemplate,
+    WebhookEvent,
     result_images,
 )
 from imageforge.engine.catalog import Catalog
@@ -47,12 +49,14 @@ from imageforge.errors import (
     JobNotFound,
     QueueUnavailable,
     StorageUnavailable,
+    WebhooksUnavailable,
     WeightsUnavailable,
     from_code,
     storage_error,
 )
 from imageforge.inputs import InputPaths, require_text
 from imageforge.jobs.queue import JobQueue
+from imageforge.jobs.webhooks import WebhookDispatcher
 from imageforge.logs import job_context
 from imageforge.metrics import Metrics
 from imageforge.prompting.assist import PromptAssistant
@@ -116,6 +120,7 @@ class ImageService:
         audit: AuditLog | None = None,
         metrics: Metrics | None = None,
         folders: Iterable[tuple[str, Path]] = (),
+        webhooks: WebhookDispatcher | None = None,
     ) -> None:
         self.catalog = catalog
         self._backend = backend
@@ -137,6 +142,8 @@ class ImageService:
         self._folders = tuple(folders)
         run = ImageJob(catalog, backend, pool, outputs, cache, inputs, assistant, policy, self._faults, self.metrics)
         queue.register(IMAGE_JOB, run, on_expire=self._files.expire)
+        #: None where jobs carry no webhook: none was given, or the queue cannot tell it of every job's events
+        self._webhooks = webhooks if webhooks is not None and queue.listen(webhooks.on_event) else None
 
     # -- jobs ---------------------------------------------------------------------------------------
 
@@ -157,6 +164,7 @@ class ImageService:
             params = self._templates.get(params.style).frame(params, max_side=self.limits.max_res)
         spec = self.catalog.require(params.model or self.default_model)
         request = self._validator.validate(params, spec)
+        webhook = self._webhook(params)
         fault = self.storage_fault()
         if fault is not None:
             raise type(fault)(fault.message, hint=fault.hint)  # a new one each time: threads may raise it at once
@@ -173,6 +181,8 @@ class ImageService:
                 count=params.count,
                 style=params.style,
             ).to_payload()
+            if webhook is not None:
+                payload["webhook"] = webhook
             # Seeded requests with the same parameters make the same pixels: in flight together, they run once.
             dedupe_key = cache_key(payload) if params.seed is not None else None
             job = self._queue.submit(
@@ -193,6 +203,33 @@ class ImageService:
                 prompt,
             )
         return job
+
+    def _webhook(self, params: GenerationParams) -> dict[str, Any] | None:
+        """The webhook `params` asks for, as its job's payload carries it, once its URL is one the operator allows
+        (`WebhookNotAllowed`) on a queue that can send it (`WebhooksUnavailable`); None when it asks for none."""
+        if params.webhook is None:
+            return None
+        if self._webhooks is None:
+            raise WebhooksUnavailable(
+                "This server sends no webhooks: its jobs run on the distributed queue's workers.",
+                hint="Follow the job with GET /jobs/{id}/events or poll GET /jobs/{id}; webhooks need the embedded "
+                "queue (imageforge serve without --queue).",
+            )
+        self._webhooks.check(params.webhook)
+        return {
+            "url": params.webhook,
+            "events": [event.value for event in WebhookEvent if event in params.webhook_events],
+        }
+
+    def job_webhook(self, job: Job) -> JobWebhook | None:
+        """`job`'s webhook with each of its deliveries so far (attempts, last status, delivered or given up), or
+        None when it has none."""
+        return None if self._webhooks is None else self._webhooks.webhook(job)
+
+    def settle_webhooks(self, timeout_s: float) -> bool:
+        """Wait until no webhook delivery is being posted or due now, or `timeout_s` has passed; whether it
+        settled (a delivery due later, after a failed attempt, does not count)."""
+        return self._webhooks is None or self._webhooks.settle(timeout_s)
 
     def generate(
         self,
@@ -458,6 +495,8 @@ class ImageService:
         """Start running jobs (and recover those a previous run left) and the idle-unload timer."""
         self._queue.start()
         self._pool.start()
+        if self._webhooks is not None:
+            self._webhooks.start()
 
     def end_follows(self) -> None:
         """End every open `follow` with `Interrupted` at once, leaving the jobs running: the first step of a
@@ -469,3 +508,5 @@ class ImageService:
         stay queued for the next start) and unload the models."""
         self._queue.close(self.limits.shutdown_timeout_s)
         self._pool.close()
+        if self._webhooks is not None:
+            self._webhooks.close(self.limits.shutdown_timeout_s)

@@ -58,6 +58,7 @@ from imageforge.jobs.distributed.worker import (
 )
 from imageforge.jobs.queue import (
     DEFAULT_LIMITS,
+    EventListener,
     ExpireHook,
     JobFunction,
     QueueLimits,
@@ -164,6 +165,11 @@ class DistributedJobQueue:
         self._functions[kind] = run
         if on_expire is not None:
             self._expire_hooks[kind] = on_expire
+
+    def listen(self, listener: EventListener) -> bool:
+        """No: a job's events happen on the worker that runs it, so this node cannot tell them all (webhooks are
+        refused on this queue)."""
+        return False
 
     def start(self) -> None:
         """Start the sweeper: this node takes its turn at re-dispatching jobs of dead workers and at expiry."""

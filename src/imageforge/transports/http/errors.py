@@ -56,6 +56,8 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.OriginNotAllowed.code: 403,
     errors.BadSignature.code: 403,
     errors.UrlExpired.code: 403,
+    errors.WebhookNotAllowed.code: 403,
+    errors.WebhooksUnavailable.code: 501,
     errors.NoApiKeys.code: 503,
     errors.McpSessionNotFound.code: 404,
     errors.McpSessionLimit.code: 429,

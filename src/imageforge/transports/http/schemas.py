@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +16,7 @@ from imageforge.domain import (
     Health,
     ImageDescription,
     ImageSource,
+    JobWebhook,
     ModelCatalog,
     Policy,
     RenderedTemplate,
@@ -25,6 +27,8 @@ from imageforge.domain import (
     Task,
     TaskChoice,
     TextToImageFields,
+    WebhookEvents,
+    WebhookUrl,
 )
 from imageforge.errors import InvalidRequest
 
@@ -71,8 +75,14 @@ class JobBody(InpaintBody):
 
     task: TaskChoice
     strength: Strength
+    webhook: WebhookUrl
+    webhook_events: WebhookEvents
 
     def to_job_params(self) -> GenerationParams:
+        """The request this body makes, with its webhook."""
+        return replace(self._task_params(), webhook=self.webhook, webhook_events=self.webhook_events)
+
+    def _task_params(self) -> GenerationParams:
         if self.task is Task.TEXT2IMG:
             if any((self.init_image, self.init_image_path, self.mask_image, self.mask_image_path)):
                 raise InvalidRequest(
@@ -165,6 +175,9 @@ class JobResponse(BaseModel):
     timings: dict[str, float] = Field(..., description="queue_ms, load_ms, run_ms.")
     result: ImageResponse | None = None
     error: ErrorDetail | None = None
+    webhook: JobWebhook | None = Field(
+        None, description="Where the job's events are posted, and each delivery: attempts, last status, outcome."
+    )
     links: JobLinks
 
 

@@ -6,13 +6,22 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 
 from pydantic import Field, ValidationError
 
-from imageforge.domain import REQUEST_FIELDS, GenerationParams, ImageSource, Task, TextToImageFields, accepted_fields
+from imageforge.domain import (
+    REQUEST_FIELDS,
+    GenerationParams,
+    ImageSource,
+    Task,
+    TextToImageFields,
+    WebhookEvent,
+    accepted_fields,
+)
 from imageforge.errors import InvalidRequest
 
 #: How an agent names an earlier result as an input: the URI of the `imageforge://images/{name}` resource.
@@ -93,13 +102,16 @@ def request_params(
     mask: ImageSource | None = None,
     strength: float | None = None,
     assist: bool = False,
+    webhook: str | None = None,
+    webhook_events: Sequence[WebhookEvent] = (WebhookEvent.COMPLETED,),
     **fields: Any,
 ) -> GenerationParams:
     """The request an image tool's arguments make: the declared fields, under the tools' names (`assist`), with
-    the input image and mask."""
-    return TextToImageFields(assist_prompt=assist, **fields).to_params(
+    the input image and mask, and the webhook of a queued job."""
+    params = TextToImageFields(assist_prompt=assist, **fields).to_params(
         task, init_image=image, mask_image=mask, strength=strength
     )
+    return replace(params, webhook=webhook, webhook_events=tuple(webhook_events))
 
 
 def invalid_arguments(exc: ValidationError) -> InvalidRequest:

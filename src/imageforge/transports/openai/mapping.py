@@ -51,8 +51,9 @@ DEFAULT_MODEL_ALIASES: Mapping[str, str | None] = dict.fromkeys(
 CARRIED: Mapping[str, str] = {
     "prompt": "prompt", "model": "model", "style": "style", "count": "n", "width": "size", "height": "size",
 }  # fmt: skip
-#: The request fields the endpoint decides: the task, and how the answer carries the image (`response_format`).
-DECIDED = frozenset({"task", "return_mode"})
+#: The request fields the endpoint decides: the task, how the answer carries the image (`response_format`), and
+#: no webhook (the Images API answers with the image; POST /jobs takes one).
+DECIDED = frozenset({"task", "return_mode", "webhook", "webhook_events"})
 #: Steps as a multiple of the model's default, by `quality`; the server's MAX_STEPS caps them.
 QUALITY_STEPS: Mapping[str, float] = {
     "low": 0.5, "medium": 1, "auto": 1, "standard": 1, "high": 2, "hd": 2, "xhigh": 3, "max": 4,

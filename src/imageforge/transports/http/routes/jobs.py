@@ -200,6 +200,7 @@ def job_view(job: Job, service: ImageService, request: Request) -> JobResponse:
         timings=job.timings,
         result=result,
         error=ErrorDetail(**job.error) if job.error else None,
+        webhook=service.job_webhook(job),
         links=JobLinks(
             self=own, events=str(request.url_for("job_events", job_id=job.id)), cancel=own, image=image, **inputs
         ),

@@ -55,7 +55,7 @@ def _add_submit_async_job(mcp: MCPServer, kit: Toolkit) -> None:
         "has succeeded." + kit.restricted,
         annotations=DRAWING,
     )
-    @declared_arguments(*IMAGE_FIELDS, "task", "strength", "width", "height")
+    @declared_arguments(*IMAGE_FIELDS, "task", "strength", "width", "height", "webhook", "webhook_events")
     async def submit_async_job(
         ctx: Context,
         *,
