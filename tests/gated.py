@@ -31,6 +31,9 @@ class StepHookBackend:
     def weights_present(self, spec: ModelSpec) -> bool:
         return self.inner.weights_present(spec)
 
+    def weights_digest(self, spec: ModelSpec) -> str | None:
+        return self.inner.weights_digest(spec)
+
     def pull(self, spec: ModelSpec) -> str:
         return self.inner.pull(spec)
 

@@ -561,6 +561,9 @@ class QueuedRequest(RequestValues):
     count: int = 1
     #: the style template the request named (its prompt and defaults are already in the fields above), or None
     style: str | None = None
+    #: False: the prompts go to the model as they are, without the server's policy (a replay's were recorded
+    #: after it)
+    policy: bool = True
 
     def to_payload(self) -> dict[str, Any]:
         """This request as plain JSON data (a job's payload)."""
@@ -576,8 +579,15 @@ class QueuedRequest(RequestValues):
     def from_payload(cls, payload: Mapping[str, Any]) -> QueuedRequest:
         """The request `to_payload` wrote; `ValueError` for anything else (a payload of an older version)."""
         # A payload from before `count` asks for one image; one from before styles names none; one from before
-        # samplers runs the model's own.
-        payload = {"count": 1, "style": None, "sampler": None, "schedule": Schedule.DEFAULT.value, **payload}
+        # samplers runs the model's own; one from before replays goes through the policy.
+        payload = {
+            "count": 1,
+            "style": None,
+            "sampler": None,
+            "schedule": Schedule.DEFAULT.value,
+            "policy": True,
+            **payload,
+        }
         try:
             fields = {name: payload[name] for name in cls.__dataclass_fields__}
             fields["task"], fields["decoder"] = Task(fields["task"]), Decoder(fields["decoder"])
@@ -654,6 +664,18 @@ class ImageDescription(BaseModel):
     )
     runtime: dict[str, Any] | None = Field(
         None, description="How the engine ran it: dtype, channels_last, attention, threads, memory_savers, compile."
+    )
+    manifest: dict[str, Any] | None = Field(
+        None,
+        description="How to make this image again: the model and a digest of its weights, the scheduler and its "
+        "config, the seed and its generator, the numbers, the exact prompts sent, library versions, device, "
+        "runtime, how reproducible it is (`determinism`) and a digest of its pixels. POST /replay (replay_image) "
+        "takes it back.",
+    )
+    replay: dict[str, Any] | None = Field(
+        None,
+        description="On a replay only: whether its pixels match those the manifest recorded (`matches`), and by "
+        "how much they differ when the original image was sent.",
     )
 
 

@@ -184,6 +184,10 @@ class RequestValidator:
         return params.steps
 
     def _load_image(self, source: ImageSource | None, field: str, mode: str) -> Image.Image:
+        return decode_image(self.image_bytes(source, field), field=field, limits=self._limits.images, mode=mode)
+
+    def image_bytes(self, source: ImageSource | None, field: str) -> bytes:
+        """The encoded bytes of an image a client sent as base64 or as a path, within the size and path rules."""
         limits = self._limits.images
         if source is None or (source.base64 is None) == (source.path is None):
             raise InvalidRequest(
@@ -191,11 +195,9 @@ class RequestValidator:
                 hint=f"{field} is required for this operation.",
             )
         if source.base64 is not None:
-            data = decode_base64(source.base64, field=field, limits=limits)
-        else:
-            assert source.path is not None
-            data = read_file(self._paths.resolve(source.path, field=f"{field}_path"), field=field, limits=limits)
-        return decode_image(data, field=field, limits=limits, mode=mode)
+            return decode_base64(source.base64, field=field, limits=limits)
+        assert source.path is not None
+        return read_file(self._paths.resolve(source.path, field=f"{field}_path"), field=field, limits=limits)
 
 
 def _sampling(params: GenerationParams, spec: ModelSpec) -> tuple[Sampler | None, Schedule]:

@@ -61,6 +61,8 @@ class Generated:
     #: cannot name them
     sampler: Sampler | None = None
     schedule: Schedule | None = None
+    #: the scheduler that ran, as `{"class": name, "config": {...}}` (JSON values); None when the engine cannot say
+    scheduler: dict[str, Any] | None = None
 
 
 class LoadedModel(Protocol):
@@ -99,6 +101,10 @@ class ImageBackend(Protocol):
 
     def weights_present(self, spec: ModelSpec) -> bool:
         """Whether loading `spec` would need no download."""
+        ...
+
+    def weights_digest(self, spec: ModelSpec) -> str | None:
+        """A digest of the weight files `spec` loads here (`sha256:…`); None when they cannot be named."""
         ...
 
     def pull(self, spec: ModelSpec) -> str:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncGenerator, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from imageforge.domain import (
     GenerationParams,
     Health,
     ImageResult,
+    ImageSource,
     Job,
     JobEvent,
     JobStatus,
@@ -45,6 +46,7 @@ from imageforge.errors import (
     AssistBusy,
     ImageforgeError,
     ImageNotFound,
+    InvalidRequest,
     JobExpired,
     JobNotFound,
     QueueUnavailable,
@@ -61,6 +63,7 @@ from imageforge.logs import job_context
 from imageforge.metrics import Metrics
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.templates import TemplateCatalog
+from imageforge.service import replay
 from imageforge.service.faults import StorageFaults
 from imageforge.service.image_job import ImageJob
 from imageforge.service.job_files import JobFiles
@@ -202,6 +205,57 @@ class ImageService:
                 params.count,
                 prompt,
             )
+        return job
+
+    def replay(
+        self,
+        *,
+        manifest: Mapping[str, Any] | None = None,
+        image: ImageSource | None = None,
+        caller: Caller = LOCAL_CALLER,
+    ) -> Job:
+        """Queue a job that makes a manifest's image again, from `manifest` or from an image that carries one; its
+        result reports under `replay` whether the pixels match the recorded ones.
+
+        The prompts go to the model as the manifest recorded them (after prompt assist and the policy), with its
+        seed, numbers and scheduler; the input images of an img2img or inpaint manifest must still be in the input
+        store (`InputMissing` otherwise). The cache is not asked: the point is to run it again.
+        """
+        if (manifest is None) == (image is None):
+            raise InvalidRequest(
+                "Send either manifest or image.",
+                hint="manifest: a result's `manifest` as it came; image: a PNG imageforge made, as it was saved.",
+            )
+        if image is not None:
+            manifest = replay.manifest_of_png(self._validator.image_bytes(image, "image"))
+        assert manifest is not None
+        recipe = replay.recipe(manifest)
+        stored = {name: self._files.stored_base64(digest) for name, digest in recipe.inputs.items() if digest}
+        params = replace(
+            recipe.params,
+            init_image=ImageSource(base64=stored["init_image"]) if "init_image" in stored else None,
+            mask_image=ImageSource(base64=stored["mask_image"]) if "mask_image" in stored else None,
+        )
+        spec = self.catalog.require(recipe.model)
+        request = self._validator.validate(params, spec)
+        fault = self.storage_fault()
+        if fault is not None:
+            raise type(fault)(fault.message, hint=fault.hint)
+        with self._files.stored_inputs(request) as (init_digest, mask_digest):
+            payload = QueuedRequest(
+                **request.shared(),
+                seed=params.seed,
+                init_image=init_digest,
+                mask_image=mask_digest,
+                assist_prompt=False,
+                use_cache=False,
+                policy=False,
+            ).to_payload()
+            payload["replay"] = {"pixels": recipe.expected, "weights": recipe.weights}
+            job = self._queue.submit(IMAGE_JOB, payload, caller=caller)
+        tracing.submitted(job.id)
+        with job_context(job.id, caller.name):
+            log.info("job submitted: replay of a %s %s manifest", request.task.value, spec.key)
         return job
 
     def _webhook(self, params: GenerationParams) -> dict[str, Any] | None:

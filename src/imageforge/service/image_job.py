@@ -33,6 +33,7 @@ from imageforge.jobs.queue import JobContext
 from imageforge.metrics import Metrics
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import AppliedPolicy, apply_policy
+from imageforge.service import replay
 from imageforge.service.faults import StorageFaults
 from imageforge.storage.cache import ArtifactCache, cache_key
 from imageforge.storage.inputs import InputStore
@@ -105,7 +106,11 @@ class ImageJob:
                 self.outputs.delete(path)  # a failed or cancelled job leaves no files behind; the cache keeps its own
             raise
         images = [ResultImage.model_validate(record).model_dump() for record in records]
-        return {**records[0], "images": images}
+        result = {**records[0], "images": images}
+        expected = payload.get("replay")
+        if isinstance(expected, dict):
+            result["replay"] = replay.compare(records[0]["manifest"], expected)
+        return result
 
     def _image(
         self, request: GenerationRequest, index: int, spec: ModelSpec, assist: AssistResult | None, run: _Run
@@ -138,7 +143,7 @@ class ImageJob:
                 tracing.record("load", loaded_ns - int(load_s * 1e9), loaded_ns, **{"imageforge.model": spec.key})
             run.load_s += load_s
             run.context.timing("load_ms", run.load_s * 1000)
-            applied = self._apply_policy(model, spec, request)
+            applied = self._apply_policy(model, spec, request) if queued.policy else self._as_sent(request)
             record["policy_applied"] = applied.report
             model_request = replace(request, prompt=applied.prompt, negative_prompt=applied.negative_prompt)
             generating = time.perf_counter()
@@ -148,6 +153,15 @@ class ImageJob:
                 time.perf_counter() - generating
             )
         record["runtime"] = generated.runtime
+        record["manifest"] = replay.manifest(
+            spec=spec,
+            sent=model_request,
+            generated=generated,
+            weights=self.backend.weights_digest(spec),
+            device=self.backend.device_info(),
+            policy_version=self.policy.version,
+            inputs={"init_image": queued.init_image, "mask_image": queued.mask_image},
+        )
         # A request without a sampler ran the model's own: the result names it when the engine can.
         for name, used in (("sampler", generated.sampler), ("schedule", generated.schedule)):
             if used is not None:
@@ -191,6 +205,17 @@ class ImageJob:
                 hint="Try a smaller size or other parameters; the server keeps running.",
             ) from exc
 
+    def _as_sent(self, request: GenerationRequest) -> AppliedPolicy:
+        """The prompts of a replay, which its manifest recorded as the model received them: the policy adds
+        nothing."""
+        report = {
+            "version": self.policy.version,
+            "replay": "the prompts went to the model as the manifest recorded them",
+            "model_prompt": request.prompt,
+            "model_negative_prompt": request.negative_prompt,
+        }
+        return AppliedPolicy(prompt=request.prompt, negative_prompt=request.negative_prompt, report=report)
+
     def _apply_policy(self, model: LoadedModel, spec: ModelSpec, request: GenerationRequest) -> AppliedPolicy:
         why_not = spec.why_negative_prompt_ignored(request.guidance)
         return apply_policy(
@@ -210,7 +235,7 @@ class ImageJob:
             run.written.append(saved)
             output = str(saved)
         # What the policy added and how the engine ran made the stored image: report those, not today's.
-        made_by = ("policy_applied", "runtime", "sampler", "schedule")
+        made_by = ("policy_applied", "runtime", "sampler", "schedule", "manifest")
         kept: dict[str, Any] = {name: stored[name] for name in made_by if name in stored}
         return {**record, **kept, "output_path": output, "elapsed_s": 0.0, "cached": True}
 

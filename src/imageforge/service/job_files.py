@@ -3,6 +3,7 @@ them."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import io
@@ -57,6 +58,12 @@ class JobFiles:
                 self._pinned -= Counter(digests.values())
                 if not queued:
                     self._remove_unused_inputs(digests, job_id=None)
+
+    def stored_base64(self, digest: str) -> str:
+        """The input image named `digest`, as base64 of a PNG; `InputMissing` when it is no longer stored."""
+        buffer = io.BytesIO()
+        self._inputs.get(digest).save(buffer, format="PNG", compress_level=1)
+        return base64.b64encode(buffer.getvalue()).decode()
 
     def input_png(self, job: Job, name: str) -> bytes | None:
         """The PNG of the job's input image `name` (one of INPUT_FIELDS), as it was stored; None when the job had

@@ -24,7 +24,7 @@ from tests.transports.mcp.answers import error_of
 pytestmark = pytest.mark.anyio
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
-IMAGE_TOOLS = {"generate_image", "edit_image", "inpaint_image", "get_job_result"}
+IMAGE_TOOLS = {"generate_image", "edit_image", "inpaint_image", "replay_image", "get_job_result"}
 WAIT_S = 30.0
 
 
@@ -287,3 +287,24 @@ async def test_the_policy_profile_reaches_agents_in_the_tool_descriptions_and_in
     assert applied["profile"] == "no-engineering"
     assert applied["model_negative_prompt"].startswith("engineering concept sketch, industrial design ideation")
     assert applied["directive"]["which"] == "no_text_directive"
+
+
+async def test_replay_image_makes_a_results_image_again_from_its_manifest_or_from_the_image(mcp: Client) -> None:
+    made = await mcp.call_tool("generate_image", {"prompt": "a fox", "seed": 5, **SMALL})
+    assert made.structured_content is not None
+    original = made.structured_content
+
+    from_manifest = await mcp.call_tool("replay_image", {"manifest": original["manifest"]})
+    from_image = await mcp.call_tool("replay_image", {"image": original["output_path"]})
+    without_either = await mcp.call_tool("replay_image", {})
+
+    for replayed in (from_manifest, from_image):
+        assert not replayed.is_error
+        assert replayed.structured_content is not None
+        assert replayed.structured_content["replay"]["matches"] is True
+        with (
+            Image.open(replayed.structured_content["output_path"]) as again,
+            Image.open(original["output_path"]) as first,
+        ):
+            assert again.tobytes() == first.tobytes()
+    assert error_of(without_either)["code"] == "invalid_request"

@@ -71,6 +71,9 @@ class RecordingBackend:
     def weights_present(self, spec: ModelSpec) -> bool:
         return True
 
+    def weights_digest(self, spec: ModelSpec) -> str | None:
+        return None
+
     def pull(self, spec: ModelSpec) -> str:
         return spec.source
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -92,6 +92,22 @@ class JobBody(InpaintBody):
         strength = self.strength if self.strength is not None else DEFAULT_STRENGTH[self.task]
         mask = ImageSource(self.mask_image, self.mask_image_path) if self.task is Task.INPAINT else None
         return self.to_params(self.task, init_image=self._init(), mask_image=mask, strength=strength)
+
+
+class ReplayBody(_Body):
+    """POST /replay: a result's manifest, or an image that carries one."""
+
+    manifest: dict[str, Any] | None = Field(None, description="A result's `manifest`, unchanged.")
+    image: str | None = Field(
+        None, description="Instead of manifest: a PNG imageforge made, as saved, base64-encoded (data: URL or bare)."
+    )
+    image_path: str | None = Field(None, description="Or that PNG's path under an allowed folder.")
+
+    def image_source(self) -> ImageSource | None:
+        """The image sent, if any."""
+        if self.image is None and self.image_path is None:
+            return None
+        return ImageSource(base64=self.image, path=self.image_path)
 
 
 class ImageItem(ResultImage):

@@ -8,6 +8,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from imageforge.domain import ModelSpec
+from imageforge.engine import digests
 from imageforge.engine.backends import speed
 from imageforge.engine.backends.diffusers import loading
 from imageforge.engine.backends.diffusers.device import import_torch, memory_gb, memory_in_use_gb, resolve_device
@@ -74,6 +75,10 @@ class DiffusersBackend:
     def weights_present(self, spec: ModelSpec) -> bool:
         """Whether everything `spec` loads is on this machine."""
         return self._weights.present(spec)
+
+    def weights_digest(self, spec: ModelSpec) -> str | None:
+        """A digest of the weight files `spec` loads on this machine, by name and content."""
+        return digests.weights_digest(self._weights.local_files(spec))
 
     def pull(self, spec: ModelSpec) -> str:
         """Fetch the weights of `spec` ahead of time; returns where they are."""

@@ -196,7 +196,7 @@ class DiffusersModel:
                 "first %s run at %dx%d with torch.compile took %.1fs", *shape[:3], runtime["first_run_with_compile_s"]
             )
         self._shapes.add(shape)
-        return Generated(image, runtime, *sampling.named(pipe.scheduler))
+        return Generated(image, runtime, *sampling.named(pipe.scheduler), scheduler=sampling.described(pipe.scheduler))
 
     def _scheduler(self, request: GenerationRequest) -> Any:
         """The scheduler of the request's sampler and schedule, built once per model; the model's own when the

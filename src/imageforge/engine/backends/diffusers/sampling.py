@@ -6,6 +6,7 @@ model's training schedule (betas, timestep spacing, prediction type) and changes
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,3 +72,15 @@ def named(scheduler: Any) -> tuple[Sampler | None, Schedule | None]:
     if sampler is None or len(on) > 1 or (on and on[0] not in SAMPLER_SCHEDULES[sampler]):
         return sampler, None
     return sampler, on[0] if on else Schedule.DEFAULT
+
+
+def described(scheduler: Any) -> dict[str, Any]:
+    """`scheduler` as a manifest records it: its class and its config as JSON values (numpy and tuple values
+    become lists and numbers; anything else its text)."""
+    config = json.loads(json.dumps(dict(scheduler.config), default=_plain))
+    return {"class": type(scheduler).__name__, "config": config}
+
+
+def _plain(value: Any) -> Any:
+    tolist = getattr(value, "tolist", None)
+    return tolist() if callable(tolist) else str(value)

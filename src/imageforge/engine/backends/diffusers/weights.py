@@ -49,6 +49,19 @@ class Weights:
             spec.transformer_file is None or _file_present(spec.transformer_file)
         )
 
+    def local_files(self, spec: ModelSpec) -> list[Path]:
+        """The files and folders on this machine that `spec` loads its weights from (a Hub repo not in the cache
+        names none)."""
+        if spec.builtin:
+            return [self.builtin_model(spec)]
+        found = [diffusers_folder(spec.source, spec.revision) if not spec.source.endswith(".safetensors") else None]
+        if is_local(spec.source) and spec.source.endswith(".safetensors"):
+            found.append(Path(spec.source))
+        for extra in (spec.transformer_file, spec.lora):
+            if extra is not None and is_local(extra):
+                found.append(Path(extra))
+        return [path for path in found if path is not None and path.exists()]
+
     def pull(self, spec: ModelSpec) -> str:
         """Fetch what `spec` loads into the Hugging Face cache (or build the built-in model); returns where the
         model's weights are."""

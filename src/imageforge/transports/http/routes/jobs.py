@@ -1,5 +1,5 @@
-"""Jobs: POST /jobs, GET /jobs, GET /jobs/{id}, GET /jobs/{id}/events (Server-Sent Events), DELETE /jobs/{id}
-(cancel), DELETE /jobs/{id}/result (delete an ended job and its image)."""
+"""Jobs: POST /jobs, POST /replay, GET /jobs, GET /jobs/{id}, GET /jobs/{id}/events (Server-Sent Events),
+DELETE /jobs/{id} (cancel), DELETE /jobs/{id}/result (delete an ended job and its image)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from imageforge.transports.http.schemas import (
     JobListResponse,
     JobProgress,
     JobResponse,
+    ReplayBody,
 )
 
 _ERRORS: dict[int | str, dict[str, object]] = {
@@ -50,6 +51,22 @@ def submit_job(
 ) -> JobResponse:
     note_audit(request, prompt=body.prompt)
     job = service.submit(body.to_job_params(), caller=caller, idempotency_key=idempotency_key)
+    note_audit(request, job_id=job.id)
+    view = job_view(job, service, request)
+    response.headers["Location"] = view.links.self
+    return view
+
+
+@router.post(
+    "/replay",
+    status_code=202,
+    summary="Make a result's image again from its manifest (or an image carrying one); the job's result says "
+    "whether the pixels match",
+)
+def replay_job(
+    body: ReplayBody, service: Service, caller: RequestCaller, request: Request, response: Response
+) -> JobResponse:
+    job = service.replay(manifest=body.manifest, image=body.image_source(), caller=caller)
     note_audit(request, job_id=job.id)
     view = job_view(job, service, request)
     response.headers["Location"] = view.links.self

@@ -1,4 +1,4 @@
-"""The image tools that draw and wait: generate_image, edit_image and inpaint_image.
+"""The image tools that draw and wait: generate_image, edit_image, inpaint_image and replay_image.
 
 Each submits the caller's request as a job and follows it: where it waits in the queue ("queued, 2 ahead"), its
 model loading ("loading sd-turbo") and its steps ("step 3/20") go out as MCP progress notifications, a client that
@@ -16,19 +16,27 @@ import anyio
 from anyio import to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import CallToolResult
+from pydantic import Field
 
 from imageforge import tracing
-from imageforge.domain import Caller, GenerationParams, ImageResult, JobEvent, JobStatus, Task
+from imageforge.domain import Caller, ImageResult, Job, JobEvent, JobStatus, Task
 from imageforge.errors import ImageforgeError
 from imageforge.service import ImageService
-from imageforge.transports.mcp.arguments import IMAGE_FIELDS, ImageInput, MaskInput, declared_arguments, request_params
+from imageforge.transports.mcp.arguments import (
+    IMAGE_FIELDS,
+    IMAGE_FORMS,
+    ImageInput,
+    MaskInput,
+    declared_arguments,
+    request_params,
+)
 from imageforge.transports.mcp.results import RESULT_NOTE, ImageOutput, error_result, image_result
 from imageforge.transports.mcp.tasks import task_ticket
 from imageforge.transports.mcp.tools.toolkit import DRAWING, Toolkit, base_url, caller_of, client_of
 
 
 def register_image_tools(mcp: MCPServer, kit: Toolkit) -> None:
-    """Add generate_image, edit_image and inpaint_image to `mcp`."""
+    """Add generate_image, edit_image, inpaint_image and replay_image to `mcp`."""
 
     @mcp.tool(
         title="Generate an image",
@@ -40,7 +48,10 @@ def register_image_tools(mcp: MCPServer, kit: Toolkit) -> None:
     )
     @declared_arguments(*IMAGE_FIELDS, "width", "height")
     async def generate_image(ctx: Context, **fields: Any) -> Annotated[CallToolResult, ImageOutput]:
-        return await _draw(kit, ctx, "generate_image", fields, lambda: request_params(Task.TEXT2IMG, **fields))
+        def submit(caller: Caller) -> Job:
+            return kit.service.submit(request_params(Task.TEXT2IMG, **fields), caller=caller)
+
+        return await _draw(kit, ctx, "generate_image", fields, submit)
 
     @mcp.tool(
         title="Edit an image",
@@ -51,10 +62,11 @@ def register_image_tools(mcp: MCPServer, kit: Toolkit) -> None:
     )
     @declared_arguments(*IMAGE_FIELDS, "strength", "width", "height")
     async def edit_image(ctx: Context, *, image: ImageInput, **fields: Any) -> Annotated[CallToolResult, ImageOutput]:
-        def build() -> GenerationParams:
-            return request_params(Task.IMG2IMG, image=kit.image(ctx, image), **fields)
+        def submit(caller: Caller) -> Job:
+            params = request_params(Task.IMG2IMG, image=kit.image(ctx, image), **fields)
+            return kit.service.submit(params, caller=caller)
 
-        return await _draw(kit, ctx, "edit_image", fields, build)
+        return await _draw(kit, ctx, "edit_image", fields, submit)
 
     @mcp.tool(
         title="Inpaint a masked region",
@@ -66,25 +78,52 @@ def register_image_tools(mcp: MCPServer, kit: Toolkit) -> None:
     async def inpaint_image(
         ctx: Context, *, image: ImageInput, mask: MaskInput, **fields: Any
     ) -> Annotated[CallToolResult, ImageOutput]:
-        def build() -> GenerationParams:
-            return request_params(Task.INPAINT, image=kit.image(ctx, image), mask=kit.image(ctx, mask), **fields)
+        def submit(caller: Caller) -> Job:
+            params = request_params(Task.INPAINT, image=kit.image(ctx, image), mask=kit.image(ctx, mask), **fields)
+            return kit.service.submit(params, caller=caller)
 
-        return await _draw(kit, ctx, "inpaint_image", fields, build)
+        return await _draw(kit, ctx, "inpaint_image", fields, submit)
+
+    @mcp.tool(
+        title="Replay an image",
+        description="Make an image again from the manifest its result carried (or from the image itself: a PNG "
+        "this server made, by result file name, path or base64) and say whether the pixels match: the result's "
+        "`replay.matches`. Use it to check that a seed and its settings still give the same image."
+        + RESULT_NOTE
+        + kit.restricted,
+        annotations=DRAWING,
+    )
+    async def replay_image(
+        ctx: Context,
+        manifest: Annotated[
+            dict[str, Any] | None, Field(description="A result's `manifest`, unchanged; or send image instead.")
+        ] = None,
+        image: Annotated[
+            str | None, Field(description=f"Instead of manifest, an image that carries one: {IMAGE_FORMS}.")
+        ] = None,
+    ) -> Annotated[CallToolResult, ImageOutput]:
+        def submit(caller: Caller) -> Job:
+            return kit.service.replay(manifest=manifest, image=kit.image(ctx, image), caller=caller)
+
+        return await _draw(kit, ctx, "replay_image", {}, submit)
 
 
 async def _draw(
-    kit: Toolkit, ctx: Context, tool: str, fields: dict[str, Any], build: Callable[[], GenerationParams]
+    kit: Toolkit,
+    ctx: Context,
+    tool: str,
+    fields: dict[str, Any],
+    submit: Callable[[Caller], Job],
 ) -> CallToolResult:
-    """Submit the caller's job (the request `build` makes of the arguments `fields`), report its steps as
-    progress, and return its image; cancelling the call cancels it. The call is audited as `tool`. Called as a
-    task (`task_ticket`), it hands the submitted job to the ticket and returns at once."""
+    """Submit the caller's job (`submit` queues it, from the arguments `fields`), report its steps as progress,
+    and return its image; cancelling the call cancels it. The call is audited as `tool`. Called as a task
+    (`task_ticket`), it hands the submitted job to the ticket and returns at once."""
     client, caller = client_of(ctx), caller_of(ctx)
     job_id = None
     try:
-        params = await to_thread.run_sync(build)
         # The agent's trace, when its call carries one in `_meta` (`traceparent`), goes on through the job.
         with tracing.continuing(ctx.request_context.meta), tracing.span(f"MCP {tool}", **{"mcp.tool": tool}):
-            job = await to_thread.run_sync(functools.partial(kit.service.submit, params, caller=caller))
+            job = await to_thread.run_sync(submit, caller)
         job_id = job.id
         if (ticket := task_ticket()) is not None:
             # The task middleware answers the call with this job; the client follows it with tasks/get.
