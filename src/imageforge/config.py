@@ -163,6 +163,14 @@ class Settings(BaseSettings):
         validation_alias=_env("LORA_PORTRAIT", bare=False),
         description="a LoRA (`.safetensors` file or Hub repo id) for `sdxl-portrait`",
     )
+    lora_dir: Path | None = Field(
+        None,
+        validation_alias=_env("LORA_DIR", bare=False),
+        description=(
+            "the folder of LoRAs a request's `loras` may name (`.safetensors` files only; see "
+            "[models](models.md#loras)); empty: `loras` in the data folder"
+        ),
+    )
     models_file: Path = Field(
         Path("models.toml"),
         validation_alias=_env("MODELS_FILE", bare=False),
@@ -579,6 +587,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "lora_portrait",
+        "lora_dir",
         "job_timeout_s",
         "keys_file",
         "tls_cert",
@@ -623,6 +632,11 @@ class Settings(BaseSettings):
     def models_path(self) -> Path:
         """Where models built or converted by imageforge itself live (the `tiny` build)."""
         return self.data_path / "models"
+
+    @property
+    def lora_path(self) -> Path:
+        """The folder of the LoRAs requests may apply by name (`IMAGEFORGE_LORA_DIR`)."""
+        return self.data_path / "loras" if self.lora_dir is None else self.resolve(self.lora_dir)
 
     @property
     def keys_path(self) -> Path:

@@ -15,6 +15,7 @@ from imageforge.domain import (
     FLOW_MATCHING_SAMPLERS,
     MAX_COUNT,
     MAX_GUIDANCE,
+    MAX_LORAS,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     MIN_SIZE,
@@ -24,6 +25,7 @@ from imageforge.domain import (
     GenerationParams,
     GenerationRequest,
     ImageSource,
+    LoraWeight,
     ModelSpec,
     Sampler,
     Schedule,
@@ -81,6 +83,7 @@ class RequestValidator:
         width, height = self._size(params, spec, init_image)
         decoder = self._decoder(params, spec)
         sampler, schedule = _sampling(params, spec)
+        loras = _loras(params.loras)
         strength = DEFAULT_STRENGTH.get(params.task, 1.0) if params.strength is None else params.strength
         if params.task is not Task.TEXT2IMG and not 0.0 < strength <= 1.0:
             raise InvalidRequest(f"strength {strength} is out of range.", hint="Use a value in (0, 1].")
@@ -115,6 +118,7 @@ class RequestValidator:
             decoder=decoder,
             sampler=sampler,
             schedule=schedule,
+            loras=loras,
             init_image=init_image,
             mask_image=mask_image,
         )
@@ -237,6 +241,22 @@ def _sampling(params: GenerationParams, spec: ModelSpec) -> tuple[Sampler | None
     return sampler, schedule
 
 
+def _loras(loras: tuple[LoraWeight, ...]) -> tuple[LoraWeight, ...]:
+    """The request's LoRAs, at most MAX_LORAS (again, for in-process callers; `LoraWeight` bounds each weight),
+    each named once and without its `.safetensors`; whether the server has them is the service's to check."""
+    if len(loras) > MAX_LORAS:
+        raise InvalidRequest(f"{len(loras)} LoRAs are more than {MAX_LORAS}.", hint=f"Apply at most {MAX_LORAS}.")
+    named = tuple(lora.model_copy(update={"name": lora.name.removesuffix(".safetensors")}) for lora in loras)
+    names = [lora.name for lora in named]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InvalidRequest(
+            f"LoRA {', '.join(map(repr, repeated))} is named more than once.",
+            hint="Name each LoRA once, with the weight you meant.",
+        )
+    return named
+
+
 def _running(schedule: Schedule) -> list[str]:
     return [sampler.value for sampler, schedules in SAMPLER_SCHEDULES.items() if schedule in schedules]
 
@@ -245,6 +265,8 @@ def require_texts(params: GenerationParams) -> None:
     """Every text a request carries is checked before any of it is used, echoed in an error, or queued."""
     for name in ("prompt", "negative_prompt", "model", "style", "decoder", "sampler", "schedule"):
         require_text(getattr(params, name), field=name)
+    for lora in params.loras:
+        require_text(lora.name, field="loras")
     for name, source in (("init_image", params.init_image), ("mask_image", params.mask_image)):
         if source is not None:
             require_text(source.base64, field=name)

@@ -26,6 +26,7 @@ from imageforge.domain import (
     Job,
     JobEvent,
     JobStatus,
+    LoraCatalog,
     ModelCatalog,
     Policy,
     Progress,
@@ -36,6 +37,7 @@ from imageforge.domain import (
     result_images,
 )
 from imageforge.engine.catalog import Catalog
+from imageforge.engine.loras import LoraFolder
 from imageforge.engine.pool import ModelPool
 from imageforge.engine.protocol import ImageBackend
 from imageforge.errors import (
@@ -86,6 +88,7 @@ class ImageService:
         self,
         *,
         catalog: Catalog,
+        loras: LoraFolder,
         backend: ImageBackend,
         pool: ModelPool,
         outputs: OutputStore,
@@ -101,6 +104,7 @@ class ImageService:
         audit: AuditLog | None = None,
     ) -> None:
         self.catalog = catalog
+        self._loras = loras
         self._backend = backend
         self._pool = pool
         self._outputs = outputs
@@ -115,7 +119,7 @@ class ImageService:
         self._files = JobFiles(queue, inputs, outputs, self._faults)
         self._assist_slots = threading.BoundedSemaphore(limits.assist_concurrency)
         self._audit = audit or AuditLog()
-        run = ImageJob(catalog, backend, pool, outputs, cache, inputs, assistant, policy, self._faults)
+        run = ImageJob(catalog, loras, backend, pool, outputs, cache, inputs, assistant, policy, self._faults)
         queue.register(IMAGE_JOB, run, on_expire=self._files.expire)
 
     # -- jobs ---------------------------------------------------------------------------------------
@@ -137,6 +141,8 @@ class ImageService:
             params = self._templates.get(params.style).frame(params, max_side=self.limits.max_res)
         spec = self.catalog.require(params.model or self.default_model)
         request = self._validator.validate(params, spec)
+        for lora in request.loras:
+            self._loras.find(lora.name)  # refused now rather than failing the job: unknown, a pickle, a path
         fault = self.storage_fault()
         if fault is not None:
             raise type(fault)(fault.message, hint=fault.hint)  # a new one each time: threads may raise it at once
@@ -339,6 +345,10 @@ class ImageService:
                 for spec in self.catalog
             ],
         )
+
+    def list_loras(self) -> LoraCatalog:
+        """The LoRAs a request's `loras` may name: the `.safetensors` files of the LoRA folder."""
+        return self._loras.catalog()
 
     def health(self) -> Health:
         """Service status: device, resident models, default model, version, Ollama reachability.

@@ -26,6 +26,7 @@ from imageforge.domain import (
     ResultImage,
 )
 from imageforge.engine.catalog import Catalog
+from imageforge.engine.loras import LoraFolder
 from imageforge.engine.pool import ModelPool
 from imageforge.engine.protocol import Generated, ImageBackend, LoadedModel
 from imageforge.errors import Cancelled, GenerationFailed, ImageforgeError, InvalidRequest
@@ -67,6 +68,7 @@ class ImageJob:
     """
 
     catalog: Catalog
+    loras: LoraFolder
     backend: ImageBackend
     pool: ModelPool
     outputs: OutputStore
@@ -196,7 +198,8 @@ class ImageJob:
 
     def _cache_parameters(self, request: GenerationRequest, spec: ModelSpec, queued: QueuedRequest) -> dict[str, Any]:
         """Everything that changes the pixels: the model and its revision, the prompts after assist, the
-        numbers, the input images (by digest), and the engine (library versions, device, dtype)."""
+        numbers, the request's LoRAs (by content digest: a file replaced under its name makes other pixels), the
+        input images (by digest), and the engine (library versions, device, dtype)."""
         return {
             "model": spec.key,
             "source": spec.source,
@@ -204,6 +207,7 @@ class ImageJob:
             "lora": spec.lora,
             "scheduler": spec.scheduler,
             **request.values(),
+            "loras": [{"sha256": self.loras.find(lora.name).sha256, "weight": lora.weight} for lora in request.loras],
             "seed": request.seed,
             "init_image": queued.init_image,
             "mask_image": queued.mask_image,
