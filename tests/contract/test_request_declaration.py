@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterator
-from typing import Any, get_type_hints
+from typing import Any, get_origin, get_type_hints
 
 import anyio
 import pytest
@@ -34,6 +34,8 @@ SCHEMA_BOUNDS = {
     "min_length": "minLength",
     "max_length": "maxLength",
 }
+#: JSON Schema's name for a length bound of a list (`loras`).
+ARRAY_BOUNDS = {"min_length": "minItems", "max_length": "maxItems"}
 #: The HTTP bodies and what their `strength` defaults to (absent: the body has none).
 BODIES = {
     "GenerateBody": None,
@@ -62,14 +64,17 @@ HTTP_OWN = {"init_image", "init_image_path", "mask_image", "mask_image_path"}
 def declared_schema(name: str) -> dict[str, Any]:
     """The default, bounds, choices and description the declaration gives `name`, as JSON Schema says them."""
     field = REQUEST_FIELDS[name]
+    is_list = get_origin(field.annotation) in (tuple, list)
     expected: dict[str, Any] = {"description": field.description}
     if not field.is_required():
         default = field.default
-        expected["default"] = default.value if isinstance(default, enum.Enum) else default
+        expected["default"] = (
+            default.value if isinstance(default, enum.Enum) else list(default) if is_list else default
+        )
     for rule in field.metadata:
         for bound, keyword in SCHEMA_BOUNDS.items():
             if getattr(rule, bound, None) is not None:
-                expected[keyword] = getattr(rule, bound)
+                expected[ARRAY_BOUNDS.get(bound, keyword) if is_list else keyword] = getattr(rule, bound)
     choices = declared_enum(field)
     if choices is not None:
         expected["enum"] = [member.value for member in choices]
@@ -83,7 +88,8 @@ def shown(prop: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
     for branch in [prop, *prop.get("anyOf", [])]:
         if "$ref" in branch:
             branch = definitions[branch["$ref"].rsplit("/", 1)[-1]]
-        seen.update({key: branch[key] for key in [*SCHEMA_BOUNDS.values(), "enum"] if key in branch})
+        keys = [*SCHEMA_BOUNDS.values(), *ARRAY_BOUNDS.values(), "enum"]
+        seen.update({key: branch[key] for key in keys if key in branch})
     return seen
 
 

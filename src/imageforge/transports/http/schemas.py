@@ -15,6 +15,7 @@ from imageforge.domain import (
     Health,
     ImageDescription,
     ImageSource,
+    LoraCatalog,
     ModelCatalog,
     Policy,
     RenderedTemplate,
@@ -219,6 +220,12 @@ class RenderedTemplateResponse(RenderedTemplate):
 
 class ModelListResponse(ModelCatalog):
     """GET /models: the catalog as the service describes it."""
+
+    ok: Literal[True] = True
+
+
+class LoraListResponse(LoraCatalog):
+    """GET /loras: the LoRAs a request's `loras` may name."""
 
     ok: Literal[True] = True
 
