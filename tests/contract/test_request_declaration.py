@@ -68,9 +68,7 @@ def declared_schema(name: str) -> dict[str, Any]:
     expected: dict[str, Any] = {"description": field.description}
     if not field.is_required():
         default = field.default
-        expected["default"] = (
-            default.value if isinstance(default, enum.Enum) else list(default) if is_list else default
-        )
+        expected["default"] = default.value if isinstance(default, enum.Enum) else list(default) if is_list else default
     for rule in field.metadata:
         for bound, keyword in SCHEMA_BOUNDS.items():
             if getattr(rule, bound, None) is not None:
