@@ -102,7 +102,8 @@ def test_the_loras_and_their_weights_are_part_of_the_cache_key(counted: ImageSer
 
     assert not plain.cached
     assert not with_lora.cached
-    assert again.cached and again.png == with_lora.png
+    assert again.cached
+    assert again.png == with_lora.png
     assert not other_weight.cached
     assert with_lora.loras == [LoraWeight(name="one", weight=1.0)]
     assert plain.loras == []
