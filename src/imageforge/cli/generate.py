@@ -172,9 +172,9 @@ def _loras(options: list[str]) -> list[LoraWeight]:
     """The `--lora NAME[:WEIGHT]` options as the request's `loras`."""
     loras = []
     for option in options:
-        name, _, weight = option.rpartition(":")
+        name, colon, weight = option.rpartition(":")
         try:
-            loras.append(LoraWeight(name=name, weight=float(weight)) if name else LoraWeight(name=option))
+            loras.append(LoraWeight(name=name, weight=float(weight)) if colon else LoraWeight(name=option))
         except (ValueError, ValidationError):
             raise typer.BadParameter(f"{option!r}: {accepted('loras')}", param_hint="--lora") from None
     return loras
