@@ -161,7 +161,10 @@ class Settings(BaseSettings):
     lora_portrait: str | None = Field(
         None,
         validation_alias=_env("LORA_PORTRAIT", bare=False),
-        description="a LoRA (`.safetensors` file or Hub repo id) for `sdxl-portrait`",
+        description=(
+            "the LoRA of `sdxl-portrait`: a name in the LoRA folder, applied per request (see "
+            "[models](models.md#loras)), or a `.safetensors` file or Hub repo id, fused in when it loads"
+        ),
     )
     lora_dir: Path | None = Field(
         None,

@@ -158,6 +158,9 @@ class ModelSpec:
     scheduler: str | None = None
     #: LoRA weights (repo id or `.safetensors` file) fused in after loading
     lora: str | None = None
+    #: LoRAs of the LoRA folder every request to this entry applies, as a request's own `loras` do (for one job,
+    #: on the resident weights); a request naming one of them sets its weight
+    loras: tuple[LoraWeight, ...] = ()
     #: a single `.safetensors`/`.gguf` file whose transformer replaces the source's (quantised FLUX)
     transformer_file: str | None = None
     revision: str | None = None
@@ -1114,6 +1117,10 @@ class ModelInfo(BaseModel):
     guard: ModelGuard | None = None
     available: bool = Field(description="Whether this server may run it (its guard, if any, is on).")
     quality_note: str = ""
+    loras: list[LoraWeight] = Field(
+        default_factory=list,
+        description="LoRAs of the LoRA folder every request to it applies (a request naming one sets its weight).",
+    )
     notice: str | None = Field(None, description="Why it behaves other than its name says, when it does.")
     smoke_test: bool = Field(description="Built by imageforge from random weights (the offline `tiny` model).")
     weights_present: bool = Field(description="Whether its weights are on this machine.")

@@ -83,7 +83,7 @@ class RequestValidator:
         width, height = self._size(params, spec, init_image)
         decoder = self._decoder(params, spec)
         sampler, schedule = _sampling(params, spec)
-        loras = _loras(params.loras)
+        loras = _loras(params.loras, spec)
         strength = DEFAULT_STRENGTH.get(params.task, 1.0) if params.strength is None else params.strength
         if params.task is not Task.TEXT2IMG and not 0.0 < strength <= 1.0:
             raise InvalidRequest(f"strength {strength} is out of range.", hint="Use a value in (0, 1].")
@@ -241,12 +241,13 @@ def _sampling(params: GenerationParams, spec: ModelSpec) -> tuple[Sampler | None
     return sampler, schedule
 
 
-def _loras(loras: tuple[LoraWeight, ...]) -> tuple[LoraWeight, ...]:
-    """The request's LoRAs, at most MAX_LORAS (again, for in-process callers; `LoraWeight` bounds each weight),
-    each named once and without its `.safetensors`; whether the server has them is the service's to check."""
+def _loras(loras: tuple[LoraWeight, ...], spec: ModelSpec) -> tuple[LoraWeight, ...]:
+    """The model's own LoRAs (`ModelSpec.loras`) then the request's, at most MAX_LORAS of those (again, for
+    in-process callers; `LoraWeight` bounds each weight), each named once and without its `.safetensors`; a request
+    naming one of the model's sets its weight. Whether the server has them is the service's to check."""
     if len(loras) > MAX_LORAS:
         raise InvalidRequest(f"{len(loras)} LoRAs are more than {MAX_LORAS}.", hint=f"Apply at most {MAX_LORAS}.")
-    named = tuple(lora.model_copy(update={"name": lora.name.removesuffix(".safetensors")}) for lora in loras)
+    named = [lora.model_copy(update={"name": lora.name.removesuffix(".safetensors")}) for lora in loras]
     names = [lora.name for lora in named]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -254,7 +255,8 @@ def _loras(loras: tuple[LoraWeight, ...]) -> tuple[LoraWeight, ...]:
             f"LoRA {', '.join(map(repr, repeated))} is named more than once.",
             hint="Name each LoRA once, with the weight you meant.",
         )
-    return named
+    weights = {lora.name: lora for lora in spec.loras} | {lora.name: lora for lora in named}
+    return tuple(weights.values())
 
 
 def _running(schedule: Schedule) -> list[str]:

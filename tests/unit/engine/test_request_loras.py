@@ -156,3 +156,30 @@ def test_a_lora_applies_to_the_text_encoder_even_for_a_prompt_encoded_before(cou
     fresh = _pixels(counted, _params(("one", 1.0), use_cache=False))
 
     assert np.array_equal(after_the_plain_prompt, fresh)
+
+
+@pytest.fixture
+def inked(settings: Settings, backend: CountingBackend) -> Iterator[ImageService]:
+    """A service whose models file adds `tiny-inked`: the tiny model with the LoRA `one` at 0.7 on every request,
+    as `sdxl-portrait` applies a LoRA folder name in IMAGEFORGE_LORA_PORTRAIT."""
+    (settings.root_dir / "models.toml").write_text(
+        f'[models.tiny-inked]\nsource = "{settings.models_path / "tiny"}"\nfamily = "sd"\nsteps = 2\n'
+        'guidance = 0.0\nsize = 64\nloras = [{name = "one", weight = 0.7}]\n'
+    )
+    service = build_service(settings, backend=backend)
+    service.start()
+    yield service
+    service.close()
+
+
+def test_a_models_own_lora_applies_through_the_request_path_and_a_request_may_reweigh_it(
+    inked: ImageService,
+) -> None:
+    own = inked.generate(_params(model="tiny-inked", use_cache=False))
+    same = _pixels(inked, _params(("one", 0.7), model="tiny", use_cache=False))
+    off = _pixels(inked, _params(("one", 0.0), model="tiny-inked", use_cache=False))
+    plain = _pixels(inked, _params(model="tiny", use_cache=False))
+
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(own.png)).convert("RGB"), dtype=np.int16), same)
+    assert own.loras == [LoraWeight(name="one", weight=0.7)]
+    assert np.array_equal(off, plain)
