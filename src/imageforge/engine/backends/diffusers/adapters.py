@@ -3,8 +3,8 @@
 The base model is never reloaded: `load_lora_weights` injects each LoRA as a named adapter into the pipeline's
 denoiser and text encoders, `set_adapters` gives them the request's weights, and `unload_lora_weights` takes the
 adapter layers out again when the job ends, however it ends, so that the next job runs the base model. A LoRA's
-tensors are read once (safetensors only) and kept in memory by content digest, for the few LoRAs a server
-alternates between.
+tensors are read once (safetensors only) and kept in memory by content digest, within `KEPT_BYTES`, for the few
+LoRAs a server alternates between.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from imageforge.domain import MAX_LORAS, LoraWeight
+from imageforge.domain import LoraWeight
 from imageforge.engine.loras import LoraFile, LoraFolder
 from imageforge.errors import LoraNotFound
 
-#: LoRA state dicts kept in memory: those of one request at the most, a few hundred MB for SDXL LoRAs.
-_KEPT = MAX_LORAS
+#: The most bytes of LoRA tensors kept in memory between jobs: an SD LoRA takes tens of MB, an SDXL one up to a
+#: few hundred, and one that does not fit is read again from disk (mapped, so from the page cache) each job.
+KEPT_BYTES = 512 * 2**20
 
 
 class RequestLoras:
@@ -28,7 +29,7 @@ class RequestLoras:
 
     def __init__(self, folder: LoraFolder | None) -> None:
         self._folder = folder
-        self._states: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._states: OrderedDict[str, tuple[dict[str, Any], int]] = OrderedDict()
         self._lock = threading.Lock()
 
     @contextmanager
@@ -58,13 +59,14 @@ class RequestLoras:
         from safetensors.torch import load_file
 
         with self._lock:
-            state = self._states.get(file.sha256)
-            if state is not None:
+            kept = self._states.get(file.sha256)
+            if kept is not None:
                 self._states.move_to_end(file.sha256)
-                return state
+                return kept[0]
         state = load_file(str(file.path))
+        size = sum(tensor.nbytes for tensor in state.values())
         with self._lock:
-            self._states[file.sha256] = state
-            while len(self._states) > _KEPT:
+            self._states[file.sha256] = (state, size)
+            while sum(size for _, size in self._states.values()) > KEPT_BYTES:
                 self._states.popitem(last=False)
         return state
