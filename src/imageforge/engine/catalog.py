@@ -198,6 +198,17 @@ class Catalog:
             )
         return spec
 
+    def loaded_as(self, spec: ModelSpec) -> ModelSpec:
+        """The entry whose loaded model runs `spec`: for an entry that only adds LoRAs applied per request
+        (`ModelSpec.loras`) to the weights another entry loads the same way (`sdxl-portrait` with a LoRA folder name,
+        and `sdxl`), that other entry, so that one resident copy serves both; else `spec` itself."""
+        if not spec.loras:
+            return spec
+        return next(
+            (other for other in self if not other.loras and _loading(other) == _loading(spec)),
+            spec,
+        )
+
     def info(self, spec: ModelSpec, *, weights_present: bool, resident: bool, default: bool) -> ModelInfo:
         """How the catalog lists `spec`, with what this process knows of it: whether its weights are on disk,
         whether it is loaded, whether it is the default."""
@@ -228,6 +239,21 @@ class Catalog:
             resident=resident,
             default=default,
         )
+
+
+def _loading(spec: ModelSpec) -> tuple[object, ...]:
+    """What decides the weights a loaded model holds and how it runs them."""
+    return (
+        spec.source,
+        spec.family,
+        spec.revision,
+        spec.scheduler,
+        spec.lora,
+        spec.transformer_file,
+        spec.fast_decoder,
+        spec.builtin,
+        spec.guard,
+    )
 
 
 def build_catalog(*, lora_portrait: str | None, models_file: Path | None, allowed_guards: Iterable[str]) -> Catalog:

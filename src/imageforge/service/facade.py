@@ -339,7 +339,7 @@ class ImageService:
                 self.catalog.info(
                     spec,
                     weights_present=self._backend.weights_present(spec),
-                    resident=spec.key in resident,
+                    resident=self.catalog.loaded_as(spec).key in resident,
                     default=spec.key == self.default_model,
                 )
                 for spec in self.catalog
@@ -376,8 +376,9 @@ class ImageService:
         )
 
     def load_model(self, key: str) -> float:
-        """Make a model resident now; returns the seconds spent loading (0 when it already was)."""
-        return self._pool.load(self.catalog.require(key))
+        """Make a model resident now (the entry it loads as, `Catalog.loaded_as`); returns the seconds spent
+        loading (0 when it already was)."""
+        return self._pool.load(self.catalog.loaded_as(self.catalog.require(key)))
 
     def resident_models(self) -> list[str]:
         """The keys of the resident models, least recently used first."""
@@ -385,7 +386,7 @@ class ImageService:
 
     def unload_model(self, key: str) -> bool:
         """Unload a resident model; returns whether it was resident. `ModelBusy` while a job uses it."""
-        return self._pool.unload(self.catalog.get(key).key)
+        return self._pool.unload(self.catalog.loaded_as(self.catalog.get(key)).key)
 
     def pull(self, key: str) -> str:
         """Download a model's weights ahead of time; returns where they are."""

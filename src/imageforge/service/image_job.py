@@ -131,7 +131,12 @@ class ImageJob:
             )
         request = replace(request, init_image=run.inputs[0], mask_image=run.inputs[1])
         started = time.perf_counter()
-        with self.pool.use(spec, on_load=lambda: run.context.stage("loading", {"model": spec.key})) as (model, load_s):
+
+        def loading() -> None:
+            run.context.stage("loading", {"model": spec.key})
+
+        # An entry that only adds LoRAs to another's weights (sdxl-portrait) runs on that entry's resident copy.
+        with self.pool.use(self.catalog.loaded_as(spec), on_load=loading) as (model, load_s):
             run.load_s += load_s
             run.context.timing("load_ms", run.load_s * 1000)
             applied = self._apply_policy(model, spec, request)

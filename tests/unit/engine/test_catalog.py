@@ -131,6 +131,20 @@ def test_sdxl_portrait_applies_a_lora_folder_name_per_request_instead_of_fusing_
     assert spec.notice == ""
 
 
+def test_sdxl_portrait_with_a_lora_folder_name_runs_on_the_sdxl_entrys_weights() -> None:
+    catalog = _catalog(lora_portrait="portrait")
+
+    assert catalog.loaded_as(catalog.get("sdxl-portrait")).key == "sdxl"
+    assert catalog.loaded_as(catalog.get("sdxl")).key == "sdxl"
+
+
+def test_an_entry_with_its_own_weights_or_fused_lora_runs_on_its_own() -> None:
+    fused = _catalog(lora_portrait="someone/portrait-lora")
+
+    assert fused.loaded_as(fused.get("sdxl-portrait")).key == "sdxl-portrait"
+    assert fused.loaded_as(fused.get("sdxl-lcm")).key == "sdxl-lcm"
+
+
 @pytest.mark.parametrize("setting", ["portrait.safetensors", "/srv/loras/portrait", "~/portrait"])
 def test_a_portrait_lora_given_as_a_path_is_fused_as_before(setting: str) -> None:
     spec = _catalog(lora_portrait=setting).get("sdxl-portrait")

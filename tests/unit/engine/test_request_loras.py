@@ -160,11 +160,12 @@ def test_a_lora_applies_to_the_text_encoder_even_for_a_prompt_encoded_before(cou
 
 @pytest.fixture
 def inked(settings: Settings, backend: CountingBackend) -> Iterator[ImageService]:
-    """A service whose models file adds `tiny-inked`: the tiny model with the LoRA `one` at 0.7 on every request,
-    as `sdxl-portrait` applies a LoRA folder name in IMAGEFORGE_LORA_PORTRAIT."""
+    """A service whose models file adds `tiny-base`, the tiny model's folder, and `tiny-inked`, the same with the
+    LoRA `one` at 0.7 on every request: as `sdxl` and `sdxl-portrait` with a LoRA folder name in
+    IMAGEFORGE_LORA_PORTRAIT."""
+    entry = f'source = "{settings.models_path / "tiny"}"\nfamily = "sd"\nsteps = 2\nguidance = 0.0\nsize = 64\n'
     (settings.root_dir / "models.toml").write_text(
-        f'[models.tiny-inked]\nsource = "{settings.models_path / "tiny"}"\nfamily = "sd"\nsteps = 2\n'
-        'guidance = 0.0\nsize = 64\nloras = [{name = "one", weight = 0.7}]\n'
+        f'[models.tiny-base]\n{entry}\n[models.tiny-inked]\n{entry}loras = [{{name = "one", weight = 0.7}}]\n'
     )
     service = build_service(settings, backend=backend)
     service.start()
@@ -176,10 +177,24 @@ def test_a_models_own_lora_applies_through_the_request_path_and_a_request_may_re
     inked: ImageService,
 ) -> None:
     own = inked.generate(_params(model="tiny-inked", use_cache=False))
-    same = _pixels(inked, _params(("one", 0.7), model="tiny", use_cache=False))
+    same = _pixels(inked, _params(("one", 0.7), model="tiny-base", use_cache=False))
     off = _pixels(inked, _params(("one", 0.0), model="tiny-inked", use_cache=False))
-    plain = _pixels(inked, _params(model="tiny", use_cache=False))
+    plain = _pixels(inked, _params(model="tiny-base", use_cache=False))
 
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(own.png)).convert("RGB"), dtype=np.int16), same)
     assert own.loras == [LoraWeight(name="one", weight=0.7)]
     assert np.array_equal(off, plain)
+
+
+def test_an_entry_that_only_adds_loras_runs_on_the_resident_copy_of_the_entry_it_builds_on(
+    inked: ImageService, backend: CountingBackend
+) -> None:
+    inked.generate(_params(model="tiny-base", use_cache=False))
+    inked.generate(_params(model="tiny-inked", use_cache=False))
+    resident = {model.key: model.resident for model in inked.list_models().models}
+
+    assert backend.loads == ["tiny-base"]
+    assert resident["tiny-inked"]
+    assert resident["tiny-base"]
+    assert inked.unload_model("tiny-inked")
+    assert inked.resident_models() == []
