@@ -267,8 +267,6 @@ def require_texts(params: GenerationParams) -> None:
     """Every text a request carries is checked before any of it is used, echoed in an error, or queued."""
     for name in ("prompt", "negative_prompt", "model", "style", "decoder", "sampler", "schedule"):
         require_text(getattr(params, name), field=name)
-    for lora in params.loras:
-        require_text(lora.name, field="loras")
     for name, source in (("init_image", params.init_image), ("mask_image", params.mask_image)):
         if source is not None:
             require_text(source.base64, field=name)

@@ -86,12 +86,3 @@ def test_a_lora_named_twice_is_refused(client: TestClient, loras: Path) -> None:
 
     assert response.status_code == 400
     assert "more than once" in response.json()["error"]["message"]
-
-
-def test_a_lora_name_that_is_not_valid_unicode_is_refused_before_any_work(client: TestClient, loras: Path) -> None:
-    body = '{"prompt": "a fox", "loras": [{"name": "\\udfff"}]}'
-    response = client.post("/generate", content=body, headers={"Content-Type": "application/json"})
-
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == "invalid_request"
-    assert "loras" in response.json()["error"]["message"]
