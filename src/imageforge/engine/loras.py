@@ -63,7 +63,8 @@ class LoraFolder:
             name = name[: -len(SUFFIX)]
         if not name or "/" in name or "\\" in name or name.startswith(".") or "\0" in name:
             raise PathForbidden(
-                f"LoRA name {name!r} is a path; a LoRA is named by its file name in the server's LoRA folder.",
+                f"LoRA name {name!r} is a path or a hidden file; a LoRA is named by its file name in the server's "
+                "LoRA folder, without .safetensors.",
                 hint=_HINT,
             )
         entries = self._entries()
