@@ -100,3 +100,35 @@ def client(service: ImageService, settings: Settings) -> Iterator[TestClient]:
     app = create_app(service, max_body_bytes=int(settings.max_body_mb * 1024 * 1024))
     with TestClient(app, base_url=LOCAL_URL) as client:
         yield client
+
+
+#: The LoRAs `loras` puts in a test's LoRA folder: two random ones for the `tiny` model, and a pickled file.
+LORAS = ("one", "two")
+PICKLED_LORA = "pickled"
+
+
+@pytest.fixture(scope="session")
+def tiny_loras(data_dir: Path) -> Path:
+    """Two random LoRAs for the `tiny` model (`one.safetensors`, `two.safetensors`), built once per session."""
+    from imageforge.engine.backends import tiny
+
+    folder = data_dir / "lora-builds"
+    if not folder.is_dir():
+        base = tiny.build_tiny_sd(data_dir / "models" / "tiny")
+        building = data_dir / "lora-builds.partial"
+        building.mkdir()
+        for seed, name in enumerate(LORAS, start=1):
+            tiny.build_tiny_sd_lora(base, building / f"{name}.safetensors", seed=seed)
+        building.rename(folder)
+    return folder
+
+
+@pytest.fixture
+def loras(settings: Settings, tiny_loras: Path) -> Path:
+    """The test's LoRA folder (IMAGEFORGE_LORA_DIR's default) with `one`, `two` and `pickled.ckpt` in it."""
+    folder = settings.lora_path
+    folder.mkdir(parents=True)
+    for name in LORAS:
+        (folder / f"{name}.safetensors").write_bytes((tiny_loras / f"{name}.safetensors").read_bytes())
+    (folder / f"{PICKLED_LORA}.ckpt").write_bytes(b"\x80\x04not really a pickle")
+    return folder

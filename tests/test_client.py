@@ -25,6 +25,7 @@ from imageforge.errors import (
     InvalidRequest,
     JobFinished,
     JobNotFound,
+    LoraNotFound,
     ModelNotFound,
     QueueFull,
     ServerUnavailable,
@@ -393,3 +394,16 @@ def test_generate_with_a_sampler_returns_the_sampler_and_schedule_that_ran(remot
 
     assert (chosen.sampler, chosen.schedule) == ("heun", "exponential")
     assert (own.sampler, own.schedule) == ("euler", "default")
+
+
+def test_loras_lists_the_servers_loras_and_generate_applies_them(remote: Client, loras: Path) -> None:
+    listed = remote.loras()
+    result = remote.generate("a fox", seed=2, width=64, height=64, loras=[{"name": "one", "weight": 0.5}])
+
+    assert [lora["name"] for lora in listed["loras"]] == ["one", "two"]
+    assert [(lora.name, lora.weight) for lora in result.loras] == [("one", 0.5)]
+
+
+def test_an_unknown_lora_raises_its_error(remote: Client, loras: Path) -> None:
+    with pytest.raises(LoraNotFound):
+        remote.generate("a fox", loras=[{"name": "watercolour"}])

@@ -11,6 +11,7 @@ from imageforge import tracing
 from imageforge.config import Settings
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.engine.catalog import build_catalog
+from imageforge.engine.loras import LoraFolder
 from imageforge.engine.pool import ModelPool, PoolPolicy
 from imageforge.engine.protocol import EngineOptions, ImageBackend
 from imageforge.errors import folder_unwritable
@@ -128,6 +129,7 @@ def build_service(
         models_file=settings.resolve(settings.models_file),
         allowed_guards=guards,
     )
+    loras = LoraFolder(settings.lora_path)
     if backend is None:
         options = EngineOptions(
             dtype=settings.dtype,
@@ -137,9 +139,12 @@ def build_service(
             compile=settings.compile,
             compile_cache=settings.compile_cache_path,
         )
-        backend = DiffusersBackend(device=settings.device, models_path=settings.models_path, options=options)
+        backend = DiffusersBackend(
+            device=settings.device, models_path=settings.models_path, options=options, loras=loras
+        )
     return ImageService(
         catalog=catalog,
+        loras=loras,
         backend=backend,
         pool=ModelPool(
             backend,

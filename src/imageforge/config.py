@@ -212,7 +212,18 @@ class Settings(BaseSettings):
     lora_portrait: str | None = Field(
         None,
         validation_alias=_env("LORA_PORTRAIT", bare=False),
-        description="a LoRA (`.safetensors` file or Hub repo id) for `sdxl-portrait`",
+        description=(
+            "the LoRA of `sdxl-portrait`: a name in the LoRA folder, applied per request (see "
+            "[models](models.md#loras)), or a `.safetensors` file or Hub repo id, fused in when it loads"
+        ),
+    )
+    lora_dir: Path | None = Field(
+        None,
+        validation_alias=_env("LORA_DIR", bare=False),
+        description=(
+            "the folder of LoRAs a request's `loras` may name (`.safetensors` files only; see "
+            "[models](models.md#loras)); empty: `loras` in the data folder"
+        ),
     )
     models_file: Path = Field(
         Path("models.toml"),
@@ -718,6 +729,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "lora_portrait",
+        "lora_dir",
         "job_timeout_s",
         "keys_file",
         "tls_cert",
@@ -772,6 +784,11 @@ class Settings(BaseSettings):
     def models_path(self) -> Path:
         """Where models built or converted by imageforge itself live (the `tiny` build)."""
         return self.data_path / "models"
+
+    @property
+    def lora_path(self) -> Path:
+        """The folder of the LoRAs requests may apply by name (`IMAGEFORGE_LORA_DIR`)."""
+        return self.data_path / "loras" if self.lora_dir is None else self.resolve(self.lora_dir)
 
     @property
     def keys_path(self) -> Path:

@@ -158,6 +158,9 @@ class ModelSpec:
     scheduler: str | None = None
     #: LoRA weights (repo id or `.safetensors` file) fused in after loading
     lora: str | None = None
+    #: LoRAs of the LoRA folder every request to this entry applies, as a request's own `loras` do (for one job,
+    #: on the resident weights); a request naming one of them sets its weight
+    loras: tuple[LoraWeight, ...] = ()
     #: a single `.safetensors`/`.gguf` file whose transformer replaces the source's (quantised FLUX)
     transformer_file: str | None = None
     revision: str | None = None
@@ -229,6 +232,12 @@ MAX_SEED = 2**32 - 1
 MAX_COUNT = 4
 MAX_GUIDANCE = 30.0
 MAX_PROMPT_CHARS = 4000
+#: The most LoRAs one request may apply (`loras`).
+MAX_LORAS = 4
+#: A LoRA's weight is within ±this: past 2 a LoRA overwhelms its base model and draws noise.
+MAX_LORA_WEIGHT = 2.0
+#: The longest LoRA name: a file name without its `.safetensors`.
+MAX_LORA_NAME = 200
 
 Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What to draw, in plain words.")]
 NegativePrompt = Annotated[
@@ -328,6 +337,36 @@ ScheduleChoice = Annotated[
         + ").",
     ),
 ]
+
+
+class LoraWeight(BaseModel):
+    """One LoRA a request applies: a `.safetensors` file of the server's LoRA folder by name, and how strongly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        min_length=1,
+        max_length=MAX_LORA_NAME,
+        description="The LoRA's name as GET /loras (list_loras) lists it: its file name without .safetensors.",
+    )
+    weight: float = Field(
+        1.0,
+        ge=-MAX_LORA_WEIGHT,
+        le=MAX_LORA_WEIGHT,
+        description="How strongly it applies: 1 as trained, 0 not at all, negative against it.",
+    )
+
+
+Loras = Annotated[
+    tuple[LoraWeight, ...],
+    Field(
+        (),
+        max_length=MAX_LORAS,
+        description=f"LoRAs to apply to the model for this request only, at most {MAX_LORAS}, each by name from the "
+        f"server's LoRA folder (GET /loras, list_loras) with a weight from {-MAX_LORA_WEIGHT:g} to "
+        f"{MAX_LORA_WEIGHT:g}; they must suit the model's family. Never read from the prompt's text.",
+    ),
+]
 ReturnModeChoice = Annotated[
     ReturnMode, Field(ReturnMode.BOTH, description="both (the PNG as base64, and its path), base64 or path.")
 ]
@@ -374,6 +413,7 @@ class TextToImageFields(BaseModel):
     count: Count
     sampler: SamplerChoice
     schedule: ScheduleChoice
+    loras: Loras
 
     def to_params(
         self,
@@ -493,6 +533,8 @@ class GenerationParams:
     #: where to post the job's events (an http(s) URL the server allows), or None
     webhook: str | None = None
     webhook_events: tuple[WebhookEvent, ...] = (WebhookEvent.COMPLETED,)
+    #: the LoRAs to apply, in order; their names are checked against the LoRA folder by the service
+    loras: tuple[LoraWeight, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -512,6 +554,8 @@ class RequestValues:
     #: None: the model's own scheduler
     sampler: Sampler | None = None
     schedule: Schedule = Schedule.DEFAULT
+    #: applied for this request only, on top of the model (and of any LoRA its catalog entry fuses in)
+    loras: tuple[LoraWeight, ...] = ()
 
     def shared(self) -> dict[str, Any]:
         """These values as keyword arguments, to carry them into another form of the request."""
@@ -531,6 +575,7 @@ class RequestValues:
             "decoder": self.decoder.value,
             "sampler": None if self.sampler is None else self.sampler.value,
             "schedule": self.schedule.value,
+            "loras": [lora.model_dump() for lora in self.loras],
         }
 
 
@@ -573,18 +618,21 @@ class QueuedRequest(RequestValues):
             "decoder": self.decoder.value,
             "sampler": None if self.sampler is None else self.sampler.value,
             "schedule": self.schedule.value,
+            "loras": [lora.model_dump() for lora in self.loras],
         }
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> QueuedRequest:
         """The request `to_payload` wrote; `ValueError` for anything else (a payload of an older version)."""
         # A payload from before `count` asks for one image; one from before styles names none; one from before
-        # samplers runs the model's own; one from before replays goes through the policy.
+        # samplers runs the model's own; one from before LoRAs applies none; one from before replays goes
+        # through the policy.
         payload = {
             "count": 1,
             "style": None,
             "sampler": None,
             "schedule": Schedule.DEFAULT.value,
+            "loras": [],
             "policy": True,
             **payload,
         }
@@ -593,6 +641,7 @@ class QueuedRequest(RequestValues):
             fields["task"], fields["decoder"] = Task(fields["task"]), Decoder(fields["decoder"])
             fields["sampler"] = None if fields["sampler"] is None else Sampler(fields["sampler"])
             fields["schedule"] = Schedule(fields["schedule"])
+            fields["loras"] = tuple(LoraWeight.model_validate(lora) for lora in fields["loras"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a queued request: {exc!r}") from None
         # An older payload has the same names, with None for the defaults and the images themselves.
@@ -661,6 +710,9 @@ class ImageDescription(BaseModel):
     schedule: str | None = Field(None, description="The noise schedule it ran: default, karras or exponential.")
     style: str | None = Field(
         None, description="The style template the request named (its frame is in `prompt`); null when none."
+    )
+    loras: list[LoraWeight] = Field(
+        default_factory=list, description="The LoRAs applied for this request, with their weights; empty when none."
     )
     runtime: dict[str, Any] | None = Field(
         None, description="How the engine ran it: dtype, channels_last, attention, threads, memory_savers, compile."
@@ -1153,6 +1205,10 @@ class ModelInfo(BaseModel):
     guard: ModelGuard | None = None
     available: bool = Field(description="Whether this server may run it (its guard, if any, is on).")
     quality_note: str = ""
+    loras: list[LoraWeight] = Field(
+        default_factory=list,
+        description="LoRAs of the LoRA folder every request to it applies (a request naming one sets its weight).",
+    )
     notice: str | None = Field(None, description="Why it behaves other than its name says, when it does.")
     smoke_test: bool = Field(description="Built by imageforge from random weights (the offline `tiny` model).")
     weights_present: bool = Field(description="Whether its weights are on this machine.")
@@ -1166,3 +1222,20 @@ class ModelCatalog(BaseModel):
     default: str = Field(description="The model of requests that name none.")
     max_res: int = Field(description="The largest width or height accepted (MAX_RES).")
     models: list[ModelInfo]
+
+
+class LoraInfo(BaseModel):
+    """One LoRA of the server's LoRA folder, as a request's `loras` names it."""
+
+    name: str = Field(description="What a request's `loras` entry names: the file name without .safetensors.")
+    file: str = Field(description="The file's name in the LoRA folder.")
+    size_mb: float = Field(description="The file's size in MB.")
+
+
+class LoraCatalog(BaseModel):
+    """The LoRAs a request may apply (GET /loras, the MCP tool list_loras): the `.safetensors` files of the
+    server's LoRA folder (IMAGEFORGE_LORA_DIR), by name."""
+
+    loras: list[LoraInfo]
+    max_per_request: int = Field(MAX_LORAS, description="The most LoRAs one request may apply.")
+    max_weight: float = Field(MAX_LORA_WEIGHT, description="A weight is from -max_weight to max_weight.")

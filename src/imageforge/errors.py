@@ -6,6 +6,8 @@ ImageforgeError
 │   └── PayloadTooLarge     payload_too_large  a body or image over the configured size
 ├── UnsupportedOperation    unsupported_operation  the model cannot do this task
 ├── ModelNotFound           model_not_found
+├── LoraNotFound            lora_not_found     no .safetensors file of that name in the LoRA folder
+├── UnsafeWeights           unsafe_weights     weights in a pickle format (.ckpt, .pt, …), which are never loaded
 ├── ModelGuarded            model_guarded      the model needs an explicit opt-in
 ├── WeightsUnavailable      weights_unavailable  not on disk and cannot be downloaded
 ├── ModelUnsupported        model_unsupported  this installation cannot run the model (library too old)
@@ -75,6 +77,14 @@ class UnsupportedOperation(ImageforgeError):
 
 class ModelNotFound(ImageforgeError):
     code = "model_not_found"
+
+
+class LoraNotFound(ImageforgeError):
+    code = "lora_not_found"
+
+
+class UnsafeWeights(ImageforgeError):
+    code = "unsafe_weights"
 
 
 class ModelGuarded(ImageforgeError):

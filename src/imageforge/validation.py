@@ -15,6 +15,7 @@ from imageforge.domain import (
     FLOW_MATCHING_SAMPLERS,
     MAX_COUNT,
     MAX_GUIDANCE,
+    MAX_LORAS,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     MIN_SIZE,
@@ -24,6 +25,7 @@ from imageforge.domain import (
     GenerationParams,
     GenerationRequest,
     ImageSource,
+    LoraWeight,
     ModelSpec,
     Sampler,
     Schedule,
@@ -81,6 +83,7 @@ class RequestValidator:
         width, height = self._size(params, spec, init_image)
         decoder = self._decoder(params, spec)
         sampler, schedule = _sampling(params, spec)
+        loras = _loras(params.loras, spec)
         strength = DEFAULT_STRENGTH.get(params.task, 1.0) if params.strength is None else params.strength
         if params.task is not Task.TEXT2IMG and not 0.0 < strength <= 1.0:
             raise InvalidRequest(f"strength {strength} is out of range.", hint="Use a value in (0, 1].")
@@ -115,6 +118,7 @@ class RequestValidator:
             decoder=decoder,
             sampler=sampler,
             schedule=schedule,
+            loras=loras,
             init_image=init_image,
             mask_image=mask_image,
         )
@@ -237,6 +241,24 @@ def _sampling(params: GenerationParams, spec: ModelSpec) -> tuple[Sampler | None
                 f"{', '.join(_running(schedule))}.",
             )
     return sampler, schedule
+
+
+def _loras(loras: tuple[LoraWeight, ...], spec: ModelSpec) -> tuple[LoraWeight, ...]:
+    """The model's own LoRAs (`ModelSpec.loras`) then the request's, at most MAX_LORAS of those (again, for
+    in-process callers; `LoraWeight` bounds each weight), each named once and without its `.safetensors`; a request
+    naming one of the model's sets its weight. Whether the server has them is the service's to check."""
+    if len(loras) > MAX_LORAS:
+        raise InvalidRequest(f"{len(loras)} LoRAs are more than {MAX_LORAS}.", hint=f"Apply at most {MAX_LORAS}.")
+    named = [lora.model_copy(update={"name": lora.name.removesuffix(".safetensors")}) for lora in loras]
+    names = [lora.name for lora in named]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InvalidRequest(
+            f"LoRA {', '.join(map(repr, repeated))} is named more than once.",
+            hint="Name each LoRA once, with the weight you meant.",
+        )
+    weights = {lora.name: lora for lora in spec.loras} | {lora.name: lora for lora in named}
+    return tuple(weights.values())
 
 
 def _running(schedule: Schedule) -> list[str]:

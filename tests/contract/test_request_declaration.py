@@ -34,7 +34,7 @@ SCHEMA_BOUNDS = {
     "min_length": "minLength",
     "max_length": "maxLength",
 }
-#: JSON Schema's name for a length bound on a list (`webhook_events`).
+#: JSON Schema's name for a length bound on a list (`webhook_events`, `loras`).
 LIST_BOUNDS = {"minLength": "minItems", "maxLength": "maxItems"}
 #: The HTTP bodies and what their `strength` defaults to (absent: the body has none).
 BODIES = {

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
-from imageforge.domain import Decoder, QueuedRequest, Sampler, Schedule, Task
+import pytest
+
+from imageforge.domain import Decoder, LoraWeight, QueuedRequest, Sampler, Schedule, Task
 
 QUEUED = QueuedRequest(
     task=Task.TEXT2IMG,
@@ -51,3 +54,25 @@ def test_a_payload_queued_before_samplers_runs_the_models_own() -> None:
     read = QueuedRequest.from_payload(payload)
 
     assert (read.sampler, read.schedule) == (None, Schedule.DEFAULT)
+
+
+def test_a_payload_carries_the_loras_as_plain_json_and_reads_them_back() -> None:
+    chosen = replace(QUEUED, loras=(LoraWeight(name="ink", weight=0.5), LoraWeight(name="film", weight=-1.0)))
+    payload = json.loads(json.dumps(chosen.to_payload()))
+
+    assert payload["loras"] == [{"name": "ink", "weight": 0.5}, {"name": "film", "weight": -1.0}]
+    assert QueuedRequest.from_payload(payload) == chosen
+
+
+def test_a_payload_queued_before_loras_applies_none() -> None:
+    payload = QUEUED.to_payload()
+    del payload["loras"]
+
+    assert QueuedRequest.from_payload(payload).loras == ()
+
+
+def test_a_payload_with_a_lora_outside_the_declaration_is_not_a_queued_request() -> None:
+    payload = {**QUEUED.to_payload(), "loras": [{"name": "ink", "weight": 9}]}
+
+    with pytest.raises(ValueError, match="not a queued request"):
+        QueuedRequest.from_payload(payload)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from imageforge.domain import (
     Decoder,
     GenerationParams,
     ImageSource,
+    LoraWeight,
     ModelSpec,
     Sampler,
     Schedule,
@@ -164,3 +166,34 @@ def test_flux_accepts_euler_its_own_sampler(validator: RequestValidator) -> None
     request = validator.validate(params, _spec("flux-q4"))
 
     assert (request.sampler, request.schedule) == (Sampler.EULER, Schedule.DEFAULT)
+
+
+# -- loras --------------------------------------------------------------------------------------------
+
+
+def _with_loras(*loras: LoraWeight) -> GenerationParams:
+    return GenerationParams(task=Task.TEXT2IMG, prompt="x", loras=loras)
+
+
+def test_more_loras_than_a_request_may_apply_are_refused_for_in_process_callers(validator: RequestValidator) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        validator.validate(_with_loras(*(LoraWeight(name=f"l{n}") for n in range(5))), _spec("sd-turbo"))
+
+    assert "at most 4" in refused.value.hint
+
+
+def test_a_lora_named_twice_even_with_its_suffix_is_refused(validator: RequestValidator) -> None:
+    with pytest.raises(InvalidRequest, match="more than once"):
+        validator.validate(_with_loras(LoraWeight(name="ink"), LoraWeight(name="ink.safetensors")), _spec("sd-turbo"))
+
+
+def test_a_models_own_loras_come_first_and_a_request_naming_one_sets_its_weight(validator: RequestValidator) -> None:
+    spec = replace(_spec("sd-turbo"), loras=(LoraWeight(name="ink", weight=0.8), LoraWeight(name="grain")))
+
+    request = validator.validate(_with_loras(LoraWeight(name="film"), LoraWeight(name="ink", weight=0.0)), spec)
+
+    assert request.loras == (
+        LoraWeight(name="ink", weight=0.0),
+        LoraWeight(name="grain", weight=1.0),
+        LoraWeight(name="film", weight=1.0),
+    )

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Never
 
 import typer
+from pydantic import ValidationError
 
 from imageforge.cli.ctrl_c import INTERRUPTED, follow_until_ctrl_c
 from imageforge.cli.remote import connect, running_server
 from imageforge.cli.server_side import require_server_side
 from imageforge.cli.settings import load_settings
-from imageforge.domain import REQUEST_FIELDS, Sampler, Schedule
+from imageforge.domain import REQUEST_FIELDS, LoraWeight, Sampler, Schedule, accepted
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -54,6 +55,14 @@ def generate(
     style: Annotated[str | None, _declared("style")] = None,
     sampler: Annotated[Sampler | None, _declared("sampler")] = None,
     schedule: Annotated[Schedule, _declared("schedule")] = Schedule.DEFAULT,
+    lora: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME[:WEIGHT]",
+            help="Apply a LoRA of the server's LoRA folder (imageforge loras), weight 1 unless given; repeat the "
+            "option for more (loras).",
+        ),
+    ] = None,
     server: Annotated[
         str | None, typer.Option(help="Run the job on the imageforge server at this URL (http://HOST:PORT).")
     ] = None,
@@ -90,6 +99,7 @@ def generate(
         style=style,
         sampler=None if sampler is None else sampler.value,
         schedule=schedule.value,
+        loras=[lora.model_dump() for lora in _loras(lora or [])],
     )
     settings = load_settings()
     if server is None and not local:
@@ -158,12 +168,27 @@ class _StepBar:
             self._bar.close()
 
 
+def _loras(options: list[str]) -> list[LoraWeight]:
+    """The `--lora NAME[:WEIGHT]` options as the request's `loras`."""
+    loras = []
+    for option in options:
+        name, colon, weight = option.rpartition(":")
+        try:
+            loras.append(LoraWeight(name=name, weight=float(weight)) if colon else LoraWeight(name=option))
+        except (ValueError, ValidationError):
+            raise typer.BadParameter(f"{option!r}: {accepted('loras')}", param_hint="--lora") from None
+    return loras
+
+
 def _generate_here(settings: Settings, prompt: str, options: GenerationOptions, bar: _StepBar) -> ImageResult:
     """Run the job in this process, through the same job path as the server."""
     from imageforge.bootstrap import build_service
     from imageforge.domain import GenerationParams, Task
 
-    params = GenerationParams(task=Task.TEXT2IMG, prompt=prompt, **options)
+    # The client's options carry plain JSON; the service's request carries the declared types.
+    loras = tuple(LoraWeight.model_validate(lora) for lora in options.get("loras", []))
+    fields: dict[str, Any] = {**options, "loras": loras}
+    params = GenerationParams(task=Task.TEXT2IMG, prompt=prompt, **fields)
     service = build_service(settings)
     service.start()
     try:

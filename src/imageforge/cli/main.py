@@ -67,6 +67,7 @@ models_app = typer.Typer(help="List the model catalog, or pull a model's weights
 models_app.callback(invoke_without_command=True)(_reporting_errors(models.list_models))
 models_app.command("pull")(_reporting_errors(models.pull))
 app.add_typer(models_app, name="models")
+app.command("loras")(_reporting_errors(models.list_loras))
 
 keys_app = typer.Typer(help="API keys stored hashed in the data folder: add (prints the key once), list, remove.")
 keys_app.command("add")(_reporting_errors(keys.add))

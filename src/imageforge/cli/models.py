@@ -1,4 +1,5 @@
-"""`imageforge models`: the model catalog, here or on a server, and `models pull` to fetch weights ahead of time."""
+"""`imageforge models`: the model catalog, here or on a server, and `models pull` to fetch weights ahead of time;
+`imageforge loras`: the LoRAs requests may apply."""
 
 from __future__ import annotations
 
@@ -41,6 +42,27 @@ def list_models(
             f"{row['defaults']['width']:>5}  {weights:<8} {note}"
         )
     typer.echo("* default model (IMAGEFORGE_MODEL)" if server is None else f"* default model of {server}")
+
+
+def list_loras(
+    server: Annotated[str | None, typer.Option(help="List the LoRAs of the server at this URL instead.")] = None,
+) -> None:
+    """List the LoRAs a request may apply (generate --lora NAME[:WEIGHT]): the .safetensors files of the LoRA
+    folder (IMAGEFORGE_LORA_DIR)."""
+    if server is None:
+        from imageforge.bootstrap import build_service
+
+        rows = build_service(load_settings()).list_loras().model_dump()["loras"]
+    else:
+        with connect(server) as client:
+            rows = client.loras()["loras"]
+    if not rows:
+        typer.echo("no LoRAs: put .safetensors files in the LoRA folder (IMAGEFORGE_LORA_DIR)")
+        return
+    width = max(len("lora"), *(len(row["name"]) for row in rows))
+    typer.echo(f"{'lora':<{width}} {'MB':>8}")
+    for row in rows:
+        typer.echo(f"{row['name']:<{width}} {row['size_mb']:>8.1f}")
 
 
 def pull(key: Annotated[str, typer.Argument(help="Catalog key, e.g. sd-turbo.")]) -> None:

@@ -71,6 +71,10 @@ class AsyncClient:
         """`GET /models`: `{"default": key, "models": [...]}`, each model with its tasks, defaults and weights."""
         return await self._send(wire.models())
 
+    async def loras(self) -> dict[str, Any]:
+        """`GET /loras`: `{"loras": [...]}`, the LoRAs a request's `loras` may name, each with its name and size."""
+        return await self._send(wire.loras())
+
     async def load_model(self, key: str) -> dict[str, Any]:
         """`POST /models/{key}/load`: make a model resident now; `{"resident", "changed", "load_s", ...}`."""
         return await self._send(wire.load_model(key))

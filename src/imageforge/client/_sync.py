@@ -69,6 +69,10 @@ class Client:
         """`GET /models`: `{"default": key, "models": [...]}`, each model with its tasks, defaults and weights."""
         return self._send(wire.models())
 
+    def loras(self) -> dict[str, Any]:
+        """`GET /loras`: `{"loras": [...]}`, the LoRAs a request's `loras` may name, each with its name and size."""
+        return self._send(wire.loras())
+
     def load_model(self, key: str) -> dict[str, Any]:
         """`POST /models/{key}/load`: make a model resident now; `{"resident", "changed", "load_s", ...}`."""
         return self._send(wire.load_model(key))

@@ -39,6 +39,8 @@ class GenerationOptions(TypedDict, total=False):
     sampler: str | None
     #: "default", "karras" or "exponential" (the last two with a sampler that runs them)
     schedule: str
+    #: LoRAs for this request only, at most 4: `[{"name": ..., "weight": 1.0}]`, names from `loras()`
+    loras: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)

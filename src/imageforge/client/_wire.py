@@ -83,6 +83,10 @@ def models() -> Call[dict[str, Any]]:
     return Call("GET", "/models", _answer)
 
 
+def loras() -> Call[dict[str, Any]]:
+    return Call("GET", "/loras", _answer)
+
+
 def load_model(key: str) -> Call[dict[str, Any]]:
     return Call("POST", f"/models/{quote(key, safe='')}/load", _answer)
 

@@ -10,7 +10,8 @@ Users add models in a TOML file without touching code::
     size = 1024
     tasks = ["text2img", "img2img"]   # default: all three (flux2-klein: text2img)
     scheduler = "LCMScheduler"        # optional
-    lora = "/srv/loras/style.safetensors"  # optional: a .safetensors file, a folder or a Hub repo id
+    lora = "/srv/loras/style.safetensors"  # optional: a .safetensors file, a folder or a Hub repo id, fused in
+    loras = [{name = "ink", weight = 0.8}]  # optional: LoRAs of the LoRA folder every request applies
     transformer_file = "q4.gguf"      # optional, flux only: a GGUF transformer (a path, owner/repo/file.gguf
                                       # or a huggingface.co file URL) replacing the source's
     fast_decoder = "/srv/taesdxl"     # optional: the tiny autoencoder for `decoder: "fast"` (a folder or repo
@@ -32,7 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from imageforge.domain import Family, ModelDefaults, ModelGuard, ModelInfo, ModelSpec, Task
+from imageforge.domain import Family, LoraWeight, ModelDefaults, ModelGuard, ModelInfo, ModelSpec, Task
 from imageforge.errors import ModelGuarded, ModelNotFound
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         source=SDXL_BASE,
         family=Family.SDXL,
         fast_decoder=FAST_DECODERS[Family.SDXL],
-        description="SDXL base with a portrait LoRA from IMAGEFORGE_LORA_PORTRAIT.",
+        description="SDXL base with the portrait LoRA IMAGEFORGE_LORA_PORTRAIT names.",
         default_steps=30,
         default_guidance=6.0,
         default_size=1024,
@@ -197,6 +198,17 @@ class Catalog:
             )
         return spec
 
+    def loaded_as(self, spec: ModelSpec) -> ModelSpec:
+        """The entry whose loaded model runs `spec`: for an entry that only adds LoRAs applied per request
+        (`ModelSpec.loras`) to the weights another entry loads the same way (`sdxl-portrait` with a LoRA folder name,
+        and `sdxl`), that other entry, so that one resident copy serves both; else `spec` itself."""
+        if not spec.loras:
+            return spec
+        return next(
+            (other for other in self if not other.loras and _loading(other) == _loading(spec)),
+            spec,
+        )
+
     def info(self, spec: ModelSpec, *, weights_present: bool, resident: bool, default: bool) -> ModelInfo:
         """How the catalog lists `spec`, with what this process knows of it: whether its weights are on disk,
         whether it is loaded, whether it is the default."""
@@ -220,12 +232,28 @@ class Catalog:
             else ModelGuard(setting=spec.guard, allowed=allowed, reason=GUARD_REASONS.get(spec.guard, "")),
             available=allowed,
             quality_note=spec.quality_note,
+            loras=list(spec.loras),
             notice=spec.notice or None,
             smoke_test=spec.builtin,
             weights_present=weights_present,
             resident=resident,
             default=default,
         )
+
+
+def _loading(spec: ModelSpec) -> tuple[object, ...]:
+    """What decides the weights a loaded model holds and how it runs them."""
+    return (
+        spec.source,
+        spec.family,
+        spec.revision,
+        spec.scheduler,
+        spec.lora,
+        spec.transformer_file,
+        spec.fast_decoder,
+        spec.builtin,
+        spec.guard,
+    )
 
 
 def build_catalog(*, lora_portrait: str | None, models_file: Path | None, allowed_guards: Iterable[str]) -> Catalog:
@@ -242,8 +270,12 @@ def build_catalog(*, lora_portrait: str | None, models_file: Path | None, allowe
 
 
 def _with_portrait_lora(spec: ModelSpec, lora: str | None) -> ModelSpec:
+    """`sdxl-portrait` with its LoRA: a name of the LoRA folder is applied per request (a request may reweigh it),
+    a `.safetensors` path or a Hub repo id is fused in at load."""
     if spec.key != "sdxl-portrait":
         return spec
+    if lora and is_lora_name(lora):
+        return replace(spec, loras=(LoraWeight(name=lora),))
     if lora:
         return replace(spec, lora=lora)
     return replace(
@@ -251,6 +283,11 @@ def _with_portrait_lora(spec: ModelSpec, lora: str | None) -> ModelSpec:
         notice="IMAGEFORGE_LORA_PORTRAIT is not set, so sdxl-portrait runs as plain sdxl.",
         quality_note="Plain SDXL until IMAGEFORGE_LORA_PORTRAIT names a LoRA.",
     )
+
+
+def is_lora_name(reference: str) -> bool:
+    """Whether a LoRA setting names a file of the LoRA folder (`portrait`) rather than a path or a Hub repo id."""
+    return not any(mark in reference for mark in ("/", "\\", ".")) and not reference.startswith("~")
 
 
 def load_models_file(path: Path) -> list[ModelSpec]:
@@ -300,6 +337,7 @@ def _parse_entry(key: str, entry: Mapping[str, Any], *, base: Path) -> ModelSpec
         quality_note=str(entry.get("quality_note", "")),
         scheduler=_optional_string(entry, "scheduler"),
         lora=lora,
+        loras=_loras(entry.get("loras", [])),
         revision=_optional_string(entry, "revision"),
         transformer_file=_transformer_file(entry, family, base),
         fast_decoder=_source(str(entry["fast_decoder"]), base)
@@ -311,6 +349,13 @@ def _parse_entry(key: str, entry: Mapping[str, Any], *, base: Path) -> ModelSpec
     if size <= 0 or size % spec.size_multiple:
         raise ValueError(f"size must be a positive multiple of {spec.size_multiple} for {family.value}, not {size}")
     return spec
+
+
+def _loras(value: Any) -> tuple[LoraWeight, ...]:
+    """An entry's `loras`: tables of a LoRA folder name and a weight (1 when left out)."""
+    if not isinstance(value, list):
+        raise TypeError("loras must be a list of {name = ..., weight = ...} tables")
+    return tuple(LoraWeight.model_validate(item) for item in value)
 
 
 def _strings(value: Any, name: str) -> list[str]:

@@ -29,6 +29,7 @@ from imageforge.domain import (
     JobEvent,
     JobStatus,
     JobWebhook,
+    LoraCatalog,
     ModelCatalog,
     Policy,
     Progress,
@@ -40,6 +41,7 @@ from imageforge.domain import (
     result_images,
 )
 from imageforge.engine.catalog import Catalog
+from imageforge.engine.loras import LoraFolder
 from imageforge.engine.pool import ModelPool
 from imageforge.engine.protocol import ImageBackend
 from imageforge.errors import (
@@ -108,6 +110,7 @@ class ImageService:
         self,
         *,
         catalog: Catalog,
+        loras: LoraFolder,
         backend: ImageBackend,
         pool: ModelPool,
         outputs: OutputStore,
@@ -126,6 +129,7 @@ class ImageService:
         webhooks: WebhookDispatcher | None = None,
     ) -> None:
         self.catalog = catalog
+        self._loras = loras
         self._backend = backend
         self._pool = pool
         self._outputs = outputs
@@ -143,7 +147,9 @@ class ImageService:
         self.metrics = metrics or Metrics()
         self.metrics.watch_device_memory(lambda: backend.device_info().memory_gb, backend.memory_in_use_gb)
         self._folders = tuple(folders)
-        run = ImageJob(catalog, backend, pool, outputs, cache, inputs, assistant, policy, self._faults, self.metrics)
+        run = ImageJob(
+            catalog, loras, backend, pool, outputs, cache, inputs, assistant, policy, self._faults, self.metrics
+        )
         queue.register(IMAGE_JOB, run, on_expire=self._files.expire)
         #: None where jobs carry no webhook: none was given, or the queue cannot tell it of every job's events
         self._webhooks = webhooks if webhooks is not None and queue.listen(webhooks.on_event) else None
@@ -167,6 +173,8 @@ class ImageService:
             params = self._templates.get(params.style).frame(params, max_side=self.limits.max_res)
         spec = self.catalog.require(params.model or self.default_model)
         request = self._validator.validate(params, spec)
+        for lora in request.loras:
+            self._loras.find(lora.name)  # refused now rather than failing the job: unknown, a pickle, a path
         webhook = self._webhook(params)
         fault = self.storage_fault()
         if fault is not None:
@@ -460,12 +468,16 @@ class ImageService:
                 self.catalog.info(
                     spec,
                     weights_present=self._backend.weights_present(spec),
-                    resident=spec.key in resident,
+                    resident=self.catalog.loaded_as(spec).key in resident,
                     default=spec.key == self.default_model,
                 )
                 for spec in self.catalog
             ],
         )
+
+    def list_loras(self) -> LoraCatalog:
+        """The LoRAs a request's `loras` may name: the `.safetensors` files of the LoRA folder."""
+        return self._loras.catalog()
 
     def health(self) -> Health:
         """Service status: device, resident models, default model, version, Ollama reachability.
@@ -530,8 +542,9 @@ class ImageService:
         )
 
     def load_model(self, key: str) -> float:
-        """Make a model resident now; returns the seconds spent loading (0 when it already was)."""
-        return self._pool.load(self.catalog.require(key))
+        """Make a model resident now (the entry it loads as, `Catalog.loaded_as`); returns the seconds spent
+        loading (0 when it already was)."""
+        return self._pool.load(self.catalog.loaded_as(self.catalog.require(key)))
 
     def resident_models(self) -> list[str]:
         """The keys of the resident models, least recently used first."""
@@ -539,7 +552,7 @@ class ImageService:
 
     def unload_model(self, key: str) -> bool:
         """Unload a resident model; returns whether it was resident. `ModelBusy` while a job uses it."""
-        return self._pool.unload(self.catalog.get(key).key)
+        return self._pool.unload(self.catalog.loaded_as(self.catalog.get(key)).key)
 
     def pull(self, key: str) -> str:
         """Download a model's weights ahead of time; returns where they are."""

@@ -26,6 +26,7 @@ from imageforge.domain import (
     ResultImage,
 )
 from imageforge.engine.catalog import Catalog
+from imageforge.engine.loras import LoraFolder
 from imageforge.engine.pool import ModelPool
 from imageforge.engine.protocol import Generated, ImageBackend, LoadedModel
 from imageforge.errors import Cancelled, GenerationFailed, ImageforgeError, InvalidRequest
@@ -70,6 +71,7 @@ class ImageJob:
     """
 
     catalog: Catalog
+    loras: LoraFolder
     backend: ImageBackend
     pool: ModelPool
     outputs: OutputStore
@@ -137,7 +139,12 @@ class ImageJob:
             )
         request = replace(request, init_image=run.inputs[0], mask_image=run.inputs[1])
         started = time.perf_counter()
-        with self.pool.use(spec, on_load=lambda: run.context.stage("loading", {"model": spec.key})) as (model, load_s):
+
+        def loading() -> None:
+            run.context.stage("loading", {"model": spec.key})
+
+        # An entry that only adds LoRAs to another's weights (sdxl-portrait) runs on that entry's resident copy.
+        with self.pool.use(self.catalog.loaded_as(spec), on_load=loading) as (model, load_s):
             if load_s:
                 loaded_ns = time.time_ns()
                 tracing.record("load", loaded_ns - int(load_s * 1e9), loaded_ns, **{"imageforge.model": spec.key})
@@ -161,6 +168,7 @@ class ImageJob:
             device=self.backend.device_info(),
             policy_version=self.policy.version,
             inputs={"init_image": queued.init_image, "mask_image": queued.mask_image},
+            lora_digests={lora.name: self.loras.find(lora.name).sha256 for lora in request.loras},
         )
         # A request without a sampler ran the model's own: the result names it when the engine can.
         for name, used in (("sampler", generated.sampler), ("schedule", generated.schedule)):
@@ -241,7 +249,8 @@ class ImageJob:
 
     def _cache_parameters(self, request: GenerationRequest, spec: ModelSpec, queued: QueuedRequest) -> dict[str, Any]:
         """Everything that changes the pixels: the model and its revision, the prompts after assist, the
-        numbers, the input images (by digest), and the engine (library versions, device, dtype)."""
+        numbers, the request's LoRAs (by content digest: a file replaced under its name makes other pixels), the
+        input images (by digest), and the engine (library versions, device, dtype)."""
         return {
             "model": spec.key,
             "source": spec.source,
@@ -249,6 +258,7 @@ class ImageJob:
             "lora": spec.lora,
             "scheduler": spec.scheduler,
             **request.values(),
+            "loras": [{"sha256": self.loras.find(lora.name).sha256, "weight": lora.weight} for lora in request.loras],
             "seed": request.seed,
             "init_image": queued.init_image,
             "mask_image": queued.mask_image,

@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from imageforge.domain import GenerationParams, GenerationRequest, ModelSpec, Task
+from imageforge.domain import GenerationParams, GenerationRequest, LoraWeight, ModelSpec, Task
 from imageforge.engine.protocol import DeviceInfo, Generated
 from imageforge.errors import InvalidRequest
 
@@ -73,12 +73,17 @@ def manifest(
     device: DeviceInfo,
     policy_version: str,
     inputs: Mapping[str, str | None],
+    lora_digests: Mapping[str, str],
 ) -> dict[str, Any]:
-    """The manifest of one image: `sent` is the request as the model received it (after assist and policy)."""
+    """The manifest of one image: `sent` is the request as the model received it (after assist and policy);
+    `lora_digests` are the SHA-256s of its LoRAs' files by name."""
+    values = sent.values()
+    loras = [{**lora, "sha256": lora_digests.get(lora["name"])} for lora in values["loras"]]
     return {
         "version": MANIFEST_VERSION,
         "model": {"key": spec.key, "source": spec.source, "revision": spec.revision, "weights": weights},
-        **sent.values(),
+        **values,
+        "loras": loras,
         "seed": sent.seed,
         "rng": RNG,
         "scheduler": generated.scheduler,
@@ -101,7 +106,8 @@ class Recipe:
     #: the input images by digest in the input store (`init_image`, `mask_image`)
     inputs: Mapping[str, str | None]
     expected: str | None
-    weights: str | None
+    #: the digests of the weights that made it: the model's, then each LoRA's
+    weights: list[str | None]
 
 
 def manifest_of_png(png: bytes) -> dict[str, Any]:
@@ -156,8 +162,9 @@ def recipe(manifest: Mapping[str, Any]) -> Recipe:
             schedule=str(manifest.get("schedule", "default")),
             assist_prompt=False,
             use_cache=False,
+            loras=tuple(LoraWeight(name=lora["name"], weight=lora["weight"]) for lora in manifest.get("loras") or ()),
         )
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, KeyError) as exc:
         raise InvalidRequest(
             f"The manifest holds a value this server cannot read: {exc}.",
             hint="Send the manifest as a result carried it, unchanged.",
@@ -170,18 +177,25 @@ def recipe(manifest: Mapping[str, Any]) -> Recipe:
         model=model["key"],
         inputs=digests,
         expected=expected if isinstance(expected, str) else None,
-        weights=model.get("weights") if isinstance(model.get("weights"), str) else None,
+        weights=weights_of(manifest),
     )
+
+
+def weights_of(manifest: Mapping[str, Any]) -> list[str | None]:
+    """The digests of the weights a manifest names: its model's, then each of its LoRAs'."""
+    model = manifest.get("model") or {}
+    loras = manifest.get("loras") or []
+    return [model.get("weights"), *(lora.get("sha256") for lora in loras if isinstance(lora, Mapping))]
 
 
 def compare(made: Mapping[str, Any], expected: Mapping[str, Any]) -> dict[str, Any]:
     """What a replay reports: whether its pixels are the ones the manifest recorded (`matches`), whether the
     weights are the same files, and how reproducible the manifest said the image was."""
-    pixels, weights = made.get("pixels"), made.get("model", {}).get("weights")
+    pixels, weights = made.get("pixels"), weights_of(made)
     return {
         "matches": pixels is not None and pixels == expected.get("pixels"),
         "pixels": pixels,
         "expected_pixels": expected.get("pixels"),
-        "same_weights": weights is not None and weights == expected.get("weights"),
+        "same_weights": None not in weights and weights == expected.get("weights"),
         "determinism": made.get("determinism", {}).get("class"),
     }

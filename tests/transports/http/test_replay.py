@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -55,7 +56,8 @@ def test_a_result_carries_a_manifest_that_says_how_to_make_it_again(client: Test
     assert manifest["seed"] == 7
     assert manifest["rng"]["generator"] == "cpu"
     assert (manifest["steps"], manifest["width"], manifest["height"]) == (2, 64, 64)
-    assert manifest["scheduler"]["class"] and manifest["scheduler"]["config"]
+    assert manifest["scheduler"]["class"]
+    assert manifest["scheduler"]["config"]
     # The prompts exactly as the model received them, after the policy's additions.
     assert manifest["prompt"] == result["policy_applied"]["model_prompt"]
     assert manifest["negative_prompt"] == result["policy_applied"]["model_negative_prompt"]
@@ -129,3 +131,21 @@ def test_a_replay_needs_exactly_one_of_manifest_or_image(client: TestClient) -> 
     assert neither.json()["error"]["code"] == "invalid_request"
     assert unknown_version.status_code == 400
     assert "version" in unknown_version.json()["error"]["message"]
+
+
+def test_a_replay_applies_the_manifests_loras_and_says_when_a_lora_file_changed(
+    client: TestClient, loras: Path
+) -> None:
+    applied = [{"name": "one", "weight": 0.8}]
+    original, png = _made(client, {"prompt": "a lighthouse at dusk", "seed": 7, "loras": applied, **SMALL})
+
+    replayed, again = _replayed(client, {"manifest": original["manifest"]})
+    (loras / "one.safetensors").write_bytes((loras / "two.safetensors").read_bytes())
+    after_change, _ = _replayed(client, {"manifest": original["manifest"]})
+
+    assert original["manifest"]["loras"][0]["sha256"]
+    assert replayed["replay"]["matches"] is True
+    assert replayed["replay"]["same_weights"] is True
+    assert _pixels(again) == _pixels(png)
+    assert after_change["replay"]["same_weights"] is False
+    assert after_change["replay"]["matches"] is False

@@ -34,6 +34,7 @@ TOOLS = {
     "inpaint_image",
     "assist_prompt",
     "list_models",
+    "list_loras",
     "list_styles",
     "list_images",
     "submit_async_job",

@@ -39,6 +39,7 @@ async def test_the_tools_are_listed_with_guidance_and_output_schemas(mcp: Client
     assert set(tools) == IMAGE_TOOLS | {
         "assist_prompt",
         "list_models",
+        "list_loras",
         "list_styles",
         "list_images",
         "submit_async_job",

@@ -362,3 +362,15 @@ def test_the_per_client_rate_limit_is_the_sdks_rate_limit_error(settings: Settin
             sdk.images.generate(prompt="a red fox", size="64x64", extra_body=SMALL)
 
     assert (refused.value.code, refused.value.type) == ("rate_limited", "rate_limit_error")
+
+
+def test_loras_are_an_extra_field_and_an_unknown_one_is_refused_with_its_code(
+    sdk: OpenAI, service: ImageService, loras: Path
+) -> None:
+    sdk.images.generate(prompt="a red fox", size="64x64", extra_body={"loras": [{"name": "one", "weight": 0.5}]})
+    with pytest.raises(openai.NotFoundError) as refused:
+        sdk.images.generate(prompt="a red fox", extra_body={"loras": [{"name": "watercolour"}]})
+
+    [job] = service.list_jobs()
+    assert job.payload["loras"] == [{"name": "one", "weight": 0.5}]
+    assert refused.value.code == "lora_not_found"

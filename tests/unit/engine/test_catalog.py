@@ -8,7 +8,7 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 
-from imageforge.domain import Family, ModelSpec, Task
+from imageforge.domain import Family, LoraWeight, ModelSpec, Task
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.engine.catalog import BUILTIN_MODELS, Catalog, build_catalog, load_models_file
 from imageforge.errors import ModelGuarded, ModelNotFound
@@ -121,6 +121,54 @@ def test_sdxl_portrait_with_a_lora_carries_it_without_a_notice() -> None:
 
     assert spec.lora == "someone/portrait-lora"
     assert spec.notice == ""
+
+
+def test_sdxl_portrait_applies_a_lora_folder_name_per_request_instead_of_fusing_it() -> None:
+    spec = _catalog(lora_portrait="portrait").get("sdxl-portrait")
+
+    assert spec.loras == (LoraWeight(name="portrait", weight=1.0),)
+    assert spec.lora is None
+    assert spec.notice == ""
+
+
+def test_sdxl_portrait_with_a_lora_folder_name_runs_on_the_sdxl_entrys_weights() -> None:
+    catalog = _catalog(lora_portrait="portrait")
+
+    assert catalog.loaded_as(catalog.get("sdxl-portrait")).key == "sdxl"
+    assert catalog.loaded_as(catalog.get("sdxl")).key == "sdxl"
+
+
+def test_an_entry_with_its_own_weights_or_fused_lora_runs_on_its_own() -> None:
+    fused = _catalog(lora_portrait="someone/portrait-lora")
+
+    assert fused.loaded_as(fused.get("sdxl-portrait")).key == "sdxl-portrait"
+    assert fused.loaded_as(fused.get("sdxl-lcm")).key == "sdxl-lcm"
+
+
+@pytest.mark.parametrize("setting", ["portrait.safetensors", "/srv/loras/portrait", "~/portrait"])
+def test_a_portrait_lora_given_as_a_path_is_fused_as_before(setting: str) -> None:
+    spec = _catalog(lora_portrait=setting).get("sdxl-portrait")
+
+    assert spec.lora == setting
+    assert spec.loras == ()
+
+
+def test_models_file_entries_may_name_loras_every_request_applies(tmp_path: Path) -> None:
+    path = _models_file(
+        tmp_path,
+        '[models.inked]\nsource = "o/inked"\nloras = [{name = "ink", weight = 0.7}, {name = "grain"}]\n',
+    )
+
+    spec = _catalog(models_file=path).get("inked")
+
+    assert spec.loras == (LoraWeight(name="ink", weight=0.7), LoraWeight(name="grain", weight=1.0))
+
+
+@pytest.mark.parametrize("loras", ['"ink"', '[{name = "ink", weight = 5}]', "[{weight = 1}]"])
+def test_a_models_file_entry_with_unusable_loras_is_skipped(tmp_path: Path, loras: str) -> None:
+    path = _models_file(tmp_path, f'[models.inked]\nsource = "o/inked"\nloras = {loras}\n')
+
+    assert "inked" not in _catalog(models_file=path)
 
 
 def test_the_portrait_lora_touches_no_other_entry() -> None:

@@ -21,10 +21,20 @@ import pytest
 import torch
 from PIL import Image
 
-from imageforge.domain import SAMPLER_SCHEDULES, GenerationRequest, ModelSpec, Progress, Sampler, Schedule, Task
+from imageforge.domain import (
+    SAMPLER_SCHEDULES,
+    GenerationRequest,
+    LoraWeight,
+    ModelSpec,
+    Progress,
+    Sampler,
+    Schedule,
+    Task,
+)
 from imageforge.engine.backends import tiny
 from imageforge.engine.backends.diffusers import DiffusersBackend, DiffusersModel
 from imageforge.engine.catalog import Catalog, build_catalog
+from imageforge.engine.loras import LoraFolder
 from imageforge.errors import Cancelled, ModelUnsupported, WeightsUnavailable
 
 pytestmark = pytest.mark.slow
@@ -211,6 +221,21 @@ def test_models_file_entries_carry_their_settings(families: Families) -> None:
     )
 
 
+def test_a_requests_lora_on_sdxl_comes_and_goes_while_the_entrys_fused_lora_stays(families: Families) -> None:
+    backend = DiffusersBackend(
+        device="cpu", models_path=families.folder / "built", loras=LoraFolder(families.folder / "loras")
+    )
+    model = backend.load(families.catalog.require("tiny-sdxl-lora"))
+    request = _request(model.spec)
+    fused, _ = _generate(model, request)
+
+    with_lora, _ = _generate(model, replace(request, loras=(LoraWeight(name="pytorch_lora_weights", weight=1.0),)))
+    fused_again, _ = _generate(model, request)
+
+    assert with_lora.tobytes() != fused.tobytes()
+    assert fused_again.tobytes() == fused.tobytes()
+
+
 def test_tiny_sd_runs_text2img_img2img_and_inpaint(families: Families) -> None:
     spec = families.catalog.get("tiny")
     model = families.backend.load(spec)
@@ -247,15 +272,14 @@ def test_sdxl_entry_with_lcm_scheduler_runs_on_lcm(families: Families) -> None:
     _assert_one_event_per_step(events, 2)
 
 
-def test_sdxl_entry_with_lora_fuses_it_and_changes_the_pixels(families: Families) -> None:
+def test_sdxl_entry_with_lora_fuses_it_into_the_weights_and_changes_the_pixels(families: Families) -> None:
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     plain = families.load("tiny-sdxl")
     with_lora = families.load("tiny-sdxl-lora")
 
-    lora_layers = [module for module in with_lora.pipeline.unet.modules() if isinstance(module, BaseTunerLayer)]
-    assert lora_layers
-    assert all(layer.merged for layer in lora_layers)
+    # Fused into the base weights, with no adapter layer left for a request's own LoRAs to meet.
+    assert not [module for module in with_lora.pipeline.unet.modules() if isinstance(module, BaseTunerLayer)]
     request = _request(plain.spec)
     plain_image, _ = _generate(plain, request)
     again, _ = _generate(plain, request)

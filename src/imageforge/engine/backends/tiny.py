@@ -228,6 +228,36 @@ def build_tiny_sdxl_lora(base: Path, target: Path) -> Path:
     return target / "pytorch_lora_weights.safetensors"
 
 
+def build_tiny_sd_lora(base: Path, target: Path, *, seed: int = _SEED) -> Path:
+    """Save a random LoRA for the `tiny` model built at `base` (its UNet and its text encoder) as the
+    `.safetensors` file `target`; another `seed` makes another LoRA."""
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_pretrained(base / "unet")
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    text_encoder = CLIPTextModel.from_pretrained(base / "text_encoder")
+    # Through peft itself: transformers' own `add_adapter` asks for a newer peft than diffusers does.
+    config = LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"])
+    inject_adapter_in_model(config, text_encoder)
+    # A fresh LoRA's up-projections are zero; give every matrix values so that the adapter changes the output.
+    layers = [
+        {name: torch.randn_like(weight) * 0.3 for name, weight in get_peft_model_state_dict(model).items()}
+        for model in (unet, text_encoder)
+    ]
+    StableDiffusionPipeline.save_lora_weights(
+        target.parent,
+        unet_lora_layers=layers[0],
+        text_encoder_lora_layers=layers[1],
+        weight_name=target.name,
+        safe_serialization=True,
+    )
+    return target
+
+
 def build_tiny_flux(target: Path) -> Path:
     """Build a tiny FLUX.1 pipeline (CLIP + T5 encoders, flow-matching transformer) into `target`."""
     if is_built(target):

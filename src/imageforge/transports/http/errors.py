@@ -26,6 +26,8 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.PathForbidden.code: 403,
     errors.ModelGuarded.code: 403,
     errors.ModelNotFound.code: 404,
+    errors.LoraNotFound.code: 404,
+    errors.UnsafeWeights.code: 403,
     errors.TemplateNotFound.code: 404,
     errors.Cancelled.code: 409,
     errors.GenerationFailed.code: 500,

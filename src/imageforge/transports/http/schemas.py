@@ -17,6 +17,7 @@ from imageforge.domain import (
     ImageDescription,
     ImageSource,
     JobWebhook,
+    LoraCatalog,
     ModelCatalog,
     Policy,
     RenderedTemplate,
@@ -273,6 +274,12 @@ class RenderedTemplateResponse(RenderedTemplate):
 
 class ModelListResponse(ModelCatalog):
     """GET /models: the catalog as the service describes it."""
+
+    ok: Literal[True] = True
+
+
+class LoraListResponse(LoraCatalog):
+    """GET /loras: the LoRAs a request's `loras` may name."""
 
     ok: Literal[True] = True
 

@@ -52,6 +52,7 @@ IMAGE_FIELDS = (
     "count",
     "sampler",
     "schedule",
+    "loras",
 )
 _TOOL_NAMES = {"assist_prompt": "assist"}
 _Tool = TypeVar("_Tool", bound=Callable[..., Any])

@@ -124,6 +124,8 @@ def to_params(
 ) -> GenerationParams:
     """The request for `ImageService.submit`: OpenAI's fields mapped, imageforge's own as sent."""
     own = extras.model_dump(mode="json", exclude_unset=True)
+    if "loras" in own:
+        own["loras"] = dict(extras)["loras"]  # the request carries them as declared, not as their JSON
     width, height = _size(wire.size)
     model = None if wire.model is None else aliases.get(wire.model, wire.model)
     style = None if wire.style in OPENAI_STYLES else wire.style

@@ -11,19 +11,29 @@ from imageforge.domain import ModelSpec
 from imageforge.engine import digests
 from imageforge.engine.backends import speed
 from imageforge.engine.backends.diffusers import loading
+from imageforge.engine.backends.diffusers.adapters import RequestLoras
 from imageforge.engine.backends.diffusers.device import import_torch, memory_gb, memory_in_use_gb, resolve_device
 from imageforge.engine.backends.diffusers.library_logs import quiet_libraries
 from imageforge.engine.backends.diffusers.running import DiffusersModel
 from imageforge.engine.backends.diffusers.weights import Weights
+from imageforge.engine.loras import LoraFolder
 from imageforge.engine.protocol import DeviceInfo, EngineOptions
 
 
 class DiffusersBackend:
-    """Loads catalog models with diffusers on one device."""
+    """Loads catalog models with diffusers on one device; requests apply LoRAs from `loras` (none without it)."""
 
-    def __init__(self, *, device: str, models_path: Path, options: EngineOptions | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        device: str,
+        models_path: Path,
+        options: EngineOptions | None = None,
+        loras: LoraFolder | None = None,
+    ) -> None:
         self._device_setting = device
         self._options = options or EngineOptions()
+        self._loras = RequestLoras(loras)
         self._weights = Weights(models_path, dtype=lambda: self.runtime().dtype)
         self._info: DeviceInfo | None = None
         self._runtime: speed.Runtime | None = None
@@ -100,4 +110,5 @@ class DiffusersBackend:
             runtime,
             fast_decoder=fast_decoder,
             load_fast_decoder=partial(loading.load_fast_decoder, spec, runtime, self._weights),
+            loras=self._loras,
         )

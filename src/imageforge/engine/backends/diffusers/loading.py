@@ -251,3 +251,6 @@ def _fuse_lora(pipe: Any, reference: str) -> None:
     else:
         pipe.load_lora_weights(reference, use_safetensors=True)
     pipe.fuse_lora()
+    # The fused weights stay in the base layers; the adapter layers go, so that a request's own LoRAs
+    # (adapters.py) start from a pipeline without any and leave it so.
+    pipe.unload_lora_weights()

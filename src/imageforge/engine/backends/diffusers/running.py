@@ -29,6 +29,7 @@ from imageforge.domain import (
 )
 from imageforge.engine.backends import speed
 from imageforge.engine.backends.diffusers import sampling
+from imageforge.engine.backends.diffusers.adapters import RequestLoras
 from imageforge.engine.backends.diffusers.device import import_torch, is_out_of_memory, out_of_memory, release_memory
 from imageforge.engine.protocol import Generated
 from imageforge.errors import Cancelled
@@ -86,6 +87,7 @@ class DiffusersModel:
         *,
         fast_decoder: Any,
         load_fast_decoder: Callable[[], Any],
+        loras: RequestLoras | None = None,
     ) -> None:
         self.spec = spec
         self._runtime = runtime
@@ -93,7 +95,8 @@ class DiffusersModel:
         self._pipelines: dict[Task, Any] = {Task.TEXT2IMG: pipe}
         self._fast_decoder = fast_decoder
         self._load_fast_decoder = load_fast_decoder
-        self._embeddings: OrderedDict[tuple[str, str, bool], dict[str, Any]] = OrderedDict()
+        self._loras = loras or RequestLoras(None)
+        self._embeddings: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
         self._savers_on = False
         #: the shapes already run once; with compile on, the first run of each compiles
         self._shapes: set[tuple[Task, int, int, Decoder]] = set()
@@ -172,7 +175,8 @@ class DiffusersModel:
         started = time.perf_counter()
         failure = None
         try:
-            with torch.inference_mode():
+            # Outside inference mode: the adapters' layers are made here and removed when the block ends.
+            with self._loras.applied(pipe, request.loras), torch.inference_mode():
                 arguments |= self._prompt_embeddings(pipe, request)
                 images = pipe(**arguments).images
                 image = _tiny_decode(self._fast_decoder, images) if fast else images[0]
@@ -217,7 +221,8 @@ class DiffusersModel:
         if names is None:
             return {}
         guided = request.guidance > 1
-        key = (request.prompt, request.negative_prompt if guided else "", guided)
+        # A LoRA may change the text encoders too: embeddings are kept per set of LoRAs and weights.
+        key = (request.prompt, request.negative_prompt if guided else "", guided, request.loras)
         cached = self._embeddings.get(key)
         if cached is None:
             encoded = pipe.encode_prompt(

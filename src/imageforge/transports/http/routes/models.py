@@ -1,11 +1,11 @@
-"""GET /models; POST /models/{key}/load and /unload for explicit control of what is resident."""
+"""GET /models and GET /loras; POST /models/{key}/load and /unload for explicit control of what is resident."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from imageforge.transports.http.deps import Service
-from imageforge.transports.http.schemas import ErrorResponse, ModelListResponse, ModelStateResponse
+from imageforge.transports.http.schemas import ErrorResponse, LoraListResponse, ModelListResponse, ModelStateResponse
 
 _ERRORS: dict[int | str, dict[str, object]] = {status: {"model": ErrorResponse} for status in (403, 404, 409, 501, 503)}
 router = APIRouter(tags=["models"], responses=_ERRORS)
@@ -15,6 +15,11 @@ router = APIRouter(tags=["models"], responses=_ERRORS)
 def list_models(service: Service) -> ModelListResponse:
     # max_res lets a client (the web UI) offer only sizes the server accepts.
     return ModelListResponse(**service.list_models().model_dump())
+
+
+@router.get("/loras", summary="The LoRAs a request's `loras` may name: the .safetensors files of the LoRA folder")
+def list_loras(service: Service) -> LoraListResponse:
+    return LoraListResponse(**service.list_loras().model_dump())
 
 
 @router.post("/models/{key}/load", summary="Load a model now, so that the next job does not wait for it")

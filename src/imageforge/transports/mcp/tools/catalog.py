@@ -1,5 +1,5 @@
-"""The tools that help before drawing: list_models says what this server can run, list_styles which styles the
-drawing tools take, assist_prompt writes a better prompt."""
+"""The tools that help before drawing: list_models says what this server can run, list_loras which LoRAs the
+drawing tools' `loras` take, list_styles which styles they take, assist_prompt writes a better prompt."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult
 from pydantic import Field
 
-from imageforge.domain import AssistResult, ModelCatalog, Prompt
+from imageforge.domain import AssistResult, LoraCatalog, ModelCatalog, Prompt
 from imageforge.transports.mcp.results import StyleListOutput
 from imageforge.transports.mcp.tools.toolkit import READING, Toolkit
 
 
 def register_catalog_tools(mcp: MCPServer, kit: Toolkit) -> None:
-    """Add assist_prompt, list_models and list_styles to `mcp`."""
+    """Add assist_prompt, list_models, list_loras and list_styles to `mcp`."""
     service = kit.service
 
     @mcp.tool(
@@ -40,6 +40,16 @@ def register_catalog_tools(mcp: MCPServer, kit: Toolkit) -> None:
     )
     async def list_models() -> ModelCatalog:
         return await to_thread.run_sync(service.list_models)
+
+    @mcp.tool(
+        title="List LoRAs",
+        description="List the LoRAs the drawing tools' `loras` argument takes, by name: style or subject add-ons "
+        "applied to the model for one request, each with a weight. Name one only when the user asks for it; a "
+        "LoRA must suit the model's family (sd, sdxl, flux).",
+        annotations=READING,
+    )
+    async def list_loras() -> LoraCatalog:
+        return await to_thread.run_sync(service.list_loras)
 
     @mcp.tool(
         title="List styles",
