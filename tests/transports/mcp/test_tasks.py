@@ -5,6 +5,7 @@ API keys, where a key reaches only its own jobs' tasks, and as raw JSON-RPC, the
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND, CallToolResult, ImageContent
 
-from imageforge.domain import JobStatus
+from imageforge.domain import Caller, Job, JobStatus
 from imageforge.service import ImageService
 from imageforge.transports.http.app import create_app
 from imageforge.transports.http.auth import ApiKeys
@@ -73,20 +74,36 @@ async def test_a_drawing_tool_called_as_a_task_answers_its_job_at_once_and_tasks
 
 
 async def test_a_task_cancelled_while_held_at_a_step_ends_cancelled_and_its_result_says_so(
-    gated: tuple[ImageService, GatedBackend],
+    gated: tuple[ImageService, GatedBackend], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service, backend = gated
+    requested = threading.Event()
+    cancel_job = service.cancel_job
+
+    def cancel_and_tell(job_id: str, *, caller: Caller) -> Job:
+        cancelled = cancel_job(job_id, caller=caller)
+        requested.set()
+        return cancelled
+
+    monkeypatch.setattr(service, "cancel_job", cancel_and_tell)
+
+    async def release_once_requested() -> None:
+        assert await anyio.to_thread.run_sync(requested.wait, 30.0), "tasks/cancel never cancelled the job"
+        backend.release(1000)
+
     async with _tasks(service) as calls:
         task_id = (await calls.create("generate_image", {"prompt": "a fox", **{**SMALL, "steps": 3}})).task.task_id
         await anyio.to_thread.run_sync(backend.wait_for_step)
-        cancelling = await calls.cancel(task_id)
-        backend.release(1000)
+        async with anyio.create_task_group() as group:
+            # The answer waits for the job to stop at its next step: the held step goes once the cancel is asked.
+            group.start_soon(release_once_requested)
+            cancelling = await calls.cancel(task_id)
         answer = await calls.result(task_id)
         ended = await calls.get(task_id)
         with pytest.raises(MCPError) as again:
             await calls.cancel(task_id)
 
-    assert (cancelling.status, cancelling.status_message) == ("working", "cancelling: the job stops at its next step")
+    assert cancelling.status == "cancelled"
     assert error_of(answer)["code"] == "cancelled"
     assert answer.meta == {RELATED_TASK: {"taskId": task_id}}
     assert ended.status == "cancelled"

@@ -14,12 +14,14 @@ parses and checks the arguments and submits the job; `task_ticket` tells it to h
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import anyio
 import mcp_types.methods as wire
 from anyio import to_thread
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -47,6 +49,8 @@ from imageforge.transports.mcp.tools.toolkit import Toolkit, request_base_url, r
 TASKS_VERSION = "2025-11-25"
 #: The tools a client may call as a task: those that draw, whose job may wait in the queue and run for minutes.
 TASK_TOOLS = frozenset({"generate_image", "edit_image", "inpaint_image"})
+#: How long tasks/cancel waits for a running job to stop at its next step before it answers.
+CANCEL_WAIT_S = 30.0
 #: What `initialize` advertises: task-augmented tools/call, tasks/list and tasks/cancel.
 CAPABILITY: dict[str, Any] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
 #: Where a task's final answer names its task.
@@ -164,8 +168,10 @@ class TaskMiddleware:
         return {**wired, "_meta": {**wired.get("_meta", {}), RELATED_TASK: {"taskId": task_id}}}
 
     async def _cancel(self, ctx: ServerRequestContext[Any, Any], caller: Caller, task_id: str) -> HandlerResult:
-        """Cancel the job as cancel_job does: a queued one at once, a running one at its next step (until then it
-        stays `working`, and its message says so); one that has ended is refused (`job_finished`)."""
+        """Cancel the job as cancel_job does: a queued one at once, a running one at its next step, which the
+        answer waits for (up to CANCEL_WAIT_S) so that it says `cancelled` as the specification asks; a step
+        slower than that leaves it `working`, and its message says so. One that has ended is refused
+        (`job_finished`)."""
         client = request_client(ctx.request)
         cancel = functools.partial(self._kit.service.cancel_job, task_id, caller=caller)
         try:
@@ -174,6 +180,9 @@ class TaskMiddleware:
             self._kit.record(client, "tasks/cancel", exc.code, task_id, None)
             raise _refused(exc) from exc
         self._kit.record(client, "tasks/cancel", "ok", task_id, None)
+        if not job.status.is_terminal:
+            with anyio.move_on_after(CANCEL_WAIT_S), contextlib.suppress(ImageforgeError):
+                job = await self._kit.service.wait(task_id, caller=caller)
         task = await to_thread.run_sync(self._task, job)
         if not job.status.is_terminal:
             task["statusMessage"] = "cancelling: the job stops at its next step"
