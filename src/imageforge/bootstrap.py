@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 
 from imageforge.config import Settings
 from imageforge.engine.backends.diffusers import DiffusersBackend
+from imageforge.engine.backends.memory import DeviceMemory
 from imageforge.engine.catalog import build_catalog
+from imageforge.engine.memory import MemoryProbe
 from imageforge.engine.pool import ModelPool, PoolPolicy
 from imageforge.engine.protocol import EngineOptions, ImageBackend
 from imageforge.errors import folder_unwritable
@@ -21,11 +23,13 @@ from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import load_policy
 from imageforge.prompting.templates import load_templates
 from imageforge.service import ImageService, ServiceLimits
+from imageforge.service.memory import MemoryPlanner, MemoryPolicy
 from imageforge.storage.audit import AuditLog
 from imageforge.storage.cache import ArtifactCache
 from imageforge.storage.files import probe_folder
 from imageforge.storage.inputs import FolderInputStore
 from imageforge.storage.outputs import OutputStore
+from imageforge.storage.peaks import PeakLog
 
 
 def check_folders(settings: Settings) -> None:
@@ -71,6 +75,7 @@ def build_service(
     audit: AuditLog | None = None,
     owner: Owner | None = None,
     queue: JobQueue | None = None,
+    memory_probe: MemoryProbe | None = None,
 ) -> ImageService:
     """An `ImageService` for `settings`. Cheap: no model loads and torch is not imported until needed.
 
@@ -78,7 +83,8 @@ def build_service(
     jobs' wall clock (tests move it to expire results); `audit` keeps the audit log (the served HTTP app's; the
     CLI and MCP over stdio are the local user's own process and keep none); `owner` is what the data folder's lock
     records of this process for the others it turns away (a server's URL); `queue` replaces the one `build_queue`
-    makes (a worker keeps its own to consume from). `FolderUnwritable` when a folder it writes is unusable.
+    makes (a worker keeps its own to consume from); `memory_probe` replaces the device's free and peak memory
+    (tests set what is free). `FolderUnwritable` when a folder it writes is unusable.
     """
     check_folders(settings)
     guards = [name for name, on in (("ALLOW_FLUX", settings.allow_flux), ("ALLOW_KLEIN", settings.allow_klein)) if on]
@@ -97,12 +103,16 @@ def build_service(
             compile_cache=settings.compile_cache_path,
         )
         backend = DiffusersBackend(device=settings.device, models_path=settings.models_path, options=options)
+    if memory_probe is None:
+        info = backend.device_info
+        memory_probe = DeviceMemory(lambda: (info().device, info().dtype), offload=settings.memory_savers != "off")
+    pool = ModelPool(
+        backend, PoolPolicy(memory_budget_gb=settings.memory_budget_gb, idle_unload_s=settings.idle_unload_s)
+    )
     return ImageService(
         catalog=catalog,
         backend=backend,
-        pool=ModelPool(
-            backend, PoolPolicy(memory_budget_gb=settings.memory_budget_gb, idle_unload_s=settings.idle_unload_s)
-        ),
+        pool=pool,
         outputs=OutputStore(settings.output_path),
         cache=ArtifactCache(settings.cache_path),
         # Beside the job database, whose payloads name them: expired with their jobs, never served.
@@ -119,6 +129,18 @@ def build_service(
             images=ImageLimits(max_bytes=int(settings.max_body_mb * 1024 * 1024)),
             assist_concurrency=settings.assist_concurrency,
             shutdown_timeout_s=settings.shutdown_timeout_s,
+            # An API node of the distributed queue runs no job: the workers' memory is not this machine's.
+            local_memory=not settings.queue_url,
+        ),
+        memory=MemoryPlanner(
+            memory_probe,
+            PeakLog(settings.data_path / "memory.sqlite"),
+            pool,
+            MemoryPolicy(
+                admission=settings.memory_admission,
+                margin_gb=settings.memory_margin_gb,
+                fallback=tuple(settings.oom_fallback),
+            ),
         ),
         audit=audit,
     )

@@ -24,7 +24,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from imageforge.domain import PolicyProfileName, is_loopback
+from imageforge.domain import Fallback, PolicyProfileName, is_loopback
 
 DeviceSetting = Literal["auto", "cuda", "mps", "cpu"]
 DtypeSetting = Literal["auto", "float32", "bfloat16", "float16"]
@@ -240,6 +240,29 @@ class Settings(BaseSettings):
         description=(
             "GB that resident models may take (by their catalog estimates); `auto` is 80% of the GPU's memory (of RAM "
             "on CPU and Apple silicon), `0` no limit"
+        ),
+    )
+    memory_admission: bool = Field(
+        True,
+        validation_alias=_env("MEMORY_ADMISSION", bare=False),
+        description=(
+            "refuse at submit, with 422 `insufficient_memory`, a job whose estimated peak memory (measured on this "
+            "machine, see [memory](memory.md)) is more than is free"
+        ),
+    )
+    memory_margin_gb: float = Field(
+        0.5,
+        ge=0,
+        validation_alias=_env("MEMORY_MARGIN_GB", bare=False),
+        description="GB of free memory (GPU memory on CUDA, RAM on the CPU) that admission leaves to everything else",
+    )
+    oom_fallback: Annotated[list[Fallback], NoDecode] = Field(
+        default_factory=lambda: list(Fallback),
+        validation_alias=_env("OOM_FALLBACK", bare=False),
+        description=(
+            "what the one retry of an image that ran out of memory may change, comma-separated: `tiled_vae`, "
+            "`attention_slicing`, `cpu_offload` (CUDA), then `smaller_size` (only for requests with `allow_downsize`); "
+            "unset: all four; empty: no retry"
         ),
     )
     idle_unload_s: float = Field(
@@ -501,6 +524,12 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: object) -> object:
         """`IMAGEFORGE_ALLOWED_HOSTS` and `IMAGEFORGE_CORS_ORIGINS` are comma lists; names ignore case."""
         return [part.strip().lower() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("oom_fallback", mode="before")
+    @classmethod
+    def _fallback_steps(cls, value: object) -> object:
+        """`IMAGEFORGE_OOM_FALLBACK` is a comma list of fallbacks, in the order they apply."""
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
     @field_validator("worker_models", mode="before")
     @classmethod

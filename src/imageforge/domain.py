@@ -128,6 +128,24 @@ A1111_SCHEDULE_NAMES: Mapping[Schedule, str] = {
 }
 
 
+class Fallback(enum.StrEnum):
+    """What the engine may change to retry a job that ran out of memory (`IMAGEFORGE_OOM_FALLBACK`), in the
+    operator's order; the first three are memory savers, which change nothing a request asked for."""
+
+    #: decode the latents with the VAE in tiles
+    TILED_VAE = "tiled_vae"
+    #: compute attention in slices
+    ATTENTION_SLICING = "attention_slicing"
+    #: keep the weights in RAM and move each component to the GPU while it runs (CUDA only)
+    CPU_OFFLOAD = "cpu_offload"
+    #: a smaller width and height, with the same shape; only for a request that allows it (`allow_downsize`)
+    SMALLER_SIZE = "smaller_size"
+
+
+#: The fallbacks that save memory without changing the request's size.
+MEMORY_SAVERS = frozenset({Fallback.TILED_VAE, Fallback.ATTENTION_SLICING, Fallback.CPU_OFFLOAD})
+
+
 class Family(enum.StrEnum):
     """Pipeline families the diffusers backend knows how to load."""
 
@@ -317,6 +335,15 @@ ScheduleChoice = Annotated[
         + ").",
     ),
 ]
+AllowDownsize = Annotated[
+    bool,
+    Field(
+        False,
+        description="If the image runs out of memory even with the server's memory savers, retry it once at a "
+        "smaller size of the same shape (where the server's fallback policy has smaller_size) instead of failing; "
+        "the result's `downgraded` says so.",
+    ),
+]
 ReturnModeChoice = Annotated[
     ReturnMode, Field(ReturnMode.BOTH, description="both (the PNG as base64, and its path), base64 or path.")
 ]
@@ -343,6 +370,7 @@ class TextToImageFields(BaseModel):
     count: Count
     sampler: SamplerChoice
     schedule: ScheduleChoice
+    allow_downsize: AllowDownsize
 
     def to_params(
         self,
@@ -457,6 +485,8 @@ class GenerationParams:
     sampler: str | None = None
     #: a `Schedule`; a string until validated
     schedule: str = Schedule.DEFAULT.value
+    #: a retry after running out of memory may make the image smaller
+    allow_downsize: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -505,6 +535,9 @@ class GenerationRequest(RequestValues):
     seed: int
     init_image: Image.Image | None = field(default=None, compare=False)
     mask_image: Image.Image | None = field(default=None, compare=False)
+    #: memory savers (of `MEMORY_SAVERS`) the engine switches on for this run whatever its free memory: a retry
+    #: after running out of memory
+    memory_savers: frozenset[Fallback] = field(default=frozenset(), compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -525,6 +558,8 @@ class QueuedRequest(RequestValues):
     count: int = 1
     #: the style template the request named (its prompt and defaults are already in the fields above), or None
     style: str | None = None
+    #: a retry after running out of memory may make the image smaller
+    allow_downsize: bool = False
 
     def to_payload(self) -> dict[str, Any]:
         """This request as plain JSON data (a job's payload)."""
@@ -540,8 +575,15 @@ class QueuedRequest(RequestValues):
     def from_payload(cls, payload: Mapping[str, Any]) -> QueuedRequest:
         """The request `to_payload` wrote; `ValueError` for anything else (a payload of an older version)."""
         # A payload from before `count` asks for one image; one from before styles names none; one from before
-        # samplers runs the model's own.
-        payload = {"count": 1, "style": None, "sampler": None, "schedule": Schedule.DEFAULT.value, **payload}
+        # samplers runs the model's own; one from before allow_downsize keeps its size.
+        payload = {
+            "count": 1,
+            "style": None,
+            "sampler": None,
+            "schedule": Schedule.DEFAULT.value,
+            "allow_downsize": False,
+            **payload,
+        }
         try:
             fields = {name: payload[name] for name in cls.__dataclass_fields__}
             fields["task"], fields["decoder"] = Task(fields["task"]), Decoder(fields["decoder"])
@@ -618,6 +660,12 @@ class ImageDescription(BaseModel):
     )
     runtime: dict[str, Any] | None = Field(
         None, description="How the engine ran it: dtype, channels_last, attention, threads, memory_savers, compile."
+    )
+    downgraded: dict[str, Any] | None = Field(
+        None,
+        description='When the first try ran out of memory and a retry made the image: {"from": the width and height '
+        'asked for, "applied": the fallbacks switched on (tiled_vae, attention_slicing, cpu_offload, smaller_size), '
+        '"reason": what ran out}; null when nothing was changed.',
     )
 
 
@@ -1045,6 +1093,22 @@ class ModelGuard(BaseModel):
     reason: str
 
 
+class MemoryEstimate(BaseModel):
+    """About how much memory a job of one model needs at one size on this machine, against what is free now."""
+
+    width: int
+    height: int
+    need_gb: float = Field(description="Weights (0 when loaded already) plus the memory generating takes.")
+    weights_gb: float = Field(description="What loading it adds: 0 while it is loaded, else the catalog's figure.")
+    activations_gb: float = Field(description="What generating one image takes on top of the weights.")
+    source: str = Field(
+        description='"measured" (fitted from the peaks this machine recorded) or "catalog" (seeded from the '
+        "catalog's figure, scaled by pixels, until a job of this model has run here)."
+    )
+    free_gb: float | None = Field(description="What this machine has free for it now; null when it cannot tell.")
+    fits: bool | None = Field(description="Whether a job at this size would be admitted now; null when unknown.")
+
+
 class ModelInfo(BaseModel):
     """One catalog entry with its capabilities, defaults, guard and local availability: GET /models and the MCP
     tool list_models show the same."""
@@ -1065,6 +1129,9 @@ class ModelInfo(BaseModel):
     weights_present: bool = Field(description="Whether its weights are on this machine.")
     resident: bool = Field(description="Whether it is loaded now.")
     default: bool = Field(description="Whether requests without `model` use it.")
+    memory: MemoryEstimate | None = Field(
+        None, description="What a text-to-image job at its default size needs on this machine, and whether it fits."
+    )
 
 
 class ModelCatalog(BaseModel):

@@ -39,6 +39,8 @@ class GenerationOptions(TypedDict, total=False):
     sampler: str | None
     #: "default", "karras" or "exponential" (the last two with a sampler that runs them)
     schedule: str
+    #: an image that runs out of memory may be retried at a smaller size (the result's `downgraded` says so)
+    allow_downsize: bool
 
 
 @dataclass(frozen=True)

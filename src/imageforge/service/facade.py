@@ -53,6 +53,7 @@ from imageforge.prompting.templates import TemplateCatalog
 from imageforge.service.faults import StorageFaults
 from imageforge.service.image_job import ImageJob
 from imageforge.service.job_files import JobFiles
+from imageforge.service.memory import MemoryPlanner
 from imageforge.storage.audit import AuditLog
 from imageforge.storage.cache import ArtifactCache, cache_key
 from imageforge.storage.inputs import InputStore
@@ -73,6 +74,10 @@ class ServiceLimits(RequestLimits):
     assist_concurrency: int = 2
     #: how long `close` waits for the running job to stop at its next step
     shutdown_timeout_s: float = 5.0
+    #: whether jobs run in this machine's memory: only then does submit refuse a job that would not fit it
+    #: (`insufficient_memory`, where the memory policy has admission on) and `list_models` show estimates; off on
+    #: the distributed queue's API nodes, whose jobs run on the workers
+    local_memory: bool = True
 
 
 def _ignore_progress(progress: Progress) -> None:
@@ -98,6 +103,7 @@ class ImageService:
         queue: JobQueue,
         default_model: str,
         limits: ServiceLimits,
+        memory: MemoryPlanner,
         audit: AuditLog | None = None,
     ) -> None:
         self.catalog = catalog
@@ -115,7 +121,9 @@ class ImageService:
         self._files = JobFiles(queue, inputs, outputs, self._faults)
         self._assist_slots = threading.BoundedSemaphore(limits.assist_concurrency)
         self._audit = audit or AuditLog()
-        run = ImageJob(catalog, backend, pool, outputs, cache, inputs, assistant, policy, self._faults)
+        self._memory = memory
+        self._admits_by_memory = limits.local_memory and memory.policy.admission
+        run = ImageJob(catalog, backend, pool, outputs, cache, inputs, assistant, policy, self._faults, memory)
         queue.register(IMAGE_JOB, run, on_expire=self._files.expire)
 
     # -- jobs ---------------------------------------------------------------------------------------
@@ -137,6 +145,8 @@ class ImageService:
             params = self._templates.get(params.style).frame(params, max_side=self.limits.max_res)
         spec = self.catalog.require(params.model or self.default_model)
         request = self._validator.validate(params, spec)
+        if self._admits_by_memory:
+            self._memory.admit(spec, request.task, request.width, request.height)
         fault = self.storage_fault()
         if fault is not None:
             raise type(fault)(fault.message, hint=fault.hint)  # a new one each time: threads may raise it at once
@@ -152,6 +162,7 @@ class ImageService:
                 use_cache=params.use_cache,
                 count=params.count,
                 style=params.style,
+                allow_downsize=params.allow_downsize,
             ).to_payload()
             # Seeded requests with the same parameters make the same pixels: in flight together, they run once.
             dedupe_key = cache_key(payload) if params.seed is not None else None
@@ -324,7 +335,8 @@ class ImageService:
     # -- catalog and health -------------------------------------------------------------------------
 
     def list_models(self) -> ModelCatalog:
-        """Every catalog entry with its capabilities, defaults, guard and local availability."""
+        """Every catalog entry with its capabilities, defaults, guard and local availability, and what a job at
+        its default size needs of this machine's memory (where jobs run here)."""
         resident = set(self.resident_models())
         return ModelCatalog(
             default=self.default_model,
@@ -335,7 +347,7 @@ class ImageService:
                     weights_present=self._backend.weights_present(spec),
                     resident=spec.key in resident,
                     default=spec.key == self.default_model,
-                )
+                ).model_copy(update={"memory": self._memory.describe(spec) if self.limits.local_memory else None})
                 for spec in self.catalog
             ],
         )

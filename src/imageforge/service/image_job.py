@@ -18,6 +18,7 @@ from imageforge import __version__
 from imageforge.domain import (
     MAX_SEED,
     AssistResult,
+    Fallback,
     GenerationRequest,
     ModelSpec,
     Policy,
@@ -28,11 +29,12 @@ from imageforge.domain import (
 from imageforge.engine.catalog import Catalog
 from imageforge.engine.pool import ModelPool
 from imageforge.engine.protocol import Generated, ImageBackend, LoadedModel
-from imageforge.errors import Cancelled, GenerationFailed, ImageforgeError, InvalidRequest
+from imageforge.errors import Cancelled, GenerationFailed, ImageforgeError, InvalidRequest, OutOfMemory
 from imageforge.jobs.queue import JobContext
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import AppliedPolicy, apply_policy
 from imageforge.service.faults import StorageFaults
+from imageforge.service.memory import MemoryPlanner, describe_downgrade, resized
 from imageforge.storage.cache import ArtifactCache, cache_key
 from imageforge.storage.inputs import InputStore
 from imageforge.storage.outputs import OutputStore, encode_png
@@ -54,6 +56,11 @@ class _Run:
     load_s: float = 0.0
     #: the outputs this job wrote, to remove when it fails or is cancelled (a cache hit's are another job's)
     written: list[Path] = field(default_factory=list)
+    #: once an image ran out of memory and its retry worked: what the result says of it, and what the retry
+    #: changed (its memory savers, its size), which the job's later images start with
+    downgraded: dict[str, Any] | None = None
+    savers: frozenset[Fallback] = frozenset()
+    size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,7 @@ class ImageJob:
     assistant: PromptAssistant
     policy: Policy
     faults: StorageFaults
+    memory: MemoryPlanner
 
     def __call__(self, payload: dict[str, Any], context: JobContext) -> dict[str, Any]:
         try:
@@ -127,7 +135,9 @@ class ImageJob:
                 None if queued.init_image is None else self.inputs.get(queued.init_image),
                 None if queued.mask_image is None else self.inputs.get(queued.mask_image),
             )
-        request = replace(request, init_image=run.inputs[0], mask_image=run.inputs[1])
+        request = replace(request, init_image=run.inputs[0], mask_image=run.inputs[1], memory_savers=run.savers)
+        if run.size is not None:
+            request = resized(request, run.size)
         started = time.perf_counter()
         with self.pool.use(spec, on_load=lambda: run.context.stage("loading", {"model": spec.key})) as (model, load_s):
             run.load_s += load_s
@@ -135,7 +145,10 @@ class ImageJob:
             applied = self._apply_policy(model, spec, request)
             record["policy_applied"] = applied.report
             model_request = replace(request, prompt=applied.prompt, negative_prompt=applied.negative_prompt)
-            generated = self._run(model, spec, model_request, index, run)
+            generated, ran = self._run(model, spec, model_request, index, run)
+        if run.downgraded is not None:
+            record.update(width=ran.width, height=ran.height, downgraded=run.downgraded)
+            key = None  # not what the request asked for: never its cached answer
         record["runtime"] = generated.runtime
         # A request without a sampler ran the model's own: the result names it when the engine can.
         for name, used in (("sampler", generated.sampler), ("schedule", generated.schedule)):
@@ -150,7 +163,11 @@ class ImageJob:
             self.faults.stored(self.cache, lambda: self.cache.put(key, png, record))
         return {**record, "cached": False}
 
-    def _run(self, model: LoadedModel, spec: ModelSpec, request: GenerationRequest, index: int, run: _Run) -> Generated:
+    def _run(
+        self, model: LoadedModel, spec: ModelSpec, request: GenerationRequest, index: int, run: _Run
+    ) -> tuple[Generated, GenerationRequest]:
+        """The image of `request` and the request that made it: the same, or its retry after running out of
+        memory (`run.downgraded` then says what the retry changed)."""
         context = run.context
 
         def on_progress(progress: Progress) -> None:
@@ -161,7 +178,34 @@ class ImageJob:
                 context.preview({"step": step, "total": total, **_preview_data(progress.preview())})
 
         try:
-            return model.generate(request, on_progress, context.should_stop)
+            failure = None
+            try:
+                with self.memory.running(spec, request, run.queued.count):
+                    return model.generate(request, on_progress, context.should_stop), request
+            except OutOfMemory as exc:
+                failure = exc.with_traceback(None)  # the traceback would hold the failed step's frames
+            retry = self.memory.retry(failure, spec, request, downsize=run.queued.allow_downsize)
+            if retry is None:
+                raise self._unrecovered(failure, downsize=run.queued.allow_downsize)
+            self.pool.release_idle(keep=spec.key)
+            run.downgraded = describe_downgrade(request, retry, failure)
+            run.savers = retry.request.memory_savers
+            if Fallback.SMALLER_SIZE in retry.applied:
+                run.size = (retry.request.width, retry.request.height)
+            log.warning("%s; retrying with %s", run.downgraded["reason"], ", ".join(run.downgraded["applied"]))
+            context.stage("retrying", {"downgraded": run.downgraded})
+            try:
+                generated = model.generate(retry.request, on_progress, context.should_stop)
+            except OutOfMemory as again:
+                tried = ", ".join(run.downgraded["applied"])
+                raise OutOfMemory(
+                    f"{again.message} (a retry with {tried} ran out too)", hint=again.hint, savers=again.savers
+                ) from None
+            switched_on = generated.runtime.get("savers")
+            if switched_on is not None:  # the engine says which savers it could switch on: report only those
+                applied = [step for step in run.downgraded["applied"] if step in switched_on]
+                run.downgraded["applied"] = applied + [Fallback.SMALLER_SIZE.value] * (run.size is not None)
+            return generated, retry.request
         except ImageforgeError:
             raise
         except Exception as exc:
@@ -170,6 +214,16 @@ class ImageJob:
                 f"The model failed on this request: {type(exc).__name__}: {exc}",
                 hint="Try a smaller size or other parameters; the server keeps running.",
             ) from exc
+
+    def _unrecovered(self, failure: OutOfMemory, *, downsize: bool) -> OutOfMemory:
+        """`failure`, its hint saying that the request could allow a smaller size, where the policy has one."""
+        if downsize or Fallback.SMALLER_SIZE not in self.memory.policy.fallback:
+            return failure
+        return OutOfMemory(
+            failure.message,
+            hint=f"{failure.hint} A request with allow_downsize is retried at a smaller size instead of failing.",
+            savers=failure.savers,
+        )
 
     def _apply_policy(self, model: LoadedModel, spec: ModelSpec, request: GenerationRequest) -> AppliedPolicy:
         why_not = spec.why_negative_prompt_ignored(request.guidance)

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/sdapi/v1"
 _ERRORS: dict[int | str, dict[str, object]] = {
-    status: {"model": A1111Error} for status in (400, 401, 403, 404, 409, 410, 413, 429, 500, 501, 503)
+    status: {"model": A1111Error} for status in (400, 401, 403, 404, 409, 410, 413, 422, 429, 500, 501, 503)
 }
 router = APIRouter(prefix=PREFIX, tags=["AUTOMATIC1111-compatible"], responses=_ERRORS)
 

@@ -43,6 +43,7 @@ IMAGE_FIELDS = (
     "count",
     "sampler",
     "schedule",
+    "allow_downsize",
 )
 _TOOL_NAMES = {"assist_prompt": "assist"}
 _Tool = TypeVar("_Tool", bound=Callable[..., Any])
