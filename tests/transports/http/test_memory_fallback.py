@@ -23,6 +23,7 @@ from imageforge.bootstrap import build_service
 from imageforge.config import Settings
 from imageforge.domain import Fallback, Progress
 from imageforge.engine.backends.diffusers import DiffusersBackend
+from imageforge.storage.outputs import read_record
 from imageforge.transports.http.app import create_app
 from tests.fixed_memory import FixedMemory
 from tests.gated import StepHookBackend
@@ -81,6 +82,7 @@ def test_an_image_that_runs_out_of_memory_is_retried_with_memory_savers_and_says
     assert answer["runtime"]["savers"] == ["attention_slicing", "tiled_vae"]
     assert _size(answer) == (64, 64)
     assert job["result"]["downgraded"] == answer["downgraded"]
+    assert read_record(base64.b64decode(answer["image_base64"]))["downgraded"] == answer["downgraded"]
     # The next job runs as asked: the savers are off again.
     assert after.status_code == 200
     assert after.json()["downgraded"] is None
