@@ -109,6 +109,13 @@ def fit(peaks: Sequence[Peak]) -> Callable[[int], float] | None:
     return lambda pixels: largest_gb * pixels / largest_pixels
 
 
+#: What a refusal on the catalog's figure adds to its hint: that figure is a guess until a job has run.
+_UNMEASURED = (
+    " Until a job of the model has run here its estimate is the catalog's figure: a model of your own takes its"
+    " `memory_gb` from models.toml (8 GB when it has none)."
+)
+
+
 def _amount(gb: float) -> str:
     return f"{gb:.1f} GB" if gb >= 1 else f"{gb * 1024:.0f} MB"
 
@@ -198,9 +205,10 @@ class MemoryPlanner:
             f"At {width}x{height} '{spec.key}' needs about {_amount(estimate.need_gb)} ({parts}"
             f"{_amount(estimate.activations_gb)} to generate, {origin}); {_amount(free)} is free for it; {suggestion}",
             hint=(f"Ask for {fits[0]}x{fits[1]} or smaller, or free" if fits else "Free")
-            + " memory: unload other models (POST /models/{key}/unload) or choose a lighter model. The server's "
-            "admin sets the memory kept free with IMAGEFORGE_MEMORY_MARGIN_GB and turns this check off with "
-            "IMAGEFORGE_MEMORY_ADMISSION=0.",
+            + " memory: unload other models (POST /models/{key}/unload) or choose a lighter model."
+            + (_UNMEASURED if estimate.source == "catalog" else "")
+            + " The server's admin sets the memory kept free with IMAGEFORGE_MEMORY_MARGIN_GB and turns this check "
+            "off with IMAGEFORGE_MEMORY_ADMISSION=0.",
         )
 
     def fitting_size(self, spec: ModelSpec, task: Task, width: int, height: int, free: float) -> tuple[int, int] | None:

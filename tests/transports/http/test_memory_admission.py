@@ -66,6 +66,7 @@ def test_a_job_too_big_for_the_free_memory_is_refused_with_its_estimate_and_a_si
     )
     assert "Ask for 512x512 or smaller" in error["hint"]
     assert "IMAGEFORGE_MEMORY_ADMISSION=0" in error["hint"]
+    assert "its estimate is the catalog's figure" in error["hint"]  # nothing of tiny has run here yet
     assert [job["result"]["width"] for job in client.get("/jobs").json()["jobs"]] == [512]  # nothing else queued
     assert fitting.status_code == 200
     assert (fitting.json()["width"], fitting.json()["height"]) == (512, 512)
