@@ -23,6 +23,7 @@ from imageforge.domain import (
     ModelSpec,
     Policy,
     Progress,
+    ProgressCallback,
     QueuedRequest,
     ResultImage,
 )
@@ -178,34 +179,12 @@ class ImageJob:
                 context.preview({"step": step, "total": total, **_preview_data(progress.preview())})
 
         try:
-            failure = None
             try:
                 with self.memory.running(spec, request, run.queued.count):
                     return model.generate(request, on_progress, context.should_stop), request
             except OutOfMemory as exc:
                 failure = exc.with_traceback(None)  # the traceback would hold the failed step's frames
-            retry = self.memory.retry(failure, spec, request, downsize=run.queued.allow_downsize)
-            if retry is None:
-                raise self._unrecovered(failure, downsize=run.queued.allow_downsize)
-            self.pool.release_idle(keep=spec.key)
-            run.downgraded = describe_downgrade(request, retry, failure)
-            run.savers = retry.request.memory_savers
-            if Fallback.SMALLER_SIZE in retry.applied:
-                run.size = (retry.request.width, retry.request.height)
-            log.warning("%s; retrying with %s", run.downgraded["reason"], ", ".join(run.downgraded["applied"]))
-            context.stage("retrying", {"downgraded": run.downgraded})
-            try:
-                generated = model.generate(retry.request, on_progress, context.should_stop)
-            except OutOfMemory as again:
-                tried = ", ".join(run.downgraded["applied"])
-                raise OutOfMemory(
-                    f"{again.message} (a retry with {tried} ran out too)", hint=again.hint, savers=again.savers
-                ) from None
-            switched_on = generated.runtime.get("savers")
-            if switched_on is not None:  # the engine says which savers it could switch on: report only those
-                applied = [step for step in run.downgraded["applied"] if step in switched_on]
-                run.downgraded["applied"] = applied + [Fallback.SMALLER_SIZE.value] * (run.size is not None)
-            return generated, retry.request
+            return self._retry(model, spec, request, failure, on_progress, run)
         except ImageforgeError:
             raise
         except Exception as exc:
@@ -214,6 +193,40 @@ class ImageJob:
                 f"The model failed on this request: {type(exc).__name__}: {exc}",
                 hint="Try a smaller size or other parameters; the server keeps running.",
             ) from exc
+
+    def _retry(
+        self,
+        model: LoadedModel,
+        spec: ModelSpec,
+        request: GenerationRequest,
+        failure: OutOfMemory,
+        on_progress: ProgressCallback,
+        run: _Run,
+    ) -> tuple[Generated, GenerationRequest]:
+        """The one retry of `request` after `failure`, along the fallback policy; `failure` itself when the policy
+        leaves nothing to change, and `OutOfMemory` naming what was tried when the retry runs out too."""
+        retry = self.memory.retry(failure, spec, request, downsize=run.queued.allow_downsize)
+        if retry is None:
+            raise self._unrecovered(failure, downsize=run.queued.allow_downsize)
+        self.pool.release_idle(keep=spec.key)
+        run.downgraded = describe_downgrade(request, retry, failure)
+        run.savers = retry.request.memory_savers
+        if Fallback.SMALLER_SIZE in retry.applied:
+            run.size = (retry.request.width, retry.request.height)
+        tried = ", ".join(run.downgraded["applied"])
+        log.warning("%s; retrying with %s", run.downgraded["reason"], tried)
+        run.context.stage("retrying", {"downgraded": run.downgraded})
+        try:
+            generated = model.generate(retry.request, on_progress, run.context.should_stop)
+        except OutOfMemory as again:
+            raise OutOfMemory(
+                f"{again.message} (a retry with {tried} ran out too)", hint=again.hint, savers=again.savers
+            ) from None
+        switched_on = generated.runtime.get("savers")
+        if switched_on is not None:  # the engine says which savers it could switch on: report only those
+            kept = {*switched_on, Fallback.SMALLER_SIZE.value}
+            run.downgraded["applied"] = [step for step in run.downgraded["applied"] if step in kept]
+        return generated, retry.request
 
     def _unrecovered(self, failure: OutOfMemory, *, downsize: bool) -> OutOfMemory:
         """`failure`, its hint saying that the request could allow a smaller size, where the policy has one."""

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from mcp.client.client import Client
 from PIL import Image
 
 from imageforge.bootstrap import build_service
@@ -25,9 +26,11 @@ from imageforge.domain import Fallback, Progress
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.storage.outputs import read_record
 from imageforge.transports.http.app import create_app
+from imageforge.transports.mcp.server import McpOptions, build_mcp_server
 from tests.fixed_memory import FixedMemory
 from tests.gated import StepHookBackend
 from tests.loopback import LOCAL_URL
+from tests.transports.mcp.answers import structured_of
 
 SMALL = {"prompt": "a fox", "width": 64, "height": 64, "steps": 2}
 
@@ -157,3 +160,22 @@ def test_the_later_images_of_a_job_start_with_what_its_retry_changed(settings: S
         # The first image ran out and was retried; the second ran once, with the savers on from the start.
         assert failures.generations == 3
         assert job["result"]["downgraded"]["applied"] == ["tiled_vae", "attention_slicing"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_the_mcp_drawing_tool_says_what_its_retry_changed(settings: Settings) -> None:
+    backend = StepHookBackend(DiffusersBackend(device="cpu", models_path=settings.models_path), RunsOutOfMemory(1))
+    service = build_service(settings, backend=backend, memory_probe=FixedMemory(64.0))
+    service.start()
+    try:
+        async with Client(build_mcp_server(service, McpOptions(preview_px=64))) as mcp:
+            result = await mcp.call_tool("generate_image", SMALL)
+    finally:
+        service.close()
+
+    assert structured_of(result)["downgraded"]["applied"] == ["tiled_vae", "attention_slicing"]
