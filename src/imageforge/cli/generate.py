@@ -54,6 +54,7 @@ def generate(
     style: Annotated[str | None, _declared("style")] = None,
     sampler: Annotated[Sampler | None, _declared("sampler")] = None,
     schedule: Annotated[Schedule, _declared("schedule")] = Schedule.DEFAULT,
+    allow_downsize: Annotated[bool, _declared("allow_downsize", "--allow-downsize/--no-allow-downsize")] = False,
     server: Annotated[
         str | None, typer.Option(help="Run the job on the imageforge server at this URL (http://HOST:PORT).")
     ] = None,
@@ -90,6 +91,7 @@ def generate(
         style=style,
         sampler=None if sampler is None else sampler.value,
         schedule=schedule.value,
+        allow_downsize=allow_downsize,
     )
     settings = load_settings()
     if server is None and not local:
