@@ -334,10 +334,12 @@ class ImageService:
 
     # -- catalog and health -------------------------------------------------------------------------
 
-    def list_models(self) -> ModelCatalog:
-        """Every catalog entry with its capabilities, defaults, guard and local availability, and what a job at
-        its default size needs of this machine's memory (where jobs run here)."""
+    def list_models(self, *, memory: bool = True) -> ModelCatalog:
+        """Every catalog entry with its capabilities, defaults, guard and local availability, and with `memory`
+        what a job at its default size needs of this machine's memory (where jobs run here; it reads the device,
+        so a caller that must stay fast, such as the MCP handshake, leaves it out)."""
         resident = set(self.resident_models())
+        estimated = memory and self.limits.local_memory
         return ModelCatalog(
             default=self.default_model,
             max_res=self.limits.max_res,
@@ -347,7 +349,7 @@ class ImageService:
                     weights_present=self._backend.weights_present(spec),
                     resident=spec.key in resident,
                     default=spec.key == self.default_model,
-                ).model_copy(update={"memory": self._memory.describe(spec) if self.limits.local_memory else None})
+                ).model_copy(update={"memory": self._memory.describe(spec) if estimated else None})
                 for spec in self.catalog
             ],
         )

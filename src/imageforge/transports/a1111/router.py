@@ -74,7 +74,7 @@ async def img2img(
 
 
 def _available(service: ImageService) -> list[SdModel]:
-    return [mapping.sd_model(model) for model in service.list_models().models if model.available]
+    return [mapping.sd_model(model) for model in service.list_models(memory=False).models if model.available]
 
 
 @router.get("/sd-models", summary="The models this server may run, as A1111 checkpoints")
