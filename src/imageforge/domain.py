@@ -659,7 +659,9 @@ class ImageDescription(BaseModel):
         None, description="The style template the request named (its frame is in `prompt`); null when none."
     )
     runtime: dict[str, Any] | None = Field(
-        None, description="How the engine ran it: dtype, channels_last, attention, threads, memory_savers, compile."
+        None,
+        description="How the engine ran it: dtype, channels_last, attention, threads, memory_savers, compile, and "
+        "`savers`, the memory savers that were on (tiled_vae, attention_slicing, cpu_offload).",
     )
     downgraded: dict[str, Any] | None = Field(
         None,
