@@ -24,7 +24,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from imageforge.domain import Fallback, PolicyProfileName, is_loopback
+from imageforge.domain import DEFAULT_FALLBACK, Fallback, PolicyProfileName, is_loopback
 
 DeviceSetting = Literal["auto", "cuda", "mps", "cpu"]
 DtypeSetting = Literal["auto", "float32", "bfloat16", "float16"]
@@ -257,7 +257,7 @@ class Settings(BaseSettings):
         description="GB of free memory (GPU memory on CUDA, RAM on the CPU) that admission leaves to everything else",
     )
     oom_fallback: Annotated[list[Fallback], NoDecode] = Field(
-        default_factory=lambda: list(Fallback),
+        default_factory=lambda: list(DEFAULT_FALLBACK),
         validation_alias=_env("OOM_FALLBACK", bare=False),
         description=(
             "what the one retry of an image that ran out of memory may change, comma-separated: `tiled_vae`, "

@@ -144,6 +144,8 @@ class Fallback(enum.StrEnum):
 
 #: The fallbacks that save memory without changing the request's size.
 MEMORY_SAVERS = frozenset({Fallback.TILED_VAE, Fallback.ATTENTION_SLICING, Fallback.CPU_OFFLOAD})
+#: The fallbacks of a retry after running out of memory when the operator sets none (`IMAGEFORGE_OOM_FALLBACK`).
+DEFAULT_FALLBACK = (Fallback.TILED_VAE, Fallback.ATTENTION_SLICING, Fallback.CPU_OFFLOAD, Fallback.SMALLER_SIZE)
 
 
 class Family(enum.StrEnum):

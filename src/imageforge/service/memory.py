@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from imageforge.domain import (
+    DEFAULT_FALLBACK,
     MEMORY_SAVERS,
     MIN_SIZE,
     Fallback,
@@ -45,8 +46,6 @@ log = logging.getLogger(__name__)
 #: Share of a model's catalog `est_memory_gb` that generating one image at its default size is taken to need
 #: until a run of it is measured here (SDXL at 1024x1024 in fp16: ~2.5 GB of its 10).
 SEED_ACTIVATION_SHARE = 0.25
-#: The fallbacks of a retry after running out of memory when the operator sets none (`IMAGEFORGE_OOM_FALLBACK`).
-DEFAULT_FALLBACK = (Fallback.TILED_VAE, Fallback.ATTENTION_SLICING, Fallback.CPU_OFFLOAD, Fallback.SMALLER_SIZE)
 #: How much a smaller-size retry shrinks each side at least.
 SHRINK = 0.75
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from imageforge.domain import Fallback, GenerationRequest, Task
+from imageforge.domain import DEFAULT_FALLBACK, Fallback, GenerationRequest, Task
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.engine.catalog import build_catalog
 from imageforge.engine.pool import ModelPool
 from imageforge.errors import OutOfMemory
-from imageforge.service.memory import DEFAULT_FALLBACK, MemoryPlanner, MemoryPolicy, fit
+from imageforge.service.memory import MemoryPlanner, MemoryPolicy, fit
 from imageforge.storage.peaks import Peak, PeakLog
 from tests.fixed_memory import FixedMemory
 
