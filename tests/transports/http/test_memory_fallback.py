@@ -29,6 +29,7 @@ from imageforge.transports.http.app import create_app
 from imageforge.transports.mcp.server import McpOptions, build_mcp_server
 from tests.fixed_memory import FixedMemory
 from tests.gated import StepHookBackend
+from tests.helpers import png_base64
 from tests.loopback import LOCAL_URL
 from tests.transports.mcp.answers import structured_of
 
@@ -115,6 +116,19 @@ def test_a_request_that_allows_it_is_retried_at_a_smaller_size_of_the_same_shape
         assert answer["downgraded"]["from"] == {"width": 128, "height": 96}
         assert answer["downgraded"]["applied"] == ["smaller_size"]
         assert answer["downgraded"]["reason"].startswith("out of memory at 128x96: ")
+
+
+def test_an_edit_retried_smaller_draws_on_its_input_image_scaled_to_the_smaller_size(settings: Settings) -> None:
+    for client in _serving(settings, RunsOutOfMemory(1), [Fallback.SMALLER_SIZE]):
+        body = {**SMALL, "init_image": png_base64((128, 96)), "allow_downsize": True}
+        body.pop("width"), body.pop("height")
+
+        response = client.post("/edit", json=body)
+
+        assert response.status_code == 200
+        answer = response.json()
+        assert (answer["width"], answer["height"]) == _size(answer) == (96, 72)
+        assert answer["downgraded"]["from"] == {"width": 128, "height": 96}
 
 
 def test_without_allow_downsize_a_smaller_size_policy_fails_the_job_and_says_how_to_allow_it(
