@@ -52,6 +52,9 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
     # Nothing in the tests may reach the Hub; the loading code still runs its real offline path.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # Admission by memory compares with this machine's free RAM, which other processes of a busy CI machine take:
+    # off, for servers started here too, except where a test sets what is free (tests/fixed_memory.py).
+    monkeypatch.setenv("IMAGEFORGE_MEMORY_ADMISSION", "0")
 
 
 @pytest.fixture(autouse=True)

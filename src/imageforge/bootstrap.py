@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 from imageforge import tracing
 from imageforge.config import Settings
 from imageforge.engine.backends.diffusers import DiffusersBackend
+from imageforge.engine.backends.memory import DeviceMemory
 from imageforge.engine.catalog import build_catalog
 from imageforge.engine.loras import LoraFolder
+from imageforge.engine.memory import MemoryProbe
 from imageforge.engine.pool import ModelPool, PoolPolicy
 from imageforge.engine.protocol import EngineOptions, ImageBackend
 from imageforge.errors import folder_unwritable
@@ -27,11 +29,13 @@ from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import load_policy
 from imageforge.prompting.templates import load_templates
 from imageforge.service import ImageService, ServiceLimits
+from imageforge.service.memory import MemoryPlanner, MemoryPolicy
 from imageforge.storage.audit import AuditLog
 from imageforge.storage.cache import ArtifactCache
 from imageforge.storage.files import probe_folder
 from imageforge.storage.inputs import FolderInputStore
 from imageforge.storage.outputs import OutputStore
+from imageforge.storage.peaks import PeakLog
 
 
 def written_folders(settings: Settings) -> tuple[tuple[str, Path], ...]:
@@ -110,6 +114,7 @@ def build_service(
     owner: Owner | None = None,
     queue: JobQueue | None = None,
     metrics: Metrics | None = None,
+    memory_probe: MemoryProbe | None = None,
 ) -> ImageService:
     """An `ImageService` for `settings`. Cheap: no model loads and torch is not imported until needed.
 
@@ -118,8 +123,9 @@ def build_service(
     CLI and MCP over stdio are the local user's own process and keep none); `owner` is what the data folder's lock
     records of this process for the others it turns away (a server's URL); `queue` replaces the one `build_queue`
     makes (a worker keeps its own to consume from); `metrics` is where the service and its components count
-    (a fresh registry unless given: a given `queue` should count in the same). `FolderUnwritable` when a folder it
-    writes is unusable.
+    (a fresh registry unless given: a given `queue` should count in the same); `memory_probe` replaces the
+    device's free and peak memory (tests set what is free). `FolderUnwritable` when a folder it writes is
+    unusable.
     """
     check_folders(settings)
     metrics = metrics or Metrics()
@@ -142,15 +148,19 @@ def build_service(
         backend = DiffusersBackend(
             device=settings.device, models_path=settings.models_path, options=options, loras=loras
         )
+    if memory_probe is None:
+        info = backend.device_info
+        memory_probe = DeviceMemory(lambda: (info().device, info().dtype), offload=settings.memory_savers != "off")
+    pool = ModelPool(
+        backend,
+        PoolPolicy(memory_budget_gb=settings.memory_budget_gb, idle_unload_s=settings.idle_unload_s),
+        metrics=metrics,
+    )
     return ImageService(
         catalog=catalog,
         loras=loras,
         backend=backend,
-        pool=ModelPool(
-            backend,
-            PoolPolicy(memory_budget_gb=settings.memory_budget_gb, idle_unload_s=settings.idle_unload_s),
-            metrics=metrics,
-        ),
+        pool=pool,
         outputs=OutputStore(settings.output_path),
         cache=ArtifactCache(settings.cache_path, metrics=metrics),
         # Beside the job database, whose payloads name them: expired with their jobs, never served.
@@ -169,6 +179,18 @@ def build_service(
             images=ImageLimits(max_bytes=int(settings.max_body_mb * 1024 * 1024)),
             assist_concurrency=settings.assist_concurrency,
             shutdown_timeout_s=settings.shutdown_timeout_s,
+            # An API node of the distributed queue runs no job: the workers' memory is not this machine's.
+            local_memory=not settings.queue_url,
+        ),
+        memory=MemoryPlanner(
+            memory_probe,
+            PeakLog(settings.data_path / "memory.sqlite"),
+            pool,
+            MemoryPolicy(
+                admission=settings.memory_admission,
+                margin_gb=settings.memory_margin_gb,
+                fallback=tuple(settings.oom_fallback),
+            ),
         ),
         audit=audit,
         metrics=metrics,

@@ -25,7 +25,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from imageforge.domain import PolicyProfileName, is_loopback
+from imageforge.domain import DEFAULT_FALLBACK, Fallback, PolicyProfileName, is_loopback
 from imageforge.logs import LogFormat
 
 DeviceSetting = Literal["auto", "cuda", "mps", "cpu"]
@@ -302,6 +302,29 @@ class Settings(BaseSettings):
         description=(
             "GB that resident models may take (by their catalog estimates); `auto` is 80% of the GPU's memory (of RAM "
             "on CPU and Apple silicon), `0` no limit"
+        ),
+    )
+    memory_admission: bool = Field(
+        True,
+        validation_alias=_env("MEMORY_ADMISSION", bare=False),
+        description=(
+            "refuse at submit, with 422 `insufficient_memory`, a job whose estimated peak memory (measured on this "
+            "machine, see [memory](memory.md)) is more than is free"
+        ),
+    )
+    memory_margin_gb: float = Field(
+        0.5,
+        ge=0,
+        validation_alias=_env("MEMORY_MARGIN_GB", bare=False),
+        description="GB of free memory (GPU memory on CUDA, RAM on the CPU) that admission leaves to everything else",
+    )
+    oom_fallback: Annotated[list[Fallback], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_FALLBACK),
+        validation_alias=_env("OOM_FALLBACK", bare=False),
+        description=(
+            "what the one retry of an image that ran out of memory may change, comma-separated: `tiled_vae`, "
+            "`attention_slicing`, `cpu_offload` (CUDA), then `smaller_size` (only for requests with `allow_downsize`); "
+            "unset: all four; empty: no retry"
         ),
     )
     idle_unload_s: float = Field(
@@ -651,6 +674,12 @@ class Settings(BaseSettings):
         if secret and not secret.startswith("whsec_"):
             raise ValueError("give whsec_ followed by base64 (at least 16 bytes), or leave it empty")
         return secret
+
+    @field_validator("oom_fallback", mode="before")
+    @classmethod
+    def _fallback_steps(cls, value: object) -> object:
+        """`IMAGEFORGE_OOM_FALLBACK` is a comma list of fallbacks, in the order they apply."""
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
     @field_validator("worker_models", mode="before")
     @classmethod

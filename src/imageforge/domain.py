@@ -128,6 +128,26 @@ A1111_SCHEDULE_NAMES: Mapping[Schedule, str] = {
 }
 
 
+class Fallback(enum.StrEnum):
+    """What the engine may change to retry a job that ran out of memory (`IMAGEFORGE_OOM_FALLBACK`), in the
+    operator's order; the first three are memory savers, which change nothing a request asked for."""
+
+    #: decode the latents with the VAE in tiles
+    TILED_VAE = "tiled_vae"
+    #: compute attention in slices
+    ATTENTION_SLICING = "attention_slicing"
+    #: keep the weights in RAM and move each component to the GPU while it runs (CUDA only)
+    CPU_OFFLOAD = "cpu_offload"
+    #: a smaller width and height, with the same shape; only for a request that allows it (`allow_downsize`)
+    SMALLER_SIZE = "smaller_size"
+
+
+#: The fallbacks that save memory without changing the request's size.
+MEMORY_SAVERS = frozenset({Fallback.TILED_VAE, Fallback.ATTENTION_SLICING, Fallback.CPU_OFFLOAD})
+#: The fallbacks of a retry after running out of memory when the operator sets none (`IMAGEFORGE_OOM_FALLBACK`).
+DEFAULT_FALLBACK = (Fallback.TILED_VAE, Fallback.ATTENTION_SLICING, Fallback.CPU_OFFLOAD, Fallback.SMALLER_SIZE)
+
+
 class Family(enum.StrEnum):
     """Pipeline families the diffusers backend knows how to load."""
 
@@ -367,6 +387,15 @@ Loras = Annotated[
         f"{MAX_LORA_WEIGHT:g}; they must suit the model's family. Never read from the prompt's text.",
     ),
 ]
+AllowDownsize = Annotated[
+    bool,
+    Field(
+        False,
+        description="If the image runs out of memory even with the server's memory savers, retry it once at a "
+        "smaller size of the same shape (where the server's fallback policy has smaller_size) instead of failing; "
+        "the result's `downgraded` says so.",
+    ),
+]
 ReturnModeChoice = Annotated[
     ReturnMode, Field(ReturnMode.BOTH, description="both (the PNG as base64, and its path), base64 or path.")
 ]
@@ -414,6 +443,7 @@ class TextToImageFields(BaseModel):
     sampler: SamplerChoice
     schedule: ScheduleChoice
     loras: Loras
+    allow_downsize: AllowDownsize
 
     def to_params(
         self,
@@ -535,6 +565,8 @@ class GenerationParams:
     webhook_events: tuple[WebhookEvent, ...] = (WebhookEvent.COMPLETED,)
     #: the LoRAs to apply, in order; their names are checked against the LoRA folder by the service
     loras: tuple[LoraWeight, ...] = ()
+    #: a retry after running out of memory may make the image smaller
+    allow_downsize: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -586,6 +618,9 @@ class GenerationRequest(RequestValues):
     seed: int
     init_image: Image.Image | None = field(default=None, compare=False)
     mask_image: Image.Image | None = field(default=None, compare=False)
+    #: memory savers (of `MEMORY_SAVERS`) the engine switches on for this run whatever its free memory: a retry
+    #: after running out of memory
+    memory_savers: frozenset[Fallback] = field(default=frozenset(), compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -609,6 +644,8 @@ class QueuedRequest(RequestValues):
     #: False: the prompts go to the model as they are, without the server's policy (a replay's were recorded
     #: after it)
     policy: bool = True
+    #: a retry after running out of memory may make the image smaller
+    allow_downsize: bool = False
 
     def to_payload(self) -> dict[str, Any]:
         """This request as plain JSON data (a job's payload)."""
@@ -626,7 +663,7 @@ class QueuedRequest(RequestValues):
         """The request `to_payload` wrote; `ValueError` for anything else (a payload of an older version)."""
         # A payload from before `count` asks for one image; one from before styles names none; one from before
         # samplers runs the model's own; one from before LoRAs applies none; one from before replays goes
-        # through the policy.
+        # through the policy; one from before allow_downsize keeps its size.
         payload = {
             "count": 1,
             "style": None,
@@ -634,6 +671,7 @@ class QueuedRequest(RequestValues):
             "schedule": Schedule.DEFAULT.value,
             "loras": [],
             "policy": True,
+            "allow_downsize": False,
             **payload,
         }
         try:
@@ -715,7 +753,15 @@ class ImageDescription(BaseModel):
         default_factory=list, description="The LoRAs applied for this request, with their weights; empty when none."
     )
     runtime: dict[str, Any] | None = Field(
-        None, description="How the engine ran it: dtype, channels_last, attention, threads, memory_savers, compile."
+        None,
+        description="How the engine ran it: dtype, channels_last, attention, threads, memory_savers, compile, and "
+        "`savers`, the memory savers that were on (tiled_vae, attention_slicing, cpu_offload).",
+    )
+    downgraded: dict[str, Any] | None = Field(
+        None,
+        description='When the first try ran out of memory and a retry made the image: {"from": the width and height '
+        'asked for, "applied": the fallbacks switched on (tiled_vae, attention_slicing, cpu_offload, smaller_size), '
+        '"reason": what ran out}; null when nothing was changed.',
     )
     manifest: dict[str, Any] | None = Field(
         None,
@@ -1190,6 +1236,22 @@ class ModelGuard(BaseModel):
     reason: str
 
 
+class MemoryEstimate(BaseModel):
+    """About how much memory a job of one model needs at one size on this machine, against what is free now."""
+
+    width: int
+    height: int
+    need_gb: float = Field(description="Weights (0 when loaded already) plus the memory generating takes.")
+    weights_gb: float = Field(description="What loading it adds: 0 while it is loaded, else the catalog's figure.")
+    activations_gb: float = Field(description="What generating one image takes on top of the weights.")
+    source: str = Field(
+        description='"measured" (fitted from the peaks this machine recorded) or "catalog" (seeded from the '
+        "catalog's figure, scaled by pixels, until a job of this model has run here)."
+    )
+    free_gb: float | None = Field(description="What this machine has free for it now; null when it cannot tell.")
+    fits: bool | None = Field(description="Whether a job at this size would be admitted now; null when unknown.")
+
+
 class ModelInfo(BaseModel):
     """One catalog entry with its capabilities, defaults, guard and local availability: GET /models and the MCP
     tool list_models show the same."""
@@ -1214,6 +1276,9 @@ class ModelInfo(BaseModel):
     weights_present: bool = Field(description="Whether its weights are on this machine.")
     resident: bool = Field(description="Whether it is loaded now.")
     default: bool = Field(description="Whether requests without `model` use it.")
+    memory: MemoryEstimate | None = Field(
+        None, description="What a text-to-image job at its default size needs on this machine, and whether it fits."
+    )
 
 
 class ModelCatalog(BaseModel):

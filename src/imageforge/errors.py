@@ -18,6 +18,7 @@ ImageforgeError
 ├── WebhooksUnavailable     webhooks_unavailable  this queue cannot send webhooks (the distributed queue)
 ├── GenerationFailed        generation_failed  the backend failed on a valid request
 ├── Cancelled               cancelled          the generation was stopped on request
+├── InsufficientMemory  insufficient_memory  (at submit) the job would not fit the memory free on this machine
 ├── QueueFull               queue_full         no room in the queue now (each carries `retry_after_s`)
 │   ├── QueueShareExceeded  queue_share_exceeded  this client holds its share of the queue
 │   ├── RateLimited         rate_limited       this client submitted its jobs-per-minute
@@ -113,6 +114,18 @@ class Cancelled(ImageforgeError):
 
 class OutOfMemory(ImageforgeError):
     code = "out_of_memory"
+
+    def __init__(self, message: str, *, hint: str = "", savers: frozenset[str] = frozenset()) -> None:
+        super().__init__(message, hint=hint)
+        #: the memory savers (`Fallback` values) that were on when the engine ran out, so a retry adds the others
+        self.savers = savers
+
+
+class InsufficientMemory(ImageforgeError):
+    """At submit: the job's estimated peak memory is more than this machine has free, so it is refused before it
+    runs into an out-of-memory failure."""
+
+    code = "insufficient_memory"
 
 
 class QueueFull(ImageforgeError):

@@ -75,6 +75,8 @@ def user_environment(data_dir: Path) -> dict[str, str]:
         IMAGEFORGE_DATA_DIR=str(data_dir),
         HF_HUB_OFFLINE="1",
         OLLAMA_URL="http://127.0.0.1:9",
+        # This busy machine's free RAM is not the tests' to depend on (tests/conftest.py).
+        IMAGEFORGE_MEMORY_ADMISSION="0",
         PATH=os.pathsep.join([str(IMAGEFORGE.parent), env.get("PATH", "")]),
     )
     return env

@@ -166,6 +166,7 @@ def test_the_cli_generate_options_show_every_field_they_take_as_declared() -> No
         "count",
         "sampler",
         "schedule",
+        "allow_downsize",
         *CLI_NAMES.values(),
     }
 

@@ -63,6 +63,7 @@ def generate(
             "option for more (loras).",
         ),
     ] = None,
+    allow_downsize: Annotated[bool, _declared("allow_downsize", "--allow-downsize/--no-allow-downsize")] = False,
     server: Annotated[
         str | None, typer.Option(help="Run the job on the imageforge server at this URL (http://HOST:PORT).")
     ] = None,
@@ -100,6 +101,7 @@ def generate(
         sampler=None if sampler is None else sampler.value,
         schedule=schedule.value,
         loras=[lora.model_dump() for lora in _loras(lora or [])],
+        allow_downsize=allow_downsize,
     )
     settings = load_settings()
     if server is None and not local:

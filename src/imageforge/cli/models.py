@@ -23,7 +23,7 @@ def list_models(
     if server is None:
         from imageforge.bootstrap import build_service
 
-        rows = build_service(load_settings()).list_models().model_dump()["models"]
+        rows = build_service(load_settings()).list_models(memory=False).model_dump()["models"]
     else:
         with connect(server) as client:
             rows = client.models()["models"]

@@ -41,6 +41,8 @@ class GenerationOptions(TypedDict, total=False):
     schedule: str
     #: LoRAs for this request only, at most 4: `[{"name": ..., "weight": 1.0}]`, names from `loras()`
     loras: list[dict[str, Any]]
+    #: an image that runs out of memory may be retried at a smaller size (the result's `downgraded` says so)
+    allow_downsize: bool
 
 
 @dataclass(frozen=True)

@@ -198,6 +198,11 @@ class ModelPool:
                 budget,
             )
 
+    def release_idle(self, *, keep: str) -> bool:
+        """Unload every idle model but `keep` (after a job of `keep` ran out of memory, before its retry);
+        whether anything was unloaded."""
+        return self._free(keep=keep)
+
     def _free(self, *, keep: str | None) -> bool:
         """After running out of memory: unload every idle model but `keep`; whether anything was unloaded."""
         with self._lock:

@@ -69,6 +69,7 @@ from imageforge.service import replay
 from imageforge.service.faults import StorageFaults
 from imageforge.service.image_job import ImageJob
 from imageforge.service.job_files import JobFiles
+from imageforge.service.memory import MemoryPlanner
 from imageforge.service.readiness import CheckFailure, Readiness
 from imageforge.storage.audit import AuditLog
 from imageforge.storage.cache import ArtifactCache, cache_key
@@ -93,6 +94,10 @@ class ServiceLimits(RequestLimits):
     assist_concurrency: int = 2
     #: how long `close` waits for the running job to stop at its next step
     shutdown_timeout_s: float = 5.0
+    #: whether jobs run in this machine's memory: only then does submit refuse a job that would not fit it
+    #: (`insufficient_memory`, where the memory policy has admission on) and `list_models` show estimates; off on
+    #: the distributed queue's API nodes, whose jobs run on the workers
+    local_memory: bool = True
 
 
 def _ignore_progress(progress: Progress) -> None:
@@ -123,6 +128,7 @@ class ImageService:
         queue: JobQueue,
         default_model: str,
         limits: ServiceLimits,
+        memory: MemoryPlanner,
         audit: AuditLog | None = None,
         metrics: Metrics | None = None,
         folders: Iterable[tuple[str, Path]] = (),
@@ -147,8 +153,10 @@ class ImageService:
         self.metrics = metrics or Metrics()
         self.metrics.watch_device_memory(lambda: backend.device_info().memory_gb, backend.memory_in_use_gb)
         self._folders = tuple(folders)
+        self._memory = memory
+        self._admits_by_memory = limits.local_memory and memory.policy.admission
         run = ImageJob(
-            catalog, loras, backend, pool, outputs, cache, inputs, assistant, policy, self._faults, self.metrics
+            catalog, loras, backend, pool, outputs, cache, inputs, assistant, policy, self._faults, self.metrics, memory
         )
         queue.register(IMAGE_JOB, run, on_expire=self._files.expire)
         #: None where jobs carry no webhook: none was given, or the queue cannot tell it of every job's events
@@ -176,6 +184,8 @@ class ImageService:
         for lora in request.loras:
             self._loras.find(lora.name)  # refused now rather than failing the job: unknown, a pickle, a path
         webhook = self._webhook(params)
+        if self._admits_by_memory:
+            self._memory.admit(spec, request.task, request.width, request.height)
         fault = self.storage_fault()
         if fault is not None:
             raise type(fault)(fault.message, hint=fault.hint)  # a new one each time: threads may raise it at once
@@ -191,6 +201,7 @@ class ImageService:
                 use_cache=params.use_cache,
                 count=params.count,
                 style=params.style,
+                allow_downsize=params.allow_downsize,
             ).to_payload()
             if webhook is not None:
                 payload["webhook"] = webhook
@@ -458,9 +469,12 @@ class ImageService:
 
     # -- catalog and health -------------------------------------------------------------------------
 
-    def list_models(self) -> ModelCatalog:
-        """Every catalog entry with its capabilities, defaults, guard and local availability."""
+    def list_models(self, *, memory: bool = True) -> ModelCatalog:
+        """Every catalog entry with its capabilities, defaults, guard and local availability, and with `memory`
+        what a job at its default size needs of this machine's memory (where jobs run here; it reads the device,
+        so a caller that must stay fast, such as the MCP handshake, leaves it out)."""
         resident = set(self.resident_models())
+        estimated = memory and self.limits.local_memory
         return ModelCatalog(
             default=self.default_model,
             max_res=self.limits.max_res,
@@ -470,7 +484,7 @@ class ImageService:
                     weights_present=self._backend.weights_present(spec),
                     resident=self.catalog.loaded_as(spec).key in resident,
                     default=spec.key == self.default_model,
-                )
+                ).model_copy(update={"memory": self._memory.describe(spec) if estimated else None})
                 for spec in self.catalog
             ],
         )

@@ -18,10 +18,12 @@ from imageforge import __version__, tracing
 from imageforge.domain import (
     MAX_SEED,
     AssistResult,
+    Fallback,
     GenerationRequest,
     ModelSpec,
     Policy,
     Progress,
+    ProgressCallback,
     QueuedRequest,
     ResultImage,
 )
@@ -29,13 +31,14 @@ from imageforge.engine.catalog import Catalog
 from imageforge.engine.loras import LoraFolder
 from imageforge.engine.pool import ModelPool
 from imageforge.engine.protocol import Generated, ImageBackend, LoadedModel
-from imageforge.errors import Cancelled, GenerationFailed, ImageforgeError, InvalidRequest
+from imageforge.errors import Cancelled, GenerationFailed, ImageforgeError, InvalidRequest, OutOfMemory
 from imageforge.jobs.queue import JobContext
 from imageforge.metrics import Metrics
 from imageforge.prompting.assist import PromptAssistant
 from imageforge.prompting.policy import AppliedPolicy, apply_policy
 from imageforge.service import replay
 from imageforge.service.faults import StorageFaults
+from imageforge.service.memory import MemoryPlanner, describe_downgrade, resized
 from imageforge.storage.cache import ArtifactCache, cache_key
 from imageforge.storage.inputs import InputStore
 from imageforge.storage.outputs import OutputStore, encode_png
@@ -57,6 +60,11 @@ class _Run:
     load_s: float = 0.0
     #: the outputs this job wrote, to remove when it fails or is cancelled (a cache hit's are another job's)
     written: list[Path] = field(default_factory=list)
+    #: once an image ran out of memory and its retry worked: what the result says of it, and what the retry
+    #: changed (its memory savers, its size), which the job's later images start with
+    downgraded: dict[str, Any] | None = None
+    savers: frozenset[Fallback] = frozenset()
+    size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,7 @@ class ImageJob:
     policy: Policy
     faults: StorageFaults
     metrics: Metrics
+    memory: MemoryPlanner
 
     def __call__(self, payload: dict[str, Any], context: JobContext) -> dict[str, Any]:
         try:
@@ -137,7 +146,9 @@ class ImageJob:
                 None if queued.init_image is None else self.inputs.get(queued.init_image),
                 None if queued.mask_image is None else self.inputs.get(queued.mask_image),
             )
-        request = replace(request, init_image=run.inputs[0], mask_image=run.inputs[1])
+        request = replace(request, init_image=run.inputs[0], mask_image=run.inputs[1], memory_savers=run.savers)
+        if run.size is not None:
+            request = resized(request, run.size)
         started = time.perf_counter()
 
         def loading() -> None:
@@ -154,15 +165,18 @@ class ImageJob:
             record["policy_applied"] = applied.report
             model_request = replace(request, prompt=applied.prompt, negative_prompt=applied.negative_prompt)
             generating = time.perf_counter()
-            generated = self._run(model, spec, model_request, index, run)
+            generated, ran = self._run(model, spec, model_request, index, run)
             runtime = _runtime_label(self.backend.device_info().device, generated.runtime)
             self.metrics.generation_seconds.labels(spec.key, request.task.value, runtime).observe(
                 time.perf_counter() - generating
             )
+        if run.downgraded is not None:
+            record.update(width=ran.width, height=ran.height, downgraded=run.downgraded)
+            key = None  # not what the request asked for: never its cached answer
         record["runtime"] = generated.runtime
         record["manifest"] = replay.manifest(
             spec=spec,
-            sent=model_request,
+            sent=ran,
             generated=generated,
             weights=self.backend.weights_digest(spec),
             device=self.backend.device_info(),
@@ -184,7 +198,11 @@ class ImageJob:
                 self.faults.stored(self.cache, lambda: self.cache.put(key, png, record))
         return {**record, "cached": False}
 
-    def _run(self, model: LoadedModel, spec: ModelSpec, request: GenerationRequest, index: int, run: _Run) -> Generated:
+    def _run(
+        self, model: LoadedModel, spec: ModelSpec, request: GenerationRequest, index: int, run: _Run
+    ) -> tuple[Generated, GenerationRequest]:
+        """The image of `request` and the request that made it: the same, or its retry after running out of
+        memory (`run.downgraded` then says what the retry changed)."""
         context = run.context
         started_ns = last_step_ns = time.time_ns()
 
@@ -198,12 +216,19 @@ class ImageJob:
                 context.preview({"step": step, "total": total, **_preview_data(progress.preview())})
 
         try:
-            generated = model.generate(request, on_progress, context.should_stop)
-            # The steps are the denoising; what follows the last one, until the image is back, is its decode.
-            attributes = {"imageforge.model": spec.key, "imageforge.steps": request.steps}
-            tracing.record("denoise", started_ns, last_step_ns, **attributes)
-            tracing.record("decode", last_step_ns, time.time_ns(), **{"imageforge.decoder": request.decoder.value})
-            return generated
+            try:
+                with self.memory.running(spec, request, run.queued.count):
+                    generated = model.generate(request, on_progress, context.should_stop)
+            except OutOfMemory as exc:
+                failure = exc.with_traceback(None)  # the traceback would hold the failed step's frames
+            else:
+                # The steps are the denoising; what follows the last one, until the image is back, is its decode.
+                attributes = {"imageforge.model": spec.key, "imageforge.steps": request.steps}
+                tracing.record("denoise", started_ns, last_step_ns, **attributes)
+                decoded = {"imageforge.decoder": request.decoder.value}
+                tracing.record("decode", last_step_ns, time.time_ns(), **decoded)
+                return generated, request
+            return self._retry(model, spec, request, failure, on_progress, run)
         except ImageforgeError:
             raise
         except Exception as exc:
@@ -223,6 +248,50 @@ class ImageJob:
             "model_negative_prompt": request.negative_prompt,
         }
         return AppliedPolicy(prompt=request.prompt, negative_prompt=request.negative_prompt, report=report)
+
+    def _retry(
+        self,
+        model: LoadedModel,
+        spec: ModelSpec,
+        request: GenerationRequest,
+        failure: OutOfMemory,
+        on_progress: ProgressCallback,
+        run: _Run,
+    ) -> tuple[Generated, GenerationRequest]:
+        """The one retry of `request` after `failure`, along the fallback policy; `failure` itself when the policy
+        leaves nothing to change, and `OutOfMemory` naming what was tried when the retry runs out too."""
+        retry = self.memory.retry(failure, spec, request, downsize=run.queued.allow_downsize)
+        if retry is None:
+            raise self._unrecovered(failure, downsize=run.queued.allow_downsize)
+        self.pool.release_idle(keep=spec.key)
+        run.downgraded = describe_downgrade(request, retry, failure)
+        run.savers = retry.request.memory_savers
+        if Fallback.SMALLER_SIZE in retry.applied:
+            run.size = (retry.request.width, retry.request.height)
+        tried = ", ".join(run.downgraded["applied"])
+        log.warning("%s; retrying with %s", run.downgraded["reason"], tried)
+        run.context.stage("retrying", {"downgraded": run.downgraded})
+        try:
+            generated = model.generate(retry.request, on_progress, run.context.should_stop)
+        except OutOfMemory as again:
+            raise OutOfMemory(
+                f"{again.message} (a retry with {tried} ran out too)", hint=again.hint, savers=again.savers
+            ) from None
+        switched_on = generated.runtime.get("savers")
+        if switched_on is not None:  # the engine says which savers it could switch on: report only those
+            kept = {*switched_on, Fallback.SMALLER_SIZE.value}
+            run.downgraded["applied"] = [step for step in run.downgraded["applied"] if step in kept]
+        return generated, retry.request
+
+    def _unrecovered(self, failure: OutOfMemory, *, downsize: bool) -> OutOfMemory:
+        """`failure`, its hint saying that the request could allow a smaller size, where the policy has one."""
+        if downsize or Fallback.SMALLER_SIZE not in self.memory.policy.fallback:
+            return failure
+        return OutOfMemory(
+            failure.message,
+            hint=f"{failure.hint} A request with allow_downsize is retried at a smaller size instead of failing.",
+            savers=failure.savers,
+        )
 
     def _apply_policy(self, model: LoadedModel, spec: ModelSpec, request: GenerationRequest) -> AppliedPolicy:
         why_not = spec.why_negative_prompt_ignored(request.guidance)

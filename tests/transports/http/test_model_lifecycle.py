@@ -157,11 +157,14 @@ def out_of_memory_once(settings: Settings) -> Iterator[TestClient]:
             torch.empty(2**50, dtype=torch.uint8)  # 1 PiB: the CPU allocator refuses
 
     backend = StepHookBackend(DiffusersBackend(device="cpu", models_path=settings.models_path), exhaust)
-    with TestClient(create_app(build_service(settings, backend=backend)), base_url=LOCAL_URL) as client:
+    no_retry = settings.model_copy(update={"oom_fallback": []})  # tests/transports/http/test_memory_fallback.py
+    with TestClient(create_app(build_service(no_retry, backend=backend)), base_url=LOCAL_URL) as client:
         yield client
 
 
-def test_out_of_memory_fails_the_job_with_a_hint_and_the_next_job_runs(out_of_memory_once: TestClient) -> None:
+def test_out_of_memory_without_a_fallback_fails_the_job_with_a_hint_and_the_next_job_runs(
+    out_of_memory_once: TestClient,
+) -> None:
     client = out_of_memory_once
 
     failed = client.post("/generate", json={"prompt": "p", "seed": 1, **SMALL})

@@ -48,7 +48,7 @@ def test_health_and_each_result_report_the_engines_choices(client: TestClient) -
     assert (runtime["memory_savers"], runtime["compile"]) == ("auto", False)
     result = _generate(client)
     # At 64x72 nothing needs the memory savers.
-    assert result["runtime"] == {**runtime, "decoder": "full", "memory_savers": False}
+    assert result["runtime"] == {**runtime, "decoder": "full", "memory_savers": False, "savers": []}
     assert result["decoder"] == "full"
 
 

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/sdapi/v1"
 _ERRORS: dict[int | str, dict[str, object]] = {
-    status: {"model": A1111Error} for status in (400, 401, 403, 404, 409, 410, 413, 429, 500, 501, 503)
+    status: {"model": A1111Error} for status in (400, 401, 403, 404, 409, 410, 413, 422, 429, 500, 501, 503)
 }
 router = APIRouter(prefix=PREFIX, tags=["AUTOMATIC1111-compatible"], responses=_ERRORS)
 
@@ -74,7 +74,7 @@ async def img2img(
 
 
 def _available(service: ImageService) -> list[SdModel]:
-    return [mapping.sd_model(model) for model in service.list_models().models if model.available]
+    return [mapping.sd_model(model) for model in service.list_models(memory=False).models if model.available]
 
 
 @router.get("/sd-models", summary="The models this server may run, as A1111 checkpoints")

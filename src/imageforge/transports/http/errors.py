@@ -34,6 +34,9 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.ModelUnsupported.code: 501,
     errors.WeightsUnavailable.code: 503,
     errors.OutOfMemory.code: 503,
+    # Well-formed and valid, but not at this size on this machine now: the remedy is another request (a smaller
+    # size), not a retry of this one, which 503 would invite; 413 is about the body's bytes.
+    errors.InsufficientMemory.code: 422,
     errors.Interrupted.code: 503,
     errors.StorageUnavailable.code: 503,
     errors.StorageFull.code: 503,

@@ -53,6 +53,7 @@ IMAGE_FIELDS = (
     "sampler",
     "schedule",
     "loras",
+    "allow_downsize",
 )
 _TOOL_NAMES = {"assist_prompt": "assist"}
 _Tool = TypeVar("_Tool", bound=Callable[..., Any])

@@ -73,7 +73,7 @@ def _server_bounds(service: ImageService) -> dict[str, dict[str, Any]]:
         "width": side,
         "height": side,
         "steps": {"maximum": service.limits.max_steps},
-        "model": {"enum": [model.key for model in service.list_models().models if model.available]},
+        "model": {"enum": [model.key for model in service.list_models(memory=False).models if model.available]},
         "style": {"enum": [template.key for template in service.list_templates()]},
     }
 

@@ -46,7 +46,7 @@ from imageforge.transports.openai.streaming import stream_images
 #: The prefix of every path of this API, which its error shape is installed under.
 PREFIX = "/v1/"
 _ERRORS: dict[int | str, dict[str, object]] = {
-    status: {"model": OpenAIErrorResponse} for status in (400, 401, 403, 404, 409, 413, 429, 500, 501, 503)
+    status: {"model": OpenAIErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422, 429, 500, 501, 503)
 }
 _STREAM: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
 router = APIRouter(prefix=PREFIX.rstrip("/"), tags=["openai"], responses=_ERRORS)

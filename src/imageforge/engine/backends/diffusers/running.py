@@ -18,6 +18,7 @@ from PIL import Image
 from imageforge.domain import (
     CancelCheck,
     Decoder,
+    Fallback,
     Family,
     GenerationRequest,
     ModelSpec,
@@ -97,7 +98,8 @@ class DiffusersModel:
         self._load_fast_decoder = load_fast_decoder
         self._loras = loras or RequestLoras(None)
         self._embeddings: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
-        self._savers_on = False
+        self._tiling_on = False
+        self._slicing_on = False
         #: the shapes already run once; with compile on, the first run of each compiles
         self._shapes: set[tuple[Task, int, int, Decoder]] = set()
         #: the scheduler the model loaded with (the catalog's, if it names one): a job without a sampler runs it
@@ -189,10 +191,17 @@ class DiffusersModel:
         if failure is not None:
             # Outside the handler, so that the traceback no longer holds the step's activations.
             release_memory(self._device)
-            raise out_of_memory(
+            error = out_of_memory(
                 self._device, f"generating {request.width}x{request.height} with '{self.spec.key}'", failure
             )
-        runtime = {**self._runtime.as_dict(), "decoder": request.decoder.value, "memory_savers": savers}
+            error.savers = frozenset(saver.value for saver in savers)
+            raise error
+        runtime = {
+            **self._runtime.as_dict(),
+            "decoder": request.decoder.value,
+            "memory_savers": bool(savers & {Fallback.TILED_VAE, Fallback.ATTENTION_SLICING}),
+            "savers": sorted(saver.value for saver in savers),
+        }
         if self._runtime.compile and shape not in self._shapes:
             # The first run of each shape compiles (or reads the on-disk cache): report what that cost.
             runtime["first_run_with_compile_s"] = round(time.perf_counter() - started, 2)
@@ -239,18 +248,31 @@ class DiffusersModel:
         self._embeddings.move_to_end(key)
         return {"prompt": None, "negative_prompt": None, **cached}
 
-    def _switch_memory_savers(self, pipe: Any, request: GenerationRequest) -> bool:
-        """VAE tiling and attention slicing on when this request needs them, off again when it does not."""
+    def _switch_memory_savers(self, pipe: Any, request: GenerationRequest) -> frozenset[Fallback]:
+        """VAE tiling and attention slicing on when this request needs them, or asks for them (a retry after
+        running out of memory), off again when not; CPU offload (CUDA only), once asked for, stays on until the
+        model is unloaded. Returns the savers that are on."""
         wanted = speed.memory_savers(self._runtime, request.width, request.height)
-        if wanted != self._savers_on and hasattr(pipe, "enable_attention_slicing"):
-            if wanted:
-                pipe.vae.enable_tiling()
-                pipe.enable_attention_slicing()
-            else:
-                pipe.vae.disable_tiling()
-                pipe.disable_attention_slicing()
-            self._savers_on = wanted
-        return self._savers_on
+        forced = request.memory_savers
+        if hasattr(pipe, "enable_attention_slicing"):
+            tiling = wanted or Fallback.TILED_VAE in forced
+            slicing = wanted or Fallback.ATTENTION_SLICING in forced
+            if tiling != self._tiling_on:
+                switch = pipe.vae.enable_tiling if tiling else pipe.vae.disable_tiling
+                switch()
+                self._tiling_on = tiling
+            if slicing != self._slicing_on:
+                switch = pipe.enable_attention_slicing if slicing else pipe.disable_attention_slicing
+                switch()
+                self._slicing_on = slicing
+        offloaded = getattr(pipe, "_offload_device", None) is not None
+        if Fallback.CPU_OFFLOAD in forced and self._device.startswith("cuda") and not offloaded:
+            pipe.enable_model_cpu_offload(device=self._device)
+            offloaded = True
+        on = {Fallback.TILED_VAE: self._tiling_on, Fallback.ATTENTION_SLICING: self._slicing_on}
+        return frozenset(saver for saver, is_on in on.items() if is_on) | (
+            {Fallback.CPU_OFFLOAD} if offloaded else frozenset()
+        )
 
     def count_tokens(self, prompt: str) -> tuple[int, int] | None:
         """Tokens of the encoder that reads the prompt's words: CLIP's 77 for SD and SDXL (both encoders share

@@ -26,7 +26,7 @@ from imageforge.transports.http.schemas import (
 )
 
 _ERRORS: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorResponse} for status in (400, 403, 404, 409, 413, 429, 500, 501, 503)
+    status: {"model": ErrorResponse} for status in (400, 403, 404, 409, 413, 422, 429, 500, 501, 503)
 }
 router = APIRouter(tags=["images"], responses=_ERRORS)
 

@@ -30,7 +30,7 @@ from imageforge.transports.http.schemas import (
 )
 
 _ERRORS: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorResponse} for status in (400, 403, 404, 409, 410, 413, 429)
+    status: {"model": ErrorResponse} for status in (400, 403, 404, 409, 410, 413, 422, 429)
 }
 router = APIRouter(tags=["jobs"], responses=_ERRORS)
 

@@ -96,6 +96,7 @@ const ADVICE = {
   model_guarded: "This model is switched off on this server: choose another model (Details says how to switch it on).",
   model_busy: "This model is busy being loaded or removed: try again in a moment.",
   out_of_memory: "The server ran out of memory: try a smaller size, fewer images or a lighter model.",
+  insufficient_memory: "This size does not fit the server's free memory: choose the size Details names, or a lighter model.",
   generation_failed: "The generation failed on the server: try again, or another model or size (see Details).",
   invalid_image: "The input image could not be read: choose a PNG, JPEG or WebP file.",
   payload_too_large: "The input image is too large to send: choose a smaller file.",
