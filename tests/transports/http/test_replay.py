@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -149,3 +151,22 @@ def test_a_replay_applies_the_manifests_loras_and_says_when_a_lora_file_changed(
     assert _pixels(again) == _pixels(png)
     assert after_change["replay"]["same_weights"] is False
     assert after_change["replay"]["matches"] is False
+
+
+def test_a_dpm_solver_result_replays_and_its_job_can_be_deleted(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # DPM-Solver's config holds -inf, which strict JSON (the job store's SQLite) cannot read.
+    original, png = _made(client, {"prompt": "a fox", "seed": 5, "sampler": "dpmpp_2m", **SMALL})
+    job = client.post("/jobs", json={"task": "text2img", "prompt": "a fox", "seed": 6, "sampler": "dpmpp_2m", **SMALL})
+    ended = _finished(client, job.json())
+
+    replayed, again = _replayed(client, {"manifest": original["manifest"]})
+    deleted = client.delete(f"{ended['links']['self']}/result")
+
+    assert original["manifest"]["scheduler"]["config"]["lambda_min_clipped"] == "-Infinity"
+    assert replayed["replay"]["matches"] is True
+    assert _pixels(again) == _pixels(png)
+    assert deleted.status_code == 204
+    assert client.get(ended["links"]["self"]).status_code == 404
+    assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]

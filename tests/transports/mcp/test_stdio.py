@@ -32,6 +32,7 @@ TOOLS = {
     "generate_image",
     "edit_image",
     "inpaint_image",
+    "replay_image",
     "assist_prompt",
     "list_models",
     "list_loras",
@@ -42,7 +43,7 @@ TOOLS = {
     "get_job_result",
     "cancel_job",
 }
-IMAGE_TOOLS = {"generate_image", "edit_image", "inpaint_image", "get_job_result"}
+IMAGE_TOOLS = {"generate_image", "edit_image", "inpaint_image", "replay_image", "get_job_result"}
 #: A cold start imports the server, and the first generation imports torch and loads `tiny`.
 WAIT_S = 120.0
 MODULE = [sys.executable, "-m", "imageforge.mcp_server"]

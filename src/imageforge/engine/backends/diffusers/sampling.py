@@ -75,9 +75,10 @@ def named(scheduler: Any) -> tuple[Sampler | None, Schedule | None]:
 
 
 def described(scheduler: Any) -> dict[str, Any]:
-    """`scheduler` as a manifest records it: its class and its config as JSON values (numpy and tuple values
-    become lists and numbers; anything else its text)."""
-    config = json.loads(json.dumps(dict(scheduler.config), default=_plain))
+    """`scheduler` as a manifest records it: its class and its config as JSON values. Numpy and tuple values
+    become lists and numbers; an infinite or NaN float (DPM-Solver's `lambda_min_clipped` is -inf) becomes its
+    text, since strict JSON, which the job store's SQLite reads, has no such numbers; anything else its text."""
+    config = json.loads(json.dumps(dict(scheduler.config), default=_plain), parse_constant=str)
     return {"class": type(scheduler).__name__, "config": config}
 
 
