@@ -22,8 +22,8 @@ class StepHookBackend:
     def device_info(self) -> DeviceInfo:
         return self.inner.device_info()
 
-    def fingerprint(self) -> str:
-        return self.inner.fingerprint()
+    def fingerprint(self, spec: ModelSpec) -> str:
+        return self.inner.fingerprint(spec)
 
     def weights_present(self, spec: ModelSpec) -> bool:
         return self.inner.weights_present(spec)

@@ -7,8 +7,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from imageforge.config import Settings
+from imageforge.domain import Backend
 from imageforge.engine.backends.diffusers import DiffusersBackend
-from imageforge.engine.catalog import build_catalog
+from imageforge.engine.backends.sdcpp import SdcppBackend
+from imageforge.engine.catalog import DOWNLOAD_GB, build_catalog
+from imageforge.engine.engines import Engines
 from imageforge.engine.pool import ModelPool, PoolPolicy
 from imageforge.engine.protocol import EngineOptions, ImageBackend
 from imageforge.errors import folder_unwritable
@@ -63,6 +66,17 @@ def build_queue(settings: Settings, *, clock: Callable[[], float] = time.time, o
     return EmbeddedJobQueue(JobStore(settings.jobs_path), limits, clock=clock, owner=owner)
 
 
+def build_sdcpp_backend(settings: Settings) -> SdcppBackend:
+    """The stable-diffusion.cpp engine `settings` describe; it starts no process until a model loads."""
+    return SdcppBackend(
+        server=None if settings.sdcpp_server is None else settings.resolve(settings.sdcpp_server),
+        flavour=settings.sdcpp_build,
+        threads=settings.threads,
+        load_timeout_s=settings.sdcpp_load_timeout_s,
+        download_sizes_gb=DOWNLOAD_GB,
+    )
+
+
 def build_service(
     settings: Settings,
     *,
@@ -71,17 +85,27 @@ def build_service(
     audit: AuditLog | None = None,
     owner: Owner | None = None,
     queue: JobQueue | None = None,
+    sdcpp: ImageBackend | None = None,
 ) -> ImageService:
     """An `ImageService` for `settings`. Cheap: no model loads and torch is not imported until needed.
 
-    `backend` replaces the diffusers backend (tests wrap the real one to hold a job at a step); `clock` is the
+    `backend` replaces the diffusers engine and `sdcpp` the stable-diffusion.cpp one (tests wrap the real ones to
+    hold a job at a step); `clock` is the
     jobs' wall clock (tests move it to expire results); `audit` keeps the audit log (the served HTTP app's; the
     CLI and MCP over stdio are the local user's own process and keep none); `owner` is what the data folder's lock
     records of this process for the others it turns away (a server's URL); `queue` replaces the one `build_queue`
     makes (a worker keeps its own to consume from). `FolderUnwritable` when a folder it writes is unusable.
     """
     check_folders(settings)
-    guards = [name for name, on in (("ALLOW_FLUX", settings.allow_flux), ("ALLOW_KLEIN", settings.allow_klein)) if on]
+    guards = [
+        name
+        for name, on in (
+            ("ALLOW_FLUX", settings.allow_flux),
+            ("ALLOW_KLEIN", settings.allow_klein),
+            ("ALLOW_QWEN_IMAGE", settings.allow_qwen_image),
+        )
+        if on
+    ]
     catalog = build_catalog(
         lora_portrait=settings.lora_portrait,
         models_file=settings.resolve(settings.models_file),
@@ -97,6 +121,12 @@ def build_service(
             compile_cache=settings.compile_cache_path,
         )
         backend = DiffusersBackend(device=settings.device, models_path=settings.models_path, options=options)
+    backend = Engines(
+        {
+            Backend.DIFFUSERS: backend,
+            Backend.SDCPP: sdcpp or build_sdcpp_backend(settings),
+        }
+    )
     return ImageService(
         catalog=catalog,
         backend=backend,

@@ -13,6 +13,7 @@ ImageforgeError
 ├── PathForbidden           path_forbidden     a path outside the allowed roots
 ├── TemplateNotFound        template_not_found  no style template has that key
 ├── GenerationFailed        generation_failed  the backend failed on a valid request
+│   └── EngineCrashed       engine_crashed     the engine's child process died during the job
 ├── Cancelled               cancelled          the generation was stopped on request
 ├── QueueFull               queue_full         no room in the queue now (each carries `retry_after_s`)
 │   ├── QueueShareExceeded  queue_share_exceeded  this client holds its share of the queue
@@ -93,6 +94,13 @@ class PathForbidden(ImageforgeError):
 
 class GenerationFailed(ImageforgeError):
     code = "generation_failed"
+
+
+class EngineCrashed(GenerationFailed):
+    """The engine's child process (stable-diffusion.cpp's sd-server) died during the job; the next job starts a
+    fresh one."""
+
+    code = "engine_crashed"
 
 
 class Cancelled(ImageforgeError):

@@ -12,6 +12,7 @@ from PIL import Image
 
 from imageforge.domain import (
     DEFAULT_STRENGTH,
+    FLOW_FAMILIES,
     FLOW_MATCHING_SAMPLERS,
     MAX_COUNT,
     MAX_GUIDANCE,
@@ -19,8 +20,9 @@ from imageforge.domain import (
     MAX_SEED,
     MIN_SIZE,
     SAMPLER_SCHEDULES,
+    SDCPP_SAMPLE_METHODS,
+    Backend,
     Decoder,
-    Family,
     GenerationParams,
     GenerationRequest,
     ImageSource,
@@ -215,7 +217,12 @@ def _sampling(params: GenerationParams, spec: ModelSpec) -> tuple[Sampler | None
             f"schedule {params.schedule!r} is not one of {', '.join(Schedule)}.",
             hint='Name one of those, or leave schedule out ("default").',
         ) from None
-    if spec.family in (Family.FLUX, Family.FLUX2_KLEIN):
+    if spec.backend is Backend.SDCPP and sampler is not None and sampler not in SDCPP_SAMPLE_METHODS:
+        raise InvalidRequest(
+            f"Model '{spec.key}' runs on stable-diffusion.cpp, which has no {sampler.value!r} sampler.",
+            hint=f"Use one of {', '.join(SDCPP_SAMPLE_METHODS)}, or leave sampler out for the model's own.",
+        )
+    if spec.family in FLOW_FAMILIES:
         if (sampler is not None and sampler not in FLOW_MATCHING_SAMPLERS) or schedule is not Schedule.DEFAULT:
             raise InvalidRequest(
                 f"Model '{spec.key}' ({spec.family.value}) samples by flow matching with its own scheduler.",

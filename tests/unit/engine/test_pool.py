@@ -62,7 +62,7 @@ class RecordingBackend:
             memory_gb=self.memory_gb,
         )
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, spec: ModelSpec) -> str:
         return "recording"
 
     def weights_present(self, spec: ModelSpec) -> bool:
