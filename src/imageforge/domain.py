@@ -1115,8 +1115,9 @@ class ModelInfo(BaseModel):
 
     key: str = Field(description="What a request's `model` names.")
     description: str
-    family: str = Field(description="sd, sdxl, flux or flux2-klein.")
-    source: str = Field(description="A Hugging Face repo id or a local path.")
+    family: str = Field(description="sd, sdxl, flux, flux2-klein or qwen-image.")
+    engine: str = Field("diffusers", description="What runs it: diffusers, or sdcpp (stable-diffusion.cpp).")
+    source: str = Field(description="A Hugging Face repo id, a local path, or (sdcpp) its main file.")
     tasks: list[str] = Field(description="The operations it runs: text2img, img2img, inpaint.")
     defaults: ModelDefaults
     size_multiple: int = Field(description="Width and height must be multiples of this.")

@@ -307,6 +307,7 @@ class Catalog:
             key=spec.key,
             description=spec.description,
             family=spec.family.value,
+            engine=spec.backend.value,
             source=spec.source,
             tasks=[task.value for task in spec.tasks],
             defaults=ModelDefaults(

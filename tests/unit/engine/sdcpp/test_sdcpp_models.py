@@ -13,6 +13,7 @@ from imageforge.bootstrap import build_service
 from imageforge.config import Settings
 from imageforge.domain import Backend, Family, Task
 from imageforge.engine.catalog import load_models_file
+from imageforge.errors import WeightsUnavailable
 from imageforge.transports.http.app import create_app
 from tests.events import wait_for_end
 from tests.loopback import LOCAL_URL
@@ -88,6 +89,7 @@ def test_the_qwen_models_are_refused_until_allow_qwen_image(settings: Settings) 
         refused = client.post("/jobs", json={"model": "qwen-image-edit", "prompt": "make the sky orange"})
 
     assert listed["qwen-image"]["guard"]["setting"] == "ALLOW_QWEN_IMAGE"
+    assert (listed["qwen-image"]["engine"], listed["sd-turbo"]["engine"]) == ("sdcpp", "diffusers")
     assert listed["qwen-image-edit"]["tasks"] == ["text2img", "img2img"]
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "model_guarded"
@@ -107,6 +109,16 @@ def test_qwen_image_without_its_files_fails_with_weights_unavailable_naming_each
     for named in ("Qwen_Image-Q4_K_M.gguf (~13.1 GB)", "qwen_image_vae.safetensors", "Qwen2.5-VL-7B-Instruct.Q8_0"):
         assert named in error["hint"]
     assert "imageforge models pull qwen-image" in error["hint"]
+
+
+def test_pulling_qwen_image_offline_fails_with_weights_unavailable(settings: Settings) -> None:
+    service = build_service(settings)
+
+    with pytest.raises(WeightsUnavailable) as raised:
+        service.pull("qwen-image")
+
+    assert "could not be downloaded" in raised.value.message
+    assert "HF_HUB_OFFLINE" in raised.value.hint
 
 
 def test_an_sdcpp_model_without_sd_server_fails_with_model_unsupported_saying_how_to_build_it(
