@@ -4,12 +4,13 @@ and missing files, a missing engine, and the samplers sd.cpp lacks. No `sd-serve
 from __future__ import annotations
 
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from imageforge.bootstrap import build_service
+from imageforge.bootstrap import build_sdcpp_backend, build_service
 from imageforge.config import Settings
 from imageforge.domain import Backend, Family, Task
 from imageforge.engine.catalog import load_models_file
@@ -144,3 +145,15 @@ def test_a_sampler_sd_cpp_lacks_is_refused_at_submit_for_its_models(settings: Se
     assert refused.status_code == 400
     assert refused.json()["error"]["code"] == "invalid_request"
     assert "stable-diffusion.cpp" in refused.json()["error"]["message"]
+
+
+def test_an_sdcpp_model_s_cache_fingerprint_names_its_engine_and_changes_with_its_configuration(
+    settings: Settings, tmp_path: Path
+) -> None:
+    [spec] = load_models_file(_sdcpp_entry(tmp_path))
+    assert spec.sdcpp is not None
+    engine = build_sdcpp_backend(settings.model_copy(update={"sdcpp_server": _fake_server(tmp_path)}))
+    converted = replace(spec, sdcpp=replace(spec.sdcpp, weight_type="q8_0"))
+
+    assert engine.fingerprint(spec).startswith("sdcpp=")
+    assert engine.fingerprint(converted) != engine.fingerprint(spec)

@@ -9,6 +9,7 @@ A child that dies fails the job in hand with `engine_crashed`; the next job star
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import logging
 import queue
@@ -97,7 +98,8 @@ class SdcppBackend:
         return found
 
     def version(self) -> str:
-        """What `sd-server --version` says (the pinned release when it cannot be asked)."""
+        """What `sd-server --version` says; the pinned release when it cannot say (a build from the source
+        distribution knows no git commit and calls itself "version unknown")."""
         if self._version is None:
             found = find_server(self._server_setting, flavour=self._flavour)
             said = ""
@@ -108,7 +110,8 @@ class SdcppBackend:
                     ).stdout.strip()
                 except (OSError, subprocess.TimeoutExpired):
                     said = ""
-            self._version = said.splitlines()[0] if said else f"stable-diffusion-cpp-python {SDCPP_PYTHON_VERSION}"
+            first = said.splitlines()[0] if said else ""
+            self._version = first if first and "unknown" not in first else f"sdcpp-python-{SDCPP_PYTHON_VERSION}"
         return self._version
 
     def device_info(self) -> DeviceInfo:
@@ -122,8 +125,10 @@ class SdcppBackend:
         )
 
     def fingerprint(self, spec: ModelSpec) -> str:
-        """The sd.cpp build that results depend on."""
-        return f"sdcpp={self.version()};{self._flavour}"
+        """The sd.cpp build and the model's sd.cpp configuration (files, switches, sampling) that results depend
+        on; the configuration as a short digest, since it names paths."""
+        digest = hashlib.sha256(repr(_sdcpp(spec)).encode()).hexdigest()[:12]
+        return f"sdcpp={self.version()};{self._flavour};config={digest}"
 
     def weights_present(self, spec: ModelSpec) -> bool:
         """Whether every file of `spec` is on disk or in the Hugging Face cache."""
