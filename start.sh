@@ -163,14 +163,14 @@ case "$mode" in
     # On every core, one data folder per worker; the slowest tests are listed so that the suite stays fast.
     # Arguments go to pytest after these: `./start.sh test -n 0 -k fuzz` runs one test in this process.
     # The sd.cpp engine's tests run a real sd-server: built here once (about 4 minutes on 2 cores), then cached.
-    say "sd-server";         "$bin/python" -m imageforge.engine.backends.sdcpp.binary >/dev/null \
+    say "sd-server";         "$bin/python" -m imageforge.engine.backends.sdcpp >/dev/null \
       || say "could not build sd-server: the stable-diffusion.cpp tests will be skipped"
     say "pytest";            "$bin/python" -m pytest -n auto --durations=15 "$@"
     ;;
   sdcpp-build)
     bootstrap server >&2
     seed_env
-    exec "$VENV/bin/python" -m imageforge.engine.backends.sdcpp.binary "$@"
+    exec "$VENV/bin/python" -m imageforge.engine.backends.sdcpp "$@"
     ;;
   *)
     say "unknown mode '$mode': use api [--reload] | worker | mcp | selftest | check | test | sdcpp-build"

@@ -7,7 +7,7 @@ tree, `examples/server` included) with pip, and builds `sd-server` and `sd-cli` 
 server's web frontend (which needs pnpm). A second build of the same version and flavour finds the cache and
 returns at once.
 
-    python -m imageforge.engine.backends.sdcpp.binary [--flavour cpu|cuda|metal|vulkan] [--root FOLDER]
+    python -m imageforge.engine.backends.sdcpp [--flavour cpu|cuda|metal|vulkan] [--root FOLDER]
 
 Flavours and their CMake switches (the build needs a C++17 compiler, plus the flavour's SDK):
     cpu     (none)              everywhere; uses the CPU's own vector instructions (GGML_NATIVE)
@@ -198,7 +198,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(server)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
