@@ -39,3 +39,21 @@ def test_a_cached_build_is_returned_without_building_again(tmp_path: Path, monke
     monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # no pip download, compiler or cmake would be found
 
     assert build("vulkan", root=tmp_path) == cached
+
+
+def test_imageforge_check_says_where_sd_server_is_or_how_to_build_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from imageforge.cli.main import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IMAGEFORGE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("IMAGEFORGE_SDCPP_SERVER", str(tmp_path / "nowhere" / "sd-server"))
+    missing = CliRunner().invoke(app, ["check"])
+    monkeypatch.setenv("IMAGEFORGE_SDCPP_SERVER", str(_executable(tmp_path / "bin" / "sd-server")))
+    found = CliRunner().invoke(app, ["check"])
+
+    assert f"NOT FOUND: IMAGEFORGE_SDCPP_SERVER names {tmp_path / 'nowhere' / 'sd-server'}" in missing.stdout
+    assert f"stable-diffusion.cpp engine: {tmp_path / 'bin' / 'sd-server'}" in found.stdout
