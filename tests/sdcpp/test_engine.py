@@ -99,7 +99,7 @@ def test_an_idle_model_stops_its_child_and_the_next_job_starts_another(sdcpp_set
     from imageforge.transports.http.app import create_app
     from tests.loopback import LOCAL_URL
 
-    service = build_service(sdcpp_settings.model_copy(update={"idle_unload_s": 0.5}))
+    service = build_service(sdcpp_settings.model_copy(update={"idle_unload_s": 5.0}))
     with TestClient(create_app(service), base_url=LOCAL_URL) as client:
         assert _finished(client, _submit(client))["status"] == "succeeded"
         [child] = sd_server_children()
