@@ -74,6 +74,8 @@ def build_sdcpp_backend(settings: Settings) -> SdcppBackend:
         threads=settings.threads,
         load_timeout_s=settings.sdcpp_load_timeout_s,
         download_sizes_gb=DOWNLOAD_GB,
+        # Beside the job database: the children this data folder's server started, for the next one to find.
+        records=settings.data_path / "sdcpp-children",
     )
 
 

@@ -33,7 +33,7 @@ from imageforge.domain import (
     Task,
 )
 from imageforge.engine.backends.sdcpp.binary import SDCPP_PYTHON_VERSION, find_server
-from imageforge.engine.backends.sdcpp.child import ChildFailed, SdServer
+from imageforge.engine.backends.sdcpp.child import ChildFailed, SdServer, stop_orphans
 from imageforge.engine.protocol import DeviceInfo, Generated
 from imageforge.errors import (
     Cancelled,
@@ -77,6 +77,7 @@ class SdcppBackend:
         threads: int | None = None,
         load_timeout_s: float = 1800.0,
         download_sizes_gb: dict[str, float] | None = None,
+        records: Path | None = None,
     ) -> None:
         self._server_setting = server
         self._flavour = flavour
@@ -84,6 +85,9 @@ class SdcppBackend:
         self._load_timeout_s = load_timeout_s
         self._sizes = download_sizes_gb or {}
         self._version: str | None = None
+        self._records = records
+        #: children left behind by a killed imageforge are stopped once, before this one starts its own
+        self._orphans_checked = False
 
     def server(self) -> Path:
         """The `sd-server` binary to run; `ModelUnsupported` saying how to get one when there is none."""
@@ -141,9 +145,14 @@ class SdcppBackend:
 
     def load(self, spec: ModelSpec) -> SdcppModel:
         """Start `spec`'s child; returns once it has loaded the weights."""
+        if self._records is not None and not self._orphans_checked:
+            stop_orphans(self._records)
+            self._orphans_checked = True
         binary = self.server()
         paths = self._resolve(spec, pulling=False)
-        model = SdcppModel(spec, binary, self._arguments(spec, paths), load_timeout_s=self._load_timeout_s)
+        model = SdcppModel(
+            spec, binary, self._arguments(spec, paths), load_timeout_s=self._load_timeout_s, records=self._records
+        )
         model.start()
         return model
 
@@ -192,8 +201,17 @@ class SdcppModel:
     """A model resident in an `sd-server` child. Jobs run one at a time (the pool hands a model to one job at a
     time per key, and the child itself queues); a dead child is replaced at the next job."""
 
-    def __init__(self, spec: ModelSpec, binary: Path, arguments: list[str], *, load_timeout_s: float) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        binary: Path,
+        arguments: list[str],
+        *,
+        load_timeout_s: float,
+        records: Path | None = None,
+    ) -> None:
         self.spec = spec
+        self._records = records
         self._binary = binary
         self._arguments = arguments
         self._load_timeout_s = load_timeout_s
@@ -209,7 +227,7 @@ class SdcppModel:
 
     def start(self) -> None:
         """Start a child (loading the weights); `GenerationFailed` with its last output when it fails to."""
-        server = SdServer(self._binary, self._arguments, name=self.spec.key)
+        server = SdServer(self._binary, self._arguments, name=self.spec.key, records=self._records)
         try:
             server.start(self._load_timeout_s)
         except ChildFailed as exc:

@@ -7,6 +7,7 @@ instead (`|=====>    | 3/20 - 1.25s/it`), which the reader thread turns into ste
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -35,12 +36,18 @@ class ChildFailed(RuntimeError):
 
 
 class SdServer:
-    """An `sd-server` process for one model, on 127.0.0.1 at a free port, with a client to it."""
+    """An `sd-server` process for one model, on 127.0.0.1 at a free port, with a client to it.
 
-    def __init__(self, binary: Path, arguments: list[str], *, name: str) -> None:
+    While it runs, a file in `records` names it (`<child pid>.json`: this process's pid and the binary), so that a
+    later imageforge can stop a child left behind when this one was killed (`stop_orphans`).
+    """
+
+    def __init__(self, binary: Path, arguments: list[str], *, name: str, records: Path | None = None) -> None:
         self._binary = binary
         self._arguments = arguments
         self._name = name
+        self._records = records
+        self._record: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._tail: deque[str] = deque(maxlen=_TAIL_LINES)
         #: (step, total) as the child prints them, for the job in hand to drain
@@ -68,6 +75,10 @@ class SdServer:
             start_new_session=True,
         )
         threading.Thread(target=self._read, name=f"sdcpp-{self._name}-output", daemon=True).start()
+        if self._records is not None:
+            self._records.mkdir(parents=True, exist_ok=True)
+            self._record = self._records / f"{self._process.pid}.json"
+            self._record.write_text(json.dumps({"parent": os.getpid(), "binary": str(self._binary)}))
         # Local and private: no proxy from the environment may stand between us and the child.
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0, trust_env=False)
         waited = 0.0
@@ -113,6 +124,9 @@ class SdServer:
         if self.client is not None:
             self.client.close()
             self.client = None
+        if self._record is not None:
+            self._record.unlink(missing_ok=True)
+            self._record = None
         if process is None or process.poll() is not None:
             return
         try:
@@ -148,6 +162,49 @@ class SdServer:
         if line.strip():
             self._tail.append(line.strip())
             log.debug("sd-server[%s]: %s", self._name, line.rstrip())
+
+
+def stop_orphans(records: Path) -> list[int]:
+    """Stop the children that an imageforge no longer running left behind (killed with SIGKILL, it could not stop
+    them): each record whose parent process is gone names a child that would otherwise hold its model's memory
+    for good. Returns the pids stopped. A record whose pid now belongs to another program is only removed."""
+    stopped = []
+    for record in records.glob("*.json") if records.is_dir() else ():
+        try:
+            child, entry = int(record.stem), json.loads(record.read_text())
+            parent, binary = int(entry["parent"]), str(entry["binary"])
+        except (OSError, ValueError, KeyError, TypeError):
+            record.unlink(missing_ok=True)
+            continue
+        if _running(parent):
+            continue
+        if _command(child)[:1] == [binary]:
+            try:
+                os.kill(child, signal.SIGKILL)
+                stopped.append(child)
+                log.warning("stopped sd-server %d, left behind by imageforge process %d", child, parent)
+            except ProcessLookupError:
+                pass
+        record.unlink(missing_ok=True)
+    return stopped
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _command(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
 def _free_port() -> int:
