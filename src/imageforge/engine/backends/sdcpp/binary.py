@@ -165,10 +165,12 @@ def _tool(name: str, work: Path, pip: list[str]) -> str:
         return found
     tools = work / "tools"
     _run([*pip, "install", "--quiet", "--target", str(tools), name], f"pip install {name}")
-    binary = next((tools / "bin").glob(name), None)
-    if binary is None:
-        raise BuildFailed(f"pip installed {name}, but {tools / 'bin' / name} is missing")
-    return str(binary)
+    # The wheels keep the real executable in the package's data (cmake) or as its script (ninja); a script
+    # elsewhere would be a Python launcher that cannot import its package from a --target folder.
+    for binary in (tools / name / "data" / "bin" / name, tools / "bin" / name):
+        if binary.is_file():
+            return str(binary)
+    raise BuildFailed(f"pip installed {name}, but no {name} executable is in {tools}")
 
 
 def _run(command: list[str], step: str) -> None:
