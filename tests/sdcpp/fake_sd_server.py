@@ -1,6 +1,7 @@
 """A stand-in for `sd-server` speaking its native job API, for what cannot run here (the Qwen models' weights):
 it records its command line and each job's request body as JSON lines in the file named by its first argument,
-and answers every job with a grey PNG of the requested size.
+and answers every job with a grey PNG of the requested size. With FAKE_SD_SERVER_SLOW_S set, its first answer
+about a job comes that many seconds late, as a child whose threads hold a busy CPU answers.
 
     python tests/sdcpp/fake_sd_server.py RECORD [sd-server's switches...] --listen-port PORT
 """
@@ -10,7 +11,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -21,6 +24,7 @@ def main() -> None:
     record, arguments = Path(sys.argv[1]), sys.argv[2:]
     port = int(arguments[arguments.index("--listen-port") + 1])
     bodies: list[dict[str, object]] = []
+    slow = [float(os.environ.get("FAKE_SD_SERVER_SLOW_S", "0"))]
 
     def write(entry: dict[str, object]) -> None:
         with record.open("a") as handle:
@@ -41,6 +45,8 @@ def main() -> None:
             if self.path == "/sdcpp/v1/capabilities":
                 self._answer(200, {"current_mode": "img_gen"})
                 return
+            delay, slow[0] = slow[0], 0.0
+            time.sleep(delay)
             index = int(self.path.rsplit("_", 1)[1])
             body = bodies[index]
             buffer = io.BytesIO()

@@ -17,6 +17,7 @@ from PIL import Image
 
 from imageforge.bootstrap import build_service
 from imageforge.config import Settings
+from imageforge.engine.backends.sdcpp import SdcppBackend
 from imageforge.transports.http.app import create_app
 from tests.events import wait_for_end
 from tests.helpers import png_base64
@@ -52,7 +53,7 @@ def _records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _settings(settings: Settings, tmp_path: Path) -> tuple[Settings, Path]:
+def _settings(settings: Settings, tmp_path: Path, *, slow_s: float = 0.0) -> tuple[Settings, Path]:
     (tmp_path / "w").mkdir()
     for name in ("qwen-image-edit-2511-Q4_K_M.gguf", "qwen_image_vae.safetensors", "sd.safetensors"):
         (tmp_path / "w" / name).write_bytes(b"x")
@@ -61,7 +62,7 @@ def _settings(settings: Settings, tmp_path: Path) -> tuple[Settings, Path]:
     (tmp_path / "models.toml").write_text(QWEN_EDIT_ENTRY)
     record = tmp_path / "record.jsonl"
     server = tmp_path / "sd-server"
-    server.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "{record}" "$@"\n')
+    server.write_text(f'#!/bin/sh\nFAKE_SD_SERVER_SLOW_S={slow_s} exec "{sys.executable}" "{FAKE}" "{record}" "$@"\n')
     server.chmod(server.stat().st_mode | stat.S_IXUSR)
     update = {"models_file": tmp_path / "models.toml", "sdcpp_server": server}
     return settings.model_copy(update=update), record
@@ -105,3 +106,13 @@ def test_a_request_sampler_and_schedule_replace_the_entry_s_in_sd_cpp_names(sett
     request = _records(record)[1]["body"]
     assert (request["sample_params"]["sample_method"], request["sample_params"]["scheduler"]) == ("dpm++2m", "karras")
     assert "ref_images" not in request
+
+
+def test_a_child_slow_to_answer_is_waited_for_not_taken_for_crashed(settings: Settings, tmp_path: Path) -> None:
+    configured, _record = _settings(settings, tmp_path, slow_s=2.0)
+    # Requests to the child time out after half a second; its first answer about the job takes two.
+    engine = SdcppBackend(server=configured.sdcpp_server, request_timeout_s=0.5)
+    with TestClient(create_app(build_service(configured, sdcpp=engine)), base_url=LOCAL_URL) as client:
+        job = client.post("/jobs", json={"model": "my-sd", "prompt": "p"}).json()
+
+        assert wait_for_end(client, job) == "succeeded", client.get(job["links"]["self"]).json()["error"]

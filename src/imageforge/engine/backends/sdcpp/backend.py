@@ -67,7 +67,11 @@ BUILD_HINT = (
 
 
 class SdcppBackend:
-    """Runs `backend = "sdcpp"` catalog entries, one `sd-server` child per loaded model."""
+    """Runs `backend = "sdcpp"` catalog entries, one `sd-server` child per loaded model.
+
+    `records` is where running children are recorded (see `stop_orphans`); `request_timeout_s` bounds one HTTP
+    request to a child: a status poll that times out is asked again while the child runs.
+    """
 
     def __init__(
         self,
@@ -78,6 +82,7 @@ class SdcppBackend:
         load_timeout_s: float = 1800.0,
         download_sizes_gb: dict[str, float] | None = None,
         records: Path | None = None,
+        request_timeout_s: float = 30.0,
     ) -> None:
         self._server_setting = server
         self._flavour = flavour
@@ -86,6 +91,7 @@ class SdcppBackend:
         self._sizes = download_sizes_gb or {}
         self._version: str | None = None
         self._records = records
+        self._request_timeout_s = request_timeout_s
         #: children left behind by a killed imageforge are stopped once, before this one starts its own
         self._orphans_checked = False
 
@@ -151,7 +157,12 @@ class SdcppBackend:
         binary = self.server()
         paths = self._resolve(spec, pulling=False)
         model = SdcppModel(
-            spec, binary, self._arguments(spec, paths), load_timeout_s=self._load_timeout_s, records=self._records
+            spec,
+            binary,
+            self._arguments(spec, paths),
+            load_timeout_s=self._load_timeout_s,
+            records=self._records,
+            request_timeout_s=self._request_timeout_s,
         )
         model.start()
         return model
@@ -209,9 +220,11 @@ class SdcppModel:
         *,
         load_timeout_s: float,
         records: Path | None = None,
+        request_timeout_s: float = 30.0,
     ) -> None:
         self.spec = spec
         self._records = records
+        self._request_timeout_s = request_timeout_s
         self._binary = binary
         self._arguments = arguments
         self._load_timeout_s = load_timeout_s
@@ -227,7 +240,13 @@ class SdcppModel:
 
     def start(self) -> None:
         """Start a child (loading the weights); `GenerationFailed` with its last output when it fails to."""
-        server = SdServer(self._binary, self._arguments, name=self.spec.key, records=self._records)
+        server = SdServer(
+            self._binary,
+            self._arguments,
+            name=self.spec.key,
+            records=self._records,
+            request_timeout_s=self._request_timeout_s,
+        )
         try:
             server.start(self._load_timeout_s)
         except ChildFailed as exc:
@@ -295,6 +314,12 @@ class SdcppModel:
                 self._cancel(server, job_id)
             try:
                 answer = server.client.get(f"/sdcpp/v1/jobs/{job_id}")
+            except httpx.TimeoutException as exc:
+                # A running child slow to answer (its threads hold the CPU on a busy machine) has not crashed.
+                if server.alive():
+                    log.warning("sd-server for %s is slow to answer; still waiting for job %s", self.spec.key, job_id)
+                    continue
+                raise self._crashed(server) from exc
             except httpx.TransportError as exc:
                 raise self._crashed(server) from exc
             if answer.status_code != 200:

@@ -42,8 +42,17 @@ class SdServer:
     later imageforge can stop a child left behind when this one was killed (`stop_orphans`).
     """
 
-    def __init__(self, binary: Path, arguments: list[str], *, name: str, records: Path | None = None) -> None:
+    def __init__(
+        self,
+        binary: Path,
+        arguments: list[str],
+        *,
+        name: str,
+        records: Path | None = None,
+        request_timeout_s: float = 30.0,
+    ) -> None:
         self._binary = binary
+        self._request_timeout_s = request_timeout_s
         self._arguments = arguments
         self._name = name
         self._records = records
@@ -80,7 +89,9 @@ class SdServer:
             self._record = self._records / f"{self._process.pid}.json"
             self._record.write_text(json.dumps({"parent": os.getpid(), "binary": str(self._binary)}))
         # Local and private: no proxy from the environment may stand between us and the child.
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0, trust_env=False)
+        self.client = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=self._request_timeout_s, trust_env=False
+        )
         waited = 0.0
         while True:
             try:
