@@ -230,8 +230,6 @@ class SdcppModel:
         self._load_timeout_s = load_timeout_s
         self._server: SdServer | None = None
         self._lock = threading.Lock()
-        #: how many children this model has started: 1 plus each restart after a crash or a cancel
-        self.starts = 0
 
     @property
     def pid(self) -> int | None:
@@ -255,7 +253,6 @@ class SdcppModel:
                 hint="Check the model's files and options in the models file; the server log has the whole output.",
             ) from None
         self._server = server
-        self.starts += 1
 
     def generate(
         self, request: GenerationRequest, on_progress: ProgressCallback, should_cancel: CancelCheck
@@ -283,14 +280,13 @@ class SdcppModel:
                 )
             job_id = str(submitted.json()["id"])
             image = self._follow(server, job_id, on_progress, should_cancel)
-        files = _sdcpp(self.spec)
         return Generated(
             image=image,
             runtime={
                 "engine": "sdcpp",
-                "sample_method": body["sample_params"].get("sample_method", files.sample_method or "model default"),
-                "scheduler": body["sample_params"].get("scheduler", files.scheduler or "model default"),
-                "options": list(files.options),
+                "sample_method": body["sample_params"].get("sample_method", "model default"),
+                "scheduler": body["sample_params"].get("scheduler", "model default"),
+                "options": list(_sdcpp(self.spec).options),
             },
             sampler=request.sampler,
             schedule=None if request.schedule is Schedule.DEFAULT else request.schedule,
