@@ -188,7 +188,7 @@ def main() -> int:
                 platform.processor(),
             ),
             "cores": os.cpu_count(),
-            "load_average_before": os.getloadavg(),
+            "load_average_at_end": os.getloadavg(),
             "sd_cpp": backend.version(),
         },
         "size": args.size,
