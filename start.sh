@@ -7,6 +7,8 @@
 #   ./start.sh selftest        end-to-end check on the offline `tiny` model
 #   ./start.sh check           set up, print settings and the dependency report, exit
 #   ./start.sh test            install the dev tools and run everything CI runs
+#   ./start.sh sdcpp-build     build stable-diffusion.cpp's sd-server once, into ~/.cache/imageforge/sdcpp
+#                              (IMAGEFORGE_SDCPP_BUILD: cpu, cuda, metal or vulkan; minutes, then cached)
 #
 # IMAGEFORGE_VENV (default .venv) picks the virtual environment; IMAGEFORGE_TORCH_SPEC (default
 # torch==2.13.0) the torch build, e.g. "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128".
@@ -160,10 +162,22 @@ case "$mode" in
     say "import-linter";     "$bin/lint-imports"
     # On every core, one data folder per worker; the slowest tests are listed so that the suite stays fast.
     # Arguments go to pytest after these: `./start.sh test -n 0 -k fuzz` runs one test in this process.
+    # The sd.cpp engine's tests run a real sd-server: built here once (about 4 minutes on 2 cores), then cached.
+    say "sd-server"
+    # In CI a failed build fails the run, rather than leaving the engine's tests skipped.
+    if ! "$bin/python" -m imageforge.engine.backends.sdcpp >/dev/null; then
+      say "could not build sd-server: the stable-diffusion.cpp tests will be skipped"
+      [ -z "${CI:-}" ] || exit 1
+    fi
     say "pytest";            "$bin/python" -m pytest -n auto --durations=15 "$@"
     ;;
+  sdcpp-build)
+    bootstrap server >&2
+    seed_env
+    exec "$VENV/bin/python" -m imageforge.engine.backends.sdcpp "$@"
+    ;;
   *)
-    say "unknown mode '$mode': use api [--reload] | worker | mcp | selftest | check | test"
+    say "unknown mode '$mode': use api [--reload] | worker | mcp | selftest | check | test | sdcpp-build"
     exit 2
     ;;
 esac

@@ -18,7 +18,7 @@ from tests.loopback import LOCAL_URL
 
 _BARE_NAMES = {
     "DEVICE", "HOST", "PORT", "OLLAMA_URL", "OLLAMA_MODEL", "OUTPUT_DIR", "CACHE_DIR", "MAX_RES",
-    "ALLOW_FLUX", "ALLOW_KLEIN", "WARMUP",
+    "ALLOW_FLUX", "ALLOW_KLEIN", "ALLOW_QWEN_IMAGE", "WARMUP",
 }  # fmt: skip
 
 

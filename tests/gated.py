@@ -25,8 +25,8 @@ class StepHookBackend:
     def memory_in_use_gb(self) -> float | None:
         return self.inner.memory_in_use_gb()
 
-    def fingerprint(self) -> str:
-        return self.inner.fingerprint()
+    def fingerprint(self, spec: ModelSpec) -> str:
+        return self.inner.fingerprint(spec)
 
     def weights_present(self, spec: ModelSpec) -> bool:
         return self.inner.weights_present(spec)

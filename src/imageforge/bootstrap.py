@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING
 
 from imageforge import tracing
 from imageforge.config import Settings
+from imageforge.domain import Backend
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.engine.backends.memory import DeviceMemory
-from imageforge.engine.catalog import build_catalog
+from imageforge.engine.backends.sdcpp import SdcppBackend
+from imageforge.engine.catalog import DOWNLOAD_GB, build_catalog
+from imageforge.engine.engines import Engines
 from imageforge.engine.loras import LoraFolder
 from imageforge.engine.memory import MemoryProbe
 from imageforge.engine.pool import ModelPool, PoolPolicy
@@ -105,6 +108,19 @@ def build_webhooks(settings: Settings) -> WebhookDispatcher | None:
     )
 
 
+def build_sdcpp_backend(settings: Settings) -> SdcppBackend:
+    """The stable-diffusion.cpp engine `settings` describe; it starts no process until a model loads."""
+    return SdcppBackend(
+        server=None if settings.sdcpp_server is None else settings.resolve(settings.sdcpp_server),
+        flavour=settings.sdcpp_build,
+        threads=settings.threads,
+        load_timeout_s=settings.sdcpp_load_timeout_s,
+        download_sizes_gb=DOWNLOAD_GB,
+        # Beside the job database: the children this data folder's server started, for the next one to find.
+        records=settings.data_path / "sdcpp-children",
+    )
+
+
 def build_service(
     settings: Settings,
     *,
@@ -115,10 +131,12 @@ def build_service(
     queue: JobQueue | None = None,
     metrics: Metrics | None = None,
     memory_probe: MemoryProbe | None = None,
+    sdcpp: ImageBackend | None = None,
 ) -> ImageService:
     """An `ImageService` for `settings`. Cheap: no model loads and torch is not imported until needed.
 
-    `backend` replaces the diffusers backend (tests wrap the real one to hold a job at a step); `clock` is the
+    `backend` replaces the diffusers engine and `sdcpp` the stable-diffusion.cpp one (tests wrap the real ones to
+    hold a job at a step); `clock` is the
     jobs' wall clock (tests move it to expire results); `audit` keeps the audit log (the served HTTP app's; the
     CLI and MCP over stdio are the local user's own process and keep none); `owner` is what the data folder's lock
     records of this process for the others it turns away (a server's URL); `queue` replaces the one `build_queue`
@@ -129,7 +147,15 @@ def build_service(
     """
     check_folders(settings)
     metrics = metrics or Metrics()
-    guards = [name for name, on in (("ALLOW_FLUX", settings.allow_flux), ("ALLOW_KLEIN", settings.allow_klein)) if on]
+    guards = [
+        name
+        for name, on in (
+            ("ALLOW_FLUX", settings.allow_flux),
+            ("ALLOW_KLEIN", settings.allow_klein),
+            ("ALLOW_QWEN_IMAGE", settings.allow_qwen_image),
+        )
+        if on
+    ]
     catalog = build_catalog(
         lora_portrait=settings.lora_portrait,
         models_file=settings.resolve(settings.models_file),
@@ -148,6 +174,12 @@ def build_service(
         backend = DiffusersBackend(
             device=settings.device, models_path=settings.models_path, options=options, loras=loras
         )
+    backend = Engines(
+        {
+            Backend.DIFFUSERS: backend,
+            Backend.SDCPP: sdcpp or build_sdcpp_backend(settings),
+        }
+    )
     if memory_probe is None:
         info = backend.device_info
         memory_probe = DeviceMemory(lambda: (info().device, info().dtype), offload=settings.memory_savers != "off")

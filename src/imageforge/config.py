@@ -204,6 +204,12 @@ class Settings(BaseSettings):
         validation_alias=_env("ALLOW_KLEIN"),
         description="allow `flux2-klein` (about 16 GB of memory, ~13 GB download)",
     )
+    allow_qwen_image: bool = Field(
+        False,
+        validation_alias=_env("ALLOW_QWEN_IMAGE"),
+        description="allow `qwen-image` and `qwen-image-edit` (stable-diffusion.cpp; about 22 GB of memory, ~22 GB "
+        "of downloads)",
+    )
     warmup: bool = Field(
         False,
         validation_alias=_env("WARMUP"),
@@ -567,6 +573,28 @@ class Settings(BaseSettings):
             "`torch.compile` the UNet and VAE decoder, once per model and size; kernels kept in `compile-cache` in the "
             "data folder"
         ),
+    )
+
+    # The stable-diffusion.cpp engine (ADR 0027).
+    sdcpp_server: Path | None = Field(
+        None,
+        validation_alias=_env("SDCPP_SERVER", bare=False),
+        description=(
+            'a prebuilt stable-diffusion.cpp `sd-server` to run `backend = "sdcpp"` models with; unset: '
+            "`sd-server` on the PATH, else the build `./start.sh sdcpp-build` caches"
+        ),
+    )
+    sdcpp_build: Literal["cpu", "cuda", "metal", "vulkan"] = Field(
+        "cpu",
+        validation_alias=_env("SDCPP_BUILD", bare=False),
+        description="which build of `sd-server` `./start.sh sdcpp-build` makes and the engine uses: `cpu`, `cuda`, "
+        "`metal`, `vulkan`",
+    )
+    sdcpp_load_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        validation_alias=_env("SDCPP_LOAD_TIMEOUT_S", bare=False),
+        description="how long (seconds) an `sd-server` child may take to load its model before the job fails",
     )
 
     @classmethod

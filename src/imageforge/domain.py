@@ -103,6 +103,15 @@ SAMPLER_SCHEDULES: Mapping[Sampler, frozenset[Schedule]] = {
 }
 #: The samplers of the flow-matching families (FLUX): their own Euler only.
 FLOW_MATCHING_SAMPLERS = frozenset({Sampler.EULER})
+#: stable-diffusion.cpp's name (`sample_method`) for each sampler it runs; its models refuse the others.
+SDCPP_SAMPLE_METHODS: Mapping[Sampler, str] = {
+    Sampler.EULER: "euler",
+    Sampler.EULER_A: "euler_a",
+    Sampler.HEUN: "heun",
+    Sampler.DPM2: "dpm2",
+    Sampler.DPMPP_2M: "dpm++2m",
+    Sampler.LCM: "lcm",
+}
 
 #: AUTOMATIC1111's name for each sampler: its infotext (the PNG `parameters` text) and its API say these.
 A1111_SAMPLER_NAMES: Mapping[Sampler, str] = {
@@ -149,12 +158,64 @@ DEFAULT_FALLBACK = (Fallback.TILED_VAE, Fallback.ATTENTION_SLICING, Fallback.CPU
 
 
 class Family(enum.StrEnum):
-    """Pipeline families the diffusers backend knows how to load."""
+    """Model architectures: the pipeline families the diffusers backend loads, and those only the
+    stable-diffusion.cpp backend runs (`qwen-image`)."""
 
     SD = "sd"
     SDXL = "sdxl"
     FLUX = "flux"
     FLUX2_KLEIN = "flux2-klein"
+    #: Qwen-Image and Qwen-Image-Edit: a flow-matching transformer with a Qwen2.5-VL text encoder
+    QWEN_IMAGE = "qwen-image"
+
+
+#: The families that sample by flow matching with their own scheduler and pack 2x2 latent patches.
+FLOW_FAMILIES = frozenset({Family.FLUX, Family.FLUX2_KLEIN, Family.QWEN_IMAGE})
+
+
+class Backend(enum.StrEnum):
+    """The engine that runs a model (ADR 0027)."""
+
+    #: Hugging Face diffusers in this process
+    DIFFUSERS = "diffusers"
+    #: stable-diffusion.cpp's `sd-server`, as a child process
+    SDCPP = "sdcpp"
+
+
+@dataclass(frozen=True)
+class SdcppFiles:
+    """What stable-diffusion.cpp loads for a model and how it samples it. Each file is a local path or a file on
+    the Hub (`https://huggingface.co/<owner>/<repo>/blob/<revision>/<path>`); the names follow sd-server's switches.
+    """
+
+    #: `-m`: a whole checkpoint (`.safetensors`, `.gguf`) or a diffusers folder
+    model: str | None = None
+    #: `--diffusion-model`: the denoiser alone (GGUF files of FLUX, Qwen-Image, ...)
+    diffusion_model: str | None = None
+    vae: str | None = None
+    clip_l: str | None = None
+    clip_g: str | None = None
+    t5xxl: str | None = None
+    #: `--llm`: a language-model text encoder (Qwen2.5-VL for Qwen-Image)
+    llm: str | None = None
+    #: `--llm_vision`: the vision tower of `llm`, for reference images when `llm` is a GGUF without it
+    llm_vision: str | None = None
+    #: sd.cpp's sampler and scheduler names (`euler`, `discrete`...); None: sd.cpp's choice for the model
+    sample_method: str | None = None
+    scheduler: str | None = None
+    flow_shift: float | None = None
+    #: `--type`: convert the weights when loading (`f16`, `q8_0`, `q4_K`...); None keeps the files' own
+    weight_type: str | None = None
+    #: further sd-server switches (`--diffusion-fa`, `--offload-to-cpu`, `--qwen-image-zero-cond-t`)
+    options: tuple[str, ...] = ()
+    #: an img2img request's image goes in as a reference image to edit by instruction (Qwen-Image-Edit), not as
+    #: the starting point of the denoising
+    edit_with_reference: bool = False
+
+    def files(self) -> dict[str, str]:
+        """The files by switch name, those set only."""
+        names = ("model", "diffusion_model", "vae", "clip_l", "clip_g", "t5xxl", "llm", "llm_vision")
+        return {name: value for name in names if (value := getattr(self, name))}
 
 
 @dataclass(frozen=True)
@@ -190,6 +251,9 @@ class ModelSpec:
     builtin: bool = False
     #: the tiny autoencoder for `decoder: "fast"` and previews (a Hub repo id or a local folder), if any
     fast_decoder: str | None = None
+    #: the engine that runs it; `sdcpp` entries name their files in `sdcpp`
+    backend: Backend = Backend.DIFFUSERS
+    sdcpp: SdcppFiles | None = None
 
     def supports(self, task: Task) -> bool:
         return task in self.tasks
@@ -205,7 +269,7 @@ class ModelSpec:
     @property
     def size_multiple(self) -> int:
         """Width and height must be multiples of this (FLUX packs 2x2 latent patches)."""
-        return 16 if self.family in (Family.FLUX, Family.FLUX2_KLEIN) else 8
+        return 16 if self.family in FLOW_FAMILIES else 8
 
 
 @dataclass(frozen=True)
@@ -1258,8 +1322,9 @@ class ModelInfo(BaseModel):
 
     key: str = Field(description="What a request's `model` names.")
     description: str
-    family: str = Field(description="sd, sdxl, flux or flux2-klein.")
-    source: str = Field(description="A Hugging Face repo id or a local path.")
+    family: str = Field(description="sd, sdxl, flux, flux2-klein or qwen-image.")
+    engine: str = Field("diffusers", description="What runs it: diffusers, or sdcpp (stable-diffusion.cpp).")
+    source: str = Field(description="A Hugging Face repo id, a local path, or (sdcpp) its main file.")
     tasks: list[str] = Field(description="The operations it runs: text2img, img2img, inpaint.")
     defaults: ModelDefaults
     size_multiple: int = Field(description="Width and height must be multiples of this.")

@@ -17,6 +17,7 @@ ImageforgeError
 ├── WebhookNotAllowed       webhook_not_allowed  a webhook URL whose host the operator does not allow (no SSRF)
 ├── WebhooksUnavailable     webhooks_unavailable  this queue cannot send webhooks (the distributed queue)
 ├── GenerationFailed        generation_failed  the backend failed on a valid request
+│   └── EngineCrashed       engine_crashed     the engine's child process died during the job
 ├── Cancelled               cancelled          the generation was stopped on request
 ├── InsufficientMemory  insufficient_memory  (at submit) the job would not fit the memory free on this machine
 ├── QueueFull               queue_full         no room in the queue now (each carries `retry_after_s`)
@@ -106,6 +107,13 @@ class PathForbidden(ImageforgeError):
 
 class GenerationFailed(ImageforgeError):
     code = "generation_failed"
+
+
+class EngineCrashed(GenerationFailed):
+    """The engine's child process (stable-diffusion.cpp's sd-server) died during the job; the next job starts a
+    fresh one."""
+
+    code = "engine_crashed"
 
 
 class Cancelled(ImageforgeError):

@@ -12,6 +12,7 @@ from PIL import Image
 
 from imageforge.domain import (
     DEFAULT_STRENGTH,
+    FLOW_FAMILIES,
     FLOW_MATCHING_SAMPLERS,
     MAX_COUNT,
     MAX_GUIDANCE,
@@ -20,8 +21,9 @@ from imageforge.domain import (
     MAX_SEED,
     MIN_SIZE,
     SAMPLER_SCHEDULES,
+    SDCPP_SAMPLE_METHODS,
+    Backend,
     Decoder,
-    Family,
     GenerationParams,
     GenerationRequest,
     ImageSource,
@@ -221,7 +223,12 @@ def _sampling(params: GenerationParams, spec: ModelSpec) -> tuple[Sampler | None
             f"schedule {params.schedule!r} is not one of {', '.join(Schedule)}.",
             hint='Name one of those, or leave schedule out ("default").',
         ) from None
-    if spec.family in (Family.FLUX, Family.FLUX2_KLEIN):
+    if spec.backend is Backend.SDCPP and sampler is not None and sampler not in SDCPP_SAMPLE_METHODS:
+        raise InvalidRequest(
+            f"Model '{spec.key}' runs on stable-diffusion.cpp, which has no {sampler.value!r} sampler.",
+            hint=f"Use one of {', '.join(SDCPP_SAMPLE_METHODS)}, or leave sampler out for the model's own.",
+        )
+    if spec.family in FLOW_FAMILIES:
         if (sampler is not None and sampler not in FLOW_MATCHING_SAMPLERS) or schedule is not Schedule.DEFAULT:
             raise InvalidRequest(
                 f"Model '{spec.key}' ({spec.family.value}) samples by flow matching with its own scheduler.",
@@ -249,6 +256,11 @@ def _loras(loras: tuple[LoraWeight, ...], spec: ModelSpec) -> tuple[LoraWeight, 
     naming one of the model's sets its weight. Whether the server has them is the service's to check."""
     if len(loras) > MAX_LORAS:
         raise InvalidRequest(f"{len(loras)} LoRAs are more than {MAX_LORAS}.", hint=f"Apply at most {MAX_LORAS}.")
+    if loras and spec.backend is Backend.SDCPP:
+        raise UnsupportedOperation(
+            f"Model '{spec.key}' runs on the stable-diffusion.cpp engine, which does not take a request's LoRAs yet.",
+            hint="Leave out loras, or pick a model of the diffusers engine (GET /models says each model's engine).",
+        )
     named = [lora.model_copy(update={"name": lora.name.removesuffix(".safetensors")}) for lora in loras]
     names = [lora.name for lora in named]
     repeated = sorted({name for name in names if names.count(name) > 1})

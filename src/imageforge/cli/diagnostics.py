@@ -63,7 +63,21 @@ def print_check(settings: Settings) -> int:
     ollama = info["ollama"]
     state = "reachable" if ollama["reachable"] else "not reachable (prompt assist will pass prompts through)"
     typer.echo(f"ollama: {ollama['url']} {state}; model {ollama['model']} available={ollama['model_available']}")
+    typer.echo(f"stable-diffusion.cpp engine: {_sdcpp_server(settings)}")
     return 0
+
+
+def _sdcpp_server(settings: Settings) -> str:
+    """Where the sd.cpp engine's `sd-server` is, or how to get one."""
+    from imageforge.engine.backends.sdcpp.binary import find_server
+
+    configured = None if settings.sdcpp_server is None else settings.resolve(settings.sdcpp_server)
+    found = find_server(configured, flavour=settings.sdcpp_build)
+    if found is not None:
+        return str(found)
+    if configured is not None:
+        return f"NOT FOUND: IMAGEFORGE_SDCPP_SERVER names {configured}, which is not an executable file"
+    return f"not installed (`./start.sh sdcpp-build` builds the {settings.sdcpp_build} flavour)"
 
 
 def run_selftest(settings: Settings) -> int:

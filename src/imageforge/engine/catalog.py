@@ -17,6 +17,26 @@ Users add models in a TOML file without touching code::
     fast_decoder = "/srv/taesdxl"     # optional: the tiny autoencoder for `decoder: "fast"` (a folder or repo
                                       # id); sd and sdxl default to madebyollin/taesd and madebyollin/taesdxl
 
+A model that stable-diffusion.cpp runs (ADR 0027) names its files instead of a `source`: any architecture
+sd.cpp loads (SD 1.x/2.x, SDXL, FLUX, Qwen-Image, ...) is added this way, without code::
+
+    [models.my-qwen]
+    backend = "sdcpp"
+    family = "qwen-image"             # the architecture: sd | sdxl | flux | qwen-image (size multiple, samplers)
+    diffusion_model = "/srv/qwen/Qwen_Image-Q4_K_M.gguf"   # or `model` for a whole checkpoint or diffusers folder
+    vae = "/srv/qwen/qwen_image_vae.safetensors"
+    llm = "/srv/qwen/Qwen2.5-VL-7B-Instruct.Q8_0.gguf"    # also: clip_l, clip_g, t5xxl, llm_vision
+    sample_method = "euler"           # optional, sd.cpp's names; so are scheduler and flow_shift
+    flow_shift = 3.0
+    options = ["--diffusion-fa"]      # optional: more sd-server switches
+    steps = 25
+    guidance = 2.5
+    size = 512
+    memory_gb = 22
+
+Each file is a path or a Hub file URL (`https://huggingface.co/<owner>/<repo>/blob/<revision>/<path>`), fetched
+by `imageforge models pull`.
+
 Relative paths are resolved against the models file's folder.
 
 Weights load from safetensors only: a source ending in `.ckpt`, `.pt`, `.pth` or `.bin` is refused, because
@@ -33,7 +53,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from imageforge.domain import Family, LoraWeight, ModelDefaults, ModelGuard, ModelInfo, ModelSpec, Task
+from imageforge.domain import (
+    Backend,
+    Family,
+    LoraWeight,
+    ModelDefaults,
+    ModelGuard,
+    ModelInfo,
+    ModelSpec,
+    SdcppFiles,
+    Task,
+)
 from imageforge.errors import ModelGuarded, ModelNotFound
 
 log = logging.getLogger(__name__)
@@ -45,10 +75,29 @@ _HUB_FILE = re.compile(r"^[\w.-]+/[\w.-]+/.+")
 _HUB_URL = re.compile(r"^https://huggingface\.co/[\w.-]+/[\w.-]+/(blob|resolve)/[^/]+/.+")
 #: What a user entry supports when it names no `tasks`: what diffusers' auto pipelines make of the family.
 _DEFAULT_TASKS = {Family.FLUX2_KLEIN: (Task.TEXT2IMG,)}
+#: What an sdcpp entry supports when it names no `tasks`: what the backend maps onto sd-server's request.
+_SDCPP_TASKS = (Task.TEXT2IMG, Task.IMG2IMG)
+#: The file switches of an sdcpp entry, in the models file as in `SdcppFiles`.
+_SDCPP_FILES = ("model", "diffusion_model", "vae", "clip_l", "clip_g", "t5xxl", "llm", "llm_vision")
 
 SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
 #: The tiny autoencoders (TAESD) that decode each family's latents for `decoder: "fast"` and live previews.
 FAST_DECODERS = {Family.SD: "madebyollin/taesd", Family.SDXL: "madebyollin/taesdxl"}
+
+_HUB = "https://huggingface.co"
+#: The files of the Qwen entries: the GGUFs the write-up ran (Unsloth's 4-bit Qwen-Image-Edit-2511) and those
+#: stable-diffusion.cpp's docs point to; sizes as the Hub lists them, not downloaded here.
+QWEN_IMAGE_GGUF = f"{_HUB}/QuantStack/Qwen-Image-GGUF/blob/main/Qwen_Image-Q4_K_M.gguf"
+QWEN_EDIT_GGUF = f"{_HUB}/unsloth/Qwen-Image-Edit-2511-GGUF/blob/main/qwen-image-edit-2511-Q4_K_M.gguf"
+QWEN_VAE = f"{_HUB}/Comfy-Org/Qwen-Image_ComfyUI/blob/main/split_files/vae/qwen_image_vae.safetensors"
+QWEN_LLM = f"{_HUB}/mradermacher/Qwen2.5-VL-7B-Instruct-GGUF/blob/main/Qwen2.5-VL-7B-Instruct.Q8_0.gguf"
+QWEN_LLM_VISION = f"{_HUB}/mradermacher/Qwen2.5-VL-7B-Instruct-GGUF/blob/main/Qwen2.5-VL-7B-Instruct.mmproj-Q8_0.gguf"
+#: Approximate download sizes in GB, named in the `weights_unavailable` hint.
+DOWNLOAD_GB = {QWEN_IMAGE_GGUF: 13.1, QWEN_EDIT_GGUF: 13.1, QWEN_VAE: 0.25, QWEN_LLM: 8.1, QWEN_LLM_VISION: 0.9}
+#: Sampling of both Qwen entries, from stable-diffusion.cpp's docs/qwen_image.md and qwen_image_edit.md examples;
+#: a wrong value here makes a good model look broken (the write-up's lesson from its GLM trial).
+QWEN_SAMPLER = "euler"
+QWEN_FLOW_SHIFT = 3.0
 
 BUILTIN_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
@@ -140,6 +189,58 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         quality_note="Text-to-image only here.",
     ),
     ModelSpec(
+        key="qwen-image",
+        source=QWEN_IMAGE_GGUF,
+        family=Family.QWEN_IMAGE,
+        backend=Backend.SDCPP,
+        sdcpp=SdcppFiles(
+            diffusion_model=QWEN_IMAGE_GGUF,
+            vae=QWEN_VAE,
+            llm=QWEN_LLM,
+            sample_method=QWEN_SAMPLER,
+            flow_shift=QWEN_FLOW_SHIFT,
+            options=("--diffusion-fa",),
+        ),
+        description="Qwen-Image (4-bit GGUF) on stable-diffusion.cpp: strong prompt following and lettering.",
+        # 25 steps at 512x512: the write-up's service ran Qwen at these (seeds/004); 2.5: stable-diffusion.cpp's
+        # docs/qwen_image.md, which also gives sampler, flow shift and flash attention.
+        default_steps=25,
+        default_guidance=2.5,
+        default_size=512,
+        tasks=(Task.TEXT2IMG, Task.IMG2IMG),
+        # The write-up's cold start reads about 21 GB of GGUF plus the VAE: not measured here (no weights).
+        est_memory_gb=22.0,
+        guard="ALLOW_QWEN_IMAGE",
+        quality_note="Renders short text; needs the sd.cpp engine (./start.sh sdcpp-build) and ~22 GB of downloads.",
+    ),
+    ModelSpec(
+        key="qwen-image-edit",
+        source=QWEN_EDIT_GGUF,
+        family=Family.QWEN_IMAGE,
+        backend=Backend.SDCPP,
+        sdcpp=SdcppFiles(
+            diffusion_model=QWEN_EDIT_GGUF,
+            vae=QWEN_VAE,
+            llm=QWEN_LLM,
+            llm_vision=QWEN_LLM_VISION,
+            sample_method=QWEN_SAMPLER,
+            flow_shift=QWEN_FLOW_SHIFT,
+            # stable-diffusion.cpp's docs/qwen_image_edit.md: 2511 edits degrade badly without this switch.
+            options=("--diffusion-fa", "--qwen-image-zero-cond-t"),
+            edit_with_reference=True,
+        ),
+        description="Qwen-Image-Edit 2511 (4-bit GGUF) on stable-diffusion.cpp: edits an image by instruction "
+        '(img2img with the image and "make the sky orange").',
+        default_steps=25,
+        default_guidance=2.5,
+        default_size=512,
+        tasks=(Task.TEXT2IMG, Task.IMG2IMG),
+        est_memory_gb=22.0,
+        guard="ALLOW_QWEN_IMAGE",
+        quality_note="img2img edits by instruction (strength has no effect); needs the sd.cpp engine and ~23 GB "
+        "of downloads.",
+    ),
+    ModelSpec(
         key=TINY,
         source=TINY,
         family=Family.SD,
@@ -157,6 +258,8 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
 GUARD_REASONS = {
     "ALLOW_FLUX": "FLUX needs about 16 GB of memory and a ~17 GB download, which stalls or crashes small machines.",
     "ALLOW_KLEIN": "FLUX.2 klein needs about 16 GB of memory, a ~13 GB download and a recent diffusers.",
+    "ALLOW_QWEN_IMAGE": "Qwen-Image needs about 22 GB of memory, ~22 GB of downloads and the stable-diffusion.cpp "
+    "engine.",
 }
 
 
@@ -217,6 +320,7 @@ class Catalog:
             key=spec.key,
             description=spec.description,
             family=spec.family.value,
+            engine=spec.backend.value,
             source=spec.source,
             tasks=[task.value for task in spec.tasks],
             defaults=ModelDefaults(
@@ -314,6 +418,11 @@ def load_models_file(path: Path) -> list[ModelSpec]:
 def _parse_entry(key: str, entry: Mapping[str, Any], *, base: Path) -> ModelSpec:
     if not isinstance(entry, Mapping):
         raise TypeError("an entry must be a table")
+    backend = Backend(entry.get("backend", Backend.DIFFUSERS.value))
+    if backend is Backend.SDCPP:
+        return _parse_sdcpp_entry(key, entry, base=base)
+    if Family(entry.get("family", "sd")) is Family.QWEN_IMAGE:
+        raise ValueError('family qwen-image runs on the stable-diffusion.cpp engine only: add backend = "sdcpp"')
     source = _source(str(entry["source"]), base)
     lora = _source(str(entry["lora"]), base) if entry.get("lora") else None
     if lora is not None and Path(lora).is_file() and not lora.lower().endswith(".safetensors"):
@@ -356,6 +465,63 @@ def _loras(value: Any) -> tuple[LoraWeight, ...]:
     if not isinstance(value, list):
         raise TypeError("loras must be a list of {name = ..., weight = ...} tables")
     return tuple(LoraWeight.model_validate(item) for item in value)
+
+
+def _parse_sdcpp_entry(key: str, entry: Mapping[str, Any], *, base: Path) -> ModelSpec:
+    """An entry that stable-diffusion.cpp runs: its files by sd-server switch, its sampling in sd.cpp's names."""
+    files = {name: _sdcpp_file(name, entry[name], base) for name in _SDCPP_FILES if entry.get(name)}
+    if ("model" in files) == ("diffusion_model" in files):
+        raise ValueError("an sdcpp entry names exactly one of model (a whole checkpoint) or diffusion_model")
+    if entry.get("source") or entry.get("transformer_file") or entry.get("lora"):
+        raise ValueError("an sdcpp entry names its files (model, diffusion_model, vae, ...), not source/lora")
+    family = Family(entry.get("family", "sd"))
+    flow_shift = entry.get("flow_shift")
+    sdcpp = SdcppFiles(
+        **files,
+        sample_method=_optional_string(entry, "sample_method"),
+        scheduler=_optional_string(entry, "scheduler"),
+        flow_shift=None if flow_shift is None else float(flow_shift),
+        weight_type=_optional_string(entry, "weight_type"),
+        options=tuple(_strings(entry.get("options", []), "options")),
+        edit_with_reference=bool(entry.get("edit_with_reference", False)),
+    )
+    size = int(entry.get("size", 512 if family is Family.SD else 1024))
+    tasks = tuple(Task(t) for t in _strings(entry.get("tasks", [t.value for t in _SDCPP_TASKS]), "tasks"))
+    if not tasks:
+        raise ValueError("tasks must name at least one of text2img, img2img, inpaint")
+    spec = ModelSpec(
+        key=key,
+        source=files.get("model") or files["diffusion_model"],
+        family=family,
+        description=str(entry.get("description", f"User model on stable-diffusion.cpp from {files}")),
+        default_steps=int(entry.get("steps", 25)),
+        default_guidance=float(entry.get("guidance", 5.0)),
+        default_size=size,
+        tasks=tasks,
+        est_memory_gb=float(entry.get("memory_gb", 8.0)),
+        quality_note=str(entry.get("quality_note", "")),
+        backend=Backend.SDCPP,
+        sdcpp=sdcpp,
+    )
+    if spec.default_steps < 1:
+        raise ValueError(f"steps must be at least 1, not {spec.default_steps}")
+    if size <= 0 or size % spec.size_multiple:
+        raise ValueError(f"size must be a positive multiple of {spec.size_multiple} for {family.value}, not {size}")
+    return spec
+
+
+def _sdcpp_file(name: str, value: Any, base: Path) -> str:
+    """A file of an sdcpp entry: a Hub file URL as it is, else a path made absolute against the models file."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string")
+    if value.lower().endswith(PICKLE_SUFFIXES):
+        raise ValueError(f"{name} {value!r} is a pickle checkpoint; only .safetensors, .gguf and folders load")
+    if value.startswith("https://"):
+        if not _HUB_URL.match(value):
+            raise ValueError(f"{name} {value!r} is not a huggingface.co/<owner>/<repo>/blob/<revision>/ URL")
+        return value
+    candidate = Path(value).expanduser()
+    return str((candidate if candidate.is_absolute() else base / candidate).resolve())
 
 
 def _strings(value: Any, name: str) -> list[str]:

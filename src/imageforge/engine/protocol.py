@@ -95,8 +95,9 @@ class ImageBackend(Protocol):
         the CPU, and before anything ran on the device."""
         ...
 
-    def fingerprint(self) -> str:
-        """What besides the request changes the pixels (library versions, device, dtype): part of cache keys."""
+    def fingerprint(self, spec: ModelSpec) -> str:
+        """What besides the request changes the pixels of `spec` (library versions, device, dtype): part of cache
+        keys."""
         ...
 
     def weights_present(self, spec: ModelSpec) -> bool:

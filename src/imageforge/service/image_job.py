@@ -331,7 +331,7 @@ class ImageJob:
             "seed": request.seed,
             "init_image": queued.init_image,
             "mask_image": queued.mask_image,
-            "engine": self.backend.fingerprint(),
+            "engine": self.backend.fingerprint(spec),
             "policy": self.policy.version,
         }
 
@@ -347,7 +347,7 @@ class ImageJob:
             "assisted": bool(assist and assist.assisted),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "imageforge_version": __version__,
-            "engine": self.backend.fingerprint(),
+            "engine": self.backend.fingerprint(spec),
             "style": style,
         }
         if assist is not None:

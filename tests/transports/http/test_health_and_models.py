@@ -17,7 +17,18 @@ from imageforge.engine.backends.speed import native_bf16
 from imageforge.transports.http.app import create_app
 from tests.loopback import LOCAL_URL
 
-BUILTIN_KEYS = ["sd-turbo", "sdxl-turbo", "sdxl", "sdxl-lcm", "sdxl-portrait", "flux-q4", "flux2-klein", "tiny"]
+BUILTIN_KEYS = [
+    "sd-turbo",
+    "sdxl-turbo",
+    "sdxl",
+    "sdxl-lcm",
+    "sdxl-portrait",
+    "flux-q4",
+    "flux2-klein",
+    "qwen-image",
+    "qwen-image-edit",
+    "tiny",
+]
 
 
 @contextmanager
@@ -136,7 +147,12 @@ def test_flux_guard_is_shown_allowed_when_allow_flux_is_set(settings: Settings) 
 def test_unguarded_models_show_no_guard(client: TestClient) -> None:
     models = models_of(client)
 
-    assert [key for key, entry in models.items() if entry["guard"] is not None] == ["flux-q4", "flux2-klein"]
+    assert [key for key, entry in models.items() if entry["guard"] is not None] == [
+        "flux-q4",
+        "flux2-klein",
+        "qwen-image",
+        "qwen-image-edit",
+    ]
 
 
 def test_sdxl_portrait_carries_a_notice_when_no_lora_is_set(client: TestClient) -> None:

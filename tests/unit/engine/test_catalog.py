@@ -13,7 +13,18 @@ from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.engine.catalog import BUILTIN_MODELS, Catalog, build_catalog, load_models_file
 from imageforge.errors import ModelGuarded, ModelNotFound
 
-BUILTIN_KEYS = ["sd-turbo", "sdxl-turbo", "sdxl", "sdxl-lcm", "sdxl-portrait", "flux-q4", "flux2-klein", "tiny"]
+BUILTIN_KEYS = [
+    "sd-turbo",
+    "sdxl-turbo",
+    "sdxl",
+    "sdxl-lcm",
+    "sdxl-portrait",
+    "flux-q4",
+    "flux2-klein",
+    "qwen-image",
+    "qwen-image-edit",
+    "tiny",
+]
 
 
 def _catalog(

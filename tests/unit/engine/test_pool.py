@@ -65,7 +65,7 @@ class RecordingBackend:
     def memory_in_use_gb(self) -> float | None:
         return None
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, spec: ModelSpec) -> str:
         return "recording"
 
     def weights_present(self, spec: ModelSpec) -> bool:

@@ -31,6 +31,7 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.TemplateNotFound.code: 404,
     errors.Cancelled.code: 409,
     errors.GenerationFailed.code: 500,
+    errors.EngineCrashed.code: 503,
     errors.ModelUnsupported.code: 501,
     errors.WeightsUnavailable.code: 503,
     errors.OutOfMemory.code: 503,

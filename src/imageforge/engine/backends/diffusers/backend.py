@@ -77,8 +77,8 @@ class DiffusersBackend:
         assert self._runtime is not None
         return self._runtime
 
-    def fingerprint(self) -> str:
-        """The libraries, device and dtype that results depend on."""
+    def fingerprint(self, spec: ModelSpec) -> str:
+        """The libraries, device and dtype that results depend on (the same for every model)."""
         info = self.device_info()
         return f"diffusers={info.versions['diffusers']};torch={info.versions['torch']};{info.device};{info.dtype}"
 
