@@ -7,11 +7,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from imageforge.config import Settings
+from imageforge.engine.backends import speed
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.engine.catalog import build_catalog
 from imageforge.engine.pool import ModelPool, PoolPolicy
 from imageforge.engine.protocol import EngineOptions, ImageBackend
-from imageforge.errors import folder_unwritable
+from imageforge.errors import ServerSideMissing, folder_unwritable
 from imageforge.inputs import ImageLimits, InputPaths
 from imageforge.jobs.embedded import EmbeddedJobQueue
 from imageforge.jobs.owner import Owner
@@ -63,6 +64,22 @@ def build_queue(settings: Settings, *, clock: Callable[[], float] = time.time, o
     return EmbeddedJobQueue(JobStore(settings.jobs_path), limits, clock=clock, owner=owner)
 
 
+def check_runtime(settings: Settings) -> None:
+    """Refuse to start when the settings ask for OpenVINO or int8 and the `openvino` extra is not installed."""
+    asked = []
+    if settings.runtime == "openvino":
+        asked.append("IMAGEFORGE_RUNTIME=openvino")
+    if settings.precision == "int8":
+        asked.append("IMAGEFORGE_PRECISION=int8")
+    missing = speed.openvino_missing(int8=settings.precision == "int8") if asked else []
+    if missing:
+        raise ServerSideMissing(
+            f"{' and '.join(asked)} needs {', '.join(missing)}, which this install lacks.",
+            hint="Install them with pip install 'imageforge[openvino]' (./start.sh test does), or set "
+            "IMAGEFORGE_RUNTIME=auto and IMAGEFORGE_PRECISION=auto to run torch.",
+        )
+
+
 def build_service(
     settings: Settings,
     *,
@@ -81,6 +98,7 @@ def build_service(
     makes (a worker keeps its own to consume from). `FolderUnwritable` when a folder it writes is unusable.
     """
     check_folders(settings)
+    check_runtime(settings)
     guards = [name for name, on in (("ALLOW_FLUX", settings.allow_flux), ("ALLOW_KLEIN", settings.allow_klein)) if on]
     catalog = build_catalog(
         lora_portrait=settings.lora_portrait,
@@ -95,6 +113,9 @@ def build_service(
             memory_savers=settings.memory_savers,
             compile=settings.compile,
             compile_cache=settings.compile_cache_path,
+            runtime=settings.runtime,
+            precision=settings.precision,
+            openvino_cache=settings.openvino_cache_path,
         )
         backend = DiffusersBackend(device=settings.device, models_path=settings.models_path, options=options)
     return ImageService(

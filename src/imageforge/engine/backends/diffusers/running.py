@@ -30,6 +30,7 @@ from imageforge.domain import (
 from imageforge.engine.backends import speed
 from imageforge.engine.backends.diffusers import sampling
 from imageforge.engine.backends.diffusers.device import import_torch, is_out_of_memory, out_of_memory, release_memory
+from imageforge.engine.backends.diffusers.openvino import OpenVINONetworks
 from imageforge.engine.protocol import Generated
 from imageforge.errors import Cancelled
 
@@ -86,12 +87,14 @@ class DiffusersModel:
         *,
         fast_decoder: Any,
         load_fast_decoder: Callable[[], Any],
+        openvino: OpenVINONetworks | None = None,
     ) -> None:
         self.spec = spec
         self._runtime = runtime
         self._device = runtime.device
         self._pipelines: dict[Task, Any] = {Task.TEXT2IMG: pipe}
-        self._fast_decoder = fast_decoder
+        self._openvino = openvino
+        self._fast_decoder = self._attached(fast_decoder)
         self._load_fast_decoder = load_fast_decoder
         self._embeddings: OrderedDict[tuple[str, str, bool], dict[str, Any]] = OrderedDict()
         self._savers_on = False
@@ -110,6 +113,12 @@ class DiffusersModel:
     def fast_decoder(self) -> Any:
         """The tiny autoencoder when it is loaded (it then draws the previews too), else None."""
         return self._fast_decoder
+
+    def _attached(self, fast_decoder: Any) -> Any:
+        """`fast_decoder`, decoding through OpenVINO where the model runs there."""
+        if fast_decoder is not None and self._openvino is not None:
+            self._openvino.attach("fast_decoder", fast_decoder.decoder, owner=fast_decoder)
+        return fast_decoder
 
     def _pipeline(self, task: Task) -> Any:
         if task not in self._pipelines:
@@ -139,7 +148,7 @@ class DiffusersModel:
         pipe.scheduler = self._scheduler(request)
         fast = request.decoder is Decoder.FAST
         if fast and self._fast_decoder is None:
-            self._fast_decoder = self._load_fast_decoder()
+            self._fast_decoder = self._attached(self._load_fast_decoder())
 
         def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             preview = self._preview(tensors.get("latents"))
@@ -168,6 +177,7 @@ class DiffusersModel:
         accepted = inspect.signature(pipe.__call__).parameters
         arguments = {name: value for name, value in arguments.items() if name in accepted}
         savers = self._switch_memory_savers(pipe, request)
+        report = self._openvino.start_request() if self._openvino is not None else None
         shape = (request.task, request.width, request.height, request.decoder)
         started = time.perf_counter()
         failure = None
@@ -189,6 +199,8 @@ class DiffusersModel:
                 self._device, f"generating {request.width}x{request.height} with '{self.spec.key}'", failure
             )
         runtime = {**self._runtime.as_dict(), "decoder": request.decoder.value, "memory_savers": savers}
+        if report is not None:
+            runtime["openvino"] = report.as_dict()
         if self._runtime.compile and shape not in self._shapes:
             # The first run of each shape compiles (or reads the on-disk cache): report what that cost.
             runtime["first_run_with_compile_s"] = round(time.perf_counter() - started, 2)

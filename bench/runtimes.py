@@ -1,0 +1,269 @@
+"""Benchmark: plain diffusers against imageforge on torch bf16, OpenVINO bf16 and OpenVINO int8, in one run.
+
+    python bench/runtimes.py [--model sd-turbo] [--size 512] [--steps 1] [--rounds 3] [--json]
+
+It builds the model's architecture with random weights (`bench/engine.py`'s `build`: compute does not depend on
+weight values) and loads it as plain `from_pretrained` with diffusers' defaults and through imageforge's backend
+with `IMAGEFORGE_RUNTIME` torch and openvino (`EngineOptions`), generating through the code the service runs,
+with the full VAE and with `decoder: "fast"`. Runs alternate round by round after a warm-up; the OpenVINO
+warm-up is its first use of the shape, whose conversion the result reports (`first_use_s`). Two groups, so
+that the machine's memory holds them: plain diffusers, torch and OpenVINO bf16; then plain diffusers, torch and
+OpenVINO int8 (speedups are against plain diffusers of the same group). Then, in fresh processes, each
+variant's peak memory (one load and one generation) and its time from start to the first image, OpenVINO's
+reading the models the first group converted. Last, how far the UNet's output on fixed latents is from fp32's in
+each runtime (the largest difference relative to the largest value, and the RMS of the difference relative to
+the RMS of the output): with random weights this is a numeric distance, not image quality.
+
+Not a test: timings depend on the machine and what else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))
+
+import engine as bench  # noqa: E402  (bench/engine.py)
+
+from imageforge.engine.protocol import EngineOptions  # noqa: E402
+
+VARIANTS = ("baseline", "torch", "torch_fast", "openvino", "openvino_fast", "int8", "int8_fast")
+NAMES = {
+    "baseline": "plain diffusers",
+    "torch": "torch bf16",
+    "torch_fast": "torch bf16 fast",
+    "openvino": "OpenVINO bf16",
+    "openvino_fast": "OpenVINO fast",
+    "int8": "OpenVINO int8",
+    "int8_fast": "OV int8 fast",
+}
+ENGINES = {"torch": ("torch", "auto"), "openvino": ("openvino", "auto"), "int8": ("openvino", "int8")}
+
+
+def options(engine: str, workdir: Path) -> EngineOptions:
+    runtime, precision = ENGINES[engine]
+    return EngineOptions(runtime=runtime, precision=precision, openvino_cache=workdir / "openvino-cache")
+
+
+def load(engine: str, args: argparse.Namespace, folder: Path, taesd: Path, workdir: Path) -> bench.Imageforge:
+    family = bench.MODELS[args.model][1]
+    models = workdir / f"models-{engine}"
+    models.mkdir(exist_ok=True)
+    return bench.Imageforge(folder, family, taesd, models, "cpu", options(engine, workdir))
+
+
+def run_group(
+    engines: list[str], args: argparse.Namespace, folder: Path, taesd: Path, workdir: Path
+) -> tuple[dict[str, list[dict[str, float]]], dict[str, Any], dict[str, Any]]:
+    """Timed runs of plain diffusers and `engines` (each with the full VAE and the fast decoder), alternating;
+    the warm-up of each (with what OpenVINO reported), and the loaded models for the fidelity check."""
+    family = bench.MODELS[args.model][1]
+    plain = bench.Baseline(folder, family, "cpu")
+    runners: dict[str, tuple[Callable[[str], Any], bench.Networks]] = {
+        "baseline": (lambda p: plain(p, args.size, args.steps), plain.networks())
+    }
+    loaded: dict[str, Any] = {"baseline": plain}
+    reports: dict[str, Any] = {}
+    for engine in engines:
+        model = load(engine, args, folder, taesd, workdir)
+        loaded[engine] = model
+        for decoder, variant in (("full", engine), ("fast", f"{engine}_fast")):
+
+            def run(prompt: str, model: Any = model, decoder: str = decoder, variant: str = variant) -> Any:
+                request = _request(model, prompt, args, decoder)
+                generated = model.model.generate(request, bench._ignore, bench._never)
+                reports.setdefault(variant, generated.runtime)
+                return generated.image
+
+            runners[variant] = (run, model.networks())
+    runs: dict[str, list[dict[str, float]]] = {variant: [] for variant in runners}
+    first: dict[str, Any] = {}
+    for round_ in range(args.rounds + 1):  # round 0 is the warm-up (and OpenVINO's first use)
+        for variant, (run, networks) in runners.items():
+            prompt = f"{bench.PROMPT}, study {round_}{VARIANTS.index(variant)}"
+            timing = bench.timed_run(lambda run=run, prompt=prompt: run(prompt), networks, "cpu")
+            print(f"round {round_} {variant}: {timing['total']:.2f}s", file=sys.stderr)
+            if round_:
+                runs[variant].append(timing)
+            else:
+                first[variant] = {"total_s": round(timing["total"], 2)}
+                if "openvino" in reports.get(variant, {}):
+                    first[variant]["openvino"] = reports[variant]["openvino"]
+    return runs, first, loaded
+
+
+def _request(model: Any, prompt: str, args: argparse.Namespace, decoder: str) -> Any:
+    from imageforge.domain import Decoder, GenerationRequest, Task
+
+    return GenerationRequest(
+        task=Task.TEXT2IMG,
+        model=model.spec.key,
+        prompt=prompt,
+        negative_prompt="",
+        steps=args.steps,
+        guidance=0.0,
+        width=args.size,
+        height=args.size,
+        seed=bench.SEED,
+        decoder=Decoder(decoder),
+    )
+
+
+def unet_outputs(loaded: dict[str, Any], size: int) -> dict[str, Any]:
+    """Each loaded model's UNet output on the same fixed latents, timestep and text states (float32)."""
+    import torch
+
+    generator = torch.Generator("cpu").manual_seed(7)
+    plain_unet = loaded["baseline"].pipe.unet
+    latents = torch.randn(1, 4, size // 8, size // 8, generator=generator)
+    states = torch.randn(1, 77, plain_unet.config.cross_attention_dim, generator=generator)
+    outputs = {}
+    with torch.inference_mode():
+        for name, model in loaded.items():
+            unet = model.pipe.unet if name == "baseline" else model.model.pipeline.unet
+            dtype = next(unet.parameters()).dtype
+            timestep = torch.tensor(999.0)
+            outputs[name] = unet(latents.to(dtype), timestep, states.to(dtype), return_dict=False)[0].float()
+    return outputs
+
+
+def distance(output: Any, reference: Any) -> dict[str, float]:
+    difference = output - reference
+    return {
+        "max_rel": float(f"{float(difference.abs().max() / reference.abs().max()):.3g}"),
+        "rms_rel": float(f"{float(difference.pow(2).mean().sqrt() / reference.pow(2).mean().sqrt()):.3g}"),
+    }
+
+
+def fresh_process(variant: str, args: argparse.Namespace, folder: Path, taesd: Path, workdir: Path) -> dict[str, Any]:
+    """Peak memory and time to the first image of `variant` in a new interpreter (OpenVINO: cache present)."""
+    command = [sys.executable, __file__, "--fresh", variant, "--folder", str(folder), "--taesd", str(taesd)]
+    command += ["--workdir", str(workdir), "--model", args.model, "--size", str(args.size), "--steps", str(args.steps)]
+    started = time.perf_counter()
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    result = dict(json.loads(output.strip().splitlines()[-1]))
+    result["process_s"] = round(time.perf_counter() - started, 2)
+    return result
+
+
+def measure_fresh(variant: str, args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    folder, taesd, workdir = Path(args.folder), Path(args.taesd), Path(args.workdir)
+    decoder = "fast" if variant.endswith("_fast") else "full"
+    engine = variant.removesuffix("_fast")
+    if engine == "baseline":
+        bench.Baseline(folder, bench.MODELS[args.model][1], "cpu")(bench.PROMPT, args.size, args.steps)
+        report: dict[str, Any] = {}
+    else:
+        model = load(engine, args, folder, taesd, workdir)
+        generated = model.model.generate(_request(model, bench.PROMPT, args, decoder), bench._ignore, bench._never)
+        report = generated.runtime.get("openvino", {})
+    first_image_s = round(time.perf_counter() - started, 2)
+    print(json.dumps({"peak_rss_mb": round(bench.high_water_mb()), "first_image_s": first_image_s, **report}))
+
+
+def medians(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    result = {}
+    for variant, timings in runs.items():
+        median = {key: statistics.median(t[key] for t in timings) for key in timings[0]}
+        median["other"] = median["total"] - sum(median.get(stage, 0.0) for stage in bench.STAGES)
+        result[variant] = median
+    return result
+
+
+def table(groups: list[dict[str, dict[str, float]]], steps: int) -> str:
+    rows = [f"{'stage (median s)':<18}" + "".join(f"{NAMES[v]:>17}" for v in VARIANTS)]
+    merged = {variant: group[variant] for group in groups for variant in group if variant != "baseline"}
+    merged["baseline"] = groups[0]["baseline"]
+    for stage in (*bench.STAGES, "other", "total"):
+        cells = []
+        for variant in VARIANTS:
+            value = merged.get(variant, {}).get(stage, 0.0) / (steps if stage == "unet" else 1)
+            cells.append(f"{value:>17.3f}" if value else f"{'-':>17}")
+        rows.append(f"{'unet (one step)' if stage == 'unet' else stage:<18}" + "".join(cells))
+    speedups = []
+    for variant in VARIANTS:
+        group = next((g for g in groups if variant in g), None)
+        speedups.append(f"{group['baseline']['total'] / group[variant]['total']:>16.2f}x" if group else f"{'-':>17}")
+    rows.append(f"{'vs plain diffusers':<18}" + "".join(speedups))
+    return "\n".join(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=sorted(bench.MODELS), default="sd-turbo")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds after the warm-up (median)")
+    parser.add_argument("--no-int8", action="store_true", help="leave out the int8 group")
+    parser.add_argument("--json", action="store_true", help="end with one line of JSON")
+    parser.add_argument("--fresh", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--taesd", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.fresh:
+        measure_fresh(args.fresh, args)
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="imageforge-ov-bench-") as temp:
+        workdir = Path(temp)
+        print(f"building {args.model} with random weights in {workdir} ...", file=sys.stderr)
+        folder, taesd = bench.build(args.model, workdir)
+        groups, firsts, distances = [], {}, {}
+        for engines in (["torch", "openvino"], ["torch", "int8"])[: 1 if args.no_int8 else 2]:
+            runs, first, loaded = run_group(engines, args, folder, taesd, workdir)
+            groups.append(medians(runs))
+            firsts |= {k: v for k, v in first.items() if k not in firsts}
+            outputs = unet_outputs(loaded, args.size)
+            distances |= {
+                name: distance(out, outputs["baseline"]) for name, out in outputs.items() if name != "baseline"
+            }
+            del loaded, outputs
+            gc.collect()
+        fresh = {}
+        for variant in ("baseline", "torch", "openvino", "openvino_fast", *([] if args.no_int8 else ["int8"])):
+            print(f"fresh process: {variant}", file=sys.stderr)
+            fresh[variant] = fresh_process(variant, args, folder, taesd, workdir)
+    info = bench.machine("cpu")
+    import openvino
+
+    info["openvino"] = openvino.get_version()
+    print(f"\n{args.model} {args.size}x{args.size}, {args.steps} step(s), CPU; {info}")
+    print(table(groups, args.steps))
+    print("first use (warm-up run, OpenVINO converting): " + json.dumps(firsts))
+    print("fresh process (peak RSS MB, s to first image): " + json.dumps(fresh))
+    print("UNet output vs plain diffusers fp32 on fixed latents: " + json.dumps(distances))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "size": args.size,
+                    "steps": args.steps,
+                    "rounds": args.rounds,
+                    "groups": [{v: {k: round(x, 3) for k, x in m.items()} for v, m in g.items()} for g in groups],
+                    "first_use": firsts,
+                    "fresh_process": fresh,
+                    "unet_distance_vs_fp32": distances,
+                    "machine": info,
+                }
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
