@@ -97,7 +97,9 @@ def openvino_networks(spec: ModelSpec, pipe: Any, runtime: speed.Runtime, cache:
     def calibration_states() -> list[dict[str, Any]]:
         states = []
         for prompt in CALIBRATION_PROMPTS:
-            encoded = pipe.encode_prompt(prompt, runtime.device, 1, False)
+            encoded = pipe.encode_prompt(
+                prompt=prompt, device=runtime.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+            )
             # SDXL also gives the pooled embedding, which its UNet takes as `text_embeds`
             states.append(
                 {"encoder_hidden_states": encoded[0], **({"text_embeds": encoded[2]} if len(encoded) > 2 else {})}
