@@ -86,17 +86,14 @@ def openvino_missing(*, int8: bool) -> list[str]:
     return [name for name in wanted if importlib.util.find_spec(name) is None]
 
 
-#: Whether `auto` picks OpenVINO on a CPU where it is installed: bench/openvino.py measured it faster there
-#: (docs/benchmarks.md).
-AUTO_OPENVINO_ON_CPU = False
-
-
 def _library(device: str, options: EngineOptions) -> str:
     int8 = options.precision == "int8"
     wanted = options.runtime
     if wanted == "auto":
         usable = device == "cpu" and not openvino_missing(int8=int8)
-        wanted = "openvino" if usable and (int8 or AUTO_OPENVINO_ON_CPU) else "torch"
+        # OpenVINO is faster per image on CPUs (docs/benchmarks.md), but its first image of each size converts
+        # for minutes: `auto` leaves that to those who ask for it, or for int8, which only OpenVINO runs (ADR 0025).
+        wanted = "openvino" if usable and int8 else "torch"
     if wanted == "openvino" and device != "cpu":
         log.warning("OpenVINO runs on the CPU only here; the %s runs torch (IMAGEFORGE_RUNTIME)", device)
         wanted = "torch"
