@@ -12,6 +12,7 @@ activations), calibrated on the UNet's inputs for a few fixed prompts.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import shutil
@@ -243,7 +244,12 @@ class OpenVINONetworks:
         started = time.perf_counter()
         try:
             model = self._convert(module, name == "unet", inputs, int8)
-            self._save(model, folder)
+            if self._save(model, folder):
+                # Compiled from the saved file rather than from `model`, which is dropped first: it holds
+                # float32 weights, and the peak of a first use is what runs a small machine out of memory.
+                del model
+                gc.collect()
+                model = str(xml)
             request = self._core.compile_model(model, "CPU", self._config).create_infer_request()
         except Exception as exc:
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -298,8 +304,8 @@ class OpenVINONetworks:
             model_type=nncf.ModelType.TRANSFORMER,
         )
 
-    def _save(self, model: Any, folder: Path) -> None:
-        """Write `model` under `folder` whole or not at all: into a sibling folder, then renamed."""
+    def _save(self, model: Any, folder: Path) -> bool:
+        """Write `model` under `folder` whole or not at all: into a sibling folder, then renamed; whether it was."""
         ov = _ov()
         self._cache_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=self._cache_dir))
@@ -311,3 +317,5 @@ class OpenVINONetworks:
         except OSError as exc:  # a full or read-only disk costs the next start a conversion, not this image
             log.warning("could not keep the OpenVINO model in %s: %s", folder, exc)
             shutil.rmtree(staging, ignore_errors=True)
+            return False
+        return True
