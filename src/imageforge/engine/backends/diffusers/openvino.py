@@ -19,7 +19,8 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,20 +87,16 @@ class Report:
 
 
 def _traceable(module: Any, *, unet: bool) -> Any:
-    """The torch call that is converted, on a float32 copy of `module`: converted from bf16 weights, OpenVINO's
-    CPU plugin computed NaNs (openvino 2026.4), while the float32 copy, compiled with the bf16 hint, runs in bf16
-    anyway. Its `forward` is the class's own, not the replacement on the instance (which the copy carries)."""
-    import copy
-
+    """The torch call of `module` that is converted, with the class's own `forward` (not the replacement on the
+    instance), plain tensors in and out."""
     torch = import_torch()
-    inner = copy.deepcopy(module).float()
     forward = type(module).forward
     base: Any = torch.nn.Module
 
     class Call(base):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
-            self.inner = inner
+            self.inner = module
 
         def forward(self, *inputs: Any) -> Any:
             if not unet:
@@ -109,6 +106,22 @@ def _traceable(module: Any, *, unet: bool) -> Any:
             return forward(self.inner, sample, timestep, states, added_cond_kwargs=conditions, return_dict=False)[0]
 
     return Call()
+
+
+@contextmanager
+def _in_float32(module: Any) -> Iterator[None]:
+    """`module` with float32 weights for the block, then its own dtype again (bf16 -> fp32 -> bf16 is exact).
+
+    Converted from bf16 weights, OpenVINO's CPU plugin computed NaNs (openvino 2026.4); from float32 weights,
+    compiled with the bf16 hint, it runs in bf16 all the same. In place rather than on a copy: a float32 copy
+    beside the bf16 weights is what ran a 24 GB machine out of memory converting a full-size UNet.
+    """
+    dtype = next(module.parameters()).dtype
+    module.float()
+    try:
+        yield
+    finally:
+        module.to(dtype)
 
 
 class OpenVINONetworks:
@@ -243,14 +256,16 @@ class OpenVINONetworks:
                 shutil.rmtree(folder, ignore_errors=True)
         started = time.perf_counter()
         try:
-            model = self._convert(module, name == "unet", inputs, int8)
-            if self._save(model, folder):
-                # Compiled from the saved file rather than from `model`, which is dropped first: it holds
-                # float32 weights, and the peak of a first use is what runs a small machine out of memory.
+            # The converted model shares the float32 weights: it is saved and dropped before they go back to
+            # the module's dtype, and compiled from the file.
+            with _in_float32(module):
+                model = self._convert(module, name == "unet", inputs, int8)
+                saved = self._save(model, folder)
+                request = None if saved else self._core.compile_model(model, "CPU", self._config)
                 del model
                 gc.collect()
-                model = str(xml)
-            request = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+            compiled = request or self._core.compile_model(str(xml), "CPU", self._config)
+            request = compiled.create_infer_request()
         except Exception as exc:
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             log.warning("OpenVINO could not convert %s of %s, it runs in torch: %s", name, self._model_key, reason)
@@ -272,9 +287,7 @@ class OpenVINONetworks:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             example = tuple(x.clone() for x in inputs)
-            call = _traceable(module, unet=unet)
-            model = ov.convert_model(call, example_input=example)
-            del call  # the float32 copy: the converted model holds its own weights
+            model = ov.convert_model(_traceable(module, unet=unet), example_input=example)
             if int8:
                 model = self._quantize(model, example)
         return model
