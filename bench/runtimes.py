@@ -267,6 +267,8 @@ def main() -> int:
     parser.add_argument("--no-int8", action="store_true", help="leave out the int8 group")
     parser.add_argument("--json", action="store_true", help="end with one line of JSON")
     parser.add_argument("--attention", action="store_true", help="time the 4096-token self-attention only")
+    parser.add_argument("--reuse", help="a workdir kept from an earlier run: its model and cache, no first uses")
+    parser.add_argument("--engines", nargs="+", choices=sorted(ENGINES), default=list(ENGINES))
     parser.add_argument("--fresh", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--taesd", help=argparse.SUPPRESS)
@@ -280,20 +282,23 @@ def main() -> int:
         return 0
 
     with tempfile.TemporaryDirectory(prefix="imageforge-ov-bench-") as temp:
-        workdir = Path(temp)
-        print(f"building {args.model} with random weights in {workdir} ...", file=sys.stderr)
-        folder, taesd = bench.build(args.model, workdir)
+        workdir = Path(args.reuse or temp)
+        if args.reuse:
+            folder, taesd = workdir / args.model, workdir / bench.MODELS[args.model][2]
+        else:
+            print(f"building {args.model} with random weights in {workdir} ...", file=sys.stderr)
+            folder, taesd = bench.build(args.model, workdir)
         # First uses in their own processes, one at a time: converting holds a float32 copy of the network,
         # which beside the alternating models would not fit a 24 GB machine shared with others.
         firsts = {}
-        for variant in ("openvino", "openvino_fast", *([] if args.no_int8 else ["int8"])):
+        for variant in [] if args.reuse else ("openvino", "openvino_fast", *([] if args.no_int8 else ["int8"])):
             print(f"first use: {variant}", file=sys.stderr)
             firsts[variant] = fresh_process(variant, args, folder, taesd, workdir)
             print(f"first use: {variant}: {json.dumps(firsts[variant])}", file=sys.stderr)
         groups, distances = [], {}
         # One engine beside plain diffusers per group: three models loaded at once did not fit the 24 GB
         # machine shared with other work
-        for engines in (["torch"], ["openvino"], ["int8"])[: 2 if args.no_int8 else 3]:
+        for engines in [[engine] for engine in args.engines if not (args.no_int8 and engine == "int8")]:
             runs, first, loaded = run_group(engines, args, folder, taesd, workdir)
             groups.append(medians(runs))
             print(f"group {engines}: {json.dumps(groups[-1])}; first use: {json.dumps(first)}", file=sys.stderr)
@@ -305,7 +310,7 @@ def main() -> int:
             del loaded, outputs
             gc.collect()
         fresh = {}
-        for variant in ("baseline", "torch", "openvino", "openvino_fast", *([] if args.no_int8 else ["int8"])):
+        for variant in ("baseline", *args.engines, *(["openvino_fast"] if "openvino" in args.engines else [])):
             print(f"fresh process: {variant}", file=sys.stderr)
             fresh[variant] = fresh_process(variant, args, folder, taesd, workdir)
     info = bench.machine("cpu")
