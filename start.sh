@@ -67,7 +67,7 @@ bootstrap() {
     echo "$TORCH_SPEC" > "$VENV/.imageforge-torch"
   fi
   # Reinstall when pyproject.toml changes, or when extras are asked for that are not installed yet
-  # (`test` installs server,distributed,dev, which serve `api` just as well, so going back and forth installs nothing).
+  # (`test` installs server,distributed,openvino,dev, which serve `api` just as well, so going back and forth installs nothing).
   local project installed have="" wanted extra
   project="$(sha256sum < pyproject.toml | cut -c1-16)"
   installed="$(cat "$VENV/.imageforge-project" 2>/dev/null || true)"
@@ -152,7 +152,7 @@ case "$mode" in
     exec "$VENV/bin/imageforge" check "$@"
     ;;
   test)
-    bootstrap server,distributed,dev >&2
+    bootstrap server,distributed,openvino,dev >&2
     ensure_system_package chromium /usr/bin/chromium "web UI tests"
     ensure_system_package redis-server /usr/bin/redis-server "distributed queue tests"
     bin="$VENV/bin"

@@ -189,6 +189,9 @@ def stage_timer(networks: Networks, device: str) -> Iterator[dict[str, float]]:
     originals = []
     for stage, module, method in networks:
         original = getattr(module, method)
+        # The instance's own attribute, if any (the OpenVINO runtime replaces a UNet's `forward` on the instance),
+        # is put back afterwards rather than deleted.
+        own = vars(module).get(method)
 
         def timed(*args: Any, _original: Callable[..., Any] = original, _stage: str = stage, **kw: Any) -> Any:
             if device == "cuda":
@@ -201,12 +204,15 @@ def stage_timer(networks: Networks, device: str) -> Iterator[dict[str, float]]:
             return result
 
         setattr(module, method, timed)
-        originals.append((module, method))
+        originals.append((module, method, own))
     try:
         yield spent
     finally:
-        for module, method in originals:
-            delattr(module, method)  # back to the class's method
+        for module, method, own in reversed(originals):
+            if own is None:
+                delattr(module, method)  # back to the class's method
+            else:
+                setattr(module, method, own)
 
 
 def timed_run(run: Callable[[], Any], networks: Networks, device: str) -> dict[str, float]:

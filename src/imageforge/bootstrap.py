@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from imageforge import tracing
 from imageforge.config import Settings
 from imageforge.domain import Backend
+from imageforge.engine.backends import speed
 from imageforge.engine.backends.diffusers import DiffusersBackend
 from imageforge.engine.backends.memory import DeviceMemory
 from imageforge.engine.backends.sdcpp import SdcppBackend
@@ -19,7 +20,7 @@ from imageforge.engine.loras import LoraFolder
 from imageforge.engine.memory import MemoryProbe
 from imageforge.engine.pool import ModelPool, PoolPolicy
 from imageforge.engine.protocol import EngineOptions, ImageBackend
-from imageforge.errors import folder_unwritable
+from imageforge.errors import ServerSideMissing, folder_unwritable
 from imageforge.inputs import ImageLimits, InputPaths
 from imageforge.jobs.embedded import EmbeddedJobQueue
 from imageforge.jobs.owner import Owner
@@ -121,6 +122,22 @@ def build_sdcpp_backend(settings: Settings) -> SdcppBackend:
     )
 
 
+def check_runtime(settings: Settings) -> None:
+    """Refuse to start when the settings ask for OpenVINO or int8 and the `openvino` extra is not installed."""
+    asked = []
+    if settings.runtime == "openvino":
+        asked.append("IMAGEFORGE_RUNTIME=openvino")
+    if settings.precision == "int8":
+        asked.append("IMAGEFORGE_PRECISION=int8")
+    missing = speed.openvino_missing(int8=settings.precision == "int8") if asked else []
+    if missing:
+        raise ServerSideMissing(
+            f"{' and '.join(asked)} needs {', '.join(missing)}, which this install lacks.",
+            hint="Install them with pip install 'imageforge[openvino]' (./start.sh test does), or set "
+            "IMAGEFORGE_RUNTIME=auto and IMAGEFORGE_PRECISION=auto to run torch.",
+        )
+
+
 def build_service(
     settings: Settings,
     *,
@@ -147,6 +164,7 @@ def build_service(
     """
     check_folders(settings)
     metrics = metrics or Metrics()
+    check_runtime(settings)
     guards = [
         name
         for name, on in (
@@ -170,6 +188,9 @@ def build_service(
             memory_savers=settings.memory_savers,
             compile=settings.compile,
             compile_cache=settings.compile_cache_path,
+            runtime=settings.runtime,
+            precision=settings.precision,
+            openvino_cache=settings.openvino_cache_path,
         )
         backend = DiffusersBackend(
             device=settings.device, models_path=settings.models_path, options=options, loras=loras

@@ -22,6 +22,12 @@ class EngineOptions:
     compile: bool = False
     #: where torch.compile keeps compiled kernels between runs
     compile_cache: Path | None = None
+    #: what runs the networks on the CPU: "auto", "torch" or "openvino" (ADR 0025)
+    runtime: str = "auto"
+    #: "auto" (the dtype) or "int8" (the UNet quantized, OpenVINO only)
+    precision: str = "auto"
+    #: where converted OpenVINO models are kept between runs
+    openvino_cache: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from imageforge.transports.http.app import create_app
 from tests.helpers import decode_png
 from tests.loopback import LOCAL_URL
 
-RUNTIME_KEYS = {"dtype", "channels_last", "attention", "threads", "memory_savers", "compile"}
+RUNTIME_KEYS = {"dtype", "channels_last", "attention", "threads", "memory_savers", "compile", "runtime", "precision"}
 
 
 @pytest.fixture
@@ -46,6 +46,7 @@ def test_health_and_each_result_report_the_engines_choices(client: TestClient) -
     assert runtime["attention"] == "sdpa"
     assert runtime["threads"] >= 1
     assert (runtime["memory_savers"], runtime["compile"]) == ("auto", False)
+    assert (runtime["runtime"], runtime["precision"]) == ("torch", runtime["dtype"])  # OpenVINO is opt-in
     result = _generate(client)
     # At 64x72 nothing needs the memory savers.
     assert result["runtime"] == {**runtime, "decoder": "full", "memory_savers": False, "savers": []}

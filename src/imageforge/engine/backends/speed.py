@@ -37,6 +37,10 @@ class Runtime:
     #: "auto" (by need, per request), "on" (always) or "off" (never)
     memory_savers: str
     compile: bool
+    #: "torch", or "openvino" where OpenVINO runs the networks (CPU only)
+    library: str = "torch"
+    #: the dtype, or "int8" where the UNet runs quantized
+    precision: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +50,8 @@ class Runtime:
             "threads": self.threads,
             "memory_savers": self.memory_savers,
             "compile": self.compile,
+            "runtime": self.library,
+            "precision": self.precision or self.dtype,
         }
 
 
@@ -72,6 +78,30 @@ def _usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def openvino_missing(*, int8: bool) -> list[str]:
+    """The packages of the `openvino` extra that this install lacks (NNCF only matters for int8)."""
+    import importlib.util
+
+    wanted = ("openvino", "nncf") if int8 else ("openvino",)
+    return [name for name in wanted if importlib.util.find_spec(name) is None]
+
+
+def _library(device: str, options: EngineOptions) -> str:
+    int8 = options.precision == "int8"
+    wanted = options.runtime
+    if wanted == "auto":
+        usable = device == "cpu" and not openvino_missing(int8=int8)
+        # OpenVINO is faster per image on CPUs (docs/benchmarks.md), but its first image of each size converts
+        # for minutes: `auto` leaves that to those who ask for it, or for int8, which only OpenVINO runs (ADR 0025).
+        wanted = "openvino" if usable and int8 else "torch"
+    if wanted == "openvino" and device != "cpu":
+        log.warning("OpenVINO runs on the CPU only here; the %s runs torch (IMAGEFORGE_RUNTIME)", device)
+        wanted = "torch"
+    if int8 and wanted != "openvino":
+        log.warning("int8 needs the OpenVINO runtime on a CPU; running %s in the dtype instead", device)
+    return wanted
+
+
 def choose_runtime(device: str, options: EngineOptions) -> Runtime:
     """The settings resolved for `device`; also applies the process-wide parts (threads, compile cache)."""
     torch = _torch()
@@ -91,7 +121,9 @@ def choose_runtime(device: str, options: EngineOptions) -> Runtime:
         # Inductor keeps compiled kernels here, so a restart reuses them instead of compiling for minutes.
         options.compile_cache.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(options.compile_cache))
-    return Runtime(device, dtype, channels_last, threads, options.memory_savers, options.compile)
+    library = _library(device, options)
+    precision = "int8" if options.precision == "int8" and library == "openvino" else dtype
+    return Runtime(device, dtype, channels_last, threads, options.memory_savers, options.compile, library, precision)
 
 
 def prepare(pipe: Any, runtime: Runtime) -> None:

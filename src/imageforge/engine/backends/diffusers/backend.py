@@ -35,6 +35,7 @@ class DiffusersBackend:
         self._options = options or EngineOptions()
         self._loras = RequestLoras(loras)
         self._weights = Weights(models_path, dtype=lambda: self.runtime().dtype)
+        self._models_path = models_path
         self._info: DeviceInfo | None = None
         self._runtime: speed.Runtime | None = None
         self._info_lock = threading.Lock()
@@ -80,7 +81,10 @@ class DiffusersBackend:
     def fingerprint(self, spec: ModelSpec) -> str:
         """The libraries, device and dtype that results depend on (the same for every model)."""
         info = self.device_info()
-        return f"diffusers={info.versions['diffusers']};torch={info.versions['torch']};{info.device};{info.dtype}"
+        text = f"diffusers={info.versions['diffusers']};torch={info.versions['torch']};{info.device};{info.dtype}"
+        if self.runtime().library == "openvino":  # its images differ from torch's in the last bits
+            text += f";openvino={version('openvino')};{self.runtime().precision}"
+        return text
 
     def weights_present(self, spec: ModelSpec) -> bool:
         """Whether everything `spec` loads is on this machine."""
@@ -104,6 +108,10 @@ class DiffusersBackend:
         runtime = self.runtime()
         quiet_libraries()
         pipe, fast_decoder = loading.load(spec, runtime, self._weights)
+        networks = None
+        if runtime.library == "openvino":
+            cache = self._options.openvino_cache or self._models_path.parent / "openvino-cache"
+            networks = loading.openvino_networks(spec, pipe, runtime, cache)
         return DiffusersModel(
             spec,
             pipe,
@@ -111,4 +119,5 @@ class DiffusersBackend:
             fast_decoder=fast_decoder,
             load_fast_decoder=partial(loading.load_fast_decoder, spec, runtime, self._weights),
             loras=self._loras,
+            openvino=networks,
         )

@@ -86,6 +86,41 @@ def _load(spec: ModelSpec, runtime: speed.Runtime, weights: Weights) -> tuple[An
     return pipe, fast_decoder
 
 
+def openvino_networks(spec: ModelSpec, pipe: Any, runtime: speed.Runtime, cache: Path) -> Any:
+    """The pipeline's UNet and VAE switched to OpenVINO models (converted per shape on first use, ADR 0025);
+    None, with the reason logged, for a pipeline without a UNet (FLUX), which keeps torch."""
+    from imageforge.engine.backends.diffusers.openvino import CALIBRATION_PROMPTS, OpenVINONetworks
+
+    if getattr(pipe, "unet", None) is None:
+        log.warning("%s has no UNet: OpenVINO runs UNet pipelines only here, so it runs in torch", spec.key)
+        return None
+
+    def calibration_states() -> list[dict[str, Any]]:
+        states = []
+        for prompt in CALIBRATION_PROMPTS:
+            encoded = pipe.encode_prompt(
+                prompt=prompt, device=runtime.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+            )
+            # SDXL also gives the pooled embedding, which its UNet takes as `text_embeds`
+            states.append(
+                {"encoder_hidden_states": encoded[0], **({"text_embeds": encoded[2]} if len(encoded) > 2 else {})}
+            )
+        return states
+
+    networks = OpenVINONetworks(
+        spec.key,
+        cache,
+        inference_precision="bf16" if runtime.dtype == "bfloat16" else "f32",
+        threads=runtime.threads,
+        int8=runtime.precision == "int8",
+        calibration_states=calibration_states,
+    )
+    networks.attach_unet(pipe.unet)
+    networks.attach("vae_decoder", pipe.vae.decoder, owner=pipe.vae)
+    networks.attach("vae_encoder", pipe.vae.encoder, owner=pipe.vae)
+    return networks
+
+
 def load_fast_decoder(spec: ModelSpec, runtime: speed.Runtime, weights: Weights) -> Any:
     """The tiny autoencoder of `spec`, through the same offline and safetensors rules as every model."""
     with BUILDING:

@@ -32,6 +32,7 @@ from imageforge.engine.backends import speed
 from imageforge.engine.backends.diffusers import sampling
 from imageforge.engine.backends.diffusers.adapters import RequestLoras
 from imageforge.engine.backends.diffusers.device import import_torch, is_out_of_memory, out_of_memory, release_memory
+from imageforge.engine.backends.diffusers.openvino import OpenVINONetworks
 from imageforge.engine.protocol import Generated
 from imageforge.errors import Cancelled
 
@@ -89,12 +90,14 @@ class DiffusersModel:
         fast_decoder: Any,
         load_fast_decoder: Callable[[], Any],
         loras: RequestLoras | None = None,
+        openvino: OpenVINONetworks | None = None,
     ) -> None:
         self.spec = spec
         self._runtime = runtime
         self._device = runtime.device
         self._pipelines: dict[Task, Any] = {Task.TEXT2IMG: pipe}
-        self._fast_decoder = fast_decoder
+        self._openvino = openvino
+        self._fast_decoder = self._attached(fast_decoder)
         self._load_fast_decoder = load_fast_decoder
         self._loras = loras or RequestLoras(None)
         self._embeddings: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
@@ -115,6 +118,12 @@ class DiffusersModel:
     def fast_decoder(self) -> Any:
         """The tiny autoencoder when it is loaded (it then draws the previews too), else None."""
         return self._fast_decoder
+
+    def _attached(self, fast_decoder: Any) -> Any:
+        """`fast_decoder`, decoding through OpenVINO where the model runs there."""
+        if fast_decoder is not None and self._openvino is not None:
+            self._openvino.attach("fast_decoder", fast_decoder.decoder, owner=fast_decoder)
+        return fast_decoder
 
     def _pipeline(self, task: Task) -> Any:
         if task not in self._pipelines:
@@ -144,7 +153,7 @@ class DiffusersModel:
         pipe.scheduler = self._scheduler(request)
         fast = request.decoder is Decoder.FAST
         if fast and self._fast_decoder is None:
-            self._fast_decoder = self._load_fast_decoder()
+            self._fast_decoder = self._attached(self._load_fast_decoder())
 
         def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             preview = self._preview(tensors.get("latents"))
@@ -173,6 +182,7 @@ class DiffusersModel:
         accepted = inspect.signature(pipe.__call__).parameters
         arguments = {name: value for name, value in arguments.items() if name in accepted}
         savers = self._switch_memory_savers(pipe, request)
+        report = self._openvino.start_request() if self._openvino is not None else None
         shape = (request.task, request.width, request.height, request.decoder)
         started = time.perf_counter()
         failure = None
@@ -202,6 +212,8 @@ class DiffusersModel:
             "memory_savers": bool(savers & {Fallback.TILED_VAE, Fallback.ATTENTION_SLICING}),
             "savers": sorted(saver.value for saver in savers),
         }
+        if report is not None:
+            runtime["openvino"] = report.as_dict()
         if self._runtime.compile and shape not in self._shapes:
             # The first run of each shape compiles (or reads the on-disk cache): report what that cost.
             runtime["first_run_with_compile_s"] = round(time.perf_counter() - started, 2)

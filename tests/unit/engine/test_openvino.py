@@ -1,0 +1,260 @@
+"""OpenVINO as the runtime of the diffusers engine on the CPU, and int8, on the real loading path with the `tiny`
+model (ADR 0025): the same image as torch within a tolerance, converted models kept on disk and read back by a
+later load, a broken entry converted again, int8 calibrated, a failed conversion falling back to torch, and
+everything as before without OpenVINO installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imageforge.bootstrap import build_service
+from imageforge.config import Settings
+from imageforge.domain import Decoder, GenerationRequest, Progress, Task
+from imageforge.engine.backends import speed
+from imageforge.engine.backends.diffusers import DiffusersBackend, DiffusersModel
+from imageforge.engine.catalog import BUILTIN_MODELS
+from imageforge.engine.protocol import EngineOptions, Generated
+from imageforge.errors import ServerSideMissing
+
+pytestmark = pytest.mark.slow
+
+needs_openvino = pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None,
+    reason="OpenVINO and NNCF are not installed: pip install 'imageforge[openvino]' (./start.sh test does)",
+)
+
+WIDTH, HEIGHT = 64, 48
+TINY = next(spec for spec in BUILTIN_MODELS if spec.key == "tiny")
+#: How far an OpenVINO image may be from torch's, as the mean absolute difference of 8-bit pixel values: both
+#: compute in bf16 where the CPU has it, with differently ordered sums, and the tiny model's random weights
+#: amplify those last-bit differences more than trained ones would.
+MEAN_PIXEL_TOLERANCE = 12.0
+
+
+def _request(decoder: Decoder = Decoder.FULL, *, seed: int = 1) -> GenerationRequest:
+    return GenerationRequest(
+        task=Task.TEXT2IMG,
+        model="tiny",
+        prompt="a fox",
+        negative_prompt="",
+        steps=2,
+        guidance=0.0,
+        width=WIDTH,
+        height=HEIGHT,
+        seed=seed,
+        decoder=decoder,
+    )
+
+
+def _never() -> bool:
+    return False
+
+
+def _ignore(progress: Progress) -> None:
+    return None
+
+
+def _load(models_path: Path, cache: Path, *, precision: str = "auto") -> DiffusersModel:
+    options = EngineOptions(runtime="openvino", precision=precision, openvino_cache=cache)
+    return DiffusersBackend(device="cpu", models_path=models_path, options=options).load(TINY)
+
+
+def _pixels(image: Image.Image) -> Any:
+    return np.asarray(image.convert("RGB"), dtype=np.float64)
+
+
+class _Conversions:
+    """Counts `openvino.convert_model` calls (the real function still runs)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import openvino
+
+        self.count = 0
+        original: Callable[..., Any] = openvino.convert_model
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(openvino, "convert_model", counted)
+
+
+@pytest.fixture(scope="module")
+def models_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("openvino-cache")
+
+
+@pytest.fixture(scope="module")
+def first_use(models_path: Path, cache: Path) -> tuple[DiffusersModel, Generated]:
+    """A model loaded on OpenVINO and its first image, which converts the UNet and the VAE decoder."""
+    model = _load(models_path, cache)
+    return model, model.generate(_request(), _ignore, _never)
+
+
+# -- the OpenVINO runtime ----------------------------------------------------------------------------------
+
+
+@needs_openvino
+def test_openvino_gives_the_image_torch_gives_within_the_stated_tolerance(
+    models_path: Path, first_use: tuple[DiffusersModel, Generated]
+) -> None:
+    torch_image = (
+        DiffusersBackend(device="cpu", models_path=models_path).load(TINY).generate(_request(), _ignore, _never)
+    )
+    _model, openvino_image = first_use
+
+    assert openvino_image.runtime["runtime"] == "openvino"
+    assert openvino_image.runtime["openvino"]["networks"] == ["unet", "vae_decoder"]
+    assert openvino_image.runtime["openvino"]["converted"] == ["unet", "vae_decoder"]
+    assert openvino_image.image.size == (WIDTH, HEIGHT)
+    difference = np.abs(_pixels(openvino_image.image) - _pixels(torch_image.image))
+    assert difference.mean() <= MEAN_PIXEL_TOLERANCE
+    assert torch_image.runtime["runtime"] == "torch"
+
+
+@needs_openvino
+def test_a_second_load_reads_the_converted_models_from_the_cache_instead_of_converting(
+    models_path: Path, cache: Path, first_use: tuple[DiffusersModel, Generated], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conversions = _Conversions(monkeypatch)
+
+    again = _load(models_path, cache).generate(_request(), _ignore, _never)
+
+    assert conversions.count == 0
+    assert "converted" not in again.runtime["openvino"]
+    assert again.runtime["openvino"]["from_cache"] == ["unet", "vae_decoder"]
+    assert again.image.tobytes() == first_use[1].image.tobytes()
+
+
+@needs_openvino
+def test_the_same_shape_runs_without_converting_again_and_keeps_progress_previews_and_fast_decode(
+    first_use: tuple[DiffusersModel, Generated],
+) -> None:
+    model, _ = first_use
+    steps: list[int] = []
+    previews: list[tuple[int, int]] = []
+
+    def watch(progress: Progress) -> None:
+        steps.append(progress.step)
+        assert progress.preview is not None
+        previews.append(progress.preview().size)
+
+    fast = model.generate(_request(Decoder.FAST, seed=2), watch, _never)
+
+    assert steps == [1, 2]
+    assert previews == [(WIDTH, HEIGHT)] * 2
+    assert fast.runtime["decoder"] == "fast"
+    assert fast.runtime["openvino"]["networks"] == ["fast_decoder", "unet"], fast.runtime["openvino"]
+    assert fast.runtime["openvino"]["converted"] == ["fast_decoder"]  # the UNet's model of this shape is kept
+
+
+@needs_openvino
+def test_img2img_runs_the_vae_encoder_on_openvino_too(first_use: tuple[DiffusersModel, Generated]) -> None:
+    model, _ = first_use
+    init = Image.new("RGB", (WIDTH, HEIGHT), (200, 120, 40))
+
+    edited = model.generate(replace(_request(), task=Task.IMG2IMG, strength=0.6, init_image=init), _ignore, _never)
+
+    assert edited.image.size == (WIDTH, HEIGHT)
+    assert "vae_encoder" in edited.runtime["openvino"]["networks"]
+
+
+@needs_openvino
+def test_a_broken_cache_entry_is_converted_again(
+    models_path: Path, cache: Path, first_use: tuple[DiffusersModel, Generated], tmp_path: Path
+) -> None:
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    [decoder_entry] = copy.glob("vae_decoder-*")
+    (decoder_entry / "model.bin").write_bytes(b"not a model")
+
+    again = _load(models_path, copy).generate(_request(), _ignore, _never)
+
+    assert again.runtime["openvino"]["converted"] == ["vae_decoder"]
+    assert again.runtime["openvino"]["from_cache"] == ["unet"]
+    assert (decoder_entry / "model.bin").stat().st_size > len(b"not a model")
+    difference = np.abs(_pixels(again.image) - _pixels(first_use[1].image))
+    assert difference.mean() <= MEAN_PIXEL_TOLERANCE
+
+
+@needs_openvino
+def test_a_failed_conversion_runs_that_network_in_torch_and_says_why(
+    models_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import openvino
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("unsupported operation aten::frobnicate")
+
+    monkeypatch.setattr(openvino, "convert_model", refuse)
+
+    generated = _load(models_path, tmp_path / "cache").generate(_request(), _ignore, _never)
+
+    assert generated.image.size == (WIDTH, HEIGHT)
+    fallback = generated.runtime["openvino"]["torch_fallback"]
+    assert set(fallback) == {"unet", "vae_decoder"}
+    assert "aten::frobnicate" in fallback["unet"]
+    assert "runs in torch" in caplog.text
+
+
+@needs_openvino
+def test_int8_calibrates_and_quantizes_the_unet_and_caches_it_beside_the_float_model(
+    models_path: Path, cache: Path, first_use: tuple[DiffusersModel, Generated]
+) -> None:
+    generated = _load(models_path, cache, precision="int8").generate(_request(), _ignore, _never)
+
+    assert generated.runtime["precision"] == "int8"
+    assert generated.runtime["openvino"]["converted"] == ["unet"]  # the VAE decoder's float model is shared
+    assert generated.image.size == (WIDTH, HEIGHT)
+    quantized = [entry for entry in cache.glob("unet-*") if "FakeQuantize" in (entry / "model.xml").read_text()]
+    assert len(quantized) == 1
+
+
+# -- without OpenVINO --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def openvino_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An install without the openvino extra: importing OpenVINO or NNCF fails."""
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    monkeypatch.setitem(sys.modules, "nncf", None)
+
+
+@pytest.mark.usefixtures("openvino_absent")
+def test_without_openvino_auto_runs_torch_and_int8_is_not_offered(models_path: Path) -> None:
+    assert speed.choose_runtime("cpu", EngineOptions()).library == "torch"
+    assert speed.choose_runtime("cpu", EngineOptions(precision="int8")).precision != "int8"
+
+    generated = DiffusersBackend(device="cpu", models_path=models_path).load(TINY).generate(_request(), _ignore, _never)
+
+    assert generated.runtime["runtime"] == "torch"
+    assert "openvino" not in generated.runtime
+
+
+@pytest.mark.usefixtures("openvino_absent")
+@pytest.mark.parametrize(("setting", "value"), [("IMAGEFORGE_RUNTIME", "openvino"), ("IMAGEFORGE_PRECISION", "int8")])
+def test_without_openvino_asking_for_it_refuses_to_start_with_the_install_command(
+    setting: str, value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(setting, value)
+
+    with pytest.raises(ServerSideMissing) as refused:
+        build_service(Settings(_env_file=None, root_dir=tmp_path, data_dir=tmp_path / "data"))
+
+    assert f"{setting}={value}" in refused.value.message
+    assert "pip install 'imageforge[openvino]'" in (refused.value.hint or "")
