@@ -16,19 +16,7 @@ from imageforge.config import Settings
 from imageforge.engine.backends.speed import native_bf16
 from imageforge.transports.http.app import create_app
 from tests.loopback import LOCAL_URL
-
-BUILTIN_KEYS = [
-    "sd-turbo",
-    "sdxl-turbo",
-    "sdxl",
-    "sdxl-lcm",
-    "sdxl-portrait",
-    "flux-q4",
-    "flux2-klein",
-    "qwen-image",
-    "qwen-image-edit",
-    "tiny",
-]
+from tests.unit.engine.test_catalog import BUILTIN_KEYS
 
 
 @contextmanager
