@@ -19,12 +19,13 @@ from PIL import Image
 
 from imageforge.bootstrap import build_service
 from imageforge.config import Settings
-from imageforge.domain import Decoder, GenerationRequest, Progress, Task
+from imageforge.domain import Decoder, Progress, Task
 from imageforge.engine.backends import speed
 from imageforge.engine.backends.diffusers import DiffusersBackend, DiffusersModel
 from imageforge.engine.catalog import BUILTIN_MODELS
 from imageforge.engine.protocol import EngineOptions, Generated
 from imageforge.errors import ServerSideMissing
+from tests.unit.engine.test_speed import HEIGHT, WIDTH, never_cancel, tiny_request
 
 pytestmark = pytest.mark.slow
 
@@ -33,31 +34,11 @@ needs_openvino = pytest.mark.skipif(
     reason="OpenVINO and NNCF are not installed: pip install 'imageforge[openvino]' (./start.sh test does)",
 )
 
-WIDTH, HEIGHT = 64, 48
 TINY = next(spec for spec in BUILTIN_MODELS if spec.key == "tiny")
 #: How far an OpenVINO image may be from torch's, as the mean absolute difference of 8-bit pixel values: both
 #: compute in bf16 where the CPU has it, with differently ordered sums, and the tiny model's random weights
 #: amplify those last-bit differences more than trained ones would.
 MEAN_PIXEL_TOLERANCE = 12.0
-
-
-def _request(decoder: Decoder = Decoder.FULL, *, seed: int = 1) -> GenerationRequest:
-    return GenerationRequest(
-        task=Task.TEXT2IMG,
-        model="tiny",
-        prompt="a fox",
-        negative_prompt="",
-        steps=2,
-        guidance=0.0,
-        width=WIDTH,
-        height=HEIGHT,
-        seed=seed,
-        decoder=decoder,
-    )
-
-
-def _never() -> bool:
-    return False
 
 
 def _ignore(progress: Progress) -> None:
@@ -103,7 +84,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def first_use(models_path: Path, cache: Path) -> tuple[DiffusersModel, Generated]:
     """A model loaded on OpenVINO and its first image, which converts the UNet and the VAE decoder."""
     model = _load(models_path, cache)
-    return model, model.generate(_request(), _ignore, _never)
+    return model, model.generate(tiny_request(), _ignore, never_cancel)
 
 
 # -- the OpenVINO runtime ----------------------------------------------------------------------------------
@@ -114,7 +95,9 @@ def test_openvino_gives_the_image_torch_gives_within_the_stated_tolerance(
     models_path: Path, first_use: tuple[DiffusersModel, Generated]
 ) -> None:
     torch_image = (
-        DiffusersBackend(device="cpu", models_path=models_path).load(TINY).generate(_request(), _ignore, _never)
+        DiffusersBackend(device="cpu", models_path=models_path)
+        .load(TINY)
+        .generate(tiny_request(), _ignore, never_cancel)
     )
     _model, openvino_image = first_use
 
@@ -133,7 +116,7 @@ def test_a_second_load_reads_the_converted_models_from_the_cache_instead_of_conv
 ) -> None:
     conversions = _Conversions(monkeypatch)
 
-    again = _load(models_path, cache).generate(_request(), _ignore, _never)
+    again = _load(models_path, cache).generate(tiny_request(), _ignore, never_cancel)
 
     assert conversions.count == 0
     assert "converted" not in again.runtime["openvino"]
@@ -154,7 +137,7 @@ def test_the_same_shape_runs_without_converting_again_and_keeps_progress_preview
         assert progress.preview is not None
         previews.append(progress.preview().size)
 
-    fast = model.generate(_request(Decoder.FAST, seed=2), watch, _never)
+    fast = model.generate(tiny_request(Decoder.FAST, seed=2), watch, never_cancel)
 
     assert steps == [1, 2]
     assert previews == [(WIDTH, HEIGHT)] * 2
@@ -168,7 +151,9 @@ def test_img2img_runs_the_vae_encoder_on_openvino_too(first_use: tuple[Diffusers
     model, _ = first_use
     init = Image.new("RGB", (WIDTH, HEIGHT), (200, 120, 40))
 
-    edited = model.generate(replace(_request(), task=Task.IMG2IMG, strength=0.6, init_image=init), _ignore, _never)
+    edited = model.generate(
+        replace(tiny_request(), task=Task.IMG2IMG, strength=0.6, init_image=init), _ignore, never_cancel
+    )
 
     assert edited.image.size == (WIDTH, HEIGHT)
     assert "vae_encoder" in edited.runtime["openvino"]["networks"]
@@ -183,7 +168,7 @@ def test_a_broken_cache_entry_is_converted_again(
     [decoder_entry] = copy.glob("vae_decoder-*")
     (decoder_entry / "model.bin").write_bytes(b"not a model")
 
-    again = _load(models_path, copy).generate(_request(), _ignore, _never)
+    again = _load(models_path, copy).generate(tiny_request(), _ignore, never_cancel)
 
     assert again.runtime["openvino"]["converted"] == ["vae_decoder"]
     assert again.runtime["openvino"]["from_cache"] == ["unet"]
@@ -203,7 +188,7 @@ def test_a_failed_conversion_runs_that_network_in_torch_and_says_why(
 
     monkeypatch.setattr(openvino, "convert_model", refuse)
 
-    generated = _load(models_path, tmp_path / "cache").generate(_request(), _ignore, _never)
+    generated = _load(models_path, tmp_path / "cache").generate(tiny_request(), _ignore, never_cancel)
 
     assert generated.image.size == (WIDTH, HEIGHT)
     fallback = generated.runtime["openvino"]["torch_fallback"]
@@ -216,7 +201,7 @@ def test_a_failed_conversion_runs_that_network_in_torch_and_says_why(
 def test_int8_calibrates_and_quantizes_the_unet_and_caches_it_beside_the_float_model(
     models_path: Path, cache: Path, first_use: tuple[DiffusersModel, Generated]
 ) -> None:
-    generated = _load(models_path, cache, precision="int8").generate(_request(), _ignore, _never)
+    generated = _load(models_path, cache, precision="int8").generate(tiny_request(), _ignore, never_cancel)
 
     assert generated.runtime["precision"] == "int8"
     assert generated.runtime["openvino"]["converted"] == ["unet"]  # the VAE decoder's float model is shared
@@ -240,7 +225,11 @@ def test_without_openvino_auto_runs_torch_and_int8_is_not_offered(models_path: P
     assert speed.choose_runtime("cpu", EngineOptions()).library == "torch"
     assert speed.choose_runtime("cpu", EngineOptions(precision="int8")).precision != "int8"
 
-    generated = DiffusersBackend(device="cpu", models_path=models_path).load(TINY).generate(_request(), _ignore, _never)
+    generated = (
+        DiffusersBackend(device="cpu", models_path=models_path)
+        .load(TINY)
+        .generate(tiny_request(), _ignore, never_cancel)
+    )
 
     assert generated.runtime["runtime"] == "torch"
     assert "openvino" not in generated.runtime

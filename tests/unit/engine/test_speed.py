@@ -35,7 +35,7 @@ def model(models_path: Path) -> DiffusersModel:
     return DiffusersBackend(device="cpu", models_path=models_path).load(TINY)
 
 
-def _request(decoder: Decoder = Decoder.FULL, *, prompt: str = "a fox", seed: int = 1) -> GenerationRequest:
+def tiny_request(decoder: Decoder = Decoder.FULL, *, prompt: str = "a fox", seed: int = 1) -> GenerationRequest:
     return GenerationRequest(
         task=Task.TEXT2IMG,
         model="tiny",
@@ -50,7 +50,8 @@ def _request(decoder: Decoder = Decoder.FULL, *, prompt: str = "a fox", seed: in
     )
 
 
-def _never() -> bool:
+def never_cancel() -> bool:
+    """A cancel check that never stops the generation."""
     return False
 
 
@@ -61,7 +62,7 @@ def _previews(model: DiffusersModel, request: GenerationRequest) -> list[Image.I
         assert progress.preview is not None
         previews.append(progress.preview())
 
-    model.generate(request, watch, _never)
+    model.generate(request, watch, never_cancel)
     return previews
 
 
@@ -123,7 +124,7 @@ def test_a_dtype_setting_loads_the_weights_in_that_dtype(models_path: Path) -> N
 
     assert backend.device_info().dtype == "float32"
     assert model.pipeline.unet.dtype == torch.float32
-    assert model.generate(_request(), lambda p: None, _never).runtime["dtype"] == "float32"
+    assert model.generate(tiny_request(), lambda p: None, never_cancel).runtime["dtype"] == "float32"
 
 
 # -- the fast decoder and previews -------------------------------------------------------------------------
@@ -134,8 +135,8 @@ def test_fast_decoder_decodes_with_the_tiny_autoencoder_at_the_requested_size(mo
     full_vae = _Calls(model.pipeline.vae, "decode")
     tiny_vae = _Calls(model.fast_decoder, "decode")
 
-    fast = model.generate(_request(Decoder.FAST), lambda p: None, _never)
-    full = model.generate(_request(Decoder.FULL), lambda p: None, _never)
+    fast = model.generate(tiny_request(Decoder.FAST), lambda p: None, never_cancel)
+    full = model.generate(tiny_request(Decoder.FULL), lambda p: None, never_cancel)
 
     assert fast.image.size == (WIDTH, HEIGHT)
     assert fast.runtime["decoder"] == "fast"
@@ -145,7 +146,7 @@ def test_fast_decoder_decodes_with_the_tiny_autoencoder_at_the_requested_size(mo
 
 
 def test_previews_come_from_the_tiny_autoencoder_at_full_size(model: DiffusersModel) -> None:
-    previews = _previews(model, _request())
+    previews = _previews(model, tiny_request())
 
     assert [preview.size for preview in previews] == [(WIDTH, HEIGHT)] * 2
 
@@ -167,9 +168,9 @@ def test_without_a_fast_decoder_previews_are_the_latents_and_fast_is_refused_wit
     model = DiffusersBackend(device="cpu", models_path=models_path).load(spec)
 
     assert model.fast_decoder is None
-    assert [preview.size for preview in _previews(model, _request())] == [(WIDTH // 8, HEIGHT // 8)] * 2
+    assert [preview.size for preview in _previews(model, tiny_request())] == [(WIDTH // 8, HEIGHT // 8)] * 2
     with pytest.raises(WeightsUnavailable) as refused:
-        model.generate(_request(Decoder.FAST), lambda p: None, _never)
+        model.generate(tiny_request(Decoder.FAST), lambda p: None, never_cancel)
     assert "nobody/missing-taesd" in refused.value.message
     assert "imageforge models pull mine" in refused.value.hint
 
@@ -181,28 +182,28 @@ def test_a_repeated_prompt_runs_the_text_encoder_once(models_path: Path) -> None
     model = DiffusersBackend(device="cpu", models_path=models_path).load(TINY)
     encoder = _Calls(model.pipeline.text_encoder, "forward")
 
-    model.generate(_request(prompt="a red fox", seed=1), lambda p: None, _never)
-    model.generate(_request(prompt="a red fox", seed=2, decoder=Decoder.FAST), lambda p: None, _never)
+    model.generate(tiny_request(prompt="a red fox", seed=1), lambda p: None, never_cancel)
+    model.generate(tiny_request(prompt="a red fox", seed=2, decoder=Decoder.FAST), lambda p: None, never_cancel)
     assert encoder.count == 1
-    model.generate(_request(prompt="a blue fox", seed=1), lambda p: None, _never)
+    model.generate(tiny_request(prompt="a blue fox", seed=1), lambda p: None, never_cancel)
     assert encoder.count == 2
 
 
 def test_cached_embeddings_give_the_same_pixels_as_encoding_afresh(models_path: Path) -> None:
     first = DiffusersBackend(device="cpu", models_path=models_path).load(TINY)
     second = DiffusersBackend(device="cpu", models_path=models_path).load(TINY)
-    first.generate(_request(prompt="a red fox", seed=7), lambda p: None, _never)
+    first.generate(tiny_request(prompt="a red fox", seed=7), lambda p: None, never_cancel)
 
-    cached = first.generate(_request(prompt="a red fox", seed=3), lambda p: None, _never).image
-    fresh = second.generate(_request(prompt="a red fox", seed=3), lambda p: None, _never).image
+    cached = first.generate(tiny_request(prompt="a red fox", seed=3), lambda p: None, never_cancel).image
+    fresh = second.generate(tiny_request(prompt="a red fox", seed=3), lambda p: None, never_cancel).image
 
     assert cached.tobytes() == fresh.tobytes()
 
 
 def test_img2img_and_inpaint_pipelines_share_the_text2img_networks(model: DiffusersModel) -> None:
     init = Image.new("RGB", (WIDTH, HEIGHT), (200, 40, 40))
-    edit = replace(_request(), task=Task.IMG2IMG, strength=0.6, init_image=init)
-    model.generate(edit, lambda p: None, _never)
+    edit = replace(tiny_request(), task=Task.IMG2IMG, strength=0.6, init_image=init)
+    model.generate(edit, lambda p: None, never_cancel)
 
     text2img, img2img = model.pipeline, model._pipeline(Task.IMG2IMG)
     assert img2img is not text2img
@@ -249,7 +250,7 @@ def test_half_precision_loads_the_fp16_files_of_a_folder_that_has_them(tmp_path:
         half.pipeline.vae.decoder.conv_out.weight.float(),
         full.pipeline.vae.decoder.conv_out.weight.to(torch.bfloat16).float(),
     )
-    assert half.generate(_request(), lambda p: None, _never).image.size == (WIDTH, HEIGHT)
+    assert half.generate(tiny_request(), lambda p: None, never_cancel).image.size == (WIDTH, HEIGHT)
 
 
 def test_fp32_loads_fp16_only_weights_upcast_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -348,7 +349,7 @@ def test_a_first_use_downloads_what_a_pull_does_and_loads_it(tmp_path: Path, mon
     assert (model_repo, decoder_repo) == ("someone/some-model", "someone/taesd")
     assert "unet/diffusion_pytorch_model.safetensors" not in fetched
     assert _first_unet_weight(model) == 0.5
-    assert model.generate(_request(), lambda p: None, _never).image.size == (WIDTH, HEIGHT)
+    assert model.generate(tiny_request(), lambda p: None, never_cancel).image.size == (WIDTH, HEIGHT)
 
 
 def test_a_pull_leaves_out_the_transformer_that_a_transformer_file_replaces(
