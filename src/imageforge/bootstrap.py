@@ -119,6 +119,7 @@ def build_sdcpp_backend(settings: Settings) -> SdcppBackend:
         download_sizes_gb=DOWNLOAD_GB,
         # Beside the job database: the children this data folder's server started, for the next one to find.
         records=settings.data_path / "sdcpp-children",
+        loras=LoraFolder(settings.lora_path),
     )
 
 

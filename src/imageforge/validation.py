@@ -256,11 +256,6 @@ def _loras(loras: tuple[LoraWeight, ...], spec: ModelSpec) -> tuple[LoraWeight, 
     naming one of the model's sets its weight. Whether the server has them is the service's to check."""
     if len(loras) > MAX_LORAS:
         raise InvalidRequest(f"{len(loras)} LoRAs are more than {MAX_LORAS}.", hint=f"Apply at most {MAX_LORAS}.")
-    if loras and spec.backend is Backend.SDCPP:
-        raise UnsupportedOperation(
-            f"Model '{spec.key}' runs on the stable-diffusion.cpp engine, which does not take a request's LoRAs yet.",
-            hint="Leave out loras, or pick a model of the diffusers engine (GET /models says each model's engine).",
-        )
     named = [lora.model_copy(update={"name": lora.name.removesuffix(".safetensors")}) for lora in loras]
     names = [lora.name for lora in named]
     repeated = sorted({name for name in names if names.count(name) > 1})

@@ -54,7 +54,7 @@ def sdcpp_settings(settings: Settings, sd_server: Path, sd_turbo: Path, tmp_path
     models_file = tmp_path / "models.toml"
     models_file.write_text(
         f'[models.{MODEL}]\nbackend = "sdcpp"\nfamily = "sd"\nmodel = "{sd_turbo}"\nsteps = 1\nguidance = 1.0\n'
-        'size = 64\nmemory_gb = 3.0\ntasks = ["text2img", "img2img"]\n'
+        'size = 64\nmemory_gb = 3.0\ntasks = ["text2img", "img2img", "inpaint"]\n'
     )
     return settings.model_copy(update={"models_file": models_file, "sdcpp_server": sd_server})
 

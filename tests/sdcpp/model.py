@@ -75,3 +75,30 @@ def _build(folder: Path) -> None:
         shutil.copy(CONFIGS / part / "config.json", partial / part / "config.json")
     shutil.copy(CONFIGS / "model_index.json", partial / "model_index.json")
     partial.rename(folder)
+
+
+def build_sd_turbo_lora(target: Path, *, seed: int) -> Path:
+    """A random LoRA for the sd-turbo architecture's UNet at `target` (unless it is there), in the layout diffusers
+    saves (`unet.<layer>.lora_A.weight`, `unet.<layer>.lora_B.weight`): rank 4 on every attention projection, 256
+    tensors, with values large enough to change a 64x64 image. Another `seed`, another LoRA."""
+    if target.is_file():
+        return target
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(json.loads((CONFIGS / "unet" / "config.json").read_text()))  # type: ignore[no-untyped-call]
+    generator = torch.Generator().manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, layer in unet.named_modules():
+        if isinstance(layer, torch.nn.Linear) and name.endswith(("to_q", "to_k", "to_v", "to_out.0")):
+            down = torch.randn(4, layer.in_features, generator=generator) * 0.1
+            up = torch.randn(layer.out_features, 4, generator=generator) * 0.1
+            tensors[f"unet.{name}.lora_A.weight"] = down.to(torch.float16)
+            tensors[f"unet.{name}.lora_B.weight"] = up.to(torch.float16)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    save_file(tensors, str(partial))
+    partial.rename(target)
+    return target

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import signal
@@ -17,6 +18,7 @@ from tests.events import job_events, wait_for_end
 from tests.gated import GatedBackend
 from tests.helpers import png_base64
 from tests.sdcpp.conftest import MODEL, SMALL, sd_server_children, wait_for
+from tests.sdcpp.model import build_sd_turbo_lora
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -52,6 +54,58 @@ def test_text2img_and_img2img_run_in_the_sd_server_child_with_its_steps_reported
     assert edit["status"] == "succeeded", edit
     assert edit["result"]["task"] == "img2img"
     assert len(sd_server_children()) == 1, "the resident child ran the second job too"
+
+
+def _half_mask(left: bool) -> str:
+    """A 64x64 mask whose left (or right) half is white: the part to paint again."""
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64) if left else (32, 0, 64, 64))
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_inpaint_hands_the_image_and_its_mask_to_the_child(sdcpp_client: TestClient) -> None:
+    def inpaint(left: bool) -> bytes:
+        body = {"task": "inpaint", "init_image": png_base64(), "mask_image": _half_mask(left), "strength": 1.0}
+        job = _finished(sdcpp_client, _submit(sdcpp_client, seed=3, use_cache=False, **body))
+        assert job["status"] == "succeeded", job
+        assert job["result"]["task"] == "inpaint"
+        with Image.open(io.BytesIO(sdcpp_client.get(job["links"]["image"]).content)) as image:
+            assert image.size == (64, 64)
+            return image.tobytes()
+
+    assert inpaint(left=True) != inpaint(left=False), "the mask reached stable-diffusion.cpp"
+
+
+def test_a_requests_loras_change_its_image_for_that_job_only_in_the_same_child(
+    sdcpp_client: TestClient, sdcpp_settings: Settings
+) -> None:
+    for seed, name in enumerate(("style", "ink"), start=1):
+        build_sd_turbo_lora(sdcpp_settings.lora_path / f"{name}.safetensors", seed=seed)
+
+    def draw(**body: Any) -> tuple[bytes, dict[str, Any]]:
+        job = _finished(sdcpp_client, _submit(sdcpp_client, seed=7, use_cache=False, **body))
+        assert job["status"] == "succeeded", job
+        with Image.open(io.BytesIO(sdcpp_client.get(job["links"]["image"]).content)) as image:
+            return image.tobytes(), job["result"]
+
+    base, _ = draw()
+    [child] = sd_server_children()
+    styled, result = draw(loras=[{"name": "style", "weight": 1.0}])
+    assert result["runtime"]["lora_tensors_applied"] == {"style": "256/256"}
+    assert result["loras"] == [{"name": "style", "weight": 1.0}]
+    half, _ = draw(loras=[{"name": "style", "weight": 0.5}])
+    both, result = draw(loras=[{"name": "style", "weight": 0.5}, {"name": "ink", "weight": 1.0}])
+    assert result["runtime"]["lora_tensors_applied"] == {"style": "256/256", "ink": "256/256"}
+
+    assert len({base, styled, half, both}) == 4, "each LoRA and weight draws another image"
+    assert draw()[0] == base, "the LoRAs were taken off after their jobs"
+    assert sd_server_children() == [child], "the model was not loaded again for the LoRAs"
+
+    missing = sdcpp_client.post("/jobs", json={"prompt": "a lighthouse", **SMALL, "loras": [{"name": "nope"}]})
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "lora_not_found"
 
 
 def test_cancelling_a_running_job_stops_the_child_and_the_next_job_gets_a_fresh_one(

@@ -96,6 +96,27 @@ def test_an_edit_model_gets_its_files_and_switches_and_the_image_as_a_reference(
     }
 
 
+def test_a_request_s_loras_reach_the_child_by_file_name_in_the_lora_folder_it_was_started_with(
+    settings: Settings, tmp_path: Path
+) -> None:
+    configured, record = _settings(settings, tmp_path)
+    configured.lora_path.mkdir(parents=True)
+    (configured.lora_path / "ink.safetensors").write_bytes(b"x")
+    with TestClient(create_app(build_service(configured)), base_url=LOCAL_URL) as client:
+        body = {"model": "my-sd", "prompt": "a boat", "loras": [{"name": "ink", "weight": 0.7}]}
+        job = client.post("/jobs", json=body).json()
+        assert wait_for_end(client, job) == "succeeded"
+        result = client.get(job["links"]["self"]).json()["result"]
+
+    argv, sent = (entry for entry in _records(record))
+    switches = argv["argv"]
+    assert switches[switches.index("--lora-model-dir") + 1] == str(configured.lora_path)
+    assert switches[switches.index("--lora-apply-mode") + 1] == "at_runtime"
+    assert sent["body"]["lora"] == [{"path": "ink.safetensors", "multiplier": 0.7}]
+    # The stand-in prints no report of what it applied; the real child's is tested in test_engine.py.
+    assert result["runtime"]["lora_tensors_applied"] == {"ink": "not reported"}
+
+
 def test_a_request_sampler_and_schedule_replace_the_entry_s_in_sd_cpp_names(settings: Settings, tmp_path: Path) -> None:
     configured, record = _settings(settings, tmp_path)
     with TestClient(create_app(build_service(configured)), base_url=LOCAL_URL) as client:

@@ -147,17 +147,6 @@ def test_a_sampler_sd_cpp_lacks_is_refused_at_submit_for_its_models(settings: Se
     assert "stable-diffusion.cpp" in refused.json()["error"]["message"]
 
 
-def test_a_requests_loras_are_refused_at_submit_for_its_models(settings: Settings, tmp_path: Path) -> None:
-    with _client(settings.model_copy(update={"models_file": _sdcpp_entry(tmp_path)})) as client:
-        refused = client.post(
-            "/jobs", json={"model": "local-flux", "prompt": "p", "loras": [{"name": "one", "weight": 1.0}]}
-        )
-
-    assert refused.status_code == 400
-    assert refused.json()["error"]["code"] == "unsupported_operation"
-    assert "loras" in refused.json()["error"]["hint"]
-
-
 def test_an_sdcpp_model_s_cache_fingerprint_names_its_engine_and_changes_with_its_configuration(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -4,6 +4,10 @@ Loading a model starts its child (which loads the weights before it answers); `c
 memory budget and idle unloading apply to these models as to the diffusers ones. A job goes to the child's native
 async API (`POST /sdcpp/v1/img_gen`, then `GET /sdcpp/v1/jobs/{id}`); its steps come from the child's output.
 A child that dies fails the job in hand with `engine_crashed`; the next job starts a fresh one.
+
+A request's LoRAs come from the server's LoRA folder, which every child is started with (`--lora-model-dir`): the
+job names each one by its file there, and the child applies them for that job only (`at_runtime`: the resident
+weights are never changed, so the next job without them runs the base model exactly).
 """
 
 from __future__ import annotations
@@ -35,12 +39,14 @@ from imageforge.domain import (
 from imageforge.engine import digests
 from imageforge.engine.backends.sdcpp.binary import SDCPP_PYTHON_VERSION, find_server
 from imageforge.engine.backends.sdcpp.child import ChildFailed, SdServer, stop_orphans
+from imageforge.engine.loras import LoraFolder
 from imageforge.engine.protocol import DeviceInfo, Generated
 from imageforge.errors import (
     Cancelled,
     EngineCrashed,
     GenerationFailed,
     InvalidRequest,
+    LoraNotFound,
     ModelUnsupported,
     WeightsUnavailable,
 )
@@ -71,7 +77,8 @@ class SdcppBackend:
     """Runs `backend = "sdcpp"` catalog entries, one `sd-server` child per loaded model.
 
     `records` is where running children are recorded (see `stop_orphans`); `request_timeout_s` bounds one HTTP
-    request to a child: a status poll that times out is asked again while the child runs.
+    request to a child: a status poll that times out is asked again while the child runs. `loras` is the folder
+    a request's LoRAs come from (none without it).
     """
 
     def __init__(
@@ -84,8 +91,10 @@ class SdcppBackend:
         download_sizes_gb: dict[str, float] | None = None,
         records: Path | None = None,
         request_timeout_s: float = 30.0,
+        loras: LoraFolder | None = None,
     ) -> None:
         self._server_setting = server
+        self._loras = loras
         self._flavour = flavour
         self._threads = threads
         self._load_timeout_s = load_timeout_s
@@ -175,6 +184,7 @@ class SdcppBackend:
             load_timeout_s=self._load_timeout_s,
             records=self._records,
             request_timeout_s=self._request_timeout_s,
+            loras=self._loras,
         )
         model.start()
         return model
@@ -186,6 +196,9 @@ class SdcppBackend:
             arguments += ["--type", files.weight_type]
         if self._threads:
             arguments += ["--threads", str(self._threads)]
+        if self._loras is not None:
+            # A request's LoRAs apply beside the weights for its job only; an entry's options may say otherwise.
+            arguments += ["--lora-model-dir", str(self._loras.root), "--lora-apply-mode", "at_runtime"]
         return [*arguments, *files.options]
 
     def _resolve(self, spec: ModelSpec, *, pulling: bool) -> dict[str, str]:
@@ -233,8 +246,10 @@ class SdcppModel:
         load_timeout_s: float,
         records: Path | None = None,
         request_timeout_s: float = 30.0,
+        loras: LoraFolder | None = None,
     ) -> None:
         self.spec = spec
+        self._loras = loras
         self._records = records
         self._request_timeout_s = request_timeout_s
         self._binary = binary
@@ -281,6 +296,7 @@ class SdcppModel:
             while not server.steps.empty():
                 server.steps.get_nowait()
             body = self._body(request)
+            server.clear_lora_reports()
             try:
                 submitted = server.client.post("/sdcpp/v1/img_gen", json=body)
             except httpx.TransportError as exc:
@@ -292,14 +308,18 @@ class SdcppModel:
                 )
             job_id = str(submitted.json()["id"])
             image = self._follow(server, job_id, on_progress, should_cancel)
+            applied = server.lora_reports()
+        runtime: dict[str, Any] = {
+            "engine": "sdcpp",
+            "sample_method": body["sample_params"].get("sample_method", "model default"),
+            "scheduler": body["sample_params"].get("scheduler", "model default"),
+            "options": list(_sdcpp(self.spec).options),
+        }
+        if request.loras:
+            runtime["lora_tensors_applied"] = self._applied(request, applied)
         return Generated(
             image=image,
-            runtime={
-                "engine": "sdcpp",
-                "sample_method": body["sample_params"].get("sample_method", "model default"),
-                "scheduler": body["sample_params"].get("scheduler", "model default"),
-                "options": list(_sdcpp(self.spec).options),
-            },
+            runtime=runtime,
             sampler=request.sampler,
             schedule=None if request.schedule is Schedule.DEFAULT else request.schedule,
         )
@@ -410,7 +430,28 @@ class SdcppModel:
                 body["strength"] = request.strength
         if request.task is Task.INPAINT and request.mask_image is not None:
             body["mask_image"] = _png(request.mask_image.convert("L"))
+        if request.loras:
+            body["lora"] = [
+                {"path": self._lora_file(lora.name).name, "multiplier": lora.weight} for lora in request.loras
+            ]
         return body
+
+    def _lora_file(self, name: str) -> Path:
+        """The file of LoRA `name` in the folder the child was started with; `LoraNotFound` when it is gone."""
+        if self._loras is None:
+            raise LoraNotFound(f"No LoRA named {name!r}: this engine has no LoRA folder.", hint="Send no loras.")
+        return self._loras.find(name).path
+
+    def _applied(self, request: GenerationRequest, reports: dict[str, str]) -> dict[str, str]:
+        """How many of each LoRA's tensors the child applied ("256/256"), as it printed them: a LoRA made for
+        another architecture loads but matches none of the model's layers, and changes nothing."""
+        applied = {}
+        for lora in request.loras:
+            said = reports.get(self._lora_file(lora.name).name)
+            applied[lora.name] = said if said is not None else "not reported"
+            if said is not None and said.startswith("0/"):
+                log.warning("LoRA %s matched no layer of %s: it changed nothing", lora.name, self.spec.key)
+        return applied
 
     def count_tokens(self, prompt: str) -> tuple[int, int] | None:
         """sd.cpp does not say; the policy treats the prompt as unbounded."""

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 #: A sampling step as the library prints it: "<bar> 3/20 - 1.25s/it" (or "it/s"); loading prints "MB/s" instead.
 _STEP = re.compile(r"(\d+)/(\d+) - [\d.]+(?:s/it|it/s)")
+#: What the library prints once it has applied a LoRA: "(256 / 256) LoRA tensors have been applied, lora_file_path = …".
+_LORA_APPLIED = re.compile(r"\((\d+) / (\d+)\) LoRA tensors have been applied, lora_file_path = (.+)$")
 #: How much of the child's output an error message quotes.
 _TAIL_LINES = 30
 #: How often a start checks whether the child answers yet.
@@ -61,6 +63,9 @@ class SdServer:
         self._tail: deque[str] = deque(maxlen=_TAIL_LINES)
         #: (step, total) as the child prints them, for the job in hand to drain
         self.steps: queue.Queue[tuple[int, int]] = queue.Queue()
+        #: "applied/total" LoRA tensors by LoRA file name, as printed since `clear_lora_reports`
+        self._lora_reports: dict[str, str] = {}
+        self._reports_lock = threading.Lock()
         self.client: httpx.Client | None = None
 
     @property
@@ -124,6 +129,16 @@ class SdServer:
         except subprocess.TimeoutExpired:
             return None
 
+    def clear_lora_reports(self) -> None:
+        """Forget the LoRA reports printed so far (before a job starts)."""
+        with self._reports_lock:
+            self._lora_reports.clear()
+
+    def lora_reports(self) -> dict[str, str]:
+        """How many tensors of each LoRA file the child applied since `clear_lora_reports` ("256/256" by name)."""
+        with self._reports_lock:
+            return dict(self._lora_reports)
+
     def output_tail(self) -> str:
         """The child's last lines of output, for error messages."""
         lines = [line for line in self._tail if line.strip()]
@@ -170,6 +185,10 @@ class SdServer:
         if match:
             self.steps.put((int(match.group(1)), int(match.group(2))))
             return
+        applied = _LORA_APPLIED.search(line.strip())
+        if applied:
+            with self._reports_lock:
+                self._lora_reports[Path(applied.group(3)).name] = f"{applied.group(1)}/{applied.group(2)}"
         if line.strip():
             self._tail.append(line.strip())
             log.debug("sd-server[%s]: %s", self._name, line.rstrip())
