@@ -6,7 +6,8 @@ denoising loop, progress, previews, cancelling, img2img and inpaint run unchange
 are kept on disk, keyed by model, weights digest, network, shapes, precision and OpenVINO version, so only the
 first use of a shape pays the conversion; an entry that no longer reads or compiles is converted again. A call
 OpenVINO cannot take (a tiled decode, arguments the converted call lacks) or a network whose conversion failed
-runs in torch, with the reason logged once. With int8 the UNet is quantized by NNCF (post-training, weights and
+runs in torch, with the reason logged once; so does the UNet while a request's LoRAs are applied to it as torch
+adapters, which its converted model does not have. With int8 the UNet is quantized by NNCF (post-training, weights and
 activations), calibrated on the UNet's inputs for a few fixed prompts.
 """
 
@@ -156,11 +157,23 @@ class OpenVINONetworks:
         self._compiled: dict[tuple[str, tuple[tuple[int, ...], ...]], Any] = {}
         #: network -> why it runs in torch for good (its conversion failed)
         self._refused: dict[str, str] = {}
+        #: network -> why it runs in torch for the generation in hand (`in_torch`)
+        self._held: dict[str, str] = {}
 
     def start_request(self) -> Report:
         """A new report for the generation that starts now; the previous one is dropped."""
         self.report = Report()
         return self.report
+
+    @contextmanager
+    def in_torch(self, name: str, reason: str) -> Iterator[None]:
+        """Network `name` runs in torch inside the block: its converted model lacks what the torch module has
+        for now (a request's LoRA adapters)."""
+        self._held[name] = reason
+        try:
+            yield
+        finally:
+            self._held.pop(name, None)
 
     # -- attaching to networks ------------------------------------------------------------------------------
 
@@ -224,6 +237,9 @@ class OpenVINONetworks:
     def _run(self, name: str, digest: str, module: Any, inputs: Sequence[Any]) -> Any:
         """The network's output for `inputs` from OpenVINO, or None where this call runs in torch."""
         torch = import_torch()
+        if name in self._held:
+            self.report.torch_fallback[name] = self._held[name]
+            return None
         shapes = tuple(tuple(int(n) for n in x.shape) for x in inputs)
         key = (name, shapes)
         if key not in self._compiled:

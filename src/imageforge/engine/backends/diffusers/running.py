@@ -10,6 +10,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from typing import Any
 
@@ -188,7 +189,7 @@ class DiffusersModel:
         failure = None
         try:
             # Outside inference mode: the adapters' layers are made here and removed when the block ends.
-            with self._loras.applied(pipe, request.loras), torch.inference_mode():
+            with self._loras.applied(pipe, request.loras), self._adapters_in_torch(request), torch.inference_mode():
                 arguments |= self._prompt_embeddings(pipe, request)
                 images = pipe(**arguments).images
                 image = _tiny_decode(self._fast_decoder, images) if fast else images[0]
@@ -232,6 +233,13 @@ class DiffusersModel:
         if key not in self._schedulers:
             self._schedulers[key] = sampling.build(self._own_scheduler, *key)
         return self._schedulers[key]
+
+    def _adapters_in_torch(self, request: GenerationRequest) -> AbstractContextManager[None]:
+        """The UNet in torch for a request with LoRAs on OpenVINO: the adapters are torch layers, which the
+        converted model does not have."""
+        if self._openvino is None or not request.loras:
+            return nullcontext()
+        return self._openvino.in_torch("unet", "a request's LoRAs apply to the torch UNet")
 
     def _prompt_embeddings(self, pipe: Any, request: GenerationRequest) -> dict[str, Any]:
         """The prompt's embeddings from a small LRU, so a repeated prompt skips the text encoder.
