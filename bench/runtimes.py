@@ -1,6 +1,7 @@
-"""Benchmark: plain diffusers against imageforge on torch bf16, OpenVINO bf16 and OpenVINO int8, in one run.
+"""Benchmark: plain diffusers against imageforge on torch bf16, OpenVINO bf16, OpenVINO int8 and stable-diffusion.cpp.
 
     python bench/runtimes.py [--model sd-turbo] [--size 512] [--steps 1] [--rounds 3] [--json]
+                             [--engines torch openvino int8 sdcpp]
     python bench/runtimes.py --attention [--size 512] [--rounds 5]
 
 It builds the model's architecture with random weights (`bench/engine.py`'s `build`: compute does not depend on
@@ -15,6 +16,11 @@ load and one generation) and its time from start to the first image, OpenVINO's 
 how far the UNet's output on fixed latents is from fp32's in each runtime (the largest difference relative to
 the largest value, and the RMS of the difference relative to the RMS of the output): with random weights this
 is a numeric distance, not image quality.
+
+The `sdcpp` group (sd-turbo only; needs `./start.sh sdcpp-build`) runs the same random weights on
+stable-diffusion.cpp as the service does (bench/sdcpp.py's `sd-server` child, converting to f16 and to q8_0 at
+load), alternating with plain diffusers like the others; its stages are not split, and its load time and the
+children's peak memory are reported with the group.
 
 `--attention` times only the UNet's largest self-attention (sd-turbo's first block: 4096 tokens at 512 px, 5
 heads of 64), torch's SDPA in bf16 against the same call converted to OpenVINO (its fused
@@ -34,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +52,9 @@ import engine as bench  # noqa: E402  (bench/engine.py)
 
 from imageforge.engine.protocol import EngineOptions  # noqa: E402
 
-VARIANTS = ("baseline", "torch", "torch_fast", "openvino", "openvino_fast", "int8", "int8_fast")
+VARIANTS = (
+    "baseline", "torch", "torch_fast", "openvino", "openvino_fast", "int8", "int8_fast", "sdcpp_f16", "sdcpp_q8_0",
+)  # fmt: skip
 NAMES = {
     "baseline": "plain diffusers",
     "torch": "torch bf16",
@@ -54,7 +63,13 @@ NAMES = {
     "openvino_fast": "OpenVINO fast",
     "int8": "OpenVINO int8",
     "int8_fast": "OV int8 fast",
+    "sdcpp_f16": "sd.cpp f16",
+    "sdcpp_q8_0": "sd.cpp q8_0",
 }
+#: The sd-server children of the running group, stopped when it ends.
+CHILDREN: list[Any] = []
+#: The stable-diffusion.cpp group's variants: its weight type at load (`sd-server --type`).
+SDCPP = {"sdcpp_f16": "f16", "sdcpp_q8_0": "q8_0"}
 ENGINES = {"torch": ("torch", "auto"), "openvino": ("openvino", "auto"), "int8": ("openvino", "int8")}
 
 
@@ -83,6 +98,9 @@ def run_group(
     loaded: dict[str, Any] = {"baseline": plain}
     reports: dict[str, Any] = {}
     for engine in engines:
+        if engine == "sdcpp":
+            runners |= sdcpp_runners(args, folder, reports)
+            continue
         model = load(engine, args, folder, taesd, workdir)
         loaded[engine] = model
         for decoder, variant in (("full", engine), ("fast", f"{engine}_fast")):
@@ -107,7 +125,39 @@ def run_group(
                 first[variant] = {"total_s": round(timing["total"], 2)}
                 if "openvino" in reports.get(variant, {}):
                     first[variant]["openvino"] = reports[variant]["openvino"]
+    for variant in SDCPP:
+        if variant in reports:
+            first[variant] |= reports[variant]
     return runs, first, loaded
+
+
+def sdcpp_runners(
+    args: argparse.Namespace, folder: Path, reports: dict[str, Any]
+) -> dict[str, tuple[Callable[[str], Any], bench.Networks]]:
+    """sd-server children for `folder` at f16 and q8_0, as runners (no stages: the child's time is one total);
+    `reports` gets each one's load time and, after every run, its peak memory so far."""
+    import sdcpp as sdcpp_bench  # bench/sdcpp.py
+    from imageforge.engine.backends.sdcpp import SdcppBackend
+
+    if args.model != "sd-turbo":
+        raise SystemExit("the sdcpp group runs the sd-turbo architecture only")
+    backend = SdcppBackend()
+    runners: dict[str, tuple[Callable[[str], Any], bench.Networks]] = {}
+    for variant, weight_type in SDCPP.items():
+        spec = sdcpp_bench.sdcpp_spec(sdcpp_bench.sdcpp_folder(folder), weight_type, args.size, args.steps)
+        started = time.perf_counter()
+        model = backend.load(spec)
+        reports[variant] = {"load_s": round(time.perf_counter() - started, 2)}
+        CHILDREN.append(model)
+
+        def run(prompt: str, model: Any = model, spec: Any = spec, variant: str = variant) -> Any:
+            request = replace(sdcpp_bench.request(spec.key, args.size, args.steps), prompt=prompt)
+            image = model.generate(request, bench._ignore, bench._never).image
+            reports[variant]["peak_rss_mb"] = round(sdcpp_bench.child_peak_mb(model))
+            return image
+
+        runners[variant] = (run, [])
+    return runners
 
 
 def _request(model: Any, prompt: str, args: argparse.Namespace, decoder: str) -> Any:
@@ -268,7 +318,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="end with one line of JSON")
     parser.add_argument("--attention", action="store_true", help="time the 4096-token self-attention only")
     parser.add_argument("--reuse", help="a workdir kept from an earlier run: its model and cache, no first uses")
-    parser.add_argument("--engines", nargs="+", choices=sorted(ENGINES), default=list(ENGINES))
+    parser.add_argument("--engines", nargs="+", choices=[*ENGINES, "sdcpp"], default=list(ENGINES))
     parser.add_argument("--fresh", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--taesd", help=argparse.SUPPRESS)
@@ -291,26 +341,34 @@ def main() -> int:
         # First uses in their own processes, one at a time: converting holds a float32 copy of the network,
         # which beside the alternating models would not fit a 24 GB machine shared with others.
         firsts = {}
-        for variant in [] if args.reuse else ("openvino", "openvino_fast", *([] if args.no_int8 else ["int8"])):
+        converting = [engine for engine in ("openvino", "int8") if engine in args.engines]
+        converting = [e for e in converting if not (args.no_int8 and e == "int8")]
+        if "openvino" in converting:
+            converting.insert(1, "openvino_fast")
+        for variant in [] if args.reuse else converting:
             print(f"first use: {variant}", file=sys.stderr)
             firsts[variant] = fresh_process(variant, args, folder, taesd, workdir)
             print(f"first use: {variant}: {json.dumps(firsts[variant])}", file=sys.stderr)
-        groups, distances = [], {}
+        groups, distances, warm_ups = [], {}, []
         # One engine beside plain diffusers per group: three models loaded at once did not fit the 24 GB
         # machine shared with other work
         for engines in [[engine] for engine in args.engines if not (args.no_int8 and engine == "int8")]:
             runs, first, loaded = run_group(engines, args, folder, taesd, workdir)
             groups.append(medians(runs))
+            warm_ups.append(first)
             print(f"group {engines}: {json.dumps(groups[-1])}; first use: {json.dumps(first)}", file=sys.stderr)
-            outputs = unet_outputs(loaded, args.size)
+            outputs = unet_outputs(loaded, args.size) if len(loaded) > 1 else {}
             distances |= {
                 name: distance(out, outputs["baseline"]) for name, out in outputs.items() if name != "baseline"
             }
             print(f"UNet distance vs fp32: {json.dumps(distances)}", file=sys.stderr)
             del loaded, outputs
+            while CHILDREN:
+                CHILDREN.pop().close()
             gc.collect()
         fresh = {}
-        for variant in ("baseline", *args.engines, *(["openvino_fast"] if "openvino" in args.engines else [])):
+        fresh_variants = [engine for engine in args.engines if engine != "sdcpp"]
+        for variant in ("baseline", *fresh_variants, *(["openvino_fast"] if "openvino" in args.engines else [])):
             print(f"fresh process: {variant}", file=sys.stderr)
             fresh[variant] = fresh_process(variant, args, folder, taesd, workdir)
     info = bench.machine("cpu")
@@ -332,6 +390,7 @@ def main() -> int:
                     "rounds": args.rounds,
                     "groups": [{v: {k: round(x, 3) for k, x in m.items()} for v, m in g.items()} for g in groups],
                     "first_use": firsts,
+                    "warm_up": warm_ups,
                     "fresh_process": fresh,
                     "unet_distance_vs_fp32": distances,
                     "machine": info,
