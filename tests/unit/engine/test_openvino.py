@@ -186,6 +186,52 @@ def test_img2img_runs_the_vae_encoder_on_openvino_too(first_use: tuple[Diffusers
     assert "vae_encoder" in edited.runtime["openvino"]["networks"]
 
 
+def _mapped_from(path: Path) -> list[tuple[int, int]]:
+    """The address ranges of this process that map `path` (from /proc/self/maps)."""
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == str(path):
+            start, end = (int(address, 16) for address in fields[0].split("-"))
+            ranges.append((start, end))
+    return ranges
+
+
+def _unet_mapped_from(model: DiffusersModel, cache: Path) -> bool:
+    [parked] = cache.glob("torch-unet-*.pt")
+    ranges = _mapped_from(parked)
+    pointers = [parameter.data_ptr() for parameter in model.pipeline.unet.parameters()]
+    return bool(ranges) and all(any(start <= at < end for start, end in ranges) for at in pointers)
+
+
+@needs_openvino
+def test_while_openvino_runs_the_unet_its_torch_weights_are_mapped_from_the_cache_not_held_in_memory(
+    models_path: Path, cache: Path, first_use: tuple[DiffusersModel, Generated]
+) -> None:
+    model, first = first_use
+    assert _unet_mapped_from(model, cache), "every UNet weight lies in the mapped file"
+
+    again = _load(models_path, cache)
+    assert _unet_mapped_from(again, cache)
+    assert again.generate(tiny_request(), _ignore, never_cancel).image.tobytes() == first.image.tobytes()
+
+
+@needs_openvino
+def test_a_broken_file_of_mapped_weights_is_written_again(
+    models_path: Path, cache: Path, first_use: tuple[DiffusersModel, Generated], tmp_path: Path
+) -> None:
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    [parked] = copy.glob("torch-unet-*.pt")
+    parked.write_bytes(b"not weights")
+
+    model = _load(models_path, copy)
+
+    assert parked.stat().st_size > len(b"not weights")
+    assert _unet_mapped_from(model, copy)
+    assert model.generate(tiny_request(), _ignore, never_cancel).image.tobytes() == first_use[1].image.tobytes()
+
+
 @needs_openvino
 def test_a_broken_cache_entry_is_converted_again(
     models_path: Path, cache: Path, first_use: tuple[DiffusersModel, Generated], tmp_path: Path

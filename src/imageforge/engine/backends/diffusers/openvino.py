@@ -7,7 +7,12 @@ are kept on disk, keyed by model, weights digest, network, shapes, precision and
 first use of a shape pays the conversion; an entry that no longer reads or compiles is converted again. A call
 OpenVINO cannot take (a tiled decode, arguments the converted call lacks) or a network whose conversion failed
 runs in torch, with the reason logged once; so does the UNet while a request's LoRAs are applied to it as torch
-adapters, which its converted model does not have. With int8 the UNet is quantized by NNCF (post-training, weights and
+adapters, which its converted model does not have.
+
+While OpenVINO runs the UNet, the torch UNet's weights are rarely used (another shape's conversion, a job with
+LoRAs), yet they were as large as the compiled model. They are parked: written once beside the converted models
+and mapped back from that file, so they take memory only while something reads them, and the kernel can drop
+those pages again (ADR 0025). With int8 the UNet is quantized by NNCF (post-training, weights and
 activations), calibrated on the UNet's inputs for a few fixed prompts.
 """
 
@@ -159,6 +164,8 @@ class OpenVINONetworks:
         self._refused: dict[str, str] = {}
         #: network -> why it runs in torch for the generation in hand (`in_torch`)
         self._held: dict[str, str] = {}
+        #: network -> (its torch module, the file its weights are mapped from while OpenVINO runs it)
+        self._parked: dict[str, tuple[Any, Path]] = {}
 
     def start_request(self) -> Report:
         """A new report for the generation that starts now; the previous one is dropped."""
@@ -181,6 +188,8 @@ class OpenVINONetworks:
         """Run `unet` (a UNet2DConditionModel) through OpenVINO for the calls it can take."""
         original = unet.forward
         digest = weights_digest(unet)
+        self._parked["unet"] = (unet, self._cache_dir / f"torch-unet-{digest}.pt")
+        self._park("unet")
         from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
         def forward(
@@ -280,6 +289,8 @@ class OpenVINONetworks:
                 request = None if saved else self._core.compile_model(model, "CPU", self._config)
                 del model
                 gc.collect()
+            # Back in its own dtype, the module holds fresh copies of its weights: mapped from the file again.
+            self._park(name)
             compiled = request or self._core.compile_model(str(xml), "CPU", self._config)
             request = compiled.create_infer_request()
         except Exception as exc:
@@ -332,6 +343,31 @@ class OpenVINONetworks:
             subset_size=len(samples),
             model_type=nncf.ModelType.TRANSFORMER,
         )
+
+    def _park(self, name: str) -> None:
+        """Map network `name`'s torch weights from their file in the cache (written the first time, and again
+        when it does not read back), in place of the copies in memory; left in memory, with the reason logged,
+        when that cannot be done."""
+        if name not in self._parked:
+            return
+        module, path = self._parked[name]
+        torch = import_torch()
+        for attempt in (1, 2):
+            try:
+                if not path.is_file():
+                    self._cache_dir.mkdir(parents=True, exist_ok=True)
+                    staging = path.with_name(f".{path.name}.{id(self)}")
+                    torch.save(module.state_dict(), staging)
+                    staging.rename(path)
+                module.load_state_dict(torch.load(path, mmap=True, weights_only=True), assign=True)
+            except Exception as exc:  # a full disk, a broken file: in memory, the weights cost memory only
+                log.warning("could not map the torch weights of %s from %s: %s", name, path, exc)
+                path.unlink(missing_ok=True)
+                if attempt == 2:
+                    return
+                continue
+            break
+        gc.collect()
 
     def _save(self, model: Any, folder: Path) -> bool:
         """Write `model` under `folder` whole or not at all: into a sibling folder, then renamed; whether it was."""
