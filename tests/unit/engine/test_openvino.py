@@ -186,6 +186,18 @@ def test_img2img_runs_the_vae_encoder_on_openvino_too(first_use: tuple[Diffusers
     assert "vae_encoder" in edited.runtime["openvino"]["networks"]
 
 
+BROKEN = b"not what it was"
+
+
+def _copy_breaking(cache: Path, tmp_path: Path, pattern: str) -> tuple[Path, Path]:
+    """A copy of the cache whose one file matching `pattern` is overwritten with `BROKEN`; the copy and the file."""
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    [broken] = copy.glob(pattern)
+    broken.write_bytes(BROKEN)
+    return copy, broken
+
+
 def _mapped_from(path: Path) -> list[tuple[int, int]]:
     """The address ranges of this process that map `path` (from /proc/self/maps)."""
     ranges = []
@@ -220,14 +232,11 @@ def test_while_openvino_runs_the_unet_its_torch_weights_are_mapped_from_the_cach
 def test_a_broken_file_of_mapped_weights_is_written_again(
     models_path: Path, cache: Path, first_use: tuple[DiffusersModel, Generated], tmp_path: Path
 ) -> None:
-    copy = tmp_path / "cache"
-    shutil.copytree(cache, copy)
-    [parked] = copy.glob("torch-unet-*.pt")
-    parked.write_bytes(b"not weights")
+    copy, parked = _copy_breaking(cache, tmp_path, "torch-unet-*.pt")
 
     model = _load(models_path, copy)
 
-    assert parked.stat().st_size > len(b"not weights")
+    assert parked.stat().st_size > len(BROKEN)
     assert _unet_mapped_from(model, copy)
     assert model.generate(tiny_request(), _ignore, never_cancel).image.tobytes() == first_use[1].image.tobytes()
 
@@ -236,16 +245,13 @@ def test_a_broken_file_of_mapped_weights_is_written_again(
 def test_a_broken_cache_entry_is_converted_again(
     models_path: Path, cache: Path, first_use: tuple[DiffusersModel, Generated], tmp_path: Path
 ) -> None:
-    copy = tmp_path / "cache"
-    shutil.copytree(cache, copy)
-    [decoder_entry] = copy.glob("vae_decoder-*")
-    (decoder_entry / "model.bin").write_bytes(b"not a model")
+    copy, decoder_weights = _copy_breaking(cache, tmp_path, "vae_decoder-*/model.bin")
 
     again = _load(models_path, copy).generate(tiny_request(), _ignore, never_cancel)
 
     assert again.runtime["openvino"]["converted"] == ["vae_decoder"]
     assert again.runtime["openvino"]["from_cache"] == ["unet"]
-    assert (decoder_entry / "model.bin").stat().st_size > len(b"not a model")
+    assert decoder_weights.stat().st_size > len(BROKEN)
     difference = np.abs(_pixels(again.image) - _pixels(first_use[1].image))
     assert difference.mean() <= MEAN_PIXEL_TOLERANCE
 

@@ -63,7 +63,7 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
-def _trim() -> None:
+def trim_heap() -> None:
     """Give the memory glibc's allocator holds free back to the system (nothing where the C library is not glibc)."""
     trim = _malloc_trim()
     if trim is not None:
@@ -131,7 +131,7 @@ class DeviceMemory:
     @contextmanager
     def _resident_set(self) -> Iterator[PeakReading]:
         reading = PeakReading()
-        _trim()
+        trim_heap()
         measurable = _reset_high_water_mark()
         base = _status_kb("VmRSS")
         try:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from imageforge.engine.backends.diffusers.device import import_torch
+from imageforge.engine.backends.memory import trim_heap
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +368,10 @@ class OpenVINONetworks:
                     return
                 continue
             break
+        # The copies just dropped go back to the system, not to the allocator's free lists, where they would
+        # still count as this process's memory.
         gc.collect()
+        trim_heap()
 
     def _save(self, model: Any, folder: Path) -> bool:
         """Write `model` under `folder` whole or not at all: into a sibling folder, then renamed; whether it was."""
