@@ -22,6 +22,10 @@ stable-diffusion.cpp as the service does (bench/sdcpp.py's `sd-server` child, co
 load), alternating with plain diffusers like the others; its stages are not split, and its load time and the
 children's peak memory are reported with the group.
 
+`--sequential` runs plain diffusers' rounds first and unloads it before loading the engine, for models whose
+fp32 baseline and converted engine do not fit in memory together (SDXL on 24 GB); the ratios then come from
+rounds taken minutes apart, which needs a quiet machine, and the fidelity check (both UNets loaded) is left out.
+
 `--attention` times only the UNet's largest self-attention (sd-turbo's first block: 4096 tokens at 512 px, 5
 heads of 64), torch's SDPA in bf16 against the same call converted to OpenVINO (its fused
 ScaledDotProductAttention) with the bf16 hint, and reports GFLOP/s of each.
@@ -41,6 +45,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -88,15 +93,22 @@ def load(engine: str, args: argparse.Namespace, folder: Path, taesd: Path, workd
 def run_group(
     engines: list[str], args: argparse.Namespace, folder: Path, taesd: Path, workdir: Path
 ) -> tuple[dict[str, list[dict[str, float]]], dict[str, Any], dict[str, Any]]:
-    """Timed runs of plain diffusers and `engines` (each with the full VAE and the fast decoder), alternating;
-    the warm-up of each (with what OpenVINO reported), and the loaded models for the fidelity check."""
-    family = bench.MODELS[args.model][1]
-    plain = bench.Baseline(folder, family, "cpu")
+    """Timed runs of plain diffusers and `engines` (each with the full VAE and the fast decoder), alternating
+    (with `--sequential`, plain diffusers' rounds first and then, with it unloaded, the engines'); the warm-up of
+    each (with what OpenVINO reported), and the loaded models for the fidelity check."""
+    plain = bench.Baseline(folder, bench.MODELS[args.model][1], "cpu")
     runners: dict[str, tuple[Callable[[str], Any], bench.Networks]] = {
-        "baseline": (lambda p: plain(p, args.size, args.steps), plain.networks())
+        "baseline": (partial(plain, size=args.size, steps=args.steps), plain.networks())
     }
     loaded: dict[str, Any] = {"baseline": plain}
     reports: dict[str, Any] = {}
+    runs: dict[str, list[dict[str, float]]] = {}
+    first: dict[str, Any] = {}
+    if args.sequential:
+        alternate(runners, args, reports, runs, first)
+        del plain
+        runners, loaded = {}, {}
+        gc.collect()
     for engine in engines:
         if engine == "sdcpp":
             runners |= sdcpp_runners(args, folder, reports)
@@ -112,8 +124,23 @@ def run_group(
                 return generated.image
 
             runners[variant] = (run, model.networks())
-    runs: dict[str, list[dict[str, float]]] = {variant: [] for variant in runners}
-    first: dict[str, Any] = {}
+    alternate(runners, args, reports, runs, first)
+    for variant in SDCPP:
+        if variant in reports:
+            first[variant] |= reports[variant]
+    return runs, first, loaded
+
+
+def alternate(
+    runners: dict[str, tuple[Callable[[str], Any], bench.Networks]],
+    args: argparse.Namespace,
+    reports: dict[str, Any],
+    runs: dict[str, list[dict[str, float]]],
+    first: dict[str, Any],
+) -> None:
+    """A warm-up round, then `args.rounds` timed ones, each running every runner once; into `runs` and `first`."""
+    for variant in runners:
+        runs[variant] = []
     for round_ in range(args.rounds + 1):  # round 0 is the warm-up
         for variant, (run, networks) in runners.items():
             prompt = f"{bench.PROMPT}, study {round_}{VARIANTS.index(variant)}"
@@ -125,10 +152,6 @@ def run_group(
                 first[variant] = {"total_s": round(timing["total"], 2)}
                 if "openvino" in reports.get(variant, {}):
                     first[variant]["openvino"] = reports[variant]["openvino"]
-    for variant in SDCPP:
-        if variant in reports:
-            first[variant] |= reports[variant]
-    return runs, first, loaded
 
 
 def sdcpp_runners(
@@ -318,6 +341,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="end with one line of JSON")
     parser.add_argument("--attention", action="store_true", help="time the 4096-token self-attention only")
     parser.add_argument("--reuse", help="a workdir kept from an earlier run: its model and cache, no first uses")
+    parser.add_argument(
+        "--sequential", action="store_true", help="plain diffusers' rounds first, then the engines' (less memory)"
+    )
     parser.add_argument("--engines", nargs="+", choices=[*ENGINES, "sdcpp"], default=list(ENGINES))
     parser.add_argument("--fresh", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -357,7 +383,7 @@ def main() -> int:
             groups.append(medians(runs))
             warm_ups.append(first)
             print(f"group {engines}: {json.dumps(groups[-1])}; first use: {json.dumps(first)}", file=sys.stderr)
-            outputs = unet_outputs(loaded, args.size) if len(loaded) > 1 else {}
+            outputs = unet_outputs(loaded, args.size) if "baseline" in loaded and len(loaded) > 1 else {}
             distances |= {
                 name: distance(out, outputs["baseline"]) for name, out in outputs.items() if name != "baseline"
             }
