@@ -9,6 +9,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -888,4 +889,45 @@ def test_the_advanced_sampler_and_schedule_offer_the_servers_choices_and_go_with
 
     [job] = service.list_jobs()
     assert (job.payload["sampler"], job.payload["schedule"]) == ("dpmpp_2m", "karras")
+    page.close()
+
+
+def test_the_advanced_loras_list_the_servers_folder_go_with_the_request_and_come_back_with_a_restore(
+    browser: Browser, loras: Path, served: str, service: ImageService
+) -> None:
+    page = _open(browser, served)
+    page.get_by_text("Advanced").click()
+
+    # The folder's safetensors files, not its pickle.
+    expect(page.locator("#loras .lora")).to_have_count(2)
+    expect(page.locator("#loras-none")).to_be_hidden()
+    page.get_by_label("one (", exact=False).check()
+    page.get_by_label("Weight of one").fill("3")
+    _generate(page, seed=5)
+    expect(page.get_by_role("alert")).to_have_text("The weight of one must be a number from -2 to 2.")
+    expect(page.get_by_label("Weight of one")).to_be_focused()
+
+    page.get_by_label("Weight of one").fill("0.5")
+    _generate(page, prompt="a fox with a LoRA", seed=5)
+    _wait_for_result_image(page)
+    [job] = service.list_jobs()
+    assert job.payload["loras"] == [{"name": "one", "weight": 0.5}]
+
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    page.get_by_text("Advanced").click()
+    expect(page.get_by_label("one (", exact=False)).not_to_be_checked()
+    page.get_by_role("button", name="Restore: a fox with a LoRA").click()
+    expect(page.get_by_label("one (", exact=False)).to_be_checked()
+    expect(page.get_by_label("Weight of one")).to_have_value("0.5")
+    expect(page.get_by_label("two (", exact=False)).not_to_be_checked()
+    page.close()
+
+
+def test_without_loras_the_advanced_section_says_where_they_come_from(browser: Browser, served: str) -> None:
+    page = _open(browser, served)
+    page.get_by_text("Advanced").click()
+
+    expect(page.locator("#loras .lora")).to_have_count(0)
+    expect(page.locator("#loras-none")).to_contain_text("IMAGEFORGE_LORA_DIR")
     page.close()

@@ -274,6 +274,7 @@ async function loadModels() {
 async function loadFields() {
   const body = await api("/openapi.json");
   state.fields = body.components.schemas.JobBody.properties;
+  state.loraWeight = body.components.schemas.LoraWeight.properties.weight;
   const seed = declared("seed");
   $("seed-help").textContent = `A whole number from ${seed.minimum} to ${seed.maximum}; empty means a new random seed each time.`;
   for (const [id, name] of [["steps", "steps"], ["guidance", "guidance"], ["count", "n"], ["width", "width"], ["height", "height"]]) {
@@ -290,6 +291,56 @@ async function loadFields() {
     for (const value of body.components.schemas[schema]?.enum || []) {
       if (![...$(id).options].some((o) => o.value === value)) $(id).append(new Option(value, value));
     }
+  }
+}
+
+// The LoRAs of the server's LoRA folder, each a checkbox and a weight: the checked ones go with the request.
+async function loadLoras() {
+  const { loras } = await api("/loras");
+  const weight = state.loraWeight;
+  $("loras-none").hidden = loras.length > 0;
+  for (const lora of loras) {
+    const row = document.createElement("div");
+    row.className = "lora";
+    row.dataset.name = lora.name;
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.id = `lora-${lora.name}`;
+    const label = document.createElement("label");
+    label.htmlFor = box.id;
+    label.textContent = `${lora.name} (${lora.size_mb} MB)`;
+    const number = document.createElement("input");
+    Object.assign(number, { type: "number", value: "1", step: "0.05", min: weight.minimum, max: weight.maximum });
+    number.setAttribute("aria-label", `Weight of ${lora.name}`);
+    row.append(box, label, number);
+    $("loras").append(row);
+  }
+}
+
+// The checked LoRAs as the request names them, checked against the declared limits.
+function chosenLoras() {
+  const rows = [...document.querySelectorAll("#loras .lora")].filter((row) => row.querySelector("[type=checkbox]").checked);
+  const most = declared("loras").maxItems;
+  if (most !== undefined && rows.length > most) {
+    throw new FieldError(rows[most].querySelector("[type=checkbox]"), `Choose at most ${most} LoRAs for one image.`);
+  }
+  const { minimum, maximum } = state.loraWeight;
+  return rows.map((row) => {
+    const field = row.querySelector("[type=number]");
+    const weight = Number(field.value);
+    if (field.value.trim() === "" || !Number.isFinite(weight) || weight < minimum || weight > maximum) {
+      throw new FieldError(field, `The weight of ${row.dataset.name} must be a number from ${minimum} to ${maximum}.`);
+    }
+    return { name: row.dataset.name, weight };
+  });
+}
+
+// Check the LoRAs an earlier result applied, at its weights; the others are unchecked.
+function restoreLoras(applied) {
+  const weights = new Map((applied || []).map((lora) => [lora.name, lora.weight]));
+  for (const row of document.querySelectorAll("#loras .lora")) {
+    row.querySelector("[type=checkbox]").checked = weights.has(row.dataset.name);
+    if (weights.has(row.dataset.name)) row.querySelector("[type=number]").value = weights.get(row.dataset.name);
   }
 }
 
@@ -422,6 +473,8 @@ export function requestBody() {
   if ($("decoder").value !== "full") body.decoder = $("decoder").value;
   if ($("sampler").value) body.sampler = $("sampler").value;
   if ($("schedule").value !== "default") body.schedule = $("schedule").value;
+  const loras = chosenLoras();
+  if (loras.length) body.loras = loras;
   const count = checkedNumber("count", "n", "Images") ?? 1;
   if (count > 1) body.n = count;
   if (task !== "text2img") {
@@ -727,6 +780,7 @@ export function restore(job) {
   for (const name of ["sampler", "schedule"]) {
     if ([...$(name).options].some((o) => o.value === r[name])) $(name).value = r[name];
   }
+  restoreLoras(r.loras);
   const task = job.task || r.task || "text2img";
   const radio = document.querySelector(`input[name=task][value=${task}]`);
   if (radio && !radio.disabled) {
@@ -950,6 +1004,7 @@ async function load() {
   clearError();
   try {
     await Promise.all([loadModels(), loadTemplates(), loadPolicy(), loadFields()]);
+    await loadLoras();
     document.body.dataset.ready = "true";
   } catch (error) {
     // A missing or wrong key shows the key field (askForKey) instead.
