@@ -308,7 +308,7 @@ class SdcppModel:
                 )
             job_id = str(submitted.json()["id"])
             image = self._follow(server, job_id, on_progress, should_cancel)
-            applied = server.lora_reports()
+            applied = server.lora_reports({self._lora_file(lora.name).name for lora in request.loras})
         runtime: dict[str, Any] = {
             "engine": "sdcpp",
             "sample_method": body["sample_params"].get("sample_method", "model default"),

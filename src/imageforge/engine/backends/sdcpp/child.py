@@ -65,7 +65,7 @@ class SdServer:
         self.steps: queue.Queue[tuple[int, int]] = queue.Queue()
         #: "applied/total" LoRA tensors by LoRA file name, as printed since `clear_lora_reports`
         self._lora_reports: dict[str, str] = {}
-        self._reports_lock = threading.Lock()
+        self._reports_changed = threading.Condition()
         self.client: httpx.Client | None = None
 
     @property
@@ -131,12 +131,15 @@ class SdServer:
 
     def clear_lora_reports(self) -> None:
         """Forget the LoRA reports printed so far (before a job starts)."""
-        with self._reports_lock:
+        with self._reports_changed:
             self._lora_reports.clear()
 
-    def lora_reports(self) -> dict[str, str]:
-        """How many tensors of each LoRA file the child applied since `clear_lora_reports` ("256/256" by name)."""
-        with self._reports_lock:
+    def lora_reports(self, files: set[str], wait_s: float = 2.0) -> dict[str, str]:
+        """How many tensors of each LoRA file the child applied since `clear_lora_reports` ("256/256" by file
+        name), waiting up to `wait_s` for the reader to reach the report of each of `files` (printed before the
+        job's first step, so normally read long before the job ends)."""
+        with self._reports_changed:
+            self._reports_changed.wait_for(lambda: files <= self._lora_reports.keys(), timeout=wait_s)
             return dict(self._lora_reports)
 
     def output_tail(self) -> str:
@@ -187,8 +190,9 @@ class SdServer:
             return
         applied = _LORA_APPLIED.search(line.strip())
         if applied:
-            with self._reports_lock:
+            with self._reports_changed:
                 self._lora_reports[Path(applied.group(3)).name] = f"{applied.group(1)}/{applied.group(2)}"
+                self._reports_changed.notify_all()
         if line.strip():
             self._tail.append(line.strip())
             log.debug("sd-server[%s]: %s", self._name, line.rstrip())
