@@ -10,8 +10,10 @@ import signal
 from typing import Any
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
+from safetensors.torch import save_file
 
 from imageforge.config import Settings
 from tests.events import job_events, wait_for_end
@@ -83,6 +85,12 @@ def test_a_requests_loras_change_its_image_for_that_job_only_in_the_same_child(
 ) -> None:
     for seed, name in enumerate(("style", "ink"), start=1):
         build_sd_turbo_lora(sdcpp_settings.lora_path / f"{name}.safetensors", seed=seed)
+    # Layers a FLUX transformer has and this UNet does not.
+    foreign = {
+        "transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(4, 3072, dtype=torch.float16),
+        "transformer.single_transformer_blocks.0.attn.to_q.lora_B.weight": torch.zeros(3072, 4, dtype=torch.float16),
+    }
+    save_file(foreign, str(sdcpp_settings.lora_path / "foreign.safetensors"))
 
     def draw(**body: Any) -> tuple[bytes, dict[str, Any]]:
         job = _finished(sdcpp_client, _submit(sdcpp_client, seed=7, use_cache=False, **body))
@@ -101,6 +109,9 @@ def test_a_requests_loras_change_its_image_for_that_job_only_in_the_same_child(
 
     assert len({base, styled, half, both}) == 4, "each LoRA and weight draws another image"
     assert draw()[0] == base, "the LoRAs were taken off after their jobs"
+    # A LoRA for another architecture loads without an error; what was applied says it matched nothing.
+    _, result = draw(loras=[{"name": "foreign", "weight": 1.0}])
+    assert result["runtime"]["lora_tensors_applied"] == {"foreign": "0/2"}
     assert sd_server_children() == [child], "the model was not loaded again for the LoRAs"
 
     missing = sdcpp_client.post("/jobs", json={"prompt": "a lighthouse", **SMALL, "loras": [{"name": "nope"}]})

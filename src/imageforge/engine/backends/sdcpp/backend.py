@@ -444,13 +444,13 @@ class SdcppModel:
 
     def _applied(self, request: GenerationRequest, reports: dict[str, str]) -> dict[str, str]:
         """How many of each LoRA's tensors the child applied ("256/256"), as it printed them: a LoRA made for
-        another architecture loads but matches none of the model's layers, and changes nothing."""
+        another architecture loads, but matches none of the model's layers ("0/8")."""
         applied = {}
         for lora in request.loras:
             said = reports.get(self._lora_file(lora.name).name)
             applied[lora.name] = said if said is not None else "not reported"
             if said is not None and said.startswith("0/"):
-                log.warning("LoRA %s matched no layer of %s: it changed nothing", lora.name, self.spec.key)
+                log.warning("LoRA %s matched no layer of %s: it was made for another model", lora.name, self.spec.key)
         return applied
 
     def count_tokens(self, prompt: str) -> tuple[int, int] | None:
