@@ -299,13 +299,14 @@ async function loadLoras() {
   const { loras } = await api("/loras");
   const weight = state.loraWeight;
   $("loras-none").hidden = loras.length > 0;
-  for (const lora of loras) {
+  for (const row of document.querySelectorAll("#loras .lora")) row.remove();
+  for (const [index, lora] of loras.entries()) {
     const row = document.createElement("div");
     row.className = "lora";
     row.dataset.name = lora.name;
     const box = document.createElement("input");
     box.type = "checkbox";
-    box.id = `lora-${lora.name}`;
+    box.id = `lora-${index}`;  // a file name may hold spaces, which an id may not
     const label = document.createElement("label");
     label.htmlFor = box.id;
     label.textContent = `${lora.name} (${lora.size_mb} MB)`;
