@@ -295,7 +295,9 @@ class SdcppModel:
             assert server.client is not None
             while not server.steps.empty():
                 server.steps.get_nowait()
-            body = self._body(request)
+            # Each LoRA's file in the child's LoRA folder, looked up once for the body and for the report.
+            lora_files = {lora.name: self._lora_file(lora.name).name for lora in request.loras}
+            body = self._body(request, lora_files)
             server.clear_lora_reports()
             try:
                 submitted = server.client.post("/sdcpp/v1/img_gen", json=body)
@@ -308,7 +310,7 @@ class SdcppModel:
                 )
             job_id = str(submitted.json()["id"])
             image = self._follow(server, job_id, on_progress, should_cancel)
-            applied = server.lora_reports({self._lora_file(lora.name).name for lora in request.loras})
+            applied = server.lora_reports(set(lora_files.values()))
         runtime: dict[str, Any] = {
             "engine": "sdcpp",
             "sample_method": body["sample_params"].get("sample_method", "model default"),
@@ -316,7 +318,7 @@ class SdcppModel:
             "options": list(_sdcpp(self.spec).options),
         }
         if request.loras:
-            runtime["lora_tensors_applied"] = self._applied(request, applied)
+            runtime["lora_tensors_applied"] = self._applied(lora_files, applied)
         return Generated(
             image=image,
             runtime=runtime,
@@ -399,7 +401,7 @@ class SdcppModel:
             "memory) and see the server log.",
         )
 
-    def _body(self, request: GenerationRequest) -> dict[str, Any]:
+    def _body(self, request: GenerationRequest, lora_files: dict[str, str]) -> dict[str, Any]:
         files = _sdcpp(self.spec)
         sample: dict[str, Any] = {"sample_steps": request.steps, "guidance": {"txt_cfg": request.guidance}}
         method = SDCPP_SAMPLE_METHODS.get(request.sampler) if request.sampler is not None else files.sample_method
@@ -431,9 +433,7 @@ class SdcppModel:
         if request.task is Task.INPAINT and request.mask_image is not None:
             body["mask_image"] = _png(request.mask_image.convert("L"))
         if request.loras:
-            body["lora"] = [
-                {"path": self._lora_file(lora.name).name, "multiplier": lora.weight} for lora in request.loras
-            ]
+            body["lora"] = [{"path": lora_files[lora.name], "multiplier": lora.weight} for lora in request.loras]
         return body
 
     def _lora_file(self, name: str) -> Path:
@@ -442,15 +442,15 @@ class SdcppModel:
             raise LoraNotFound(f"No LoRA named {name!r}: this engine has no LoRA folder.", hint="Send no loras.")
         return self._loras.find(name).path
 
-    def _applied(self, request: GenerationRequest, reports: dict[str, str]) -> dict[str, str]:
+    def _applied(self, lora_files: dict[str, str], reports: dict[str, str]) -> dict[str, str]:
         """How many of each LoRA's tensors the child applied ("256/256"), as it printed them: a LoRA made for
         another architecture loads, but matches none of the model's layers ("0/8")."""
         applied = {}
-        for lora in request.loras:
-            said = reports.get(self._lora_file(lora.name).name)
-            applied[lora.name] = said if said is not None else "not reported"
+        for name, file in lora_files.items():
+            said = reports.get(file)
+            applied[name] = said if said is not None else "not reported"
             if said is not None and said.startswith("0/"):
-                log.warning("LoRA %s matched no layer of %s: it was made for another model", lora.name, self.spec.key)
+                log.warning("LoRA %s matched no layer of %s: it was made for another model", name, self.spec.key)
         return applied
 
     def count_tokens(self, prompt: str) -> tuple[int, int] | None:
