@@ -97,8 +97,13 @@ def build(model: str, folder: Path) -> tuple[Path, Path]:
         components |= {"text_encoder_2": encoder_2, "tokenizer_2": clip_tokenizer(), "image_encoder": None}
     else:
         components |= {"safety_checker": None, "requires_safety_checker": False}
-    pipeline_class(family)(**components).save_pretrained(folder / model, safe_serialization=True)
-    del components
+    # Like the Hub repositories of sd-turbo and sdxl-turbo, the folder holds fp16 copies beside the fp32 files:
+    # imageforge pulls and loads those where it runs in half precision (bf16 here); plain diffusers' default
+    # loads the fp32 files. The fp32 files are saved last, so the configs they share say float32.
+    pipe = pipeline_class(family)(**components)
+    pipe.to(torch.float16).save_pretrained(folder / model, safe_serialization=True, variant="fp16")
+    pipe.to(torch.float32).save_pretrained(folder / model, safe_serialization=True)
+    del components, pipe
     taesd_config = json.loads((HERE / "configs" / "taesd" / "config.json").read_text())
     taesd_config.pop("block_out_channels", None)  # an old key AutoencoderTiny no longer takes
     AutoencoderTiny.from_config(taesd_config).save_pretrained(folder / taesd_name, safe_serialization=True)

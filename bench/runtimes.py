@@ -3,6 +3,7 @@
     python bench/runtimes.py [--model sd-turbo] [--size 512] [--steps 1] [--rounds 3] [--json]
                              [--engines torch openvino int8 sdcpp]
     python bench/runtimes.py --attention [--size 512] [--rounds 5]
+    python bench/runtimes.py --starts 5 [--engines torch openvino int8]
 
 It builds the model's architecture with random weights (`bench/engine.py`'s `build`: compute does not depend on
 weight values) and loads it as plain `from_pretrained` with diffusers' defaults and through imageforge's backend
@@ -25,6 +26,9 @@ children's peak memory are reported with the group.
 `--sequential` runs plain diffusers' rounds first and unloads it before loading the engine, for models whose
 fp32 baseline and converted engine do not fit in memory together (SDXL on 24 GB); the ratios then come from
 rounds taken minutes apart, which needs a quiet machine, and the fidelity check (both UNets loaded) is left out.
+
+`--starts N` measures only the starts: the first uses, then N cached starts of each variant (a new process from
+its launch to its first image, and its peak memory), the variants in turn.
 
 `--attention` times only the UNet's largest self-attention (sd-turbo's first block: 4096 tokens at 512 px, 5
 heads of 64), torch's SDPA in bf16 against the same call converted to OpenVINO (its fused
@@ -231,6 +235,7 @@ def fresh_process(variant: str, args: argparse.Namespace, folder: Path, taesd: P
     command = [sys.executable, __file__, "--fresh", variant, "--folder", str(folder), "--taesd", str(taesd)]
     command += ["--workdir", str(workdir), "--model", args.model, "--size", str(args.size), "--steps", str(args.steps)]
     started = time.perf_counter()
+    command += ["--launched", repr(time.time())]
     done = subprocess.run(command, check=False, capture_output=True, text=True)
     if done.returncode:
         last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
@@ -242,7 +247,8 @@ def fresh_process(variant: str, args: argparse.Namespace, folder: Path, taesd: P
 
 
 def measure_fresh(variant: str, args: argparse.Namespace) -> None:
-    started = time.perf_counter()
+    """One load and one generation of `variant`; the time to its image counts from the process's launch, so it
+    includes starting the interpreter and every import."""
     folder, taesd, workdir = Path(args.folder), Path(args.taesd), Path(args.workdir)
     decoder = "fast" if variant.endswith("_fast") else "full"
     engine = variant.removesuffix("_fast")
@@ -253,7 +259,7 @@ def measure_fresh(variant: str, args: argparse.Namespace) -> None:
         model = load(engine, args, folder, taesd, workdir)
         generated = model.model.generate(_request(model, bench.PROMPT, args, decoder), bench._ignore, bench._never)
         report = generated.runtime.get("openvino", {})
-    first_image_s = round(time.perf_counter() - started, 2)
+    first_image_s = round(time.time() - args.launched, 2)
     print(json.dumps({"peak_rss_mb": round(bench.high_water_mb()), "first_image_s": first_image_s, **report}))
 
 
@@ -331,6 +337,35 @@ def table(groups: list[dict[str, dict[str, float]]], steps: int) -> str:
     return "\n".join(rows)
 
 
+def starts(args: argparse.Namespace, folder: Path, taesd: Path, workdir: Path, firsts: dict[str, Any]) -> int:
+    """`--starts N`: each variant's cached start (a new process from its launch to its first image, and its peak
+    memory) N times, the variants in turn so that load from elsewhere falls on all of them alike."""
+    engines = [engine for engine in args.engines if engine != "sdcpp" and not (args.no_int8 and engine == "int8")]
+    variants = ["baseline", *(f"{engine}{fast}" for engine in engines for fast in ("", "_fast"))]
+    runs: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
+    for round_ in range(args.starts):
+        for variant in variants:
+            runs[variant].append(fresh_process(variant, args, folder, taesd, workdir))
+            print(f"start {round_ + 1}: {variant}: {json.dumps(runs[variant][-1])}", file=sys.stderr)
+    print(f"\n{args.model} {args.size}x{args.size}, {args.steps} step(s), CPU; {bench.machine('cpu')}")
+    print("first use (fresh process, empty cache): " + json.dumps(firsts))
+    print("| cached start | s to the first image (median, min-max) | peak RSS GB (min-max) |")
+    print("|---|---|---|")
+    for variant, results in runs.items():
+        seconds = [r["first_image_s"] for r in results if "first_image_s" in r]
+        peaks = [r["peak_rss_mb"] / 1024 for r in results if "peak_rss_mb" in r]
+        if not seconds:
+            print(f"| {NAMES[variant]} | failed: {results[-1]} | |")
+            continue
+        print(
+            f"| {NAMES[variant]} | {statistics.median(seconds):.2f} ({min(seconds):.2f}-{max(seconds):.2f}) "
+            f"| {min(peaks):.1f}-{max(peaks):.1f} |"
+        )
+    if args.json:
+        print(json.dumps({"model": args.model, "size": args.size, "first_use": firsts, "starts": runs}))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(bench.MODELS), default="sd-turbo")
@@ -342,10 +377,14 @@ def main() -> int:
     parser.add_argument("--attention", action="store_true", help="time the 4096-token self-attention only")
     parser.add_argument("--reuse", help="a workdir kept from an earlier run: its model and cache, no first uses")
     parser.add_argument(
+        "--starts", type=int, metavar="N", help="only the starts: first uses, then N cached starts of each variant"
+    )
+    parser.add_argument(
         "--sequential", action="store_true", help="plain diffusers' rounds first, then the engines' (less memory)"
     )
     parser.add_argument("--engines", nargs="+", choices=[*ENGINES, "sdcpp"], default=list(ENGINES))
     parser.add_argument("--fresh", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--launched", type=float, default=time.time(), help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--taesd", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -375,6 +414,8 @@ def main() -> int:
             print(f"first use: {variant}", file=sys.stderr)
             firsts[variant] = fresh_process(variant, args, folder, taesd, workdir)
             print(f"first use: {variant}: {json.dumps(firsts[variant])}", file=sys.stderr)
+        if args.starts:
+            return starts(args, folder, taesd, workdir, firsts)
         groups, distances, warm_ups = [], {}, []
         # One engine beside plain diffusers per group: three models loaded at once did not fit the 24 GB
         # machine shared with other work

@@ -580,9 +580,10 @@ class Settings(BaseSettings):
         "auto",
         validation_alias=_env("RUNTIME", bare=False),
         description=(
-            "what runs the UNet and VAE on the CPU: `auto` (torch; OpenVINO for int8), `torch`, or `openvino` "
-            "(pip install 'imageforge[openvino]'; converted per model and size on first use, kept in "
-            "`openvino-cache` in the data folder)"
+            "what runs the UNet and VAE on the CPU: `openvino` (pip install 'imageforge[openvino]'; converted per "
+            "model and size on first use, a minute or more each, kept in `openvino-cache` in the data folder), "
+            "`torch`, or `auto`: OpenVINO, where installed, for the sizes already converted, torch for the rest "
+            "(it converts nothing itself, except for int8)"
         ),
     )
     precision: PrecisionSetting = Field(

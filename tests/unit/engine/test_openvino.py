@@ -6,9 +6,11 @@ everything as before without OpenVINO installed."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,11 @@ from imageforge.config import Settings
 from imageforge.domain import Decoder, LoraWeight, Progress, Task
 from imageforge.engine.backends import speed
 from imageforge.engine.backends.diffusers import DiffusersBackend, DiffusersModel
+from imageforge.engine.backends.diffusers.openvino import NOT_CONVERTED
 from imageforge.engine.catalog import BUILTIN_MODELS
 from imageforge.engine.loras import LoraFolder
 from imageforge.engine.protocol import EngineOptions, Generated
-from imageforge.errors import ServerSideMissing
+from imageforge.errors import ServerSideMissing, WeightsUnavailable
 from tests.unit.engine.test_speed import HEIGHT, WIDTH, never_cancel, tiny_request
 
 pytestmark = pytest.mark.slow
@@ -186,6 +189,46 @@ def test_img2img_runs_the_vae_encoder_on_openvino_too(first_use: tuple[Diffusers
     assert "vae_encoder" in edited.runtime["openvino"]["networks"]
 
 
+# -- `auto`: OpenVINO where converted, nothing converted --------------------------------------------------
+
+
+@needs_openvino
+def test_auto_runs_on_openvino_the_sizes_an_earlier_run_converted_and_converts_no_other(
+    models_path: Path, cache: Path, first_use: tuple[DiffusersModel, Generated], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _load(models_path, cache, runtime="auto")
+    conversions = _Conversions(monkeypatch)
+    entries = sorted(cache.iterdir())
+
+    converted = model.generate(tiny_request(), _ignore, never_cancel)
+    wider = model.generate(replace(tiny_request(), width=WIDTH + 16), _ignore, never_cancel)
+
+    assert (converted.runtime["runtime"], converted.runtime["openvino_converts"]) == ("openvino", False)
+    assert converted.runtime["openvino"]["from_cache"] == ["unet", "vae_decoder"]
+    assert converted.image.tobytes() == first_use[1].image.tobytes()
+    assert wider.image.size == (WIDTH + 16, HEIGHT)
+    assert wider.runtime["openvino"]["networks"] == []
+    assert wider.runtime["openvino"]["torch_fallback"] == {"unet": NOT_CONVERTED, "vae_decoder": NOT_CONVERTED}
+    assert conversions.count == 0
+    assert sorted(cache.iterdir()) == entries
+
+
+@needs_openvino
+def test_auto_runs_a_model_openvino_never_ran_here_in_torch_and_writes_nothing(
+    models_path: Path, tmp_path: Path
+) -> None:
+    in_torch = _load(models_path, tmp_path / "torch-cache", runtime="torch").generate(
+        tiny_request(), _ignore, never_cancel
+    )
+
+    generated = _load(models_path, tmp_path / "cache", runtime="auto").generate(tiny_request(), _ignore, never_cancel)
+
+    assert generated.runtime["runtime"] == "torch"
+    assert "openvino" not in generated.runtime
+    assert generated.image.tobytes() == in_torch.image.tobytes()
+    assert not (tmp_path / "cache").exists()
+
+
 BROKEN = b"not what it was"
 
 
@@ -226,6 +269,52 @@ def test_while_openvino_runs_the_unet_its_torch_weights_are_mapped_from_the_cach
     again = _load(models_path, cache)
     assert _unet_mapped_from(again, cache)
     assert again.generate(tiny_request(), _ignore, never_cancel).image.tobytes() == first.image.tobytes()
+
+
+@contextmanager
+def _scrambled(path: Path) -> Iterator[None]:
+    """`path` overwritten with bytes no loader reads, keeping its size and times, then put back."""
+    original, times = path.read_bytes(), path.stat()
+    path.write_bytes(bytes(len(original)))
+    os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+    try:
+        yield
+    finally:
+        path.write_bytes(original)
+        os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+
+def _unet_file(models_path: Path) -> Path:
+    [weights] = (models_path / TINY.key / "unet").glob("*.safetensors")
+    return weights
+
+
+@needs_openvino
+def test_a_later_load_builds_the_unet_from_its_parked_weights_without_reading_the_model_s_unet_file(
+    models_path: Path, cache: Path, first_use: tuple[DiffusersModel, Generated]
+) -> None:
+    with _scrambled(_unet_file(models_path)):
+        again = _load(models_path, cache)
+        image = again.generate(tiny_request(), _ignore, never_cancel).image
+
+    assert _unet_mapped_from(again, cache)
+    assert image.tobytes() == first_use[1].image.tobytes()
+
+
+@needs_openvino
+def test_a_changed_unet_file_is_read_again_not_the_weights_parked_from_the_old_one(
+    models_path: Path, cache: Path, first_use: tuple[DiffusersModel, Generated], tmp_path: Path
+) -> None:
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    weights = _unet_file(models_path)
+    times = weights.stat()
+    try:
+        os.utime(weights, ns=(times.st_atime_ns, times.st_mtime_ns + 10**9))  # as a new download would leave it
+        with _scrambled(weights), pytest.raises(WeightsUnavailable, match="unet"):
+            _load(models_path, copy)
+    finally:
+        os.utime(weights, ns=(times.st_atime_ns, times.st_mtime_ns))
 
 
 @needs_openvino

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ class Runtime:
     library: str = "torch"
     #: the dtype, or "int8" where the UNet runs quantized
     precision: str = ""
+    #: whether OpenVINO converts a network for a size it has no model of yet (`IMAGEFORGE_RUNTIME=openvino`), or
+    #: leaves that size to torch (`auto`: only what an earlier run converted runs on OpenVINO, ADR 0028)
+    convert: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +55,7 @@ class Runtime:
             "compile": self.compile,
             "runtime": self.library,
             "precision": self.precision or self.dtype,
+            **({"openvino_converts": self.convert} if self.library == "openvino" else {}),
         }
 
 
@@ -90,10 +94,9 @@ def _library(device: str, options: EngineOptions) -> str:
     int8 = options.precision == "int8"
     wanted = options.runtime
     if wanted == "auto":
-        usable = device == "cpu" and not openvino_missing(int8=int8)
-        # OpenVINO is faster per image on CPUs (docs/benchmarks.md), but its first image of each size converts
-        # for minutes: `auto` leaves that to those who ask for it, or for int8, which only OpenVINO runs (ADR 0025).
-        wanted = "openvino" if usable and int8 else "torch"
+        # OpenVINO is the faster runtime on CPUs (docs/benchmarks.md). Its first image of each size converts for a
+        # minute or more, which `auto` never makes a request wait for: it runs what is converted (ADR 0028).
+        wanted = "openvino" if device == "cpu" and not openvino_missing(int8=int8) else "torch"
     if wanted == "openvino" and device != "cpu":
         log.warning("OpenVINO runs on the CPU only here; the %s runs torch (IMAGEFORGE_RUNTIME)", device)
         wanted = "torch"
@@ -123,7 +126,16 @@ def choose_runtime(device: str, options: EngineOptions) -> Runtime:
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(options.compile_cache))
     library = _library(device, options)
     precision = "int8" if options.precision == "int8" and library == "openvino" else dtype
-    return Runtime(device, dtype, channels_last, threads, options.memory_savers, options.compile, library, precision)
+    # int8 is asked for by name, and only OpenVINO runs it: it converts whatever the runtime setting says
+    convert = options.runtime == "openvino" or precision == "int8"
+    return Runtime(
+        device, dtype, channels_last, threads, options.memory_savers, options.compile, library, precision, convert
+    )
+
+
+def on_torch(runtime: Runtime) -> Runtime:
+    """`runtime` for a model that torch runs whole: under `auto`, one that OpenVINO has nothing converted of."""
+    return replace(runtime, library="torch", precision=runtime.dtype)
 
 
 def prepare(pipe: Any, runtime: Runtime) -> None:
@@ -132,7 +144,10 @@ def prepare(pipe: Any, runtime: Runtime) -> None:
     Attention stays on diffusers' default processor, which is torch's scaled_dot_product_attention (SDPA):
     the fastest here; slicing it costs ~15% and is left to `memory_savers`.
     """
-    networks = [getattr(pipe, name, None) for name in ("unet", "transformer", "vae")]
+    # Under OpenVINO the UNet's torch weights are mapped from a file written in channels-last (ADR 0025):
+    # converting them here would copy a UNet that is about to be dropped for the file's.
+    names = ("transformer", "vae") if runtime.library == "openvino" else ("unet", "transformer", "vae")
+    networks = [getattr(pipe, name, None) for name in names]
     for network in (n for n in networks if n is not None):
         if runtime.channels_last:
             network.to(memory_format=_torch().channels_last)

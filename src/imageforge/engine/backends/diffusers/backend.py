@@ -14,6 +14,7 @@ from imageforge.engine.backends.diffusers import loading
 from imageforge.engine.backends.diffusers.adapters import RequestLoras
 from imageforge.engine.backends.diffusers.device import import_torch, memory_gb, memory_in_use_gb, resolve_device
 from imageforge.engine.backends.diffusers.library_logs import quiet_libraries
+from imageforge.engine.backends.diffusers.openvino import parked_unet
 from imageforge.engine.backends.diffusers.running import DiffusersModel
 from imageforge.engine.backends.diffusers.weights import Weights
 from imageforge.engine.loras import LoraFolder
@@ -107,11 +108,16 @@ class DiffusersBackend:
         """`spec` loaded on this backend's device, ready to generate."""
         runtime = self.runtime()
         quiet_libraries()
-        pipe, fast_decoder = loading.load(spec, runtime, self._weights)
+        cache = self._options.openvino_cache or self._models_path.parent / "openvino-cache"
+        parked = None
+        if runtime.library == "openvino" and (source := loading.unet_source(spec, runtime, self._weights)):
+            parked = parked_unet(cache, *source, channels_last=runtime.channels_last)
+        if runtime.library == "openvino" and not runtime.convert and (parked is None or parked.digest is None):
+            runtime = speed.on_torch(runtime)  # `auto`, and OpenVINO never ran this model here (ADR 0028)
+        pipe, fast_decoder = loading.load(spec, runtime, self._weights, parked)
         networks = None
         if runtime.library == "openvino":
-            cache = self._options.openvino_cache or self._models_path.parent / "openvino-cache"
-            networks = loading.openvino_networks(spec, pipe, runtime, cache)
+            networks = loading.openvino_networks(spec, pipe, runtime, cache, parked)
         return DiffusersModel(
             spec,
             pipe,

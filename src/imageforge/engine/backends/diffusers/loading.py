@@ -7,10 +7,11 @@ fused in, and the scheduler may be swapped for the one the catalog names.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError
 
@@ -32,6 +33,9 @@ from imageforge.engine.backends.diffusers.weights import (
 from imageforge.errors import ModelUnsupported, WeightsUnavailable
 from imageforge.extras import install_line, missing
 
+if TYPE_CHECKING:
+    from imageforge.engine.backends.diffusers.openvino import OpenVINONetworks, ParkedUNet
+
 log = logging.getLogger(__name__)
 
 #: Held while diffusers or transformers build a model. They build under process-wide state (torch's default
@@ -47,19 +51,23 @@ _PIPELINES = {
 }
 
 
-def load(spec: ModelSpec, runtime: speed.Runtime, weights: Weights) -> tuple[Any, Any]:
+def load(
+    spec: ModelSpec, runtime: speed.Runtime, weights: Weights, parked: ParkedUNet | None = None
+) -> tuple[Any, Any]:
     """The text2img pipeline of `spec`, ready on the runtime's device, and its fast decoder when that is on disk
-    (None otherwise: the first request for it loads it, see `load_fast_decoder`)."""
+    (None otherwise: the first request for it loads it, see `load_fast_decoder`). `parked`: the UNet's weights
+    as the OpenVINO runtime parked them in an earlier load, which the UNet is built from where they are given."""
     with BUILDING:
-        return _load(spec, runtime, weights)
+        return _load(spec, runtime, weights, parked)
 
 
-def _load(spec: ModelSpec, runtime: speed.Runtime, weights: Weights) -> tuple[Any, Any]:
+def _load(spec: ModelSpec, runtime: speed.Runtime, weights: Weights, parked: ParkedUNet | None) -> tuple[Any, Any]:
     dtype = getattr(import_torch(), runtime.dtype)
     pipeline_class = _pipeline_class(spec)
     failure = None
     try:
-        pipe = _pipeline_from_weights(spec, pipeline_class, dtype, weights)
+        unet = _unet_from_parked(parked) if parked is not None and parked.weights is not None else None
+        pipe = _pipeline_from_weights(spec, pipeline_class, dtype, weights, unet)
         pipe.set_progress_bar_config(disable=True)
         if speed.offload_to_cpu(runtime, spec.est_memory_gb):
             log.info(
@@ -86,7 +94,43 @@ def _load(spec: ModelSpec, runtime: speed.Runtime, weights: Weights) -> tuple[An
     return pipe, fast_decoder
 
 
-def openvino_networks(spec: ModelSpec, pipe: Any, runtime: speed.Runtime, cache: Path) -> Any:
+def unet_source(spec: ModelSpec, runtime: speed.Runtime, weights: Weights) -> tuple[str, Path] | None:
+    """A key of what `spec`'s UNet loads from (the model, the dtype, and the names, sizes and times of the files in
+    its `unet` folder) and that folder; None where the UNet does not come from a diffusers folder on this machine
+    as it is (a single file, a fused LoRA, a pipeline without a UNet)."""
+    if spec.family not in (Family.SD, Family.SDXL) or spec.lora or spec.transformer_file:
+        return None
+    source = str(weights.builtin_model(spec)) if spec.builtin else spec.source
+    folder = None if source.endswith(".safetensors") else diffusers_folder(source, spec.revision)
+    if folder is None or not (folder / "unet" / "config.json").is_file():
+        return None
+    key = hashlib.sha256(f"{spec.key}|{runtime.dtype}|{variant(folder, runtime.dtype)}".encode())
+    for path in sorted((folder / "unet").iterdir()):
+        found = path.stat()  # through the Hub cache's links to their blobs
+        key.update(f"|{path.name}|{path.resolve()}|{found.st_size}|{found.st_mtime_ns}".encode())
+    return key.hexdigest()[:24], folder / "unet"
+
+
+def _unet_from_parked(parked: ParkedUNet) -> Any:
+    """The UNet built from its config with the parked weights mapped in (no copy); None, with the reason logged
+    and `parked` cleared, where they do not fit it."""
+    from diffusers import UNet2DConditionModel
+
+    torch = import_torch()
+    try:
+        with torch.device("meta"):  # no memory for weights that are replaced right away
+            unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(parked.folder))
+        unet.load_state_dict(parked.weights, assign=True)
+    except Exception as exc:
+        log.warning("the parked UNet weights do not fit %s (%s): loading the model's own", parked.folder, exc)
+        parked.digest = parked.weights = None
+        return None
+    return unet.eval()
+
+
+def openvino_networks(
+    spec: ModelSpec, pipe: Any, runtime: speed.Runtime, cache: Path, parked: ParkedUNet | None
+) -> OpenVINONetworks | None:
     """The pipeline's UNet and VAE switched to OpenVINO models (converted per shape on first use, ADR 0025);
     None, with the reason logged, for a pipeline without a UNet (FLUX), which keeps torch."""
     from imageforge.engine.backends.diffusers.openvino import CALIBRATION_PROMPTS, OpenVINONetworks
@@ -113,9 +157,11 @@ def openvino_networks(spec: ModelSpec, pipe: Any, runtime: speed.Runtime, cache:
         inference_precision="bf16" if runtime.dtype == "bfloat16" else "f32",
         threads=runtime.threads,
         int8=runtime.precision == "int8",
+        convert=runtime.convert,
+        channels_last=runtime.channels_last,
         calibration_states=calibration_states,
     )
-    networks.attach_unet(pipe.unet)
+    networks.attach_unet(pipe.unet, parked)
     networks.attach("vae_decoder", pipe.vae.decoder, owner=pipe.vae)
     networks.attach("vae_encoder", pipe.vae.encoder, owner=pipe.vae)
     return networks
@@ -200,9 +246,9 @@ def _load_error(spec: ModelSpec, exc: Exception) -> Exception:
     return exc
 
 
-def _pipeline_from_weights(spec: ModelSpec, pipeline_class: Any, dtype: Any, weights: Weights) -> Any:
+def _pipeline_from_weights(spec: ModelSpec, pipeline_class: Any, dtype: Any, weights: Weights, unet: Any) -> Any:
     source = str(weights.builtin_model(spec)) if spec.builtin else spec.source
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {} if unet is None else {"unet": unet}
     if spec.transformer_file:
         extra["transformer"] = _quantized_transformer(
             spec.transformer_file, dtype, config=source, revision=spec.revision

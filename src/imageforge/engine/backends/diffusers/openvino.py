@@ -7,19 +7,24 @@ are kept on disk, keyed by model, weights digest, network, shapes, precision and
 first use of a shape pays the conversion; an entry that no longer reads or compiles is converted again. A call
 OpenVINO cannot take (a tiled decode, arguments the converted call lacks) or a network whose conversion failed
 runs in torch, with the reason logged once; so does the UNet while a request's LoRAs are applied to it as torch
-adapters, which its converted model does not have.
+adapters, which its converted model does not have. Under `IMAGEFORGE_RUNTIME=auto` nothing is converted: a
+network runs on OpenVINO at the sizes an earlier run converted, and in torch at the others (ADR 0028).
 
 While OpenVINO runs the UNet, the torch UNet's weights are rarely used (another shape's conversion, a job with
 LoRAs), yet they were as large as the compiled model. They are parked: written once beside the converted models
 and mapped back from that file, so they take memory only while something reads them, and the kernel can drop
-those pages again (ADR 0025). With int8 the UNet is quantized by NNCF (post-training, weights and
-activations), calibrated on the UNet's inputs for a few fixed prompts.
+those pages again (ADR 0025). A record beside that file says which of the model's files and dtype the weights
+came from, so a later load that would read the same files builds the UNet from the mapped file instead (no
+reading, casting or digesting of the UNet's own files: most of a cached start's load). With int8 the UNet is
+quantized by NNCF (post-training, weights and activations), calibrated on the UNet's inputs for a few fixed
+prompts.
 """
 
 from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import logging
 import shutil
 import tempfile
@@ -46,6 +51,8 @@ CALIBRATION_PROMPTS = (
 )
 #: Calibration calls of the UNet per int8 conversion: the prompts above at two timesteps each.
 _CALIBRATION_TIMESTEPS = (999.0, 499.0)
+#: Why a network runs in torch under `IMAGEFORGE_RUNTIME=auto` at a size it has no OpenVINO model of.
+NOT_CONVERTED = "not converted for this size: IMAGEFORGE_RUNTIME=openvino converts it on first use"
 #: The extra inputs SDXL's UNet takes through `added_cond_kwargs`, in the order the converted call takes them.
 _ADDED = ("text_embeds", "time_ids")
 
@@ -59,16 +66,56 @@ def _ov() -> Any:
 def weights_digest(module: Any) -> str:
     """A digest of a module's weights that changes when any of them does (a LoRA fused in, another revision):
     names, shapes, dtypes and an evenly spread sample of each tensor's values. Hashing every byte of a UNet
-    would take seconds per load; a fused LoRA or another checkpoint changes most sampled values."""
+    would take seconds per load; a fused LoRA or another checkpoint changes most sampled values. The values are
+    sampled in memory order, through a view: flattening a channels-last weight in logical order copies it, which
+    took most of a second over a UNet."""
     torch = import_torch()
     digest = hashlib.sha256()
     with torch.no_grad():
         for name, tensor in module.state_dict().items():
             digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-            flat = tensor.reshape(-1)
+            flat = tensor.permute(sorted(range(tensor.dim()), key=lambda dim: -tensor.stride(dim))).reshape(-1)
             step = max(1, flat.numel() // 256)
             digest.update(flat[::step].float().cpu().numpy().tobytes())
     return digest.hexdigest()[:24]
+
+
+@dataclass
+class ParkedUNet:
+    """What the OpenVINO runtime knows of a model's torch UNet before the model loads (ADR 0025)."""
+
+    #: A key of what the UNet loads from: its files' names, sizes and times, the dtype and the model
+    source: str
+    #: The UNet's folder in the model (its config.json)
+    folder: Path
+    #: The weights digest an earlier load of the same source recorded; None when none did
+    digest: str | None = None
+    #: Those weights, mapped from the file they were parked in; None when there is none to map
+    weights: dict[str, Any] | None = None
+
+
+def parked_unet(cache_dir: Path, source: str, folder: Path, *, channels_last: bool) -> ParkedUNet:
+    """The UNet of `source` as an earlier load parked it: its digest and its weights mapped from their file, where
+    both are still there and read back; otherwise a ParkedUNet without them, and the model loads its own files."""
+    parked = ParkedUNet(source, folder)
+    try:
+        digest = str(json.loads(_source_record(cache_dir, source).read_text())["digest"])
+        weights = import_torch().load(_parked_file(cache_dir, digest, channels_last), mmap=True, weights_only=True)
+    except FileNotFoundError:
+        return parked
+    except Exception as exc:  # a broken record or file: the next load parks the weights again
+        log.warning("the parked UNet weights of %s do not read back (%s): loading the model's own", folder, exc)
+        return parked
+    parked.digest, parked.weights = digest, weights
+    return parked
+
+
+def _source_record(cache_dir: Path, source: str) -> Path:
+    return cache_dir / f"torch-unet-source-{source}.json"
+
+
+def _parked_file(cache_dir: Path, digest: str, channels_last: bool) -> Path:
+    return cache_dir / f"torch-unet-{digest}{'-channels-last' if channels_last else ''}.pt"
 
 
 @dataclass
@@ -142,12 +189,16 @@ class OpenVINONetworks:
         inference_precision: str,
         threads: int | None,
         int8: bool,
+        convert: bool = True,
+        channels_last: bool = False,
         calibration_states: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         ov = _ov()
         self._model_key = model_key
         self._cache_dir = cache_dir
         self._int8 = int8
+        self._convert_missing = convert
+        self._channels_last = channels_last
         self._calibration_states = calibration_states
         self._core = ov.Core()
         self._config: dict[str, Any] = {
@@ -185,12 +236,19 @@ class OpenVINONetworks:
 
     # -- attaching to networks ------------------------------------------------------------------------------
 
-    def attach_unet(self, unet: Any) -> None:
-        """Run `unet` (a UNet2DConditionModel) through OpenVINO for the calls it can take."""
+    def attach_unet(self, unet: Any, parked: ParkedUNet | None = None) -> None:
+        """Run `unet` (a UNet2DConditionModel) through OpenVINO for the calls it can take. `parked`: what
+        `parked_unet` found before the load; where `unet` was built from its mapped weights, they stay as they are,
+        and otherwise this load's weights are parked and recorded for the next load of the same source."""
         original = unet.forward
-        digest = weights_digest(unet)
-        self._parked["unet"] = (unet, self._cache_dir / f"torch-unet-{digest}.pt")
-        self._park("unet")
+        if parked is not None and parked.digest is not None and parked.weights is not None:
+            digest = parked.digest
+            self._parked["unet"] = (unet, _parked_file(self._cache_dir, digest, self._channels_last))
+        else:
+            digest = weights_digest(unet)
+            self._parked["unet"] = (unet, _parked_file(self._cache_dir, digest, self._channels_last))
+            if self._park("unet") and parked is not None:
+                self._record(parked.source, digest)
         from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
         def forward(
@@ -256,7 +314,8 @@ class OpenVINONetworks:
             self._compiled[key] = self._prepare(name, digest, module, inputs)
         request = self._compiled[key]
         if request is None:
-            self.report.torch_fallback[name] = self._refused.get(name, "no OpenVINO model for this call")
+            # no model for these shapes: its conversion failed, or it was never converted and `auto` converts none
+            self.report.torch_fallback[name] = self._refused.get(name, NOT_CONVERTED)
             return None
         request.infer([x.detach().cpu().numpy() for x in inputs])
         self.report.ran.add(name)
@@ -264,7 +323,8 @@ class OpenVINONetworks:
 
     def _prepare(self, name: str, digest: str, module: Any, inputs: Sequence[Any]) -> Any:
         """The infer request of `name` for these shapes: compiled from the cache, or converted (and cached)
-        first; None, with the reason logged, when OpenVINO cannot run it."""
+        first; None when OpenVINO cannot run it (the reason logged), or has no model of these shapes and is not
+        to convert one (`auto`)."""
         if name in self._refused:
             return None
         int8 = self._int8 and name == "unet"
@@ -280,6 +340,8 @@ class OpenVINONetworks:
             except Exception as exc:  # a truncated or foreign file: convert again
                 log.warning("the cached OpenVINO model %s is unusable (%s): converting again", folder, exc)
                 shutil.rmtree(folder, ignore_errors=True)
+        if not self._convert_missing:
+            return None
         started = time.perf_counter()
         try:
             # The converted model shares the float32 weights: it is saved and dropped before they go back to
@@ -345,12 +407,12 @@ class OpenVINONetworks:
             model_type=nncf.ModelType.TRANSFORMER,
         )
 
-    def _park(self, name: str) -> None:
+    def _park(self, name: str) -> bool:
         """Map network `name`'s torch weights from their file in the cache (written the first time, and again
         when it does not read back), in place of the copies in memory; left in memory, with the reason logged,
-        when that cannot be done."""
+        when that cannot be done. Whether they are mapped."""
         if name not in self._parked:
-            return
+            return False
         module, path = self._parked[name]
         torch = import_torch()
         for attempt in (1, 2):
@@ -358,20 +420,42 @@ class OpenVINONetworks:
                 if not path.is_file():
                     self._cache_dir.mkdir(parents=True, exist_ok=True)
                     staging = path.with_name(f".{path.name}.{id(self)}")
-                    torch.save(module.state_dict(), staging)
+                    torch.save(self._layout(module.state_dict()), staging)
                     staging.rename(path)
                 module.load_state_dict(torch.load(path, mmap=True, weights_only=True), assign=True)
             except Exception as exc:  # a full disk, a broken file: in memory, the weights cost memory only
                 log.warning("could not map the torch weights of %s from %s: %s", name, path, exc)
                 path.unlink(missing_ok=True)
                 if attempt == 2:
-                    return
+                    return False
                 continue
             break
         # The copies just dropped go back to the system, not to the allocator's free lists, where they would
         # still count as this process's memory.
         gc.collect()
         trim_heap()
+        return True
+
+    def _record(self, source: str, digest: str) -> None:
+        """Note that the UNet loaded from `source` has weights `digest`, for `parked_unet` in a later load."""
+        record = _source_record(self._cache_dir, source)
+        staging = record.with_name(f".{record.name}.{id(self)}")
+        try:
+            staging.write_text(json.dumps({"digest": digest}))
+            staging.rename(record)
+        except OSError as exc:  # the next load reads the model's own files, as this one did
+            log.warning("could not record where the UNet's weights are parked (%s): %s", record, exc)
+
+    def _layout(self, weights: dict[str, Any]) -> dict[str, Any]:
+        """`weights` in the memory layout the torch network runs fastest in, when it runs (a job with LoRAs):
+        channels-last convolution weights where the runtime asks for it (`speed.prepare` leaves them to this)."""
+        if not self._channels_last:
+            return weights
+        torch = import_torch()
+        return {
+            name: tensor.contiguous(memory_format=torch.channels_last) if tensor.dim() == 4 else tensor
+            for name, tensor in weights.items()
+        }
 
     def _save(self, model: Any, folder: Path) -> bool:
         """Write `model` under `folder` whole or not at all: into a sibling folder, then renamed; whether it was."""
