@@ -82,7 +82,7 @@ def weights_digest(module: Any) -> str:
 
 @dataclass
 class ParkedUNet:
-    """What the OpenVINO runtime knows of a model's torch UNet before the model loads (ADR 0025)."""
+    """What the OpenVINO runtime knows of a model's torch UNet before the model loads (ADR 0028)."""
 
     #: A key of what the UNet loads from: its files' names, sizes and times, the dtype and the model
     source: str
@@ -242,13 +242,12 @@ class OpenVINONetworks:
         and otherwise this load's weights are parked and recorded for the next load of the same source."""
         original = unet.forward
         if parked is not None and parked.digest is not None and parked.weights is not None:
-            digest = parked.digest
-            self._parked["unet"] = (unet, _parked_file(self._cache_dir, digest, self._channels_last))
+            digest, mapped = parked.digest, True  # built from its parked weights: already mapped
         else:
-            digest = weights_digest(unet)
-            self._parked["unet"] = (unet, _parked_file(self._cache_dir, digest, self._channels_last))
-            if self._park("unet") and parked is not None:
-                self._record(parked.source, digest)
+            digest, mapped = weights_digest(unet), False
+        self._parked["unet"] = (unet, _parked_file(self._cache_dir, digest, self._channels_last))
+        if not mapped and self._park("unet") and parked is not None:
+            self._record(parked.source, digest)
         from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
         def forward(
