@@ -189,6 +189,26 @@ def test_img2img_runs_the_vae_encoder_on_openvino_too(first_use: tuple[Diffusers
     assert "vae_encoder" in edited.runtime["openvino"]["networks"]
 
 
+@needs_openvino
+def test_a_conversion_that_would_not_fit_the_free_memory_waits_and_the_image_comes_from_torch(
+    models_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _load(models_path, tmp_path / "cache")
+    conversions = _Conversions(monkeypatch)
+    with monkeypatch.context() as short:
+        short.setattr(speed, "free_memory_gb", lambda device: 0.0)
+        waited = model.generate(tiny_request(), _ignore, never_cancel)
+
+    converted = model.generate(tiny_request(), _ignore, never_cancel)
+
+    # (with no memory free, the VAE also decodes in tiles, which run in torch)
+    assert waited.runtime["openvino"]["networks"] == []
+    assert "GB of free memory and 0.0 GB is free" in waited.runtime["openvino"]["torch_fallback"]["unet"]
+    assert waited.image.size == (WIDTH, HEIGHT)
+    assert converted.runtime["openvino"]["converted"] == ["unet", "vae_decoder"]
+    assert conversions.count == 2
+
+
 # -- `auto`: OpenVINO where converted, nothing converted --------------------------------------------------
 
 

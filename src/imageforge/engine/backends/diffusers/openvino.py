@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imageforge.engine.backends import speed
 from imageforge.engine.backends.diffusers.device import import_torch
 from imageforge.engine.backends.memory import trim_heap
 
@@ -53,6 +54,10 @@ CALIBRATION_PROMPTS = (
 _CALIBRATION_TIMESTEPS = (999.0, 499.0)
 #: Why a network runs in torch under `IMAGEFORGE_RUNTIME=auto` at a size it has no OpenVINO model of.
 NOT_CONVERTED = "not converted for this size: IMAGEFORGE_RUNTIME=openvino converts it on first use"
+#: Memory a conversion takes beyond the loaded model, per byte of the network's weights in float32, with some
+#: margin: converting holds them in float32 and OpenVINO copies them (measured 1.3x on sd-turbo's UNet and 1.2x on
+#: SDXL's), and int8's quantization holds more (3.0x on sd-turbo's UNet; docs/benchmarks.md).
+_CONVERT_MEMORY = {"float": 1.5, "int8": 3.2}
 #: The extra inputs SDXL's UNet takes through `added_cond_kwargs`, in the order the converted call takes them.
 _ADDED = ("text_embeds", "time_ids")
 
@@ -108,6 +113,21 @@ def parked_unet(cache_dir: Path, source: str, folder: Path, *, channels_last: bo
         return parked
     parked.digest, parked.weights = digest, weights
     return parked
+
+
+def _check_memory(module: Any, int8: bool) -> None:
+    """Raise _NotNow where converting `module` would need more memory than is free: on a machine without it the
+    kernel would kill the whole server for it."""
+    free = speed.free_memory_gb("cpu")
+    if free is None:
+        return
+    weights = sum(parameter.numel() for parameter in module.parameters()) * 4 / 2**30
+    need = _CONVERT_MEMORY["int8" if int8 else "float"] * weights
+    if need > free:
+        raise _NotNow(
+            f"converting it to OpenVINO needs about {need:.1f} GB of free memory and {free:.1f} GB is free: "
+            "it runs in torch, and a later request tries again"
+        )
 
 
 def _source_record(cache_dir: Path, source: str) -> Path:
@@ -176,6 +196,11 @@ def _in_float32(module: Any) -> Iterator[None]:
         yield
     finally:
         module.to(dtype)
+
+
+class _NotNow(Exception):
+    """A conversion that is not started for now (too little free memory): this call runs in torch, a later one
+    tries again."""
 
 
 class OpenVINONetworks:
@@ -310,7 +335,12 @@ class OpenVINONetworks:
         shapes = tuple(tuple(int(n) for n in x.shape) for x in inputs)
         key = (name, shapes)
         if key not in self._compiled:
-            self._compiled[key] = self._prepare(name, digest, module, inputs)
+            try:
+                self._compiled[key] = self._prepare(name, digest, module, inputs)
+            except _NotNow as why:
+                log.warning("%s of %s: %s", name, self._model_key, why)
+                self.report.torch_fallback[name] = str(why)
+                return None
         request = self._compiled[key]
         if request is None:
             # no model for these shapes: its conversion failed, or it was never converted and `auto` converts none
@@ -341,6 +371,7 @@ class OpenVINONetworks:
                 shutil.rmtree(folder, ignore_errors=True)
         if not self._convert_missing:
             return None
+        _check_memory(module, int8)
         started = time.perf_counter()
         try:
             # The converted model shares the float32 weights: it is saved and dropped before they go back to
