@@ -99,7 +99,8 @@ def build(model: str, folder: Path) -> tuple[Path, Path]:
         components |= {"safety_checker": None, "requires_safety_checker": False}
     # Like the Hub repositories of sd-turbo and sdxl-turbo, the folder holds fp16 copies beside the fp32 files:
     # imageforge pulls and loads those where it runs in half precision (bf16 here); plain diffusers' default
-    # loads the fp32 files. The fp32 files are saved last, so the configs they share say float32.
+    # loads the fp32 files. The fp32 files are saved last, so the configs they share say float32 (they hold the
+    # fp16-rounded random values, which costs the timings nothing).
     pipe = pipeline_class(family)(**components)
     pipe.to(torch.float16).save_pretrained(folder / model, safe_serialization=True, variant="fp16")
     pipe.to(torch.float32).save_pretrained(folder / model, safe_serialization=True)
