@@ -21,7 +21,7 @@ from PIL import Image
 
 from imageforge.bootstrap import build_service
 from imageforge.config import Settings
-from imageforge.domain import Decoder, LoraWeight, Progress, Task
+from imageforge.domain import Decoder, GenerationParams, LoraWeight, Progress, Task
 from imageforge.engine.backends import speed
 from imageforge.engine.backends.diffusers import DiffusersBackend, DiffusersModel
 from imageforge.engine.backends.diffusers.openvino import NOT_CONVERTED
@@ -289,6 +289,26 @@ def test_while_openvino_runs_the_unet_its_torch_weights_are_mapped_from_the_cach
     again = _load(models_path, cache)
     assert _unet_mapped_from(again, cache)
     assert again.generate(tiny_request(), _ignore, never_cancel).image.tobytes() == first.image.tobytes()
+
+
+@needs_openvino
+def test_the_seeded_cache_never_answers_an_openvino_request_with_an_image_auto_made_in_torch(
+    settings: Settings,
+) -> None:
+    params = GenerationParams(task=Task.TEXT2IMG, prompt="a fox", seed=5, width=64, height=64)
+    made = []
+    for runtime in ("auto", "openvino", "auto"):
+        service = build_service(settings.model_copy(update={"runtime": runtime}))
+        service.start()
+        try:
+            made.append(service.generate(params))
+        finally:
+            service.close()
+
+    auto, openvino, auto_again = made
+    assert (auto.cached, auto.runtime and auto.runtime["runtime"]) == (False, "torch")
+    assert (openvino.cached, openvino.runtime and openvino.runtime["runtime"]) == (False, "openvino")
+    assert auto_again.cached  # its own image, from before the size was converted
 
 
 @contextmanager

@@ -80,11 +80,14 @@ class DiffusersBackend:
         return self._runtime
 
     def fingerprint(self, spec: ModelSpec) -> str:
-        """The libraries, device and dtype that results depend on (the same for every model)."""
+        """The libraries, device, dtype and runtime that results depend on (the same for every model)."""
         info = self.device_info()
         text = f"diffusers={info.versions['diffusers']};torch={info.versions['torch']};{info.device};{info.dtype}"
-        if self.runtime().library == "openvino":  # its images differ from torch's in the last bits
-            text += f";openvino={version('openvino')};{self.runtime().precision}"
+        runtime = self.runtime()
+        if runtime.library == "openvino":  # its images differ from torch's in the last bits
+            text += f";openvino={version('openvino')};{runtime.precision}"
+            # `auto` runs the sizes nobody converted in torch: its images answer for neither runtime's requests
+            text += "" if runtime.convert else ";where-converted"
         return text
 
     def weights_present(self, spec: ModelSpec) -> bool:
