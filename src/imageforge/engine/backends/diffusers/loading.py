@@ -100,7 +100,7 @@ def unet_source(spec: ModelSpec, runtime: speed.Runtime, weights: Weights) -> tu
     as it is (a single file, a fused LoRA, a pipeline without a UNet)."""
     if spec.family not in (Family.SD, Family.SDXL) or spec.lora or spec.transformer_file:
         return None
-    source = str(weights.builtin_model(spec)) if spec.builtin else spec.source
+    source = _source(spec, weights)
     folder = None if source.endswith(".safetensors") else diffusers_folder(source, spec.revision)
     if folder is None or not (folder / "unet" / "config.json").is_file():
         return None
@@ -246,8 +246,17 @@ def _load_error(spec: ModelSpec, exc: Exception) -> Exception:
     return exc
 
 
+def _source(spec: ModelSpec, weights: Weights) -> str:
+    """Where `spec` loads from: its catalog source, or the built-in model's folder (built under BUILDING on first
+    use, as building runs diffusers)."""
+    if not spec.builtin:
+        return spec.source
+    with BUILDING:
+        return str(weights.builtin_model(spec))
+
+
 def _pipeline_from_weights(spec: ModelSpec, pipeline_class: Any, dtype: Any, weights: Weights, unet: Any) -> Any:
-    source = str(weights.builtin_model(spec)) if spec.builtin else spec.source
+    source = _source(spec, weights)
     extra: dict[str, Any] = {} if unet is None else {"unet": unet}
     if spec.transformer_file:
         extra["transformer"] = _quantized_transformer(
